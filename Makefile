@@ -1,0 +1,38 @@
+# The README's two commands: `make demo` and `make test`. Both create the virtual
+# environment on first use (VENV, default .venv) and reinstall only when pyproject.toml
+# changes. PYTHON picks the interpreter that creates it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The stamp names the dependency list and this checkout, so a venv kept outside the clone
+# (as .ci/run does) is reused while neither changes.
+STAMP := $(VENV)/.geofm-$(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(shell echo "$(CURDIR)" | sha256sum | cut -c1-8)
+
+.PHONY: setup demo test test-all lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.geofm-*
+	touch $@
+
+demo: setup
+	$(BIN)/geofm demo --out outputs/demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-all: setup
+	$(BIN)/python -m pytest -m ''
+
+lint: setup
+	$(BIN)/ruff check geofm gfm_bench tests benchmarks datasets/scripts
+
+bench: setup
+	$(BIN)/python benchmarks/bench_reading.py
+
+clean:
+	rm -rf outputs .pytest_cache
