@@ -1,0 +1,341 @@
+"""Hyperspectral cubes: ENVI (``.hdr`` + binary, BSQ/BIL/BIP) and MATLAB ``.mat`` files.
+
+ENVI files are memory-mapped, so a window of a large cube reads only that window. MATLAB
+files are read with scipy (v5 and earlier) or h5py (v7.3, which is HDF5). Wavelengths come
+from the ENVI header when it has them, else from a dataset card (:mod:`geofm.data.cards`),
+else from an explicit list. Benchmark cubes such as Indian Pines or Salinas are stored as
+``(H, W, C)`` arrays; the sample is ``(C, H, W)`` as everywhere in geofm.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geofm.data.cards import DatasetCard, load_dataset_card
+from geofm.data.readers import WindowLike, _checked_window, _finish, _valid_mask, as_window
+from geofm.data.sample import IGNORE_INDEX, Sample, check_band_metadata
+
+PathLike = str | os.PathLike
+
+# ENVI "data type" codes -> numpy dtypes (ENVI header documentation, L3Harris).
+ENVI_DTYPES = {
+    1: np.uint8, 2: np.int16, 3: np.int32, 4: np.float32, 5: np.float64,
+    12: np.uint16, 13: np.uint32, 14: np.int64, 15: np.uint64,
+}
+
+
+def read_envi_header(path: PathLike) -> dict[str, Any]:
+    """Parse an ENVI ``.hdr`` into a dict with lower-case keys.
+
+    Brace-delimited values (``wavelength = { ... }``) become lists of strings, numeric
+    fields ``samples``, ``lines``, ``bands``, ``header offset``, ``data type`` and
+    ``byte order`` become ints.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ENVI header not found: {path}")
+    text = path.read_text(encoding="latin-1")
+    if not text.lstrip().startswith("ENVI"):
+        raise ValueError(f"{path} is not an ENVI header (it does not start with 'ENVI')")
+    header: dict[str, Any] = {}
+    for m in re.finditer(r"^\s*([^=\n]+?)\s*=\s*(\{[^}]*\}|[^\n]*)", text, flags=re.MULTILINE):
+        key, value = m.group(1).strip().lower(), m.group(2).strip()
+        if value.startswith("{"):
+            header[key] = [v.strip() for v in value[1:-1].split(",") if v.strip()]
+        else:
+            header[key] = value
+    for key in ("samples", "lines", "bands"):
+        if key not in header:
+            raise ValueError(f"ENVI header {path} has no '{key}'")
+    for key, default in (("samples", None), ("lines", None), ("bands", None),
+                         ("header offset", "0"), ("data type", None), ("byte order", "0")):
+        if key in header or default is not None:
+            header[key] = int(header.get(key, default))
+    header.setdefault("interleave", "bsq")
+    header["interleave"] = header["interleave"].lower()
+    return header
+
+
+def _envi_binary(hdr: Path) -> Path:
+    for suffix in (".img", ".dat", ".raw", ".bin", ""):
+        candidate = hdr.with_suffix(suffix)
+        if candidate.is_file() and candidate != hdr:
+            return candidate
+    raise FileNotFoundError(f"no binary file beside ENVI header {hdr} (tried .img, .dat, .raw, "
+                            ".bin and no extension)")
+
+
+def _envi_paths(path: PathLike) -> tuple[Path, Path]:
+    path = Path(path)
+    if path.suffix.lower() == ".hdr":
+        return path, _envi_binary(path)
+    hdr = path.with_suffix(".hdr")
+    if not hdr.is_file():
+        hdr = Path(str(path) + ".hdr")
+    if not path.is_file():
+        raise FileNotFoundError(f"ENVI binary file not found: {path}")
+    if not hdr.is_file():
+        raise FileNotFoundError(f"no ENVI header for {path} (looked for {path.with_suffix('.hdr')})")
+    return hdr, path
+
+
+def envi_memmap(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """Memory-map an ENVI cube as ``(bands, lines, samples)`` without reading it."""
+    hdr_path, bin_path = _envi_paths(path)
+    header = read_envi_header(hdr_path)
+    code = header.get("data type")
+    if code not in ENVI_DTYPES:
+        raise ValueError(f"{hdr_path}: ENVI data type {code} is not supported "
+                         f"(supported: {sorted(ENVI_DTYPES)})")
+    dtype = np.dtype(ENVI_DTYPES[code]).newbyteorder(">" if header["byte order"] == 1 else "<")
+    b, h, w = header["bands"], header["lines"], header["samples"]
+    shapes = {"bsq": ((b, h, w), (0, 1, 2)), "bil": ((h, b, w), (1, 0, 2)),
+              "bip": ((h, w, b), (2, 0, 1))}
+    if header["interleave"] not in shapes:
+        raise ValueError(f"{hdr_path}: unknown interleave {header['interleave']!r}")
+    shape, axes = shapes[header["interleave"]]
+    expected = header["header offset"] + int(np.prod(shape)) * dtype.itemsize
+    size = bin_path.stat().st_size
+    if size < expected:
+        raise ValueError(f"{bin_path} has {size} bytes but its header describes {expected} "
+                         f"({b} bands x {h} lines x {w} samples of {dtype})")
+    raw = np.memmap(bin_path, dtype=dtype, mode="r", offset=header["header offset"], shape=shape)
+    return raw.transpose(axes), header
+
+
+def _envi_wavelengths(header: dict[str, Any]) -> list[float] | None:
+    if "wavelength" not in header:
+        return None
+    wls = [float(v) for v in header["wavelength"]]
+    units = str(header.get("wavelength units", "nanometers")).lower()
+    if units.startswith("micro") or units in {"um", "µm"} or (units == "unknown" and max(wls) < 30):
+        wls = [w * 1000.0 for w in wls]
+    return wls
+
+
+def _card(card: str | DatasetCard | None) -> DatasetCard | None:
+    return load_dataset_card(card) if isinstance(card, str) else card
+
+
+def _select_bands(cube_bands: int, names: list[str], wls: list[float],
+                  bands: Sequence[str] | Sequence[int] | None) -> list[int]:
+    if bands is None:
+        return list(range(cube_bands))
+    if all(isinstance(b, int | np.integer) for b in bands):
+        bad = [b for b in bands if not 0 <= b < cube_bands]
+        if bad:
+            raise ValueError(f"band indexes {bad} out of range 0..{cube_bands - 1}")
+        return [int(b) for b in bands]
+    missing = [b for b in bands if b not in names]
+    if missing:
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        raise KeyError(f"unknown bands {missing}; this cube has {len(names)} bands: {shown}")
+    return [names.index(b) for b in bands]
+
+
+def _band_metadata(n: int, card: DatasetCard | None, wavelengths: Sequence[float] | None,
+                   from_file: list[float] | None, file_names: list[str] | None,
+                   where: str) -> tuple[list[str], list[float]]:
+    if wavelengths is not None:
+        wls, names = [float(w) for w in wavelengths], None
+    elif from_file is not None:
+        wls, names = from_file, file_names
+    elif card is not None:
+        wls, names = card.wavelengths_nm, list(card.band_names)
+    else:
+        raise ValueError(f"{where} has no wavelengths; pass card='<dataset card>' "
+                         "or wavelengths=[...]")
+    check_band_metadata(n, wls)
+    if names is None or len(names) != n:
+        names = [f"{w:.1f}nm" for w in wls]
+    return list(names), wls
+
+
+def open_envi(
+    path: PathLike,
+    bands: Sequence[str] | Sequence[int] | None = None,
+    window: WindowLike | None = None,
+    *,
+    card: str | DatasetCard | None = None,
+    wavelengths: Sequence[float] | None = None,
+    gsd: float | None = None,
+) -> Sample:
+    """Read an ENVI cube (or a window of it) into a sample.
+
+    Wavelengths: ``wavelengths`` if given, else the header's ``wavelength`` field, else the
+    card's. ``gsd``: explicit, else the header's ``map info`` pixel size, else the card's.
+    Pixels equal to the header's ``data ignore value`` are marked invalid.
+    """
+    cube, header = envi_memmap(path)
+    card_obj = _card(card)
+    names, wls = _band_metadata(cube.shape[0], card_obj, wavelengths, _envi_wavelengths(header),
+                                header.get("band names"), str(path))
+    idx = _select_bands(cube.shape[0], names, wls, bands)
+    _, h, w = cube.shape
+    win = _checked_window(as_window(window) or as_window((0, 0, w, h)), w, h, str(path))
+    r0, c0 = max(win.row_off, 0), max(win.col_off, 0)
+    r1, c1 = min(win.row_off + win.height, h), min(win.col_off + win.width, w)
+    data = np.zeros((len(idx), win.height, win.width), dtype=cube.dtype.newbyteorder("="))
+    inside = np.zeros((win.height, win.width), dtype=bool)
+    rs, cs = r0 - win.row_off, c0 - win.col_off
+    data[:, rs:rs + r1 - r0, cs:cs + c1 - c0] = cube[idx, r0:r1, c0:c1]
+    inside[rs:rs + r1 - r0, cs:cs + c1 - c0] = True
+    ignore = header.get("data ignore value")
+    valid = _valid_mask(data, [None if ignore is None else float(ignore)] * len(idx)) & inside
+    gsd_m = gsd if gsd is not None else _envi_gsd(header)
+    if gsd_m is None:
+        gsd_m = card_obj.gsd_m if card_obj is not None else None
+    if gsd_m is None:
+        raise ValueError(f"{path} has no pixel size in its header; pass gsd=... or card=...")
+    scale = card_obj.scale if card_obj is not None else 1.0
+    return _finish(data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m, scale)
+
+
+def _envi_gsd(header: dict[str, Any]) -> float | None:
+    info = header.get("map info")
+    if isinstance(info, list) and len(info) >= 7:
+        try:
+            return float(info[5])
+        except ValueError:
+            return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# MATLAB .mat
+
+def _is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(520)
+    return b"\x89HDF\r\n\x1a\n" in head[:8] or head[512:520] == b"\x89HDF\r\n\x1a\n"
+
+
+def load_mat_arrays(path: PathLike) -> dict[str, np.ndarray]:
+    """All numeric arrays of a ``.mat`` file, in MATLAB's (row, column, ...) order.
+
+    v7.3 files (HDF5) store arrays transposed; they are transposed back so that both
+    versions give the same shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MATLAB file not found: {path}")
+    if _is_hdf5(path):
+        import h5py
+
+        out: dict[str, np.ndarray] = {}
+        with h5py.File(path, "r") as f:
+            for key, item in f.items():
+                if isinstance(item, h5py.Dataset) and item.dtype.kind in "uifb":
+                    out[key] = np.asarray(item).T
+        return out
+    import scipy.io
+
+    try:
+        raw = scipy.io.loadmat(path)
+    except (ValueError, TypeError, OSError) as err:
+        raise OSError(f"cannot read {path} as a MATLAB file: {err}") from None
+    return {k: v for k, v in raw.items()
+            if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "uifb"}
+
+
+def _pick(arrays: dict[str, np.ndarray], key: str | None, ndim: int, path: Path) -> np.ndarray:
+    if key is not None:
+        if key not in arrays:
+            raise KeyError(f"{path} has no array {key!r}; it has {sorted(arrays)}")
+        return arrays[key]
+    found = [k for k, v in arrays.items() if v.ndim == ndim]
+    if len(found) != 1:
+        raise KeyError(f"{path}: say which array to read with key=...; arrays: "
+                       f"{ {k: v.shape for k, v in arrays.items()} }")
+    return arrays[found[0]]
+
+
+def open_mat(
+    path: PathLike,
+    key: str | None = None,
+    *,
+    card: str | DatasetCard | None = None,
+    wavelengths: Sequence[float] | None = None,
+    gsd: float | None = None,
+    bands: Sequence[str] | Sequence[int] | None = None,
+    window: WindowLike | None = None,
+    gt_path: PathLike | None = None,
+    gt_key: str | None = None,
+) -> Sample:
+    """Read a ``(H, W, C)`` cube from a ``.mat`` file into a sample.
+
+    ``key`` names the array (default: the file's only 3-D array). With ``gt_path`` the
+    ground truth is read too (default key: the file's only 2-D array) and mapped through
+    the card's class values: unlabelled pixels become 255 in ``mask``.
+    """
+    path = Path(path)
+    card_obj = _card(card)
+    cube = _pick(load_mat_arrays(path), key, 3, path)
+    cube = np.moveaxis(cube, -1, 0)
+    names, wls = _band_metadata(cube.shape[0], card_obj, wavelengths, None, None, str(path))
+    idx = _select_bands(cube.shape[0], names, wls, bands)
+    _, h, w = cube.shape
+    win = _checked_window(as_window(window) or as_window((0, 0, w, h)), w, h, str(path))
+    if not (win.col_off >= 0 and win.row_off >= 0 and win.col_off + win.width <= w
+            and win.row_off + win.height <= h):
+        raise ValueError(f"window {win} is not inside {path} ({w} x {h})")
+    rows = slice(win.row_off, win.row_off + win.height)
+    cols = slice(win.col_off, win.col_off + win.width)
+    data = cube[idx, rows, cols]
+    valid = _valid_mask(data, [None] * len(idx))
+    extra: dict[str, Any] = {}
+    if gt_path is not None:
+        gt = read_label_mat(gt_path, gt_key, card_obj)
+        if gt.shape != (h, w):
+            raise ValueError(f"labels in {gt_path} are {gt.shape[0]} x {gt.shape[1]} but the "
+                             f"cube in {path} is {h} x {w}")
+        extra["mask"] = torch.from_numpy(gt[rows, cols])
+    gsd_m = gsd if gsd is not None else (card_obj.gsd_m if card_obj is not None else None)
+    if gsd_m is None:
+        raise ValueError(f"{path} carries no pixel size; pass gsd=... or card=...")
+    scale = card_obj.scale if card_obj is not None else 1.0
+    return _finish(data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m, scale,
+                   **extra)
+
+
+def remap_labels(raw: np.ndarray, card: DatasetCard | None) -> np.ndarray:
+    """Map raw label values to class ids 0..K-1 and unlabelled ones to 255 (int64).
+
+    Without a card, values are kept. A value the card does not know raises ``ValueError``.
+    """
+    raw = np.asarray(raw)
+    if card is None:
+        return raw.astype(np.int64)
+    lut = card.label_lookup(IGNORE_INDEX)
+    values = np.unique(raw)
+    unknown = [int(v) for v in values if int(v) not in lut]
+    if unknown:
+        raise ValueError(f"label values {unknown} are not classes of {card.name!r} "
+                         f"(known raw values: {sorted(lut)})")
+    out = np.full(raw.shape, IGNORE_INDEX, dtype=np.int64)
+    for v in values:
+        out[raw == v] = lut[int(v)]
+    return out
+
+
+def read_label_mat(path: PathLike, key: str | None = None,
+                   card: str | DatasetCard | None = None) -> np.ndarray:
+    """Read a ``(H, W)`` ground-truth array and remap it with the card (int64, 255 = ignore)."""
+    path = Path(path)
+    gt = _pick(load_mat_arrays(path), key, 2, path)
+    return remap_labels(gt, _card(card))
+
+
+def open_cube(path: PathLike, **kwargs: Any) -> Sample:
+    """Open a hyperspectral cube by its extension: ``.mat`` or ENVI (``.hdr``/binary)."""
+    path = Path(path)
+    if path.suffix.lower() == ".mat":
+        return open_mat(path, **kwargs)
+    return open_envi(path, **kwargs)

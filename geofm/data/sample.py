@@ -1,0 +1,151 @@
+"""The sample contract shared by every geofm reader, dataset, transform and model input.
+
+A sample is a plain ``dict``:
+
+=============== ============================================ ====================================
+key             type                                         meaning
+=============== ============================================ ====================================
+``image``       float32 tensor ``(C, H, W)``                 reflectance or DN after card scaling
+``wavelengths`` float32 tensor ``(C,)``, nm                  centre wavelength of each band
+``gsd``         float, metres per pixel                      ground sampling distance of ``image``
+``bands``       tuple of str, length ``C``                   band names in channel order
+``label``       int64 scalar or float multi-hot (optional)   scene label
+``mask``        int64 ``(H, W)``, 255 = ignore (optional)    per-pixel labels
+``valid``       bool ``(H, W)`` (optional)                   False where any band is nodata/NaN
+``crs``         ``rasterio.crs.CRS`` (optional)              coordinate reference system
+``transform``   ``affine.Affine`` (optional)                 pixel-to-CRS transform of ``image``
+=============== ============================================ ====================================
+
+``len(wavelengths) == len(bands) == C`` is checked at every boundary: a mismatch raises
+:class:`BandMismatchError` naming both numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = 255
+"""Value of ``mask`` pixels that carry no label."""
+
+Sample = dict[str, Any]
+
+
+class BandMismatchError(ValueError):
+    """Band metadata and image channels disagree."""
+
+
+def _as_float_tensor(x: Any, name: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if not torch.is_floating_point(t) and t.dtype not in (
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+    ):
+        raise TypeError(f"{name} must be numeric, got dtype {t.dtype}")
+    return t.to(torch.float32)
+
+
+def check_band_metadata(num_channels: int, wavelengths: Sequence[float] | torch.Tensor,
+                        bands: Sequence[str] | None = None) -> None:
+    """Raise :class:`BandMismatchError` unless wavelengths (and bands) match the channels."""
+    n_wl = len(wavelengths)
+    if n_wl != num_channels:
+        raise BandMismatchError(
+            f"{n_wl} wavelengths given for an image with {num_channels} channels"
+        )
+    if bands is not None and len(bands) != num_channels:
+        raise BandMismatchError(
+            f"{len(bands)} band names given for an image with {num_channels} channels"
+        )
+
+
+def make_sample(
+    image: Any,
+    wavelengths: Sequence[float] | torch.Tensor | np.ndarray,
+    gsd: float,
+    bands: Sequence[str] | None = None,
+    **extra: Any,
+) -> Sample:
+    """Build a validated sample from an image ``(C, H, W)`` and its band metadata.
+
+    ``bands`` defaults to ``("band_1", ...)``. Extra keys (``label``, ``mask``, ``valid``,
+    ``crs``, ``transform``, ...) are passed through and checked by :func:`check_sample`.
+    """
+    img = _as_float_tensor(image, "image")
+    if img.ndim != 3:
+        raise ValueError(f"image must have shape (C, H, W), got {tuple(img.shape)}")
+    wl = _as_float_tensor(wavelengths, "wavelengths").reshape(-1)
+    if bands is None:
+        bands = tuple(f"band_{i + 1}" for i in range(img.shape[0]))
+    sample: Sample = {
+        "image": img,
+        "wavelengths": wl,
+        "gsd": float(gsd),
+        "bands": tuple(str(b) for b in bands),
+    }
+    sample.update(extra)
+    check_sample(sample)
+    return sample
+
+
+def check_sample(sample: Mapping[str, Any]) -> None:
+    """Check a sample against the contract; raise a ``ValueError`` that says what is wrong."""
+    for key in ("image", "wavelengths", "gsd", "bands"):
+        if key not in sample:
+            raise KeyError(f"sample has no {key!r} (keys: {sorted(sample)})")
+    image = sample["image"]
+    if not isinstance(image, torch.Tensor) or image.ndim != 3:
+        raise ValueError(f"sample['image'] must be a (C, H, W) tensor, got {type(image).__name__}"
+                         f" with shape {tuple(getattr(image, 'shape', ()))}")
+    c, h, w = image.shape
+    check_band_metadata(c, sample["wavelengths"], sample["bands"])
+    gsd = sample["gsd"]
+    if not np.isfinite(gsd) or gsd <= 0:
+        raise ValueError(f"gsd must be a positive number of metres, got {gsd}")
+    for key in ("mask", "valid"):
+        if key in sample and sample[key] is not None:
+            shape = tuple(sample[key].shape)
+            if shape != (h, w):
+                raise ValueError(
+                    f"sample[{key!r}] has shape {shape} but the image grid is {(h, w)}"
+                )
+
+
+def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Collate samples that share one band set into a batch.
+
+    ``image`` -> ``(B, C, H, W)``; ``wavelengths`` -> ``(C,)`` (one band set per batch);
+    ``gsd`` -> ``(B,)``; ``label``/``mask``/``valid``/``center`` (a pixel patch's centre)
+    stacked; ``crs``/``transform`` lists.
+    Two band sets in one batch raise a ``BandMismatchError`` that names both.
+    """
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    first = samples[0]
+    for i, s in enumerate(samples[1:], start=1):
+        if tuple(s["bands"]) != tuple(first["bands"]) or not torch.equal(
+            torch.as_tensor(s["wavelengths"]), torch.as_tensor(first["wavelengths"])
+        ):
+            raise BandMismatchError(
+                f"a batch must share one band set: sample 0 has bands {tuple(first['bands'])}, "
+                f"sample {i} has {tuple(s['bands'])}"
+            )
+    batch: dict[str, Any] = {
+        "image": torch.stack([s["image"] for s in samples]),
+        "wavelengths": torch.as_tensor(first["wavelengths"], dtype=torch.float32),
+        "gsd": torch.tensor([float(s["gsd"]) for s in samples], dtype=torch.float32),
+        "bands": tuple(first["bands"]),
+    }
+    for key in ("label", "mask", "valid", "center"):
+        if key in first:
+            batch[key] = torch.stack([torch.as_tensor(s[key]) for s in samples])
+    for key in ("crs", "transform"):
+        if key in first:
+            batch[key] = [s.get(key) for s in samples]
+    return batch
