@@ -1,0 +1,253 @@
+"""LightningDataModules for scene classification and hyperspectral pixel classification.
+
+* :class:`SceneFolderDataModule`: a folder per class (EuroSAT layout), split at random and
+  stratified by class into train / val / test.
+* :class:`PixelPatchDataModule`: windows around the labelled pixels of one hyperspectral
+  scene, split either at random (stratified by class, the protocol of most papers) or
+  spatially disjoint with a buffer of the window radius, so that no val or test window
+  contains a training pixel. Reporting both is the protocol geofm uses for LoLA-SpecViT
+  (Zidi et al., "LoLA-SpecViT: Local Attention SwiGLU Vision Transformer with LoRA for
+  Hyperspectral Imaging", 2025), whose released code uses random pixel splits only.
+
+Both build their datasets in :meth:`setup`, choose validation data never from the test
+part, and collate with :func:`geofm.data.sample.collate_samples` (which stacks ``center`` for pixel
+patches).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from geofm.data.cards import DatasetCard, load_dataset_card
+from geofm.data.datasets import (
+    PixelPatchDataset,
+    SceneFolderDataset,
+    Transform,
+    read_scene,
+)
+from geofm.data.sample import IGNORE_INDEX, collate_samples
+from geofm.data.splits import (
+    SpatialSplit,
+    labelled_pixels,
+    spatially_disjoint_split,
+    stratified_split,
+)
+
+PathLike = str | os.PathLike
+SPLIT_KINDS = ("random", "spatial")
+
+
+def _dataset_card(card: str | DatasetCard) -> DatasetCard:
+    return load_dataset_card(card) if isinstance(card, str) else card
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+class _SplitLoaders(L.LightningDataModule):
+    """DataLoaders over ``self.parts`` (``{"train": ds, "val": ds, "test": ds}``)."""
+
+    collate_fn: Callable[[Sequence[Any]], Any] = staticmethod(collate_samples)
+
+    def __init__(self, batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        _check_batch_size(batch_size)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.parts: dict[str, Dataset] = {}
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        if part not in self.parts:
+            raise RuntimeError(f"no {part} data yet: call setup() first")
+        return DataLoader(
+            self.parts[part],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class SceneFolderDataModule(_SplitLoaders):
+    """Scene classification from a folder per class, split stratified by class.
+
+    Args:
+        root: dataset folder (one sub-folder per class), see :class:`SceneFolderDataset`.
+        card: dataset card name or object.
+        batch_size: samples per batch.
+        val_fraction, test_fraction: fraction of each class for val and test; train gets
+            the rest (at least one scene per class).
+        seed: seed of the split (the loaders' shuffling follows Lightning's seed).
+        num_workers: DataLoader workers.
+        train_transforms: applied to training samples (augmentation, normalisation).
+        eval_transforms: applied to val and test samples.
+        bands: band names to read; default all of the card's.
+        classes: subset of the card's classes; default all.
+
+    After :meth:`setup`, ``split`` holds the indices into ``targets`` of each part.
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        card: str | DatasetCard = "eurosat_ms",
+        batch_size: int = 32,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        num_workers: int = 0,
+        train_transforms: Transform | None = None,
+        eval_transforms: Transform | None = None,
+        bands: Sequence[str] | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= f < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {f}")
+        if val_fraction + test_fraction >= 1.0:
+            raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + "
+                             f"{test_fraction}")
+        self.save_hyperparameters(ignore=["train_transforms", "eval_transforms", "card"])
+        self.root, self.card, self.bands, self.classes = root, card, bands, classes
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
+        self.train_transforms, self.eval_transforms = train_transforms, eval_transforms
+        self.split = None
+
+    def _dataset(self, transforms: Transform | None) -> SceneFolderDataset:
+        return SceneFolderDataset(self.root, card=self.card, bands=self.bands,
+                                  transforms=transforms, classes=self.classes)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.parts:
+            return
+        train_ds = self._dataset(self.train_transforms)
+        eval_ds = self._dataset(self.eval_transforms)
+        train = 1.0 - self.val_fraction - self.test_fraction
+        self.split = stratified_split(train_ds.targets, train=train, val=self.val_fraction,
+                                      seed=self.seed)
+        self.dataset = eval_ds
+        self.parts = {
+            "train": Subset(train_ds, self.split.train.tolist()),
+            "val": Subset(eval_ds, self.split.val.tolist()),
+            "test": Subset(eval_ds, self.split.test.tolist()),
+        }
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return self.dataset.num_classes
+
+
+class PixelPatchDataModule(_SplitLoaders):
+    """Pixel classification on one hyperspectral scene, with a random or spatial split.
+
+    Args:
+        cube_path: the cube, ENVI (``.hdr`` or binary) or MATLAB ``.mat``.
+        gt_path: the ground truth ``.mat``.
+        card: dataset card (maps raw label values to class ids, 255 = unlabelled; gives
+            wavelengths and GSD when the file does not).
+        radius: window radius; windows are ``2 * radius + 1`` pixels wide.
+        split: ``"random"`` (:func:`~geofm.data.splits.stratified_split` over the labelled
+            pixels; ``train``/``val`` may be fractions or per-class counts) or ``"spatial"``
+            (:func:`~geofm.data.splits.spatially_disjoint_split`; fractions only).
+        train, val: size of the train and val parts per class; test gets the rest.
+        batch_size, seed, num_workers: as usual; ``seed`` fixes the split.
+        block_size: block side for the spatial split (default: 4 windows of the buffer).
+        cube_key, gt_key: array names in ``.mat`` files.
+        wavelengths, gsd: explicit band metadata, overriding the file and the card.
+        train_transforms, eval_transforms: applied to training / val and test samples.
+
+    After :meth:`setup`: ``scene`` (the whole labelled scene), ``coords`` (``{"train": (N,
+    2), ...}``) and, for the spatial split, ``spatial_split`` with what the buffer dropped.
+    """
+
+
+    def __init__(
+        self,
+        cube_path: PathLike,
+        gt_path: PathLike,
+        card: str | DatasetCard | None = None,
+        radius: int = 4,
+        split: str = "random",
+        train: float | int = 0.2,
+        val: float | int = 0.1,
+        batch_size: int = 64,
+        seed: int = 0,
+        num_workers: int = 0,
+        block_size: int | None = None,
+        cube_key: str | None = None,
+        gt_key: str | None = None,
+        wavelengths: Sequence[float] | None = None,
+        gsd: float | None = None,
+        train_transforms: Transform | None = None,
+        eval_transforms: Transform | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        if split not in SPLIT_KINDS:
+            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_KINDS)}")
+        if radius < 0:
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        if split == "spatial" and any(isinstance(x, int) for x in (train, val)):
+            raise TypeError(f"the spatial split takes fractions of each class, got train={train!r}"
+                            f", val={val!r}; whole blocks cannot give exact counts")
+        self.save_hyperparameters(ignore=["train_transforms", "eval_transforms", "card"])
+        self.cube_path, self.gt_path, self.card = cube_path, gt_path, card
+        self.radius, self.split_kind, self.train, self.val = radius, split, train, val
+        self.seed, self.block_size = seed, block_size
+        self.cube_key, self.gt_key = cube_key, gt_key
+        self.wavelengths, self.gsd = wavelengths, gsd
+        self.train_transforms, self.eval_transforms = train_transforms, eval_transforms
+        self.scene: dict[str, Any] | None = None
+        self.coords: dict[str, np.ndarray] = {}
+        self.spatial_split: SpatialSplit | None = None
+
+    def _split_coords(self, mask: np.ndarray) -> dict[str, np.ndarray]:
+        if self.split_kind == "spatial":
+            self.spatial_split = spatially_disjoint_split(
+                mask, self.radius, train=self.train, val=self.val,
+                block_size=self.block_size, seed=self.seed)
+            return {p: self.spatial_split.coords(p) for p in ("train", "val", "test")}
+        coords, labels = labelled_pixels(mask)
+        parts = stratified_split(labels, train=self.train, val=self.val, seed=self.seed)
+        return {"train": coords[parts.train], "val": coords[parts.val],
+                "test": coords[parts.test]}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.parts:
+            return
+        self.scene = read_scene(self.cube_path, self.gt_path, self.card,
+                                cube_key=self.cube_key, gt_key=self.gt_key,
+                                wavelengths=self.wavelengths, gsd=self.gsd)
+        self.coords = self._split_coords(self.scene["mask"].numpy())
+        for part, coords in self.coords.items():
+            transforms = self.train_transforms if part == "train" else self.eval_transforms
+            self.parts[part] = PixelPatchDataset(self.scene, coords, radius=self.radius,
+                                                 transforms=transforms)
+
+    @property
+    def num_classes(self) -> int:
+        """The card's class count, else one more than the largest class id in the scene."""
+        if isinstance(self.card, DatasetCard | str):
+            return _dataset_card(self.card).num_classes
+        self.setup()
+        labels = self.scene["mask"]
+        return int(labels[labels != IGNORE_INDEX].max()) + 1

@@ -1,0 +1,210 @@
+"""Random stratified and spatially disjoint splits, on the real Salinas-A labels."""
+
+import numpy as np
+import pytest
+
+from geofm.data.hyperspectral import read_label_mat
+from geofm.data.sample import IGNORE_INDEX
+from geofm.data.splits import (
+    LeakageError,
+    check_no_leakage,
+    find_leaks,
+    labelled_pixels,
+    spatially_disjoint_split,
+    stratified_split,
+)
+
+SALINAS_A_LABELLED = 5348
+
+
+@pytest.fixture(scope="module")
+def salinas_mask(salinas_a_dir):
+    """(83, 86) class ids 0..5, 255 = unlabelled."""
+    return read_label_mat(salinas_a_dir / "SalinasA_gt.mat", "salinasA_gt", "salinas_a")
+
+
+def occupancy(coords, shape):
+    grid = np.zeros(shape, dtype=bool)
+    grid[coords[:, 0], coords[:, 1]] = True
+    return grid
+
+
+def windows_touching(centres, occupied, radius):
+    """Brute force: the centres whose (2r+1) window, cut from the map, holds a True."""
+    h, w = occupied.shape
+    hits = []
+    for r, c in centres:
+        window = occupied[max(r - radius, 0):min(r + radius + 1, h),
+                          max(c - radius, 0):min(c + radius + 1, w)]
+        if window.any():
+            hits.append((int(r), int(c)))
+    return hits
+
+
+def as_set(coords):
+    return {tuple(map(int, rc)) for rc in coords}
+
+
+# --------------------------------------------------------------------------------------------
+# stratified_split
+
+
+def test_stratified_split_gives_each_class_its_fraction(salinas_mask):
+    coords, labels = labelled_pixels(salinas_mask)
+    split = stratified_split(labels, train=0.5, val=0.2, seed=0)
+    for k, n in enumerate(np.bincount(labels)):
+        assert abs((labels[split.train] == k).sum() - 0.5 * n) < 1
+        assert abs((labels[split.val] == k).sum() - 0.2 * n) < 1
+        assert abs((labels[split.test] == k).sum() - 0.3 * n) < 1
+
+
+def test_stratified_split_with_counts_gives_exact_counts_per_class(salinas_mask):
+    _, labels = labelled_pixels(salinas_mask)
+    split = stratified_split(labels, train=5, val=3, seed=1)
+    for k, n in enumerate(np.bincount(labels)):
+        assert (labels[split.train] == k).sum() == 5
+        assert (labels[split.val] == k).sum() == 3
+        assert (labels[split.test] == k).sum() == n - 8
+
+
+def test_stratified_split_parts_are_disjoint_and_cover_every_labelled_pixel(salinas_mask):
+    flat = salinas_mask.ravel()
+    split = stratified_split(flat, train=0.3, val=0.1, seed=0)
+    parts = [set(p.tolist()) for p in split]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert set().union(*parts) == set(np.flatnonzero(flat != IGNORE_INDEX).tolist())
+    assert sum(len(p) for p in parts) == SALINAS_A_LABELLED
+
+
+def test_stratified_split_is_deterministic_with_the_seed(salinas_mask):
+    _, labels = labelled_pixels(salinas_mask)
+    a = stratified_split(labels, train=0.2, val=0.1, seed=7)
+    b = stratified_split(labels, train=0.2, val=0.1, seed=7)
+    c = stratified_split(labels, train=0.2, val=0.1, seed=8)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a.train, c.train)
+
+
+def test_stratified_split_counts_too_large_name_the_small_class():
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 10)
+    with pytest.raises(ValueError, match=r"class 1: 3") as err:
+        stratified_split(labels, train=2, val=1)
+    assert "class 0" not in str(err.value)
+
+
+def test_stratified_split_rejects_fractions_summing_above_one():
+    with pytest.raises(ValueError, match=r"0.8 \+ 0.3"):
+        stratified_split(np.array([0, 1, 0, 1]), train=0.8, val=0.3)
+
+
+def test_stratified_split_rejects_a_label_map():
+    with pytest.raises(ValueError, match=r"1-D.*ravel"):
+        stratified_split(np.zeros((4, 4), dtype=int))
+
+
+# --------------------------------------------------------------------------------------------
+# spatially_disjoint_split
+
+
+@pytest.mark.parametrize("radius", [1, 2, 4])
+def test_spatial_split_has_no_training_pixel_in_any_val_or_test_window(salinas_mask, radius):
+    split = spatially_disjoint_split(salinas_mask, radius, train=0.5, val=0.2, block_size=12,
+                                     seed=0)
+    assert len(split.train) and len(split.val) and len(split.test)
+    train_map = occupancy(split.train, salinas_mask.shape)
+    assert windows_touching(split.val, train_map, radius) == []
+    assert windows_touching(split.test, train_map, radius) == []
+    val_map = occupancy(split.val, salinas_mask.shape)
+    assert windows_touching(split.test, val_map, radius) == []
+
+
+def test_random_pixel_split_puts_training_pixels_in_test_windows(salinas_mask):
+    """The protocol the spatial split replaces leaks on the same scene and radius."""
+    coords, labels = labelled_pixels(salinas_mask)
+    split = stratified_split(labels, train=0.5, val=0.2, seed=0)
+    train_map = occupancy(coords[split.train], salinas_mask.shape)
+    leaking = windows_touching(coords[split.test], train_map, 2)
+    assert len(leaking) > 0.9 * len(split.test)
+    with pytest.raises(LeakageError):
+        check_no_leakage(coords[split.train], coords[split.test], 2)
+
+
+def test_spatial_split_accounts_for_every_labelled_pixel(salinas_mask):
+    split = spatially_disjoint_split(salinas_mask, 2, train=0.5, val=0.2, block_size=12)
+    parts = [as_set(split.train), as_set(split.val), as_set(split.test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    labelled = as_set(np.argwhere(salinas_mask != IGNORE_INDEX))
+    assert set().union(*parts) <= labelled
+    kept = sum(len(p) for p in parts)
+    assert kept + split.dropped["val"] + split.dropped["test"] == SALINAS_A_LABELLED
+    assert split.dropped["val"] > 0 and split.dropped["test"] > 0
+    assert split.class_counts.sum() == kept
+
+
+def test_spatial_split_gives_train_about_its_share_of_every_class(salinas_mask):
+    split = spatially_disjoint_split(salinas_mask, 2, train=0.5, val=0.2, block_size=12)
+    totals = np.bincount(salinas_mask[salinas_mask != IGNORE_INDEX])
+    train_share = split.class_counts[0] / totals
+    assert np.all(np.abs(train_share - 0.5) < 0.1), train_share
+    assert np.all(split.class_counts[2] > 0), "every class should reach the test part"
+
+
+def test_spatial_split_assigns_whole_blocks(salinas_mask):
+    block = 12
+    split = spatially_disjoint_split(salinas_mask, 2, train=0.5, val=0.2, block_size=block)
+    for part_id, coords in enumerate((split.train, split.val, split.test)):
+        assert np.all(split.block_part[coords[:, 0], coords[:, 1]] == part_id)
+    for r0 in range(0, salinas_mask.shape[0], block):
+        for c0 in range(0, salinas_mask.shape[1], block):
+            assert len(np.unique(split.block_part[r0:r0 + block, c0:c0 + block])) == 1
+
+
+def test_spatial_split_is_deterministic_with_the_seed(salinas_mask):
+    a = spatially_disjoint_split(salinas_mask, 2, train=0.5, val=0.2, block_size=12, seed=3)
+    b = spatially_disjoint_split(salinas_mask, 2, train=0.5, val=0.2, block_size=12, seed=3)
+    c = spatially_disjoint_split(salinas_mask, 2, train=0.5, val=0.2, block_size=12, seed=4)
+    for part in ("train", "val", "test"):
+        np.testing.assert_array_equal(a.coords(part), b.coords(part))
+    assert not np.array_equal(a.block_part, c.block_part)
+
+
+def test_spatial_split_with_twice_the_radius_as_buffer_makes_windows_disjoint(salinas_mask):
+    radius = 2
+    split = spatially_disjoint_split(salinas_mask, radius, train=0.5, val=0.2, block_size=16,
+                                     buffer=2 * radius)
+    train_map = occupancy(split.train, salinas_mask.shape)
+    # Windows of radius r around two centres overlap exactly when a window of 2r holds both.
+    assert windows_touching(split.test, train_map, 2 * radius) == []
+    assert windows_touching(split.val, train_map, 2 * radius) == []
+
+
+def test_spatial_split_rejects_counts():
+    with pytest.raises(TypeError, match="fraction"):
+        spatially_disjoint_split(np.zeros((8, 8), dtype=int), 1, train=5, val=0.1)
+
+
+def test_spatial_split_summary_reports_the_buffer(salinas_mask):
+    split = spatially_disjoint_split(salinas_mask, 2, train=0.5, val=0.2, block_size=12)
+    text = split.summary()
+    assert f"dropped {split.dropped['val']} val and {split.dropped['test']} test" in text
+
+
+# --------------------------------------------------------------------------------------------
+# check_no_leakage
+
+
+def test_check_no_leakage_names_the_leaking_pair():
+    train = np.array([[5, 5]])
+    with pytest.raises(LeakageError, match=r"1 of 2 test pixels.*\(7, 3\).*\(5, 5\)"):
+        check_no_leakage(train, np.array([[7, 3], [9, 9]]), radius=2)
+    check_no_leakage(train, np.array([[8, 5], [5, 8]]), radius=2)
+
+
+def test_find_leaks_agrees_with_brute_force_on_a_random_split(salinas_mask):
+    coords, labels = labelled_pixels(salinas_mask)
+    split = stratified_split(labels, train=0.05, val=0.0, seed=2)
+    train, test = coords[split.train], coords[split.test]
+    expected = windows_touching(test, occupancy(train, salinas_mask.shape), 3)
+    found = [tuple(map(int, rc)) for rc in test[find_leaks(train, test, 3)]]
+    assert found == expected
