@@ -1,0 +1,223 @@
+"""The ``geofm`` command.
+
+Subcommands:
+
+* ``geofm demo``: reads every bundled real sample, writes their statistics and figures.
+* ``geofm stats PATH...``: per-band statistics streamed by windows, as card-format YAML.
+* ``geofm info PATH``: what a raster or cube holds (bands, wavelengths, GSD, CRS).
+* ``geofm plot PATH``: an RGB composite of a raster or cube, as PNG.
+* ``geofm cards``: the sensor and dataset cards geofm knows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+
+def _samples_dir() -> Path:
+    from geofm.data.cards import data_dir
+
+    return data_dir() / "samples"
+
+
+def _open_any(path: str, card: str | None):
+    from geofm.data.hyperspectral import open_cube
+    from geofm.data.readers import open_raster
+
+    p = Path(path)
+    if p.suffix.lower() in {".hdr", ".img", ".mat"}:
+        return open_cube(p, card=card)
+    return open_raster(p, card=card)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from geofm.data.stats import compute_statistics
+
+    stats = compute_statistics(args.paths, tile=args.tile, percentiles=args.percentiles,
+                               progress=not args.no_progress, card=args.card)
+    text = yaml.safe_dump({"statistics": stats}, sort_keys=False, default_flow_style=None,
+                          width=100)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
+def _describe(sample) -> str:
+    c, h, w = sample["image"].shape
+    lines = [f"image      {c} bands x {h} x {w} px, GSD {sample['gsd']:.2f} m"]
+    wl = sample["wavelengths"].tolist()
+    shown = list(zip(sample["bands"], wl, strict=True))
+    if len(shown) > 16:
+        shown = shown[:8] + [("...", float("nan"))] + shown[-4:]
+    lines.append("bands      " + ", ".join(
+        n if n == "..." else f"{n} ({w_:.1f} nm)" for n, w_ in shown))
+    if sample.get("crs") is not None:
+        lines.append(f"crs        {sample['crs']}")
+        t = sample["transform"]
+        lines.append(f"origin     x={t.c:.2f}, y={t.f:.2f}; pixel {t.a:.3f} x {t.e:.3f}")
+    if sample.get("valid") is not None:
+        lines.append(f"valid      {float(sample['valid'].float().mean()) * 100:.1f}% of pixels")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print(_describe(_open_any(args.path, args.card)))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from geofm.data.plot import plot_rgb
+
+    sample = _open_any(args.path, args.card)
+    out = Path(args.out or Path(args.path).with_suffix(".rgb.png").name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_rgb(sample, title=Path(args.path).name).savefig(out, dpi=120)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_cards(args: argparse.Namespace) -> int:
+    from geofm.data.cards import list_dataset_cards, list_sensors, load_dataset_card, load_sensor
+
+    print("sensors:")
+    for name in list_sensors():
+        s = load_sensor(name)
+        print(f"  {name:<22} {len(s.bands):>4} bands  {s.title}")
+    print("datasets:")
+    for name in list_dataset_cards():
+        d = load_dataset_card(name)
+        print(f"  {name:<22} {len(d.bands):>4} bands  {len(d.classes):>3} classes  {d.title}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Statistics and figures for every bundled sample; a summary table on stdout."""
+    import torch
+    from matplotlib.figure import Figure
+
+    from geofm.data.cards import load_dataset_card
+    from geofm.data.hyperspectral import open_envi, read_label_mat
+    from geofm.data.plot import plot_class_spectra, plot_rgb, plot_sample
+    from geofm.data.readers import open_raster
+    from geofm.data.stats import compute_statistics
+
+    samples = Path(args.samples) if args.samples else _samples_dir()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str, str, str]] = []
+    start = time.perf_counter()
+
+    # EuroSAT-MS: statistics over all patches (compared with the card), one patch per class.
+    eurosat = load_dataset_card("eurosat_ms")
+    stats = compute_statistics([samples / "eurosat_ms"], card="eurosat_ms",
+                               progress=not args.no_progress)
+    (out / "eurosat_ms_stats.yaml").write_text(
+        yaml.safe_dump({"statistics": stats}, sort_keys=False, default_flow_style=None))
+    fig = Figure(figsize=(12, 5.5), layout="constrained")
+    axes = fig.subplots(2, 5).ravel()
+    n_files = 0
+    for ax, cls in zip(axes, eurosat.classes, strict=True):
+        files = sorted((samples / "eurosat_ms" / cls).glob("*.tif"))
+        n_files += len(files)
+        plot_rgb(open_raster(files[0], card="eurosat_ms"), ax=ax, title=cls)
+    fig.suptitle("EuroSAT-MS bundled samples (B04/B03/B02, 2-98% stretch)")
+    fig.savefig(out / "eurosat_ms_classes.png", dpi=110)
+    cirrus = eurosat.band_names.index("B10")
+    rows.append(("EuroSAT-MS", f"{n_files} GeoTIFFs, 13 x 64 x 64",
+                 f"B10 mean {stats['mean'][cirrus]:.1f} DN (card {eurosat.mean[cirrus]:.1f})",
+                 "eurosat_ms_classes.png, eurosat_ms_stats.yaml"))
+
+    # Sentinel-2 L1C tile: 13 JPEG 2000 bands at 10/20/60 m stacked on the 10 m grid.
+    s2 = open_raster(samples / "s2_l1c_t33uuu" / "IMG_DATA")
+    plot_rgb(s2, title="Sentinel-2 L1C T33UUU 2017-02-16, 13 bands on the 10 m grid").savefig(
+        out / "s2_t33uuu_rgb.png", dpi=110)
+    rows.append(("Sentinel-2 tile", f"{s2['image'].shape[0]} x {s2['image'].shape[1]} x "
+                 f"{s2['image'].shape[2]}", f"{s2['crs']}, GSD {s2['gsd']:.0f} m",
+                 "s2_t33uuu_rgb.png"))
+
+    # Landsat-7 subset with nodata borders.
+    landsat = open_raster(samples / "landsat_rgb" / "RGB.byte.tif", card="landsat_rgb")
+    plot_rgb(landsat, title="Landsat-7 ETM+ subset (nodata in black)").savefig(
+        out / "landsat_rgb.png", dpi=110)
+    valid = float(landsat["valid"].float().mean()) * 100
+    rows.append(("Landsat-7", "3 x 718 x 791", f"{valid:.1f}% valid, GSD {landsat['gsd']:.0f} m",
+                 "landsat_rgb.png"))
+
+    # Salinas-A: hyperspectral cube with its ground truth.
+    salinas = load_dataset_card("salinas_a")
+    cube = open_envi(samples / "salinas_a" / "SalinasA_corrected.hdr", card="salinas_a")
+    cube["mask"] = torch.from_numpy(read_label_mat(samples / "salinas_a" / "SalinasA_gt.mat",
+                                                   card="salinas_a"))
+    plot_sample(cube, classes=salinas.classes, title="Salinas-A (AVIRIS, 204 bands)").savefig(
+        out / "salinas_a.png", dpi=110)
+    plot_class_spectra(cube, salinas.classes, ylabel="radiance (scaled DN)").savefig(
+        out / "salinas_a_spectra.png", dpi=110)
+    labelled = int((cube["mask"] != 255).sum())
+    rows.append(("Salinas-A", "204 x 83 x 86", f"{labelled} labelled px, "
+                 f"{len(salinas.classes)} classes", "salinas_a.png, salinas_a_spectra.png"))
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'sample':<{width}}  {'shape':<18}  {'check':<40}  outputs")
+    for name, shape, check, files in rows:
+        print(f"{name:<{width}}  {shape:<18}  {check:<40}  {files}")
+    print(f"wrote {len(list(out.iterdir()))} files to {out} in "
+          f"{time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geofm", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="statistics and figures for the bundled real samples")
+    p.add_argument("--out", default="outputs/demo", help="output folder (default: %(default)s)")
+    p.add_argument("--samples", default=None, help="samples folder (default: datasets/samples)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("stats", help="per-band statistics as card-format YAML")
+    p.add_argument("paths", nargs="+", help="rasters, ENVI headers or folders of them")
+    p.add_argument("--card", default=None, help="card naming the bands, e.g. eurosat_ms")
+    p.add_argument("--tile", type=int, default=512, help="window size in pixels")
+    p.add_argument("--percentiles", type=float, nargs="+", default=[1, 2, 50, 98, 99])
+    p.add_argument("--out", default=None, help="YAML file to write (default: stdout)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("info", help="describe a raster or cube")
+    p.add_argument("path")
+    p.add_argument("--card", default=None, help="dataset or sensor card for the band names")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("plot", help="RGB composite of a raster or cube as PNG")
+    p.add_argument("path")
+    p.add_argument("--card", default=None)
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("cards", help="list sensor and dataset cards")
+    p.set_defaults(func=cmd_cards)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+        print(f"geofm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

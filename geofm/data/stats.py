@@ -1,0 +1,273 @@
+"""Per-band statistics streamed over rasters window by window (``geofm stats``).
+
+Mean and standard deviation are merged exactly across windows in float64 (Chan et al.'s
+parallel update of count, mean and sum of squared deviations), so a scene larger than memory
+is summarised in one pass. Percentiles are exact for 8- and 16-bit integer data (a full
+histogram over the dtype's range); for other dtypes they are estimated from a uniform
+reservoir sample of at most ``reservoir`` values per band, and the output says so.
+Nodata and NaN pixels are left out of every statistic.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from tqdm.auto import tqdm
+
+from geofm.data.cards import resolve_card
+from geofm.data.hyperspectral import envi_memmap
+from geofm.data.readers import (
+    _open,
+    _open_band_files,
+    _read_clipped,
+    _sort_by_card,
+    _valid_mask,
+    band_name_from_filename,
+    iter_windows,
+)
+
+PathLike = str | os.PathLike
+RASTER_SUFFIXES = {".tif", ".tiff", ".jp2"}
+_EXACT_KINDS = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16)}
+
+
+@dataclass
+class BandStatistics:
+    """Running per-band statistics; :meth:`update` with ``(C, N)`` valid values at a time."""
+
+    num_bands: int
+    reservoir: int = 200_000
+    seed: int = 0
+    count: np.ndarray = field(init=False)
+    mean: np.ndarray = field(init=False)
+    m2: np.ndarray = field(init=False)
+    minimum: np.ndarray = field(init=False)
+    maximum: np.ndarray = field(init=False)
+    _hist: np.ndarray | None = field(init=False, default=None)
+    _hist_offset: int = field(init=False, default=0)
+    _dtype: np.dtype | None = field(init=False, default=None)
+    _samples: list[np.ndarray] = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.num_bands
+        self.count = np.zeros(c, np.int64)
+        self.mean = np.zeros(c, np.float64)
+        self.m2 = np.zeros(c, np.float64)
+        self.minimum = np.full(c, np.inf)
+        self.maximum = np.full(c, -np.inf)
+        self._samples = [np.empty(0) for _ in range(c)]
+        self._keys = np.empty(0)
+        self._rng = np.random.default_rng(self.seed)
+
+    def update(self, values: np.ndarray) -> None:
+        """Add ``values`` of shape ``(C, N)`` (valid pixels only)."""
+        if values.shape[0] != self.num_bands:
+            raise ValueError(f"expected {self.num_bands} bands, got {values.shape[0]}")
+        n = values.shape[1]
+        if n == 0:
+            return
+        if self._dtype is None:
+            self._dtype = values.dtype
+            if values.dtype in _EXACT_KINDS:
+                info = np.iinfo(values.dtype)
+                self._hist_offset = -int(info.min)
+                self._hist = np.zeros((self.num_bands, int(info.max) - int(info.min) + 1),
+                                      np.int64)
+        elif values.dtype != self._dtype:
+            raise TypeError(f"files mix dtypes {self._dtype} and {values.dtype}")
+        # One band at a time keeps the float64 copies to one band of one window.
+        for c in range(self.num_bands):
+            v = values[c].astype(np.float64)
+            b_mean = v.mean()
+            b_m2 = float(np.square(v - b_mean).sum())
+            total = self.count[c] + n
+            delta = b_mean - self.mean[c]
+            self.mean[c] += delta * n / total
+            self.m2[c] += b_m2 + delta**2 * self.count[c] * n / total
+            self.count[c] = total
+            self.minimum[c] = min(self.minimum[c], v.min())
+            self.maximum[c] = max(self.maximum[c], v.max())
+            if self._hist is not None:
+                self._hist[c] += np.bincount(values[c].astype(np.int64) + self._hist_offset,
+                                             minlength=self._hist.shape[1])
+        if self._hist is None:
+            self._update_reservoir(values)
+
+    def _update_reservoir(self, values: np.ndarray) -> None:
+        # A uniform sample of the stream: every value gets a random key and the values with
+        # the `reservoir` smallest keys are kept (the same keys for every band of a pixel).
+        keys = self._rng.random(values.shape[1])
+        all_keys = np.concatenate([self._keys, keys])
+        keep = (np.argpartition(all_keys, self.reservoir)[:self.reservoir]
+                if all_keys.size > self.reservoir else np.arange(all_keys.size))
+        self._keys = all_keys[keep]
+        for c in range(self.num_bands):
+            self._samples[c] = np.concatenate([self._samples[c],
+                                               values[c].astype(np.float64)])[keep]
+
+    @property
+    def std(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sqrt(self.m2 / np.maximum(self.count - 1, 1))
+
+    @property
+    def percentiles_exact(self) -> bool:
+        return self._hist is not None
+
+    def percentiles(self, qs: Sequence[float]) -> np.ndarray:
+        """``(len(qs), C)`` percentiles (lower-value interpolation for the exact histogram)."""
+        out = np.full((len(qs), self.num_bands), np.nan)
+        for c in range(self.num_bands):
+            if self.count[c] == 0:
+                continue
+            if self._hist is not None:
+                cdf = np.cumsum(self._hist[c])
+                for i, q in enumerate(qs):
+                    rank = q / 100.0 * (cdf[-1] - 1)
+                    out[i, c] = int(np.searchsorted(cdf, np.floor(rank) + 1)) - self._hist_offset
+            else:
+                out[:, c] = np.percentile(self._samples[c], qs)
+        return out
+
+
+def _looks_like_band_set(folder: Path) -> bool:
+    files = [p for p in folder.iterdir() if p.suffix.lower() in RASTER_SUFFIXES]
+    return bool(files) and all(band_name_from_filename(p) for p in files)
+
+
+def expand_paths(paths: Iterable[PathLike]) -> list[Path]:
+    """Rasters, ENVI headers and band-set folders under ``paths`` (folders are recursed)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"no such file or folder: {p}")
+        if p.is_dir():
+            if _looks_like_band_set(p):
+                out.append(p)
+                continue
+            found = sorted(q for q in p.rglob("*")
+                           if q.suffix.lower() in RASTER_SUFFIXES | {".hdr"})
+            band_sets = {q.parent for q in found if _looks_like_band_set(q.parent)}
+            out.extend(sorted(band_sets))
+            out.extend(q for q in found if q.parent not in band_sets)
+        else:
+            out.append(p)
+    if not out:
+        raise FileNotFoundError(f"no rasters (.tif, .jp2, ENVI .hdr) under {list(paths)}")
+    return out
+
+
+def _blocks(path: Path, tile: int) -> tuple[int, int, Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """(band count, window count, iterator of (data (C,h,w), valid (h,w)))."""
+    if path.is_dir():
+        files = _sort_by_card(sorted(p for p in path.iterdir()
+                                     if p.suffix.lower() in RASTER_SUFFIXES), None)
+        grids = []
+        for f in files:
+            with _open(f) as src:
+                grids.append((src.res[0], src.width, src.height, src.dtypes[0]))
+        _, width, height, dtype = min(grids)
+        windows = list(iter_windows(width, height, tile))
+
+        def gen_set():
+            for win in windows:
+                s = _open_band_files(files, None, win, None, None, None,
+                                     rasterio.enums.Resampling.nearest)
+                # Nearest resampling keeps the integer values: give them their dtype back.
+                yield s["image"].numpy().astype(dtype), s["valid"].numpy()
+        return len(files), len(windows), gen_set()
+    if path.suffix.lower() == ".hdr" or (path.with_suffix(".hdr").is_file()
+                                         and path.suffix.lower() not in RASTER_SUFFIXES):
+        cube, header = envi_memmap(path)
+        c, height, width = cube.shape
+        windows = list(iter_windows(width, height, tile))
+        ignore = header.get("data ignore value")
+
+        def gen_envi():
+            for win in windows:
+                data = np.asarray(cube[:, win.row_off:win.row_off + win.height,
+                                       win.col_off:win.col_off + win.width])
+                data = data.astype(data.dtype.newbyteorder("="))
+                yield data, _valid_mask(data, [None if ignore is None else float(ignore)] * c)
+        return c, len(windows), gen_envi()
+    src = _open(path)
+    windows = list(iter_windows(src.width, src.height, tile))
+
+    def gen_raster():
+        try:
+            for win in windows:
+                data, _ = _read_clipped(src, list(range(1, src.count + 1)), win,
+                                        src.width, src.height)
+                yield data, _valid_mask(data, list(src.nodatavals))
+        finally:
+            src.close()
+    return src.count, len(windows), gen_raster()
+
+
+def _band_names(files: list[Path], num_bands: int, card: str | None) -> list[str] | None:
+    if card is not None:
+        names = list(resolve_card(card).band_names)
+        if len(names) != num_bands:
+            raise ValueError(f"card {card!r} has {len(names)} bands, the inputs {num_bands}")
+        return names
+    if all(f.is_dir() for f in files):
+        sets = {tuple(band_name_from_filename(p) for p in _sort_by_card(
+            sorted(q for q in f.iterdir() if q.suffix.lower() in RASTER_SUFFIXES), None))
+            for f in files}
+        if len(sets) == 1:
+            return list(sets.pop())
+    return None
+
+
+def compute_statistics(
+    paths: Iterable[PathLike],
+    tile: int = 512,
+    percentiles: Sequence[float] = (1, 2, 50, 98, 99),
+    progress: bool = True,
+    card: str | None = None,
+) -> dict:
+    """Stream over ``paths`` by windows and return statistics in the dataset-card format.
+
+    Every input must have the same number of bands. Returns a dict with ``mean``, ``std``,
+    ``min``, ``max``, ``count`` (valid pixels per band), ``percentiles`` (``p<q>`` -> list),
+    ``percentiles_exact`` and ``source``; with ``card``, also ``bands`` (the card's band
+    names, whose number must match), and for a folder of band files, the bands it holds.
+    """
+    files = expand_paths(paths)
+    plans = [(f, *_blocks(f, tile)) for f in files]
+    counts = {c for _, c, _, _ in plans}
+    if len(counts) != 1:
+        detail = ", ".join(f"{f.name}: {c}" for f, c, _, _ in plans[:10])
+        raise ValueError(f"the inputs have different band counts ({detail}); "
+                         "compute statistics for one band set at a time")
+    stats = BandStatistics(counts.pop())
+    total = sum(n for _, _, n, _ in plans)
+    with tqdm(total=total, desc="statistics", unit="window", disable=not progress) as bar:
+        for _, _, _, blocks in plans:
+            for data, valid in blocks:
+                # Boolean indexing copies the window; skip it when every pixel is valid.
+                stats.update(data.reshape(len(data), -1) if valid.all() else data[:, valid])
+                bar.update(1)
+    if not stats.count.any():
+        raise ValueError("every pixel of the inputs is nodata or NaN: no statistics")
+    pct = stats.percentiles(percentiles)
+    names = _band_names(files, stats.num_bands, card)
+    out = {} if names is None else {"bands": names}
+    return out | {
+        "source": (f"geofm stats over {len(files)} input(s), {int(stats.count.max())} valid "
+                   f"pixels, {_dt.date.today().isoformat()}"),
+        "count": stats.count.tolist(),
+        "mean": [round(float(v), 6) for v in stats.mean],
+        "std": [round(float(v), 6) for v in stats.std],
+        "min": [float(v) for v in stats.minimum],
+        "max": [float(v) for v in stats.maximum],
+        "percentiles": {f"p{q:g}": [float(v) for v in row] for q, row in zip(percentiles, pct,
+                                                                          strict=True)},
+        "percentiles_exact": stats.percentiles_exact,
+    }

@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+from geofm.cli import main
+
+
+def test_info_describes_a_raster(landsat_tif, capsys):
+    assert main(["info", str(landsat_tif), "--card", "landsat_rgb"]) == 0
+    out = capsys.readouterr().out
+    assert "3 bands x 718 x 791" in out and "EPSG:32618" in out
+
+
+def test_info_on_a_missing_file_names_it(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing.tif"), "--card", "landsat_rgb"]) == 2
+    assert "missing.tif" in capsys.readouterr().err
+
+
+def test_cards_lists_sensors_and_datasets(capsys):
+    assert main(["cards"]) == 0
+    out = capsys.readouterr().out
+    assert "sentinel2" in out and "eurosat_ms" in out and "salinas_a" in out
+
+
+def test_plot_writes_a_png(tmp_path, salinas_a_dir):
+    out = tmp_path / "salinas.png"
+    assert main(["plot", str(salinas_a_dir / "SalinasA_corrected.hdr"), "--card", "salinas_a",
+                 "--out", str(out)]) == 0
+    assert out.stat().st_size > 5000
+
+
+def test_demo_reads_every_bundled_sample_and_writes_its_figures(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"eurosat_ms_classes.png", "eurosat_ms_stats.yaml", "s2_t33uuu_rgb.png",
+            "landsat_rgb.png", "salinas_a.png", "salinas_a_spectra.png"} <= written
+    out = capsys.readouterr().out
+    assert "Salinas-A" in out and "5348 labelled px" in out
+
+
+def test_console_script_entry_point_runs():
+    done = subprocess.run([sys.executable, "-m", "geofm.cli", "--help"], capture_output=True,
+                          text=True, check=True)
+    assert "demo" in done.stdout and "stats" in done.stdout
