@@ -125,12 +125,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         yaml.safe_dump({"statistics": stats}, sort_keys=False, default_flow_style=None))
     fig = Figure(figsize=(12, 5.5), layout="constrained")
     axes = fig.subplots(2, 5).ravel()
+    # One stretch for all patches, from the statistics just computed, so that colours
+    # compare across classes (a per-patch stretch turns calm water into noise).
+    rgb_idx = eurosat.band_indices(["B04", "B03", "B02"])
+    limits = [(stats["percentiles"]["p2"][i], stats["percentiles"]["p98"][i]) for i in rgb_idx]
     n_files = 0
     for ax, cls in zip(axes, eurosat.classes, strict=True):
         files = sorted((samples / "eurosat_ms" / cls).glob("*.tif"))
         n_files += len(files)
-        plot_rgb(open_raster(files[0], card="eurosat_ms"), ax=ax, title=cls)
-    fig.suptitle("EuroSAT-MS bundled samples (B04/B03/B02, 2-98% stretch)")
+        plot_rgb(open_raster(files[0], card="eurosat_ms"), ax=ax, title=cls, limits=limits)
+    fig.suptitle("EuroSAT-MS bundled samples (B04/B03/B02, 2-98% stretch over all patches)")
     fig.savefig(out / "eurosat_ms_classes.png", dpi=110)
     cirrus = eurosat.band_names.index("B10")
     rows.append(("EuroSAT-MS", f"{n_files} GeoTIFFs, 13 x 64 x 64",
@@ -166,10 +170,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rows.append(("Salinas-A", "204 x 83 x 86", f"{labelled} labelled px, "
                  f"{len(salinas.classes)} classes", "salinas_a.png, salinas_a_spectra.png"))
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'sample':<{width}}  {'shape':<18}  {'check':<40}  outputs")
-    for name, shape, check, files in rows:
-        print(f"{name:<{width}}  {shape:<18}  {check:<40}  {files}")
+    header = ("sample", "shape", "check", "outputs")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:3], widths, strict=True))
+              + "  " + row[3])
     print(f"wrote {len(list(out.iterdir()))} files to {out} in "
           f"{time.perf_counter() - start:.1f} s")
     return 0

@@ -30,11 +30,16 @@ def nearest_band_indices(wavelengths: Sequence[float] | torch.Tensor,
 
 
 def rgb_composite(sample: Sample, targets_nm: Sequence[float] = RGB_NM,
-                  stretch: tuple[float, float] = (2.0, 98.0)) -> np.ndarray:
+                  stretch: tuple[float, float] = (2.0, 98.0),
+                  limits: Sequence[tuple[float, float]] | None = None) -> np.ndarray:
     """An ``(H, W, 3)`` float array in [0, 1]: nearest-wavelength bands, percentile stretch.
 
+    ``limits`` gives fixed ``(low, high)`` values for red, green and blue instead of this
+    image's percentiles, so that several images (a dataset's patches) share one stretch.
     Invalid pixels (``sample["valid"]`` False) are black and do not count in the stretch.
     """
+    if limits is not None and len(limits) != 3:
+        raise ValueError(f"limits needs (low, high) for 3 channels, got {len(limits)}")
     check_sample(sample)
     idx = nearest_band_indices(sample["wavelengths"], targets_nm)
     rgb = sample["image"][idx].detach().cpu().numpy().astype(np.float64)
@@ -45,7 +50,7 @@ def rgb_composite(sample: Sample, targets_nm: Sequence[float] = RGB_NM,
         values = rgb[c][valid]
         if values.size == 0:
             continue
-        lo, hi = np.percentile(values, stretch)
+        lo, hi = limits[c] if limits is not None else np.percentile(values, stretch)
         scaled = (rgb[c] - lo) / (hi - lo) if hi > lo else np.zeros_like(rgb[c])
         out[..., c] = np.clip(scaled, 0.0, 1.0)
     out[~valid] = 0.0
@@ -60,10 +65,12 @@ def _axes(ax: Axes | None, figsize=(5, 5)) -> tuple[Figure, Axes]:
 
 
 def plot_rgb(sample: Sample, ax: Axes | None = None, title: str | None = None,
-             targets_nm: Sequence[float] = RGB_NM) -> Figure:
-    """Show the RGB composite; the title names the bands used."""
-    fig, ax = _axes(ax)
-    ax.imshow(rgb_composite(sample, targets_nm))
+             targets_nm: Sequence[float] = RGB_NM,
+             limits: Sequence[tuple[float, float]] | None = None) -> Figure:
+    """Show the RGB composite (see :func:`rgb_composite`); the title names the bands used."""
+    _, h, w = sample["image"].shape
+    fig, ax = _axes(ax, figsize=(7.0, min(7.0 * h / w, 10.0) + 0.5))
+    ax.imshow(rgb_composite(sample, targets_nm, limits=limits))
     idx = nearest_band_indices(sample["wavelengths"], targets_nm)
     used = ", ".join(f"{sample['bands'][i]} ({float(sample['wavelengths'][i]):.0f} nm)"
                      for i in idx)

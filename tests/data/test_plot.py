@@ -64,3 +64,13 @@ def test_class_map_with_more_ids_than_names_is_refused(salinas):
 def test_spectrum_of_a_pixel_outside_the_image_is_refused(salinas):
     with pytest.raises(ValueError, match="outside the 83 x 86"):
         plot_spectra(salinas, [(83, 0)])
+
+
+def test_fixed_limits_give_patches_one_shared_stretch(eurosat_dir):
+    a = open_raster(eurosat_dir / "SeaLake" / "SeaLake_1.tif", card="eurosat_ms")
+    limits = [(0.0, 4000.0)] * 3
+    rgb = rgb_composite(a, limits=limits)
+    red = a["image"][3].numpy()
+    np.testing.assert_allclose(rgb[..., 0], np.clip(red / 4000.0, 0, 1))
+    with pytest.raises(ValueError, match="3 channels"):
+        rgb_composite(a, limits=[(0.0, 1.0)])
