@@ -293,7 +293,7 @@ class PixelPatchDataset(Dataset):
         valid = inside if self.valid is None else crop_window(self.valid, row, col, r, False)[0]
         extra: dict[str, Any] = {}
         if self.scene_transform is not None:
-            extra["transform"] = self.scene_transform * Affine.translation(col - r, row - r)
+            extra["transform"] = self.scene_transform @ Affine.translation(col - r, row - r)
             extra["crs"] = self.crs
         sample = make_sample(image, self.wavelengths, self.gsd, self.bands, mask=mask,
                              valid=valid, label=self.mask[row, col].clone(),

@@ -121,7 +121,7 @@ def _apply_to_grids(sample: Mapping[str, Any], op: Callable[[torch.Tensor], torc
     """Run ``op`` (acting on the last two axes) on image, mask and valid.
 
     ``pixel_map`` maps output pixel coordinates ``(col, row)`` to input pixel coordinates;
-    the new pixel-to-CRS transform is ``transform * pixel_map``.
+    the new pixel-to-CRS transform is ``transform @ pixel_map``.
     """
     out = dict(sample)
     out["image"] = op(sample["image"])
@@ -129,7 +129,7 @@ def _apply_to_grids(sample: Mapping[str, Any], op: Callable[[torch.Tensor], torc
         if sample.get(key) is not None:
             out[key] = op(torch.as_tensor(sample[key]))
     if sample.get("transform") is not None:
-        out["transform"] = sample["transform"] * pixel_map
+        out["transform"] = sample["transform"] @ pixel_map
     return out
 
 
@@ -201,7 +201,7 @@ def rot90(sample: Mapping[str, Any], k: int) -> Sample:
     pixel_map = Affine.identity()
     for _ in range(k):
         # One quarter turn: output (col x, row y) came from input (col w - y, row x).
-        pixel_map = pixel_map * Affine(0.0, -1.0, w, 1.0, 0.0, 0.0)
+        pixel_map = pixel_map @ Affine(0.0, -1.0, w, 1.0, 0.0, 0.0)
         h, w = w, h
     return _apply_to_grids(sample, lambda x: torch.rot90(x, k, dims=(-2, -1)), pixel_map)
 
@@ -246,7 +246,7 @@ def resize(sample: Mapping[str, Any], size: int | Sequence[int], antialias: bool
     x_scale, y_scale = w / new_w, h / new_h
     out["gsd"] = float(sample["gsd"]) * math.sqrt(x_scale * y_scale)
     if sample.get("transform") is not None:
-        out["transform"] = sample["transform"] * Affine.scale(x_scale, y_scale)
+        out["transform"] = sample["transform"] @ Affine.scale(x_scale, y_scale)
     return out
 
 

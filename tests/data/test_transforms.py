@@ -93,7 +93,7 @@ def _with_pixel_ids(sample):
 
 
 def _world_of_pixel_centres(transform, rows: np.ndarray, cols: np.ndarray):
-    return transform * (cols + 0.5, rows + 0.5)
+    return transform @ (cols + 0.5, rows + 0.5)
 
 
 def _assert_each_pixel_keeps_its_world_location(before, after):
@@ -119,7 +119,7 @@ def _bounds(sample):
     """World coordinates of the image's outer corners (upper-left, lower-right)."""
     _, h, w = sample["image"].shape
     t = sample["transform"]
-    return np.array([*(t * (0, 0)), *(t * (w, h))])
+    return np.array([*(t @ (0, 0)), *(t @ (w, h))])
 
 
 def _generator(seed: int = 0) -> torch.Generator:
@@ -265,7 +265,7 @@ def test_resize_takes_labels_from_the_input_pixel_under_each_output_centre(geore
     src_rows, src_cols = np.divmod(out["mask"].numpy(), w_in)
     out_rows, out_cols = np.indices(out["mask"].shape)
     x, y = _world_of_pixel_centres(out["transform"], out_rows, out_cols)
-    col_in, row_in = ~before["transform"] * (x, y)
+    col_in, row_in = ~before["transform"] @ (x, y)
     assert np.all((src_cols <= col_in) & (col_in < src_cols + 1))
     assert np.all((src_rows <= row_in) & (row_in < src_rows + 1))
 
