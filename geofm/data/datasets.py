@@ -136,6 +136,12 @@ class SceneFolderDataset(Dataset):
         sample["label"] = torch.tensor(self.targets[index], dtype=torch.int64)
         return self.transforms(sample) if self.transforms is not None else sample
 
+    def plot(self, sample: Sample, title: str | None = None):
+        """RGB composite of ``sample`` (bands nearest 640/550/470 nm), titled with its class."""
+        from geofm.data.plot import plot_sample
+
+        return plot_sample(sample, classes=self.classes, title=title)
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, card={self.card.name!r}, "
                 f"{len(self)} scenes, {self.num_classes} classes)")
@@ -299,6 +305,13 @@ class PixelPatchDataset(Dataset):
                              valid=valid, label=self.mask[row, col].clone(),
                              center=torch.tensor([row, col], dtype=torch.int64), **extra)
         return self.transforms(sample) if self.transforms is not None else sample
+
+    def plot(self, sample: Sample, classes: Sequence[str] | None = None,
+             title: str | None = None):
+        """RGB composite of a window and, given ``classes``, the label map under it."""
+        from geofm.data.plot import plot_sample
+
+        return plot_sample(sample, classes=classes, title=title)
 
     def __repr__(self) -> str:
         c, h, w = self.image.shape

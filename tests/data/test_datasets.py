@@ -196,3 +196,13 @@ def test_pixel_patch_batch_keeps_centres(salinas_scene):
     assert batch["image"].shape == (3, 204, 3, 3)
     assert batch["center"].tolist() == [[40, 50], [41, 50], [42, 50]]
     assert batch["label"].shape == (3,) and batch["mask"].shape == (3, 3, 3)
+
+
+def test_datasets_plot_their_samples(eurosat_dir, salinas_scene, tmp_path):
+    scenes = SceneFolderDataset(eurosat_dir)
+    fig = scenes.plot(scenes[0])
+    assert fig._suptitle.get_text() == scenes.classes[scenes.targets[0]]
+    patches = PixelPatchDataset(salinas_scene, [[40, 50]], radius=4)
+    fig = patches.plot(patches[0], classes=load_dataset_card("salinas_a").classes)
+    assert len(fig.axes) == 2  # RGB beside the label map
+    fig.savefig(tmp_path / "patch.png")
