@@ -296,6 +296,16 @@ def load_dataset_card(name: str) -> DatasetCard:
     return card
 
 
+def as_card(card: str | DatasetCard | SensorCard) -> DatasetCard | SensorCard:
+    """A card object from a name (dataset cards first, then sensors) or the object itself."""
+    return resolve_card(card) if isinstance(card, str) else card
+
+
+def as_dataset_card(card: str | DatasetCard | None) -> DatasetCard | None:
+    """A dataset card from its name, the card itself, or ``None``."""
+    return load_dataset_card(card) if isinstance(card, str) else card
+
+
 def resolve_card(name: str) -> DatasetCard | SensorCard:
     """A dataset card if one has this name, else a sensor card."""
     if (data_dir() / "cards" / f"{name}.yaml").is_file():

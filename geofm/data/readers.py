@@ -5,9 +5,12 @@
 band; those pixels are filled with 0 in ``image``). Windowed reads let a scene larger than
 memory be processed in pieces (:func:`iter_windows`).
 
-Band names and wavelengths come from a card (:mod:`geofm.data.cards`); for a set of
-single-band files (a Sentinel-2 ``IMG_DATA`` folder) the band names are taken from the
-file names (``..._B04.jp2``) and every band is resampled onto one grid.
+Band names and wavelengths come from a card (:mod:`geofm.data.cards`). A *dataset* card
+gives the order in which its files store the bands; a *sensor* card does not, so with one
+the bands must be named (``bands=[...]`` in file order) or described in the file. For a set
+of single-band files (a Sentinel-2 ``IMG_DATA`` folder, Landsat ``*_B4.TIF`` files) the band
+of each file is read from its name and matched to the card, and every band is resampled
+onto one grid.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +31,22 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from geofm.data.cards import Band, DatasetCard, SensorCard, UnknownBandError, resolve_card
+from geofm.data.cards import DatasetCard, SensorCard, UnknownBandError, as_card
 from geofm.data.sample import Sample, check_band_metadata, make_sample
 
 PathLike = str | os.PathLike
+CardLike = str | DatasetCard | SensorCard
 WindowLike = Window | tuple[int, int, int, int]
 """A window as ``rasterio.windows.Window`` or ``(col_off, row_off, width, height)``."""
 
+RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2"})
+"""File endings read by :func:`open_raster` (GeoTIFF and JPEG 2000)."""
+
 _BAND_IN_NAME = re.compile(r"_(B\d{1,2}A?)(?:_\d+m)?$", re.IGNORECASE)
 
+
+# --------------------------------------------------------------------------------------------
+# Files and windows
 
 def _check_readable(path: Path) -> None:
     if not path.exists():
@@ -45,12 +55,20 @@ def _check_readable(path: Path) -> None:
         raise FileNotFoundError(f"not a file: {path}")
 
 
-def _open(path: Path) -> rasterio.DatasetReader:
+def open_dataset(path: PathLike) -> rasterio.DatasetReader:
+    """``rasterio.open`` with errors that name the file."""
+    path = Path(path)
     _check_readable(path)
     try:
         return rasterio.open(path)
     except RasterioIOError as err:
         raise OSError(f"cannot read {path} as a raster: {err}") from None
+
+
+def raster_files(folder: Path) -> list[Path]:
+    """The GeoTIFF and JPEG 2000 files directly in ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
 
 
 def as_window(window: WindowLike | None) -> Window | None:
@@ -61,7 +79,9 @@ def as_window(window: WindowLike | None) -> Window | None:
     return Window(*window)
 
 
-def _checked_window(window: Window, width: int, height: int, what: str) -> Window:
+def checked_window(window: WindowLike | None, width: int, height: int, what: str) -> Window:
+    """The window as whole pixels (default: the whole grid); an error if it misses the grid."""
+    window = as_window(window) or Window(0, 0, width, height)
     window = Window(*(int(round(v)) for v in window.flatten()))
     if window.width <= 0 or window.height <= 0:
         raise ValueError(f"window {window} has no pixels")
@@ -75,288 +95,23 @@ def _checked_window(window: Window, width: int, height: int, what: str) -> Windo
     return window
 
 
-def band_name_from_filename(path: PathLike) -> str | None:
-    """``T33UUU_20170216T102101_B8A.jp2`` -> ``"B8A"``; ``B4`` is normalised to ``B04``."""
-    m = _BAND_IN_NAME.search(Path(path).stem)
-    if not m:
-        return None
-    name = m.group(1).upper()
-    if name[1:].isdigit() and len(name) == 2:
-        name = f"B0{name[1]}"
-    return name
-
-
-def _bands_from_card(card: DatasetCard | SensorCard, count: int,
-                     names: Sequence[str] | None) -> list[Band]:
-    if names is not None:
-        return card.select(names)
-    if isinstance(card, DatasetCard):
-        bands = list(card.bands)
-    else:
-        bands = list(card.bands)
-    if len(bands) != count:
-        raise ValueError(
-            f"card {card.name!r} lists {len(bands)} bands but the file has {count}; "
-            "pass bands=[...] to say which bands the file holds"
-        )
-    return bands
-
-
-def _resolve_bands(
-    count: int,
-    card: str | DatasetCard | SensorCard | None,
-    bands: Sequence[str] | Sequence[int] | None,
-    wavelengths: Sequence[float] | None,
-    file_names: Sequence[str | None],
-) -> tuple[list[str], list[float], list[int]]:
-    """Decide names, wavelengths and 1-based file band indexes for a read."""
-    if isinstance(card, str):
-        card = resolve_card(card)
-    indexes = list(range(1, count + 1))
-    if bands is not None and len(bands) and all(isinstance(b, int | np.integer) for b in bands):
-        bad = [b for b in bands if not 1 <= b <= count]
-        if bad:
-            raise ValueError(f"band indexes {bad} are out of range: the file has bands 1..{count}")
-        indexes = [int(b) for b in bands]
-        bands = None
-    if wavelengths is not None:
-        check_band_metadata(len(indexes), wavelengths,
-                            None if bands is None else list(bands))
-        names = list(bands) if bands is not None else [
-            file_names[i - 1] or f"band_{i}" for i in indexes]
-        return names, [float(w) for w in wavelengths], indexes
-    if card is None:
-        raise ValueError(
-            "no wavelengths for this raster: pass card='<dataset or sensor card>' "
-            "(see geofm.data.list_dataset_cards()) or wavelengths=[...]"
-        )
-    if bands is not None:
-        # Band names select channels: file order comes from a dataset card, or from the
-        # file's own band descriptions.
-        file_order = (list(card.band_names) if isinstance(card, DatasetCard)
-                      and len(card.bands) == count else list(file_names))
-        if len(file_order) == count and all(file_order):
-            missing = [b for b in bands if b not in file_order]
-            if missing:
-                card.select(missing)  # raises UnknownBandError listing valid names
-                raise UnknownBandError(
-                    f"bands {missing} are not in this file; it holds {', '.join(file_order)}")
-            indexes = [file_order.index(b) + 1 for b in bands]
-            selected = card.select(bands)
-        else:
-            selected = card.select(bands)
-            if len(selected) != len(indexes):
-                raise ValueError(
-                    f"{len(selected)} band names for a file with {count} bands and no band "
-                    "descriptions; pass integer band indexes with wavelengths=[...]")
-    else:
-        full = _bands_from_card(card, count, None)
-        selected = [full[i - 1] for i in indexes]
-    return [b.name for b in selected], [b.wavelength_nm for b in selected], indexes
-
-
-def _valid_mask(data: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
-    valid = np.ones(data.shape[1:], dtype=bool)
-    for band, nd in zip(data, nodata, strict=True):
-        if np.issubdtype(band.dtype, np.floating):
-            valid &= np.isfinite(band)
-        if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
-            valid &= band != nd
-    return valid
-
-
-def _finish(data: np.ndarray, valid: np.ndarray, names: list[str], wls: list[float],
-            gsd: float, scale: float, **extra: Any) -> Sample:
-    image = data.astype(np.float32, copy=False)
-    if scale != 1.0:
-        image = image * np.float32(scale)
-    if not valid.all():
-        image = np.where(valid[None], image, np.float32(0.0))
-    return make_sample(np.ascontiguousarray(image), wls, gsd, names,
-                       valid=torch.from_numpy(valid), **extra)
-
-
-def _gsd_of(transform: Affine) -> float:
-    return float(math.sqrt(abs(transform.a * transform.e - transform.b * transform.d)))
-
-
-def open_raster(
-    path_or_paths: PathLike | Sequence[PathLike],
-    bands: Sequence[str] | Sequence[int] | None = None,
-    window: WindowLike | None = None,
-    gsd: float | None = None,
-    *,
-    card: str | DatasetCard | SensorCard | None = None,
-    wavelengths: Sequence[float] | None = None,
-    resampling: Resampling | str = Resampling.bilinear,
-) -> Sample:
-    """Read a raster (or a set of single-band rasters) into a sample.
-
-    Args:
-        path_or_paths: a GeoTIFF / JPEG 2000 file, or several single-band files (for example
-            Sentinel-2 bands at 10, 20 and 60 m) that are stacked onto one grid, or a folder
-            holding such files.
-        bands: band names to read, in the order wanted (names from ``card``), or 1-based band
-            indexes of a single file. Default: all bands.
-        window: ``(col_off, row_off, width, height)`` in pixels of the output grid. A window
-            partly outside the raster is filled with 0 and marked invalid; one wholly outside
-            raises ``ValueError``.
-        gsd: resample to this ground sampling distance (metres). Default: the native GSD
-            (for several files, the finest one).
-        card: a dataset or sensor card name (``"eurosat_ms"``, ``"sentinel2"``) or object
-            giving the band names and wavelengths. Dataset cards also bring ``scale``.
-        wavelengths: explicit centre wavelengths (nm), one per band read.
-        resampling: how bands at other resolutions are resampled.
-
-    Returns:
-        a sample with ``image`` (C, H, W) float32, ``wavelengths``, ``gsd``, ``bands``,
-        ``valid`` (H, W), ``crs`` and ``transform`` (of the window read).
-    """
-    resampling = Resampling[resampling] if isinstance(resampling, str) else resampling
-    win = as_window(window)
-    if isinstance(path_or_paths, str | os.PathLike):
-        path = Path(path_or_paths)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir()
-                           if p.suffix.lower() in {".jp2", ".tif", ".tiff"})
-            if not files:
-                raise FileNotFoundError(f"no .tif or .jp2 files in folder {path}")
-            files = _sort_by_card(files, card)
-            return _open_band_files(files, bands, win, gsd, card, wavelengths, resampling)
-        return _open_single(path, bands, win, gsd, card, wavelengths, resampling)
-    paths = [Path(p) for p in path_or_paths]
-    if not paths:
-        raise ValueError("open_raster got an empty list of paths")
-    if len(paths) == 1:
-        return _open_single(paths[0], bands, win, gsd, card, wavelengths, resampling)
-    return _open_band_files(paths, bands, win, gsd, card, wavelengths, resampling)
-
-
-def _sort_by_card(files: list[Path], card: str | DatasetCard | SensorCard | None) -> list[Path]:
-    """Order a folder's band files as the card lists the bands (B08, B8A, B09 for S2)."""
-    card_obj = resolve_card(card or "sentinel2") if not isinstance(card, DatasetCard | SensorCard) \
-        else card
-    order = {name: i for i, name in enumerate(card_obj.band_names)}
-    names = [band_name_from_filename(f) for f in files]
-    if not all(n in order for n in names):
-        return files
-    return [f for _, f in sorted(zip(names, files, strict=True), key=lambda t: order[t[0]])]
-
-
-def _target_grid(src_transform: Affine, width: int, height: int,
-                 gsd: float | None) -> tuple[Affine, int, int]:
-    if gsd is None:
-        return src_transform, width, height
-    if gsd <= 0:
-        raise ValueError(f"gsd must be positive, got {gsd}")
-    native = _gsd_of(src_transform)
-    factor = native / gsd
-    new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
-    return (src_transform @ Affine.scale(width / new_w, height / new_h)), new_w, new_h
-
-
-def _scale_of(card: str | DatasetCard | SensorCard | None) -> float:
-    if isinstance(card, str):
-        card = resolve_card(card)
-    return card.scale if isinstance(card, DatasetCard) else 1.0
-
-
-def _open_single(path: Path, bands, win, gsd, card, wavelengths, resampling) -> Sample:
-    with _open(path) as src:
-        descriptions = [d if d else None for d in src.descriptions]
-        names, wls, indexes = _resolve_bands(src.count, card, bands, wavelengths, descriptions)
-        nodata = [src.nodatavals[i - 1] for i in indexes]
-        transform, width, height = _target_grid(src.transform, src.width, src.height, gsd)
-        if win is None:
-            win = Window(0, 0, width, height)
-        win = _checked_window(win, width, height, str(path))
-        if gsd is None:
-            data, inside = _read_clipped(src, indexes, win, width, height)
-            out_transform = rasterio.windows.transform(win, src.transform)
-        else:
-            data, inside, out_transform = _read_resampled(src, indexes, transform, width, height,
-                                                          win, resampling)
-        valid = _valid_mask(data, nodata) & inside
-        return _finish(data, valid, names, wls, _gsd_of(out_transform), _scale_of(card),
-                       crs=src.crs, transform=out_transform)
-
-
-def _read_clipped(reader, indexes: list[int], win: Window, width: int,
-                  height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``win`` from ``reader``; the part outside the grid is 0 and False in the mask."""
+def read_window(read: Callable[[Window], np.ndarray], win: Window, width: int,
+                height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``win`` of a ``width x height`` grid through ``read`` (which only ever gets a
+    window inside the grid and returns ``(C, h, w)``); the part of ``win`` outside the grid
+    is 0 in the data and False in the returned ``inside`` mask ``(H, W)``."""
     r0, c0 = max(win.row_off, 0), max(win.col_off, 0)
     r1, c1 = min(win.row_off + win.height, height), min(win.col_off + win.width, width)
     inner = Window(c0, r0, c1 - c0, r1 - r0)
-    part = reader.read(indexes, window=inner)
+    part = read(inner)
     if (inner.width, inner.height) == (win.width, win.height):
         return part, np.ones((win.height, win.width), dtype=bool)
-    data = np.zeros((len(indexes), win.height, win.width), dtype=part.dtype)
+    data = np.zeros((part.shape[0], win.height, win.width), dtype=part.dtype)
     inside = np.zeros((win.height, win.width), dtype=bool)
     rs, cs = r0 - win.row_off, c0 - win.col_off
     data[:, rs:rs + inner.height, cs:cs + inner.width] = part
     inside[rs:rs + inner.height, cs:cs + inner.width] = True
     return data, inside
-
-
-def _read_resampled(src, indexes: list[int], transform: Affine, width: int, height: int,
-                    win: Window, resampling: Resampling):
-    """Read ``indexes`` of ``src`` warped onto the grid (transform, width, height)."""
-    with WarpedVRT(src, crs=src.crs, transform=transform, width=width, height=height,
-                   resampling=resampling, src_nodata=src.nodata, nodata=src.nodata) as vrt:
-        data, inside = _read_clipped(vrt, indexes, win, width, height)
-    return data, inside, rasterio.windows.transform(win, transform)
-
-
-def _open_band_files(paths: list[Path], bands, win, gsd, card, wavelengths, resampling) -> Sample:
-    file_names = [band_name_from_filename(p) for p in paths]
-    if bands is not None and all(isinstance(b, str) for b in bands):
-        by_name = {n: p for n, p in zip(file_names, paths, strict=True) if n}
-        missing = [b for b in bands if b not in by_name]
-        if missing:
-            raise UnknownBandError(
-                f"no file for bands {missing} among {len(paths)} files; the files hold "
-                f"{', '.join(n or '?' for n in file_names)}")
-        paths = [by_name[b] for b in bands]
-        file_names = list(bands)
-    for p, n in zip(paths, file_names, strict=True):
-        _check_readable(p)
-        if n is None and wavelengths is None:
-            raise ValueError(f"cannot tell the band of {p} from its name (expected '..._B04.jp2'"
-                             "); pass wavelengths=[...] in file order")
-    if wavelengths is not None:
-        check_band_metadata(len(paths), wavelengths)
-        names = [n or p.stem for n, p in zip(file_names, paths, strict=True)]
-        wls = [float(w) for w in wavelengths]
-    else:
-        if card is None:
-            card = "sentinel2"
-        card_obj = resolve_card(card) if isinstance(card, str) else card
-        selected = card_obj.select(file_names)
-        names, wls = [b.name for b in selected], [b.wavelength_nm for b in selected]
-    sources = [_open(p) for p in paths]
-    try:
-        ref = min(sources, key=lambda s: _gsd_of(s.transform))
-        for s, p in zip(sources, paths, strict=True):
-            if s.count != 1:
-                raise ValueError(f"{p} has {s.count} bands; a band set needs single-band files")
-            if s.crs != ref.crs:
-                raise ValueError(f"{p} is in {s.crs}, the other bands in {ref.crs}")
-        transform, width, height = _target_grid(ref.transform, ref.width, ref.height, gsd)
-        if win is None:
-            win = Window(0, 0, width, height)
-        win = _checked_window(win, width, height, f"the grid of {paths[0].parent}")
-        data = np.empty((len(paths), win.height, win.width), dtype=ref.dtypes[0])
-        valid = np.ones((win.height, win.width), dtype=bool)
-        for i, s in enumerate(sources):
-            band, inside, out_transform = _read_resampled(
-                s, [1], transform, width, height, win, resampling)
-            data[i] = band[0]
-            valid &= _valid_mask(band, [s.nodata]) & inside
-        return _finish(data, valid, names, wls, _gsd_of(out_transform), _scale_of(card),
-                       crs=ref.crs, transform=out_transform)
-    finally:
-        for s in sources:
-            s.close()
 
 
 def iter_windows(width: int, height: int, tile: int | tuple[int, int] = 512) -> Iterator[Window]:
@@ -371,5 +126,320 @@ def iter_windows(width: int, height: int, tile: int | tuple[int, int] = 512) -> 
 
 def raster_shape(path: PathLike) -> tuple[int, int, int]:
     """``(count, height, width)`` of a raster without reading pixels."""
-    with _open(Path(path)) as src:
+    with open_dataset(path) as src:
         return src.count, src.height, src.width
+
+
+def gsd_of(transform: Affine) -> float:
+    """Ground sampling distance of a pixel-to-CRS affine: the side of a square pixel of the
+    same area (map units, metres for projected CRSs)."""
+    return float(math.sqrt(abs(transform.a * transform.e - transform.b * transform.d)))
+
+
+def valid_mask(data: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
+    """``(H, W)`` True where no band of ``data`` ``(C, H, W)`` is NaN or its nodata value."""
+    valid = np.ones(data.shape[1:], dtype=bool)
+    for band, nd in zip(data, nodata, strict=True):
+        if np.issubdtype(band.dtype, np.floating):
+            valid &= np.isfinite(band)
+        if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
+            valid &= band != nd
+    return valid
+
+
+def finish_sample(data: np.ndarray, valid: np.ndarray, names: Sequence[str],
+                  wavelengths: Sequence[float], gsd: float, scale: float,
+                  **extra: Any) -> Sample:
+    """A sample from raw ``(C, H, W)`` data: scaled to float32, invalid pixels set to 0."""
+    image = data.astype(np.float32, copy=False)
+    if scale != 1.0:
+        image = image * np.float32(scale)
+    if not valid.all():
+        image = np.where(valid[None], image, np.float32(0.0))
+    return make_sample(np.ascontiguousarray(image), wavelengths, gsd, names,
+                       valid=torch.from_numpy(valid), **extra)
+
+
+# --------------------------------------------------------------------------------------------
+# Band names
+
+def band_name_from_filename(path: PathLike) -> str | None:
+    """The band named in a file name: ``T33UUU_20170216T102101_B8A.jp2`` -> ``"B8A"``,
+    ``LC08_..._B4.TIF`` -> ``"B4"`` (as written; see :func:`match_band_name`)."""
+    m = _BAND_IN_NAME.search(Path(path).stem)
+    return m.group(1).upper() if m else None
+
+
+def match_band_name(name: str, card: SensorCard | DatasetCard) -> str | None:
+    """The card's band for a name from a file name, trying it as written, zero-padded
+    (``B4`` -> ``B04``, Sentinel-2 style) and unpadded (``B04`` -> ``B4``, Landsat style)."""
+    candidates = [name]
+    if re.fullmatch(r"B\dA?", name):
+        candidates.append(f"B0{name[1:]}")
+    if re.fullmatch(r"B0\dA?", name):
+        candidates.append(f"B{name[2:]}")
+    return next((c for c in candidates if c in card.band_names), None)
+
+
+def _sensor_for_band_files(names: Sequence[str | None], card: CardLike | None,
+                           files: Sequence[Path]) -> SensorCard | DatasetCard:
+    if card is not None:
+        return as_card(card)
+    sentinel2 = as_card("sentinel2")
+    if all(n is not None and n in sentinel2.band_names for n in names):
+        return sentinel2
+    raise ValueError(
+        f"cannot tell the sensor of files whose names hold bands {list(names)} (e.g. "
+        f"{files[0].name}); pass card='<sensor card>', e.g. card='landsat8_9_oli'")
+
+
+def _matched_names(files: Sequence[Path], card_obj: SensorCard | DatasetCard) -> list[str]:
+    names = []
+    for f in files:
+        raw = band_name_from_filename(f)
+        name = None if raw is None else match_band_name(raw, card_obj)
+        if name is None:
+            raise UnknownBandError(
+                f"the band of {f.name} ({raw or 'no _B<n> in its name'}) is not a band of "
+                f"{card_obj.name!r}; valid bands: {', '.join(card_obj.band_names)}")
+        names.append(name)
+    return names
+
+
+def _sort_by_card(files: list[Path], card: CardLike | None) -> list[Path]:
+    """Order a folder's band files as the card lists the bands (B08, B8A, B09 for S2)."""
+    card_obj = _sensor_for_band_files([band_name_from_filename(f) for f in files], card, files)
+    order = {name: i for i, name in enumerate(card_obj.band_names)}
+    names = _matched_names(files, card_obj)
+    return [f for _, f in sorted(zip(names, files, strict=True), key=lambda t: order[t[0]])]
+
+
+def _file_order(card: SensorCard | DatasetCard, count: int,
+                descriptions: Sequence[str | None]) -> list[str] | None:
+    """Band names in file order: a dataset card's list, else the file's descriptions."""
+    if isinstance(card, DatasetCard) and len(card.bands) == count:
+        return list(card.band_names)
+    if len(descriptions) == count and all(descriptions):
+        return [str(d) for d in descriptions]
+    return None
+
+
+def _resolve_bands(
+    count: int,
+    card: CardLike | None,
+    bands: Sequence[str] | Sequence[int] | None,
+    wavelengths: Sequence[float] | None,
+    descriptions: Sequence[str | None],
+) -> tuple[list[str], list[float], list[int]]:
+    """Names, wavelengths and 1-based file band indexes for a read of one file."""
+    indexes = list(range(1, count + 1))
+    if bands is not None and len(bands) and all(isinstance(b, int | np.integer) for b in bands):
+        bad = [b for b in bands if not 1 <= b <= count]
+        if bad:
+            raise ValueError(f"band indexes {bad} are out of range: the file has bands 1..{count}")
+        indexes = [int(b) for b in bands]
+        bands = None
+    if wavelengths is not None:
+        check_band_metadata(len(indexes), wavelengths, None if bands is None else list(bands))
+        names = list(bands) if bands is not None else [
+            descriptions[i - 1] or f"band_{i}" for i in indexes]
+        return names, [float(w) for w in wavelengths], indexes
+    if card is None:
+        raise ValueError(
+            "no wavelengths for this raster: pass card='<dataset or sensor card>' "
+            "(see geofm.data.list_dataset_cards()) or wavelengths=[...]")
+    card = as_card(card)
+    order = _file_order(card, count, descriptions)
+    if bands is None:
+        if order is None:
+            why = ("it is a sensor card" if isinstance(card, SensorCard)
+                   else f"it lists {len(card.bands)} bands")
+            raise ValueError(
+                f"card {card.name!r} does not say in which order this file stores its {count} "
+                f"bands ({why}); pass bands=[...] naming them in file order, or a dataset card")
+        selected = card.select([order[i - 1] for i in indexes])
+    elif order is not None:
+        missing = [b for b in bands if b not in order]
+        if missing:
+            card.select(missing)  # an unknown name lists the card's valid names
+            raise UnknownBandError(
+                f"bands {missing} are not in this file; it holds {', '.join(order)}")
+        indexes = [order.index(b) + 1 for b in bands]
+        selected = card.select(bands)
+    else:
+        selected = card.select(bands)
+        if len(selected) != count:
+            raise ValueError(
+                f"{len(selected)} band names for a file with {count} bands and no band order "
+                "known from a dataset card; name all bands in file order, or pass integer "
+                "band indexes with wavelengths=[...]")
+    return [b.name for b in selected], [b.wavelength_nm for b in selected], indexes
+
+
+# --------------------------------------------------------------------------------------------
+# open_raster
+
+def open_raster(
+    path_or_paths: PathLike | Sequence[PathLike],
+    bands: Sequence[str] | Sequence[int] | None = None,
+    window: WindowLike | None = None,
+    gsd: float | None = None,
+    *,
+    card: CardLike | None = None,
+    wavelengths: Sequence[float] | None = None,
+    resampling: Resampling | str = Resampling.bilinear,
+) -> Sample:
+    """Read a raster (or a set of single-band rasters) into a sample.
+
+    Args:
+        path_or_paths: a GeoTIFF / JPEG 2000 file, or several single-band files (for example
+            Sentinel-2 bands at 10, 20 and 60 m) that are stacked onto one grid, or a folder
+            holding such files.
+        bands: band names to read, in the order wanted, or 1-based band indexes of a single
+            file. Default: all bands.
+        window: ``(col_off, row_off, width, height)`` in pixels of the output grid. A window
+            partly outside the raster is filled with 0 and marked invalid; one wholly outside
+            raises ``ValueError``.
+        gsd: resample to this ground sampling distance (metres). Default: the native GSD
+            (for several files, the finest one).
+        card: a dataset or sensor card name (``"eurosat_ms"``, ``"sentinel2"``) or object
+            giving the band names and wavelengths. Dataset cards also bring ``scale`` and a
+            ``nodata`` value for files that do not declare one. Band files default to
+            ``"sentinel2"`` when their names are Sentinel-2 bands.
+        wavelengths: explicit centre wavelengths (nm), one per band read.
+        resampling: how bands at other resolutions are resampled (a ``Resampling`` or its
+            name).
+
+    Returns:
+        a sample with ``image`` (C, H, W) float32, ``wavelengths``, ``gsd``, ``bands``,
+        ``valid`` (H, W), ``crs`` and ``transform`` (of the window read).
+    """
+    if isinstance(bands, str):
+        raise TypeError(f"bands must be a sequence of band names, got the string {bands!r}; "
+                        f"write bands=[{bands!r}]")
+    resampling = _resampling(resampling)
+    if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
+        raise ValueError(f"gsd must be a positive number of metres, got {gsd}")
+    if isinstance(path_or_paths, str | os.PathLike):
+        path = Path(path_or_paths)
+        if path.is_dir():
+            files = raster_files(path)
+            if not files:
+                raise FileNotFoundError(f"no .tif or .jp2 files in folder {path}")
+            return _open_band_files(_sort_by_card(files, card), bands, window, gsd, card,
+                                    wavelengths, resampling)
+        return _open_single(path, bands, window, gsd, card, wavelengths, resampling)
+    paths = [Path(p) for p in path_or_paths]
+    if not paths:
+        raise ValueError("open_raster got an empty list of paths")
+    if len(paths) == 1 and band_name_from_filename(paths[0]) is None:
+        return _open_single(paths[0], bands, window, gsd, card, wavelengths, resampling)
+    return _open_band_files(paths, bands, window, gsd, card, wavelengths, resampling)
+
+
+def _resampling(resampling: Resampling | str) -> Resampling:
+    if isinstance(resampling, Resampling):
+        return resampling
+    try:
+        return Resampling[resampling]
+    except KeyError:
+        raise ValueError(f"unknown resampling {resampling!r}; choose from "
+                         f"{', '.join(r.name for r in Resampling)}") from None
+
+
+def _target_grid(src_transform: Affine, width: int, height: int,
+                 gsd: float | None) -> tuple[Affine, int, int]:
+    if gsd is None:
+        return src_transform, width, height
+    factor = gsd_of(src_transform) / gsd
+    new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
+    return src_transform @ Affine.scale(width / new_w, height / new_h), new_w, new_h
+
+
+def _card_defaults(card: CardLike | None) -> tuple[float, float | None]:
+    """(scale, nodata) of a dataset card; (1.0, None) otherwise."""
+    card_obj = None if card is None else as_card(card)
+    if isinstance(card_obj, DatasetCard):
+        return card_obj.scale, None if card_obj.nodata is None else float(card_obj.nodata)
+    return 1.0, None
+
+
+def _open_single(path: Path, bands, window, gsd, card, wavelengths, resampling) -> Sample:
+    scale, card_nodata = _card_defaults(card)
+    with open_dataset(path) as src:
+        descriptions = [d if d else None for d in src.descriptions]
+        names, wls, indexes = _resolve_bands(src.count, card, bands, wavelengths, descriptions)
+        nodata = [card_nodata if src.nodatavals[i - 1] is None else src.nodatavals[i - 1]
+                  for i in indexes]
+        transform, width, height = _target_grid(src.transform, src.width, src.height, gsd)
+        win = checked_window(window, width, height, str(path))
+        if gsd is None:
+            data, inside = read_window(lambda w: src.read(indexes, window=w), win, width, height)
+        else:
+            data, inside = _read_resampled(src, indexes, transform, width, height, win,
+                                           resampling)
+        out_transform = rasterio.windows.transform(win, transform)
+        valid = valid_mask(data, nodata) & inside
+        return finish_sample(data, valid, names, wls, gsd_of(out_transform), scale,
+                             crs=src.crs, transform=out_transform)
+
+
+def _read_resampled(src, indexes: list[int], transform: Affine, width: int, height: int,
+                    win: Window, resampling: Resampling) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``indexes`` of ``src`` warped onto the grid (transform, width, height)."""
+    with WarpedVRT(src, crs=src.crs, transform=transform, width=width, height=height,
+                   resampling=resampling, src_nodata=src.nodata, nodata=src.nodata) as vrt:
+        return read_window(lambda w: vrt.read(indexes, window=w), win, width, height)
+
+
+def _open_band_files(paths: list[Path], bands, window, gsd, card, wavelengths,
+                     resampling) -> Sample:
+    for p in paths:
+        _check_readable(p)
+    if bands is not None and not all(isinstance(b, str) for b in bands):
+        raise ValueError("band indexes select channels of one file; for a set of band files "
+                         "pass band names (bands=['B04', ...]) or a list of the files wanted")
+    if wavelengths is not None:
+        check_band_metadata(len(paths), wavelengths)
+        if bands is not None:
+            raise ValueError("pass either bands=[...] or wavelengths=[...] for band files")
+        names = [band_name_from_filename(p) or p.stem for p in paths]
+        wls = [float(w) for w in wavelengths]
+    else:
+        card_obj = _sensor_for_band_files([band_name_from_filename(p) for p in paths], card,
+                                          paths)
+        names = _matched_names(paths, card_obj)
+        if bands is not None:
+            card_obj.select(bands)  # unknown names list the card's valid bands
+            missing = [b for b in bands if b not in names]
+            if missing:
+                raise UnknownBandError(
+                    f"no file for bands {missing} among {len(paths)} files; the files hold "
+                    f"{', '.join(names)}")
+            paths = [paths[names.index(b)] for b in bands]
+            names = list(bands)
+        wls = [b.wavelength_nm for b in card_obj.select(names)]
+    scale, card_nodata = _card_defaults(card)
+    sources = [open_dataset(p) for p in paths]
+    try:
+        ref = min(sources, key=lambda s: gsd_of(s.transform))
+        for s, p in zip(sources, paths, strict=True):
+            if s.count != 1:
+                raise ValueError(f"{p} has {s.count} bands; a band set needs single-band files")
+            if s.crs != ref.crs:
+                raise ValueError(f"{p} is in {s.crs}, the other bands in {ref.crs}")
+        transform, width, height = _target_grid(ref.transform, ref.width, ref.height, gsd)
+        win = checked_window(window, width, height, f"the grid of {paths[0].parent}")
+        data = np.empty((len(paths), win.height, win.width), dtype=ref.dtypes[0])
+        valid = np.ones((win.height, win.width), dtype=bool)
+        for i, s in enumerate(sources):
+            band, inside = _read_resampled(s, [1], transform, width, height, win, resampling)
+            data[i] = band[0]
+            nodata = card_nodata if s.nodata is None else s.nodata
+            valid &= valid_mask(band, [nodata]) & inside
+        out_transform = rasterio.windows.transform(win, transform)
+        return finish_sample(data, valid, names, wls, gsd_of(out_transform), scale,
+                             crs=ref.crs, transform=out_transform)
+    finally:
+        for s in sources:
+            s.close()

@@ -1,7 +1,5 @@
 """open_raster on the bundled real rasters, checked against rasterio read directly."""
 
-import hashlib
-
 import numpy as np
 import pytest
 import rasterio
@@ -11,7 +9,12 @@ from rasterio.windows import transform as window_transform
 
 from geofm.data import load_dataset_card, load_sensor
 from geofm.data.cards import UnknownBandError
-from geofm.data.readers import band_name_from_filename, iter_windows, open_raster
+from geofm.data.readers import (
+    band_name_from_filename,
+    iter_windows,
+    match_band_name,
+    open_raster,
+)
 from geofm.data.sample import BandMismatchError, check_sample
 
 
@@ -136,11 +139,83 @@ def test_resampling_to_a_coarser_gsd_updates_gsd_and_grid(forest_tif):
     assert float(s["image"][0].mean()) == pytest.approx(full.mean(), rel=0.01)
 
 
-def test_band_name_from_sentinel2_file_names():
+def test_band_name_from_file_names_is_matched_to_the_card():
     assert band_name_from_filename("T33UUU_20170216T102101_B8A.jp2") == "B8A"
     assert band_name_from_filename("T33UUU_20170216T102101_B04_10m.jp2") == "B04"
-    assert band_name_from_filename("LC08_B4.TIF") == "B04"
+    assert band_name_from_filename("LC08_B4.TIF") == "B4"
     assert band_name_from_filename("scene.tif") is None
+    assert match_band_name("B4", load_sensor("sentinel2")) == "B04"
+    assert match_band_name("B04", load_sensor("landsat8_9_oli")) == "B4"
+    assert match_band_name("B8A", load_sensor("landsat8_9_oli")) is None
+
+
+@pytest.fixture()
+def landsat_band_files(tmp_path, landsat_tif):
+    """The real Landsat subset split into single-band files named like USGS deliveries."""
+    folder = tmp_path / "LC08_scene"
+    folder.mkdir()
+    with rasterio.open(landsat_tif) as src:
+        profile = src.profile | {"count": 1}
+        for index, name in zip((1, 2, 3), ("B4", "B3", "B2"), strict=True):
+            with rasterio.open(folder / f"LC08_TEST_{name}.TIF", "w", **profile) as dst:
+                dst.write(src.read(index), 1)
+    return folder
+
+
+def test_landsat_band_files_need_a_card_and_get_its_wavelengths(landsat_band_files):
+    with pytest.raises(ValueError, match="card='landsat8_9_oli'"):
+        open_raster(landsat_band_files)
+    s = open_raster(landsat_band_files, card="landsat8_9_oli")
+    assert s["bands"] == ("B2", "B3", "B4")  # the card's order
+    oli = load_sensor("landsat8_9_oli")
+    assert s["wavelengths"].tolist() == pytest.approx(oli.wavelengths(["B2", "B3", "B4"]))
+
+
+def test_a_single_band_file_in_a_list_is_read_as_that_band(s2_tile_dir):
+    s = open_raster([s2_tile_dir / "T33UUU_20170216T102101_B03.jp2"])
+    assert s["bands"] == ("B03",) and s["image"].shape == (1, 768, 1536)
+
+
+def test_sensor_card_without_band_order_is_refused(forest_tif):
+    with pytest.raises(ValueError, match="does not say in which order"):
+        open_raster(forest_tif, card="sentinel2")
+
+
+def test_sensor_card_with_bands_in_file_order_is_accepted(landsat_tif):
+    s = open_raster(landsat_tif, card="landsat7_etm", bands=["B3", "B2", "B1"])
+    assert s["bands"] == ("B3", "B2", "B1")
+
+
+def test_band_indexes_for_band_files_are_refused(s2_tile_dir):
+    with pytest.raises(ValueError, match="band names"):
+        open_raster(s2_tile_dir, bands=[1, 2])
+
+
+def test_a_band_name_string_is_refused_with_the_fix(forest_tif):
+    with pytest.raises(TypeError, match=r"bands=\['B04'\]"):
+        open_raster(forest_tif, card="eurosat_ms", bands="B04")
+
+
+def test_unknown_resampling_lists_the_choices(s2_tile_dir):
+    with pytest.raises(ValueError, match="bilinear"):
+        open_raster(s2_tile_dir, resampling="smooth")
+
+
+@pytest.mark.parametrize("gsd", [float("nan"), -10.0, 0.0])
+def test_gsd_that_is_not_a_positive_number_is_refused(forest_tif, gsd):
+    with pytest.raises(ValueError, match="positive"):
+        open_raster(forest_tif, card="eurosat_ms", gsd=gsd)
+
+
+def test_card_nodata_applies_to_a_file_without_a_nodata_tag(tmp_path, landsat_tif):
+    with rasterio.open(landsat_tif) as src:
+        raw = src.read()
+        profile = src.profile | {"nodata": None}
+    path = tmp_path / "untagged.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(raw)
+    s = open_raster(path, card="landsat_rgb")
+    np.testing.assert_array_equal(s["valid"].numpy(), (raw != 0).all(axis=0))
 
 
 def test_sentinel2_band_files_stack_on_the_10m_grid(s2_tile_dir):
@@ -191,10 +266,3 @@ def test_iter_windows_cover_the_grid_once():
     for w in iter_windows(130, 70, 32):
         seen[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] += 1
     assert (seen == 1).all()
-
-
-def test_bundled_samples_are_unmodified(samples_dir):
-    """Readers never write: every shipped file still matches its recorded checksum."""
-    for line in (samples_dir / "SHA256SUMS").read_text().splitlines():
-        digest, name = line.split(maxsplit=1)
-        assert hashlib.sha256((samples_dir / name).read_bytes()).hexdigest() == digest, name
