@@ -18,8 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from geofm.data.cards import DatasetCard, load_dataset_card
-from geofm.data.readers import WindowLike, _checked_window, _finish, _valid_mask, as_window
+from geofm.data.cards import DatasetCard, UnknownBandError, as_dataset_card
+from geofm.data.readers import (
+    WindowLike,
+    checked_window,
+    finish_sample,
+    read_window,
+    valid_mask,
+)
 from geofm.data.sample import IGNORE_INDEX, Sample, check_band_metadata
 
 PathLike = str | os.PathLike
@@ -57,7 +63,13 @@ def read_envi_header(path: PathLike) -> dict[str, Any]:
     for key, default in (("samples", None), ("lines", None), ("bands", None),
                          ("header offset", "0"), ("data type", None), ("byte order", "0")):
         if key in header or default is not None:
-            header[key] = int(header.get(key, default))
+            try:
+                header[key] = int(header.get(key, default))
+            except ValueError:
+                raise ValueError(f"ENVI header {path}: '{key}' is not a whole number: "
+                                 f"{header.get(key)!r}") from None
+            if header[key] < 0 or (key in ("samples", "lines", "bands") and header[key] == 0):
+                raise ValueError(f"ENVI header {path}: '{key} = {header[key]}' is not a size")
     header.setdefault("interleave", "bsq")
     header["interleave"] = header["interleave"].lower()
     return header
@@ -114,14 +126,11 @@ def _envi_wavelengths(header: dict[str, Any]) -> list[float] | None:
     if "wavelength" not in header:
         return None
     wls = [float(v) for v in header["wavelength"]]
-    units = str(header.get("wavelength units", "nanometers")).lower()
+    # A missing unit is "unknown" to ENVI: values below 30 can only be micrometres.
+    units = str(header.get("wavelength units", "unknown")).lower()
     if units.startswith("micro") or units in {"um", "µm"} or (units == "unknown" and max(wls) < 30):
         wls = [w * 1000.0 for w in wls]
     return wls
-
-
-def _card(card: str | DatasetCard | None) -> DatasetCard | None:
-    return load_dataset_card(card) if isinstance(card, str) else card
 
 
 def _select_bands(cube_bands: int, names: list[str], wls: list[float],
@@ -136,7 +145,8 @@ def _select_bands(cube_bands: int, names: list[str], wls: list[float],
     missing = [b for b in bands if b not in names]
     if missing:
         shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-        raise KeyError(f"unknown bands {missing}; this cube has {len(names)} bands: {shown}")
+        raise UnknownBandError(
+            f"unknown bands {missing}; this cube has {len(names)} bands: {shown}")
     return [names.index(b) for b in bands]
 
 
@@ -174,28 +184,26 @@ def open_envi(
     Pixels equal to the header's ``data ignore value`` are marked invalid.
     """
     cube, header = envi_memmap(path)
-    card_obj = _card(card)
+    card_obj = as_dataset_card(card)
     names, wls = _band_metadata(cube.shape[0], card_obj, wavelengths, _envi_wavelengths(header),
                                 header.get("band names"), str(path))
     idx = _select_bands(cube.shape[0], names, wls, bands)
     _, h, w = cube.shape
-    win = _checked_window(as_window(window) or as_window((0, 0, w, h)), w, h, str(path))
-    r0, c0 = max(win.row_off, 0), max(win.col_off, 0)
-    r1, c1 = min(win.row_off + win.height, h), min(win.col_off + win.width, w)
-    data = np.zeros((len(idx), win.height, win.width), dtype=cube.dtype.newbyteorder("="))
-    inside = np.zeros((win.height, win.width), dtype=bool)
-    rs, cs = r0 - win.row_off, c0 - win.col_off
-    data[:, rs:rs + r1 - r0, cs:cs + c1 - c0] = cube[idx, r0:r1, c0:c1]
-    inside[rs:rs + r1 - r0, cs:cs + c1 - c0] = True
+    win = checked_window(window, w, h, str(path))
+    native = cube.dtype.newbyteorder("=")
+    data, inside = read_window(
+        lambda v: np.asarray(cube[idx, v.row_off:v.row_off + v.height,
+                                  v.col_off:v.col_off + v.width], dtype=native), win, w, h)
     ignore = header.get("data ignore value")
-    valid = _valid_mask(data, [None if ignore is None else float(ignore)] * len(idx)) & inside
+    valid = valid_mask(data, [None if ignore is None else float(ignore)] * len(idx)) & inside
     gsd_m = gsd if gsd is not None else _envi_gsd(header)
     if gsd_m is None:
         gsd_m = card_obj.gsd_m if card_obj is not None else None
     if gsd_m is None:
         raise ValueError(f"{path} has no pixel size in its header; pass gsd=... or card=...")
     scale = card_obj.scale if card_obj is not None else 1.0
-    return _finish(data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m, scale)
+    return finish_sample(data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m,
+                         scale)
 
 
 def _envi_gsd(header: dict[str, Any]) -> float | None:
@@ -230,30 +238,42 @@ def load_mat_arrays(path: PathLike) -> dict[str, np.ndarray]:
         import h5py
 
         out: dict[str, np.ndarray] = {}
-        with h5py.File(path, "r") as f:
-            for key, item in f.items():
-                if isinstance(item, h5py.Dataset) and item.dtype.kind in "uifb":
-                    out[key] = np.asarray(item).T
+        try:
+            with h5py.File(path, "r") as f:
+                for key, item in f.items():
+                    if isinstance(item, h5py.Dataset) and item.dtype.kind in "uifb":
+                        out[key] = np.asarray(item).T
+        except OSError as err:
+            raise OSError(f"cannot read {path} as a MATLAB v7.3 (HDF5) file: {err}") from None
         return out
     import scipy.io
+    from scipy.io.matlab import MatReadError
 
     try:
         raw = scipy.io.loadmat(path)
-    except (ValueError, TypeError, OSError) as err:
+    except (MatReadError, ValueError, TypeError, OSError) as err:
         raise OSError(f"cannot read {path} as a MATLAB file: {err}") from None
     return {k: v for k, v in raw.items()
             if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "uifb"}
 
 
+class MissingArrayError(KeyError):
+    """A ``.mat`` file without the array asked for; the message lists the arrays it has."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def _pick(arrays: dict[str, np.ndarray], key: str | None, ndim: int, path: Path) -> np.ndarray:
+    shapes = {k: v.shape for k, v in arrays.items()}
     if key is not None:
         if key not in arrays:
-            raise KeyError(f"{path} has no array {key!r}; it has {sorted(arrays)}")
+            raise MissingArrayError(f"{path} has no array {key!r}; it has {shapes}")
         return arrays[key]
     found = [k for k, v in arrays.items() if v.ndim == ndim]
     if len(found) != 1:
-        raise KeyError(f"{path}: say which array to read with key=...; arrays: "
-                       f"{ {k: v.shape for k, v in arrays.items()} }")
+        raise MissingArrayError(f"{path} has {len(found)} arrays with {ndim} dimensions; say "
+                                f"which to read with key=...; arrays: {shapes}")
     return arrays[found[0]]
 
 
@@ -276,33 +296,34 @@ def open_mat(
     the card's class values: unlabelled pixels become 255 in ``mask``.
     """
     path = Path(path)
-    card_obj = _card(card)
+    card_obj = as_dataset_card(card)
     cube = _pick(load_mat_arrays(path), key, 3, path)
     cube = np.moveaxis(cube, -1, 0)
     names, wls = _band_metadata(cube.shape[0], card_obj, wavelengths, None, None, str(path))
     idx = _select_bands(cube.shape[0], names, wls, bands)
     _, h, w = cube.shape
-    win = _checked_window(as_window(window) or as_window((0, 0, w, h)), w, h, str(path))
-    if not (win.col_off >= 0 and win.row_off >= 0 and win.col_off + win.width <= w
-            and win.row_off + win.height <= h):
-        raise ValueError(f"window {win} is not inside {path} ({w} x {h})")
-    rows = slice(win.row_off, win.row_off + win.height)
-    cols = slice(win.col_off, win.col_off + win.width)
-    data = cube[idx, rows, cols]
-    valid = _valid_mask(data, [None] * len(idx))
+    win = checked_window(window, w, h, str(path))
+    data, inside = read_window(
+        lambda v: cube[idx, v.row_off:v.row_off + v.height, v.col_off:v.col_off + v.width],
+        win, w, h)
+    valid = valid_mask(data, [None] * len(idx)) & inside
     extra: dict[str, Any] = {}
     if gt_path is not None:
         gt = read_label_mat(gt_path, gt_key, card_obj)
         if gt.shape != (h, w):
             raise ValueError(f"labels in {gt_path} are {gt.shape[0]} x {gt.shape[1]} but the "
                              f"cube in {path} is {h} x {w}")
-        extra["mask"] = torch.from_numpy(gt[rows, cols])
+        labels, _ = read_window(
+            lambda v: gt[None, v.row_off:v.row_off + v.height, v.col_off:v.col_off + v.width],
+            win, w, h)
+        labels[0][~inside] = IGNORE_INDEX
+        extra["mask"] = torch.from_numpy(labels[0])
     gsd_m = gsd if gsd is not None else (card_obj.gsd_m if card_obj is not None else None)
     if gsd_m is None:
         raise ValueError(f"{path} carries no pixel size; pass gsd=... or card=...")
     scale = card_obj.scale if card_obj is not None else 1.0
-    return _finish(data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m, scale,
-                   **extra)
+    return finish_sample(data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m,
+                         scale, **extra)
 
 
 def remap_labels(raw: np.ndarray, card: DatasetCard | None) -> np.ndarray:
@@ -330,7 +351,7 @@ def read_label_mat(path: PathLike, key: str | None = None,
     """Read a ``(H, W)`` ground-truth array and remap it with the card (int64, 255 = ignore)."""
     path = Path(path)
     gt = _pick(load_mat_arrays(path), key, 2, path)
-    return remap_labels(gt, _card(card))
+    return remap_labels(gt, as_dataset_card(card))
 
 
 def open_cube(path: PathLike, **kwargs: Any) -> Sample:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import rasterio
 import scipy.io
+import torch
 from rasterio.errors import NotGeoreferencedWarning
 
 from geofm.data import load_dataset_card
@@ -156,3 +157,37 @@ def test_image_and_label_grids_that_disagree_name_both_shapes(tmp_path, salinas_
 def test_mat_without_the_named_key_lists_the_arrays(salinas_mat_v5):
     with pytest.raises(KeyError, match="salinasA_corrected"):
         open_mat(salinas_mat_v5, key="indian_pines_corrected", card="salinas_a")
+
+
+def test_header_wavelengths_without_units_below_30_are_micrometres(tmp_path, salinas_raw):
+    hdr = _write_envi(tmp_path / "cube", salinas_raw[:3], "bsq",
+                      extra="wavelength = {0.45, 0.55, 0.65}\n")
+    s = open_envi(hdr, gsd=3.7)
+    assert s["wavelengths"].tolist() == pytest.approx([450, 550, 650], abs=1e-3)
+
+
+def test_envi_header_with_a_negative_size_is_refused(tmp_path, salinas_raw):
+    hdr = _write_envi(tmp_path / "cube", salinas_raw[:3], "bsq")
+    hdr.write_text(hdr.read_text().replace("header offset = 0", "header offset = -8"))
+    with pytest.raises(ValueError, match="header offset = -8"):
+        open_envi(hdr, wavelengths=[500.0, 510.0, 520.0], gsd=3.7)
+
+
+@pytest.mark.parametrize("content", [b"garbage, not MATLAB", b"\x89HDF\r\n\x1a\n broken"])
+def test_corrupt_mat_file_is_named(tmp_path, content):
+    bad = tmp_path / "broken.mat"
+    bad.write_bytes(content)
+    with pytest.raises(OSError, match="broken.mat"):
+        open_mat(bad, card="salinas_a")
+
+
+def test_mat_window_partly_outside_is_padded_like_the_other_readers(salinas_mat_v5,
+                                                                   salinas_a_dir, salinas_raw):
+    s = open_mat(salinas_mat_v5, card="salinas_a", window=(70, -5, 20, 10),
+                 gt_path=salinas_a_dir / "SalinasA_gt.mat")
+    np.testing.assert_array_equal(s["image"][:, 5:, :16].numpy(), salinas_raw[:, :5, 70:86])
+    assert not s["valid"][:5].any() and not s["valid"][:, 16:].any()
+    assert (s["mask"][:5] == IGNORE_INDEX).all() and (s["mask"][:, 16:] == IGNORE_INDEX).all()
+    envi = open_envi(salinas_a_dir / "SalinasA_corrected.hdr", card="salinas_a",
+                     window=(70, -5, 20, 10))
+    assert torch.equal(envi["image"], s["image"]) and torch.equal(envi["valid"], s["valid"])
