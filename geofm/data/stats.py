@@ -12,28 +12,31 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
+from rasterio.enums import Resampling
 from tqdm.auto import tqdm
 
-from geofm.data.cards import resolve_card
+from geofm.data.cards import DatasetCard, as_card
 from geofm.data.hyperspectral import envi_memmap
 from geofm.data.readers import (
-    _open,
+    RASTER_SUFFIXES,
+    _matched_names,
     _open_band_files,
-    _read_clipped,
+    _sensor_for_band_files,
     _sort_by_card,
-    _valid_mask,
     band_name_from_filename,
     iter_windows,
+    open_dataset,
+    raster_files,
+    read_window,
+    valid_mask,
 )
 
 PathLike = str | os.PathLike
-RASTER_SUFFIXES = {".tif", ".tiff", ".jp2"}
 _EXACT_KINDS = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16)}
 
 
@@ -80,7 +83,7 @@ class BandStatistics:
                 self._hist = np.zeros((self.num_bands, int(info.max) - int(info.min) + 1),
                                       np.int64)
         elif values.dtype != self._dtype:
-            raise TypeError(f"files mix dtypes {self._dtype} and {values.dtype}")
+            raise ValueError(f"inputs mix data types {self._dtype} and {values.dtype}")
         # One band at a time keeps the float64 copies to one band of one window.
         for c in range(self.num_bands):
             v = values[c].astype(np.float64)
@@ -137,8 +140,13 @@ class BandStatistics:
 
 
 def _looks_like_band_set(folder: Path) -> bool:
-    files = [p for p in folder.iterdir() if p.suffix.lower() in RASTER_SUFFIXES]
+    files = raster_files(folder)
     return bool(files) and all(band_name_from_filename(p) for p in files)
+
+
+def _is_envi(path: Path) -> bool:
+    return path.suffix.lower() == ".hdr" or (path.suffix.lower() not in RASTER_SUFFIXES
+                                             and path.with_suffix(".hdr").is_file())
 
 
 def expand_paths(paths: Iterable[PathLike]) -> list[Path]:
@@ -163,66 +171,90 @@ def expand_paths(paths: Iterable[PathLike]) -> list[Path]:
     return out
 
 
-def _blocks(path: Path, tile: int) -> tuple[int, int, Iterator[tuple[np.ndarray, np.ndarray]]]:
-    """(band count, window count, iterator of (data (C,h,w), valid (h,w)))."""
+@dataclass
+class _Input:
+    """One input of a statistics pass: its bands and windows, read lazily by :meth:`blocks`
+    so that only one file is open at a time however many inputs there are."""
+
+    path: Path
+    num_bands: int
+    band_names: tuple[str, ...] | None
+    windows: list
+    blocks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+
+def _names_from_card(card: str | None, count: int, path: Path) -> tuple[str, ...] | None:
+    if card is None:
+        return None
+    card_obj = as_card(card)
+    if not isinstance(card_obj, DatasetCard):
+        raise ValueError(f"{card!r} is a sensor card, which does not say in which order "
+                         f"{path.name} stores its bands; pass a dataset card")
+    if len(card_obj.bands) != count:
+        raise ValueError(f"card {card!r} has {len(card_obj.bands)} bands, {path} has {count}")
+    return card_obj.band_names
+
+
+def _band_set_input(folder: Path, tile: int, card: str | None) -> _Input:
+    files = _sort_by_card(raster_files(folder), card)
+    names = _matched_names(files, _sensor_for_band_files(
+        [band_name_from_filename(f) for f in files], card, files))
+    grids = []
+    for f in files:
+        with open_dataset(f) as src:
+            grids.append((src.res[0], src.width, src.height, src.dtypes[0]))
+    _, width, height, dtype = min(grids)
+    windows = list(iter_windows(width, height, tile))
+
+    def blocks():
+        for win in windows:
+            s = _open_band_files(files, None, win, None, card, None, Resampling.nearest)
+            # Nearest resampling keeps the integer values: give them their dtype back.
+            yield s["image"].numpy().astype(dtype), s["valid"].numpy()
+    return _Input(folder, len(files), tuple(names), windows, blocks)
+
+
+def _envi_input(path: Path, tile: int, card: str | None) -> _Input:
+    cube, header = envi_memmap(path)
+    c, height, width = cube.shape
+    windows = list(iter_windows(width, height, tile))
+    names = _names_from_card(card, c, path) or (
+        tuple(header["band names"]) if len(header.get("band names", ())) == c else None)
+    nodata = [None if header.get("data ignore value") is None
+              else float(header["data ignore value"])] * c
+
+    def blocks():
+        cube, _ = envi_memmap(path)
+        native = cube.dtype.newbyteorder("=")
+        for win in windows:
+            data = np.asarray(cube[:, win.row_off:win.row_off + win.height,
+                                   win.col_off:win.col_off + win.width], dtype=native)
+            yield data, valid_mask(data, nodata)
+    return _Input(path, c, names, windows, blocks)
+
+
+def _raster_input(path: Path, tile: int, card: str | None) -> _Input:
+    with open_dataset(path) as src:
+        count, width, height = src.count, src.width, src.height
+        descriptions = tuple(d or "" for d in src.descriptions)
+    names = _names_from_card(card, count, path) or (descriptions if all(descriptions) else None)
+    windows = list(iter_windows(width, height, tile))
+
+    def blocks():
+        with open_dataset(path) as src:
+            indexes = list(range(1, src.count + 1))
+            for win in windows:
+                data, _ = read_window(lambda w: src.read(indexes, window=w), win, width, height)
+                yield data, valid_mask(data, list(src.nodatavals))
+    return _Input(path, count, names, windows, blocks)
+
+
+def _plan(path: Path, tile: int, card: str | None) -> _Input:
     if path.is_dir():
-        files = _sort_by_card(sorted(p for p in path.iterdir()
-                                     if p.suffix.lower() in RASTER_SUFFIXES), None)
-        grids = []
-        for f in files:
-            with _open(f) as src:
-                grids.append((src.res[0], src.width, src.height, src.dtypes[0]))
-        _, width, height, dtype = min(grids)
-        windows = list(iter_windows(width, height, tile))
-
-        def gen_set():
-            for win in windows:
-                s = _open_band_files(files, None, win, None, None, None,
-                                     rasterio.enums.Resampling.nearest)
-                # Nearest resampling keeps the integer values: give them their dtype back.
-                yield s["image"].numpy().astype(dtype), s["valid"].numpy()
-        return len(files), len(windows), gen_set()
-    if path.suffix.lower() == ".hdr" or (path.with_suffix(".hdr").is_file()
-                                         and path.suffix.lower() not in RASTER_SUFFIXES):
-        cube, header = envi_memmap(path)
-        c, height, width = cube.shape
-        windows = list(iter_windows(width, height, tile))
-        ignore = header.get("data ignore value")
-
-        def gen_envi():
-            for win in windows:
-                data = np.asarray(cube[:, win.row_off:win.row_off + win.height,
-                                       win.col_off:win.col_off + win.width])
-                data = data.astype(data.dtype.newbyteorder("="))
-                yield data, _valid_mask(data, [None if ignore is None else float(ignore)] * c)
-        return c, len(windows), gen_envi()
-    src = _open(path)
-    windows = list(iter_windows(src.width, src.height, tile))
-
-    def gen_raster():
-        try:
-            for win in windows:
-                data, _ = _read_clipped(src, list(range(1, src.count + 1)), win,
-                                        src.width, src.height)
-                yield data, _valid_mask(data, list(src.nodatavals))
-        finally:
-            src.close()
-    return src.count, len(windows), gen_raster()
-
-
-def _band_names(files: list[Path], num_bands: int, card: str | None) -> list[str] | None:
-    if card is not None:
-        names = list(resolve_card(card).band_names)
-        if len(names) != num_bands:
-            raise ValueError(f"card {card!r} has {len(names)} bands, the inputs {num_bands}")
-        return names
-    if all(f.is_dir() for f in files):
-        sets = {tuple(band_name_from_filename(p) for p in _sort_by_card(
-            sorted(q for q in f.iterdir() if q.suffix.lower() in RASTER_SUFFIXES), None))
-            for f in files}
-        if len(sets) == 1:
-            return list(sets.pop())
-    return None
+        return _band_set_input(path, tile, card)
+    if _is_envi(path):
+        return _envi_input(path, tile, card)
+    return _raster_input(path, tile, card)
 
 
 def compute_statistics(
@@ -236,29 +268,40 @@ def compute_statistics(
 
     Every input must have the same number of bands. Returns a dict with ``mean``, ``std``,
     ``min``, ``max``, ``count`` (valid pixels per band), ``percentiles`` (``p<q>`` -> list),
-    ``percentiles_exact`` and ``source``; with ``card``, also ``bands`` (the card's band
-    names, whose number must match), and for a folder of band files, the bands it holds.
+    ``percentiles_exact`` and ``source``, and ``bands`` where the band names are known: from
+    ``card`` (a dataset card, whose order is the files' order), from the file names of a
+    band-set folder, or from the files' own band descriptions.
     """
+    bad = [q for q in percentiles if not 0 <= q <= 100]
+    if bad:
+        raise ValueError(f"percentiles must lie in [0, 100], got {bad}")
     files = expand_paths(paths)
-    plans = [(f, *_blocks(f, tile)) for f in files]
-    counts = {c for _, c, _, _ in plans}
+    inputs = [_plan(f, tile, card) for f in files]
+    counts = {i.num_bands for i in inputs}
     if len(counts) != 1:
-        detail = ", ".join(f"{f.name}: {c}" for f, c, _, _ in plans[:10])
+        detail = ", ".join(f"{i.path.name}: {i.num_bands}" for i in inputs[:10])
         raise ValueError(f"the inputs have different band counts ({detail}); "
                          "compute statistics for one band set at a time")
+    name_sets = {i.band_names for i in inputs if i.band_names is not None}
+    if len(name_sets) > 1:
+        raise ValueError(f"the inputs hold different bands: {sorted(name_sets)}")
     stats = BandStatistics(counts.pop())
-    total = sum(n for _, _, n, _ in plans)
+    total = sum(len(i.windows) for i in inputs)
     with tqdm(total=total, desc="statistics", unit="window", disable=not progress) as bar:
-        for _, _, _, blocks in plans:
-            for data, valid in blocks:
+        for item in inputs:
+            for data, valid in item.blocks():
                 # Boolean indexing copies the window; skip it when every pixel is valid.
-                stats.update(data.reshape(len(data), -1) if valid.all() else data[:, valid])
+                values = data.reshape(len(data), -1) if valid.all() else data[:, valid]
+                try:
+                    stats.update(values)
+                except ValueError as err:
+                    raise ValueError(f"{item.path}: {err}") from None
                 bar.update(1)
     if not stats.count.any():
         raise ValueError("every pixel of the inputs is nodata or NaN: no statistics")
     pct = stats.percentiles(percentiles)
-    names = _band_names(files, stats.num_bands, card)
-    out = {} if names is None else {"bands": names}
+    names = next(iter(name_sets), None)
+    out = {} if names is None else {"bands": list(names)}
     return out | {
         "source": (f"geofm stats over {len(files)} input(s), {int(stats.count.max())} valid "
                    f"pixels, {_dt.date.today().isoformat()}"),

@@ -6,6 +6,7 @@ import rasterio
 import yaml
 
 from geofm.cli import main
+from geofm.data import load_sensor
 from geofm.data.stats import BandStatistics, compute_statistics
 
 
@@ -87,3 +88,60 @@ def test_stats_command_writes_card_format_yaml(tmp_path, eurosat_dir, eurosat_pi
 def test_stats_command_reports_a_missing_path_without_a_traceback(tmp_path, capsys):
     assert main(["stats", str(tmp_path / "nothing_here"), "--no-progress"]) == 2
     assert "nothing_here" in capsys.readouterr().err
+
+
+def test_many_files_are_read_one_at_a_time(tmp_path, eurosat_dir):
+    """Statistics over more files than the process may hold open at once."""
+    import subprocess
+    import sys
+
+    forest = sorted((eurosat_dir / "Forest").glob("*.tif"))[0]
+    for i in range(150):
+        (tmp_path / f"copy_{i:03d}.tif").symlink_to(forest)
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100)); "
+              "from geofm.data.stats import compute_statistics; "
+              "s = compute_statistics([sys.argv[1]], progress=False); print(s['count'][0])")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) == 150 * 64 * 64
+
+
+def test_bands_follow_the_order_of_the_data_not_the_card(s2_tile_dir):
+    stats = compute_statistics([s2_tile_dir], card="sentinel2", progress=False)
+    with rasterio.open(s2_tile_dir / "T33UUU_20170216T102101_B8A.jp2") as src:
+        b8a = src.read(1).astype(np.float64)
+    # B8A is a 20 m band upsampled by nearest to 10 m: each pixel counted four times.
+    assert stats["mean"][stats["bands"].index("B8A")] == pytest.approx(b8a.mean(), rel=1e-9)
+    assert stats["bands"] == list(load_sensor("sentinel2").band_names)
+
+
+def test_a_sensor_card_cannot_name_the_bands_of_a_multiband_file(eurosat_dir):
+    with pytest.raises(ValueError, match="sensor card"):
+        compute_statistics([eurosat_dir / "Forest"], card="sentinel2", progress=False)
+
+
+def test_float_raster_with_nan_is_summarised_without_the_nan(tmp_path, landsat_tif):
+    with rasterio.open(landsat_tif) as src:
+        data = src.read().astype(np.float32)
+        profile = src.profile | {"dtype": "float32", "nodata": None}
+    data[data == 0] = np.nan
+    path = tmp_path / "float.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    stats = compute_statistics([path], progress=False)
+    valid = np.isfinite(data).all(axis=0)
+    np.testing.assert_allclose(stats["mean"], data[:, valid].astype(np.float64).mean(axis=1),
+                               rtol=1e-7)
+    assert not stats["percentiles_exact"]
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a_float.tif").symlink_to(path)
+    (mixed / "b_bytes.tif").symlink_to(landsat_tif)
+    with pytest.raises(ValueError, match=r"b_bytes.tif: inputs mix data types"):
+        compute_statistics([mixed], progress=False)
+
+
+def test_percentiles_outside_0_to_100_are_refused(landsat_tif):
+    with pytest.raises(ValueError, match=r"\[150\.0, -5\.0\]"):
+        compute_statistics([landsat_tif], percentiles=(150.0, -5.0), progress=False)
