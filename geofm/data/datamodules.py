@@ -24,7 +24,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from geofm.data.cards import DatasetCard, load_dataset_card
+from geofm.data.cards import DatasetCard, as_dataset_card
 from geofm.data.datasets import (
     PixelPatchDataset,
     SceneFolderDataset,
@@ -41,10 +41,6 @@ from geofm.data.splits import (
 
 PathLike = str | os.PathLike
 SPLIT_KINDS = ("random", "spatial")
-
-
-def _dataset_card(card: str | DatasetCard) -> DatasetCard:
-    return load_dataset_card(card) if isinstance(card, str) else card
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -247,7 +243,7 @@ class PixelPatchDataModule(_SplitLoaders):
     def num_classes(self) -> int:
         """The card's class count, else one more than the largest class id in the scene."""
         if isinstance(self.card, DatasetCard | str):
-            return _dataset_card(self.card).num_classes
+            return as_dataset_card(self.card).num_classes
         self.setup()
         labels = self.scene["mask"]
         return int(labels[labels != IGNORE_INDEX].max()) + 1

@@ -22,19 +22,14 @@ import torch
 from affine import Affine
 from torch.utils.data import Dataset
 
-from geofm.data.cards import DatasetCard, load_dataset_card
+from geofm.data.cards import DatasetCard, as_dataset_card
 from geofm.data.hyperspectral import open_cube, read_label_mat
-from geofm.data.readers import open_raster
+from geofm.data.readers import RASTER_SUFFIXES, open_raster, raster_files
 from geofm.data.sample import IGNORE_INDEX, Sample, make_sample
 
 PathLike = str | os.PathLike
 Transform = Callable[[Sample], Sample]
 
-RASTER_SUFFIXES = (".tif", ".tiff")
-
-
-def _card(card: str | DatasetCard) -> DatasetCard:
-    return load_dataset_card(card) if isinstance(card, str) else card
 
 
 # --------------------------------------------------------------------------------------------
@@ -43,11 +38,6 @@ def _card(card: str | DatasetCard) -> DatasetCard:
 
 def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _raster_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
 
 
 class SceneFolderDataset(Dataset):
@@ -83,7 +73,7 @@ class SceneFolderDataset(Dataset):
         if not self.root.is_dir():
             raise FileNotFoundError(
                 f"dataset root not found: {self.root} (expected one folder per class)")
-        self.card = _card(card)
+        self.card = as_dataset_card(card)
         if bands is not None:
             self.card.select(bands)  # an unknown name raises with the valid names
         self.bands = None if bands is None else tuple(bands)
@@ -115,12 +105,12 @@ class SceneFolderDataset(Dataset):
         for folder in folders:
             if folder.name not in self.classes:
                 continue
-            found = _raster_files(folder)
+            found = raster_files(folder)
             files += found
             targets += [self.classes.index(folder.name)] * len(found)
         if not files:
             raise ValueError(
-                f"no {'/'.join(RASTER_SUFFIXES)} files in the class folders of {self.root} "
+                f"no {'/'.join(sorted(RASTER_SUFFIXES))} files in the class folders of {self.root} "
                 f"(looked for classes {', '.join(self.classes)})")
         return files, targets
 
@@ -339,7 +329,7 @@ def read_scene(
     cube_path, gt_path = Path(cube_path), Path(gt_path)
     if gt_path.suffix.lower() != ".mat":
         raise ValueError(f"ground truth must be a .mat file, got {gt_path}")
-    card_obj = None if card is None else _card(card)
+    card_obj = as_dataset_card(card)
     kwargs: dict[str, Any] = {"card": card_obj, "wavelengths": wavelengths, "gsd": gsd}
     if cube_path.suffix.lower() == ".mat":
         kwargs["key"] = cube_key

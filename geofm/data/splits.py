@@ -99,11 +99,13 @@ def _part_sizes(n: int, train: float | int, val: float | int) -> tuple[int, int]
     """
     if not _is_count(train) and not _is_count(val):
         n_train, n_val, _ = _largest_remainder(n, [train, val, max(0.0, 1.0 - train - val)])
-    else:
-        n_train = int(train) if _is_count(train) else _round_half_up(train * n)
-        n_val = int(val) if _is_count(val) else _round_half_up(val * n)
-    n_train = min(max(n_train, 1), n)
-    return n_train, min(n_val, n - n_train)
+        n_train = min(max(n_train, 1), n)
+        return n_train, min(n_val, n - n_train)
+    # With a count, test keeps at least one member (checked by _check_counts_fit).
+    n_train = int(train) if _is_count(train) else _round_half_up(train * n)
+    n_val = int(val) if _is_count(val) else _round_half_up(val * n)
+    n_train = min(max(n_train, 1), n - 1)
+    return n_train, max(0, min(n_val, n - n_train - 1))
 
 
 def _check_counts_fit(counts: dict[int, int], train: float | int, val: float | int) -> None:
@@ -162,7 +164,16 @@ def stratified_split(
         parts["train"].append(members[:n_train])
         parts["val"].append(members[n_train:n_train + n_val])
         parts["test"].append(members[n_train + n_val:])
-    return Split(*(np.sort(np.concatenate(parts[p])).astype(np.int64) for p in PARTS))
+    split = Split(*(np.sort(np.concatenate(parts[p])).astype(np.int64) for p in PARTS))
+    wanted = {"val": _is_count(val) or val > 0,
+              "test": _is_count(train) or _is_count(val) or train + val < 1.0 - 1e-9}
+    empty = [p for p in ("val", "test") if wanted[p] and getattr(split, p).size == 0]
+    if empty:
+        raise ValueError(
+            f"the {' and '.join(empty)} part would be empty: per-class sizes "
+            f"{dict(zip(classes.tolist(), counts.tolist(), strict=True))} with train={train}, "
+            f"val={val} round to nothing; use larger fractions or per-class counts")
+    return split
 
 
 def labelled_pixels(mask: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -315,6 +326,22 @@ def _check_fractions(train: float, val: float) -> np.ndarray:
     return np.array([train, val, 1.0 - train - val])
 
 
+def _check_spatial_parts(kept: np.ndarray, present: np.ndarray, fractions: np.ndarray,
+                         block_size: int, buffer: int) -> None:
+    """Refuse a split with an empty part or a class that training never sees."""
+    hint = (f"try a smaller block_size (now {block_size} px) or buffer (now {buffer} px); "
+            "a scene this small may not allow a disjoint split at this window size")
+    totals = kept.sum(axis=1)
+    empty = [PARTS[p] for p in range(3) if fractions[p] > 0 and totals[p] == 0]
+    if empty:
+        raise ValueError(f"the spatial split leaves {' and '.join(empty)} empty (kept pixels "
+                         f"train/val/test: {totals.tolist()}); {hint}")
+    unseen = [c for c in np.flatnonzero(present) if kept[0, c] == 0]
+    if unseen:
+        raise ValueError(f"classes {[int(c) for c in unseen]} have no training pixel in the "
+                         f"spatial split; {hint}")
+
+
 def spatially_disjoint_split(
     mask: np.ndarray | torch.Tensor,
     radius: int,
@@ -357,6 +384,10 @@ def spatially_disjoint_split(
     Returns:
         :class:`SpatialSplit` with ``(N, 2)`` coordinates per part, the block layout, the
         per-class counts kept and how many pixels the buffer dropped.
+
+    Raises:
+        ValueError: a part with a non-zero fraction ends up empty, or a class of the scene
+            gets no training pixel; the message gives the counts and what to change.
     """
     arr = _as_mask(mask)
     fractions = _check_fractions(train, val)
@@ -383,6 +414,8 @@ def spatially_disjoint_split(
     test_kept = in_part[2] & ~near_train & ~near_val
     kept = [in_part[0], val_kept, test_kept]
     class_counts = np.stack([np.bincount(arr[k], minlength=num_classes) for k in kept])
+    _check_spatial_parts(class_counts, np.bincount(arr[labelled], minlength=num_classes),
+                         fractions, block_size, buffer)
     return SpatialSplit(
         train=np.argwhere(kept[0]).astype(np.int64),
         val=np.argwhere(kept[1]).astype(np.int64),

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from affine import Affine
 
-from geofm.data.cards import DatasetCard, SensorCard, UnknownBandError, resolve_card
+from geofm.data.cards import DatasetCard, SensorCard, UnknownBandError, as_card
 from geofm.data.sample import BandMismatchError, Sample, check_sample
 
 __all__ = [
@@ -477,7 +477,7 @@ class Normalize(SampleTransform):
         ``bands`` picks bands by name (default: all of the card's bands); an unknown name
         raises :class:`~geofm.data.cards.UnknownBandError` listing the card's bands.
         """
-        card_obj: DatasetCard | SensorCard = resolve_card(card) if isinstance(card, str) else card
+        card_obj: DatasetCard | SensorCard = as_card(card)
         mean, std = getattr(card_obj, "mean", None), getattr(card_obj, "std", None)
         if mean is None or std is None:
             kind = "dataset" if isinstance(card_obj, DatasetCard) else "sensor"

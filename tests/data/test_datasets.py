@@ -82,7 +82,7 @@ def test_scene_folder_rejects_unknown_class_names(eurosat_dir):
 def test_scene_folder_without_rasters_says_so(tmp_path):
     (tmp_path / "Forest").mkdir()
     (tmp_path / "Forest" / "notes.txt").write_text("not a raster")
-    with pytest.raises(ValueError, match=r"no \.tif/\.tiff files"):
+    with pytest.raises(ValueError, match=r"no \.jp2/\.tif/\.tiff files"):
         SceneFolderDataset(tmp_path)
 
 

@@ -208,3 +208,21 @@ def test_find_leaks_agrees_with_brute_force_on_a_random_split(salinas_mask):
     expected = windows_touching(test, occupancy(train, salinas_mask.shape), 3)
     found = [tuple(map(int, rc)) for rc in test[find_leaks(train, test, 3)]]
     assert found == expected
+
+
+def test_spatial_split_that_would_leave_val_empty_says_what_to_change(salinas_mask):
+    with pytest.raises(ValueError, match=r"leaves val empty.*smaller block_size"):
+        spatially_disjoint_split(salinas_mask, radius=7, seed=0)
+
+
+def test_stratified_split_that_would_leave_test_empty_is_refused():
+    labels = np.repeat(np.arange(10), 3)  # three members per class, like the bundled EuroSAT
+    with pytest.raises(ValueError, match="test part would be empty"):
+        stratified_split(labels, train=0.6, val=0.2)
+
+
+def test_a_count_with_a_fraction_still_leaves_test_a_member_of_every_class():
+    labels = np.repeat(np.arange(4), 4)
+    split = stratified_split(labels, train=2, val=0.5, seed=0)  # val would round to 2
+    assert sorted(labels[split.test].tolist()) == [0, 1, 2, 3]
+    assert sorted(labels[split.val].tolist()) == [0, 1, 2, 3]
