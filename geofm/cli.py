@@ -31,7 +31,9 @@ def _open_any(path: str, card: str | None):
     from geofm.data.readers import open_raster
 
     p = Path(path)
-    if p.suffix.lower() in {".hdr", ".img", ".mat"}:
+    envi = p.suffix.lower() == ".hdr" or (p.suffix.lower() == ".img"
+                                          and p.with_suffix(".hdr").is_file())
+    if envi or p.suffix.lower() == ".mat":
         return open_cube(p, card=card)
     return open_raster(p, card=card)
 
@@ -127,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     axes = fig.subplots(2, 5).ravel()
     # One stretch for all patches, from the statistics just computed, so that colours
     # compare across classes (a per-patch stretch turns calm water into noise).
-    rgb_idx = eurosat.band_indices(["B04", "B03", "B02"])
+    rgb_idx = eurosat.band_indices(eurosat.rgb_bands)
     limits = [(stats["percentiles"]["p2"][i], stats["percentiles"]["p98"][i]) for i in rgb_idx]
     n_files = 0
     for ax, cls in zip(axes, eurosat.classes, strict=True):
@@ -219,8 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
-        print(f"geofm {args.command}: error: {err}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, KeyError, TypeError, OSError) as err:
+        # KeyError's str() quotes its message; show the message itself.
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"geofm {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -110,15 +110,20 @@ def class_colors(num_classes: int) -> np.ndarray:
                 if num_classes > 20 else np.arange(num_classes) / 20 + 1 / 40)
 
 
+def _check_class_ids(mask: np.ndarray, classes: Sequence[str], ignore_index: int) -> None:
+    k = len(classes)
+    bad = np.unique(mask[(mask != ignore_index) & ((mask < 0) | (mask >= k))])
+    if bad.size:
+        raise ValueError(f"class ids {bad.tolist()} in the map but only {k} class names")
+
+
 def plot_class_map(mask: torch.Tensor | np.ndarray, classes: Sequence[str],
                    ax: Axes | None = None, title: str | None = None,
                    ignore_index: int = IGNORE_INDEX) -> Figure:
     """A class map with a legend; ``ignore_index`` pixels are left white."""
     m = np.asarray(torch.as_tensor(mask).cpu())
+    _check_class_ids(m, classes, ignore_index)
     k = len(classes)
-    bad = np.unique(m[(m != ignore_index) & ((m < 0) | (m >= k))])
-    if bad.size:
-        raise ValueError(f"class ids {bad.tolist()} in the map but only {k} class names")
     fig, ax = _axes(ax, figsize=(6, 5))
     colours = class_colors(k)
     shown = np.ma.masked_equal(m, ignore_index)
@@ -159,6 +164,7 @@ def plot_class_spectra(sample: Sample, classes: Sequence[str], ax: Axes | None =
     order = np.argsort(wl)
     image = sample["image"].detach().cpu().numpy().reshape(len(wl), -1)
     mask = np.asarray(torch.as_tensor(sample["mask"]).cpu()).reshape(-1)
+    _check_class_ids(mask, classes, ignore_index)
     colours = class_colors(len(classes))
     for k in sorted(int(v) for v in np.unique(mask) if v != ignore_index):
         values = image[:, mask == k]

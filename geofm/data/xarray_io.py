@@ -3,8 +3,10 @@
 ``to_xarray(sample)`` gives a DataArray with dims ``(band, y, x)``, coordinates ``band``
 (names), ``wavelength`` (nm, along ``band``), ``y`` and ``x`` (pixel-centre map coordinates
 when the sample has a ``transform``, pixel indices otherwise), the ``valid`` and ``mask``
-layers as 2-D coordinates, the CRS and transform written the rioxarray way, and ``gsd`` and
-``label`` as attributes. :func:`from_xarray` inverts it; the round trip is lossless.
+layers as 2-D coordinates, the CRS and transform written the rioxarray way, and ``gsd``,
+``label`` and ``center`` (of a pixel patch) as attributes. :func:`from_xarray` inverts it;
+the round trip is lossless. A DataArray opened by rioxarray with a nodata value (or
+``_FillValue``) gets a ``valid`` mask from it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import xarray as xr
 from affine import Affine
 
+from geofm.data.readers import gsd_of, valid_mask
 from geofm.data.sample import Sample, check_band_metadata, check_sample, make_sample
 
 
@@ -53,10 +56,11 @@ def to_xarray(sample: Sample) -> xr.DataArray:
         if sample.get(key) is not None:
             coords[key] = (("y", "x"), torch.as_tensor(sample[key]).cpu().numpy())
     attrs: dict[str, Any] = {"gsd": float(sample["gsd"]), "gsd_units": "m"}
-    if "label" in sample:
-        label = torch.as_tensor(sample["label"]).cpu().numpy()
-        attrs["label"] = label.tolist()
-        attrs["label_dtype"] = str(label.dtype)
+    for key in ("label", "center"):
+        if key in sample:
+            value = torch.as_tensor(sample[key]).cpu().numpy()
+            attrs[key] = value.tolist()
+            attrs[f"{key}_dtype"] = str(value.dtype)
     da = xr.DataArray(image, dims=("band", "y", "x"), coords=coords, attrs=attrs, name="image")
     if transform is not None:
         da = da.rio.write_transform(transform)
@@ -93,21 +97,27 @@ def from_xarray(da: xr.DataArray, *, gsd: float | None = None) -> Sample:
     if gsd is None:
         gsd = da.attrs.get("gsd")
     if gsd is None and transform is not None:
-        gsd = float(np.sqrt(abs(transform.a * transform.e - transform.b * transform.d)))
+        gsd = gsd_of(transform)
     if gsd is None:
         raise ValueError("no GSD: the DataArray has no 'gsd' attribute and no transform; "
                          "pass gsd=...")
     extra: dict[str, Any] = {}
+    image = np.asarray(da.values)
     if "valid" in da.coords:
         extra["valid"] = torch.from_numpy(np.asarray(da.coords["valid"].values, dtype=bool))
+    elif da.rio.nodata is not None or (np.issubdtype(image.dtype, np.floating)
+                                       and not np.isfinite(image).all()):
+        valid = valid_mask(image, [da.rio.nodata] * len(image))
+        image = np.where(valid[None], image, 0)
+        extra["valid"] = torch.from_numpy(valid)
     if "mask" in da.coords:
         extra["mask"] = torch.from_numpy(np.asarray(da.coords["mask"].values, dtype=np.int64))
-    if "label" in da.attrs:
-        extra["label"] = torch.as_tensor(np.asarray(da.attrs["label"],
-                                                    dtype=da.attrs.get("label_dtype", "int64")))
+    for key in ("label", "center"):
+        if key in da.attrs:
+            extra[key] = torch.as_tensor(np.asarray(da.attrs[key],
+                                                    dtype=da.attrs.get(f"{key}_dtype", "int64")))
     if transform is not None:
         extra["transform"] = transform
     if crs is not None:
         extra["crs"] = crs
-    image = np.asarray(da.values, dtype=np.float32)
-    return make_sample(image, wavelengths, gsd, bands, **extra)
+    return make_sample(image.astype(np.float32), wavelengths, gsd, bands, **extra)

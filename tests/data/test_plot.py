@@ -74,3 +74,8 @@ def test_fixed_limits_give_patches_one_shared_stretch(eurosat_dir):
     np.testing.assert_allclose(rgb[..., 0], np.clip(red / 4000.0, 0, 1))
     with pytest.raises(ValueError, match="3 channels"):
         rgb_composite(a, limits=[(0.0, 1.0)])
+
+
+def test_class_spectra_with_too_few_class_names_are_refused(salinas):
+    with pytest.raises(ValueError, match="only 2 class names"):
+        plot_class_spectra(salinas, ["a", "b"])
