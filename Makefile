@@ -23,7 +23,7 @@ demo: setup
 	$(BIN)/geofm demo --out outputs/demo
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-all: setup
 	$(BIN)/python -m pytest -m ''
