@@ -102,6 +102,10 @@ def cmd_cards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shape(sample) -> str:
+    return " x ".join(str(n) for n in sample["image"].shape)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Statistics and figures for every bundled sample; a summary table on stdout."""
     import torch
@@ -147,8 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     s2 = open_raster(samples / "s2_l1c_t33uuu" / "IMG_DATA")
     plot_rgb(s2, title="Sentinel-2 L1C T33UUU 2017-02-16, 13 bands on the 10 m grid").savefig(
         out / "s2_t33uuu_rgb.png", dpi=110)
-    rows.append(("Sentinel-2 tile", f"{s2['image'].shape[0]} x {s2['image'].shape[1]} x "
-                 f"{s2['image'].shape[2]}", f"{s2['crs']}, GSD {s2['gsd']:.0f} m",
+    rows.append(("Sentinel-2 tile", _shape(s2), f"{s2['crs']}, GSD {s2['gsd']:.0f} m",
                  "s2_t33uuu_rgb.png"))
 
     # Landsat-7 subset with nodata borders.
@@ -156,7 +159,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     plot_rgb(landsat, title="Landsat-7 ETM+ subset (nodata in black)").savefig(
         out / "landsat_rgb.png", dpi=110)
     valid = float(landsat["valid"].float().mean()) * 100
-    rows.append(("Landsat-7", "3 x 718 x 791", f"{valid:.1f}% valid, GSD {landsat['gsd']:.0f} m",
+    rows.append(("Landsat-7", _shape(landsat), f"{valid:.1f}% valid, GSD {landsat['gsd']:.0f} m",
                  "landsat_rgb.png"))
 
     # Salinas-A: hyperspectral cube with its ground truth.
@@ -169,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     plot_class_spectra(cube, salinas.classes, ylabel="radiance (scaled DN)").savefig(
         out / "salinas_a_spectra.png", dpi=110)
     labelled = int((cube["mask"] != 255).sum())
-    rows.append(("Salinas-A", "204 x 83 x 86", f"{labelled} labelled px, "
+    rows.append(("Salinas-A", _shape(cube), f"{labelled} labelled px, "
                  f"{len(salinas.classes)} classes", "salinas_a.png, salinas_a_spectra.png"))
 
     header = ("sample", "shape", "check", "outputs")
