@@ -194,8 +194,7 @@ def open_envi(
     data, inside = read_window(
         lambda v: np.asarray(cube[idx, v.row_off:v.row_off + v.height,
                                   v.col_off:v.col_off + v.width], dtype=native), win, w, h)
-    ignore = header.get("data ignore value")
-    valid = valid_mask(data, [None if ignore is None else float(ignore)] * len(idx)) & inside
+    valid = valid_mask(data, [envi_nodata(header)] * len(idx)) & inside
     gsd_m = gsd if gsd is not None else _envi_gsd(header)
     if gsd_m is None:
         gsd_m = card_obj.gsd_m if card_obj is not None else None
@@ -204,6 +203,12 @@ def open_envi(
     scale = card_obj.scale if card_obj is not None else 1.0
     return finish_sample(data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m,
                          scale)
+
+
+def envi_nodata(header: dict[str, Any]) -> float | None:
+    """The header's ``data ignore value`` (pixels to mask), or ``None``."""
+    ignore = header.get("data ignore value")
+    return None if ignore is None else float(ignore)
 
 
 def _envi_gsd(header: dict[str, Any]) -> float | None:

@@ -124,12 +124,6 @@ def iter_windows(width: int, height: int, tile: int | tuple[int, int] = 512) -> 
             yield Window(col, row, min(tw, width - col), min(th, height - row))
 
 
-def raster_shape(path: PathLike) -> tuple[int, int, int]:
-    """``(count, height, width)`` of a raster without reading pixels."""
-    with open_dataset(path) as src:
-        return src.count, src.height, src.width
-
-
 def gsd_of(transform: Affine) -> float:
     """Ground sampling distance of a pixel-to-CRS affine: the side of a square pixel of the
     same area (map units, metres for projected CRSs)."""

@@ -21,7 +21,7 @@ from rasterio.enums import Resampling
 from tqdm.auto import tqdm
 
 from geofm.data.cards import DatasetCard, as_card
-from geofm.data.hyperspectral import envi_memmap
+from geofm.data.hyperspectral import envi_memmap, envi_nodata
 from geofm.data.readers import (
     RASTER_SUFFIXES,
     _matched_names,
@@ -220,8 +220,7 @@ def _envi_input(path: Path, tile: int, card: str | None) -> _Input:
     windows = list(iter_windows(width, height, tile))
     names = _names_from_card(card, c, path) or (
         tuple(header["band names"]) if len(header.get("band names", ())) == c else None)
-    nodata = [None if header.get("data ignore value") is None
-              else float(header["data ignore value"])] * c
+    nodata = [envi_nodata(header)] * c
 
     def blocks():
         cube, _ = envi_memmap(path)
