@@ -1,0 +1,31 @@
+"""Models: embeddings, LESS attention, LESS ViT and its baselines, in a timm-style registry.
+
+``models`` holds ``nn.Module``s working on tensors only; it never reads files and never
+imports :mod:`geofm.data` or :mod:`geofm.tasks`.
+"""
+
+from . import baselines, less_vit  # noqa: F401  (register the named sizes)
+from .baselines import GroupedViT, JointViT, StackedViT
+from .encoder import BandCountError, InputError, MixedBandSetError, SpectralEncoder
+from .less_vit import LESSAttention, LESSBlock, LESSViT, kronecker_combine, perception_field_mask
+from .registry import UnknownModelError, create_model, is_model, list_models, register_model
+
+__all__ = [
+    "BandCountError",
+    "GroupedViT",
+    "JointViT",
+    "StackedViT",
+    "InputError",
+    "LESSAttention",
+    "LESSBlock",
+    "LESSViT",
+    "MixedBandSetError",
+    "SpectralEncoder",
+    "UnknownModelError",
+    "create_model",
+    "is_model",
+    "kronecker_combine",
+    "list_models",
+    "perception_field_mask",
+    "register_model",
+]
