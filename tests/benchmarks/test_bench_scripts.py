@@ -18,3 +18,32 @@ def test_reading_benchmark_quick_run_writes_its_report(tmp_path):
     assert "completed under the cap" in done.stdout
     text = report.read_text()
     assert "files/s" in text and "RLIMIT_DATA" in text
+
+
+def _encoders(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "encoders.py"), "--quick", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_encoder_benchmark_quick_run_records_a_table_between_markers(tmp_path):
+    report = tmp_path / "benchmarks.md"
+    report.write_text("# Benchmarks\n\nkept above\n")
+    done = _encoders("--record", str(report))
+    assert done.returncode == 0, done.stderr
+    text = report.read_text()
+    assert text.startswith("# Benchmarks\n\nkept above\n")
+    assert "<!-- encoders:begin -->" in text and "<!-- encoders:end -->" in text
+    rows = [ln for ln in text.splitlines() if ln.startswith("| LESS ViT-Ti") or
+            ln.startswith("| joint ViT-Ti")]
+    assert len(rows) == 2 and all("| - |" not in r for r in rows)
+    # a second run replaces the block instead of appending another
+    assert _encoders("--record", str(report)).returncode == 0
+    assert report.read_text().count("<!-- encoders:begin -->") == 1
+
+
+def test_encoder_benchmark_records_a_configuration_that_ran_out_of_time(tmp_path):
+    done = _encoders("--timeout-s", "0.5", "--only", "joint")
+    assert done.returncode == 0, done.stderr
+    assert "stopped after 0 s" in done.stdout
