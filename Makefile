@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # (as .ci/run does) is reused while neither changes.
 STAMP := $(VENV)/.geofm-$(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(shell echo "$(CURDIR)" | sha256sum | cut -c1-8)
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench bench-encoders clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_reading.py
+
+# About 40 minutes on 2 CPU cores; writes its table into docs/benchmarks.md.
+bench-encoders: setup
+	$(BIN)/python benchmarks/encoders.py --record docs/benchmarks.md
 
 clean:
 	rm -rf outputs .pytest_cache

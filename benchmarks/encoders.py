@@ -49,7 +49,9 @@ QUICK_MODELS = [("LESS ViT-Ti r1", "less_vit_tiny", {"rank": 1, "depth": 1}),
                 ("joint ViT-Ti", "joint_vit_tiny", {"depth": 1})]
 QUICK_SHAPES = [(3, 32)]
 
-BEGIN, END = "<!-- encoders:begin -->", "<!-- encoders:end -->"
+
+def markers(section: str) -> tuple[str, str]:
+    return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
 
 
 # --------------------------------------------------------------------------- child
@@ -107,6 +109,7 @@ def run_child(spec: dict) -> None:
     torch.manual_seed(0)
     model = create_model(spec["model"], **spec["overrides"]).to(device)
     model.validate_inputs = False  # the NaN scan is not what is being measured
+    model.set_grad_checkpointing(spec.get("checkpointing", False))
     B, C, S = spec["batch"], spec["bands"], spec["size"]
     image = torch.randn(B, C, S, S, device=device)
     wavelengths = torch.linspace(400.0, 2500.0, C, device=device)
@@ -147,7 +150,10 @@ def run_child(spec: dict) -> None:
 # --------------------------------------------------------------------------- parent
 def run_config(label, name, overrides, bands, size, args) -> dict:
     spec = dict(model=name, overrides=overrides, bands=bands, size=size, batch=args.batch,
-                device=args.device, repeats=args.repeats, slow_s=args.slow_s)
+                device=args.device, repeats=args.repeats, slow_s=args.slow_s,
+                checkpointing=args.checkpointing)
+    if args.checkpointing:
+        label += " +ckpt"
     row = dict(model=label, bands=bands, size=size, status="ok")
 
     def limit_memory():
@@ -174,7 +180,8 @@ def run_config(label, name, overrides, bands, size, args) -> dict:
     if row["status"] == "ok" and proc.returncode != 0:
         oom = re.search(r"out of memory|Cannot allocate memory|MemoryError|DefaultCPUAllocator",
                         err)
-        row["status"] = (f"out of memory (limit {args.memory_gb:g} GiB)" if oom
+        where = "forward+backward" if "forward_cold_s" in row else "forward"
+        row["status"] = (f"out of memory in the {where} (limit {args.memory_gb:g} GiB)" if oom
                          else "failed: " + (err.strip().splitlines() or ["?"])[-1][:120])
     row["wall_s"] = time.perf_counter() - started
     return row
@@ -188,6 +195,14 @@ def _fmt_mb(row, key):
     return f"{row[key]:,.0f}" if key in row else "-"
 
 
+def _warm_or_cold(row, phase: str) -> str:
+    if phase + "_s" in row:
+        return _fmt_s(row, phase + "_s")
+    if phase + "_cold_s" in row:
+        return _fmt_s(row, phase + "_cold_s") + " (cold)"
+    return "-"
+
+
 def table(rows) -> str:
     lines = [
         "| model | bands | size | forward s | fwd+bwd s | peak fwd MiB | peak fwd+bwd MiB "
@@ -195,14 +210,10 @@ def table(rows) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        train = r.get("train_s", r.get("train_cold_s"))
-        train_txt = f"{train:.3g}" if train is not None else "-"
-        if "train_s" not in r and "train_cold_s" in r:
-            train_txt += " (cold)"
         note = "" if r["status"] == "ok" else r["status"]
         lines.append(
-            f"| {r['model']} | {r['bands']} | {r['size']} | {_fmt_s(r, 'forward_s')} | "
-            f"{train_txt} | {_fmt_mb(r, 'forward_cold_peak_mb')} | "
+            f"| {r['model']} | {r['bands']} | {r['size']} | {_warm_or_cold(r, 'forward')} | "
+            f"{_warm_or_cold(r, 'train')} | {_fmt_mb(r, 'forward_cold_peak_mb')} | "
             f"{_fmt_mb(r, 'train_cold_peak_mb')} | {note} |"
         )
     return "\n".join(lines)
@@ -215,21 +226,21 @@ def _find(rows, model, bands, size):
     return None
 
 
-def ratios(rows) -> list[str]:
-    """The issue's targets as ratios measured in this run."""
+def ratios(rows, suffix: str = "") -> list[str]:
+    """The issue's targets as ratios measured in this run (``suffix``: label suffix)."""
     out = []
     targets = [((13, 128), 1.2), ((202, 64), 2.5)]
     for (bands, size), goal in targets:
-        joint = _find(rows, "joint ViT-S", bands, size)
-        less = _find(rows, "LESS ViT-S r8", bands, size)
+        joint = _find(rows, "joint ViT-S" + suffix, bands, size)
+        less = _find(rows, "LESS ViT-S r8" + suffix, bands, size)
         if joint and less and "train_s" in joint and "train_s" in less:
             ratio = joint["train_s"] / less["train_s"]
             verdict = "met" if ratio >= goal else "missed"
             out.append(f"- joint ViT-S / LESS ViT-S r8, forward+backward, {bands} bands "
                        f"{size} px: **{ratio:.2f}x** (target at least {goal}x: {verdict})")
     for bands, size in SHAPES:
-        r1 = _find(rows, "LESS ViT-S r1", bands, size)
-        r8 = _find(rows, "LESS ViT-S r8", bands, size)
+        r1 = _find(rows, "LESS ViT-S r1" + suffix, bands, size)
+        r8 = _find(rows, "LESS ViT-S r8" + suffix, bands, size)
         if r1 and r8 and "train_s" in r1 and "train_s" in r8:
             t = r8["train_s"] / r1["train_s"]
             m = r8.get("train_cold_peak_mb", 0) / max(r1.get("train_cold_peak_mb", 1), 1)
@@ -258,28 +269,30 @@ def device_text(device: str) -> str:
 def report(rows, args) -> str:
     import torch
 
+    command = " ".join(["python benchmarks/encoders.py", *args.argv_shown])
     lines = [
-        f"### Encoders on {args.device.upper()}: {device_text(args.device)}",
+        f"### Encoders on {args.device.upper()}: {device_text(args.device)}"
+        + (", gradient checkpointing" if args.checkpointing else ""),
         "",
-        f"`python benchmarks/encoders.py{' --device cuda' if args.device == 'cuda' else ''}`, "
-        f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}, batch {args.batch}, "
-        "float32, patch 16, GSD 10 m, LESS perception radius 640 m, features of all tokens "
-        "(no head). Times are medians of warm runs; memory is the peak rise during the cold "
-        "pass (see the script's docstring).",
+        f"`{command}`, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, batch "
+        f"{args.batch}, float32, patch 16, GSD 10 m, LESS perception radius 640 m, features "
+        "of all tokens (no head). Times are medians of warm runs; memory is the peak rise "
+        "during the cold pass (see the script's docstring).",
         "",
         table(rows),
         "",
     ]
-    lines += ratios(rows) or ["- (no ratio: a configuration the targets need did not finish)"]
+    lines += ratios(rows, " +ckpt" if args.checkpointing else "") or ["- (no ratio: a configuration the targets need did not finish)"]
     return "\n".join(lines) + "\n"
 
 
-def record(text: str, path: Path) -> None:
-    block = f"{BEGIN}\n{text}{END}"
+def record(text: str, path: Path, section: str = "encoders") -> None:
+    begin, end = markers(section)
+    block = f"{begin}\n{text}{end}"
     if path.exists():
         old = path.read_text()
-        if BEGIN in old and END in old:
-            new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+        if begin in old and end in old:
+            new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
         else:
             new = old.rstrip() + "\n\n" + block + "\n"
     else:
@@ -300,12 +313,20 @@ def main(argv=None) -> int:
                         help="cap on a CPU child's data segment (RLIMIT_DATA); 0 for none")
     parser.add_argument("--only", default=None,
                         help="run only models whose label contains this text")
+    parser.add_argument("--shapes", default=None,
+                        help="comma-separated BANDSxSIZE, e.g. 202x128 (default: all four)")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="run every model with gradient checkpointing")
+    parser.add_argument("--section", default="encoders",
+                        help="name of the marked block --record replaces")
     parser.add_argument("--quick", action="store_true",
                         help="one tiny model pair at 3 bands 32 px: checks the script runs")
     parser.add_argument("--record", type=Path, default=None,
                         help="write the table into this Markdown file (between markers)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv_shown = [a for a in argv if a not in ("--record", str(args.record))]
     if args.child:
         run_child(json.loads(args.child))
         return 0
@@ -314,20 +335,22 @@ def main(argv=None) -> int:
         args.batch, args.repeats = 2, 1
     if args.only:
         models = [m for m in models if args.only in m[0]]
+    if args.shapes:
+        shapes = [tuple(int(v) for v in item.split("x")) for item in args.shapes.split(",")]
     rows = []
     for bands, size in shapes:
         for label, name, overrides in models:
             print(f"{label:16s} {bands:3d} bands {size:3d} px ...", end=" ", flush=True)
             row = run_config(label, name, overrides, bands, size, args)
             rows.append(row)
-            print(f"forward {_fmt_s(row, 'forward_s')} s, fwd+bwd {_fmt_s(row, 'train_s')} s, "
-                  f"peak {_fmt_mb(row, 'train_cold_peak_mb')} MiB [{row['status']}]",
-                  flush=True)
+            print(f"forward {_warm_or_cold(row, 'forward')} s, "
+                  f"fwd+bwd {_warm_or_cold(row, 'train')} s, "
+                  f"peak {_fmt_mb(row, 'train_cold_peak_mb')} MiB [{row['status']}]", flush=True)
     text = report(rows, args)
     print()
     print(text)
     if args.record:
-        record(text, args.record)
+        record(text, args.record, args.section)
         print(f"recorded in {args.record}")
     return 0
 

@@ -7,6 +7,7 @@ Subcommands:
 * ``geofm info PATH``: what a raster or cube holds (bands, wavelengths, GSD, CRS).
 * ``geofm plot PATH``: an RGB composite of a raster or cube, as PNG.
 * ``geofm cards``: the sensor and dataset cards geofm knows.
+* ``geofm models [PATTERN]``: the registered encoders with their sizes.
 """
 
 from __future__ import annotations
@@ -185,6 +186,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from geofm.models import create_model, list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no registered model matches {args.pattern!r}; "
+                         f"registered: {', '.join(list_models())}")
+    print(f"{'model':<20} {'params':>8} {'width':>5} {'depth':>5} {'heads':>5}  notes")
+    for name in names:
+        with torch.device("meta"):  # sizes only: nothing is allocated or initialised
+            model = create_model(name)
+        cfg = model.config
+        notes = ", ".join(f"{k} {cfg[k]}" for k in ("rank", "perception_radius_m",
+                                                    "bands_per_group", "in_chans") if k in cfg)
+        print(f"{name:<20} {model.num_params / 1e6:7.1f}M {cfg['embed_dim']:>5} "
+              f"{cfg['depth']:>5} {cfg['num_heads']:>5}  {notes}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geofm", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cards", help="list sensor and dataset cards")
     p.set_defaults(func=cmd_cards)
+
+    p = sub.add_parser("models", help="list the registered encoders and their sizes")
+    p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'less_vit_*'")
+    p.set_defaults(func=cmd_models)
     return parser
 
 

@@ -74,3 +74,15 @@ def test_installed_console_scripts_run():
     done = subprocess.run([bench], capture_output=True, text=True)
     assert done.returncode == 1  # no protocol yet, and it says so instead of pretending
     assert "gfmbench_eurosat" in done.stdout and "not implemented" in done.stderr
+
+
+def test_models_lists_the_registry_with_parameter_counts(capsys):
+    assert main(["models", "less_vit_*"]) == 0
+    out = capsys.readouterr().out
+    assert "less_vit_base" in out and "83.2M" in out and "rank 1" in out
+    assert "joint_vit" not in out
+
+
+def test_models_with_no_match_names_the_registered_ones(capsys):
+    assert main(["models", "resnet*"]) == 2
+    assert "less_vit_tiny" in capsys.readouterr().err
