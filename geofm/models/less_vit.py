@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerScale, Mlp
 
 from .embeddings import BandPatchEmbed, positional_channel_embedding, radar_bands
-from .encoder import SpectralEncoder, check_heads, drop_path_rates, init_weights
+from .encoder import InputError, SpectralEncoder, check_heads, drop_path_rates, init_weights
 from .registry import register_model
 
 __all__ = [
@@ -58,27 +58,29 @@ VIT_SIZES = {
 
 # --------------------------------------------------------------------------- building blocks
 def perception_field_mask(
-    grid_hw: tuple[int, int], patch_size: int, gsd_m: torch.Tensor, radius_m: float
+    grid_hw: tuple[int, int], patch_size: int, gsd_m: torch.Tensor, radius_m: float,
+    patches: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Which spatial tokens may attend to which: a disk of ``radius_m`` metres on the ground.
 
-    gsd_m: (B,) -> bool (B', 1, N+1, N+1), True = may attend; B' is 1 when the whole batch
-    shares one GSD. Patch p sees q when ``|grid_p - grid_q| * patch_size * gsd <= radius``;
-    row and column 0 (the spatial CLS) are always open.
+    gsd_m: (B,); patches: the (B, L) row-major indices of the patches present (after
+    masking), or None for the whole grid. Returns bool (B', 1, L+1, L+1), True = may attend;
+    B' is 1 when the whole grid is present and the batch shares one GSD. Patch p sees q when
+    ``|grid_p - grid_q| * patch_size * gsd <= radius``; row and column 0 (the spatial CLS)
+    are always open.
     """
     h, w = grid_hw
-    rows, cols = torch.meshgrid(
-        torch.arange(h, device=gsd_m.device), torch.arange(w, device=gsd_m.device), indexing="ij"
-    )
-    rows, cols = rows.reshape(-1), cols.reshape(-1)
-    # squared distances in grid units are integers: compare exactly, not after a sqrt
-    d2 = ((rows[:, None] - rows[None, :]) ** 2 + (cols[:, None] - cols[None, :]) ** 2)
     gsd = gsd_m.to(torch.float64)
-    if bool((gsd == gsd[0]).all()):
-        gsd = gsd[:1]
+    if patches is None:
+        patches = torch.arange(h * w, device=gsd_m.device)[None]
+        if bool((gsd == gsd[0]).all()):
+            gsd = gsd[:1]
+    rows, cols = patches // w, patches % w
+    # squared distances in grid units are integers: compare exactly, not after a sqrt
+    d2 = ((rows[:, :, None] - rows[:, None, :]) ** 2 + (cols[:, :, None] - cols[:, None, :]) ** 2)
     step = patch_size * gsd.reshape(-1, 1, 1)
-    inside = d2[None].to(torch.float64) * step**2 <= float(radius_m) ** 2  # (B', N, N)
-    n = h * w
+    inside = d2.to(torch.float64) * step**2 <= float(radius_m) ** 2  # (B', L, L)
+    n = patches.shape[1]
     mask = torch.ones(inside.shape[0], n + 1, n + 1, dtype=torch.bool, device=gsd_m.device)
     mask[:, 1:, 1:] = inside
     return mask[:, None]
@@ -395,6 +397,39 @@ class LESSViT(SpectralEncoder):
     def _tokens(self, image, wavelengths, gsd):
         x = self.pos_drop(self.tokenizer(image, wavelengths, gsd))
         return x, self.spatial_mask(self.grid_size(image, self.patch_size), gsd)
+
+    def forward_masked(self, image: torch.Tensor, wavelengths, gsd, kept_bands: torch.Tensor,
+                       kept_patches: torch.Tensor) -> torch.Tensor:
+        """Encode only some bands and patches of each sample (masked-autoencoder input).
+
+        kept_bands: (B, Kc) band indices; kept_patches: (B, Kn) row-major patch indices.
+        Returns the normalised grid (B, Kc+1, Kn+1, D) of the kept tokens and the CLS slots.
+        Embeddings are those of the full grid, so a kept token knows its band and place; the
+        perception field is built from the kept patches' positions.
+        """
+        wl, gsd_t = self.check_inputs(image, wavelengths, gsd)
+        B, C = image.shape[:2]
+        grid_hw = self.grid_size(image, self.patch_size)
+        N = grid_hw[0] * grid_hw[1]
+        for name, kept, total in (("kept_bands", kept_bands, C), ("kept_patches", kept_patches, N)):
+            if kept.ndim != 2 or kept.shape[0] != B:
+                raise InputError(f"{name} must be (B={B}, K), got {tuple(kept.shape)}")
+            if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= total):
+                raise InputError(f"{name} must index 0..{total - 1}")
+        x = self.pos_drop(self.tokenizer(image, wl, gsd_t))
+        zero = kept_bands.new_zeros(B, 1)
+        rows = torch.cat([zero, kept_bands + 1], dim=1)
+        cols = torch.cat([zero, kept_patches + 1], dim=1)
+        D = x.shape[-1]
+        x = x.gather(1, rows[:, :, None, None].expand(-1, -1, x.shape[2], D))
+        x = x.gather(2, cols[:, None, :, None].expand(-1, x.shape[1], -1, D))
+        mask = None
+        if self.perception_radius_m is not None:
+            mask = perception_field_mask(grid_hw, self.patch_size, gsd_t,
+                                         self.perception_radius_m, patches=kept_patches)
+        for block in self.blocks:
+            x = self._block(block, x, mask)
+        return self.norm(x)
 
     def _run_block(self, block, x, spatial_mask):
         return block(x, spatial_mask)
