@@ -1,0 +1,181 @@
+"""Random windows of large scenes, and batches that never mix band sets.
+
+For pretraining, a scene is a source of windows, not an item: :class:`RandomWindowDataset`
+draws ``size x size`` windows from GeoTIFF / JPEG 2000 rasters and ENVI cubes and reads only
+that window from disk, so a scene never has to fit in memory. :class:`BandSetBatchSampler`
+builds batches whose samples share one band set, which the models require, while several
+sensors (say 13-band Sentinel-2 and 204-band AVIRIS) are mixed within one run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Sampler
+
+from geofm.data.cards import DatasetCard, SensorCard
+from geofm.data.hyperspectral import open_envi, read_envi_header
+from geofm.data.readers import RASTER_SUFFIXES, open_dataset, open_raster
+from geofm.data.sample import Sample
+
+__all__ = ["RandomWindowDataset", "BandSetBatchSampler", "scene_shape"]
+
+PathLike = str | os.PathLike
+Transform = Callable[[Sample], Sample]
+
+
+def _is_envi(path: Path) -> bool:
+    return path.suffix.lower() == ".hdr" or path.with_suffix(".hdr").is_file()
+
+
+def scene_shape(path: PathLike) -> tuple[int, int]:
+    """(height, width) of a raster file or ENVI cube, from its header alone."""
+    path = Path(path)
+    if _is_envi(path):
+        header = read_envi_header(path.with_suffix(".hdr"))
+        return int(header["lines"]), int(header["samples"])
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        with open_dataset(path) as src:
+            return src.height, src.width
+    raise ValueError(
+        f"{path}: random windows are read from GeoTIFF/JPEG 2000 files or ENVI cubes "
+        f"(.hdr); got {path.suffix or 'no suffix'}. Convert .mat cubes with geofm.data.open_mat "
+        "and save them as GeoTIFF"
+    )
+
+
+class RandomWindowDataset(Dataset):
+    """``length`` random windows of ``size`` x ``size`` pixels from one or more scenes.
+
+    Args:
+        paths: raster files (GeoTIFF, JPEG 2000) or ENVI cubes of one band set.
+        size: window side in pixels.
+        length: windows per epoch.
+        card: dataset or sensor card naming the bands (as for :func:`open_raster`).
+        seed: windows are drawn from ``(seed, epoch, index)``, so an epoch is reproducible
+            and :meth:`set_epoch` gives the next one new windows.
+        transforms: applied to each sample.
+
+    Scenes are chosen in proportion to how many windows they hold. Windows lie wholly inside
+    their scene; pixels the scene marks as nodata come back False in ``valid``.
+    """
+
+    def __init__(self, paths: Sequence[PathLike], size: int, length: int,
+                 card: str | DatasetCard | SensorCard | None = None, seed: int = 0,
+                 transforms: Transform | None = None) -> None:
+        if not paths:
+            raise ValueError("RandomWindowDataset needs at least one scene")
+        if size < 1 or length < 1:
+            raise ValueError(f"size and length must be positive, got {size} and {length}")
+        self.paths = [Path(p) for p in paths]
+        for p in self.paths:
+            if not p.exists():
+                raise FileNotFoundError(f"scene not found: {p}")
+        self.shapes = [scene_shape(p) for p in self.paths]
+        small = [(p, s) for p, s in zip(self.paths, self.shapes, strict=True)
+                 if s[0] < size or s[1] < size]
+        if small:
+            p, (h, w) = small[0]
+            raise ValueError(f"{p} is {h} x {w} pixels, smaller than the {size} x {size} window")
+        self.size, self.length, self.card = size, length, card
+        self.seed, self.epoch = seed, 0
+        self.transforms = transforms
+        counts = np.array([(h - size + 1) * (w - size + 1) for h, w in self.shapes], float)
+        self._weights = counts / counts.sum()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def window(self, index: int) -> tuple[Path, tuple[int, int, int, int]]:
+        """The scene and ``(col_off, row_off, width, height)`` of window ``index``."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"window {index} of {self.length}")
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        k = int(rng.choice(len(self.paths), p=self._weights))
+        h, w = self.shapes[k]
+        row = int(rng.integers(0, h - self.size + 1))
+        col = int(rng.integers(0, w - self.size + 1))
+        return self.paths[k], (col, row, self.size, self.size)
+
+    def __getitem__(self, index: int) -> Sample:
+        path, window = self.window(index)
+        if _is_envi(path):
+            sample = open_envi(path, window=window, card=self.card)
+        else:
+            sample = open_raster(path, window=window, card=self.card)
+        return self.transforms(sample) if self.transforms else sample
+
+    def __repr__(self) -> str:
+        return (f"RandomWindowDataset({len(self.paths)} scene(s), {self.length} windows of "
+                f"{self.size} px)")
+
+
+class BandSetBatchSampler(Sampler[list[int]]):
+    """Batches of indices that share one band set.
+
+    Args:
+        keys: the band-set key of every index (any hashable, e.g. a tuple of wavelengths or
+            the number of the dataset an index came from).
+        batch_size: indices per batch.
+        shuffle: shuffle within each band set and the order of the batches.
+        drop_last: drop each band set's last, incomplete batch.
+        seed: the shuffle is drawn from ``(seed, epoch)``; call :meth:`set_epoch`.
+
+    Each band set is cut into its own batches, then all batches are interleaved, so an epoch
+    sees every sensor throughout rather than one after another.
+    """
+
+    def __init__(self, keys: Sequence[Hashable], batch_size: int, shuffle: bool = True,
+                 drop_last: bool = False, seed: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        groups: dict[Hashable, list[int]] = {}
+        for index, key in enumerate(keys):
+            groups.setdefault(key, []).append(index)
+        if not groups:
+            raise ValueError("BandSetBatchSampler needs at least one index")
+        self.groups = list(groups.values())
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.epoch = seed, 0
+
+    @classmethod
+    def for_datasets(cls, datasets: ConcatDataset | Sequence[Dataset], **kwargs
+                     ) -> BandSetBatchSampler:
+        """One band set per dataset of a concatenation (each dataset holds one band set)."""
+        parts = datasets.datasets if isinstance(datasets, ConcatDataset) else datasets
+        keys = [k for k, ds in enumerate(parts) for _ in range(len(ds))]
+        return cls(keys, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        batches = []
+        for group in self.groups:
+            order = group
+            if self.shuffle:
+                order = [group[i] for i in torch.randperm(len(group), generator=generator)]
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                if len(batch) == self.batch_size or not self.drop_last:
+                    batches.append(batch)
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        full = [len(g) // self.batch_size for g in self.groups]
+        if self.drop_last:
+            return sum(full)
+        return sum(-(-len(g) // self.batch_size) for g in self.groups)

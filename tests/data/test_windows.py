@@ -1,0 +1,77 @@
+import pytest
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from geofm.data.datasets import SceneFolderDataset
+from geofm.data.hyperspectral import open_envi
+from geofm.data.sample import collate_samples
+from geofm.data.windows import BandSetBatchSampler, RandomWindowDataset, scene_shape
+
+
+@pytest.fixture()
+def salinas_hdr(salinas_a_dir):
+    return salinas_a_dir / "SalinasA_corrected.hdr"
+
+
+def test_windows_lie_inside_the_scene_and_match_a_full_read(salinas_hdr):
+    ds = RandomWindowDataset([salinas_hdr], size=32, length=20, card="salinas_a")
+    assert scene_shape(salinas_hdr) == (83, 86)
+    full = open_envi(salinas_hdr, card="salinas_a")["image"]
+    for i in (0, 7, 19):
+        _, (col, row, w, h) = ds.window(i)
+        assert 0 <= row <= 83 - 32 and 0 <= col <= 86 - 32 and (w, h) == (32, 32)
+        torch.testing.assert_close(ds[i]["image"], full[:, row:row + 32, col:col + 32])
+
+
+def test_windows_are_reproducible_and_change_with_the_epoch(salinas_hdr):
+    a = RandomWindowDataset([salinas_hdr], size=16, length=50, seed=3)
+    b = RandomWindowDataset([salinas_hdr], size=16, length=50, seed=3)
+    first = [a.window(i)[1] for i in range(50)]
+    assert first == [b.window(i)[1] for i in range(50)]
+    a.set_epoch(1)
+    assert first != [a.window(i)[1] for i in range(50)]
+
+
+def test_a_scene_smaller_than_the_window_is_named(salinas_hdr):
+    with pytest.raises(ValueError, match=r"83 x 86 pixels, smaller than the 90 x 90 window"):
+        RandomWindowDataset([salinas_hdr], size=90, length=1)
+
+
+def test_unsupported_and_missing_scenes_are_refused(tmp_path, salinas_a_dir):
+    with pytest.raises(ValueError, match="GeoTIFF/JPEG 2000 files or ENVI cubes"):
+        RandomWindowDataset([salinas_a_dir / "SalinasA_gt.mat"], size=8, length=1)
+    with pytest.raises(FileNotFoundError, match="nowhere.tif"):
+        RandomWindowDataset([tmp_path / "nowhere.tif"], size=8, length=1)
+
+
+def test_nodata_inside_a_window_is_marked_invalid(landsat_tif):
+    ds = RandomWindowDataset([landsat_tif], size=64, length=40, card="landsat_rgb")
+    assert any(not bool(ds[i]["valid"].all()) for i in range(40))  # the scene has black borders
+
+
+def test_batches_never_mix_band_sets_and_cover_every_index_once():
+    keys = ["a"] * 7 + ["b"] * 5 + ["c"] * 1
+    sampler = BandSetBatchSampler(keys, batch_size=3, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 3 + 2 + 1
+    assert all(len({keys[i] for i in batch}) == 1 for batch in batches)
+    assert sorted(i for batch in batches for i in batch) == list(range(13))
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+
+
+def test_drop_last_drops_each_band_sets_incomplete_batch():
+    sampler = BandSetBatchSampler([0] * 7 + [1] * 5, batch_size=3, drop_last=True)
+    assert len(sampler) == len(list(sampler)) == 3
+    assert all(len(b) == 3 for b in sampler)
+
+
+def test_eurosat_scenes_and_salinas_windows_load_in_one_run(eurosat_dir, salinas_hdr):
+    both = ConcatDataset([
+        SceneFolderDataset(eurosat_dir, card="eurosat_ms"),
+        RandomWindowDataset([salinas_hdr], size=64, length=6, card="salinas_a"),
+    ])
+    sampler = BandSetBatchSampler.for_datasets(both, batch_size=4, seed=0)
+    loader = DataLoader(both, batch_sampler=sampler, collate_fn=collate_samples)
+    seen = {tuple(batch["image"].shape[1:]) for batch in loader}
+    assert seen == {(13, 64, 64), (204, 64, 64)}
