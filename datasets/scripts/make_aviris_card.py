@@ -13,7 +13,8 @@ It writes (or, with ``--check``, compares against what is on disk):
 * ``cards/indian_pines.yaml``: the 200-band "corrected" Indian Pines cube, whose
   wavelengths are exact (same 1992 flight as the .spc);
 * ``cards/salinas.yaml`` and ``cards/salinas_a.yaml``: the 204-band Salinas cubes (1998
-  flight), whose wavelengths are approximate (see ``SALINAS_NOTE``).
+  flight), whose wavelengths are approximate (see ``SALINAS_NOTE``); Salinas-A also gets
+  per-band statistics computed from the bundled cube (``samples/salinas_a``).
 
 The .spc format (AVIRIS Data Facility, "AVIRIS 1993 Calibration Files"): one line per
 channel, columns centre wavelength (nm), FWHM (nm), centre uncertainty (nm), FWHM
@@ -24,7 +25,9 @@ Only the standard library is used, so the script runs anywhere.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -391,10 +394,38 @@ def salinas_yaml(measured: list[Channel], *, subset: bool) -> str:
         + f"wavelength_source: \"{SPC_SOURCE}\"\n"
         + _band_block(channels)
         + f"rgb_bands: [{', '.join(rgb_names(channels))}]   # nearest to 650/550/450 nm\n"
+        + (salinas_a_statistics() if subset else "")
         + classes
         + f"class_names_source: \"{CLASS_NAME_SOURCE}\"\n"
         + files
         + notes
+    )
+
+
+SALINAS_A_IMG = DATASETS_DIR / "samples" / "salinas_a" / "SalinasA_corrected.img"
+
+
+def salinas_a_statistics(img: Path = SALINAS_A_IMG, bands: int = 204) -> str:
+    """Per-band mean and population std of the bundled cube (int16, BIP, little-endian)."""
+    values = array("h")
+    values.frombytes(img.read_bytes())
+    if sys.byteorder != "little":
+        values.byteswap()
+    pixels = len(values) // bands
+    mean, std = [], []
+    for b in range(bands):
+        band = values[b::bands]
+        m = math.fsum(band) / pixels
+        var = math.fsum((v - m) ** 2 for v in band) / pixels
+        mean.append(f"{m:.2f}")
+        std.append(f"{math.sqrt(var):.2f}")
+    return (
+        "statistics:\n"
+        f"  # Computed by this script from the bundled {img.name} (all {pixels} pixels,\n"
+        "  # raw scaled radiance as stored), for normalisation in pretraining.\n"
+        f"  source: datasets/scripts/make_aviris_card.py over samples/salinas_a/{img.name}\n"
+        + "  " + _flow_list("mean", mean, per_line=10, indent=4)
+        + "  " + _flow_list("std", std, per_line=10, indent=4)
     )
 
 

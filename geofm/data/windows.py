@@ -126,14 +126,21 @@ class BandSetBatchSampler(Sampler[list[int]]):
         batch_size: indices per batch.
         shuffle: shuffle within each band set and the order of the batches.
         drop_last: drop each band set's last, incomplete batch.
-        seed: the shuffle is drawn from ``(seed, epoch)``; call :meth:`set_epoch`.
+        seed: the shuffle is drawn from ``(seed, epoch)``; call :meth:`set_epoch` (Lightning
+            does, and the sampler passes the epoch on to datasets that draw per epoch).
+        num_replicas, rank: for distributed training, each of ``num_replicas`` processes
+            takes every ``num_replicas``-th batch of the same shuffled list, all processes the
+            same number; by default read from ``torch.distributed`` when it is initialised.
+            (Run the trainer with ``use_distributed_sampler: false`` so Lightning leaves this
+            sampler in place.)
 
     Each band set is cut into its own batches, then all batches are interleaved, so an epoch
     sees every sensor throughout rather than one after another.
     """
 
     def __init__(self, keys: Sequence[Hashable], batch_size: int, shuffle: bool = True,
-                 drop_last: bool = False, seed: int = 0) -> None:
+                 drop_last: bool = False, seed: int = 0, num_replicas: int | None = None,
+                 rank: int | None = None, datasets: Sequence[Dataset] = ()) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         groups: dict[Hashable, list[int]] = {}
@@ -144,6 +151,14 @@ class BandSetBatchSampler(Sampler[list[int]]):
         self.groups = list(groups.values())
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.epoch = seed, 0
+        if num_replicas is None or rank is None:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            num_replicas = torch.distributed.get_world_size() if distributed else 1
+            rank = torch.distributed.get_rank() if distributed else 0
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
+        self.num_replicas, self.rank = num_replicas, rank
+        self.datasets = list(datasets)
 
     @classmethod
     def for_datasets(cls, datasets: ConcatDataset | Sequence[Dataset], **kwargs
@@ -151,10 +166,13 @@ class BandSetBatchSampler(Sampler[list[int]]):
         """One band set per dataset of a concatenation (each dataset holds one band set)."""
         parts = datasets.datasets if isinstance(datasets, ConcatDataset) else datasets
         keys = [k for k, ds in enumerate(parts) for _ in range(len(ds))]
-        return cls(keys, **kwargs)
+        return cls(keys, datasets=parts, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        for dataset in self.datasets:
+            if callable(getattr(dataset, "set_epoch", None)):
+                dataset.set_epoch(epoch)
 
     def _batches(self) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -169,13 +187,17 @@ class BandSetBatchSampler(Sampler[list[int]]):
                     batches.append(batch)
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        if self.num_replicas > 1:  # equal shares; the few left over are dropped this epoch
+            share = len(batches) // self.num_replicas
+            batches = batches[self.rank::self.num_replicas][:share]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._batches())
 
     def __len__(self) -> int:
-        full = [len(g) // self.batch_size for g in self.groups]
         if self.drop_last:
-            return sum(full)
-        return sum(-(-len(g) // self.batch_size) for g in self.groups)
+            total = sum(len(g) // self.batch_size for g in self.groups)
+        else:
+            total = sum(-(-len(g) // self.batch_size) for g in self.groups)
+        return total // self.num_replicas if self.num_replicas > 1 else total

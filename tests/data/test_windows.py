@@ -75,3 +75,19 @@ def test_eurosat_scenes_and_salinas_windows_load_in_one_run(eurosat_dir, salinas
     loader = DataLoader(both, batch_sampler=sampler, collate_fn=collate_samples)
     seen = {tuple(batch["image"].shape[1:]) for batch in loader}
     assert seen == {(13, 64, 64), (204, 64, 64)}
+
+
+def test_replicas_take_disjoint_equal_shares_of_the_same_epoch():
+    keys = [0] * 10 + [1] * 7
+    shares = [list(BandSetBatchSampler(keys, 2, seed=4, num_replicas=3, rank=r)) for r in range(3)]
+    assert len({len(s) for s in shares}) == 1 and len(shares[0]) == len(
+        BandSetBatchSampler(keys, 2, num_replicas=3, rank=0))
+    flat = [i for s in shares for b in s for i in b]
+    assert len(flat) == len(set(flat))
+
+
+def test_the_sampler_passes_the_epoch_to_window_datasets(salinas_hdr):
+    windows = RandomWindowDataset([salinas_hdr], size=16, length=4)
+    sampler = BandSetBatchSampler.for_datasets([windows], batch_size=2)
+    sampler.set_epoch(5)
+    assert windows.epoch == 5
