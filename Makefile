@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.geofm-*
 	touch $@
 
+# The main job: figures of the bundled samples, then LESS ViT pretrained on them (minutes).
 demo: setup
 	$(BIN)/geofm demo --out outputs/demo
+	$(BIN)/geofm pretrain --config configs/pretrain/quickstart.yaml
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -8,6 +8,11 @@ Subcommands:
 * ``geofm plot PATH``: an RGB composite of a raster or cube, as PNG.
 * ``geofm cards``: the sensor and dataset cards geofm knows.
 * ``geofm models [PATTERN]``: the registered encoders with their sizes.
+* ``geofm export CHECKPOINT OUT``: the encoder of a pretraining checkpoint with its data
+  configuration, for ``create_model(name, checkpoint=OUT)``.
+* ``geofm pretrain --config CONFIG [--trainer.max_epochs N ...] [--ckpt_path CKPT]``:
+  masked-autoencoder pretraining through LightningCLI (``--print_config`` shows the
+  resolved configuration).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -207,6 +213,64 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(argv: Sequence[str]) -> int:
+    """LightningCLI over :class:`MAEPretrainTask` and :class:`PretrainDataModule`."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from geofm.data.datamodules import PretrainDataModule
+    from geofm.tasks.mae import MAEPretrainTask
+
+    class PretrainCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument("--ckpt_path", default=None,
+                                help="checkpoint to resume from (same run, same step count)")
+
+    with warnings.catch_warnings():
+        # `geofm pretrain ...` passes its own arguments on; Lightning warns when sys.argv
+        # holds more than the args given, which is always the case here
+        warnings.filterwarnings("ignore", message=".*args parameter is intended")
+        cli = PretrainCLI(
+            MAEPretrainTask, PretrainDataModule, args=list(argv), run=False,
+            seed_everything_default=0, save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "geofm pretrain",
+                           "description": "Masked-autoencoder pretraining of LESS ViT."},
+        )
+    ckpt_path = cli.config.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
+    _check_writable(cli.trainer)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    return 0
+
+
+def _check_writable(trainer) -> None:
+    """Fail before training, not after the first epoch, when outputs cannot be written."""
+    folders = {Path(trainer.default_root_dir)}
+    for cb in trainer.checkpoint_callbacks:
+        if getattr(cb, "dirpath", None):
+            folders.add(Path(cb.dirpath))
+    for logger in trainer.loggers:
+        if getattr(logger, "save_dir", None):
+            folders.add(Path(logger.save_dir))
+    for folder in sorted(folders):
+        probe = folder / ".geofm-write-test"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"x" * 4096)
+            probe.unlink()
+        except OSError as err:
+            raise PermissionError(f"cannot write run outputs to {folder}: {err.strerror or err}; "
+                                  "choose another --trainer.default_root_dir") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from geofm.tasks.export import export_encoder
+
+    out = export_encoder(args.checkpoint, args.out, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geofm", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,10 +307,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the registered encoders and their sizes")
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'less_vit_*'")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("export", help="encoder weights and data config from a checkpoint")
+    p.add_argument("checkpoint", help="a `geofm pretrain` checkpoint (.ckpt)")
+    p.add_argument("out", help="encoder file to write (.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_export)
+
+    # listed for --help only: `geofm pretrain ...` goes to LightningCLI before this parser
+    sub.add_parser("pretrain", add_help=False,
+                   help="masked-autoencoder pretraining (LightningCLI; see --help)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pretrain"]:
+        try:
+            return cmd_pretrain(argv[1:])
+        except (FileNotFoundError, ValueError, KeyError, PermissionError) as err:
+            message = err.args[0] if isinstance(err, KeyError) and err.args else err
+            print(f"geofm pretrain: error: {message}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

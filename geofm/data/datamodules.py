@@ -2,6 +2,8 @@
 
 * :class:`SceneFolderDataModule`: a folder per class (EuroSAT layout), split at random and
   stratified by class into train / val / test.
+* :class:`PretrainDataModule`: unlabelled random windows of several sensors for
+  masked-autoencoder pretraining, each batch one band set.
 * :class:`PixelPatchDataModule`: windows around the labelled pixels of one hyperspectral
   scene, split either at random (stratified by class, the protocol of most papers) or
   spatially disjoint with a buffer of the window radius, so that no val or test window
@@ -18,11 +20,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from geofm.data.cards import DatasetCard, as_dataset_card
 from geofm.data.datasets import (
@@ -31,6 +35,7 @@ from geofm.data.datasets import (
     Transform,
     read_scene,
 )
+from geofm.data.readers import RASTER_SUFFIXES
 from geofm.data.sample import IGNORE_INDEX, collate_samples
 from geofm.data.splits import (
     SpatialSplit,
@@ -247,3 +252,146 @@ class PixelPatchDataModule(_SplitLoaders):
         self.setup()
         labels = self.scene["mask"]
         return int(labels[labels != IGNORE_INDEX].max()) + 1
+
+
+@dataclass
+class PretrainSource:
+    """One source of unlabelled pretraining windows.
+
+    Args:
+        path: a raster file, an ENVI cube (``.hdr``) or a folder searched recursively for
+            them. A relative path that does not exist from the working directory is looked
+            up in geofm's data folder (``datasets/``, or ``$GEOFM_DATA_DIR``).
+        card: dataset card naming the bands and giving the normalisation statistics.
+        size: window side in pixels (a multiple of the model's patch size).
+        windows: training windows per epoch (default: one per window-sized tile of data).
+    """
+
+    path: str
+    card: str
+    size: int = 64
+    windows: int | None = None
+
+
+def _source_files(path: str) -> list[Path]:
+    from geofm.data.cards import data_dir
+
+    p = Path(path)
+    if not p.exists() and not p.is_absolute() and (data_dir() / p).exists():
+        p = data_dir() / p
+    if not p.exists():
+        raise FileNotFoundError(f"pretraining source not found: {path} (also looked in "
+                                f"{data_dir()})")
+    if p.is_file():
+        return [p]
+    files = sorted(f for f in p.rglob("*") if f.is_file() and (
+        f.suffix.lower() in RASTER_SUFFIXES or f.suffix.lower() == ".hdr"))
+    if not files:
+        raise FileNotFoundError(f"no GeoTIFF, JPEG 2000 or ENVI (.hdr) files under {p}")
+    return files
+
+
+class PretrainDataModule(L.LightningDataModule):
+    """Unlabelled windows from several sources, batched so that a batch holds one band set.
+
+    Args:
+        sources: :class:`PretrainSource` entries (one band set each); sensors mix in a run.
+        batch_size: windows per batch.
+        val_windows: fixed validation windows per source (drawn with another seed).
+        flips: random horizontal and vertical flips of training windows.
+        num_workers: DataLoader workers.
+        seed: seed of the window draws and of the batch order.
+
+    Windows are normalised with the card's statistics as in the LESS ViT recipe
+    (:class:`~geofm.data.transforms.MAEScaleNormalize`); a card without statistics is
+    refused with a message saying how to compute them (``geofm stats``).
+    """
+
+    def __init__(self, sources: Sequence[PretrainSource | dict], batch_size: int = 8,
+                 val_windows: int = 8, flips: bool = True, num_workers: int = 0,
+                 seed: int = 0) -> None:
+        super().__init__()
+        _check_batch_size(batch_size)
+        if not sources:
+            raise ValueError("PretrainDataModule needs at least one source")
+        self.sources = [s if isinstance(s, PretrainSource) else PretrainSource(**s)
+                        for s in sources]
+        self.batch_size, self.val_windows = batch_size, val_windows
+        self.flips, self.num_workers, self.seed = flips, num_workers, seed
+        self.parts: dict[str, list[Dataset]] = {}
+
+    def _transforms(self, card: str, train: bool):
+        from geofm.data.transforms import (
+            Compose,
+            MAEScaleNormalize,
+            RandomHorizontalFlip,
+            RandomVerticalFlip,
+        )
+
+        try:
+            steps = [MAEScaleNormalize.from_card(card)]
+        except ValueError as err:
+            raise ValueError(f"{err}. Compute them with `geofm stats <files> --card {card}` "
+                             "and add them to the card") from None
+        if train and self.flips:
+            steps += [RandomHorizontalFlip(), RandomVerticalFlip()]
+        return Compose(steps)
+
+    def setup(self, stage: str | None = None) -> None:
+        from geofm.data.windows import RandomWindowDataset
+
+        train, val = [], []
+        for k, src in enumerate(self.sources):
+            files = _source_files(src.path)
+            probe = RandomWindowDataset(files, src.size, 1, card=src.card)
+            tiles = sum((h // src.size) * (w // src.size) for h, w in probe.shapes)
+            length = src.windows or max(tiles, 1)
+            train.append(RandomWindowDataset(files, src.size, length, card=src.card,
+                                             seed=self.seed * 1000 + k,
+                                             transforms=self._transforms(src.card, True)))
+            if self.val_windows:
+                val.append(RandomWindowDataset(files, src.size, self.val_windows, card=src.card,
+                                               seed=self.seed * 1000 + k + 500,
+                                               transforms=self._transforms(src.card, False)))
+        self.parts = {"train": train, "val": val}
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        from geofm.data.windows import BandSetBatchSampler
+
+        if part not in self.parts:
+            raise RuntimeError(f"no {part} data yet: call setup() first")
+        datasets = self.parts[part]
+        sampler = BandSetBatchSampler.for_datasets(datasets, batch_size=self.batch_size,
+                                                   shuffle=shuffle, seed=self.seed)
+        return DataLoader(ConcatDataset(datasets), batch_sampler=sampler,
+                          num_workers=self.num_workers, collate_fn=collate_samples,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False) if self.parts.get("val") else []
+
+    def data_config(self) -> list[dict[str, Any]]:
+        """Bands, wavelengths, GSD and normalisation of every source (for exported weights)."""
+        return pretrain_data_config(self.sources)
+
+
+def pretrain_data_config(sources: Sequence[PretrainSource]) -> list[dict[str, Any]]:
+    """What an encoder pretrained on ``sources`` expects of its input, one entry per source:
+    card, band names, wavelengths, GSD and the normalisation, as plain Python values."""
+    entries = []
+    for src in sources:
+        card = as_dataset_card(src.card)
+        entries.append({
+            "card": card.name,
+            "bands": list(card.band_names),
+            "wavelengths_nm": [float(w) for w in card.wavelengths_nm],
+            "gsd_m": float(card.gsd_m),
+            "window_px": int(src.size),
+            "normalisation": "(x - (mean - 2 std)) / (4 std), clipped to [0, 1]",
+            "mean": [float(v) for v in card.mean] if card.mean else None,
+            "std": [float(v) for v in card.std] if card.std else None,
+        })
+    return entries

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Sampler
 
-from geofm.data.cards import DatasetCard, SensorCard
+from geofm.data.cards import DatasetCard, SensorCard, as_card
 from geofm.data.hyperspectral import open_envi, read_envi_header
 from geofm.data.readers import RASTER_SUFFIXES, open_dataset, open_raster
 from geofm.data.sample import Sample
 
-__all__ = ["RandomWindowDataset", "BandSetBatchSampler", "scene_shape"]
+__all__ = ["RandomWindowDataset", "BandSetBatchSampler", "scene_header", "scene_shape"]
 
 PathLike = str | os.PathLike
 Transform = Callable[[Sample], Sample]
@@ -34,13 +34,18 @@ def _is_envi(path: Path) -> bool:
 
 def scene_shape(path: PathLike) -> tuple[int, int]:
     """(height, width) of a raster file or ENVI cube, from its header alone."""
+    return scene_header(path)[1:]
+
+
+def scene_header(path: PathLike) -> tuple[int, int, int]:
+    """(bands, height, width) of a raster file or ENVI cube, from its header alone."""
     path = Path(path)
     if _is_envi(path):
         header = read_envi_header(path.with_suffix(".hdr"))
-        return int(header["lines"]), int(header["samples"])
+        return int(header["bands"]), int(header["lines"]), int(header["samples"])
     if path.suffix.lower() in RASTER_SUFFIXES:
         with open_dataset(path) as src:
-            return src.height, src.width
+            return src.count, src.height, src.width
     raise ValueError(
         f"{path}: random windows are read from GeoTIFF/JPEG 2000 files or ENVI cubes "
         f"(.hdr); got {path.suffix or 'no suffix'}. Convert .mat cubes with geofm.data.open_mat "
@@ -75,7 +80,16 @@ class RandomWindowDataset(Dataset):
         for p in self.paths:
             if not p.exists():
                 raise FileNotFoundError(f"scene not found: {p}")
-        self.shapes = [scene_shape(p) for p in self.paths]
+        headers = [scene_header(p) for p in self.paths]
+        self.shapes = [(h, w) for _, h, w in headers]
+        if card is not None:
+            expected = len(as_card(card).bands)
+            for p, (count, _, _) in zip(self.paths, headers, strict=True):
+                if count != expected:
+                    raise ValueError(
+                        f"{p} has {count} band(s) but card {as_card(card).name!r} has "
+                        f"{expected}; random windows are read from files holding every band "
+                        "(stack single-band files first)")
         small = [(p, s) for p, s in zip(self.paths, self.shapes, strict=True)
                  if s[0] < size or s[1] < size]
         if small:

@@ -42,12 +42,16 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
-def create_model(name: str, **overrides) -> nn.Module:
+def create_model(name: str, checkpoint: str | None = None, **overrides) -> nn.Module:
     """Build the registered model ``name``; ``overrides`` replace its configuration values.
 
     >>> model = create_model("less_vit_tiny", depth=2, rank=4)  # doctest: +SKIP
+    >>> model = create_model("less_vit_small", checkpoint="encoder.pt")  # doctest: +SKIP
 
-    An override the model does not take raises ``TypeError`` naming it.
+    ``checkpoint`` is an encoder file written by ``geofm export``: its architecture must be
+    the one built (``num_classes`` may differ: the head is not loaded), and what it was
+    trained on is kept as ``model.data_config``. An override the model does not take raises
+    ``TypeError`` naming it.
     """
     try:
         builder = _MODELS[name]
@@ -57,4 +61,11 @@ def create_model(name: str, **overrides) -> nn.Module:
         raise UnknownModelError(
             f"no model named {name!r}; registered models include: {', '.join(close)}"
         ) from None
-    return builder(**overrides)
+    if checkpoint is None:
+        return builder(**overrides)
+    from .hub import load_encoder_file, load_into
+
+    payload = load_encoder_file(checkpoint)
+    # the file's architecture, then the caller's overrides (checked against it on load)
+    config = {**payload["config"], **overrides}
+    return load_into(builder(**config), name, payload, checkpoint)

@@ -103,6 +103,12 @@ class MAEPretrainTask(pl.LightningModule):
         self._log_losses("val", out, batch["image"].shape[0])
         return out.loss
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # what the encoder was trained on travels with its weights (see `geofm export`)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if callable(getattr(datamodule, "data_config", None)):
+            checkpoint["geofm_data"] = datamodule.data_config()
+
     def configure_optimizers(self):
         hp = self.hparams
         skip = self.mae.no_weight_decay()

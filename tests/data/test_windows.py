@@ -91,3 +91,9 @@ def test_the_sampler_passes_the_epoch_to_window_datasets(salinas_hdr):
     sampler = BandSetBatchSampler.for_datasets([windows], batch_size=2)
     sampler.set_epoch(5)
     assert windows.epoch == 5
+
+
+def test_files_whose_band_count_differs_from_the_card_are_refused(s2_tile_dir):
+    band_file = sorted(s2_tile_dir.glob("*B02*.jp2"))[0]
+    with pytest.raises(ValueError, match=r"has 1 band\(s\) but card 's2_l1c_t33uuu' has 13"):
+        RandomWindowDataset([band_file], size=64, length=1, card="s2_l1c_t33uuu")

@@ -1,0 +1,169 @@
+"""Callbacks that leave pictures of a pretraining run behind: reconstructions, loss curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from geofm.models.less_mae import unpatchify
+
+__all__ = ["MAEReconstructionFigures", "LossCurve", "run_dir"]
+
+
+def run_dir(trainer: pl.Trainer) -> Path:
+    """Where a run's files go: the first logger's version folder, else the root dir."""
+    path = trainer.log_dir or trainer.default_root_dir
+    return Path(path)
+
+
+class MAEReconstructionFigures(pl.Callback):
+    """After each validation epoch, one figure per band set seen in validation.
+
+    Panels: the input as RGB (bands nearest the RGB wavelengths), the masked input (removed
+    positions grey), the reconstruction (kept tokens from the input, removed ones from the
+    model), and the spectrum of one pixel of a removed patch, truth against model, with the
+    removed bands marked. Written to ``<run>/reconstructions/epoch<NNN>_<C>bands.png``.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, seed: int = 0) -> None:
+        self.every_n_epochs, self.seed = every_n_epochs, seed
+        self._batches: dict[int, dict[str, Any]] = {}
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                                dataloader_idx=0) -> None:
+        bands = int(batch["image"].shape[1])
+        if bands not in self._batches:
+            self._batches[bands] = {k: (v[:1].detach().cpu() if torch.is_tensor(v) and
+                                        v.ndim and v.shape[0] == batch["image"].shape[0]
+                                        else v) for k, v in batch.items()}
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if trainer.current_epoch % self.every_n_epochs:
+            return
+        out_dir = run_dir(trainer) / "reconstructions"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for bands, batch in sorted(self._batches.items()):
+            fig = self.figure(pl_module, batch, f"epoch {trainer.current_epoch}")
+            fig.savefig(out_dir / f"epoch{trainer.current_epoch:03d}_{bands}bands.png", dpi=90)
+
+    @torch.no_grad()
+    def figure(self, pl_module, batch: dict[str, Any], title: str) -> Figure:
+        from geofm.data.plot import RGB_NM, nearest_band_indices, rgb_composite
+
+        device = pl_module.device
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        was_training = pl_module.training
+        pl_module.eval()
+        out = pl_module(batch, generator=generator)
+        pl_module.train(was_training)
+        image = batch["image"][0].float()
+        C, H, W = image.shape
+        p = pl_module.mae.patch_size
+        grid = (H // p, W // p)
+        pred = out.pred[:1].float()
+        if pl_module.mae.norm_pix_loss:  # back to pixel units with the input's patch stats
+            from geofm.models.less_mae import patchify
+
+            patches = patchify(image[None], p)
+            pred = pred * (patches.var(-1, keepdim=True) + 1e-6).sqrt() + patches.mean(-1, True)
+        recon = unpatchify(pred, grid)[0]
+        removed_pos = out.removed_positions[0].reshape(grid)
+        removed_band = out.removed_bands[0]
+        pixel_mask = removed_pos.repeat_interleave(p, 0).repeat_interleave(p, 1)  # (H, W)
+        token_removed = pixel_mask[None] | removed_band[:, None, None]  # (C, H, W)
+        shown = torch.where(token_removed, recon, image)
+        wavelengths = batch["wavelengths"].float().cpu()
+
+        names = batch.get("bands") or tuple(f"band {i}" for i in range(C))
+
+        def sample(img):
+            return {"image": img.cpu(), "wavelengths": wavelengths, "gsd": 1.0,
+                    "bands": tuple(names)}
+
+        rgb_in = rgb_composite(sample(image))
+        idx = [int(i) for i in nearest_band_indices(wavelengths, RGB_NM)]
+        limits = [tuple(np.percentile(image[i].cpu().numpy(), (2, 98))) for i in idx]
+        rgb_rec = rgb_composite(sample(shown), limits=limits)
+        masked = rgb_in.copy()
+        masked[pixel_mask.cpu().numpy()] = 0.5
+
+        fig = Figure(figsize=(13, 3.4), layout="constrained")
+        axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 1.6])
+        for ax, img, name in zip(axes[:3], (rgb_in, masked, rgb_rec),
+                                 ("input", "masked input", "reconstruction"), strict=True):
+            ax.imshow(img)
+            ax.set_title(name)
+            ax.axis("off")
+        removed_rgb = [int(i) for i in idx if bool(removed_band[i])]
+        if removed_rgb:
+            axes[1].set_title(f"masked input ({len(removed_rgb)} of the RGB bands removed)")
+        ax = axes[3]
+        if bool(removed_pos.any()):
+            n = int(removed_pos.flatten().nonzero()[0])
+            r, c = (n // grid[1]) * p + p // 2, (n % grid[1]) * p + p // 2
+            where = f"removed patch {n}"
+        else:
+            r, c, where = H // 2, W // 2, "centre"
+        order = torch.argsort(wavelengths)
+        truth = image[:, r, c].cpu()[order]
+        model = recon[:, r, c].cpu()[order]
+        wl = wavelengths[order]
+        ax.plot(wl, truth, color="0.2", lw=1.2, label="truth")
+        ax.plot(wl, model, color="tab:red", lw=1.0, label="reconstruction")
+        gone = removed_band.cpu()[order]
+        ax.scatter(wl[gone], model[gone], s=10, color="tab:red", zorder=3,
+                   label="removed bands")
+        ax.set_xlabel("wavelength (nm)")
+        ax.set_title(f"pixel ({r}, {c}) of the {where}")
+        ax.legend(fontsize=8, loc="best")
+        fig.suptitle(f"{title}: {C} bands, loss {float(out.loss):.4f}")
+        return fig
+
+
+class LossCurve(pl.Callback):
+    """Per-epoch training and validation loss, as ``<run>/loss_curve.png``, redrawn each epoch
+    (so an interrupted run still has it)."""
+
+    def __init__(self, train_key: str = "train/loss_epoch", val_key: str = "val/loss") -> None:
+        self.train_key, self.val_key = train_key, val_key
+        self.train: list[tuple[int, float]] = []
+        self.val: list[tuple[int, float]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train": self.train, "val": self.val}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.train, self.val = list(state["train"]), list(state["val"])
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.val_key)
+        if value is not None:
+            self.val.append((trainer.current_epoch, float(value)))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        value = trainer.callback_metrics.get(self.train_key)
+        if value is not None:
+            self.train.append((trainer.current_epoch, float(value)))
+        if trainer.is_global_zero:
+            self.figure().savefig(run_dir(trainer) / "loss_curve.png", dpi=100)
+
+    def figure(self) -> Figure:
+        fig = Figure(figsize=(5.5, 3.5), layout="constrained")
+        ax = fig.subplots()
+        for points, name in ((self.train, "train"), (self.val, "validation")):
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", ms=3, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("masked reconstruction loss")
+        ax.legend()
+        return fig

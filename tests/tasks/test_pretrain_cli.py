@@ -1,0 +1,106 @@
+"""`geofm pretrain` end to end on the bundled samples with a tiny model; export and resume."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from geofm.cli import main
+from geofm.models import create_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _config(root: Path, epochs: int = 2) -> Path:
+    quick = yaml.safe_load((REPO / "configs" / "pretrain" / "quickstart.yaml").read_text())
+    quick["model"].update(model_kwargs={"depth": 1, "rank": 2}, decoder_dim=32,
+                          decoder_depth=1, decoder_heads=2)
+    quick["data"].update(batch_size=3, val_windows=3, sources=[
+        {"path": "samples/eurosat_ms", "card": "eurosat_ms", "size": 64, "windows": 6},
+        {"path": "samples/salinas_a/SalinasA_corrected.hdr", "card": "salinas_a",
+         "size": 32, "windows": 3},
+    ])
+    trainer = quick["trainer"]
+    trainer.update(max_epochs=epochs, default_root_dir=str(root), enable_progress_bar=False)
+    for logger in trainer["logger"]:
+        logger["init_args"]["save_dir"] = str(root)
+    path = root / "config.in.yaml"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(quick))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    assert main(["pretrain", "--config", str(_config(root))]) == 0
+    return root
+
+
+def test_a_run_leaves_config_checkpoints_logs_and_figures(run):
+    version = run / "logs" / "version_0"
+    assert (version / "config.yaml").is_file()  # the resolved configuration
+    assert (version / "metrics.csv").is_file()
+    assert list((run / "tensorboard" / "version_0").glob("events.out.tfevents.*"))
+    ckpts = {p.name for p in (version / "checkpoints").glob("*.ckpt")}
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    figures = {p.name for p in (version / "reconstructions").glob("*.png")}
+    assert {"epoch001_13bands.png", "epoch001_204bands.png"} <= figures
+    assert (version / "loss_curve.png").is_file()
+
+
+def test_export_then_create_model_gives_the_same_features(run, tmp_path):
+    ckpt = run / "logs" / "version_0" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "encoder.pt"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    model = create_model("less_vit_tiny", checkpoint=str(out)).eval()
+    assert [d["card"] for d in model.data_config] == ["eurosat_ms", "salinas_a"]
+    assert len(model.data_config[1]["wavelengths_nm"]) == 204
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    reference = create_model("less_vit_tiny", depth=1, rank=2).eval()
+    reference.load_state_dict({k[len("mae.encoder."):]: v for k, v in state.items()
+                               if k.startswith("mae.encoder.")})
+    image, wl = torch.rand(2, 13, 64, 64), torch.tensor(model.data_config[0]["wavelengths_nm"])
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(image, wl, 10.0),
+                                   reference.forward_features(image, wl, 10.0))
+    assert main(["export", str(ckpt), str(out)]) == 2  # exists: refused without --overwrite
+
+
+def test_weights_of_another_architecture_are_refused(run, tmp_path):
+    out = tmp_path / "encoder.pt"
+    main(["export", str(run / "logs" / "version_0" / "checkpoints" / "last.ckpt"), str(out)])
+    with pytest.raises(ValueError, match="depth: file 1, model 3"):
+        create_model("less_vit_tiny", checkpoint=str(out), depth=3)
+    with pytest.raises(ValueError, match="holds 'less_vit_tiny' weights, not 'less_vit_small'"):
+        create_model("less_vit_small", checkpoint=str(out))
+
+
+def test_resume_continues_the_same_run(run, tmp_path):
+    last = run / "logs" / "version_0" / "checkpoints" / "last.ckpt"
+    before = torch.load(last, map_location="cpu", weights_only=True)
+    steps_per_epoch = before["global_step"] // 2
+    root = tmp_path / "resumed"
+    assert main(["pretrain", "--config", str(_config(root, epochs=3)),
+                 "--ckpt_path", str(last)]) == 0
+    after = torch.load(root / "logs" / "version_0" / "checkpoints" / "last.ckpt",
+                       map_location="cpu", weights_only=True)
+    assert after["epoch"] == 2 and after["global_step"] == 3 * steps_per_epoch
+    adam_steps = {int(s["step"]) for s in after["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {3 * steps_per_epoch}
+
+
+def test_bad_runs_fail_before_training_with_a_clear_message(tmp_path, capsys):
+    config = _config(tmp_path / "a")
+    assert main(["pretrain", "--config", str(config), "--ckpt_path",
+                 str(tmp_path / "nope.ckpt")]) == 2
+    assert "nope.ckpt does not exist" in capsys.readouterr().err
+    assert main(["pretrain", "--config", str(config), "--model.model", "less_vit_huge"]) == 2
+    assert "no model named 'less_vit_huge'" in capsys.readouterr().err
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert main(["pretrain", "--config", str(config), "--trainer.default_root_dir",
+                 str(blocked / "run")]) == 2
+    assert "cannot write run outputs" in capsys.readouterr().err
