@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     lines = [
         "# Pretraining: the quickstart run",
         "",
-        f"`python benchmarks/pretrain_report.py --run {args.run}` on "
+        f"`python benchmarks/pretrain_report.py --run {args.run} --eurosat {args.eurosat}` on "
         f"{time.strftime('%Y-%m-%d')}; model `{name}` {kwargs}, "
         f"{ckpt['epoch'] + 1} epochs, {ckpt['global_step']} steps.",
         "",
@@ -112,7 +112,11 @@ def main(argv=None) -> int:
     for label, acc in scores.items():
         lines.append(f"| {label} | {100 * acc:.1f}% |")
     chance = 100 / dataset.num_classes
-    lines += ["", f"Chance is {chance:.0f}%."]
+    gain = 100 * (scores["pretrained"] - scores["random init"])
+    lines += ["", f"Chance is {chance:.0f}%. The pretrained encoder is {gain:+.1f} points from "
+              "the same architecture at random initialisation; with "
+              f"{len(keep)} scenes one scene is {100 / len(keep):.1f} points, so read "
+              "differences of a few points as noise."]
     figures = []
     if args.record:
         folder = args.record.parent / args.record.stem

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .embeddings import positional_channel_embedding, radar_bands
+from .embeddings import positional_channel_embedding
 from .encoder import drop_path_rates, init_weights
-from .less_vit import LayerNorm, LESSBlock, LESSViT, perception_field_mask
+from .less_vit import LayerNorm, LESSBlock, LESSViT, by_modality, perception_field_mask
 
 __all__ = ["LESSMAE", "MAEOutput", "random_keep", "patchify", "unpatchify", "masked_losses"]
 
@@ -198,13 +198,7 @@ class LESSMAE(nn.Module):
         for block in self.decoder_blocks:
             grid = block(grid, mask)
         tokens = self.decoder_norm(grid)[:, 1:, 1:]  # (B, C, N, Dd)
-        radar = radar_bands(wavelengths)
-        if not bool(radar.any()):
-            return self.optical_head(tokens)
-        if bool(radar.all()):
-            return self.radar_head(tokens)
-        return torch.where(radar[None, :, None, None], self.radar_head(tokens),
-                           self.optical_head(tokens))
+        return by_modality(tokens, wavelengths, self.optical_head, self.radar_head)
 
     def target(self, image: torch.Tensor) -> torch.Tensor:
         """The pixels to reconstruct: (B, C, N, p*p), normalised per patch if asked."""

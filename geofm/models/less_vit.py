@@ -43,6 +43,7 @@ __all__ = [
     "LESSBlock",
     "LESSViT",
     "TokenGrid",
+    "by_modality",
     "VIT_SIZES",
 ]
 
@@ -288,6 +289,23 @@ class LESSBlock(nn.Module):
 
 
 # --------------------------------------------------------------------------- the model
+def by_modality(x: torch.Tensor, wavelengths: torch.Tensor, optical: nn.Module,
+                radar: nn.Module) -> torch.Tensor:
+    """Apply ``optical`` to the optical bands of ``x`` (dim 1) and ``radar`` to the SAR ones.
+
+    Both modules always run, the one without bands on an empty slice, so that every
+    parameter takes part in the graph (distributed data-parallel training requires it) and
+    the result keeps the band order. The idle module gets zero gradients (AdamW's weight
+    decay still shrinks it).
+    """
+    is_radar = radar_bands(wavelengths)
+    optical_idx, radar_idx = (~is_radar).nonzero().flatten(), is_radar.nonzero().flatten()
+    out = torch.cat([optical(x[:, optical_idx]), radar(x[:, radar_idx])], dim=1)
+    if radar_idx.numel() == 0:
+        return out
+    return out[:, torch.argsort(torch.cat([optical_idx, radar_idx]))]
+
+
 class TokenGrid(nn.Module):
     """Frame row tokens with the learnt CLS slots and add the positional-channel embedding.
 
@@ -331,15 +349,7 @@ class BandTokenizer(nn.Module):
 
     def embed_bands(self, image: torch.Tensor, wavelengths: torch.Tensor) -> torch.Tensor:
         """image: (B, C, H, W) -> (B, C, N, D)."""
-        radar = radar_bands(wavelengths)
-        if not bool(radar.any()):
-            return self.patch_embed(image)
-        if bool(radar.all()):
-            return self.radar_patch_embed(image)
-        optical_idx, radar_idx = (~radar).nonzero().flatten(), radar.nonzero().flatten()
-        tokens = torch.cat([self.patch_embed(image[:, optical_idx]),
-                            self.radar_patch_embed(image[:, radar_idx])], dim=1)
-        return tokens[:, torch.argsort(torch.cat([optical_idx, radar_idx]))]
+        return by_modality(image, wavelengths, self.patch_embed, self.radar_patch_embed)
 
     def forward(self, image, wavelengths, gsd) -> torch.Tensor:
         """-> x: (B, C+1, N+1, D)."""

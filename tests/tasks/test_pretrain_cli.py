@@ -104,3 +104,31 @@ def test_bad_runs_fail_before_training_with_a_clear_message(tmp_path, capsys):
     assert main(["pretrain", "--config", str(config), "--trainer.default_root_dir",
                  str(blocked / "run")]) == 2
     assert "cannot write run outputs" in capsys.readouterr().err
+
+
+def test_pretrain_report_compares_the_run_with_random_init(run, tmp_path, eurosat_dir):
+    import shutil
+    import subprocess
+    import sys
+
+    # scenes the run did not see: the bundled ones under other names stand in for them here
+    for tif in eurosat_dir.rglob("*.tif"):
+        dest = tmp_path / "eurosat" / tif.parent.name / f"held_out_{tif.name}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tif, dest)
+    report = tmp_path / "pretraining.md"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pretrain_report.py"), "--run",
+         str(run / "logs" / "version_0"), "--eurosat", str(tmp_path / "eurosat"),
+         "--record", str(report)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = report.read_text()
+    assert "| val/loss |" in text and "| pretrained |" in text and "| random init |" in text
+    assert "30 labelled scenes" in text
+    assert (tmp_path / "pretraining" / "loss_curve.png").is_file()
+
+    refused = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pretrain_report.py"), "--run",
+         str(run / "logs" / "version_0"), "--eurosat", str(eurosat_dir)],
+        capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "used in pretraining" in refused.stderr
