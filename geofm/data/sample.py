@@ -122,7 +122,8 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     ``image`` -> ``(B, C, H, W)``; ``wavelengths`` -> ``(C,)`` (one band set per batch);
     ``gsd`` -> ``(B,)``; ``label``/``mask``/``valid``/``center`` (a pixel patch's centre)
-    stacked; ``crs``/``transform`` lists.
+    stacked; ``crs``/``transform`` lists; ``skipped`` (unreadable files a dataset passed
+    over) concatenated.
     Two band sets in one batch raise a ``BandMismatchError`` that names both.
     """
     if not samples:
@@ -148,4 +149,6 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for key in ("crs", "transform"):
         if key in first:
             batch[key] = [s.get(key) for s in samples]
+    if any("skipped" in s for s in samples):  # files a dataset could not read, in order
+        batch["skipped"] = [path for s in samples for path in s.get("skipped", ())]
     return batch

@@ -10,11 +10,13 @@ sensors (say 13-band Sentinel-2 and 204-band AVIRIS) are mixed within one run.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from rasterio.errors import RasterioError
 from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from geofm.data.cards import DatasetCard, SensorCard, as_card
@@ -67,11 +69,16 @@ class RandomWindowDataset(Dataset):
 
     Scenes are chosen in proportion to how many windows they hold. Windows lie wholly inside
     their scene; pixels the scene marks as nodata come back False in ``valid``.
+
+    A file that fails to read (corrupt, truncated, gone) is skipped with a warning naming it
+    and left out of later draws; another window is drawn in its place and the sample lists
+    the skipped files under ``"skipped"`` (the pretraining task counts them in its log).
+    After ``max_failures`` failures in a row the read raises, naming the files.
     """
 
     def __init__(self, paths: Sequence[PathLike], size: int, length: int,
                  card: str | DatasetCard | SensorCard | None = None, seed: int = 0,
-                 transforms: Transform | None = None) -> None:
+                 transforms: Transform | None = None, max_failures: int = 10) -> None:
         if not paths:
             raise ValueError("RandomWindowDataset needs at least one scene")
         if size < 1 or length < 1:
@@ -98,8 +105,11 @@ class RandomWindowDataset(Dataset):
         self.size, self.length, self.card = size, length, card
         self.seed, self.epoch = seed, 0
         self.transforms = transforms
-        counts = np.array([(h - size + 1) * (w - size + 1) for h, w in self.shapes], float)
-        self._weights = counts / counts.sum()
+        self.max_failures = max_failures
+        self._counts = np.array([(h - size + 1) * (w - size + 1) for h, w in self.shapes],
+                                float)
+        self._weights = self._counts / self._counts.sum()
+        self.unreadable: set[Path] = set()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -107,24 +117,49 @@ class RandomWindowDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def window(self, index: int) -> tuple[Path, tuple[int, int, int, int]]:
-        """The scene and ``(col_off, row_off, width, height)`` of window ``index``."""
+    def window(self, index: int, attempt: int = 0) -> tuple[Path, tuple[int, int, int, int]]:
+        """The scene and ``(col_off, row_off, width, height)`` of window ``index``
+        (``attempt`` > 0: the replacement drawn after that many failed reads)."""
         if not 0 <= index < self.length:
             raise IndexError(f"window {index} of {self.length}")
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch, index, attempt])
         k = int(rng.choice(len(self.paths), p=self._weights))
         h, w = self.shapes[k]
         row = int(rng.integers(0, h - self.size + 1))
         col = int(rng.integers(0, w - self.size + 1))
         return self.paths[k], (col, row, self.size, self.size)
 
-    def __getitem__(self, index: int) -> Sample:
-        path, window = self.window(index)
+    def _read(self, path: Path, window) -> Sample:
         if _is_envi(path):
-            sample = open_envi(path, window=window, card=self.card)
-        else:
-            sample = open_raster(path, window=window, card=self.card)
-        return self.transforms(sample) if self.transforms else sample
+            return open_envi(path, window=window, card=self.card)
+        return open_raster(path, window=window, card=self.card)
+
+    def __getitem__(self, index: int) -> Sample:
+        skipped: list[str] = []
+        for attempt in range(self.max_failures):
+            path, window = self.window(index, attempt)
+            if path in self.unreadable:
+                continue
+            try:
+                sample = self._read(path, window)
+            except (RasterioError, OSError, ValueError) as err:
+                self._mark_unreadable(path, err)
+                skipped.append(str(path))
+                continue
+            if skipped:
+                sample["skipped"] = tuple(skipped)
+            return self.transforms(sample) if self.transforms else sample
+        raise RuntimeError(f"{self.max_failures} reads in a row failed for window {index}; "
+                           f"unreadable files: {sorted(map(str, self.unreadable))[:5]}")
+
+    def _mark_unreadable(self, path: Path, err: Exception) -> None:
+        self.unreadable.add(path)
+        k = self.paths.index(path)
+        self._counts[k] = 0.0
+        if self._counts.sum() > 0:
+            self._weights = self._counts / self._counts.sum()
+        warnings.warn(f"skipping unreadable file {path}: {type(err).__name__}: {err}",
+                      stacklevel=3)
 
     def __repr__(self) -> str:
         return (f"RandomWindowDataset({len(self.paths)} scene(s), {self.length} windows of "

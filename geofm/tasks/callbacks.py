@@ -1,7 +1,8 @@
-"""Callbacks that leave pictures of a pretraining run behind: reconstructions, loss curve."""
+"""Callbacks for pretraining runs: reconstruction figures, a loss curve, throughput."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from matplotlib.figure import Figure
 
 from geofm.models.less_mae import unpatchify
 
-__all__ = ["MAEReconstructionFigures", "LossCurve", "run_dir"]
+__all__ = ["MAEReconstructionFigures", "LossCurve", "SamplesPerSecond", "run_dir"]
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
@@ -167,3 +168,24 @@ class LossCurve(pl.Callback):
         ax.set_ylabel("masked reconstruction loss")
         ax.legend()
         return fig
+
+
+class SamplesPerSecond(pl.Callback):
+    """Training throughput in the progress bar and the log (``train/samples_per_s``),
+    averaged over the last ``window`` steps."""
+
+    def __init__(self, window: int = 10) -> None:
+        self.window = window
+        self._times: list[tuple[float, int]] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._times.append((time.perf_counter() - self._start, int(batch["image"].shape[0])))
+        self._times = self._times[-self.window:]
+        seconds = sum(t for t, _ in self._times)
+        if seconds > 0:
+            pl_module.log("train/samples_per_s", sum(n for _, n in self._times) / seconds,
+                          prog_bar=True, on_step=True, on_epoch=False)

@@ -94,6 +94,9 @@ class MAEPretrainTask(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         out = self(batch)
         self._log_losses("train", out, batch["image"].shape[0])
+        # unreadable files the data passed over (each also warned about, by name)
+        self.log("train/skipped_reads", float(len(batch.get("skipped", ()))), on_step=False,
+                 on_epoch=True, reduce_fx="sum", sync_dist=True)
         return out.loss
 
     def validation_step(self, batch, batch_idx):

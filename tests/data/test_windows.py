@@ -97,3 +97,27 @@ def test_files_whose_band_count_differs_from_the_card_are_refused(s2_tile_dir):
     band_file = sorted(s2_tile_dir.glob("*B02*.jp2"))[0]
     with pytest.raises(ValueError, match=r"has 1 band\(s\) but card 's2_l1c_t33uuu' has 13"):
         RandomWindowDataset([band_file], size=64, length=1, card="s2_l1c_t33uuu")
+
+
+def test_an_unreadable_file_is_skipped_with_a_warning_and_reported(tmp_path, eurosat_dir):
+    good = sorted(eurosat_dir.rglob("*.tif"))[:2]
+    bad = tmp_path / "truncated.tif"
+    data = good[0].read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # the header survives, the pixels do not
+    ds = RandomWindowDataset([bad, *good], size=64, length=30, card="eurosat_ms")
+    with pytest.warns(UserWarning, match="skipping unreadable file .*truncated.tif"):
+        samples = [ds[i] for i in range(30)]
+    skipped = [s for s in samples if "skipped" in s]
+    assert len(skipped) == 1 and skipped[0]["skipped"] == (str(bad),)  # then never drawn
+    batch = collate_samples(samples[:4] + skipped)
+    assert batch["skipped"] == [str(bad)]
+    assert ds.unreadable == {bad}
+
+
+def test_a_run_of_failures_raises_naming_the_files(tmp_path, eurosat_dir):
+    data = sorted(eurosat_dir.rglob("*.tif"))[0].read_bytes()
+    bad = tmp_path / "truncated.tif"
+    bad.write_bytes(data[: len(data) // 2])
+    ds = RandomWindowDataset([bad], size=64, length=3, card="eurosat_ms", max_failures=3)
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="truncated.tif"):
+        ds[0]

@@ -41,7 +41,9 @@ def run(tmp_path_factory):
 def test_a_run_leaves_config_checkpoints_logs_and_figures(run):
     version = run / "logs" / "version_0"
     assert (version / "config.yaml").is_file()  # the resolved configuration
-    assert (version / "metrics.csv").is_file()
+    header = (version / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss_epoch", "val/loss", "train/skipped_reads",
+            "train/samples_per_s"} <= set(header)
     assert list((run / "tensorboard" / "version_0").glob("events.out.tfevents.*"))
     ckpts = {p.name for p in (version / "checkpoints").glob("*.ckpt")}
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
