@@ -47,3 +47,16 @@ def test_encoder_benchmark_records_a_configuration_that_ran_out_of_time(tmp_path
     done = _encoders("--timeout-s", "0.5", "--only", "joint")
     assert done.returncode == 0, done.stderr
     assert "stopped after 0 s" in done.stdout
+
+
+def test_pretrain_benchmark_quick_run_records_its_table(tmp_path):
+    report = tmp_path / "benchmarks.md"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pretrain.py"), "--quick", "--record",
+         str(report)], capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    text = report.read_text()
+    assert "<!-- pretrain:begin -->" in text
+    row = [ln for ln in text.splitlines() if ln.startswith("| LESS ViT-Ti depth 1")]
+    assert len(row) == 1 and "| - |" not in row[0]
