@@ -214,10 +214,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(argv: Sequence[str]) -> int:
-    """LightningCLI over :class:`MAEPretrainTask` and :class:`PretrainDataModule`."""
+    """LightningCLI over :class:`MAEPretrainTask` and any data module the config names
+    (``data.class_path``: :class:`~geofm.data.datamodules.PretrainDataModule` for files,
+    :class:`~geofm.data.torchgeo_io.TorchGeoPretrainDataModule` for torchgeo datasets)."""
+    from lightning.pytorch import LightningDataModule
     from lightning.pytorch.cli import LightningCLI
 
-    from geofm.data.datamodules import PretrainDataModule
     from geofm.tasks.mae import MAEPretrainTask
 
     class PretrainCLI(LightningCLI):
@@ -230,7 +232,8 @@ def cmd_pretrain(argv: Sequence[str]) -> int:
         # holds more than the args given, which is always the case here
         warnings.filterwarnings("ignore", message=".*args parameter is intended")
         cli = PretrainCLI(
-            MAEPretrainTask, PretrainDataModule, args=list(argv), run=False,
+            MAEPretrainTask, LightningDataModule, subclass_mode_data=True, args=list(argv),
+            run=False,
             seed_everything_default=0, save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "geofm pretrain",
                            "description": "Masked-autoencoder pretraining of LESS ViT."},
@@ -329,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = err.args[0] if isinstance(err, KeyError) and err.args else err
             print(f"geofm pretrain: error: {message}", file=sys.stderr)
             return 2
+        except SystemExit as done:  # --help, --print_config, or a config the parser refused
+            return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

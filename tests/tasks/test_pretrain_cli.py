@@ -1,5 +1,6 @@
 """`geofm pretrain` end to end on the bundled samples with a tiny model; export and resume."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ def _config(root: Path, epochs: int = 2) -> Path:
     quick = yaml.safe_load((REPO / "configs" / "pretrain" / "quickstart.yaml").read_text())
     quick["model"].update(model_kwargs={"depth": 1, "rank": 2}, decoder_dim=32,
                           decoder_depth=1, decoder_heads=2)
-    quick["data"].update(batch_size=3, val_windows=3, sources=[
+    quick["data"]["init_args"].update(batch_size=3, val_windows=3, sources=[
         {"path": "samples/eurosat_ms", "card": "eurosat_ms", "size": 64, "windows": 6},
         {"path": "samples/salinas_a/SalinasA_corrected.hdr", "card": "salinas_a",
          "size": 32, "windows": 3},
@@ -140,10 +141,41 @@ def test_geotiff_folder_config_runs_two_steps_on_the_bundled_landsat(tmp_path):
     assert main(["pretrain", "--config", str(REPO / "configs/pretrain/geotiff_folder.yaml"),
                  "--model.model", "less_vit_tiny", "--model.model_kwargs", "{depth: 1}",
                  "--model.decoder_dim", "32", "--model.decoder_depth", "1",
-                 "--model.decoder_heads", "2", "--data.batch_size", "2",
-                 "--data.num_workers", "0", "--trainer.max_steps", "2",
+                 "--model.decoder_heads", "2", "--data.init_args.batch_size", "2",
+                 "--data.init_args.num_workers", "0", "--trainer.max_steps", "2",
                  "--trainer.limit_val_batches", "1", "--trainer.precision", "32-true",
                  "--trainer.enable_progress_bar", "false",
                  "--trainer.default_root_dir", str(tmp_path),
                  "--trainer.logger", "false", "--trainer.callbacks", "[]",
                  "--trainer.enable_checkpointing", "false"]) == 0
+
+
+def test_ssl4eo_config_runs_two_steps_on_a_generated_tree_of_the_same_layout(tmp_path):
+    sys.path.insert(0, str(REPO / "datasets" / "scripts"))
+    from make_ssl4eo_fixture import write_fixture
+
+    root = write_fixture(tmp_path / "ssl4eo", locations=3, seasons=2)
+    assert main(["pretrain", "--config", str(REPO / "configs/pretrain/less_vit_b_ssl4eo.yaml"),
+                 "--print_config"]) == 0  # parses as written (8 GPUs, bf16, DDP)
+    args = ["pretrain", "--config", str(REPO / "configs/pretrain/less_vit_b_ssl4eo.yaml"),
+            "--data.init_args.dataset_kwargs", f"{{root: {root}, split: s2c, seasons: 2}}",
+            "--data.init_args.val_samples", "1", "--data.init_args.batch_size", "2",
+            "--data.init_args.num_workers", "0", "--data.init_args.crop", "64",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            "--trainer.strategy", "auto", "--trainer.precision", "32-true",
+            "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+            "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
+            "--trainer.default_root_dir", str(tmp_path / "run")]
+    assert main(args) == 2  # the tree has 3 locations; torchgeo says 251,079
+    assert main([*args, "--data.init_args.num_samples", "3"]) == 0
+
+
+def test_a_missing_ssl4eo_root_says_how_to_get_it(tmp_path, capsys):
+    assert main(["pretrain", "--config", str(REPO / "configs/pretrain/less_vit_b_ssl4eo.yaml"),
+                 "--data.init_args.dataset_kwargs", f"{{root: {tmp_path}, split: s2c}}",
+                 "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+                 "--trainer.strategy", "auto", "--trainer.logger", "false",
+                 "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
+                 "--trainer.default_root_dir", str(tmp_path / "run")]) == 2
+    assert "download" in capsys.readouterr().err
