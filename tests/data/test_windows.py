@@ -121,3 +121,24 @@ def test_a_run_of_failures_raises_naming_the_files(tmp_path, eurosat_dir):
     ds = RandomWindowDataset([bad], size=64, length=3, card="eurosat_ms", max_failures=3)
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="truncated.tif"):
         ds[0]
+
+
+def test_pretraining_data_without_statistics_says_how_to_get_them():
+    from geofm.data.datamodules import PretrainDataModule
+
+    dm = PretrainDataModule([{"path": "samples/landsat_rgb", "card": "s2_l1c_t33uuu"}])
+    with pytest.raises(ValueError, match=r"no normalisation statistics.*geofm stats"):
+        dm._transforms("s2_l1c_t33uuu", train=True)
+
+
+def test_pretraining_sources_that_do_not_exist_are_named(tmp_path):
+    from geofm.data.datamodules import PretrainDataModule
+
+    dm = PretrainDataModule([{"path": str(tmp_path / "nowhere"), "card": "eurosat_ms"}])
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        dm.setup()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    dm = PretrainDataModule([{"path": str(empty), "card": "eurosat_ms"}])
+    with pytest.raises(FileNotFoundError, match="no GeoTIFF, JPEG 2000 or ENVI"):
+        dm.setup()

@@ -137,13 +137,13 @@ def test_pretrain_report_compares_the_run_with_random_init(run, tmp_path, eurosa
     assert refused.returncode != 0 and "used in pretraining" in refused.stderr
 
 
-def test_geotiff_folder_config_runs_two_steps_on_the_bundled_landsat(tmp_path):
+def test_geotiff_folder_config_runs_two_bf16_steps_on_the_bundled_landsat(tmp_path):
     assert main(["pretrain", "--config", str(REPO / "configs/pretrain/geotiff_folder.yaml"),
                  "--model.model", "less_vit_tiny", "--model.model_kwargs", "{depth: 1}",
                  "--model.decoder_dim", "32", "--model.decoder_depth", "1",
                  "--model.decoder_heads", "2", "--data.init_args.batch_size", "2",
                  "--data.init_args.num_workers", "0", "--trainer.max_steps", "2",
-                 "--trainer.limit_val_batches", "1", "--trainer.precision", "32-true",
+                 "--trainer.limit_val_batches", "1", "--trainer.precision", "bf16-mixed",
                  "--trainer.enable_progress_bar", "false",
                  "--trainer.default_root_dir", str(tmp_path),
                  "--trainer.logger", "false", "--trainer.callbacks", "[]",
