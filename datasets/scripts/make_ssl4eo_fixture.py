@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Write a tiny SSL4EO-S12 Sentinel-2 L1C tree with torchgeo's file layout, for tests.
+"""Write a tiny SSL4EO-S12 tree (Sentinel-2 L1C and Sentinel-1) with torchgeo's layout.
 
 SSL4EO-S12 is 1.5 TB and cannot ship; this writes ``<root>/s2c/<7-digit location>/
 <acquisition>/B1.tif ... B12.tif`` (13 single-band uint16 GeoTIFFs of 264 x 264 px at 10 m,
-values drawn around the dataset's band means) so that ``torchgeo.datasets.SSL4EOS12`` and
+values drawn around the dataset's band means) and ``<root>/s1/<location>/<acquisition>/
+VV.tif, VH.tif`` (float32 backscatter in dB), so that ``torchgeo.datasets.SSL4EOS12`` and
 geofm's pretraining config read it exactly as they would read the real data.
 
 Usage: python datasets/scripts/make_ssl4eo_fixture.py ROOT [--locations 4] [--seasons 1]
@@ -21,6 +22,7 @@ from rasterio.transform import from_origin
 BANDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
 MEANS = [1606, 1391, 1315, 1364, 1549, 2092, 2372, 2300, 2560, 830, 22, 2177, 1524]
 SIZE = 264
+S1_BANDS = {"VV": (-12.5, 5.3), "VH": (-20.2, 5.9)}  # dB, mean and spread
 
 
 def write_fixture(root: Path, locations: int = 4, seasons: int = 1, seed: int = 0) -> Path:
@@ -32,11 +34,21 @@ def write_fixture(root: Path, locations: int = 4, seasons: int = 1, seed: int = 
             transform = from_origin(600000 + 3000 * loc, 5300000, 10, 10)
             for band, mean in zip(BANDS, MEANS, strict=True):
                 data = rng.normal(mean, 0.3 * mean + 5, (SIZE, SIZE)).clip(0, 65535)
-                with rasterio.open(folder / f"{band}.tif", "w", driver="GTiff", width=SIZE,
-                                   height=SIZE, count=1, dtype="uint16", crs="EPSG:32632",
-                                   transform=transform) as dst:
-                    dst.write(data.astype(np.uint16), 1)
+                _write(folder / f"{band}.tif", data.astype(np.uint16), transform)
+            s1 = root / "s1" / f"{loc:07d}" / (
+                f"S1A_IW_GRDH_1SDV_2021{3 * s + 1:02d}15T053129_2021{3 * s + 1:02d}15T053154_"
+                "036998_045A8B_1F3C")
+            s1.mkdir(parents=True, exist_ok=True)
+            for band, (mean, spread) in S1_BANDS.items():
+                data = rng.normal(mean, spread, (SIZE, SIZE)).astype(np.float32)
+                _write(s1 / f"{band}.tif", data, transform)
     return root
+
+
+def _write(path: Path, data: np.ndarray, transform) -> None:
+    with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=1,
+                       dtype=data.dtype.name, crs="EPSG:32632", transform=transform) as dst:
+        dst.write(data, 1)
 
 
 def main() -> None:

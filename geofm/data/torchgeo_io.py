@@ -3,14 +3,15 @@
 torchgeo's non-geo datasets return ``{"image": (k*C, H, W), ...}`` without band names, and
 multi-season datasets stack ``k`` seasons along the channels. :class:`TorchGeoSamples`
 takes one season at random (the LESS ViT recipe on SSL4EO-S12: "one random season"), names
-the bands, wavelengths and GSD from a geofm dataset card and crops; the data module builds
-the torchgeo dataset from its dotted class path, so a config can name any of them.
+the bands, wavelengths and GSD from geofm dataset cards, joins index-aligned datasets band
+by band (SSL4EO-S12's Sentinel-2 and Sentinel-1 splits) and crops; the data module builds
+the torchgeo datasets from their dotted class paths, so a config can name any of them.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -34,37 +35,55 @@ def import_class(path: str) -> type:
 
 
 class TorchGeoSamples(Dataset):
-    """A torchgeo dataset's samples as geofm samples.
+    """Samples of one or more index-aligned torchgeo datasets as geofm samples.
 
     Args:
-        dataset: the torchgeo dataset (``sample["image"]``: (k * C, H, W)).
-        card: geofm dataset card of its bands, in the dataset's channel order.
-        crop: random crop side in pixels (None: whole images).
+        parts: ``(dataset, card)`` pairs; item ``i`` of every dataset shows the same place
+            (SSL4EO-S12's ``s2c`` and ``s1`` splits do). Their bands are joined in order,
+            each named by its card (in the dataset's channel order).
+        crop: random crop side in pixels, the same window for every band (None: whole).
         transforms: applied after the crop (normalisation, flips).
+
+    A dataset whose image stacks k seasons (k * C channels) contributes one of them, drawn
+    at random, as in the LESS ViT recipe ("one random season").
     """
 
-    def __init__(self, dataset: Dataset, card: str, crop: int | None = None,
+    def __init__(self, parts: Sequence[tuple[Dataset, str]], crop: int | None = None,
                  transforms: Callable[[Sample], Sample] | None = None) -> None:
         from geofm.data.transforms import RandomCrop
 
-        self.dataset, self.card = dataset, as_dataset_card(card)
+        if not parts:
+            raise ValueError("TorchGeoSamples needs at least one dataset")
+        self.parts = [(dataset, as_dataset_card(card)) for dataset, card in parts]
+        lengths = {len(dataset) for dataset, _ in self.parts}
+        if len(lengths) > 1:
+            raise ValueError(f"paired datasets differ in length: {sorted(lengths)}")
         self.crop = RandomCrop(crop) if crop else None
         self.transforms = transforms
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.parts[0][0])
 
-    def __getitem__(self, index: int) -> Sample:
-        image = torch.as_tensor(self.dataset[index]["image"]).float()
-        bands = len(self.card.bands)
+    def _season(self, dataset: Dataset, card, index: int) -> torch.Tensor:
+        image = torch.as_tensor(dataset[index]["image"]).float()
+        bands = len(card.bands)
         if image.ndim != 3 or image.shape[0] % bands:
-            raise ValueError(f"{type(self.dataset).__name__}[{index}] has an image of shape "
-                             f"{tuple(image.shape)}, not a whole number of {self.card.name}'s "
+            raise ValueError(f"{type(dataset).__name__}[{index}] has an image of shape "
+                             f"{tuple(image.shape)}, not a whole number of {card.name}'s "
                              f"{bands} bands")
         seasons = image.shape[0] // bands
         k = int(torch.randint(seasons, ())) if seasons > 1 else 0
-        sample = make_sample(image[k * bands:(k + 1) * bands], self.card.wavelengths_nm,
-                             self.card.gsd_m, self.card.band_names)
+        return image[k * bands:(k + 1) * bands]
+
+    def __getitem__(self, index: int) -> Sample:
+        images = [self._season(dataset, card, index) for dataset, card in self.parts]
+        shapes = {tuple(im.shape[1:]) for im in images}
+        if len(shapes) > 1:
+            raise ValueError(f"paired images of item {index} differ in size: {sorted(shapes)}")
+        cards = [card for _, card in self.parts]
+        sample = make_sample(torch.cat(images),
+                             [w for c in cards for w in c.wavelengths_nm],
+                             cards[0].gsd_m, [b for c in cards for b in c.band_names])
         if self.crop is not None:
             sample = self.crop(sample)
         return self.transforms(sample) if self.transforms else sample
@@ -77,6 +96,9 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
         dataset_class: dotted path of the torchgeo dataset class.
         dataset_kwargs: its keyword arguments (``root``, ``split``, ``download`` ...).
         card: geofm dataset card of its bands (for SSL4EO-S12 L1C: ``ssl4eo_s12_l1c``).
+        paired: more datasets whose bands join the first's, item by item, each a dict with
+            ``dataset_kwargs``, ``card`` and optionally ``dataset_class`` (default: the
+            first's); for SSL4EO-S12, the ``s1`` split with card ``ssl4eo_s12_s1``.
         crop: random crop side (the paper: 128).
         num_samples: use the first ``num_samples`` items (default: all).
         val_samples: items kept apart at the end for validation.
@@ -84,7 +106,8 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
     """
 
     def __init__(self, dataset_class: str, dataset_kwargs: dict[str, Any] | None = None,
-                 card: str = "ssl4eo_s12_l1c", crop: int | None = 128,
+                 card: str = "ssl4eo_s12_l1c", paired: list[dict[str, Any]] | None = None,
+                 crop: int | None = 128,
                  num_samples: int | None = None, val_samples: int = 0, batch_size: int = 8,
                  num_workers: int = 0, flips: bool = True, seed: int = 0) -> None:
         super().__init__()
@@ -92,10 +115,17 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.dataset_class, self.dataset_kwargs = dataset_class, dict(dataset_kwargs or {})
         self.card, self.crop = card, crop
+        self.paired = [dict(p) for p in (paired or [])]
+        for p in self.paired:
+            if "card" not in p:
+                raise ValueError(f"a paired dataset needs a card: {p}")
         self.num_samples, self.val_samples = num_samples, val_samples
         self.batch_size, self.num_workers = batch_size, num_workers
         self.flips, self.seed = flips, seed
         self.parts: dict[str, Dataset] = {}
+
+    def _cards(self) -> list[str]:
+        return [self.card] + [p["card"] for p in self.paired]
 
     def _transforms(self, train: bool):
         from geofm.data.transforms import (
@@ -105,32 +135,47 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
             RandomVerticalFlip,
         )
 
-        steps = [MAEScaleNormalize.from_card(self.card)]
+        mean, std = [], []
+        for name in self._cards():
+            card = as_dataset_card(name)
+            if card.mean is None or card.std is None:
+                raise ValueError(f"card {name!r} has no normalisation statistics; add them "
+                                 "to the card (`geofm stats` computes them from files)")
+            mean += list(card.mean)
+            std += list(card.std)
+        steps = [MAEScaleNormalize(mean, std)]
         if train and self.flips:
             steps += [RandomHorizontalFlip(), RandomVerticalFlip()]
         return Compose(steps)
 
-    def setup(self, stage: str | None = None) -> None:
-        cls = import_class(self.dataset_class)
+    @staticmethod
+    def _build(dataset_class: str, kwargs: dict[str, Any]) -> Dataset:
+        cls = import_class(dataset_class)
         try:
-            dataset = cls(**self.dataset_kwargs)
+            return cls(**kwargs)
         except Exception as err:  # torchgeo's DatasetNotFoundError says what to do
             if type(err).__name__ == "DatasetNotFoundError":
                 raise FileNotFoundError(str(err)) from None
             raise
-        total = len(dataset) if self.num_samples is None else min(self.num_samples,
-                                                                   len(dataset))
+
+    def setup(self, stage: str | None = None) -> None:
+        datasets = [self._build(self.dataset_class, self.dataset_kwargs)]
+        datasets += [self._build(p.get("dataset_class", self.dataset_class),
+                                 p.get("dataset_kwargs", {})) for p in self.paired]
+        total = len(datasets[0]) if self.num_samples is None else min(self.num_samples,
+                                                                       len(datasets[0]))
         if self.val_samples >= total:
             raise ValueError(f"val_samples={self.val_samples} leaves nothing of {total} to "
                              "train on")
-        train_idx = range(total - self.val_samples)
-        val_idx = range(total - self.val_samples, total)
-        self.parts = {
-            "train": TorchGeoSamples(Subset(dataset, train_idx), self.card, self.crop,
-                                     self._transforms(True)),
-            "val": TorchGeoSamples(Subset(dataset, val_idx), self.card, self.crop,
-                                   self._transforms(False)),
-        }
+        cards = self._cards()
+
+        def part(indices, train):
+            return TorchGeoSamples([(Subset(d, indices), c) for d, c in
+                                    zip(datasets, cards, strict=True)],
+                                   self.crop, self._transforms(train))
+
+        self.parts = {"train": part(range(total - self.val_samples), True),
+                      "val": part(range(total - self.val_samples, total), False)}
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         if part not in self.parts:
@@ -148,5 +193,6 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
     def data_config(self) -> list[dict[str, Any]]:
         from geofm.data.datamodules import PretrainSource, pretrain_data_config
 
-        return pretrain_data_config([PretrainSource(path=str(self.dataset_kwargs.get("root")),
-                                                    card=self.card, size=self.crop or 0)])
+        return pretrain_data_config([
+            PretrainSource(path=str(self.dataset_kwargs.get("root")), card=card,
+                           size=self.crop or 0) for card in self._cards()])

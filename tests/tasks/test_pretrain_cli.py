@@ -159,6 +159,8 @@ def test_ssl4eo_config_runs_two_steps_on_a_generated_tree_of_the_same_layout(tmp
                  "--print_config"]) == 0  # parses as written (8 GPUs, bf16, DDP)
     args = ["pretrain", "--config", str(REPO / "configs/pretrain/less_vit_b_ssl4eo.yaml"),
             "--data.init_args.dataset_kwargs", f"{{root: {root}, split: s2c, seasons: 2}}",
+            "--data.init_args.paired",
+            f"[{{dataset_kwargs: {{root: {root}, split: s1, seasons: 2}}, card: ssl4eo_s12_s1}}]",
             "--data.init_args.val_samples", "1", "--data.init_args.batch_size", "2",
             "--data.init_args.num_workers", "0", "--data.init_args.crop", "64",
             "--trainer.accelerator", "cpu", "--trainer.devices", "1",
@@ -174,6 +176,7 @@ def test_ssl4eo_config_runs_two_steps_on_a_generated_tree_of_the_same_layout(tmp
 def test_a_missing_ssl4eo_root_says_how_to_get_it(tmp_path, capsys):
     assert main(["pretrain", "--config", str(REPO / "configs/pretrain/less_vit_b_ssl4eo.yaml"),
                  "--data.init_args.dataset_kwargs", f"{{root: {tmp_path}, split: s2c}}",
+                 "--data.init_args.paired", "[]",
                  "--trainer.accelerator", "cpu", "--trainer.devices", "1",
                  "--trainer.strategy", "auto", "--trainer.logger", "false",
                  "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
