@@ -213,7 +213,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pretrain(argv: Sequence[str]) -> int:
+def prepare_pretrain(argv: Sequence[str]):
     """LightningCLI over :class:`MAEPretrainTask` and any data module the config names
     (``data.class_path``: :class:`~geofm.data.datamodules.PretrainDataModule` for files,
     :class:`~geofm.data.torchgeo_io.TorchGeoPretrainDataModule` for torchgeo datasets)."""
@@ -242,8 +242,8 @@ def cmd_pretrain(argv: Sequence[str]) -> int:
     if ckpt_path and not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
     _check_writable(cli.trainer)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
-    return 0
+    cli.datamodule.setup("fit")  # missing or unusable data is reported before training
+    return cli, ckpt_path
 
 
 def _check_writable(trainer) -> None:
@@ -327,13 +327,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pretrain"]:
         try:
-            return cmd_pretrain(argv[1:])
+            cli, ckpt_path = prepare_pretrain(argv[1:])
         except (FileNotFoundError, ValueError, KeyError, PermissionError) as err:
             message = err.args[0] if isinstance(err, KeyError) and err.args else err
             print(f"geofm pretrain: error: {message}", file=sys.stderr)
             return 2
         except SystemExit as done:  # --help, --print_config, or a config the parser refused
             return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+        # errors from here on come with their traceback: they are not configuration errors
+        # (data problems at setup still raise FileNotFoundError/ValueError naming the file)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        return 0
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

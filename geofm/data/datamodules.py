@@ -26,7 +26,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from geofm.data.cards import DatasetCard, as_dataset_card
 from geofm.data.datasets import (
@@ -302,6 +302,8 @@ class PretrainDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         seed: seed of the window draws and of the batch order.
 
+    Each epoch draws new windows and a new batch order. For several processes (DDP) run the
+    trainer with ``use_distributed_sampler: false``: the batch sampler shards itself.
     Windows are normalised with the card's statistics as in the LESS ViT recipe
     (:class:`~geofm.data.transforms.MAEScaleNormalize`); a card without statistics is
     refused with a message saying how to compute them (``geofm stats``).
@@ -340,6 +342,8 @@ class PretrainDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         from geofm.data.windows import RandomWindowDataset
 
+        if self.parts:  # already set up (geofm pretrain checks the data before fit)
+            return
         train, val = [], []
         for k, src in enumerate(self.sources):
             files = _source_files(src.path)
@@ -356,14 +360,15 @@ class PretrainDataModule(L.LightningDataModule):
         self.parts = {"train": train, "val": val}
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        from geofm.data.windows import BandSetBatchSampler
+        from geofm.data.windows import BandSetBatchSampler, EpochConcatDataset
 
         if part not in self.parts:
             raise RuntimeError(f"no {part} data yet: call setup() first")
         datasets = self.parts[part]
         sampler = BandSetBatchSampler.for_datasets(datasets, batch_size=self.batch_size,
-                                                   shuffle=shuffle, seed=self.seed)
-        return DataLoader(ConcatDataset(datasets), batch_sampler=sampler,
+                                                   shuffle=shuffle, seed=self.seed,
+                                                   with_epoch=True)
+        return DataLoader(EpochConcatDataset(datasets), batch_sampler=sampler,
                           num_workers=self.num_workers, collate_fn=collate_samples,
                           persistent_workers=self.num_workers > 0)
 

@@ -159,6 +159,8 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
             raise
 
     def setup(self, stage: str | None = None) -> None:
+        if self.parts:  # already set up (geofm pretrain checks the data before fit)
+            return
         datasets = [self._build(self.dataset_class, self.dataset_kwargs)]
         datasets += [self._build(p.get("dataset_class", self.dataset_class),
                                  p.get("dataset_kwargs", {})) for p in self.paired]

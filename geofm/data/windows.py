@@ -9,6 +9,7 @@ sensors (say 13-band Sentinel-2 and 204-band AVIRIS) are mixed within one run.
 
 from __future__ import annotations
 
+import bisect
 import os
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -24,7 +25,8 @@ from geofm.data.hyperspectral import open_envi, read_envi_header
 from geofm.data.readers import RASTER_SUFFIXES, open_dataset, open_raster
 from geofm.data.sample import Sample
 
-__all__ = ["RandomWindowDataset", "BandSetBatchSampler", "scene_header", "scene_shape"]
+__all__ = ["RandomWindowDataset", "BandSetBatchSampler", "EpochConcatDataset", "scene_header",
+           "scene_shape"]
 
 PathLike = str | os.PathLike
 Transform = Callable[[Sample], Sample]
@@ -110,6 +112,19 @@ class RandomWindowDataset(Dataset):
                                 float)
         self._weights = self._counts / self._counts.sum()
         self.unreadable: set[Path] = set()
+        # one read now, so that a configuration error (a card that does not fit, no
+        # wavelengths) fails here rather than being taken for unreadable files mid-run
+        failed = []
+        for path in self.paths:
+            try:
+                self._read(path, (0, 0, size, size))
+                break
+            except (RasterioError, OSError, ValueError) as err:
+                failed.append((path, err))
+        else:
+            raise failed[0][1]
+        for path, err in failed:
+            self._mark_unreadable(path, err)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -117,12 +132,15 @@ class RandomWindowDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def window(self, index: int, attempt: int = 0) -> tuple[Path, tuple[int, int, int, int]]:
-        """The scene and ``(col_off, row_off, width, height)`` of window ``index``
-        (``attempt`` > 0: the replacement drawn after that many failed reads)."""
+    def window(self, index: int, attempt: int = 0, epoch: int | None = None
+               ) -> tuple[Path, tuple[int, int, int, int]]:
+        """The scene and ``(col_off, row_off, width, height)`` of window ``index`` in
+        ``epoch`` (default: :attr:`epoch`); ``attempt`` > 0: the replacement drawn after
+        that many failed reads."""
         if not 0 <= index < self.length:
             raise IndexError(f"window {index} of {self.length}")
-        rng = np.random.default_rng([self.seed, self.epoch, index, attempt])
+        epoch = self.epoch if epoch is None else epoch
+        rng = np.random.default_rng([self.seed, epoch, index, attempt])
         k = int(rng.choice(len(self.paths), p=self._weights))
         h, w = self.shapes[k]
         row = int(rng.integers(0, h - self.size + 1))
@@ -134,10 +152,14 @@ class RandomWindowDataset(Dataset):
             return open_envi(path, window=window, card=self.card)
         return open_raster(path, window=window, card=self.card)
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, item: int | tuple[int, int]) -> Sample:
+        """``item``: an index (this dataset's epoch) or ``(epoch, index)``, which is how
+        :class:`BandSetBatchSampler` addresses it, so that DataLoader workers, each with its
+        own copy of the dataset, still draw the epoch's windows."""
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         skipped: list[str] = []
         for attempt in range(self.max_failures):
-            path, window = self.window(index, attempt)
+            path, window = self.window(index, attempt, epoch)
             if path in self.unreadable:
                 continue
             try:
@@ -166,7 +188,33 @@ class RandomWindowDataset(Dataset):
                 f"{self.size} px)")
 
 
-class BandSetBatchSampler(Sampler[list[int]]):
+class EpochConcatDataset(ConcatDataset):
+    """A :class:`~torch.utils.data.ConcatDataset` addressed by ``(epoch, index)`` as well as
+    by index; datasets that draw per epoch (:class:`RandomWindowDataset`) get the epoch."""
+
+    def __getitem__(self, item):
+        epoch, index = item if isinstance(item, tuple) else (None, item)
+        if index < 0:
+            index += len(self)
+        k = bisect.bisect_right(self.cumulative_sizes, index)
+        local = index - (self.cumulative_sizes[k - 1] if k else 0)
+        dataset = self.datasets[k]
+        if epoch is not None and isinstance(dataset, RandomWindowDataset):
+            return dataset[(epoch, local)]
+        return dataset[local]
+
+
+class _EpochHook:
+    """Lightning calls ``set_epoch`` on ``loader.batch_sampler.sampler``; this forwards it."""
+
+    def __init__(self, owner: BandSetBatchSampler) -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
+class BandSetBatchSampler(Sampler[list]):
     """Batches of indices that share one band set.
 
     Args:
@@ -175,13 +223,16 @@ class BandSetBatchSampler(Sampler[list[int]]):
         batch_size: indices per batch.
         shuffle: shuffle within each band set and the order of the batches.
         drop_last: drop each band set's last, incomplete batch.
-        seed: the shuffle is drawn from ``(seed, epoch)``; call :meth:`set_epoch` (Lightning
-            does, and the sampler passes the epoch on to datasets that draw per epoch).
+        seed: the shuffle is drawn from ``(seed, epoch)``; Lightning calls :meth:`set_epoch`
+            each epoch (through ``.sampler``).
         num_replicas, rank: for distributed training, each of ``num_replicas`` processes
             takes every ``num_replicas``-th batch of the same shuffled list, all processes the
             same number; by default read from ``torch.distributed`` when it is initialised.
-            (Run the trainer with ``use_distributed_sampler: false`` so Lightning leaves this
-            sampler in place.)
+            Run the trainer with ``use_distributed_sampler: false`` so that Lightning leaves
+            this sampler in place.
+        with_epoch: yield ``(epoch, index)`` pairs instead of indices, for an
+            :class:`EpochConcatDataset`, so that every epoch draws new windows even in
+            persistent DataLoader workers.
 
     Each band set is cut into its own batches, then all batches are interleaved, so an epoch
     sees every sensor throughout rather than one after another.
@@ -189,7 +240,12 @@ class BandSetBatchSampler(Sampler[list[int]]):
 
     def __init__(self, keys: Sequence[Hashable], batch_size: int, shuffle: bool = True,
                  drop_last: bool = False, seed: int = 0, num_replicas: int | None = None,
-                 rank: int | None = None, datasets: Sequence[Dataset] = ()) -> None:
+                 rank: int | None = None, with_epoch: bool = False) -> None:
+        if isinstance(keys, Sampler) or not isinstance(keys, Sequence):
+            raise TypeError(
+                "BandSetBatchSampler takes the band-set key of every index, not a sampler; "
+                "it shards batches across processes itself, so run the trainer with "
+                "use_distributed_sampler=False (trainer.use_distributed_sampler: false)")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         groups: dict[Hashable, list[int]] = {}
@@ -199,7 +255,7 @@ class BandSetBatchSampler(Sampler[list[int]]):
             raise ValueError("BandSetBatchSampler needs at least one index")
         self.groups = list(groups.values())
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.epoch = seed, 0
+        self.seed, self.epoch, self.with_epoch = seed, 0, with_epoch
         if num_replicas is None or rank is None:
             distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
             num_replicas = torch.distributed.get_world_size() if distributed else 1
@@ -207,7 +263,7 @@ class BandSetBatchSampler(Sampler[list[int]]):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.num_replicas, self.rank = num_replicas, rank
-        self.datasets = list(datasets)
+        self.sampler = _EpochHook(self)
 
     @classmethod
     def for_datasets(cls, datasets: ConcatDataset | Sequence[Dataset], **kwargs
@@ -215,13 +271,10 @@ class BandSetBatchSampler(Sampler[list[int]]):
         """One band set per dataset of a concatenation (each dataset holds one band set)."""
         parts = datasets.datasets if isinstance(datasets, ConcatDataset) else datasets
         keys = [k for k, ds in enumerate(parts) for _ in range(len(ds))]
-        return cls(keys, datasets=parts, **kwargs)
+        return cls(keys, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        for dataset in self.datasets:
-            if callable(getattr(dataset, "set_epoch", None)):
-                dataset.set_epoch(epoch)
 
     def _batches(self) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -241,8 +294,9 @@ class BandSetBatchSampler(Sampler[list[int]]):
             batches = batches[self.rank::self.num_replicas][:share]
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
+    def __iter__(self) -> Iterator[list]:
+        for batch in self._batches():
+            yield [(self.epoch, i) for i in batch] if self.with_epoch else batch
 
     def __len__(self) -> int:
         if self.drop_last:

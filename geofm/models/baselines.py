@@ -156,8 +156,9 @@ class StackedViT(_FullAttentionEncoder):
         p = self.patch_size
         patches = image.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
         x = self.patch_embed(patches.reshape(B, (H // p) * (W // p), C * p * p))
-        x = x + grid_sincos_2d(self.grid_size(image, p), gsd, self.embed_dim).to(x.dtype)
-        x = torch.cat([self.cls_token[:, 0].to(x.dtype).expand(B, 1, -1), x], dim=1)
+        dtype = torch.promote_types(x.dtype, self.cls_token.dtype)  # float32 under autocast
+        x = x.to(dtype) + grid_sincos_2d(self.grid_size(image, p), gsd, self.embed_dim).to(dtype)
+        x = torch.cat([self.cls_token[:, 0].to(dtype).expand(B, 1, -1), x], dim=1)
         return self.pos_drop(x[:, None]), None
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "sincos_1d",
     "grid_sincos_2d",
     "positional_channel_embedding",
+    "positional_channel_parts",
     "radar_bands",
 ]
 
@@ -73,6 +74,23 @@ def grid_sincos_2d(grid_hw: tuple[int, int], gsd_m: torch.Tensor, dim: int) -> t
     return code.reshape(gsd.shape[0], h * w, dim)
 
 
+def positional_channel_parts(
+    wavelengths_nm: torch.Tensor, grid_hw: tuple[int, int], gsd_m: torch.Tensor, dim: int,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two halves of :func:`positional_channel_embedding`, ready to broadcast-add:
+    ``pos / 2`` as (B, 1, N+1, dim) and ``chan / 2`` as (1, C+1, 1, dim), in ``dtype``.
+
+    Adding them to the token grid one after the other never builds the full
+    (B, C+1, N+1, dim) table (gigabytes at hundreds of bands).
+    """
+    pos = grid_sincos_2d(grid_hw, gsd_m, dim)  # (B, N, D)
+    chan = sincos_1d(wavelengths_nm, dim)  # (C, D)
+    pos = torch.cat([pos.new_zeros(pos.shape[0], 1, dim), pos], dim=1) / 2
+    chan = torch.cat([chan.new_zeros(1, dim), chan], dim=0) / 2
+    return pos[:, None].to(dtype), chan[None, :, None].to(dtype)
+
+
 def positional_channel_embedding(
     wavelengths_nm: torch.Tensor, grid_hw: tuple[int, int], gsd_m: torch.Tensor, dim: int
 ) -> torch.Tensor:
@@ -83,13 +101,10 @@ def positional_channel_embedding(
     Slot ``[c, n]`` gets ``(chan[c] + pos[n]) / 2`` where ``chan[0]`` and ``pos[0]`` (the CLS
     indices) are zero: the global CLS at ``[0, 0]`` gets zeros, a channel-CLS ``[0, n]`` keeps
     half its patch's position code and a spatial-CLS ``[c, 0]`` half its band's code, as in
-    the authors' implementation.
+    the authors' implementation. Models add :func:`positional_channel_parts` instead.
     """
-    pos = grid_sincos_2d(grid_hw, gsd_m, dim)  # (B, N, D)
-    chan = sincos_1d(wavelengths_nm, dim)  # (C, D)
-    pos = torch.cat([pos.new_zeros(pos.shape[0], 1, dim), pos], dim=1)
-    chan = torch.cat([chan.new_zeros(1, dim), chan], dim=0)
-    return (pos[:, None, :, :] + chan[None, :, None, :]) / 2
+    pos, chan = positional_channel_parts(wavelengths_nm, grid_hw, gsd_m, dim)
+    return pos + chan
 
 
 def _patches(image: torch.Tensor, patch_size: int) -> torch.Tensor:

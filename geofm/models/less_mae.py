@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .embeddings import positional_channel_embedding
+from .embeddings import positional_channel_parts
 from .encoder import drop_path_rates, init_weights
 from .less_vit import LayerNorm, LESSBlock, LESSViT, by_modality, perception_field_mask
 
@@ -181,7 +181,8 @@ class LESSMAE(nn.Module):
         Dd = y.shape[-1]
         rows = torch.arange(C + 1, device=y.device)[None, :, None, None]
         cols = torch.arange(N + 1, device=y.device)[None, None, :, None]
-        dtype = y.dtype
+        dtype = torch.promote_types(y.dtype, self.mask_token.dtype)  # float32 under autocast
+        y = y.to(dtype)
         grid = torch.where(rows == 0, self.channel_mask_token.to(dtype),
                            torch.where(cols == 0, self.spatial_mask_token.to(dtype),
                                        self.mask_token.to(dtype)))
@@ -191,7 +192,8 @@ class LESSMAE(nn.Module):
         col_idx = torch.cat([zero, kept_patches + 1], dim=1)  # (B, Kn+1)
         batch_idx = torch.arange(B, device=y.device)[:, None, None]
         grid[batch_idx, row_idx[:, :, None], col_idx[:, None, :]] = y
-        grid = grid + positional_channel_embedding(wavelengths, grid_hw, gsd, Dd).to(dtype)
+        pos, chan = positional_channel_parts(wavelengths, grid_hw, gsd, Dd, dtype)
+        grid = grid + pos + chan
         mask = None
         if self.decoder_radius_m is not None:
             mask = perception_field_mask(grid_hw, self.patch_size, gsd, self.decoder_radius_m)

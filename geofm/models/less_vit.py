@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, LayerScale, Mlp
 
-from .embeddings import BandPatchEmbed, positional_channel_embedding, radar_bands
+from .embeddings import BandPatchEmbed, positional_channel_parts, radar_bands
 from .encoder import InputError, SpectralEncoder, check_heads, drop_path_rates, init_weights
 from .registry import register_model
 
@@ -151,7 +151,9 @@ class AttentionPool(nn.Module):
         pooled = torch.bmm(weights, elements.to(weights.dtype))  # (B*M, h, E)
         out = torch.einsum("mhf,hef->mhe", pooled, w_v.to(pooled.dtype))
         if self.kv.bias is not None:
-            out = out + self.kv.bias.reshape(2, h, e)[1].to(out.dtype)
+            # the weights sum to one, except where attention dropout removed some
+            total = weights.sum(dim=-1, keepdim=True)
+            out = out + total * self.kv.bias.reshape(2, h, e)[1].to(out.dtype)
         return self.proj_drop(self.proj(out.reshape(B, M, E)))
 
 
@@ -324,12 +326,16 @@ class TokenGrid(nn.Module):
     def forward(self, x: torch.Tensor, wavelengths: torch.Tensor, grid_hw: tuple[int, int],
                 gsd: torch.Tensor) -> torch.Tensor:
         B, R, N, D = x.shape
-        dtype = x.dtype
+        # the residual stream stays in the parameters' precision (float32 under bf16
+        # autocast, as in timm's ViT); only the matrix products run in bf16
+        dtype = torch.promote_types(x.dtype, self.cls_token.dtype)
         top = torch.cat([self.cls_token.to(dtype).expand(B, 1, 1, D),
                          self.channel_cls_token.to(dtype).expand(B, 1, N, D)], dim=2)
-        body = torch.cat([self.spatial_cls_token.to(dtype).expand(B, R, 1, D), x], dim=2)
+        body = torch.cat([self.spatial_cls_token.to(dtype).expand(B, R, 1, D),
+                          x.to(dtype)], dim=2)
         x = torch.cat([top, body], dim=1)
-        return x + positional_channel_embedding(wavelengths, grid_hw, gsd, D).to(dtype)
+        pos, chan = positional_channel_parts(wavelengths, grid_hw, gsd, D, dtype)
+        return x + pos + chan
 
 
 class BandTokenizer(nn.Module):

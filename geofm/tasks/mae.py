@@ -91,8 +91,14 @@ class MAEPretrainTask(pl.LightningModule):
                        f"{stage}/band_loss": out.band_loss},
                       on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
 
+    def _train_generator(self, batch, batch_idx: int) -> torch.Generator:
+        """Masks drawn from (epoch, batch, rank): different on every process (seeding all
+        ranks alike would give them the same masks) and the same again after a resume."""
+        seed = hash((self.current_epoch, batch_idx, self.global_rank)) & (2**62 - 1)
+        return torch.Generator(device=batch["image"].device).manual_seed(seed)
+
     def training_step(self, batch, batch_idx):
-        out = self(batch)
+        out = self(batch, generator=self._train_generator(batch, batch_idx))
         self._log_losses("train", out, batch["image"].shape[0])
         # unreadable files the data passed over (each also warned about, by name)
         self.log("train/skipped_reads", float(len(batch.get("skipped", ()))), on_step=False,

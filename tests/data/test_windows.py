@@ -5,7 +5,12 @@ from torch.utils.data import ConcatDataset, DataLoader
 from geofm.data.datasets import SceneFolderDataset
 from geofm.data.hyperspectral import open_envi
 from geofm.data.sample import collate_samples
-from geofm.data.windows import BandSetBatchSampler, RandomWindowDataset, scene_shape
+from geofm.data.windows import (
+    BandSetBatchSampler,
+    EpochConcatDataset,
+    RandomWindowDataset,
+    scene_shape,
+)
 
 
 @pytest.fixture()
@@ -24,8 +29,8 @@ def test_windows_lie_inside_the_scene_and_match_a_full_read(salinas_hdr):
 
 
 def test_windows_are_reproducible_and_change_with_the_epoch(salinas_hdr):
-    a = RandomWindowDataset([salinas_hdr], size=16, length=50, seed=3)
-    b = RandomWindowDataset([salinas_hdr], size=16, length=50, seed=3)
+    a = RandomWindowDataset([salinas_hdr], size=16, length=50, seed=3, card="salinas_a")
+    b = RandomWindowDataset([salinas_hdr], size=16, length=50, seed=3, card="salinas_a")
     first = [a.window(i)[1] for i in range(50)]
     assert first == [b.window(i)[1] for i in range(50)]
     a.set_epoch(1)
@@ -86,11 +91,28 @@ def test_replicas_take_disjoint_equal_shares_of_the_same_epoch():
     assert len(flat) == len(set(flat))
 
 
-def test_the_sampler_passes_the_epoch_to_window_datasets(salinas_hdr):
-    windows = RandomWindowDataset([salinas_hdr], size=16, length=4)
-    sampler = BandSetBatchSampler.for_datasets([windows], batch_size=2)
-    sampler.set_epoch(5)
-    assert windows.epoch == 5
+def test_lightning_sets_the_epoch_and_the_epoch_travels_with_the_indices(salinas_hdr):
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    windows = RandomWindowDataset([salinas_hdr], size=16, length=4, card="salinas_a")
+    both = EpochConcatDataset([windows])
+    sampler = BandSetBatchSampler.for_datasets(both, batch_size=2, with_epoch=True)
+    loader = DataLoader(both, batch_sampler=sampler, collate_fn=collate_samples)
+    _set_sampler_epoch(loader, 5)  # what Lightning's fit loop calls each epoch
+    assert sampler.epoch == 5
+    assert all(item[0] == 5 for batch in sampler for item in batch)
+    # the dataset copy in a worker keeps epoch 0; the (epoch, index) item still reads epoch 5
+    torch.testing.assert_close(both[(5, 3)]["image"],
+                               open_envi(salinas_hdr, window=windows.window(3, epoch=5)[1],
+                                         card="salinas_a")["image"])
+    assert windows.window(3, epoch=5) != windows.window(3, epoch=0)
+
+
+def test_a_distributed_sampler_in_place_of_keys_is_refused_with_advice():
+    from torch.utils.data import SequentialSampler
+
+    with pytest.raises(TypeError, match="use_distributed_sampler=False"):
+        BandSetBatchSampler(SequentialSampler(range(4)), batch_size=2)
 
 
 def test_files_whose_band_count_differs_from_the_card_are_refused(s2_tile_dir):
@@ -103,24 +125,39 @@ def test_an_unreadable_file_is_skipped_with_a_warning_and_reported(tmp_path, eur
     good = sorted(eurosat_dir.rglob("*.tif"))[:2]
     bad = tmp_path / "truncated.tif"
     data = good[0].read_bytes()
-    bad.write_bytes(data[: len(data) // 2])  # the header survives, the pixels do not
-    ds = RandomWindowDataset([bad, *good], size=64, length=30, card="eurosat_ms")
+    bad.write_bytes(data)
+    ds = RandomWindowDataset([good[0], bad, good[1]], size=64, length=30, card="eurosat_ms")
+    bad.write_bytes(data[: len(data) // 2])  # goes bad mid-run: header intact, pixels gone
     with pytest.warns(UserWarning, match="skipping unreadable file .*truncated.tif"):
         samples = [ds[i] for i in range(30)]
     skipped = [s for s in samples if "skipped" in s]
     assert len(skipped) == 1 and skipped[0]["skipped"] == (str(bad),)  # then never drawn
-    batch = collate_samples(samples[:4] + skipped)
+    batch = collate_samples([s for s in samples if "skipped" not in s][:3] + skipped)
     assert batch["skipped"] == [str(bad)]
     assert ds.unreadable == {bad}
 
 
 def test_a_run_of_failures_raises_naming_the_files(tmp_path, eurosat_dir):
     data = sorted(eurosat_dir.rglob("*.tif"))[0].read_bytes()
+    scene = tmp_path / "scene.tif"
+    scene.write_bytes(data)
+    ds = RandomWindowDataset([scene], size=64, length=3, card="eurosat_ms", max_failures=3)
+    scene.write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="scene.tif"):
+        ds[0]
+
+
+def test_a_file_unreadable_from_the_start_is_skipped_but_all_unreadable_is_an_error(
+        tmp_path, eurosat_dir):
+    good = sorted(eurosat_dir.rglob("*.tif"))[0]
+    data = good.read_bytes()
     bad = tmp_path / "truncated.tif"
     bad.write_bytes(data[: len(data) // 2])
-    ds = RandomWindowDataset([bad], size=64, length=3, card="eurosat_ms", max_failures=3)
-    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="truncated.tif"):
-        ds[0]
+    with pytest.warns(UserWarning, match="truncated.tif"):
+        ds = RandomWindowDataset([bad, good], size=64, length=4, card="eurosat_ms")
+    assert ds.unreadable == {bad} and all("skipped" not in ds[i] for i in range(4))
+    with pytest.raises(Exception, match="Read failed"):
+        RandomWindowDataset([bad], size=64, length=4, card="eurosat_ms")
 
 
 def test_pretraining_data_without_statistics_says_how_to_get_them():
@@ -142,3 +179,8 @@ def test_pretraining_sources_that_do_not_exist_are_named(tmp_path):
     dm = PretrainDataModule([{"path": str(empty), "card": "eurosat_ms"}])
     with pytest.raises(FileNotFoundError, match="no GeoTIFF, JPEG 2000 or ENVI"):
         dm.setup()
+
+
+def test_a_card_that_cannot_name_the_bands_fails_at_construction(salinas_hdr):
+    with pytest.raises(ValueError, match="has no wavelengths"):
+        RandomWindowDataset([salinas_hdr], size=16, length=4)

@@ -117,7 +117,8 @@ def test_every_model_runs_under_bf16_autocast(name):
     model = _model(name)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model.forward_features(_image(), S2, 10.0)
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    # products in bf16, the residual stream in float32 (as timm's ViT keeps it)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
     out.float().mean().backward()
 
 

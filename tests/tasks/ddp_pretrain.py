@@ -22,7 +22,7 @@ class Record(pl.Callback):
         self.initial = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.seen.append(float(batch["image"].sum()))
+        self.seen.append((trainer.current_epoch, float(batch["image"].sum())))
 
     def on_fit_end(self, trainer, pl_module):
         state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}

@@ -18,7 +18,11 @@ def test_two_process_ddp_ends_with_identical_weights_on_both_ranks(tmp_path):
     # each rank trained on its own share of the batches: 12 windows / batch 2 = 6 batches
     # per epoch, 3 per rank, 2 epochs
     assert [len(r["seen"]) for r in ranks] == [6, 6]
-    assert ranks[0]["seen"] != ranks[1]["seen"]
+    for epoch in (0, 1):
+        shares = [{v for e, v in r["seen"] if e == epoch} for r in ranks]
+        assert not shares[0] & shares[1]  # no batch trained on twice in one epoch
+    first, second = ([v for e, v in ranks[0]["seen"] if e == k] for k in (0, 1))
+    assert first != second  # a new epoch draws new windows
     a, b = ranks[0]["state"], ranks[1]["state"]
     assert a.keys() == b.keys()
     for name in a:

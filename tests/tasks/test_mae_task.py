@@ -58,3 +58,25 @@ def test_a_few_steps_on_eurosat_lower_the_loss(eurosat_batches, tmp_path):
     with torch.no_grad():
         after = task(batch, generator=generator).loss.item()
     assert after < 0.7 * before, (before, after)
+
+
+def test_every_epoch_draws_new_windows_even_in_persistent_workers(tmp_path):
+    from geofm.data.datamodules import PretrainDataModule
+
+    class Record(pl.Callback):
+        seen: list = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.append((trainer.current_epoch, float(batch["image"].sum())))
+
+    record = Record()
+    data = PretrainDataModule(
+        [{"path": "samples/salinas_a/SalinasA_corrected.hdr", "card": "salinas_a",
+          "size": 16, "windows": 4}], batch_size=2, val_windows=0, num_workers=1)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[record])
+    trainer.fit(MAEPretrainTask(**TINY), datamodule=data)
+    epochs = [sorted(v for e, v in record.seen if e == k) for k in (0, 1)]
+    assert len(epochs[0]) == len(epochs[1]) == 2 and epochs[0] != epochs[1]
