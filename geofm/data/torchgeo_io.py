@@ -41,7 +41,8 @@ class TorchGeoSamples(Dataset):
         parts: ``(dataset, card)`` pairs; item ``i`` of every dataset shows the same place
             (SSL4EO-S12's ``s2c`` and ``s1`` splits do). Their bands are joined in order,
             each named by its card (in the dataset's channel order).
-        crop: random crop side in pixels, the same window for every band (None: whole).
+        crop: crop side in pixels, the same window for every band (None: whole).
+        random_crop: a random window (training) or the centre one (validation).
         transforms: applied after the crop (normalisation, flips).
 
     A dataset whose image stacks k seasons (k * C channels) contributes one of them, drawn
@@ -49,8 +50,9 @@ class TorchGeoSamples(Dataset):
     """
 
     def __init__(self, parts: Sequence[tuple[Dataset, str]], crop: int | None = None,
-                 transforms: Callable[[Sample], Sample] | None = None) -> None:
-        from geofm.data.transforms import RandomCrop
+                 transforms: Callable[[Sample], Sample] | None = None,
+                 random_crop: bool = True) -> None:
+        from geofm.data.transforms import CenterCrop, RandomCrop
 
         if not parts:
             raise ValueError("TorchGeoSamples needs at least one dataset")
@@ -58,7 +60,7 @@ class TorchGeoSamples(Dataset):
         lengths = {len(dataset) for dataset, _ in self.parts}
         if len(lengths) > 1:
             raise ValueError(f"paired datasets differ in length: {sorted(lengths)}")
-        self.crop = RandomCrop(crop) if crop else None
+        self.crop = (RandomCrop(crop) if random_crop else CenterCrop(crop)) if crop else None
         self.transforms = transforms
 
     def __len__(self) -> int:
@@ -174,7 +176,7 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
         def part(indices, train):
             return TorchGeoSamples([(Subset(d, indices), c) for d, c in
                                     zip(datasets, cards, strict=True)],
-                                   self.crop, self._transforms(train))
+                                   self.crop, self._transforms(train), random_crop=train)
 
         self.parts = {"train": part(range(total - self.val_samples), True),
                       "val": part(range(total - self.val_samples, total), False)}

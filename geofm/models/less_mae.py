@@ -202,12 +202,21 @@ class LESSMAE(nn.Module):
         tokens = self.decoder_norm(grid)[:, 1:, 1:]  # (B, C, N, Dd)
         return by_modality(tokens, wavelengths, self.optical_head, self.radar_head)
 
-    def target(self, image: torch.Tensor) -> torch.Tensor:
-        """The pixels to reconstruct: (B, C, N, p*p), normalised per patch if asked."""
+    def target(self, image: torch.Tensor, valid_px: torch.Tensor | None = None) -> torch.Tensor:
+        """The pixels to reconstruct: (B, C, N, p*p), normalised per patch if asked.
+
+        valid_px: (B, N, p*p) pixels that count; with ``norm_pix_loss`` each patch's mean and
+        variance come from those alone, so nodata does not shift the valid pixels' targets.
+        """
         target = patchify(image, self.patch_size)
         if self.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
+            w = (torch.ones_like(target[:, :1]) if valid_px is None
+                 else valid_px[:, None].to(target.dtype))
+            count = w.sum(dim=-1, keepdim=True)
+            mean = (target * w).sum(dim=-1, keepdim=True) / count.clamp_min(1.0)
+            # unbiased, as MAE's; a patch with one counted pixel gets variance 0
+            var = ((target - mean).square() * w).sum(dim=-1, keepdim=True) / (
+                count - 1.0).clamp_min(1.0)
             target = (target - mean) / (var + 1e-6).sqrt()
         return target
 
@@ -226,8 +235,8 @@ class LESSMAE(nn.Module):
             B, C, N, image.device, generator)
         latent = self.encoder.forward_masked(image, wl, gsd_t, kept_bands, kept_patches)
         pred = self.decode(latent, kept_bands, kept_patches, wl, grid_hw, gsd_t)
-        target = self.target(image)
         valid_px = None if valid is None else patchify(valid[:, None].float(), p)[:, 0]
+        target = self.target(image, valid_px)
         position_loss, band_loss = masked_losses(pred, target, removed_positions, removed_bands,
                                                  valid_px)
         return MAEOutput(position_loss + band_loss, position_loss, band_loss, pred, target,

@@ -160,3 +160,19 @@ def test_mae_needs_a_less_vit_and_sane_ratios():
 def test_an_image_with_fewer_bands_than_must_be_kept_is_refused():
     with pytest.raises(ValueError, match="at least 2 bands; this image has 1"):
         _mae()(torch.randn(1, 1, 32, 32), S2[:1], 10.0)
+
+
+def test_norm_pix_targets_ignore_nodata_pixels():
+    mae = _mae(norm_pix_loss=True)
+    patches = torch.rand(1, 2, 1, 256)  # one 16 x 16 patch, two bands
+    valid = torch.ones(1, 1, 256, dtype=torch.bool)
+    valid[..., :100] = False
+    spoiled = patches.clone()
+    spoiled[..., :100] = 1e4  # wild values where the data are missing
+    a = mae.target(unpatchify(patches, (1, 1)), valid)
+    b = mae.target(unpatchify(spoiled, (1, 1)), valid)
+    torch.testing.assert_close(a[..., 100:], b[..., 100:])  # valid targets unaffected
+    torch.testing.assert_close(a[..., 100:].mean(dim=-1), torch.zeros(1, 2, 1), atol=1e-5,
+                               rtol=0)
+    nothing_valid = torch.zeros(1, 1, 256, dtype=torch.bool)
+    assert torch.isfinite(mae.target(unpatchify(patches, (1, 1)), nothing_valid)).all()
