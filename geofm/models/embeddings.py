@@ -22,6 +22,7 @@ __all__ = [
     "GroupPatchEmbed",
     "sincos_1d",
     "grid_sincos_2d",
+    "patchify",
     "positional_channel_embedding",
     "positional_channel_parts",
     "radar_bands",
@@ -107,7 +108,7 @@ def positional_channel_embedding(
     return pos + chan
 
 
-def _patches(image: torch.Tensor, patch_size: int) -> torch.Tensor:
+def patchify(image: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, h*w, p*p), patches row-major, pixels row-major inside a patch."""
     B, C, H, W = image.shape
     p = patch_size
@@ -133,7 +134,7 @@ class BandPatchEmbed(nn.Module):
         self.fc2 = nn.Linear(hidden_ratio * embed_dim, embed_dim)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(_patches(image, self.patch_size))))
+        return self.fc2(self.act(self.fc1(patchify(image, self.patch_size))))
 
 
 class GroupPatchEmbed(nn.Module):
@@ -151,7 +152,7 @@ class GroupPatchEmbed(nn.Module):
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
         B, G, g, H, W = groups.shape
-        x = _patches(groups.reshape(B, G * g, H, W), self.patch_size)  # (B, G*g, N, p*p)
+        x = patchify(groups.reshape(B, G * g, H, W), self.patch_size)  # (B, G*g, N, p*p)
         N = x.shape[2]
         x = x.reshape(B, G, g, N, -1).transpose(2, 3).reshape(B, G, N, -1)
         return self.proj(x)

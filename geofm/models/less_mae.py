@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .embeddings import positional_channel_parts
+from .embeddings import patchify, positional_channel_parts
 from .encoder import drop_path_rates, init_weights
 from .less_vit import LayerNorm, LESSBlock, LESSViT, by_modality, perception_field_mask
 
@@ -47,14 +47,6 @@ def random_keep(batch: int, total: int, ratio: float, min_keep: int = 1,
     removed = torch.ones(batch, total, dtype=torch.bool, device=kept.device)
     removed.scatter_(1, kept, False)
     return kept, removed
-
-
-def patchify(image: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, N, p*p), patches and their pixels row-major."""
-    B, C, H, W = image.shape
-    p = patch_size
-    x = image.reshape(B, C, H // p, p, W // p, p).permute(0, 1, 2, 4, 3, 5)
-    return x.reshape(B, C, (H // p) * (W // p), p * p)
 
 
 def unpatchify(patches: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
@@ -233,7 +225,7 @@ class LESSMAE(nn.Module):
                              f"has {C}")
         kept_bands, removed_bands, kept_patches, removed_positions = self.draw_masks(
             B, C, N, image.device, generator)
-        latent = self.encoder.forward_masked(image, wl, gsd_t, kept_bands, kept_patches)
+        latent = self.encoder.encode_kept(image, wl, gsd_t, kept_bands, kept_patches)
         pred = self.decode(latent, kept_bands, kept_patches, wl, grid_hw, gsd_t)
         valid_px = None if valid is None else patchify(valid[:, None].float(), p)[:, 0]
         target = self.target(image, valid_px)

@@ -432,7 +432,16 @@ class LESSViT(SpectralEncoder):
                 raise InputError(f"{name} must be (B={B}, K), got {tuple(kept.shape)}")
             if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= total):
                 raise InputError(f"{name} must index 0..{total - 1}")
-        x = self.pos_drop(self.tokenizer(image, wl, gsd_t))
+        return self.encode_kept(image, wl, gsd_t, kept_bands, kept_patches)
+
+    def encode_kept(self, image: torch.Tensor, wavelengths: torch.Tensor, gsd: torch.Tensor,
+                    kept_bands: torch.Tensor, kept_patches: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward_masked` for inputs already checked: ``wavelengths`` (C,) and
+        ``gsd`` (B,) as :meth:`check_inputs` returns them, indices in range (the
+        masked autoencoder draws them itself and checks its batch once)."""
+        B = image.shape[0]
+        grid_hw = self.grid_size(image, self.patch_size)
+        x = self.pos_drop(self.tokenizer(image, wavelengths, gsd))
         zero = kept_bands.new_zeros(B, 1)
         rows = torch.cat([zero, kept_bands + 1], dim=1)
         cols = torch.cat([zero, kept_patches + 1], dim=1)
@@ -441,7 +450,7 @@ class LESSViT(SpectralEncoder):
         x = x.gather(2, cols[:, None, :, None].expand(-1, x.shape[1], -1, D))
         mask = None
         if self.perception_radius_m is not None:
-            mask = perception_field_mask(grid_hw, self.patch_size, gsd_t,
+            mask = perception_field_mask(grid_hw, self.patch_size, gsd,
                                          self.perception_radius_m, patches=kept_patches)
         for block in self.blocks:
             x = self._block(block, x, mask)
