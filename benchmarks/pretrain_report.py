@@ -32,6 +32,7 @@ from geofm.data.datasets import SceneFolderDataset  # noqa: E402
 from geofm.data.sample import collate_samples  # noqa: E402
 from geofm.data.transforms import MAEScaleNormalize  # noqa: E402
 from geofm.models import create_model  # noqa: E402
+from geofm.tasks.export import encoder_from_checkpoint  # noqa: E402
 from geofm.tasks.probe import encode, knn_leave_one_out  # noqa: E402
 
 
@@ -62,13 +63,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     losses = epoch_losses(args.run / "metrics.csv")
-    ckpt_path = args.run / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    hp = ckpt["hyper_parameters"]
-    name, kwargs = hp["model"], hp.get("model_kwargs") or {}
-    pretrained = create_model(name, **kwargs)
-    pretrained.load_state_dict({k[len("mae.encoder."):]: v for k, v in ckpt["state_dict"].items()
-                                if k.startswith("mae.encoder.")})
+    name, kwargs, pretrained, ckpt = encoder_from_checkpoint(
+        args.run / "checkpoints" / "last.ckpt")
     torch.manual_seed(0)
     random_init = create_model(name, **kwargs)
 

@@ -10,21 +10,16 @@ import torch
 from geofm.models import create_model
 from geofm.models.hub import save_encoder
 
-__all__ = ["export_encoder"]
+__all__ = ["encoder_from_checkpoint", "export_encoder"]
 
 ENCODER_PREFIX = "mae.encoder."
 
 
-def export_encoder(checkpoint: str | os.PathLike, out: str | os.PathLike,
-                   overwrite: bool = False) -> Path:
-    """Write the encoder of an MAE pretraining checkpoint, with its data configuration.
+def encoder_from_checkpoint(checkpoint: str | os.PathLike):
+    """The encoder of an MAE pretraining checkpoint, read with ``weights_only=True``.
 
-    The checkpoint is read with ``weights_only=True``. The result loads with
-    ``create_model(<model>, checkpoint=out)``.
+    Returns ``(registry name, model kwargs, encoder with its weights, checkpoint dict)``.
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     try:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -36,8 +31,22 @@ def export_encoder(checkpoint: str | os.PathLike, out: str | os.PathLike,
     if name is None or not state:
         raise ValueError(f"{checkpoint} is not a geofm MAE pretraining checkpoint (no "
                          "hyper_parameters.model or no mae.encoder.* weights)")
-    encoder = create_model(name, **(hp.get("model_kwargs") or {}))
+    kwargs = hp.get("model_kwargs") or {}
+    encoder = create_model(name, **kwargs)
     encoder.load_state_dict(state)
+    return name, kwargs, encoder, ckpt
+
+
+def export_encoder(checkpoint: str | os.PathLike, out: str | os.PathLike,
+                   overwrite: bool = False) -> Path:
+    """Write the encoder of an MAE pretraining checkpoint, with its data configuration.
+
+    The result loads with ``create_model(<model>, checkpoint=out)``.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    name, _, encoder, ckpt = encoder_from_checkpoint(checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_encoder(encoder, name, out, data=ckpt.get("geofm_data"),
                  source=f"{Path(checkpoint).name}: epoch {ckpt.get('epoch')}, "
