@@ -322,23 +322,6 @@ class PretrainDataModule(L.LightningDataModule):
         self.flips, self.num_workers, self.seed = flips, num_workers, seed
         self.parts: dict[str, list[Dataset]] = {}
 
-    def _transforms(self, card: str, train: bool):
-        from geofm.data.transforms import (
-            Compose,
-            MAEScaleNormalize,
-            RandomHorizontalFlip,
-            RandomVerticalFlip,
-        )
-
-        try:
-            steps = [MAEScaleNormalize.from_card(card)]
-        except ValueError as err:
-            raise ValueError(f"{err}. Compute them with `geofm stats <files> --card {card}` "
-                             "and add them to the card") from None
-        if train and self.flips:
-            steps += [RandomHorizontalFlip(), RandomVerticalFlip()]
-        return Compose(steps)
-
     def setup(self, stage: str | None = None) -> None:
         from geofm.data.windows import RandomWindowDataset
 
@@ -347,16 +330,13 @@ class PretrainDataModule(L.LightningDataModule):
         train, val = [], []
         for k, src in enumerate(self.sources):
             files = _source_files(src.path)
-            probe = RandomWindowDataset(files, src.size, 1, card=src.card)
-            tiles = sum((h // src.size) * (w // src.size) for h, w in probe.shapes)
-            length = src.windows or max(tiles, 1)
-            train.append(RandomWindowDataset(files, src.size, length, card=src.card,
+            train.append(RandomWindowDataset(files, src.size, src.windows, card=src.card,
                                              seed=self.seed * 1000 + k,
-                                             transforms=self._transforms(src.card, True)))
+                                             transforms=mae_transforms([src.card], self.flips)))
             if self.val_windows:
                 val.append(RandomWindowDataset(files, src.size, self.val_windows, card=src.card,
                                                seed=self.seed * 1000 + k + 500,
-                                               transforms=self._transforms(src.card, False)))
+                                               transforms=mae_transforms([src.card], False)))
         self.parts = {"train": train, "val": val}
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
@@ -381,6 +361,33 @@ class PretrainDataModule(L.LightningDataModule):
     def data_config(self) -> list[dict[str, Any]]:
         """Bands, wavelengths, GSD and normalisation of every source (for exported weights)."""
         return pretrain_data_config(self.sources)
+
+
+def mae_transforms(cards: Sequence[str], flips: bool):
+    """The LESS ViT pretraining input transform for samples holding the bands of ``cards``
+    in order: each band's ``mean +- 2 std`` scaled to [0, 1] with the cards' statistics,
+    then (``flips``) random horizontal and vertical flips."""
+    from geofm.data.transforms import (
+        Compose,
+        MAEScaleNormalize,
+        RandomHorizontalFlip,
+        RandomVerticalFlip,
+    )
+
+    mean, std, bands = [], [], []
+    for name in cards:
+        card = as_dataset_card(name)
+        if card.mean is None or card.std is None:
+            raise ValueError(f"dataset card {card.name!r} has no normalisation statistics. "
+                             f"Compute them with `geofm stats <files> --card {card.name}` and "
+                             "add them to the card")
+        mean += card.mean
+        std += card.std
+        bands += card.band_names
+    steps = [MAEScaleNormalize(mean, std, bands=bands)]
+    if flips:
+        steps += [RandomHorizontalFlip(), RandomVerticalFlip()]
+    return Compose(steps)
 
 
 def pretrain_data_config(sources: Sequence[PretrainSource]) -> list[dict[str, Any]]:

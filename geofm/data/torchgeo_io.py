@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from geofm.data.cards import as_dataset_card
+from geofm.data.datamodules import PretrainSource, mae_transforms, pretrain_data_config
 from geofm.data.sample import Sample, collate_samples, make_sample
 
 __all__ = ["TorchGeoSamples", "TorchGeoPretrainDataModule", "import_class"]
@@ -129,27 +130,6 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
     def _cards(self) -> list[str]:
         return [self.card] + [p["card"] for p in self.paired]
 
-    def _transforms(self, train: bool):
-        from geofm.data.transforms import (
-            Compose,
-            MAEScaleNormalize,
-            RandomHorizontalFlip,
-            RandomVerticalFlip,
-        )
-
-        mean, std = [], []
-        for name in self._cards():
-            card = as_dataset_card(name)
-            if card.mean is None or card.std is None:
-                raise ValueError(f"card {name!r} has no normalisation statistics; add them "
-                                 "to the card (`geofm stats` computes them from files)")
-            mean += list(card.mean)
-            std += list(card.std)
-        steps = [MAEScaleNormalize(mean, std)]
-        if train and self.flips:
-            steps += [RandomHorizontalFlip(), RandomVerticalFlip()]
-        return Compose(steps)
-
     @staticmethod
     def _build(dataset_class: str, kwargs: dict[str, Any]) -> Dataset:
         cls = import_class(dataset_class)
@@ -176,7 +156,8 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
         def part(indices, train):
             return TorchGeoSamples([(Subset(d, indices), c) for d, c in
                                     zip(datasets, cards, strict=True)],
-                                   self.crop, self._transforms(train), random_crop=train)
+                                   self.crop, mae_transforms(cards, self.flips and train),
+                                   random_crop=train)
 
         self.parts = {"train": part(range(total - self.val_samples), True),
                       "val": part(range(total - self.val_samples, total), False)}
@@ -195,8 +176,6 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False) if self.val_samples else []
 
     def data_config(self) -> list[dict[str, Any]]:
-        from geofm.data.datamodules import PretrainSource, pretrain_data_config
-
         return pretrain_data_config([
             PretrainSource(path=str(self.dataset_kwargs.get("root")), card=card,
                            size=self.crop or 0) for card in self._cards()])

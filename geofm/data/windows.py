@@ -25,8 +25,7 @@ from geofm.data.hyperspectral import open_envi, read_envi_header
 from geofm.data.readers import RASTER_SUFFIXES, open_dataset, open_raster
 from geofm.data.sample import Sample
 
-__all__ = ["RandomWindowDataset", "BandSetBatchSampler", "EpochConcatDataset", "scene_header",
-           "scene_shape"]
+__all__ = ["RandomWindowDataset", "BandSetBatchSampler", "EpochConcatDataset", "scene_header"]
 
 PathLike = str | os.PathLike
 Transform = Callable[[Sample], Sample]
@@ -34,11 +33,6 @@ Transform = Callable[[Sample], Sample]
 
 def _is_envi(path: Path) -> bool:
     return path.suffix.lower() == ".hdr" or path.with_suffix(".hdr").is_file()
-
-
-def scene_shape(path: PathLike) -> tuple[int, int]:
-    """(height, width) of a raster file or ENVI cube, from its header alone."""
-    return scene_header(path)[1:]
 
 
 def scene_header(path: PathLike) -> tuple[int, int, int]:
@@ -63,7 +57,7 @@ class RandomWindowDataset(Dataset):
     Args:
         paths: raster files (GeoTIFF, JPEG 2000) or ENVI cubes of one band set.
         size: window side in pixels.
-        length: windows per epoch.
+        length: windows per epoch (default: one per window-sized tile of the scenes).
         card: dataset or sensor card naming the bands (as for :func:`open_raster`).
         seed: windows are drawn from ``(seed, epoch, index)``, so an epoch is reproducible
             and :meth:`set_epoch` gives the next one new windows.
@@ -78,12 +72,12 @@ class RandomWindowDataset(Dataset):
     After ``max_failures`` failures in a row the read raises, naming the files.
     """
 
-    def __init__(self, paths: Sequence[PathLike], size: int, length: int,
+    def __init__(self, paths: Sequence[PathLike], size: int, length: int | None = None,
                  card: str | DatasetCard | SensorCard | None = None, seed: int = 0,
                  transforms: Transform | None = None, max_failures: int = 10) -> None:
         if not paths:
             raise ValueError("RandomWindowDataset needs at least one scene")
-        if size < 1 or length < 1:
+        if size < 1 or (length is not None and length < 1):
             raise ValueError(f"size and length must be positive, got {size} and {length}")
         self.paths = [Path(p) for p in paths]
         for p in self.paths:
@@ -104,6 +98,8 @@ class RandomWindowDataset(Dataset):
         if small:
             p, (h, w) = small[0]
             raise ValueError(f"{p} is {h} x {w} pixels, smaller than the {size} x {size} window")
+        if length is None:
+            length = sum((h // size) * (w // size) for h, w in self.shapes)
         self.size, self.length, self.card = size, length, card
         self.seed, self.epoch = seed, 0
         self.transforms = transforms

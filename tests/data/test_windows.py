@@ -9,7 +9,7 @@ from geofm.data.windows import (
     BandSetBatchSampler,
     EpochConcatDataset,
     RandomWindowDataset,
-    scene_shape,
+    scene_header,
 )
 
 
@@ -20,7 +20,7 @@ def salinas_hdr(salinas_a_dir):
 
 def test_windows_lie_inside_the_scene_and_match_a_full_read(salinas_hdr):
     ds = RandomWindowDataset([salinas_hdr], size=32, length=20, card="salinas_a")
-    assert scene_shape(salinas_hdr) == (83, 86)
+    assert scene_header(salinas_hdr) == (204, 83, 86)
     full = open_envi(salinas_hdr, card="salinas_a")["image"]
     for i in (0, 7, 19):
         _, (col, row, w, h) = ds.window(i)
@@ -161,11 +161,15 @@ def test_a_file_unreadable_from_the_start_is_skipped_but_all_unreadable_is_an_er
 
 
 def test_pretraining_data_without_statistics_says_how_to_get_them():
-    from geofm.data.datamodules import PretrainDataModule
+    from geofm.data.datamodules import mae_transforms
 
-    dm = PretrainDataModule([{"path": "samples/landsat_rgb", "card": "s2_l1c_t33uuu"}])
+    # the one transform builder of both pretraining data modules
     with pytest.raises(ValueError, match=r"no normalisation statistics.*geofm stats"):
-        dm._transforms("s2_l1c_t33uuu", train=True)
+        mae_transforms(["eurosat_ms", "s2_l1c_t33uuu"], flips=True)
+
+
+def test_windows_per_epoch_default_to_the_tiles_of_the_scenes(salinas_hdr):
+    assert len(RandomWindowDataset([salinas_hdr], size=32, card="salinas_a")) == 2 * 2
 
 
 def test_pretraining_sources_that_do_not_exist_are_named(tmp_path):
