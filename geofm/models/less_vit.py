@@ -31,6 +31,7 @@ from timm.layers import DropPath, LayerScale, Mlp
 
 from .embeddings import BandPatchEmbed, positional_channel_parts, radar_bands
 from .encoder import InputError, SpectralEncoder, check_heads, drop_path_rates, init_weights
+from .lora import effective_weight
 from .registry import register_model
 
 __all__ = [
@@ -143,7 +144,8 @@ class AttentionPool(nn.Module):
             raise ValueError(f"axis must be 1 (bands) or 2 (patches), got {axis}")
         M = query.shape[1]
         q = self.q(query).reshape(B * M, h, e)
-        w_k, w_v = self.kv.weight.reshape(2, h, e, E).unbind(0)
+        # through effective_weight, so that a LoRA update of kv applies here too
+        w_k, w_v = effective_weight(self.kv).reshape(2, h, e, E).unbind(0)
         # queries pulled back to the input space: (B*M, h, E)
         u = torch.einsum("mhe,hef->mhf", q, w_k.to(q.dtype)) * e**-0.5
         logits = torch.bmm(u, elements.transpose(1, 2).to(u.dtype))  # (B*M, h, keys)
