@@ -4,10 +4,12 @@
 imports :mod:`geofm.data` or :mod:`geofm.tasks`.
 """
 
-from . import baselines, less_vit  # noqa: F401  (register the named sizes)
+from . import baselines, less_vit, lola_specvit  # noqa: F401  (register the named sizes)
 from .baselines import GroupedViT, JointViT, StackedViT
 from .encoder import BandCountError, InputError, MixedBandSetError, SpectralEncoder
 from .less_vit import LESSAttention, LESSBlock, LESSViT, kronecker_combine, perception_field_mask
+from .lola_specvit import LoLASpecViT
+from .lora import LoRALinear, inject_lora, merge_lora, parameter_counts, unmerge_lora
 from .registry import UnknownModelError, create_model, is_model, list_models, register_model
 
 __all__ = [
@@ -19,13 +21,19 @@ __all__ = [
     "LESSAttention",
     "LESSBlock",
     "LESSViT",
+    "LoLASpecViT",
+    "LoRALinear",
     "MixedBandSetError",
     "SpectralEncoder",
     "UnknownModelError",
     "create_model",
     "is_model",
+    "inject_lora",
     "kronecker_combine",
     "list_models",
+    "merge_lora",
+    "parameter_counts",
     "perception_field_mask",
     "register_model",
+    "unmerge_lora",
 ]
