@@ -240,6 +240,12 @@ SALINAS_CLASSES = [
 ]
 SALINAS_A_VALUES = [1, 10, 11, 12, 13, 14]
 
+CHECKSUM_SOURCE = (
+    "MD5s pinned by public loaders of the EHU files, e.g. forkbabu/vision "
+    "torchvision/datasets/indianpines.py (Indian Pines) and download scripts for the HybridSN "
+    "mirror (raw.githubusercontent.com/gokriznastic/HybridSN/master/data/) and Zenodo record "
+    "15771735 (Salinas); found by a code search, not by downloading"
+)
 EHU_PAGE = "https://www.ehu.eus/ccwintco/index.php/Hyperspectral_Remote_Sensing_Scenes"
 CLASS_NAME_SOURCE = (
     "class names as listed on the UPV/EHU page (" + EHU_PAGE + ") and used by common "
@@ -301,7 +307,10 @@ def indian_pines_yaml(measured: list[Channel]) -> str:
         f"  page: {EHU_PAGE}\n"
         "  image_url: https://www.ehu.eus/ccwintco/uploads/6/67/Indian_pines_corrected.mat\n"
         "  labels_url: https://www.ehu.eus/ccwintco/uploads/c/c4/Indian_pines_gt.mat\n"
-        "  md5: null\n"
+        "  checksums:   # MD5s published by public loaders (see checksum_source)\n"
+        "    Indian_pines_corrected.mat: md5:66dbc9f4a9b7c9b1445f60a87b505101\n"
+        "    Indian_pines_gt.mat: md5:9414943dac1d80faaa9165c8b460510c\n"
+        f"  checksum_source: \"{CHECKSUM_SOURCE}\"\n"
         "licence: null\n"
         "citation: \"Baumgardner, Biehl, Landgrebe. 220 Band AVIRIS Hyperspectral Image Data Set: "
         "June 12, 1992 Indian Pine Test Site 3. Purdue University Research Repository, 2015. "
@@ -309,8 +318,8 @@ def indian_pines_yaml(measured: list[Channel]) -> str:
         "notes: >-\n"
         "  The Purdue MultiSpec documentation gives the original 220-band values as calibrated\n"
         "  radiance, RV = (value - 1000) / 500 in W cm-2 nm-1 sr-1; that the EHU corrected cube\n"
-        "  keeps this scaling is assumed, not verified. No checksum of the EHU files was found in a\n"
-        "  public source, so md5 is null (unverified). licence is null: the EHU page states none,\n"
+        "  keeps this scaling is assumed, not verified. The checksums are MD5s that public loaders\n"
+        "  pin for these files; geofm has not downloaded the files itself. licence is null: the EHU page states none,\n"
         "  and public loaders disagree on the licence of the original Purdue PURR record\n"
         "  (TensorLy's loader says CC BY 3.0, another repository says CC0); unverified.\n"
     )
@@ -378,14 +387,17 @@ def salinas_yaml(measured: list[Channel], *, subset: bool) -> str:
             f"  page: {EHU_PAGE}\n"
             "  image_url: https://www.ehu.eus/ccwintco/uploads/a/a3/Salinas_corrected.mat\n"
             "  labels_url: https://www.ehu.eus/ccwintco/uploads/f/fa/Salinas_gt.mat\n"
-            "  md5: null\n"
+            "  checksums:   # MD5s published by public loaders (see checksum_source)\n"
+            "    Salinas_corrected.mat: md5:485d8802f4a6b4ebc0767d48dd0da06b\n"
+            "    Salinas_gt.mat: md5:7b8da653a61bb0271b27b37fb926390f\n"
+            f"  checksum_source: \"{CHECKSUM_SOURCE}\"\n"
             "licence: null\n"
         )
         notes = (
             "notes: >-\n"
-            "  No checksum of the EHU files was found in a public source, so md5 is null\n"
-            "  (unverified). The EHU page states no licence (unverified; widely used for\n"
-            "  research).\n"
+            "  The checksums are MD5s that public loaders pin for these files (the same values for\n"
+            "  the Zenodo 15771735 copy); geofm has not downloaded the files itself. The EHU page\n"
+            "  states no licence (unverified; widely used for research).\n"
         )
     return (
         GENERATED

@@ -158,15 +158,21 @@ CARDS = [
             f"  page: {EHU_PAGE}\n"
             "  image_url: https://www.ehu.eus/ccwintco/uploads/e/ee/PaviaU.mat\n"
             "  labels_url: https://www.ehu.eus/ccwintco/uploads/5/50/PaviaU_gt.mat\n"
-            "  md5: null\n"
+            "  checksums:   # MD5s published by public loaders (see checksum_source)\n"
+            "    PaviaU.mat: md5:165a3c7488995f54a19add47c7eed4cd\n"
+            "    PaviaU_gt.mat: md5:b8c3ba44b077c26e24220463aa855bd3\n"
+            "  checksum_source: \"MD5s pinned by download scripts for the EHU files and their "
+            "HybridSN mirror (raw.githubusercontent.com/gokriznastic/HybridSN/master/data/); "
+            "found by a code search, not by downloading; the sources agreeing may share one "
+            "origin\"\n"
         ),
         licence="null",
         citation='"Grupo de Inteligencia Computacional (UPV/EHU), Hyperspectral Remote Sensing '
                  'Scenes (' + EHU_PAGE + ')."',
         notes=(
             "  Class names as on the UPV/EHU page and in common loaders (DeepHyperX-style\n"
-            "  label_values). No checksum of the EHU files was found in a public source (md5\n"
-            "  null, unverified); the page states no licence (null, unverified).\n"
+            "  label_values). The checksums are MD5s that public download scripts pin; geofm has\n"
+            "  not downloaded the files itself. The page states no licence (null, unverified).\n"
         ),
     ),
     GridCard(

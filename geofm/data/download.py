@@ -1,0 +1,444 @@
+"""Download dataset files, verify their checksums, and find a card's scene files on disk.
+
+The hyperspectral scene cards (``indian_pines``, ``salinas``, ``pavia_university``,
+``whu_hi_longkou`` ...) name their files under ``files:`` and where to get them under
+``source:``::
+
+    files:
+      image: {file: Salinas_corrected.mat, key: salinas_corrected}
+      labels: {file: Salinas_gt.mat, key: salinas_gt}
+    source:
+      page: https://www.ehu.eus/ccwintco/index.php/Hyperspectral_Remote_Sensing_Scenes
+      image_url: https://www.ehu.eus/ccwintco/uploads/a/a3/Salinas_corrected.mat
+      labels_url: https://www.ehu.eus/ccwintco/uploads/f/fa/Salinas_gt.mat
+      checksums: {Salinas_corrected.mat: "sha256:<64 hex>", Salinas_gt.mat: "md5:<32 hex>"}
+
+:func:`fetch_card_files` finds those files under a folder and, when asked, downloads the
+missing ones with :func:`download_file`. A file is verified whenever its checksum is known
+(``source.checksums``, keyed by file name; absent means unknown); a download with no known
+checksum warns and prints the file's sha256 so that it can be pinned in the card.
+
+Downloads use only the standard library (:mod:`urllib.request`). They are written to
+``<dest>.part`` and renamed onto ``dest`` only once complete and verified, so an interrupted
+or corrupt download never leaves a file that looks finished. Set ``GEOFM_DOWNLOAD_MIRROR``
+(for example ``http://127.0.0.1:8000/files/`` or a local folder) to fetch every file from a
+mirror instead: the file name of the original URL is looked up there (:func:`resolve_url`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import posixpath
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+from urllib.request import Request, urlopen
+
+from tqdm.auto import tqdm
+
+from geofm.data.cards import DatasetCard, load_dataset_card
+
+PathLike = str | os.PathLike
+
+MIRROR_ENV = "GEOFM_DOWNLOAD_MIRROR"
+"""Environment variable naming a mirror (URL or local folder) to fetch every file from."""
+
+URL_SCHEMES = ("http", "https", "file")
+"""URL schemes :func:`download_file` accepts."""
+
+CHECKSUM_ALGORITHMS = {"sha256": 64, "md5": 32}
+"""Supported checksum algorithms and the length of their hex digests."""
+
+IMAGE_ENTRIES = ("image", "image_mat")
+"""``files:`` entries tried, in order, for a card's image (``salinas_a`` names its ``.mat``
+cube ``image_mat`` beside an ``image_envi`` copy; ``source.image_url`` is the ``.mat``)."""
+
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+class ChecksumError(ValueError):
+    """A file whose digest differs from the expected one.
+
+    Attributes ``path``, ``algorithm``, ``expected`` and ``actual`` hold the details; the
+    message names all four, plus what to do about it.
+    """
+
+    def __init__(self, path: PathLike, algorithm: str, expected: str, actual: str,
+                 hint: str = "") -> None:
+        self.path = Path(path)
+        self.algorithm = algorithm
+        self.expected = expected
+        self.actual = actual
+        message = (f"checksum mismatch for {self.path}: expected {algorithm} {expected}, "
+                   f"got {algorithm} {actual}")
+        super().__init__(f"{message}. {hint}" if hint else message)
+
+
+class DownloadError(OSError):
+    """A download that failed on the network (unreachable host, HTTP error, timeout, cut short).
+
+    Attributes: ``url`` (the URL fetched, after any mirror), ``status`` (the HTTP status, or
+    ``None``) and ``dest`` (where the file was meant to go).
+    """
+
+    def __init__(self, message: str, *, url: str, dest: PathLike,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.dest = Path(dest)
+        self.status = status
+
+    def __str__(self) -> str:  # OSError's own __str__ is fine for one argument; be explicit
+        return str(self.args[0])
+
+
+def file_digest(path: PathLike, algorithm: str = "sha256", chunk_size: int = 1 << 20) -> str:
+    """The hex digest of a file, read in chunks of ``chunk_size`` bytes.
+
+    ``algorithm`` is any name :func:`hashlib.new` knows (``"sha256"``, ``"md5"`` ...).
+    """
+    try:
+        digest = hashlib.new(algorithm)
+    except ValueError:
+        raise ValueError(f"unknown hash algorithm {algorithm!r}") from None
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_checksum(text: str) -> tuple[str, str]:
+    """Split ``"sha256:<64 hex>"`` or ``"md5:<32 hex>"`` into ``(algorithm, hex digest)``.
+
+    A bare 64-character hex string is taken as sha256, a bare 32-character one as md5. Case
+    and surrounding whitespace are ignored; the digest is returned in lower case.
+
+    Raises:
+        ValueError: anything else (unknown algorithm, wrong length, non-hex characters, not a
+            string).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"a checksum must be a string like 'sha256:<hex>', got {text!r}")
+    value = text.strip().lower()
+    if ":" in value:
+        algorithm, _, digest = value.partition(":")
+        algorithm, digest = algorithm.strip(), digest.strip()
+        if algorithm not in CHECKSUM_ALGORITHMS:
+            raise ValueError(f"unsupported checksum algorithm {algorithm!r} in {text!r}; "
+                             f"use one of {', '.join(CHECKSUM_ALGORITHMS)}")
+    else:
+        digest = value
+        by_length = {n: a for a, n in CHECKSUM_ALGORITHMS.items()}
+        if len(digest) not in by_length:
+            raise ValueError(f"cannot tell the algorithm of checksum {text!r}: write it as "
+                             "'sha256:<64 hex digits>' or 'md5:<32 hex digits>'")
+        algorithm = by_length[len(digest)]
+    if not _HEX.fullmatch(digest) or len(digest) != CHECKSUM_ALGORITHMS[algorithm]:
+        raise ValueError(f"checksum {text!r} is not a {algorithm} digest: expected "
+                         f"{CHECKSUM_ALGORITHMS[algorithm]} hex digits")
+    return algorithm, digest
+
+
+def verify_file(path: PathLike, checksum: str, hint: str = "") -> None:
+    """Raise :class:`ChecksumError` unless the file at ``path`` has this checksum.
+
+    ``checksum`` is parsed by :func:`parse_checksum`; ``hint`` is appended to the error.
+    """
+    algorithm, expected = parse_checksum(checksum)
+    actual = file_digest(path, algorithm)
+    if actual != expected:
+        raise ChecksumError(path, algorithm, expected, actual, hint)
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def _check_scheme(url: str, what: str = "URL") -> None:
+    if _scheme(url) not in URL_SCHEMES:
+        raise ValueError(f"cannot download {what} {url!r}: only "
+                         f"{', '.join(s + '://' for s in URL_SCHEMES)} URLs are supported")
+
+
+def resolve_url(url: str) -> str:
+    """The URL actually fetched for ``url``: itself, or its file on the mirror.
+
+    When ``$GEOFM_DOWNLOAD_MIRROR`` is set (and not empty), the result is the mirror joined
+    with the last component of ``url``'s path: with the mirror
+    ``http://127.0.0.1:8000/files/``,
+    ``https://www.ehu.eus/ccwintco/uploads/a/a3/Salinas_corrected.mat`` becomes
+    ``http://127.0.0.1:8000/files/Salinas_corrected.mat``. A mirror without an
+    ``http``/``https``/``file`` scheme is taken as a local folder.
+
+    Raises:
+        ValueError: a mirror is set but ``url``'s path has no file name to look up there.
+    """
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if not mirror:
+        return url
+    name = posixpath.basename(urlsplit(url).path)
+    if not name:
+        raise ValueError(f"{MIRROR_ENV} is set to {mirror!r}, but the URL {url!r} has no file "
+                         "name to look up on the mirror")
+    if _scheme(mirror) not in URL_SCHEMES:
+        mirror = Path(mirror).expanduser().resolve().as_uri()
+    return mirror.rstrip("/") + "/" + name
+
+
+def _content_length(response: Any) -> int | None:
+    value = response.headers.get("Content-Length") if response.headers else None
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def download_file(
+    url: str,
+    dest: PathLike,
+    checksum: str | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    timeout: float = 60.0,
+    chunk_size: int = 1 << 20,
+) -> Path:
+    """Download ``url`` to the file ``dest``, verifying ``checksum`` when one is given.
+
+    An existing ``dest`` is not downloaded again (unless ``overwrite``): with a checksum it is
+    verified (no network access), without one it is returned as it is. Otherwise the file is
+    streamed into ``<dest>.part`` (parent folders are created), verified, and renamed onto
+    ``dest``; a failed or corrupt download leaves neither ``dest`` nor the ``.part`` file.
+    Without a checksum the download warns (:class:`UserWarning`) and gives the file's sha256,
+    so that it can be pinned. ``$GEOFM_DOWNLOAD_MIRROR`` redirects the download
+    (:func:`resolve_url`).
+
+    Args:
+        url: an ``http://``, ``https://`` or ``file://`` URL.
+        dest: the file to write (not a folder).
+        checksum: ``"sha256:<hex>"`` or ``"md5:<hex>"`` (see :func:`parse_checksum`), or
+            ``None`` for unknown.
+        overwrite: download again even if ``dest`` exists (it is replaced only once the new
+            copy is complete and verified).
+        progress: show a tqdm progress bar.
+        timeout: seconds to wait for the connection and for each read.
+        chunk_size: bytes read at a time.
+
+    Returns:
+        ``dest`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: a URL that is not http(s) or file, or a malformed checksum.
+        ChecksumError: the existing ``dest`` (kept) or the downloaded file (deleted) does not
+            match ``checksum``.
+        DownloadError: the download failed (message: the URL, the HTTP status if any, and
+            that the file can be downloaded by hand and placed at ``dest``).
+    """
+    dest = Path(dest)
+    _check_scheme(url)
+    if checksum is not None:
+        parse_checksum(checksum)  # a malformed checksum fails before any network access
+    if dest.is_dir():
+        raise IsADirectoryError(f"cannot download {url} to {dest}: it is a folder; give the "
+                                "path of the file to write")
+    if dest.exists() and not overwrite:
+        if checksum is not None:
+            verify_file(dest, checksum, hint=(
+                f"The existing file was kept; remove it, or pass overwrite=True, to download "
+                f"it again from {url}"))
+        return dest
+    fetch_url = resolve_url(url)
+    _check_scheme(fetch_url, f"URL (from {MIRROR_ENV})")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    desc = dest.name if fetch_url == url else f"{dest.name} (mirror: {fetch_url})"
+    try:
+        _stream(fetch_url, url, dest, part, desc, progress, timeout, chunk_size)
+        if checksum is not None:
+            algorithm, expected = parse_checksum(checksum)
+            actual = file_digest(part, algorithm)
+            if actual != expected:
+                raise ChecksumError(dest, algorithm, expected, actual, hint=(
+                    f"The file downloaded from {fetch_url} is not the one expected and was "
+                    "deleted" + (f"; the existing {dest} was kept" if dest.exists() else "")))
+        else:
+            sha256 = file_digest(part, "sha256")
+            warnings.warn(
+                f"downloaded {fetch_url} to {dest} without verifying it: no checksum is known. "
+                f"Its sha256 is {sha256}; pin it with checksum='sha256:{sha256}' (dataset "
+                "cards: source.checksums)", UserWarning, stacklevel=2)
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return dest
+
+
+def _stream(fetch_url: str, url: str, dest: Path, part: Path, desc: str, progress: bool,
+            timeout: float, chunk_size: int) -> None:
+    """Write ``fetch_url`` into ``part``; network failures become :class:`DownloadError`."""
+    via = "" if fetch_url == url else f" (mirror of {url}, {MIRROR_ENV} is set)"
+    manual = f"Download it by hand and place it at {dest}"
+
+    def failed(reason: str, status: int | None = None) -> DownloadError:
+        return DownloadError(f"could not download {fetch_url}{via}: {reason}. {manual}",
+                             url=fetch_url, dest=dest, status=status)
+
+    request = Request(fetch_url, headers={"User-Agent": "geofm-downloader (urllib)"})
+    received, total = 0, None
+    try:
+        with urlopen(request, timeout=timeout) as response, open(part, "wb") as out:
+            total = _content_length(response)
+            with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                      disable=not progress, leave=False) as bar:
+                while chunk := response.read(chunk_size):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except HTTPError as err:
+        err.close()  # it holds the response, and with it the connection
+        raise failed(f"HTTP {err.code} {err.reason}", err.code) from err
+    except URLError as err:
+        raise failed(f"{err.reason}") from err
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as err:
+        raise failed(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__) from err
+    if total is not None and received != total:
+        raise failed(f"the connection ended after {received} of {total} bytes")
+
+
+@dataclass(frozen=True)
+class SceneFiles:
+    """A hyperspectral scene's two files and the MATLAB variable each holds.
+
+    ``image_key`` and ``labels_key`` are the cards' ``key`` entries (``None`` when a card
+    gives none), to pass on to :func:`geofm.data.hyperspectral.open_mat` and
+    :func:`~geofm.data.hyperspectral.read_label_mat`.
+    """
+
+    image: Path
+    labels: Path
+    image_key: str | None = None
+    labels_key: str | None = None
+
+
+def _card_section(card: DatasetCard, key: str) -> dict[str, Any]:
+    try:
+        value = card[key]
+    except KeyError:
+        value = None
+    return value if isinstance(value, dict) else {}
+
+
+def card_checksums(card: str | DatasetCard) -> dict[str, str]:
+    """The card's known checksums, ``{file name: "sha256:<hex>" | "md5:<hex>"}``.
+
+    Read from ``source.checksums``; an absent or empty mapping means none are known.
+
+    Raises:
+        ValueError: a checksum in the card that :func:`parse_checksum` rejects.
+    """
+    card = load_dataset_card(card) if isinstance(card, str) else card
+    raw = _card_section(card, "source").get("checksums") or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"card {card.name!r}: source.checksums must map file names to "
+                         f"checksums, got {raw!r}")
+    out = {}
+    for name, value in raw.items():
+        if value is None:
+            continue
+        try:
+            parse_checksum(value)
+        except ValueError as err:
+            raise ValueError(f"card {card.name!r}: source.checksums[{name!r}]: {err}") from None
+        out[str(name)] = value
+    return out
+
+
+def fetch_card_files(
+    card: str | DatasetCard,
+    root: PathLike,
+    *,
+    download: bool = False,
+    progress: bool = True,
+) -> SceneFiles:
+    """Find (and with ``download=True``, download) a scene card's image and label files.
+
+    The files are ``root / files.image.file`` and ``root / files.labels.file`` (the image
+    entry is ``files.image`` or, failing that, ``files.image_mat``). A file that is present is
+    used as it is, after checking it against ``source.checksums`` when the card has its
+    checksum. A missing file is downloaded from ``source.image_url`` / ``source.labels_url``
+    when ``download`` is true (see :func:`download_file`).
+
+    Args:
+        card: a dataset card or its name.
+        root: the folder holding (or to receive) the files.
+        download: download missing files.
+        progress: show progress bars while downloading.
+
+    Returns:
+        :class:`SceneFiles`: both paths and the MATLAB variable names of the card.
+
+    Raises:
+        ValueError: the card has no ``files.image``/``files.labels`` entries.
+        FileNotFoundError: a file is missing and either ``download`` is false (the message
+            names each file, its URL and the ``download=True`` / ``--download`` option) or
+            the card has no public URL for it (the message names the page to get it from).
+        ChecksumError: a present or downloaded file does not match the card's checksum.
+        DownloadError: a download failed.
+    """
+    card = load_dataset_card(card) if isinstance(card, str) else card
+    root = Path(root)
+    files = _card_section(card, "files")
+    source = _card_section(card, "source")
+    checksums = card_checksums(card)
+    image_entry = next((files[k] for k in IMAGE_ENTRIES if isinstance(files.get(k), dict)), None)
+    labels_entry = files.get("labels") if isinstance(files.get("labels"), dict) else None
+    if image_entry is None or labels_entry is None or not all(
+            e.get("file") for e in (image_entry, labels_entry)):
+        raise ValueError(
+            f"card {card.name!r} does not name an image and a labels file (files.image or "
+            f"files.image_mat, and files.labels, each with a 'file'); its files: "
+            f"{', '.join(files) or 'none'}")
+
+    roles = {"image": image_entry, "labels": labels_entry}
+    paths = {role: root / str(entry["file"]) for role, entry in roles.items()}
+    urls = {role: source.get(f"{role}_url") or None for role in roles}
+    page = source.get("page")
+    missing = [role for role in roles if not paths[role].exists()]
+
+    no_url = [role for role in missing if urls[role] is None]
+    if no_url:
+        where = f"see {page}" if page else f"card {card.name!r} names no source page"
+        lines = [f"  {paths[r]} ({r}): no public URL; {where}" for r in no_url]
+        raise FileNotFoundError(
+            f"{card.name}: {len(no_url)} file(s) missing under {root} that geofm cannot "
+            "download:\n" + "\n".join(lines) + "\nDownload them by hand"
+            + (f" from {page}" if page else "") + " and place them at those paths.")
+    if missing and not download:
+        lines = [f"  {paths[r]} ({r}) from {urls[r]}" for r in missing]
+        raise FileNotFoundError(
+            f"{card.name}: {len(missing)} file(s) missing under {root}:\n" + "\n".join(lines)
+            + "\nPass download=True (command line: --download) to download them, or download "
+            "them by hand and place them at those paths.")
+
+    for role in roles:
+        name = paths[role].name
+        checksum = checksums.get(name)
+        if role in missing:
+            download_file(urls[role], paths[role], checksum, progress=progress)
+        elif checksum is not None:
+            verify_file(paths[role], checksum, hint=(
+                f"The file was kept; it is not the {card.name} {role} file the card expects. "
+                "Remove it to download it again"
+                + (f" from {urls[role]}" if urls[role] else f" by hand from {page or 'its source'}")))
+    return SceneFiles(
+        image=paths["image"],
+        labels=paths["labels"],
+        image_key=None if image_entry.get("key") is None else str(image_entry["key"]),
+        labels_key=None if labels_entry.get("key") is None else str(labels_entry["key"]),
+    )
