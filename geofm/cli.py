@@ -13,6 +13,11 @@ Subcommands:
 * ``geofm pretrain --config CONFIG [--trainer.max_epochs N ...] [--ckpt_path CKPT]``:
   masked-autoencoder pretraining through LightningCLI (``--print_config`` shows the
   resolved configuration).
+* ``geofm classify-pixels --config CONFIG --split random|disjoint --train-fraction F
+  --seeds 0 1 2 --output results.csv``: the hyperspectral pixel-classification protocol
+  (LoLA-SpecViT and the RBF-SVM baseline), one row per method and seed plus mean and std.
+* ``geofm predict CHECKPOINT [--cube PATH]``: the class map of a whole scene as PNG, NetCDF
+  and, for georeferenced scenes, GeoTIFF.
 """
 
 from __future__ import annotations
@@ -274,6 +279,72 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classify_pixels(args: argparse.Namespace) -> int:
+    from geofm.tasks.pixel_protocol import load_recipe, run_protocol, write_results
+
+    recipe = load_recipe(args.config)
+    if args.cube or args.gt:
+        if not (args.cube and args.gt):
+            raise ValueError("--cube and --gt go together: the cube and its ground truth")
+        recipe.scene.update(cube=args.cube, gt=args.gt, cube_key=args.cube_key,
+                            gt_key=args.gt_key, card=args.card)
+    elif args.card or args.cube_key or args.gt_key:
+        raise ValueError("--card, --cube-key and --gt-key describe a scene given by --cube "
+                         "and --gt")
+    if args.download:
+        recipe.scene["download"] = True
+    if args.epochs is not None:
+        recipe.train["epochs"] = args.epochs
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    save_dir = Path(args.save_dir) if args.save_dir else output.parent / "models"
+    start = time.perf_counter()
+    results, classes = run_protocol(recipe, args.split, args.train_fraction, args.seeds,
+                                    methods=args.methods, progress=not args.no_progress,
+                                    save_dir=save_dir)
+    rows = write_results(output, results, classes)
+    print(f"\n{'method':<6} {'mode':<5} {'split':<9} {'OA %':>14} {'AA %':>14} "
+          f"{'kappa':>15} {'trainable':>10} {'train s':>8}")
+    means = [r for r in rows if r["seed"] == "mean"]
+    stds = {(r["method"], r["mode"]): r for r in rows if r["seed"] == "std"}
+    for m in means:
+        s = stds[(m["method"], m["mode"])]
+        params = "-" if m["trainable_params"] is None else f"{int(m['trainable_params']):,}"
+        print(f"{m['method']:<6} {m['mode']:<5} {m['split']:<9} "
+              f"{100 * m['oa']:7.2f} ± {100 * s['oa']:4.2f} {100 * m['aa']:7.2f} ± "
+              f"{100 * s['aa']:4.2f} {m['kappa']:7.4f} ± {s['kappa']:.4f} {params:>10} "
+              f"{m['train_seconds']:8.1f}")
+    print(f"mean ± sample std over seeds {' '.join(map(str, args.seeds))}; wrote {output}, "
+          f"{output.with_suffix('.json')} and the models in {save_dir} "
+          f"({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from geofm.tasks.pixel_maps import predict_map, write_map
+
+    da = predict_map(args.checkpoint, args.cube, cube_key=args.cube_key,
+                     batch_size=args.batch_size, progress=not args.no_progress)
+    gt = None
+    if args.gt:
+        from geofm.data.hyperspectral import read_label_mat
+
+        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        gt = read_label_mat(args.gt, args.gt_key, ckpt.get("card"))
+    name = args.name or Path(args.checkpoint).stem
+    paths = write_map(da, args.out_dir, name, ground_truth=gt, overwrite=args.overwrite,
+                      title=name)
+    if "geotiff" not in paths:
+        print("the scene has no CRS: no GeoTIFF written (PNG and NetCDF on the pixel grid)",
+              file=sys.stderr)
+    for kind, path in paths.items():
+        print(f"wrote {kind:<8} {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geofm", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -317,6 +388,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("classify-pixels",
+                       help="hyperspectral pixel classification: splits, seeds, metrics")
+    p.add_argument("--config", required=True,
+                   help="recipe YAML, e.g. configs/classify/lola_salinas_a.yaml")
+    p.add_argument("--split", choices=["random", "disjoint"], default="random",
+                   help="random stratified pixels, or spatially disjoint blocks with a buffer")
+    p.add_argument("--train-fraction", type=float, default=0.05,
+                   help="share of each class's labelled pixels for training "
+                        "(default: %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--output", default="outputs/classify/results.csv",
+                   help="results CSV; a JSON with confusion matrices goes beside it")
+    p.add_argument("--methods", nargs="+", choices=["lola", "svm"], default=None,
+                   help="default: lola and the recipe's baselines")
+    p.add_argument("--cube", help="run on this ENVI or .mat cube instead of the recipe's")
+    p.add_argument("--cube-key", help="array name in a .mat cube")
+    p.add_argument("--gt", help="ground-truth .mat of --cube")
+    p.add_argument("--gt-key", help="array name in the ground-truth .mat")
+    p.add_argument("--card", help="dataset card of --cube (class names, band metadata)")
+    p.add_argument("--download", action="store_true",
+                   help="download the recipe's scene from its public source if missing")
+    p.add_argument("--epochs", type=int, help="override train.epochs of the recipe")
+    p.add_argument("--save-dir", help="where the trained models go (default: beside --output)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_classify_pixels)
+
+    p = sub.add_parser("predict", help="class map of a whole scene from a pixel classifier")
+    p.add_argument("checkpoint", help="a model written by `geofm classify-pixels`")
+    p.add_argument("--cube", help="scene to map (default: the one the model was trained on)")
+    p.add_argument("--cube-key", help="array name in a .mat cube")
+    p.add_argument("--gt", help="ground-truth .mat to show beside the map")
+    p.add_argument("--gt-key", help="array name in the ground-truth .mat")
+    p.add_argument("--out-dir", default="outputs/predict")
+    p.add_argument("--name", help="file name stem (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
     # listed for --help only: `geofm pretrain ...` goes to LightningCLI before this parser
     sub.add_parser("pretrain", add_help=False,
                    help="masked-autoencoder pretraining (LightningCLI; see --help)")
@@ -341,7 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, TypeError, OSError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError, TypeError,
+            OSError) as err:
         # KeyError's str() quotes its message; show the message itself.
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"geofm {args.command}: error: {message}", file=sys.stderr)

@@ -1,7 +1,10 @@
-"""Callbacks for pretraining runs: reconstruction figures, a loss curve, throughput."""
+"""Callbacks: reconstruction figures, a loss curve and throughput for pretraining runs; the
+cyclical LoRA scale and best-on-validation weights for fine-tuning."""
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,17 @@ import torch
 from matplotlib.figure import Figure
 
 from geofm.models.less_mae import unpatchify
+from geofm.models.lora import lora_layers
 
-__all__ = ["MAEReconstructionFigures", "LossCurve", "SamplesPerSecond", "run_dir"]
+__all__ = [
+    "BestWeights",
+    "CyclicLoRAScale",
+    "LossCurve",
+    "MAEReconstructionFigures",
+    "SamplesPerSecond",
+    "cosine_restarts",
+    "run_dir",
+]
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
@@ -189,3 +201,121 @@ class SamplesPerSecond(pl.Callback):
         if seconds > 0:
             pl_module.log("train/samples_per_s", sum(n for _, n in self._times) / seconds,
                           prog_bar=True, on_step=True, on_epoch=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning
+
+
+def cosine_restarts(step: int, period: int, period_mult: int = 1, low: float = 0.0,
+                    high: float = 1.0) -> float:
+    """A cosine cycle with warm restarts (SGDR, Loshchilov and Hutter, ICLR 2017).
+
+    Cycle ``i`` lasts ``T_i = period * period_mult**i`` steps; at ``t`` steps into it the
+    value is ``low + (high - low) * (1 + cos(pi * t / T_i)) / 2``: ``high`` at each restart,
+    falling to ``low`` at the end of the cycle.
+    """
+    if period < 1:
+        raise ValueError(f"period must be >= 1 step, got {period}")
+    if period_mult < 1:
+        raise ValueError(f"period_mult must be >= 1, got {period_mult}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    t, length = step, period
+    while t >= length:
+        t -= length
+        length *= period_mult
+    return low + (high - low) * 0.5 * (1.0 + math.cos(math.pi * t / length))
+
+
+class CyclicLoRAScale(pl.Callback):
+    """Modulate the strength of every LoRA update with a cosine cycle (warm restarts).
+
+    Before each training step the multiplier ``m`` of each
+    :class:`~geofm.models.lora.LoRALinear` (output ``W x + m (alpha / r) B A x``) is set to
+    :func:`cosine_restarts` of the optimiser step, the cyclical LoRA schedule of LoLA-SpecViT
+    (Zidi et al., 2025). Validation, test and prediction use ``eval_multiplier`` (default
+    ``high``), so a model is selected and used at the strength it is deployed with.
+
+    Args:
+        period_epochs: length of the first cycle in epochs (steps = epochs x batches).
+        period_mult: each cycle is this many times longer than the one before.
+        low, high: the range of the multiplier.
+        eval_multiplier: the multiplier outside training (default ``high``).
+
+    ``history`` keeps ``(step, multiplier)`` of every training step, for plots and tests.
+    """
+
+    def __init__(self, period_epochs: float = 10.0, period_mult: int = 1, low: float = 0.5,
+                 high: float = 1.0, eval_multiplier: float | None = None) -> None:
+        if period_epochs <= 0:
+            raise ValueError(f"period_epochs must be > 0, got {period_epochs}")
+        if not 0.0 <= low <= high:
+            raise ValueError(f"need 0 <= low <= high, got low={low}, high={high}")
+        self.period_epochs, self.period_mult = period_epochs, period_mult
+        self.low, self.high = low, high
+        self.eval_multiplier = high if eval_multiplier is None else eval_multiplier
+        self.history: list[tuple[int, float]] = []
+        self._period_steps = 1
+
+    def _set(self, pl_module: pl.LightningModule, value: float) -> None:
+        for _, layer in lora_layers(pl_module):
+            layer.set_multiplier(value)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not lora_layers(pl_module):
+            raise ValueError("CyclicLoRAScale needs a model with LoRA layers (lora mode)")
+        batches = trainer.num_training_batches
+        if not isinstance(batches, int) or batches < 1:
+            batches = 1
+        self._period_steps = max(1, round(self.period_epochs * batches))
+
+    def multiplier(self, step: int) -> float:
+        return cosine_restarts(step, self._period_steps, self.period_mult, self.low, self.high)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        value = self.multiplier(trainer.global_step)
+        self._set(pl_module, value)
+        self.history.append((trainer.global_step, value))
+
+    def _evaluate(self, trainer, pl_module) -> None:
+        self._set(pl_module, self.eval_multiplier)
+
+    on_validation_start = on_test_start = on_predict_start = _evaluate
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._set(pl_module, self.eval_multiplier)
+
+
+class BestWeights(pl.Callback):
+    """Keep, in memory, the weights of the best validation epoch and restore them at the end.
+
+    Best = highest ``monitor`` (default ``val/oa``); ties go to the lower ``tie_break``
+    (default ``val/loss``), then to the earlier epoch. Model selection thus uses the
+    validation part only; no checkpoint files are written.
+    """
+
+    def __init__(self, monitor: str = "val/oa", tie_break: str | None = "val/loss") -> None:
+        self.monitor, self.tie_break = monitor, tie_break
+        self.best: tuple[float, float] | None = None
+        self.best_epoch: int | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        if self.monitor not in metrics:
+            raise KeyError(f"BestWeights monitors {self.monitor!r}, which the task does not log"
+                           f"; logged: {sorted(metrics)}")
+        score = float(metrics[self.monitor])
+        tie = float(metrics[self.tie_break]) if self.tie_break in metrics else 0.0
+        key = (score, -tie)
+        if self.best is None or key > self.best:
+            self.best, self.best_epoch = key, trainer.current_epoch
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in
+                                        pl_module.state_dict().items()})
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)

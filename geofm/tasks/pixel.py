@@ -1,0 +1,319 @@
+"""Hyperspectral pixel classification: the LightningModule, the RBF-SVM baseline, prediction.
+
+:class:`PixelClassificationTask` trains any model that maps ``(image, valid)`` windows to
+logits (LoLA-SpecViT by default) with label smoothing, AdamW, a warm-up + cosine schedule
+and flips/rotations of the windows; :class:`~geofm.tasks.callbacks.BestWeights` selects the
+epoch on the validation part. :func:`svm_baseline` is what a user would otherwise pick: an
+RBF SVM on standardised spectra, its ``C`` and ``gamma`` chosen by cross-validation on the
+training part only. :func:`predict_scene` classifies every pixel of a scene.
+
+The protocol that ties these to splits, seeds and a results table is
+:mod:`geofm.tasks.pixel_protocol`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from geofm.tasks.mae import warmup_cosine
+
+__all__ = [
+    "PixelClassificationTask",
+    "ReducedWindows",
+    "drop_context",
+    "augment_windows",
+    "predict_scene",
+    "svm_baseline",
+]
+
+
+def drop_context(image: torch.Tensor, p: float,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """With probability ``p`` per window, zero every pixel farther than a random radius
+    (0 .. r - 1, Chebyshev distance) from the centre, as outside the scene.
+
+    A window classifier trained on a few blocks of a field learns their surroundings;
+    hiding random amounts of context teaches it to classify from the centre pixel and
+    whatever context there is, which is what it meets at field edges and in other parts
+    of the scene. The zeros are what the reduction gives pixels without data.
+    """
+    B, _, P, _ = image.shape
+    r = P // 2
+    if p <= 0 or r == 0:
+        return image
+    hit = torch.rand(B, generator=generator) < p
+    keep = torch.randint(0, r, (B,), generator=generator)
+    keep = torch.where(hit, keep, torch.full_like(keep, r))
+    offsets = (torch.arange(P) - r).abs()
+    dist = torch.maximum(offsets[:, None], offsets[None, :])          # (P, P)
+    inside = dist[None] <= keep[:, None, None]                        # (B, P, P)
+    return image * inside[:, None].to(image.dtype)
+
+
+def augment_windows(image: torch.Tensor, valid: torch.Tensor | None,
+                    generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each window gets one of the 8 symmetries of the square (rotations by 90 degrees, with
+    or without a flip); the centre pixel, whose class is the label, stays the centre."""
+    choice = torch.randint(0, 8, (image.shape[0],), generator=generator)
+    image, valid = image.clone(), None if valid is None else valid.clone()
+    for k in range(8):
+        idx = (choice == k).nonzero().flatten()
+        if idx.numel() == 0 or k == 0:
+            continue
+        part = image[idx]
+        vpart = None if valid is None else valid[idx]
+        if k >= 4:
+            part = part.flip(-1)
+            vpart = None if vpart is None else vpart.flip(-1)
+        part = torch.rot90(part, k % 4, dims=(-2, -1))
+        image[idx] = part
+        if valid is not None:
+            valid[idx] = torch.rot90(vpart, k % 4, dims=(-2, -1))
+    return image, valid
+
+
+class PixelClassificationTask(pl.LightningModule):
+    """Train a window classifier on centre-pixel labels.
+
+    Args:
+        model: maps ``(image (B, C, w, w), valid (B, w, w))`` to logits ``(B, K)``.
+        num_classes: ``K``.
+        lr, weight_decay: AdamW over the trainable parameters (no decay for norms, biases
+            and position-bias tables).
+        warmup_epochs: linear warm-up, then cosine decay to 0 at the last step.
+        label_smoothing: of the cross-entropy (training only).
+        augment: random flips and 90-degree rotations of the training windows.
+        context_dropout: probability of hiding the outer part of a training window
+            (:func:`drop_context`); 0 turns it off.
+        reduced_inputs: the batches hold windows of a scene already passed through the
+            model's spectral reduction (``model.forward_reduced`` + ``model.head`` are used);
+            otherwise raw windows go through ``model(image, valid)``.
+
+    Logs ``train/loss``, ``val/loss`` and ``val/oa`` (overall accuracy of the validation
+    part), which :class:`~geofm.tasks.callbacks.BestWeights` monitors.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, lr: float = 1e-3,
+                 weight_decay: float = 0.05, warmup_epochs: float = 5.0,
+                 label_smoothing: float = 0.1, augment: bool = True,
+                 reduced_inputs: bool = False, context_dropout: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+        self.model, self.num_classes = model, num_classes
+        self.lr, self.weight_decay = lr, weight_decay
+        self.warmup_epochs, self.label_smoothing, self.augment = (warmup_epochs,
+                                                                   label_smoothing, augment)
+        self.reduced_inputs = reduced_inputs
+        if not 0.0 <= context_dropout <= 1.0:
+            raise ValueError(f"context_dropout must lie in [0, 1], got {context_dropout}")
+        self.context_dropout = context_dropout
+        self._val_preds: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+
+    def forward(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        if self.reduced_inputs:
+            return self.model.head(self.model.forward_reduced(image))
+        return self.model(image, valid)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        image, valid = batch["image"], batch.get("valid")
+        if self.augment:
+            image, valid = augment_windows(image, valid)
+        if self.context_dropout > 0:
+            if not self.reduced_inputs:
+                raise ValueError("context_dropout works on reduced windows (zeros there mean "
+                                 "'no data'); set reduced_inputs=True")
+            image = drop_context(image, self.context_dropout)
+        logits = self(image, valid)
+        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=image.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self(batch["image"], batch.get("valid"))
+        loss = F.cross_entropy(logits, batch["label"])
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=logits.shape[0])
+        self._val_preds.append(logits.argmax(1).cpu())
+        self._val_labels.append(batch["label"].cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_preds:
+            return
+        preds, labels = torch.cat(self._val_preds), torch.cat(self._val_labels)
+        self._val_preds, self._val_labels = [], []
+        self.log("val/oa", (preds == labels).float().mean(), prog_bar=True)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            plain = p.ndim <= 1 or name.endswith("relative_bias")
+            (no_decay if plain else decay).append(p)
+        if not decay and not no_decay:
+            raise ValueError("the model has no trainable parameters")
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        per_epoch = total / max(self.trainer.max_epochs or 1, 1)
+        warmup = int(math.ceil(self.warmup_epochs * per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, total, warmup))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# --------------------------------------------------------------------------------------------
+# Windows of a reduced scene
+
+
+class ReducedWindows(torch.utils.data.Dataset):
+    """Windows of a scene already reduced to a few channels (for example by the PCA of
+    LoLA-SpecViT), around chosen pixels.
+
+    Reducing the scene once and slicing windows of the scores is much cheaper than cropping
+    windows of every band and reducing each: 15 channels instead of 204 per window.
+
+    Args:
+        scores: ``(K, H, W)`` reduced scene; pixels without data should hold 0.
+        coords: ``(N, 2)`` (row, col) of the window centres.
+        labels: ``(N,)`` class ids, or ``None`` (items then carry label -1).
+        patch: odd window width; windows reaching past the scene are zero padded.
+
+    Items are dicts with ``image`` ``(K, patch, patch)`` and ``label`` (int64 scalar).
+    """
+
+    def __init__(self, scores: torch.Tensor, coords: np.ndarray, labels: np.ndarray | None,
+                 patch: int) -> None:
+        if patch < 1 or patch % 2 == 0:
+            raise ValueError(f"patch must be odd, got {patch}")
+        r = patch // 2
+        self.padded = F.pad(torch.as_tensor(scores).float(), (r, r, r, r))
+        self.coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+        self.labels = (np.full(len(self.coords), -1, dtype=np.int64) if labels is None
+                       else np.asarray(labels, dtype=np.int64))
+        if len(self.labels) != len(self.coords):
+            raise ValueError(f"{len(self.coords)} coords but {len(self.labels)} labels")
+        self.patch = patch
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        r, c = self.coords[index]
+        window = self.padded[:, r:r + self.patch, c:c + self.patch]
+        return {"image": window, "label": torch.tensor(self.labels[index])}
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction
+
+
+@torch.no_grad()
+def predict_scene(model: nn.Module, image: torch.Tensor, valid: torch.Tensor | None = None,
+                  *, coords: np.ndarray | None = None, batch_size: int = 512,
+                  probabilities: bool = False, progress: bool = False,
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Classify pixels of a scene with a LoLA-SpecViT (or any model with ``reduction``,
+    ``forward_reduced``, ``head`` and ``patch``).
+
+    The scene is reduced once, windows of the reduced scores are cropped around each pixel
+    (zero outside the scene, as in training), and batches are classified.
+
+    Args:
+        image: ``(C, H, W)`` the raw scene.
+        valid: ``(H, W)`` bool, False where the scene has no data (those pixels get 255).
+        coords: ``(N, 2)`` (row, col) to classify; default every pixel.
+        probabilities: also return ``(N, K)`` (or ``(K, H, W)``) softmax probabilities.
+
+    Returns:
+        ``(labels, probs)``: with ``coords`` ``(N,)`` int64 labels, else an ``(H, W)`` uint8
+        map (255 where invalid); ``probs`` or ``None``.
+    """
+    from tqdm.auto import tqdm
+
+    model.eval()
+    C, H, W = image.shape
+    device = next(model.parameters()).device
+    valid_t = torch.ones(H, W, dtype=torch.bool) if valid is None else torch.as_tensor(valid)
+    scores = model.reduction(image[None].float().to(device), valid_t[None].to(device))[0]
+    r = model.patch // 2
+    padded = F.pad(scores, (r, r, r, r))                          # zeros outside the scene
+    whole = coords is None
+    if whole:
+        coords = np.argwhere(valid_t.numpy())
+    coords_t = torch.as_tensor(np.asarray(coords, dtype=np.int64))
+    offsets = torch.arange(model.patch)
+    preds, probs = [], []
+    for start in tqdm(range(0, len(coords_t), batch_size), disable=not progress,
+                      desc="classifying pixels", unit="batch"):
+        chunk = coords_t[start:start + batch_size]
+        rows = (chunk[:, 0, None] + offsets)[:, :, None]          # (n, p, 1)
+        cols = (chunk[:, 1, None] + offsets)[:, None, :]          # (n, 1, p)
+        windows = padded[:, rows, cols].permute(1, 0, 2, 3)       # (n, K, p, p)
+        logits = model.head(model.forward_reduced(windows))
+        preds.append(logits.argmax(1).cpu())
+        if probabilities:
+            probs.append(logits.softmax(1).cpu())
+    labels = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    prob = torch.cat(probs).numpy() if probabilities and probs else None
+    if not whole:
+        return labels.astype(np.int64), prob
+    out = np.full((H, W), 255, dtype=np.uint8)
+    out[coords[:, 0], coords[:, 1]] = labels
+    if prob is not None:
+        full = np.full((prob.shape[1], H, W), np.nan, dtype=np.float32)
+        full[:, coords[:, 0], coords[:, 1]] = prob.T
+        prob = full
+    return out, prob
+
+
+# --------------------------------------------------------------------------------------------
+# Baseline
+
+
+def svm_baseline(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int = 0,
+                 C_grid: Sequence[float] = (1.0, 10.0, 100.0, 1000.0, 10000.0),
+                 gamma_grid: Sequence[float | str] = ("scale", 1e-3, 1e-2, 1e-1),
+                 folds: int = 3) -> tuple[np.ndarray, dict[str, Any]]:
+    """RBF SVM on standardised spectra; ``C`` and ``gamma`` by stratified cross-validation
+    on the training part only.
+
+    Returns the test predictions and ``{"C", "gamma", "cv_accuracy", "folds"}``. With fewer
+    than 2 training pixels in some class, cross-validation is impossible: the defaults
+    ``C=100, gamma="scale"`` are used and ``folds`` is 0.
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    train_y = np.asarray(train_y)
+    pipe = make_pipeline(StandardScaler(), SVC(kernel="rbf"))
+    smallest = int(np.bincount(train_y)[np.unique(train_y)].min()) if train_y.size else 0
+    k = min(folds, int(smallest))
+    if k >= 2:
+        search = GridSearchCV(pipe, {"svc__C": list(C_grid), "svc__gamma": list(gamma_grid)},
+                              cv=StratifiedKFold(k, shuffle=True, random_state=seed), n_jobs=1)
+        search.fit(train_x, train_y)
+        best = search.best_estimator_
+        info = {"C": search.best_params_["svc__C"], "gamma": search.best_params_["svc__gamma"],
+                "cv_accuracy": float(search.best_score_), "folds": k}
+    else:
+        pipe.set_params(svc__C=100.0, svc__gamma="scale")
+        best = pipe.fit(train_x, train_y)
+        info = {"C": 100.0, "gamma": "scale", "cv_accuracy": float("nan"), "folds": 0}
+    return best.predict(test_x).astype(np.int64), info
+

@@ -1,0 +1,619 @@
+"""The pixel-classification protocol: recipe, splits, seeds, training, testing, results.
+
+One recipe (a YAML file, see ``configs/classify/``) fixes the scene, the model and the
+training; :func:`run_protocol` runs it on a random stratified split or a spatially disjoint
+split with a buffer (:mod:`geofm.data.splits`), for several seeds, and returns one result
+per method and seed: OA, AA, kappa, per-class accuracy, the confusion matrix, trainable
+and total parameters, and training seconds. The model is selected on the validation part;
+the test part is touched once, after training.
+
+This is the evaluation LoLA-SpecViT's released code lacks (``../shared/DESIGN.md``): there
+the checkpoint is chosen on the test set and test windows overlap training pixels.
+
+Recipe keys (every key optional except ``scene``; unknown keys are errors)::
+
+    scene:   {card, cube, gt, cube_key, gt_key, root, download}
+    split:   {val_fraction: 0.05, block_size: null, buffer: null}
+    model:   {name: lola_specvit, mode: full|lora, pca: train|transductive, kwargs: {...},
+              base_checkpoint: null, lora: {rank, alpha, dropout},
+              lora_schedule: {period_epochs, period_mult, low, high} | null}
+    train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, label_smoothing,
+              augment, context_dropout, num_workers}
+    baselines: [svm]
+
+``cube``/``gt`` may start with ``{data}``, the geofm ``datasets/`` folder. Without them, the
+scene's files are looked up under ``root`` by the card's file names and, with
+``download: true``, downloaded from the card's sources and checked against its checksums.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from geofm.data.cards import as_dataset_card, data_dir
+from geofm.data.datasets import read_scene
+from geofm.data.sample import IGNORE_INDEX
+from geofm.data.splits import labelled_pixels, spatially_disjoint_split, stratified_split
+from geofm.models import create_model
+from geofm.models.lora import parameter_counts
+from geofm.tasks.metrics import ClassificationMetrics, classification_metrics
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "PixelRecipe",
+    "SeedResult",
+    "build_classifier",
+    "load_classifier",
+    "load_recipe",
+    "load_recipe_scene",
+    "make_split",
+    "run_protocol",
+    "run_seed",
+    "summarise",
+    "write_results",
+]
+
+CHECKPOINT_FORMAT = "geofm-pixel/1"
+SPLITS = ("random", "disjoint")
+METHODS = ("lola", "svm")
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "scene": {"card": None, "cube": None, "gt": None, "cube_key": None, "gt_key": None,
+              "root": None, "download": False},
+    "split": {"val_fraction": 0.05, "block_size": None, "buffer": None},
+    "model": {"name": "lola_specvit", "mode": "full", "pca": "train", "kwargs": {},
+              "base_checkpoint": None, "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.0},
+              "lora_schedule": None},
+    "train": {"epochs": 60, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.05,
+              "warmup_epochs": 5.0, "label_smoothing": 0.1, "augment": True,
+              "context_dropout": 0.0, "num_workers": 0},
+}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run as written; the message names the key."""
+
+
+@dataclass
+class PixelRecipe:
+    """A parsed recipe; see the module docstring for the keys."""
+
+    scene: dict[str, Any]
+    split: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    baselines: list[str] = field(default_factory=list)
+    source: str = "<dict>"
+
+    @property
+    def patch(self) -> int:
+        return int(self.model["kwargs"].get("patch", 15))
+
+    @property
+    def radius(self) -> int:
+        return self.patch // 2
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scene": self.scene, "split": self.split, "model": self.model,
+                "train": self.train, "baselines": self.baselines}
+
+
+def _merge(section: str, given: Any, where: str) -> dict[str, Any]:
+    defaults = copy.deepcopy(_DEFAULTS[section])
+    if given is None:
+        return defaults
+    if not isinstance(given, dict):
+        raise RecipeError(f"{where}: '{section}' must be a mapping, got {given!r}")
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {unknown} in '{section}'; known: "
+                          f"{sorted(defaults)}")
+    for key, value in given.items():
+        if isinstance(defaults.get(key), dict) and isinstance(value, dict):
+            defaults[key].update(value)
+        else:
+            defaults[key] = value
+    return defaults
+
+
+def load_recipe(source: str | Path | dict[str, Any]) -> PixelRecipe:
+    """Read and check a recipe from a YAML file or a dict."""
+    if isinstance(source, dict):
+        raw, where = source, "<dict>"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe not found: {path}")
+        raw, where = yaml.safe_load(path.read_text()) or {}, str(path)
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: a recipe is a mapping of sections, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - {*_DEFAULTS, "baselines"})
+    if unknown:
+        raise RecipeError(f"{where}: unknown section(s) {unknown}; sections: "
+                          f"{sorted([*_DEFAULTS, 'baselines'])}")
+    recipe = PixelRecipe(**{s: _merge(s, raw.get(s), where) for s in _DEFAULTS},
+                         baselines=list(raw.get("baselines") or []), source=where)
+    if recipe.model["mode"] not in ("full", "lora"):
+        raise RecipeError(f"{where}: model.mode must be 'full' or 'lora', got "
+                          f"{recipe.model['mode']!r}")
+    if recipe.model["pca"] not in ("train", "transductive"):
+        raise RecipeError(f"{where}: model.pca must be 'train' (fitted on training pixels) or "
+                          f"'transductive' (every pixel of the scene), got {recipe.model['pca']!r}")
+    if recipe.model["mode"] == "lora" and not recipe.model["base_checkpoint"]:
+        raise RecipeError(f"{where}: lora mode adapts a frozen base model: set "
+                          "model.base_checkpoint to a checkpoint written by classify-pixels")
+    if recipe.model["mode"] == "lora":
+        _architecture_from_base(recipe)
+    bad = [b for b in recipe.baselines if b != "svm"]
+    if bad:
+        raise RecipeError(f"{where}: unknown baselines {bad}; available: ['svm']")
+    if recipe.patch < 1 or recipe.patch % 2 == 0:
+        raise RecipeError(f"{where}: model.kwargs.patch must be odd, got {recipe.patch}")
+    return recipe
+
+
+# --------------------------------------------------------------------------------------------
+# Scene and split
+
+
+def _expand(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    return Path(str(path).replace("{data}", str(data_dir())))
+
+
+def load_recipe_scene(recipe: PixelRecipe, progress: bool = True) -> dict[str, Any]:
+    """Read the recipe's scene (cube + ground truth) as a sample with ``mask``."""
+    sc = recipe.scene
+    card = as_dataset_card(sc["card"]) if sc["card"] else None
+    cube, gt = _expand(sc["cube"]), _expand(sc["gt"])
+    cube_key, gt_key = sc["cube_key"], sc["gt_key"]
+    if cube is None or gt is None:
+        if card is None or not sc["root"]:
+            raise RecipeError(f"{recipe.source}: give scene.cube and scene.gt, or scene.card "
+                              "and scene.root (where the card's files are or will be "
+                              "downloaded)")
+        from geofm.data.download import fetch_card_files
+
+        files = fetch_card_files(card, _expand(sc["root"]), download=bool(sc["download"]),
+                                 progress=progress)
+        cube, gt = cube or files.image, gt or files.labels
+        cube_key = cube_key or files.image_key
+        gt_key = gt_key or files.labels_key
+    scene = read_scene(cube, gt, card, cube_key=cube_key, gt_key=gt_key)
+    scene["source_files"] = {"cube": str(cube), "gt": str(gt)}
+    return scene
+
+
+def check_window_fits(scene: dict[str, Any], patch: int) -> None:
+    _, H, W = scene["image"].shape
+    if patch > min(H, W):
+        raise ValueError(f"the model's {patch} x {patch} pixel window is larger than the "
+                         f"{H} x {W} scene")
+
+
+def make_split(mask: np.ndarray, kind: str, train_fraction: float, val_fraction: float,
+               radius: int, seed: int, block_size: int | None = None,
+               buffer: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Coordinates ``{"train", "val", "test"}`` (each ``(N, 2)``) and a description.
+
+    ``random``: stratified by class. ``disjoint``: whole blocks per part with a buffer of
+    ``buffer`` (default ``radius``) pixels (:func:`~geofm.data.splits.spatially_disjoint_split`).
+    Every class of the scene must get at least one training and one test pixel; otherwise a
+    ``ValueError`` names the classes and their counts.
+    """
+    if kind not in SPLITS:
+        raise ValueError(f"unknown split {kind!r}; choose one of {', '.join(SPLITS)}")
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train fraction must lie in (0, 1), got {train_fraction}")
+    info: dict[str, Any] = {"split": kind}
+    if kind == "random":
+        coords, labels = labelled_pixels(mask)
+        parts = stratified_split(labels, train=float(train_fraction), val=float(val_fraction),
+                                 seed=seed)
+        out = {p: coords[getattr(parts, p)] for p in ("train", "val", "test")}
+    else:
+        sp = spatially_disjoint_split(mask, radius, train=float(train_fraction),
+                                      val=float(val_fraction), block_size=block_size,
+                                      seed=seed, buffer=buffer)
+        out = {p: sp.coords(p) for p in ("train", "val", "test")}
+        info["dropped_by_buffer"] = sp.dropped
+    num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
+    counts = {p: np.bincount(mask[c[:, 0], c[:, 1]], minlength=num_classes)
+              for p, c in out.items()}
+    present = np.bincount(mask[mask != IGNORE_INDEX], minlength=num_classes) > 0
+    short = [(k, int(counts["train"][k]), int(counts["test"][k]))
+             for k in np.flatnonzero(present) if counts["train"][k] == 0 or counts["test"][k] == 0]
+    if short:
+        listed = "; ".join(f"class {k}: {tr} train, {te} test pixels" for k, tr, te in short)
+        total = np.bincount(mask[mask != IGNORE_INDEX], minlength=num_classes)
+        raise ValueError(f"the {kind} split with train fraction {train_fraction} leaves a "
+                         f"class without training or test pixels ({listed}; labelled pixels "
+                         f"per class: {total.tolist()}); use a larger fraction")
+    info["counts"] = {p: c.tolist() for p, c in counts.items()}
+    return out, info
+
+
+# --------------------------------------------------------------------------------------------
+# Models and checkpoints
+
+
+def _state_mismatches(model: torch.nn.Module, state: dict[str, torch.Tensor],
+                      skip: Sequence[str]) -> list[str]:
+    own = model.state_dict()
+    problems = []
+    for key, value in state.items():
+        if any(key.startswith(s) for s in skip):
+            continue
+        if key not in own:
+            problems.append(f"{key} (not in the model)")
+        elif tuple(own[key].shape) != tuple(value.shape):
+            problems.append(f"{key}: checkpoint {tuple(value.shape)} vs model "
+                            f"{tuple(own[key].shape)}")
+    missing = [k for k in own if k not in state and not any(k.startswith(s) for s in skip)]
+    problems += [f"{k} (missing from the checkpoint)" for k in missing]
+    return problems
+
+
+def _architecture_from_base(recipe: PixelRecipe) -> None:
+    """In lora mode the architecture is the base checkpoint's: copy it into the recipe
+    (``model.kwargs`` may be left out, or must equal it)."""
+    m = recipe.model
+    base_path = _expand(m["base_checkpoint"])
+    base = _read_checkpoint(base_path)
+    if base["model"] != m["name"]:
+        raise RecipeError(f"{recipe.source}: base checkpoint {base_path} holds a "
+                          f"{base['model']!r}, the recipe asks for {m['name']!r}")
+    if m["kwargs"] and m["kwargs"] != base["kwargs"]:
+        raise RecipeError(f"{recipe.source}: in lora mode the architecture comes from the base "
+                          f"checkpoint; the recipe's model.kwargs {m['kwargs']} differ from the "
+                          f"base's {base['kwargs']}: remove them or make them equal")
+    m["kwargs"] = dict(base["kwargs"])
+
+
+def build_classifier(recipe: PixelRecipe, bands: int, num_classes: int
+                     ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The recipe's model for a scene with ``bands`` bands and ``num_classes`` classes.
+
+    ``lora`` mode: the architecture and weights come from ``model.base_checkpoint``; the
+    PCA is refitted on this scene and a head with another class count is re-initialised.
+    Returns the model and its construction record (for the checkpoint).
+    """
+    m = recipe.model
+    kwargs = dict(m["kwargs"])
+    if m["mode"] == "full":
+        model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
+        return model, {"name": m["name"], "kwargs": kwargs, "lora": None}
+    base_path = _expand(m["base_checkpoint"])
+    base = _read_checkpoint(base_path)
+    if kwargs != base["kwargs"]:
+        raise ValueError(f"the recipe's model.kwargs {kwargs} are not the architecture of the "
+                         f"base checkpoint {base_path} ({base['kwargs']})")
+    model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
+    skip = ["reduction."]
+    if base["num_classes"] != num_classes:
+        skip.append("head.")
+    problems = _state_mismatches(model, base["state_dict"], skip)
+    if problems:
+        raise ValueError(f"base checkpoint {base_path} does not fit this model: "
+                         + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else ""))
+    state = {k: v for k, v in base["state_dict"].items()
+             if not any(k.startswith(s) for s in skip)}
+    model.load_state_dict(state, strict=False)
+    lora = dict(m["lora"])
+    model.to_lora(rank=int(lora["rank"]), alpha=float(lora["alpha"]),
+                  dropout=float(lora.get("dropout", 0.0)))
+    return model, {"name": m["name"], "kwargs": kwargs, "lora": lora,
+                   "base_checkpoint": str(base_path)}
+
+
+def _read_checkpoint(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a pixel-classifier checkpoint written by geofm "
+                         f"classify-pixels (format {CHECKPOINT_FORMAT!r})")
+    return ckpt
+
+
+def save_classifier(path: Path, model: torch.nn.Module, record: dict[str, Any],
+                    scene: dict[str, Any], classes: Sequence[str], extra: dict[str, Any]
+                    ) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({
+        "format": CHECKPOINT_FORMAT, "model": record["name"], "kwargs": record["kwargs"],
+        "lora": record["lora"], "num_classes": len(classes), "classes": list(classes),
+        "bands": list(scene["bands"]),
+        "wavelengths": torch.as_tensor(scene["wavelengths"]).tolist(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }, path)
+    return path
+
+
+def load_classifier(path: Path | str, merge: bool = True) -> tuple[torch.nn.Module, dict]:
+    """A classifier written by :func:`run_protocol` and its checkpoint record.
+
+    LoRA models are rebuilt with their LoRA layers; with ``merge`` the updates are folded
+    into the weights (same outputs, the base model's cost).
+    """
+    from geofm.models.lora import merge_lora
+
+    ckpt = _read_checkpoint(path)
+    model = create_model(ckpt["model"], bands=len(ckpt["bands"]),
+                         num_classes=ckpt["num_classes"], **ckpt["kwargs"])
+    if ckpt["lora"]:
+        lora = ckpt["lora"]
+        model.to_lora(rank=int(lora["rank"]), alpha=float(lora["alpha"]),
+                      dropout=float(lora.get("dropout", 0.0)))
+    model.load_state_dict(ckpt["state_dict"])
+    if ckpt["lora"] and merge:
+        merge_lora(model)
+    return model.eval(), ckpt
+
+
+# --------------------------------------------------------------------------------------------
+# One seed
+
+
+@dataclass
+class SeedResult:
+    """One method on one split and seed."""
+
+    method: str
+    mode: str
+    split: str
+    train_fraction: float
+    seed: int
+    metrics: ClassificationMetrics
+    trainable_params: int | None
+    total_params: int | None
+    train_seconds: float
+    counts: dict[str, list[int]]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, classes: Sequence[str]) -> dict[str, Any]:
+        row = {"method": self.method, "mode": self.mode, "split": self.split,
+               "train_fraction": self.train_fraction, "seed": self.seed}
+        row.update({k: round(v, 6) for k, v in self.metrics.as_dict(classes).items()})
+        row.update({"trainable_params": self.trainable_params, "total_params":
+                    self.total_params, "train_seconds": round(self.train_seconds, 2),
+                    "n_train": sum(self.counts["train"]), "n_val": sum(self.counts["val"]),
+                    "n_test": sum(self.counts["test"])})
+        return row
+
+
+def _loader(dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                       num_workers=num_workers,
+                                       generator=g, drop_last=False)
+
+
+def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np.ndarray],
+                num_classes: int, seed: int, progress: bool, log_dir: Path | None
+                ) -> tuple[torch.nn.Module, dict[str, Any], float, dict[str, Any]]:
+    import lightning.pytorch as pl
+
+    from geofm.tasks.callbacks import BestWeights, CyclicLoRAScale
+    from geofm.tasks.pixel import PixelClassificationTask, ReducedWindows
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    image = torch.as_tensor(scene["image"]).float()
+    model, record = build_classifier(recipe, image.shape[0], num_classes)
+    valid = scene.get("valid")
+    if recipe.model["pca"] == "train":
+        tr = coords["train"]
+        pixels = image[:, tr[:, 0], tr[:, 1]].T
+    else:
+        v = torch.ones(image.shape[1:], dtype=torch.bool) if valid is None else valid
+        pixels = image[:, v].T
+    model.fit_reduction(pixels)
+
+    t = recipe.train
+    with torch.no_grad():
+        scores = model.reduction(image[None], None if valid is None else valid[None])[0]
+    mask = torch.as_tensor(scene["mask"]).numpy()
+
+    def windows(part: str) -> ReducedWindows:
+        c = coords[part]
+        return ReducedWindows(scores, c, mask[c[:, 0], c[:, 1]], recipe.patch)
+
+    task = PixelClassificationTask(model, num_classes, lr=float(t["lr"]),
+                                   weight_decay=float(t["weight_decay"]),
+                                   warmup_epochs=float(t["warmup_epochs"]),
+                                   label_smoothing=float(t["label_smoothing"]),
+                                   augment=bool(t["augment"]), reduced_inputs=True,
+                                   context_dropout=float(t["context_dropout"]))
+    best = BestWeights()
+    callbacks: list[pl.Callback] = [best]
+    if recipe.model["mode"] == "lora" and recipe.model["lora_schedule"]:
+        callbacks.append(CyclicLoRAScale(**recipe.model["lora_schedule"]))
+    logger: Any = False
+    if log_dir is not None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(str(log_dir), name="", version=None)
+    trainer = pl.Trainer(max_epochs=int(t["epochs"]), accelerator="cpu", devices=1,
+                         logger=logger, enable_checkpointing=False, callbacks=callbacks,
+                         enable_model_summary=False, enable_progress_bar=progress,
+                         num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False)
+    bs, nw = int(t["batch_size"]), int(t["num_workers"])
+    start = time.perf_counter()
+    trainer.fit(task, _loader(windows("train"), bs, True, nw, seed),
+                _loader(windows("val"), 4 * bs, False, nw, seed))
+    seconds = time.perf_counter() - start
+    details = {"best_epoch": best.best_epoch,
+               "best_val_oa": None if best.best is None else best.best[0],
+               "epochs": int(t["epochs"]),
+               "pca_explained": float(model.reduction.explained.sum())}
+    return model.eval(), record, seconds, details
+
+
+def run_seed(recipe: PixelRecipe, scene: dict[str, Any], split: str, train_fraction: float,
+             seed: int, methods: Sequence[str] = ("lola",), num_classes: int | None = None,
+             progress: bool = True, save_dir: Path | None = None) -> list[SeedResult]:
+    """Split the scene with ``seed``, train and test each method; one result per method."""
+    from geofm.tasks.pixel import predict_scene, svm_baseline
+
+    check_window_fits(scene, recipe.patch)
+    mask = torch.as_tensor(scene["mask"]).numpy()
+    coords, info = make_split(mask, split, train_fraction,
+                              float(recipe.split["val_fraction"]), recipe.radius, seed,
+                              recipe.split["block_size"], recipe.split["buffer"])
+    if num_classes is None:
+        num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
+    test = coords["test"]
+    y_test = mask[test[:, 0], test[:, 1]]
+    results = []
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        if method == "svm":
+            image = torch.as_tensor(scene["image"]).float().numpy()
+            tr = coords["train"]
+            start = time.perf_counter()
+            preds, svm_info = svm_baseline(image[:, tr[:, 0], tr[:, 1]].T,
+                                           mask[tr[:, 0], tr[:, 1]],
+                                           image[:, test[:, 0], test[:, 1]].T, seed=seed)
+            seconds = time.perf_counter() - start
+            results.append(SeedResult("svm", "rbf", split, train_fraction, seed,
+                                      classification_metrics(y_test, preds, num_classes),
+                                      None, None, seconds, info["counts"], svm_info))
+            continue
+        log_dir = None if save_dir is None else save_dir / "logs" / f"{split}_seed{seed}"
+        model, record, seconds, details = _train_lola(recipe, scene, coords, num_classes,
+                                                       seed, progress, log_dir)
+        preds, _ = predict_scene(model, torch.as_tensor(scene["image"]), scene.get("valid"),
+                                 coords=test)
+        counts = parameter_counts(model)
+        metrics = classification_metrics(y_test, preds, num_classes)
+        details.update({k: v for k, v in info.items() if k != "counts"})
+        if save_dir is not None:
+            classes = _class_names(scene, num_classes)
+            name = f"lola_{recipe.model['mode']}_{split}_f{train_fraction:g}_seed{seed}.pt"
+            details["checkpoint"] = str(save_classifier(
+                save_dir / name, model, record, scene, classes,
+                {"split": split, "seed": seed, "train_fraction": train_fraction,
+                 "card": scene.get("card"), "recipe": recipe.as_dict(),
+                 "source_files": scene.get("source_files"),
+                 "test_oa": metrics.oa}))
+        results.append(SeedResult("lola", recipe.model["mode"], split, train_fraction, seed,
+                                  metrics, counts.trainable, counts.total, seconds,
+                                  info["counts"], details))
+    return results
+
+
+def _class_names(scene: dict[str, Any], num_classes: int) -> list[str]:
+    names = scene.get("classes")
+    if names and len(names) == num_classes:
+        return list(names)
+    return [str(k) for k in range(num_classes)]
+
+
+# --------------------------------------------------------------------------------------------
+# Many seeds
+
+
+def run_protocol(recipe: PixelRecipe, split: str, train_fraction: float, seeds: Sequence[int],
+                 methods: Sequence[str] | None = None, progress: bool = True,
+                 save_dir: Path | None = None, scene: dict[str, Any] | None = None,
+                 echo=print) -> tuple[list[SeedResult], list[str]]:
+    """Every method on every seed; returns the results and the class names."""
+    if not seeds:
+        raise ValueError("give at least one seed")
+    methods = list(methods) if methods is not None else ["lola", *recipe.baselines]
+    scene = scene if scene is not None else load_recipe_scene(recipe, progress)
+    check_window_fits(scene, recipe.patch)
+    card = as_dataset_card(recipe.scene["card"]) if recipe.scene["card"] else None
+    mask = torch.as_tensor(scene["mask"]).numpy()
+    num_classes = card.num_classes if card is not None else int(
+        mask[mask != IGNORE_INDEX].max()) + 1
+    if card is not None:
+        scene["classes"] = list(card.classes)
+        scene["card"] = card.name
+    classes = _class_names(scene, num_classes)
+    results: list[SeedResult] = []
+    for seed in seeds:
+        for res in run_seed(recipe, scene, split, train_fraction, seed, methods, num_classes,
+                            progress, save_dir):
+            results.append(res)
+            m = res.metrics
+            echo(f"{res.method:<5} {res.split:<8} seed {seed}: OA {100 * m.oa:6.2f}%  AA "
+                 f"{100 * m.aa:6.2f}%  kappa {m.kappa:.4f}  ({res.train_seconds:.0f} s, "
+                 f"{sum(res.counts['train'])} train / {sum(res.counts['val'])} val / "
+                 f"{sum(res.counts['test'])} test pixels)")
+    return results, classes
+
+
+def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Per-seed rows, then a ``mean`` and a ``std`` (sample standard deviation) row per
+    (method, mode, split, train fraction)."""
+    rows = [r.row(classes) for r in results]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["mode"], row["split"], row["train_fraction"]),
+                          []).append(row)
+    out = list(rows)
+    numeric = [k for k in rows[0] if k not in ("method", "mode", "split", "train_fraction",
+                                               "seed")] if rows else []
+    for (method, mode, split, fraction), members in groups.items():
+        for stat in ("mean", "std"):
+            row: dict[str, Any] = {"method": method, "mode": mode, "split": split,
+                                   "train_fraction": fraction, "seed": stat}
+            for key in numeric:
+                values = [m[key] for m in members if m[key] is not None]
+                if not values:
+                    row[key] = None
+                    continue
+                arr = np.asarray(values, dtype=np.float64)
+                if stat == "mean":
+                    row[key] = round(float(np.nanmean(arr)), 6)
+                else:
+                    row[key] = round(float(np.std(arr, ddof=1)), 6) if len(arr) > 1 else 0.0
+            out.append(row)
+    return out
+
+
+def write_results(path: Path, results: Sequence[SeedResult], classes: Sequence[str]
+                  ) -> list[dict[str, Any]]:
+    """The CSV (per seed, then mean and std) and a JSON beside it with the confusion
+    matrices and per-run details. Returns the rows."""
+    rows = summarise(results, classes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    detail = [{"method": r.method, "mode": r.mode, "split": r.split, "seed": r.seed,
+               "train_fraction": r.train_fraction, "classes": list(classes),
+               "confusion": r.metrics.confusion.tolist(), "counts": r.counts,
+               "details": _jsonable(r.details)} for r in results]
+    path.with_suffix(".json").write_text(json.dumps(detail, indent=1))
+    return rows
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

@@ -1,0 +1,296 @@
+"""Pixel classification: metrics against scikit-learn, the LoRA scale schedule, splits, the
+protocol end to end on the bundled Salinas-A, prediction maps and bad input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geofm.data.cards import data_dir
+from geofm.data.datasets import PixelPatchDataset, read_scene
+from geofm.data.splits import find_leaks
+from geofm.models import create_model
+from geofm.tasks.callbacks import CyclicLoRAScale, cosine_restarts
+from geofm.tasks.metrics import classification_metrics, confusion_matrix
+from geofm.tasks.pixel import ReducedWindows, augment_windows, drop_context, predict_scene
+from geofm.tasks.pixel_protocol import (
+    load_classifier,
+    load_recipe,
+    make_split,
+    run_protocol,
+    summarise,
+    write_results,
+)
+
+SALINAS_A = {"card": "salinas_a", "cube": "{data}/samples/salinas_a/SalinasA_corrected.hdr",
+             "gt": "{data}/samples/salinas_a/SalinasA_gt.mat"}
+TINY_MODEL = {"patch": 7, "components": 8, "conv_channels": [4, 8],
+              "conv_kernels": [[3, 3, 3], [3, 3, 3]], "conv_padding": "same",
+              "embed_dims": [16, 32], "depths": [1, 1], "num_heads": [2, 2], "window": 4}
+
+
+@pytest.fixture(scope="module")
+def salinas_a():
+    root = data_dir() / "samples" / "salinas_a"
+    return read_scene(root / "SalinasA_corrected.hdr", root / "SalinasA_gt.mat", "salinas_a")
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_scikit_learn(seed):
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 6, 500)
+    pred = np.where(rng.random(500) < 0.7, y, rng.integers(0, 6, 500))
+    y[y == 5] = 4                                 # class 5 absent from the reference
+    m = classification_metrics(y, pred, 6)
+    np.testing.assert_array_equal(m.confusion, skm.confusion_matrix(y, pred, labels=range(6)))
+    assert m.oa == pytest.approx(skm.accuracy_score(y, pred))
+    assert m.kappa == pytest.approx(skm.cohen_kappa_score(y, pred))
+    with pytest.warns(UserWarning):               # sklearn warns about the absent class
+        balanced = skm.balanced_accuracy_score(y, pred)
+    assert m.aa == pytest.approx(balanced)
+    recall = skm.recall_score(y, pred, labels=range(5), average=None)
+    np.testing.assert_allclose(m.per_class[:5], recall)
+    assert math.isnan(m.per_class[5])
+
+
+def test_metric_errors():
+    with pytest.raises(ValueError, match="outside 0..2"):
+        confusion_matrix([0, 3], [0, 1], 3)
+    with pytest.raises(ValueError, match="2 reference labels but 1"):
+        confusion_matrix([0, 1], [0], 3)
+    with pytest.raises(TypeError, match="integer"):
+        confusion_matrix([0.5], [0], 3)
+
+
+# --- the LoRA scale schedule -------------------------------------------------------------------
+
+
+def test_cosine_restarts_formula():
+    # period 4, doubling: cycles [0, 4), [4, 12), [12, 28)
+    for step, t, length in [(0, 0, 4), (3, 3, 4), (4, 0, 8), (11, 7, 8), (12, 0, 16), (20, 8, 16)]:
+        expected = 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * t / length))
+        assert cosine_restarts(step, 4, 2, 0.2, 1.0) == pytest.approx(expected)
+    assert cosine_restarts(5, 5, 1, 0.0, 1.0) == 1.0          # warm restart
+    with pytest.raises(ValueError):
+        cosine_restarts(0, 0)
+
+
+def test_cyclic_lora_scale_callback_follows_the_formula(salinas_a, tmp_path):
+    """A short lora-mode fit: the multiplier of every LoRA layer follows the schedule step by
+    step, and evaluation runs at the full strength."""
+    import lightning.pytorch as pl
+
+    from geofm.models.lora import lora_layers
+    from geofm.tasks.pixel import PixelClassificationTask
+
+    model = create_model("lola_specvit", bands=204, num_classes=6, **TINY_MODEL)
+    image = salinas_a["image"].float()
+    model.fit_reduction(image.reshape(204, -1).T[::7])
+    model.to_lora(rank=2)
+    coords = np.argwhere(salinas_a["mask"].numpy() != 255)[::40]
+    labels = salinas_a["mask"].numpy()[coords[:, 0], coords[:, 1]]
+    with torch.no_grad():
+        scores = model.reduction(image[None])[0]
+    ds = ReducedWindows(scores, coords, labels, 7)
+    loader = torch.utils.data.DataLoader(ds, batch_size=32)
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append({layer.multiplier for _, layer in lora_layers(pl_module)})
+
+        def on_validation_start(self, trainer, pl_module):
+            seen.append(("val", {layer.multiplier for _, layer in lora_layers(pl_module)}))
+
+    schedule = CyclicLoRAScale(period_epochs=1.0, period_mult=2, low=0.25, high=1.0)
+    task = PixelClassificationTask(model, 6, reduced_inputs=True)
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[schedule, Spy()], default_root_dir=tmp_path,
+                         num_sanity_val_steps=0)
+    trainer.fit(task, loader, torch.utils.data.DataLoader(ds, batch_size=64))
+    per_epoch = len(loader)
+    steps = [s for s, _ in schedule.history]
+    assert steps == list(range(3 * per_epoch))
+    for step, value in schedule.history:
+        assert value == pytest.approx(cosine_restarts(step, per_epoch, 2, 0.25, 1.0))
+    train_sets = [s for s in seen if not isinstance(s, tuple)]
+    assert [next(iter(s)) for s in train_sets] == [v for _, v in schedule.history]
+    assert all(len(s) == 1 for s in train_sets)        # every layer gets the same value
+    assert all(s[1] == {1.0} for s in seen if isinstance(s, tuple))
+    assert len({v for _, v in schedule.history}) > 3
+
+
+# --- windows and augmentation ------------------------------------------------------------------
+
+
+def test_augmentations_keep_the_centre():
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, 7, 7)
+    out, _ = augment_windows(x, None)
+    torch.testing.assert_close(out[:, :, 3, 3], x[:, :, 3, 3])
+    assert not torch.equal(out, x)
+    # every output window is one of the 8 symmetries of its input
+    for i in range(8):
+        variants = [torch.rot90(v, k, dims=(-2, -1)) for v in (x[i], x[i].flip(-1))
+                    for k in range(4)]
+        assert any(torch.equal(out[i], v) for v in variants)
+    hidden = drop_context(x, 1.0)
+    torch.testing.assert_close(hidden[:, :, 3, 3], x[:, :, 3, 3])
+    assert (hidden[:, :, 0, 0] == 0).all()           # the border always goes at p = 1
+    assert torch.equal(drop_context(x, 0.0), x)
+
+
+def test_reduced_windows_match_cropped_windows(salinas_a):
+    """Reduce-then-crop (training, prediction) equals crop-then-reduce (the model's raw path),
+    at the scene edge too."""
+    torch.manual_seed(0)
+    model = create_model("lola_specvit", bands=204, num_classes=6, **TINY_MODEL).eval()
+    image = salinas_a["image"].float()
+    model.fit_reduction(image.reshape(204, -1).T[::5])
+    coords = np.array([[0, 0], [40, 43], [82, 85], [5, 80]])
+    coords = coords[salinas_a["mask"].numpy()[coords[:, 0], coords[:, 1]] != 255]
+    raw = PixelPatchDataset(salinas_a, coords, radius=3)
+    windows = torch.stack([raw[i]["image"] for i in range(len(raw))])
+    valid = torch.stack([raw[i]["valid"] for i in range(len(raw))])
+    with torch.no_grad():
+        expected = model(windows, valid).argmax(1).numpy()
+        labels, probs = predict_scene(model, image, coords=coords, probabilities=True)
+        scores = model.reduction(image[None])[0]
+        reduced = torch.stack([ReducedWindows(scores, coords, None, 7)[i]["image"]
+                               for i in range(len(coords))])
+        torch.testing.assert_close(reduced, model.reduction(windows, valid), rtol=1e-4,
+                                   atol=1e-4)
+    np.testing.assert_array_equal(labels, expected)
+    assert probs.shape == (len(coords), 6)
+
+
+# --- splits ----------------------------------------------------------------------------------
+
+
+def test_disjoint_split_is_leak_free_and_random_split_stratified(salinas_a):
+    mask = salinas_a["mask"].numpy()
+    coords, info = make_split(mask, "disjoint", 0.1, 0.05, radius=4, seed=0, block_size=8)
+    assert find_leaks(coords["train"], coords["test"], 4).size == 0
+    assert find_leaks(coords["train"], coords["val"], 4).size == 0
+    assert find_leaks(coords["val"], coords["test"], 4).size == 0
+    assert info["dropped_by_buffer"]["test"] > 0
+    coords, info = make_split(mask, "random", 0.05, 0.05, radius=4, seed=0)
+    totals = np.bincount(mask[mask != 255])
+    np.testing.assert_allclose(np.array(info["counts"]["train"]) / totals, 0.05, atol=0.02)
+    seen = np.concatenate([coords[p] for p in ("train", "val", "test")])
+    assert len(np.unique(seen, axis=0)) == len(seen) == totals.sum()
+
+
+def test_split_names_the_class_that_is_too_small():
+    mask = np.full((20, 20), 255, dtype=np.int64)
+    mask[:10, :10] = 0
+    mask[15, 15] = 1                                   # one pixel of class 1
+    with pytest.raises(ValueError, match=r"class 1: 1 train, 0 test pixels"):
+        make_split(mask, "random", 0.5, 0.0, radius=1, seed=0)
+
+
+# --- the protocol end to end -------------------------------------------------------------------
+
+
+def _recipe(**train):
+    return load_recipe({"scene": SALINAS_A, "split": {"val_fraction": 0.05, "block_size": 8},
+                        "model": {"kwargs": TINY_MODEL},
+                        "train": {"epochs": 2, "batch_size": 64, **train},
+                        "baselines": ["svm"]})
+
+
+def test_protocol_end_to_end_on_salinas_a(tmp_path, salinas_a):
+    recipe = _recipe()
+    results, classes = run_protocol(recipe, "random", 0.05, [0, 1], progress=False,
+                                    save_dir=tmp_path / "models", echo=lambda s: None)
+    assert [(r.method, r.seed) for r in results] == [("lola", 0), ("svm", 0), ("lola", 1),
+                                                     ("svm", 1)]
+    assert classes[0] == "Brocoli_green_weeds_1"
+    svm = [r for r in results if r.method == "svm"]
+    assert all(r.metrics.oa > 0.9 for r in svm)     # real spectra, real separability
+    lola = results[0]
+    assert lola.trainable_params == lola.total_params > 0
+    assert lola.metrics.count == sum(lola.counts["test"])
+    rows = write_results(tmp_path / "r.csv", results, classes)
+    assert [r["seed"] for r in rows] == [0, 0, 1, 1, "mean", "std", "mean", "std"]
+    mean = rows[4]
+    assert mean["oa"] == pytest.approx(np.mean([r.metrics.oa for r in results[::2]]), abs=1e-6)
+    text = (tmp_path / "r.csv").read_text().splitlines()
+    assert text[0].startswith("method,mode,split,train_fraction,seed,oa,aa,kappa,acc_Brocoli")
+    assert (tmp_path / "r.json").is_file()
+
+    # the saved model reproduces its test predictions
+    ckpt_path = Path(lola.details["checkpoint"])
+    model, ckpt = load_classifier(ckpt_path)
+    assert ckpt["classes"] == classes and ckpt["split"] == "random"
+    assert ckpt["test_oa"] == pytest.approx(lola.metrics.oa)
+
+
+def test_lora_mode_from_a_base_checkpoint(tmp_path):
+    base_results, _ = run_protocol(_recipe(), "random", 0.05, [0], methods=["lola"],
+                                   progress=False, save_dir=tmp_path, echo=lambda s: None)
+    base = base_results[0].details["checkpoint"]
+    recipe = load_recipe({"scene": SALINAS_A, "model": {
+        "mode": "lora", "base_checkpoint": base, "lora": {"rank": 2, "alpha": 4},
+        "lora_schedule": {"period_epochs": 1}}, "train": {"epochs": 1}})
+    results, _ = run_protocol(recipe, "random", 0.05, [1], progress=False,
+                              save_dir=tmp_path / "lora", echo=lambda s: None)
+    r = results[0]
+    assert r.mode == "lora" and r.trainable_params < 0.5 * r.total_params
+    model, ckpt = load_classifier(r.details["checkpoint"])          # merged on load
+    assert ckpt["lora"]["rank"] == 2
+    with pytest.raises(ValueError, match="architecture comes from the base"):
+        load_recipe({"scene": SALINAS_A, "model": {
+            "mode": "lora", "base_checkpoint": base, "kwargs": {**TINY_MODEL, "components": 10}}})
+
+
+def test_base_checkpoint_with_other_shapes_is_refused(tmp_path):
+    from geofm.tasks.pixel_protocol import build_classifier
+
+    results, _ = run_protocol(_recipe(), "random", 0.05, [0], methods=["lola"],
+                              progress=False, save_dir=tmp_path, echo=lambda s: None)
+    path = Path(results[0].details["checkpoint"])
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["state_dict"]["stages.0.0.attn.qkv.weight"] = torch.zeros(5, 5)
+    torch.save(ckpt, path)
+    recipe = load_recipe({"scene": SALINAS_A, "model": {"mode": "lora",
+                                                        "base_checkpoint": str(path)}})
+    with pytest.raises(ValueError, match=r"stages.0.0.attn.qkv.weight: checkpoint \(5, 5\)"):
+        build_classifier(recipe, 204, 6)
+
+
+def test_recipe_errors(tmp_path, salinas_a):
+    with pytest.raises(ValueError, match="unknown key"):
+        load_recipe({"scene": SALINAS_A, "train": {"epoch": 3}})
+    with pytest.raises(ValueError, match="base_checkpoint"):
+        load_recipe({"scene": SALINAS_A, "model": {"mode": "lora"}})
+    with pytest.raises(ValueError, match="odd"):
+        load_recipe({"scene": SALINAS_A, "model": {"kwargs": {"patch": 8}}})
+    big = _recipe()
+    big.model["kwargs"] = {**TINY_MODEL, "patch": 85}
+    with pytest.raises(ValueError, match="larger than the 83 x 86 scene"):
+        run_protocol(big, "random", 0.05, [0], progress=False, scene=dict(salinas_a),
+                     echo=lambda s: None)
+
+
+def test_summarise_std_is_sample_std():
+    from geofm.tasks.metrics import ClassificationMetrics
+    from geofm.tasks.pixel_protocol import SeedResult
+
+    def res(seed, oa):
+        m = ClassificationMetrics(oa, oa, oa, np.array([oa]), np.eye(1, dtype=np.int64))
+        return SeedResult("svm", "rbf", "random", 0.05, seed, m, None, None, 1.0,
+                          {"train": [1], "val": [1], "test": [1]})
+
+    rows = summarise([res(0, 0.9), res(1, 0.8), res(2, 0.7)], ["a"])
+    assert rows[3]["oa"] == pytest.approx(0.8) and rows[4]["oa"] == pytest.approx(0.1)
