@@ -109,6 +109,10 @@ class SpectralReduction(nn.Module):
         self.fitted.fill_(True)
         return self
 
+    def offset(self) -> torch.Tensor:
+        """``(K,)`` ``mean @ basis / scale``: scores of ``a x`` are ``a s + (a - 1) offset``."""
+        return self.mean @ (self.basis / self.scale)
+
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         if not bool(self.fitted):
             raise RuntimeError("the spectral reduction is not fitted: call fit(pixels) with "

@@ -29,6 +29,7 @@ __all__ = [
     "PixelClassificationTask",
     "ReducedWindows",
     "drop_context",
+    "scale_brightness",
     "augment_windows",
     "predict_scene",
     "svm_baseline",
@@ -56,6 +57,24 @@ def drop_context(image: torch.Tensor, p: float,
     dist = torch.maximum(offsets[:, None], offsets[None, :])          # (P, P)
     inside = dist[None] <= keep[:, None, None]                        # (B, P, P)
     return image * inside[:, None].to(image.dtype)
+
+
+def scale_brightness(scores: torch.Tensor, offset: torch.Tensor, spread: float,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Multiply each window's raw spectra by a random factor in ``[1 - spread, 1 + spread]``
+    (illumination, slope, moisture), computed on PCA scores.
+
+    PCA is affine: a raw spectrum ``a x`` scores ``a s + (a - 1) c`` with ``c = mean V / sd``
+    (``offset``), the score of the zero spectrum's negative. Pixels without data (all scores
+    zero) stay zero.
+    """
+    if spread <= 0:
+        return scores
+    B = scores.shape[0]
+    a = 1.0 + (torch.rand(B, generator=generator) * 2 - 1) * spread
+    a = a.to(scores.dtype)[:, None, None, None]
+    present = (scores != 0).any(dim=1, keepdim=True).to(scores.dtype)
+    return (a * scores + (a - 1) * offset.to(scores.dtype)[None, :, None, None]) * present
 
 
 def augment_windows(image: torch.Tensor, valid: torch.Tensor | None,
@@ -94,6 +113,8 @@ class PixelClassificationTask(pl.LightningModule):
         augment: random flips and 90-degree rotations of the training windows.
         context_dropout: probability of hiding the outer part of a training window
             (:func:`drop_context`); 0 turns it off.
+        brightness: spread of a random factor on each training window's spectra
+            (:func:`scale_brightness`, reduced inputs only); 0 turns it off.
         reduced_inputs: the batches hold windows of a scene already passed through the
             model's spectral reduction (``model.forward_reduced`` + ``model.head`` are used);
             otherwise raw windows go through ``model(image, valid)``.
@@ -105,7 +126,8 @@ class PixelClassificationTask(pl.LightningModule):
     def __init__(self, model: nn.Module, num_classes: int, lr: float = 1e-3,
                  weight_decay: float = 0.05, warmup_epochs: float = 5.0,
                  label_smoothing: float = 0.1, augment: bool = True,
-                 reduced_inputs: bool = False, context_dropout: float = 0.0) -> None:
+                 reduced_inputs: bool = False, context_dropout: float = 0.0,
+                 brightness: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
@@ -117,6 +139,11 @@ class PixelClassificationTask(pl.LightningModule):
         if not 0.0 <= context_dropout <= 1.0:
             raise ValueError(f"context_dropout must lie in [0, 1], got {context_dropout}")
         self.context_dropout = context_dropout
+        if not 0.0 <= brightness < 1.0:
+            raise ValueError(f"brightness must lie in [0, 1), got {brightness}")
+        if brightness > 0 and not reduced_inputs:
+            raise ValueError("brightness works on reduced windows; set reduced_inputs=True")
+        self.brightness = brightness
         self._val_preds: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
 
@@ -134,6 +161,8 @@ class PixelClassificationTask(pl.LightningModule):
                 raise ValueError("context_dropout works on reduced windows (zeros there mean "
                                  "'no data'); set reduced_inputs=True")
             image = drop_context(image, self.context_dropout)
+        if self.brightness > 0:
+            image = scale_brightness(image, self.model.reduction.offset(), self.brightness)
         logits = self(image, valid)
         loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,

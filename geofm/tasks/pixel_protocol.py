@@ -12,13 +12,13 @@ the checkpoint is chosen on the test set and test windows overlap training pixel
 
 Recipe keys (every key optional except ``scene``; unknown keys are errors)::
 
-    scene:   {card, cube, gt, cube_key, gt_key, root, download}
+    scene:   {card, cube, gt, cube_key, gt_key, root, download, ignore_values}
     split:   {val_fraction: 0.05, block_size: null, buffer: null}
     model:   {name: lola_specvit, mode: full|lora, pca: train|transductive, kwargs: {...},
               base_checkpoint: null, lora: {rank, alpha, dropout},
               lora_schedule: {period_epochs, period_mult, low, high} | null}
     train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, label_smoothing,
-              augment, context_dropout, num_workers}
+              augment, context_dropout, brightness, num_workers}
     baselines: [svm]
 
 ``cube``/``gt`` may start with ``{data}``, the geofm ``datasets/`` folder. Without them, the
@@ -71,14 +71,14 @@ METHODS = ("lola", "svm")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "scene": {"card": None, "cube": None, "gt": None, "cube_key": None, "gt_key": None,
-              "root": None, "download": False},
+              "root": None, "download": False, "ignore_values": [0]},
     "split": {"val_fraction": 0.05, "block_size": None, "buffer": None},
     "model": {"name": "lola_specvit", "mode": "full", "pca": "train", "kwargs": {},
               "base_checkpoint": None, "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.0},
               "lora_schedule": None},
     "train": {"epochs": 60, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.05,
               "warmup_epochs": 5.0, "label_smoothing": 0.1, "augment": True,
-              "context_dropout": 0.0, "num_workers": 0},
+              "context_dropout": 0.0, "brightness": 0.0, "num_workers": 0},
 }
 
 
@@ -192,8 +192,54 @@ def load_recipe_scene(recipe: PixelRecipe, progress: bool = True) -> dict[str, A
         cube, gt = cube or files.image, gt or files.labels
         cube_key = cube_key or files.image_key
         gt_key = gt_key or files.labels_key
-    scene = read_scene(cube, gt, card, cube_key=cube_key, gt_key=gt_key)
+    if card is not None:
+        scene = read_scene(cube, gt, card, cube_key=cube_key, gt_key=gt_key)
+    else:
+        scene = _read_uncarded(Path(cube), Path(gt), cube_key, gt_key,
+                               recipe.scene.get("ignore_values", [0]))
     scene["source_files"] = {"cube": str(cube), "gt": str(gt)}
+    return scene
+
+
+def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | None,
+                   ignore_values: Sequence[int]) -> dict[str, Any]:
+    """A scene geofm has no card for (``--cube``/``--gt`` without ``--card``).
+
+    Ground truth: ``ignore_values`` (default 0, the convention of the public scenes) are
+    unlabelled; the other raw values, sorted, become classes ``0..K-1`` named ``"class <raw
+    value>"``. Band metadata: from an ENVI header when it has it; a ``.mat`` file has none,
+    so the bands are numbered 1..C in place of wavelengths and the GSD is left at 1 m, and
+    the scene says so (``wavelengths_known`` False). LoLA-SpecViT and the SVM use neither.
+    """
+    from geofm.data.hyperspectral import _pick, envi_memmap, load_mat_arrays, open_cube
+
+    if cube.suffix.lower() == ".mat":
+        bands = _pick(load_mat_arrays(cube), cube_key, 3, cube).shape[-1]
+        kwargs: dict[str, Any] = {"key": cube_key}
+    else:
+        _, header = envi_memmap(cube)
+        bands = header["bands"]
+        kwargs = {}
+    known = True
+    try:
+        scene = open_cube(cube, **kwargs)
+    except ValueError:
+        known = False
+        scene = open_cube(cube, wavelengths=[float(b) for b in range(1, bands + 1)], gsd=1.0,
+                          **kwargs)
+    raw = _pick(load_mat_arrays(gt), gt_key, 2, gt)
+    values = sorted(int(v) for v in np.unique(raw) if int(v) not in set(ignore_values))
+    if not values:
+        raise ValueError(f"{gt} has no labelled pixels (all values in {list(ignore_values)})")
+    mask = np.full(raw.shape, IGNORE_INDEX, dtype=np.int64)
+    for k, v in enumerate(values):
+        mask[raw == v] = k
+    if mask.shape != tuple(scene["image"].shape[1:]):
+        raise ValueError(f"labels in {gt} are {mask.shape[0]} x {mask.shape[1]} but the cube in "
+                         f"{cube} is {scene['image'].shape[1]} x {scene['image'].shape[2]}")
+    scene["mask"] = torch.from_numpy(mask)
+    scene["classes"] = [f"class {v}" for v in values]
+    scene["wavelengths_known"] = known
     return scene
 
 
@@ -339,6 +385,7 @@ def save_classifier(path: Path, model: torch.nn.Module, record: dict[str, Any],
         "lora": record["lora"], "num_classes": len(classes), "classes": list(classes),
         "bands": list(scene["bands"]),
         "wavelengths": torch.as_tensor(scene["wavelengths"]).tolist(),
+        "wavelengths_known": bool(scene.get("wavelengths_known", True)),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }, path)
@@ -438,7 +485,8 @@ def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np
                                    warmup_epochs=float(t["warmup_epochs"]),
                                    label_smoothing=float(t["label_smoothing"]),
                                    augment=bool(t["augment"]), reduced_inputs=True,
-                                   context_dropout=float(t["context_dropout"]))
+                                   context_dropout=float(t["context_dropout"]),
+                                   brightness=float(t["brightness"]))
     best = BestWeights()
     callbacks: list[pl.Callback] = [best]
     if recipe.model["mode"] == "lora" and recipe.model["lora_schedule"]:
@@ -541,11 +589,12 @@ def run_protocol(recipe: PixelRecipe, split: str, train_fraction: float, seeds: 
     check_window_fits(scene, recipe.patch)
     card = as_dataset_card(recipe.scene["card"]) if recipe.scene["card"] else None
     mask = torch.as_tensor(scene["mask"]).numpy()
-    num_classes = card.num_classes if card is not None else int(
-        mask[mask != IGNORE_INDEX].max()) + 1
     if card is not None:
+        num_classes = card.num_classes
         scene["classes"] = list(card.classes)
         scene["card"] = card.name
+    else:
+        num_classes = len(scene.get("classes") or []) or int(mask[mask != IGNORE_INDEX].max()) + 1
     classes = _class_names(scene, num_classes)
     results: list[SeedResult] = []
     for seed in seeds:
