@@ -280,7 +280,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_classify_pixels(args: argparse.Namespace) -> int:
-    from geofm.tasks.pixel_protocol import load_recipe, run_protocol, write_results
+    from geofm.tasks.pixel_protocol import (
+        checkpoint_name,
+        load_recipe,
+        run_protocol,
+        write_results,
+    )
 
     recipe = load_recipe(args.config)
     if args.cube or args.gt:
@@ -295,12 +300,18 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
         recipe.scene["download"] = True
     if args.epochs is not None:
         recipe.train["epochs"] = args.epochs
+    train = args.train_per_class if args.train_per_class is not None else args.train_fraction
     output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
     save_dir = Path(args.save_dir) if args.save_dir else output.parent / "models"
+    existing = [str(output)] if output.exists() else []
+    if "lola" in (args.methods or ["lola"]):
+        existing += [str(save_dir / n) for n in
+                     (checkpoint_name(recipe, args.split, train, s) for s in args.seeds)
+                     if (save_dir / n).exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
     start = time.perf_counter()
-    results, classes = run_protocol(recipe, args.split, args.train_fraction, args.seeds,
+    results, classes = run_protocol(recipe, args.split, train, args.seeds,
                                     methods=args.methods, progress=not args.no_progress,
                                     save_dir=save_dir)
     rows = write_results(output, results, classes)
@@ -322,6 +333,7 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from geofm.tasks.pixel_maps import predict_map, write_map
@@ -334,9 +346,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
         gt = read_label_mat(args.gt, args.gt_key, ckpt.get("card"))
+        if not ckpt.get("card") and ckpt.get("label_values"):
+            # a scene without a card: the raw values the model was trained on, in order
+            raw, gt = gt, np.full(gt.shape, 255, dtype=np.int64)
+            for k, value in enumerate(ckpt["label_values"]):
+                gt[raw == value] = k
     name = args.name or Path(args.checkpoint).stem
     paths = write_map(da, args.out_dir, name, ground_truth=gt, overwrite=args.overwrite,
                       title=name)
+    if gt is not None:
+        labelled = gt != 255
+        agree = float((da.values[labelled] == gt[labelled]).mean()) if labelled.any() else 0.0
+        print(f"agreement with the ground truth on its {int(labelled.sum())} labelled pixels "
+              f"(training pixels included): {100 * agree:.2f}%")
     if "geotiff" not in paths:
         print("the scene has no CRS: no GeoTIFF written (PNG and NetCDF on the pixel grid)",
               file=sys.stderr)
@@ -394,9 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recipe YAML, e.g. configs/classify/lola_salinas_a.yaml")
     p.add_argument("--split", choices=["random", "disjoint"], default="random",
                    help="random stratified pixels, or spatially disjoint blocks with a buffer")
-    p.add_argument("--train-fraction", type=float, default=0.05,
-                   help="share of each class's labelled pixels for training "
-                        "(default: %(default)s)")
+    sizes = p.add_mutually_exclusive_group()
+    sizes.add_argument("--train-fraction", type=float, default=0.05,
+                       help="share of each class's labelled pixels for training "
+                            "(default: %(default)s)")
+    sizes.add_argument("--train-per-class", type=int, default=None,
+                       help="pixels of each class for training (random split only)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--output", default="outputs/classify/results.csv",
                    help="results CSV; a JSON with confusion matrices goes beside it")
@@ -410,8 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true",
                    help="download the recipe's scene from its public source if missing")
     p.add_argument("--epochs", type=int, help="override train.epochs of the recipe")
-    p.add_argument("--save-dir", help="where the trained models go (default: beside --output)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--save-dir",
+                   help="where the trained models go (default: models/ beside --output)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output and saved models of the same runs")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_classify_pixels)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import http.server
 import os
+import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -56,3 +60,58 @@ def bundled_samples_stay_unmodified():
     assert _sample_digests() == recorded, "bundled samples differ from SHA256SUMS"
     yield
     assert _sample_digests() == recorded, "a test modified the bundled samples"
+
+
+# A local file server for download tests (no network needed)
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder, records each request path, and has one broken route."""
+
+    requests: list[str]
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+        self.requests.append(self.path)
+        if self.path.endswith("/truncated.bin"):  # promises more than it sends
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"x" * 10)
+            self.close_connection = True
+            return
+        super().do_GET()
+
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+
+@dataclasses.dataclass
+class Server:
+    root: Path
+    url: str
+    requests: list[str]
+
+    def put(self, name: str, data: bytes) -> str:
+        """Serve ``data`` as ``name``; return its URL."""
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return f"{self.url}/{name}"
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    requests: list[str] = []
+    handler = type("Handler", (_Handler,), {"requests": requests})
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield Server(root, f"http://127.0.0.1:{httpd.server_address[1]}", requests)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

@@ -176,3 +176,30 @@ def plot_class_spectra(sample: Sample, classes: Sequence[str], ax: Axes | None =
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
+
+
+def plot_split_layout(mask: torch.Tensor | np.ndarray, coords: dict[str, np.ndarray],
+                      ax: Axes | None = None, title: str | None = None,
+                      ignore_index: int = IGNORE_INDEX) -> Figure:
+    """Where the train, val and test pixels of a split lie; labelled pixels in no part (the
+    buffer of a spatially disjoint split) are grey, unlabelled pixels white."""
+    m = np.asarray(torch.as_tensor(mask).cpu())
+    layout = np.full(m.shape, -1, dtype=np.int64)
+    layout[m != ignore_index] = 3
+    parts = ("train", "val", "test")
+    for k, part in enumerate(parts):
+        c = np.asarray(coords[part]).reshape(-1, 2)
+        layout[c[:, 0], c[:, 1]] = k
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#b0b0b0"]
+    fig, ax = _axes(ax, figsize=(6, 5))
+    ax.imshow(np.ma.masked_equal(layout, -1), cmap=mcolors.ListedColormap(colours),
+              vmin=-0.5, vmax=3.5, interpolation="nearest")
+    counts = [int((layout == k).sum()) for k in range(4)]
+    labels = [f"{p} ({n})" for p, n in zip(parts, counts, strict=False)] + [
+        f"buffer ({counts[3]})"]
+    ax.legend(handles=[Patch(color=c, label=lab) for c, lab in zip(colours, labels,
+                                                                   strict=True)],
+              loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    ax.set_title(title or "split", fontsize=9)
+    ax.set_axis_off()
+    return fig

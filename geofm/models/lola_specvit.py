@@ -156,8 +156,9 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int,
     The map is padded at the bottom and right to multiples of ``window`` and rolled by
     ``-shift`` along both axes before partitioning (as in Swin, Liu et al., ICCV 2021). A
     pair may attend if both tokens come from the same region of the rolled map (so tokens
-    wrapped around from the opposite edge stay apart) and the key is not padding; padded
-    queries attend to themselves only (their outputs are discarded).
+    wrapped around from the opposite edge stay apart) and the key is not padding. Padded
+    queries follow the same rule and may also attend to themselves (so that no row is
+    empty); their outputs are discarded.
 
     Returns ``(nW, window**2, window**2)`` bool, True = may attend, in the order of
     :func:`window_partition` applied to the rolled, padded map.

@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "DEFAULT_EXCLUDE",
     "DEFAULT_TARGETS",
     "LoRALinear",
     "ParameterCounts",
@@ -55,8 +56,11 @@ __all__ = [
 
 #: Linear layers adapted when no targets are given: the attention projections (``qkv``;
 #: LESS attention's ``qk``, ``v``, ``q``, ``kv``; ``proj``) and the feed-forward layers
-#: (``fc1``, ``fc2``; SwiGLU's ``w12`` and ``w3``) of every model in the registry.
+#: (``fc1``, ``fc2``; SwiGLU's ``w12`` and ``w3``) of every model in the registry ...
 DEFAULT_TARGETS = ("qkv", "qk", "q", "kv", "v", "proj", "fc1", "fc2", "w12", "w3")
+#: ... except the patch embeddings, whose layers share those names (LESS ViT's
+#: ``tokenizer.patch_embed.fc1``, the grouped ViT's ``patch_embed.proj``).
+DEFAULT_EXCLUDE = ("*patch_embed*",)
 
 
 class LoRALinear(nn.Linear):
@@ -184,7 +188,7 @@ def inject_lora(
     rank: int = 8,
     alpha: float = 16.0,
     dropout: float = 0.0,
-    exclude: Sequence[str] = (),
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
 ) -> list[str]:
     """Replace the linear layers named by ``targets`` with :class:`LoRALinear`, in place.
 
@@ -193,7 +197,8 @@ def inject_lora(
         targets: patterns; a plain name (``"qkv"``) matches modules whose last name part is
             that name, a glob (``"blocks.*.attn.qkv"``) matches the full module name.
         rank, alpha, dropout: of every injected layer.
-        exclude: patterns (same rules) of modules to leave alone, e.g. ``["head"]``.
+        exclude: patterns (same rules) of modules to leave alone; default the patch
+            embeddings (pass ``()`` to adapt them too).
 
     Returns:
         The names of the layers that were replaced, in module order.

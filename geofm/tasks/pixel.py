@@ -108,7 +108,8 @@ class PixelClassificationTask(pl.LightningModule):
         num_classes: ``K``.
         lr, weight_decay: AdamW over the trainable parameters (no decay for norms, biases
             and position-bias tables).
-        warmup_epochs: linear warm-up, then cosine decay to 0 at the last step.
+        warmup_epochs: linear warm-up (at most half of the run), then cosine decay to 0 at
+            the last step.
         label_smoothing: of the cross-entropy (training only).
         augment: random flips and 90-degree rotations of the training windows.
         context_dropout: probability of hiding the outer part of a training window
@@ -196,8 +197,10 @@ class PixelClassificationTask(pl.LightningModule):
             [{"params": decay, "weight_decay": self.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        per_epoch = total / max(self.trainer.max_epochs or 1, 1)
-        warmup = int(math.ceil(self.warmup_epochs * per_epoch))
+        epochs = max(self.trainer.max_epochs or 1, 1)
+        per_epoch = total / epochs
+        # a short run (fewer epochs than twice the warm-up) warms up over half of it
+        warmup = int(math.ceil(min(self.warmup_epochs, epochs / 2) * per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, total, warmup))
         return {"optimizer": optimizer,

@@ -81,6 +81,9 @@ def predict_map(checkpoint: PathLike, cube: PathLike | None = None, *,
         cube = source["cube"]
         cube_key = cube_key or ckpt.get("recipe", {}).get("scene", {}).get("cube_key")
     scene = read_scene_for(ckpt, cube, cube_key)
+    from geofm.tasks.pixel_protocol import check_window_fits
+
+    check_window_fits(scene, model.patch)
     labels, probs = predict_scene(model, torch.as_tensor(scene["image"]), scene.get("valid"),
                                   batch_size=batch_size, probabilities=probabilities,
                                   progress=progress)

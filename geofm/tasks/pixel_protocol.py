@@ -28,11 +28,14 @@ scene's files are looked up under ``root`` by the card's file names and, with
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
+import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,7 +200,7 @@ def load_recipe_scene(recipe: PixelRecipe, progress: bool = True) -> dict[str, A
     else:
         scene = _read_uncarded(Path(cube), Path(gt), cube_key, gt_key,
                                recipe.scene.get("ignore_values", [0]))
-    scene["source_files"] = {"cube": str(cube), "gt": str(gt)}
+    scene["source_files"] = {"cube": str(Path(cube).resolve()), "gt": str(Path(gt).resolve())}
     return scene
 
 
@@ -211,22 +214,25 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
     so the bands are numbered 1..C in place of wavelengths and the GSD is left at 1 m, and
     the scene says so (``wavelengths_known`` False). LoLA-SpecViT and the SVM use neither.
     """
-    from geofm.data.hyperspectral import _pick, envi_memmap, load_mat_arrays, open_cube
+    from geofm.data.hyperspectral import (
+        _envi_gsd,
+        _pick,
+        envi_memmap,
+        load_mat_arrays,
+        open_cube,
+    )
 
-    if cube.suffix.lower() == ".mat":
+    if cube.suffix.lower() == ".mat":            # .mat files carry no band metadata
         bands = _pick(load_mat_arrays(cube), cube_key, 3, cube).shape[-1]
-        kwargs: dict[str, Any] = {"key": cube_key}
+        scene = open_cube(cube, key=cube_key,
+                          wavelengths=[float(b) for b in range(1, bands + 1)], gsd=1.0)
+        known = False
     else:
         _, header = envi_memmap(cube)
-        bands = header["bands"]
-        kwargs = {}
-    known = True
-    try:
-        scene = open_cube(cube, **kwargs)
-    except ValueError:
-        known = False
-        scene = open_cube(cube, wavelengths=[float(b) for b in range(1, bands + 1)], gsd=1.0,
-                          **kwargs)
+        known = "wavelength" in header
+        wavelengths = None if known else [float(b) for b in range(1, header["bands"] + 1)]
+        gsd = None if _envi_gsd(header) is not None else 1.0
+        scene = open_cube(cube, wavelengths=wavelengths, gsd=gsd)
     raw = _pick(load_mat_arrays(gt), gt_key, 2, gt)
     values = sorted(int(v) for v in np.unique(raw) if int(v) not in set(ignore_values))
     if not values:
@@ -239,6 +245,8 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
                          f"{cube} is {scene['image'].shape[1]} x {scene['image'].shape[2]}")
     scene["mask"] = torch.from_numpy(mask)
     scene["classes"] = [f"class {v}" for v in values]
+    scene["label_values"] = values
+    scene["ignore_values"] = [int(v) for v in ignore_values]
     scene["wavelengths_known"] = known
     return scene
 
@@ -250,11 +258,13 @@ def check_window_fits(scene: dict[str, Any], patch: int) -> None:
                          f"{H} x {W} scene")
 
 
-def make_split(mask: np.ndarray, kind: str, train_fraction: float, val_fraction: float,
+def make_split(mask: np.ndarray, kind: str, train_fraction: float | int, val_fraction: float,
                radius: int, seed: int, block_size: int | None = None,
                buffer: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Coordinates ``{"train", "val", "test"}`` (each ``(N, 2)``) and a description.
 
+    ``train_fraction``: a share of each class (float), or for the random split a number of
+    pixels per class (int).
     ``random``: stratified by class. ``disjoint``: whole blocks per part with a buffer of
     ``buffer`` (default ``radius``) pixels (:func:`~geofm.data.splits.spatially_disjoint_split`).
     Every class of the scene must get at least one training and one test pixel; otherwise a
@@ -262,13 +272,21 @@ def make_split(mask: np.ndarray, kind: str, train_fraction: float, val_fraction:
     """
     if kind not in SPLITS:
         raise ValueError(f"unknown split {kind!r}; choose one of {', '.join(SPLITS)}")
-    if not 0.0 < train_fraction < 1.0:
+    per_class = isinstance(train_fraction, int | np.integer) and not isinstance(train_fraction,
+                                                                                 bool)
+    if per_class:
+        if kind != "random":
+            raise ValueError(f"the {kind} split gives whole blocks to each part, so it takes a "
+                             f"train fraction, not {train_fraction} pixels per class")
+        if train_fraction < 1:
+            raise ValueError(f"pixels per class must be >= 1, got {train_fraction}")
+    elif not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train fraction must lie in (0, 1), got {train_fraction}")
     info: dict[str, Any] = {"split": kind}
     if kind == "random":
         coords, labels = labelled_pixels(mask)
-        parts = stratified_split(labels, train=float(train_fraction), val=float(val_fraction),
-                                 seed=seed)
+        parts = stratified_split(labels, train=train_fraction if per_class
+                                 else float(train_fraction), val=float(val_fraction), seed=seed)
         out = {p: coords[getattr(parts, p)] for p in ("train", "val", "test")}
     else:
         sp = spatially_disjoint_split(mask, radius, train=float(train_fraction),
@@ -285,9 +303,9 @@ def make_split(mask: np.ndarray, kind: str, train_fraction: float, val_fraction:
     if short:
         listed = "; ".join(f"class {k}: {tr} train, {te} test pixels" for k, tr, te in short)
         total = np.bincount(mask[mask != IGNORE_INDEX], minlength=num_classes)
-        raise ValueError(f"the {kind} split with train fraction {train_fraction} leaves a "
-                         f"class without training or test pixels ({listed}; labelled pixels "
-                         f"per class: {total.tolist()}); use a larger fraction")
+        raise ValueError(f"the {kind} split with train {'count' if per_class else 'fraction'} "
+                         f"{train_fraction} leaves a class without training or test pixels "
+                         f"({listed}; labelled pixels per class: {total.tolist()})")
     info["counts"] = {p: c.tolist() for p, c in counts.items()}
     return out, info
 
@@ -365,6 +383,19 @@ def build_classifier(recipe: PixelRecipe, bands: int, num_classes: int
                    "base_checkpoint": str(base_path)}
 
 
+def _warn_if_base_saw_this_scene(record: dict[str, Any], scene: dict[str, Any]) -> None:
+    """A base trained on the scene being classified has seen pixels that may be in this
+    split's test part (another seed or split puts them elsewhere): say so."""
+    base = _read_checkpoint(record["base_checkpoint"])
+    mine = (scene.get("source_files") or {}).get("cube")
+    theirs = (base.get("source_files") or {}).get("cube")
+    if mine and theirs and Path(mine).resolve() == Path(theirs).resolve():
+        warnings.warn(f"the base checkpoint {record['base_checkpoint']} was trained on this "
+                      f"scene ({mine}); pixels it learned from may be test pixels of this "
+                      "split, so the test scores can be optimistic. Use a base trained on "
+                      "another scene for an honest evaluation.", UserWarning, stacklevel=3)
+
+
 def _read_checkpoint(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -386,6 +417,7 @@ def save_classifier(path: Path, model: torch.nn.Module, record: dict[str, Any],
         "bands": list(scene["bands"]),
         "wavelengths": torch.as_tensor(scene["wavelengths"]).tolist(),
         "wavelengths_known": bool(scene.get("wavelengths_known", True)),
+        "label_values": scene.get("label_values"), "ignore_values": scene.get("ignore_values"),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }, path)
@@ -398,7 +430,7 @@ def load_classifier(path: Path | str, merge: bool = True) -> tuple[torch.nn.Modu
     LoRA models are rebuilt with their LoRA layers; with ``merge`` the updates are folded
     into the weights (same outputs, the base model's cost).
     """
-    from geofm.models.lora import merge_lora
+    from geofm.models.lora import merge_lora, set_lora_multiplier
 
     ckpt = _read_checkpoint(path)
     model = create_model(ckpt["model"], bands=len(ckpt["bands"]),
@@ -408,8 +440,11 @@ def load_classifier(path: Path | str, merge: bool = True) -> tuple[torch.nn.Modu
         model.to_lora(rank=int(lora["rank"]), alpha=float(lora["alpha"]),
                       dropout=float(lora.get("dropout", 0.0)))
     model.load_state_dict(ckpt["state_dict"])
-    if ckpt["lora"] and merge:
-        merge_lora(model)
+    if ckpt["lora"]:
+        # the strength the model was validated and tested at (the schedule's eval value)
+        set_lora_multiplier(model, float(ckpt["lora"].get("eval_multiplier", 1.0)))
+        if merge:
+            merge_lora(model)
     return model.eval(), ckpt
 
 
@@ -442,6 +477,23 @@ class SeedResult:
                     "n_train": sum(self.counts["train"]), "n_val": sum(self.counts["val"]),
                     "n_test": sum(self.counts["test"])})
         return row
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning's start-up lines (accelerators, tips, the stepping-batches estimate) once
+    per seed say nothing about the run; warnings and errors still show."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _loader(dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int):
@@ -489,8 +541,12 @@ def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np
                                    brightness=float(t["brightness"]))
     best = BestWeights()
     callbacks: list[pl.Callback] = [best]
-    if recipe.model["mode"] == "lora" and recipe.model["lora_schedule"]:
-        callbacks.append(CyclicLoRAScale(**recipe.model["lora_schedule"]))
+    if recipe.model["mode"] == "lora":
+        _warn_if_base_saw_this_scene(record, scene)
+        if recipe.model["lora_schedule"]:
+            schedule = CyclicLoRAScale(**recipe.model["lora_schedule"])
+            callbacks.append(schedule)
+            record["lora"]["eval_multiplier"] = schedule.eval_multiplier
     logger: Any = False
     if log_dir is not None:
         from lightning.pytorch.loggers import CSVLogger
@@ -502,8 +558,9 @@ def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np
                          num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False)
     bs, nw = int(t["batch_size"]), int(t["num_workers"])
     start = time.perf_counter()
-    trainer.fit(task, _loader(windows("train"), bs, True, nw, seed),
-                _loader(windows("val"), 4 * bs, False, nw, seed))
+    with _quiet_lightning():
+        trainer.fit(task, _loader(windows("train"), bs, True, nw, seed),
+                    _loader(windows("val"), 4 * bs, False, nw, seed))
     seconds = time.perf_counter() - start
     details = {"best_epoch": best.best_epoch,
                "best_val_oa": None if best.best is None else best.best[0],
@@ -525,6 +582,13 @@ def run_seed(recipe: PixelRecipe, scene: dict[str, Any], split: str, train_fract
                               recipe.split["block_size"], recipe.split["buffer"])
     if num_classes is None:
         num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
+    if save_dir is not None:
+        from geofm.data.plot import plot_split_layout
+
+        save_dir.mkdir(parents=True, exist_ok=True)
+        plot_split_layout(mask, coords, title=f"{split} split, train fraction "
+                          f"{train_fraction:g}, seed {seed}").savefig(
+            save_dir / f"split_{split}_f{train_fraction:g}_seed{seed}.png", dpi=110)
     test = coords["test"]
     y_test = mask[test[:, 0], test[:, 1]]
     results = []
@@ -553,7 +617,7 @@ def run_seed(recipe: PixelRecipe, scene: dict[str, Any], split: str, train_fract
         details.update({k: v for k, v in info.items() if k != "counts"})
         if save_dir is not None:
             classes = _class_names(scene, num_classes)
-            name = f"lola_{recipe.model['mode']}_{split}_f{train_fraction:g}_seed{seed}.pt"
+            name = checkpoint_name(recipe, split, train_fraction, seed)
             details["checkpoint"] = str(save_classifier(
                 save_dir / name, model, record, scene, classes,
                 {"split": split, "seed": seed, "train_fraction": train_fraction,
@@ -564,6 +628,12 @@ def run_seed(recipe: PixelRecipe, scene: dict[str, Any], split: str, train_fract
                                   metrics, counts.trainable, counts.total, seconds,
                                   info["counts"], details))
     return results
+
+
+def checkpoint_name(recipe: PixelRecipe, split: str, train_fraction: float | int,
+                    seed: int) -> str:
+    """File name of the model :func:`run_seed` saves for this run."""
+    return f"lola_{recipe.model['mode']}_{split}_f{train_fraction:g}_seed{seed}.pt"
 
 
 def _class_names(scene: dict[str, Any], num_classes: int) -> list[str]:
@@ -633,7 +703,9 @@ def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dic
                 if stat == "mean":
                     row[key] = round(float(np.nanmean(arr)), 6)
                 else:
-                    row[key] = round(float(np.std(arr, ddof=1)), 6) if len(arr) > 1 else 0.0
+                    finite = arr[~np.isnan(arr)]
+                    row[key] = (round(float(np.std(finite, ddof=1)), 6) if len(finite) > 1
+                                else 0.0 if len(finite) else None)
             out.append(row)
     return out
 

@@ -60,3 +60,15 @@ def test_pretrain_benchmark_quick_run_records_its_table(tmp_path):
     assert "<!-- pretrain:begin -->" in text
     row = [ln for ln in text.splitlines() if ln.startswith("| LESS ViT-Ti depth 1")]
     assert len(row) == 1 and "| - |" not in row[0]
+
+
+def test_pixel_report_tables_the_recorded_results():
+    """The tables in docs/pixel_classification.md come from these CSVs by this script."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pixel_report.py"),
+         str(REPO / "docs" / "pixel_classification" / "salinas_a_disjoint.csv")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = (REPO / "docs" / "pixel_classification.md").read_text()
+    assert done.stdout.strip() in doc

@@ -152,20 +152,26 @@ def test_augmentations_keep_the_centre():
 
 def test_reduced_windows_match_cropped_windows(salinas_a):
     """Reduce-then-crop (training, prediction) equals crop-then-reduce (the model's raw path),
-    at the scene edge too."""
+    at the scene corner and next to pixels without data."""
     torch.manual_seed(0)
     model = create_model("lola_specvit", bands=204, num_classes=6, **TINY_MODEL).eval()
-    image = salinas_a["image"].float()
+    scene = dict(salinas_a)
+    image = scene["image"].float()
+    valid = torch.ones(image.shape[1:], dtype=torch.bool)
+    valid[40:43, 48:51] = False                         # a hole beside (41, 46)
+    scene["valid"] = valid
     model.fit_reduction(image.reshape(204, -1).T[::5])
-    coords = np.array([[0, 0], [40, 43], [82, 85], [5, 80]])
-    coords = coords[salinas_a["mask"].numpy()[coords[:, 0], coords[:, 1]] != 255]
-    raw = PixelPatchDataset(salinas_a, coords, radius=3)
+    coords = np.array([[0, 0], [41, 46], [42, 44], [60, 20]])
+    assert (salinas_a["mask"].numpy()[coords[:, 0], coords[:, 1]] != 255).all()
+    raw = PixelPatchDataset(scene, coords, radius=3)
     windows = torch.stack([raw[i]["image"] for i in range(len(raw))])
     valid = torch.stack([raw[i]["valid"] for i in range(len(raw))])
     with torch.no_grad():
+        assert not valid[1].all() and not valid[0].all()    # the hole and the corner
         expected = model(windows, valid).argmax(1).numpy()
-        labels, probs = predict_scene(model, image, coords=coords, probabilities=True)
-        scores = model.reduction(image[None])[0]
+        labels, probs = predict_scene(model, image, scene["valid"], coords=coords,
+                                      probabilities=True)
+        scores = model.reduction(image[None], scene["valid"][None])[0]
         reduced = torch.stack([ReducedWindows(scores, coords, None, 7)[i]["image"]
                                for i in range(len(coords))])
         torch.testing.assert_close(reduced, model.reduction(windows, valid), rtol=1e-4,
@@ -189,6 +195,14 @@ def test_disjoint_split_is_leak_free_and_random_split_stratified(salinas_a):
     np.testing.assert_allclose(np.array(info["counts"]["train"]) / totals, 0.05, atol=0.02)
     seen = np.concatenate([coords[p] for p in ("train", "val", "test")])
     assert len(np.unique(seen, axis=0)) == len(seen) == totals.sum()
+
+
+def test_random_split_by_pixels_per_class(salinas_a):
+    mask = salinas_a["mask"].numpy()
+    coords, info = make_split(mask, "random", 20, 0.05, radius=3, seed=0)
+    assert info["counts"]["train"] == [20] * 6
+    with pytest.raises(ValueError, match="takes a train fraction"):
+        make_split(mask, "disjoint", 20, 0.05, radius=3, seed=0)
 
 
 def test_split_names_the_class_that_is_too_small():
@@ -229,11 +243,17 @@ def test_protocol_end_to_end_on_salinas_a(tmp_path, salinas_a):
     assert text[0].startswith("method,mode,split,train_fraction,seed,oa,aa,kappa,acc_Brocoli")
     assert (tmp_path / "r.json").is_file()
 
-    # the saved model reproduces its test predictions
+    # the saved model, reloaded, gives the same test predictions (the split is rebuilt from
+    # its seed)
     ckpt_path = Path(lola.details["checkpoint"])
     model, ckpt = load_classifier(ckpt_path)
     assert ckpt["classes"] == classes and ckpt["split"] == "random"
-    assert ckpt["test_oa"] == pytest.approx(lola.metrics.oa)
+    mask = salinas_a["mask"].numpy()
+    coords, _ = make_split(mask, "random", 0.05, 0.05, recipe.radius, seed=0)
+    test = coords["test"]
+    preds, _ = predict_scene(model, salinas_a["image"], coords=test)
+    again = classification_metrics(mask[test[:, 0], test[:, 1]], preds, 6)
+    np.testing.assert_array_equal(again.confusion, lola.metrics.confusion)
 
 
 def test_lora_mode_from_a_base_checkpoint(tmp_path):
@@ -243,12 +263,20 @@ def test_lora_mode_from_a_base_checkpoint(tmp_path):
     recipe = load_recipe({"scene": SALINAS_A, "model": {
         "mode": "lora", "base_checkpoint": base, "lora": {"rank": 2, "alpha": 4},
         "lora_schedule": {"period_epochs": 1}}, "train": {"epochs": 1}})
-    results, _ = run_protocol(recipe, "random", 0.05, [1], progress=False,
-                              save_dir=tmp_path / "lora", echo=lambda s: None)
+    with pytest.warns(UserWarning, match="trained on this scene"):
+        results, _ = run_protocol(recipe, "random", 0.05, [1], progress=False,
+                                  save_dir=tmp_path / "lora", echo=lambda s: None)
     r = results[0]
     assert r.mode == "lora" and r.trainable_params < 0.5 * r.total_params
-    model, ckpt = load_classifier(r.details["checkpoint"])          # merged on load
-    assert ckpt["lora"]["rank"] == 2
+    unmerged, ckpt = load_classifier(r.details["checkpoint"], merge=False)
+    merged, _ = load_classifier(r.details["checkpoint"])
+    assert ckpt["lora"]["rank"] == 2 and ckpt["lora"]["eval_multiplier"] == 1.0
+    from geofm.models.lora import lora_layers
+
+    assert lora_layers(unmerged) and all(layer.merged for _, layer in lora_layers(merged))
+    x = torch.randn(3, 204, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), unmerged(x), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="architecture comes from the base"):
         load_recipe({"scene": SALINAS_A, "model": {
             "mode": "lora", "base_checkpoint": base, "kwargs": {**TINY_MODEL, "components": 10}}})

@@ -132,7 +132,7 @@ def test_classify_pixels_and_predict_commands(tmp_path, capsys):
     assert "--cube and --gt go together" in capsys.readouterr().err
 
 
-def test_any_mat_scene_without_a_card(tmp_path):
+def test_any_mat_scene_without_a_card(tmp_path, capsys):
     """--cube/--gt with a scene geofm has no card for: class ids from the ground truth."""
     import scipy.io
 
@@ -147,9 +147,15 @@ def test_any_mat_scene_without_a_card(tmp_path):
     scipy.io.savemat(tmp_path / "scene_gt.mat", {"labels": gt})
     recipe = load_recipe({**RECIPE, "scene": {"cube": str(tmp_path / "scene.mat"),
                                               "gt": str(tmp_path / "scene_gt.mat")}})
-    results, classes = run_protocol(recipe, "random", 0.1, [0], methods=["svm"],
-                                    progress=False, echo=lambda s: None)
+    results, classes = run_protocol(recipe, "random", 0.1, [0], methods=["svm", "lola"],
+                                    progress=False, echo=lambda s: None,
+                                    save_dir=tmp_path / "models")
     # without a card: 0 is unlabelled, the other raw values become the classes, in order
     assert classes == ["class 1", "class 10", "class 11", "class 12", "class 13", "class 14"]
     assert results[0].metrics.oa > 0.9
     assert torch.isfinite(torch.tensor(results[0].metrics.aa))
+    # the map's ground truth goes through the same value -> class mapping (0 unlabelled)
+    ckpt = results[1].details["checkpoint"]
+    assert main(["predict", ckpt, "--gt", str(tmp_path / "scene_gt.mat"), "--out-dir",
+                 str(tmp_path / "maps"), "--no-progress"]) == 0
+    assert "on its 5348 labelled pixels" in capsys.readouterr().out
