@@ -159,3 +159,20 @@ def test_any_mat_scene_without_a_card(tmp_path, capsys):
     assert main(["predict", ckpt, "--gt", str(tmp_path / "scene_gt.mat"), "--out-dir",
                  str(tmp_path / "maps"), "--no-progress"]) == 0
     assert "on its 5348 labelled pixels" in capsys.readouterr().out
+
+
+def test_ground_truth_of_another_shape_is_refused(tmp_path):
+    import scipy.io
+
+    from geofm.tasks.pixel_protocol import load_recipe_scene
+
+    cube = np.zeros((83, 86, 5), dtype=np.int16)
+    scipy.io.savemat(tmp_path / "scene.mat", {"cube": cube})
+    scipy.io.savemat(tmp_path / "gt.mat", {"gt": np.ones((80, 86), dtype=np.uint8)})
+    recipe = load_recipe({"scene": {"cube": str(tmp_path / "scene.mat"),
+                                    "gt": str(tmp_path / "gt.mat")}})
+    with pytest.raises(ValueError, match="are 80 x 86 but the cube .* is 83 x 86"):
+        load_recipe_scene(recipe)
+    carded = load_recipe({"scene": {**RECIPE["scene"], "gt": str(tmp_path / "gt.mat")}})
+    with pytest.raises(ValueError, match="80 x 86"):
+        load_recipe_scene(carded)
