@@ -56,7 +56,7 @@ def drop_context(image: torch.Tensor, p: float,
     offsets = (torch.arange(P) - r).abs()
     dist = torch.maximum(offsets[:, None], offsets[None, :])          # (P, P)
     inside = dist[None] <= keep[:, None, None]                        # (B, P, P)
-    return image * inside[:, None].to(image.dtype)
+    return image * inside[:, None].to(device=image.device, dtype=image.dtype)
 
 
 def scale_brightness(scores: torch.Tensor, offset: torch.Tensor, spread: float,
@@ -72,9 +72,10 @@ def scale_brightness(scores: torch.Tensor, offset: torch.Tensor, spread: float,
         return scores
     B = scores.shape[0]
     a = 1.0 + (torch.rand(B, generator=generator) * 2 - 1) * spread
-    a = a.to(scores.dtype)[:, None, None, None]
+    a = a.to(device=scores.device, dtype=scores.dtype)[:, None, None, None]
     present = (scores != 0).any(dim=1, keepdim=True).to(scores.dtype)
-    return (a * scores + (a - 1) * offset.to(scores.dtype)[None, :, None, None]) * present
+    offset = offset.to(device=scores.device, dtype=scores.dtype)
+    return (a * scores + (a - 1) * offset[None, :, None, None]) * present
 
 
 def augment_windows(image: torch.Tensor, valid: torch.Tensor | None,
@@ -286,8 +287,8 @@ def predict_scene(model: nn.Module, image: torch.Tensor, valid: torch.Tensor | N
     whole = coords is None
     if whole:
         coords = np.argwhere(valid_t.numpy())
-    coords_t = torch.as_tensor(np.asarray(coords, dtype=np.int64))
-    offsets = torch.arange(model.patch)
+    coords_t = torch.as_tensor(np.asarray(coords, dtype=np.int64), device=device)
+    offsets = torch.arange(model.patch, device=device)
     preds, probs = [], []
     for start in tqdm(range(0, len(coords_t), batch_size), disable=not progress,
                       desc="classifying pixels", unit="batch"):

@@ -18,7 +18,7 @@ Recipe keys (every key optional except ``scene``; unknown keys are errors)::
               base_checkpoint: null, lora: {rank, alpha, dropout},
               lora_schedule: {period_epochs, period_mult, low, high} | null}
     train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, label_smoothing,
-              augment, context_dropout, brightness, num_workers}
+              augment, context_dropout, brightness, num_workers, accelerator}
     baselines: [svm]
 
 ``cube``/``gt`` may start with ``{data}``, the geofm ``datasets/`` folder. Without them, the
@@ -81,7 +81,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
               "lora_schedule": None},
     "train": {"epochs": 60, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.05,
               "warmup_epochs": 5.0, "label_smoothing": 0.1, "augment": True,
-              "context_dropout": 0.0, "brightness": 0.0, "num_workers": 0},
+              "context_dropout": 0.0, "brightness": 0.0, "num_workers": 0,
+              "accelerator": "auto"},
 }
 
 
@@ -552,7 +553,7 @@ def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np
         from lightning.pytorch.loggers import CSVLogger
 
         logger = CSVLogger(str(log_dir), name="", version=None)
-    trainer = pl.Trainer(max_epochs=int(t["epochs"]), accelerator="cpu", devices=1,
+    trainer = pl.Trainer(max_epochs=int(t["epochs"]), accelerator=t["accelerator"], devices=1,
                          logger=logger, enable_checkpointing=False, callbacks=callbacks,
                          enable_model_summary=False, enable_progress_bar=progress,
                          num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False)
