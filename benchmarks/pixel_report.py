@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def _pct(value: str) -> str:
-    return f"{100 * float(value):.2f}"
+    return "-" if value in ("", None) else f"{100 * float(value):.2f}"
 
 
 def table(path: Path) -> str:
@@ -42,7 +42,8 @@ def table(path: Path) -> str:
         params = f"{int(float(m['trainable_params'])):,}" if m["trainable_params"] else "-"
         out.append(f"| **{method} ({m['mode']})** | mean ± std | **{_pct(m['oa'])} ± "
                    f"{_pct(s['oa'])}** | {_pct(m['aa'])} ± {_pct(s['aa'])} | "
-                   f"{float(m['kappa']):.4f} ± {float(s['kappa']):.4f} | {params} | "
+                   f"{float(m['kappa']):.4f} ± "
+                   f"{float(s['kappa']) if s['kappa'] else float('nan'):.4f} | {params} | "
                    f"{float(m['train_seconds']):.1f} |")
     out += ["", "| class | " + " | ".join(means) + " |",
             "|---|" + "---|" * len(means)]

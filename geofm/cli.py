@@ -319,16 +319,20 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
           f"{'kappa':>15} {'trainable':>10} {'train s':>8}")
     means = [r for r in rows if r["seed"] == "mean"]
     stds = {(r["method"], r["mode"]): r for r in rows if r["seed"] == "std"}
+    def spread(value, scale: float, digits: int) -> str:
+        return "-" if value is None else f"{scale * value:.{digits}f}"
+
     for m in means:
         s = stds[(m["method"], m["mode"])]
         params = "-" if m["trainable_params"] is None else f"{int(m['trainable_params']):,}"
         print(f"{m['method']:<6} {m['mode']:<5} {m['split']:<9} "
-              f"{100 * m['oa']:7.2f} ± {100 * s['oa']:4.2f} {100 * m['aa']:7.2f} ± "
-              f"{100 * s['aa']:4.2f} {m['kappa']:7.4f} ± {s['kappa']:.4f} {params:>10} "
-              f"{m['train_seconds']:8.1f}")
-    print(f"mean ± sample std over seeds {' '.join(map(str, args.seeds))}; wrote {output}, "
-          f"{output.with_suffix('.json')} and the models in {save_dir} "
-          f"({time.perf_counter() - start:.0f} s)")
+              f"{100 * m['oa']:7.2f} ± {spread(s['oa'], 100, 2):>4} {100 * m['aa']:7.2f} ± "
+              f"{spread(s['aa'], 100, 2):>4} {m['kappa']:7.4f} ± {spread(s['kappa'], 1, 4):>6} "
+              f"{params:>10} {m['train_seconds']:8.1f}")
+    models = (f" and the models in {save_dir}" if any(r.method == "lola" for r in results)
+              else "")
+    print(f"mean ± sample std over seeds {' '.join(map(str, args.seeds))}; wrote {output} and "
+          f"{output.with_suffix('.json')}{models} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 

@@ -681,8 +681,8 @@ def run_protocol(recipe: PixelRecipe, split: str, train_fraction: float, seeds: 
 
 
 def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dict[str, Any]]:
-    """Per-seed rows, then a ``mean`` and a ``std`` (sample standard deviation) row per
-    (method, mode, split, train fraction)."""
+    """Per-seed rows, then a ``mean`` and a ``std`` (sample standard deviation; empty with a
+    single seed) row per (method, mode, split, train fraction)."""
     rows = [r.row(classes) for r in results]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -705,8 +705,9 @@ def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dic
                     row[key] = round(float(np.nanmean(arr)), 6)
                 else:
                     finite = arr[~np.isnan(arr)]
+                    # one seed has no spread: left empty rather than a misleading 0
                     row[key] = (round(float(np.std(finite, ddof=1)), 6) if len(finite) > 1
-                                else 0.0 if len(finite) else None)
+                                else None)
             out.append(row)
     return out
 
