@@ -337,7 +337,6 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from geofm.tasks.pixel_maps import predict_map, write_map
@@ -346,15 +345,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size, progress=not args.no_progress)
     gt = None
     if args.gt:
-        from geofm.data.hyperspectral import read_label_mat
+        from geofm.data.hyperspectral import apply_label_lookup, read_label_mat
 
         ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
         gt = read_label_mat(args.gt, args.gt_key, ckpt.get("card"))
         if not ckpt.get("card") and ckpt.get("label_values"):
             # a scene without a card: the raw values the model was trained on, in order
-            raw, gt = gt, np.full(gt.shape, 255, dtype=np.int64)
-            for k, value in enumerate(ckpt["label_values"]):
-                gt[raw == value] = k
+            gt = apply_label_lookup(gt, {v: k for k, v in enumerate(ckpt["label_values"])})
     name = args.name or Path(args.checkpoint).stem
     paths = write_map(da, args.out_dir, name, ground_truth=gt, overwrite=args.overwrite,
                       title=name)

@@ -345,9 +345,16 @@ def remap_labels(raw: np.ndarray, card: DatasetCard | None) -> np.ndarray:
     if unknown:
         raise ValueError(f"label values {unknown} are not classes of {card.name!r} "
                          f"(known raw values: {sorted(lut)})")
+    return apply_label_lookup(raw, lut)
+
+
+def apply_label_lookup(raw: np.ndarray, lookup: dict[int, int]) -> np.ndarray:
+    """``(H, W)`` int64 class ids: each raw value through ``lookup``; values it lacks -> 255."""
+    raw = np.asarray(raw)
     out = np.full(raw.shape, IGNORE_INDEX, dtype=np.int64)
-    for v in values:
-        out[raw == v] = lut[int(v)]
+    for v in np.unique(raw):
+        if int(v) in lookup:
+            out[raw == v] = lookup[int(v)]
     return out
 
 

@@ -218,6 +218,7 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
     from geofm.data.hyperspectral import (
         _envi_gsd,
         _pick,
+        apply_label_lookup,
         envi_memmap,
         load_mat_arrays,
         open_cube,
@@ -238,9 +239,7 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
     values = sorted(int(v) for v in np.unique(raw) if int(v) not in set(ignore_values))
     if not values:
         raise ValueError(f"{gt} has no labelled pixels (all values in {list(ignore_values)})")
-    mask = np.full(raw.shape, IGNORE_INDEX, dtype=np.int64)
-    for k, v in enumerate(values):
-        mask[raw == v] = k
+    mask = apply_label_lookup(raw, {v: k for k, v in enumerate(values)})
     if mask.shape != tuple(scene["image"].shape[1:]):
         raise ValueError(f"labels in {gt} are {mask.shape[0]} x {mask.shape[1]} but the cube in "
                          f"{cube} is {scene['image'].shape[1]} x {scene['image'].shape[2]}")
