@@ -189,6 +189,7 @@ def inject_lora(
     alpha: float = 16.0,
     dropout: float = 0.0,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    skip_narrow: bool = False,
 ) -> list[str]:
     """Replace the linear layers named by ``targets`` with :class:`LoRALinear`, in place.
 
@@ -199,6 +200,9 @@ def inject_lora(
         rank, alpha, dropout: of every injected layer.
         exclude: patterns (same rules) of modules to leave alone; default the patch
             embeddings (pass ``()`` to adapt them too).
+        skip_narrow: leave out targeted layers with ``min(in, out) <= rank``, where a rank-r
+            update would not be low-rank (LESS ViT-Ti's 6-wide spectral branch at rank 8);
+            without it such a layer raises ``ValueError``.
 
     Returns:
         The names of the layers that were replaced, in module order.
@@ -226,6 +230,8 @@ def inject_lora(
                 continue      # a glob may also cover containers; only linear layers count
             raise ValueError(f"LoRA target {name!r} is a {type(module).__name__}, not "
                              "nn.Linear; LoRA here adapts linear layers only")
+        if skip_narrow and min(module.in_features, module.out_features) <= rank:
+            continue
         chosen.append(name)
     if not chosen:
         shown = ", ".join(linear_names[:12]) + (" ..." if len(linear_names) > 12 else "")

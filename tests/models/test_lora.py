@@ -192,3 +192,13 @@ def test_multiplier_refused_when_merged():
     layer.unmerge()
     layer.set_multiplier(0.5)
     assert math.isclose(layer.scaling, 0.5 * 16 / 2)
+
+
+def test_skip_narrow_leaves_layers_where_the_rank_is_not_low():
+    model = create_model("less_vit_tiny", depth=1)
+    with pytest.raises(ValueError, match="exceeds min"):  # the 6-wide spectral branch
+        inject_lora(create_model("less_vit_tiny", depth=1), rank=8)
+    names = inject_lora(model, rank=8, skip_narrow=True)
+    assert "blocks.0.attn.proj" in names and "blocks.0.attn.channel_branch.v" not in names
+    assert all(min(model.get_submodule(n).in_features, model.get_submodule(n).out_features) > 8
+               for n in names)

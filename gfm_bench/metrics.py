@@ -1,0 +1,150 @@
+"""GFM-Bench metrics: top-1 accuracy, micro mAP for multi-label, mIoU with an ignore index.
+
+Each function returns a :class:`Score`: the headline value (in percent, as the GFM-Bench
+tables print it) and the per-class values behind it. The definitions are the standard ones,
+written against numpy so that the tests can compare them with scikit-learn's:
+
+* **top-1**: share of samples whose arg-max class is the reference class; per class, the
+  recall of that class.
+* **micro mAP** (BigEarthNet): average precision of all (sample, class) scores pooled into
+  one ranking, the step-wise area under the precision-recall curve that scikit-learn's
+  ``average_precision_score(average="micro")`` computes; per class, that class's AP.
+* **mIoU** (segmentation): from the confusion matrix of all valid pixels (reference not the
+  ignore index), IoU_k = TP / (TP + FP + FN), averaged over the classes that occur in the
+  reference or the prediction (a class absent from both has no IoU, not 0 or 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from geofm.tasks.metrics import confusion_matrix
+
+__all__ = ["Score", "top1", "micro_map", "average_precision", "segmentation_confusion",
+           "miou_from_confusion", "miou", "METRICS"]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A headline metric in percent and its per-class values (percent; NaN: undefined)."""
+
+    name: str
+    value: float
+    per_class: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    count: int = 0
+
+    def per_class_dict(self, class_names=None) -> dict[str, float]:
+        names = class_names or [str(k) for k in range(len(self.per_class))]
+        if len(names) != len(self.per_class):
+            raise ValueError(f"{len(names)} class names for {len(self.per_class)} classes")
+        return {str(n): float(v) for n, v in zip(names, self.per_class, strict=True)}
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _class_ids(x, name: str, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
+    arr = _numpy(x)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False).reshape(-1)
+    bad = arr[((arr < 0) | (arr >= num_classes)) & (arr != (-1 if ignore_index is None
+                                                             else ignore_index))]
+    if bad.size:
+        raise ValueError(f"{name} holds class ids {sorted(set(bad.tolist()))[:5]} outside "
+                         f"0..{num_classes - 1}"
+                         + ("" if ignore_index is None else f" (ignore index {ignore_index})"))
+    return arr
+
+
+def top1(y_true, y_pred, num_classes: int) -> Score:
+    """Top-1 accuracy in percent; ``y_pred`` holds class ids or ``(n, K)`` scores."""
+    pred = _numpy(y_pred)
+    if pred.ndim == 2:
+        if pred.shape[1] != num_classes:
+            raise ValueError(f"scores have {pred.shape[1]} columns for {num_classes} classes")
+        pred = pred.argmax(axis=1)
+    t = _class_ids(y_true, "y_true", num_classes)
+    p = _class_ids(pred, "y_pred", num_classes)
+    if t.shape != p.shape:
+        raise ValueError(f"{t.size} reference labels but {p.size} predictions")
+    if t.size == 0:
+        raise ValueError("no predictions to score")
+    support = np.bincount(t, minlength=num_classes)
+    hits = np.bincount(t[t == p], minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(support > 0, 100.0 * hits / support, np.nan)
+    return Score("top1", float(100.0 * (t == p).mean()), per_class, int(t.size))
+
+
+def average_precision(y_true, scores) -> float:
+    """Average precision of one ranking: ``sum_k (R_k - R_{k-1}) P_k`` over the distinct
+    score thresholds (ties form one step), NaN when there is no positive."""
+    t = _numpy(y_true).reshape(-1).astype(bool)
+    s = _numpy(scores).reshape(-1).astype(np.float64)
+    if t.shape != s.shape:
+        raise ValueError(f"{t.size} targets but {s.size} scores")
+    positives = int(t.sum())
+    if positives == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, t = s[order], t[order]
+    # the last index of each run of equal scores: a threshold admits the whole run
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]
+    tp = np.cumsum(t)[last]
+    precision = tp / (last + 1)
+    recall = tp / positives
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def micro_map(y_true, scores) -> Score:
+    """Micro-averaged AP in percent of multi-hot targets ``(n, K)`` and scores ``(n, K)``."""
+    t, s = _numpy(y_true), _numpy(scores)
+    if t.ndim != 2 or t.shape != s.shape:
+        raise ValueError(f"multi-label targets and scores must both be (n, K); got "
+                         f"{t.shape} and {s.shape}")
+    if not np.isin(t, (0, 1)).all():
+        raise ValueError("multi-label targets must be 0/1")
+    if t.shape[0] == 0:
+        raise ValueError("no predictions to score")
+    per_class = np.array([100.0 * average_precision(t[:, k], s[:, k]) for k in range(t.shape[1])])
+    value = 100.0 * average_precision(t.reshape(-1), s.reshape(-1))
+    return Score("micro_map", value, per_class, int(t.shape[0]))
+
+
+def segmentation_confusion(y_true, y_pred, num_classes: int, ignore_index: int = 255
+                           ) -> np.ndarray:
+    """``(K, K)`` pixel counts (row = reference, column = prediction) over valid pixels."""
+    t = _class_ids(y_true, "mask", num_classes, ignore_index)
+    p = _numpy(y_pred).astype(np.int64, copy=False).reshape(-1)
+    if t.shape != p.shape:
+        raise ValueError(f"{t.size} reference pixels but {p.size} predicted pixels")
+    keep = t != ignore_index
+    return confusion_matrix(t[keep], p[keep], num_classes)
+
+
+def miou_from_confusion(confusion: np.ndarray) -> Score:
+    """Mean IoU in percent over classes present in the reference or the prediction."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"a confusion matrix must be square, got shape {cm.shape}")
+    if cm.sum() == 0:
+        raise ValueError("no valid pixels to score (all reference pixels are ignored)")
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, 100.0 * tp / union, np.nan)
+    return Score("miou", float(np.nanmean(iou)), iou, int(cm.sum()))
+
+
+def miou(y_true, y_pred, num_classes: int, ignore_index: int = 255) -> Score:
+    """mIoU in percent of predicted masks against reference masks (any equal shapes)."""
+    return miou_from_confusion(segmentation_confusion(y_true, y_pred, num_classes, ignore_index))
+
+
+METRICS = {"top1_accuracy": "top1", "micro_map": "micro_map", "miou": "miou"}
+"""The metric name in a dataset card -> the name of the score in the results file."""
