@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # (as .ci/run does) is reused while neither changes.
 STAMP := $(VENV)/.geofm-$(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(shell echo "$(CURDIR)" | sha256sum | cut -c1-8)
 
-.PHONY: setup demo test test-all lint bench bench-encoders clean
+.PHONY: setup demo test test-all lint bench bench-encoders bench-gfm-mini clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,13 @@ bench: setup
 # About 40 minutes on 2 CPU cores; writes its table into docs/benchmarks.md.
 bench-encoders: setup
 	$(BIN)/python benchmarks/encoders.py --record docs/benchmarks.md
+
+# The GFM-Bench mini suite on the bundled samples (random-init LESS ViT-Ti unless ENCODER
+# names weights, e.g. ENCODER=less_vit_tiny:encoder.pt); resumes an interrupted run.
+ENCODER ?= less_vit_tiny
+bench-gfm-mini: setup
+	$(BIN)/gfm-bench run --suite mini --encoder $(ENCODER) --resume \
+		--output outputs/gfm_bench/mini.csv --report outputs/gfm_bench/mini.md
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,13 +84,31 @@ class BenchData:
     upscale: float = 1.0
     train_labels: np.ndarray | None = None   # for stratified label fractions (optional)
 
-    def statistics(self) -> tuple[Sequence[float], Sequence[float], Sequence[str]]:
+    def statistics(self, max_samples: int = 256) -> tuple[Sequence[float], Sequence[float],
+                                                          Sequence[str]]:
+        """Per-band mean, std and band names for normalisation: given, else the card's,
+        else computed (with a warning) from up to ``max_samples`` training samples spread
+        evenly over the split (NLCD-L, whose GFM-Bench statistics are not known)."""
         if self.mean is not None and self.std is not None:
             return self.mean, self.std, self.bands
-        if self.card is None or self.card.mean is None or self.card.std is None:
-            raise ValueError(f"{self.name}: no normalisation statistics (give a card with "
-                             "statistics or mean/std)")
-        return self.card.mean, self.card.std, self.card.band_names
+        if self.card is not None and self.card.mean is not None and self.card.std is not None:
+            return self.card.mean, self.card.std, self.card.band_names
+        n = len(self.train)
+        picks = np.unique(np.linspace(0, n - 1, min(n, max_samples)).round().astype(int))
+        total = total_sq = count = 0
+        for i in picks:
+            sample = self.train[int(i)]
+            image = sample["image"].double().flatten(1)
+            total = total + image.sum(1)
+            total_sq = total_sq + (image ** 2).sum(1)
+            count += image.shape[1]
+        mean = total / count
+        std = (total_sq / count - mean ** 2).clamp_min(0).sqrt().clamp_min(1e-6)
+        self.mean, self.std = mean.tolist(), std.tolist()
+        self.bands = tuple(sample["bands"])
+        warnings.warn(f"{self.name}: no normalisation statistics known; using those of "
+                      f"{len(picks)} training samples", UserWarning, stacklevel=2)
+        return self.mean, self.std, self.bands
 
 
 @dataclass
@@ -154,9 +173,12 @@ def label_fraction_indices(data: BenchData, fraction: float, seed: int) -> np.nd
 
 
 def _loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """Training loaders (``shuffle``) drop a last partial batch when there is more than
+    one batch: a batch of one sample breaks batch normalisation (UPerNet's heads)."""
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_samples,
-                      generator=gen, num_workers=0)
+                      generator=gen, num_workers=0,
+                      drop_last=shuffle and len(ds) > batch_size)
 
 
 def _progress(iterable, desc: str, enabled: bool, total: int | None = None):
@@ -340,9 +362,49 @@ class _Model(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         if self.task == "segmentation":
+            if "maps" in batch:  # cached by _MapCache
+                return self.head(batch["maps"], batch["size"])
             maps = self._four(self.adapter.feature_maps(batch))
             return self.head(maps, tuple(batch["image"].shape[-2:]))
         return self.head(self.adapter.features(batch))
+
+
+class _MapCache:
+    """A frozen encoder's feature maps of a whole split, computed once, served in batches
+    (shuffled per epoch when ``shuffle``): training a head then costs the head alone."""
+
+    def __init__(self, model: _Model, ds: Dataset, batch_size: int, device, shuffle: bool,
+                 seed: int = 0, progress: bool = False, desc: str = "maps"):
+        parts, masks = [], []
+        model.adapter.eval()
+        loader = _loader(ds, batch_size, False)
+        with torch.no_grad():
+            for batch in _progress(loader, desc, progress, total=len(loader)):
+                batch = _to(batch, device)
+                parts.append([m.cpu() for m in model._four(model.adapter.feature_maps(batch))])
+                masks.append(batch["mask"].cpu())
+                self.size = tuple(batch["image"].shape[-2:])
+        self.maps = [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
+        self.masks = torch.cat(masks)
+        self.batch_size, self.device, self.shuffle = batch_size, device, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _stops(self) -> range:
+        n = len(self.masks)
+        if self.shuffle and n > self.batch_size:  # drop a last partial batch, as _loader
+            return range(0, n - self.batch_size + 1, self.batch_size)
+        return range(0, n, self.batch_size)
+
+    def __len__(self) -> int:
+        return len(self._stops())
+
+    def __iter__(self):
+        n = len(self.masks)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for s in self._stops():
+            idx = order[s:s + self.batch_size]
+            yield {"maps": [m[idx].to(self.device) for m in self.maps],
+                   "mask": self.masks[idx].to(self.device), "size": self.size}
 
 
 def _to(batch: dict, device) -> dict:
@@ -374,12 +436,17 @@ def _evaluate(model: _Model, loader: DataLoader, task: str, num_classes: int, de
 
 def _fit(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *, mode: str,
          lr: float, epochs: int, batch_size: int, weight_decay: float, warmup: float,
-         seed: int, device, progress: bool, seg_channels: int = 128, lora_rank: int = 8
-         ) -> tuple[Score, Score, dict]:
+         seed: int, device, progress: bool, seg_channels: int = 128, lora_rank: int = 8,
+         cache_features: bool = False) -> tuple[Score, Score, dict]:
     """Train head (+ encoder as ``mode`` says) and return (val, test, info) of the best
-    validation epoch."""
+    validation epoch. ``cache_features`` (frozen segmentation only): compute the encoder's
+    maps once, without training augmentation, and train the head on them."""
     task = data.task
-    train_ds = Subset(_Mapped(data.train, input_transform(data, adapter, train=True)),
+    if task == "segmentation" and len(train_idx) < 2:
+        raise ValueError(f"{data.name}: UPerNet needs at least 2 training samples (batch "
+                         f"normalisation), the label fraction leaves {len(train_idx)}")
+    cached = cache_features and mode == "frozen" and task == "segmentation"
+    train_ds = Subset(_Mapped(data.train, input_transform(data, adapter, train=not cached)),
                       train_idx.tolist())
     val_ds = _Mapped(data.val, input_transform(data, adapter, train=False))
     test_ds = _Mapped(data.test, input_transform(data, adapter, train=False))
@@ -406,7 +473,15 @@ def _fit(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *, mod
     info["head_params"] = sum(p.numel() for p in model.head.parameters())
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    loader = _loader(train_ds, batch_size, shuffle=True, seed=seed)
+    if cached:
+        loader = _MapCache(model, train_ds, batch_size, device, True, seed, progress, "train maps")
+        val_loader = _MapCache(model, val_ds, batch_size, device, False)
+        test_loader = _MapCache(model, test_ds, batch_size, device, False)
+    else:
+        loader = _loader(train_ds, batch_size, shuffle=True, seed=seed)
+        val_loader, test_loader = (_loader(val_ds, batch_size, False),
+                                   _loader(test_ds, batch_size, False))
+    info["cached_features"] = cached
     total = max(1, epochs * len(loader))
     warm = int(warmup * total)
 
@@ -422,8 +497,6 @@ def _fit(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *, mod
         loss_fn = nn.BCEWithLogitsLoss()
     else:
         loss_fn = nn.CrossEntropyLoss()
-    val_loader, test_loader = _loader(val_ds, batch_size, False), _loader(test_ds, batch_size,
-                                                                          False)
     best: tuple[float, int, dict] | None = None
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # flips and crops of the training transform
@@ -467,14 +540,21 @@ def finetune(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *,
 def segmentation(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *,
                  frozen: bool = True, lrs: Sequence[float] = (1e-4,), epochs: int = 10,
                  batch_size: int = 16, weight_decay: float = 0.01, warmup: float = 0.2,
-                 channels: int = 128, seed: int = 0, device="cpu", progress: bool = False
-                 ) -> Outcome:
-    """UPerNet on the encoder's feature maps, the encoder frozen or fine-tuned; mIoU."""
+                 channels: int = 128, cache_features: bool = False, seed: int = 0,
+                 device="cpu", progress: bool = False) -> Outcome:
+    """UPerNet on the encoder's feature maps, the encoder frozen or fine-tuned; mIoU.
+
+    ``cache_features`` (frozen only) computes the maps of every split once and trains the
+    head on them, without flips or random crops: far faster, and the memory of all maps.
+    """
     if data.task != "segmentation":
         raise ValueError(f"UPerNet segments masks; {data.name} is a {data.task} dataset")
+    if cache_features and not frozen:
+        raise ValueError("cache_features needs a frozen encoder (fine-tuning changes the maps)")
     return _sweep(data, adapter, train_idx, "frozen" if frozen else "full", lrs, epochs=epochs,
                   batch_size=batch_size, weight_decay=weight_decay, warmup=warmup,
-                  seg_channels=channels, seed=seed, device=device, progress=progress)
+                  seg_channels=channels, cache_features=cache_features, seed=seed,
+                  device=device, progress=progress)
 
 
 def _sweep(data, adapter, train_idx, mode, lrs, **kwargs) -> Outcome:

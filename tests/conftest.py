@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.server
 import os
@@ -99,19 +100,32 @@ class Server:
         return f"{self.url}/{name}"
 
 
+@contextlib.contextmanager
+def serve_http(handler):
+    """Run ``handler`` (a request handler class or factory) on 127.0.0.1 in a thread;
+    yield the base URL, and stop the server afterwards."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(name="serve_http")
+def serve_http_fixture():
+    """:func:`serve_http` for tests in other folders."""
+    return serve_http
+
+
 @pytest.fixture
 def server(tmp_path):
     root = tmp_path / "served"
     root.mkdir()
     requests: list[str] = []
     handler = type("Handler", (_Handler,), {"requests": requests})
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield Server(root, f"http://127.0.0.1:{httpd.server_address[1]}", requests)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serve_http(partial(handler, directory=str(root))) as url:
+        yield Server(root, url, requests)

@@ -71,9 +71,8 @@ def test_installed_console_scripts_run():
     assert geofm and bench, "console scripts are not installed beside this interpreter"
     done = subprocess.run([geofm, "cards"], capture_output=True, text=True, check=True)
     assert "sentinel2" in done.stdout
-    done = subprocess.run([bench], capture_output=True, text=True)
-    assert done.returncode == 1  # no protocol yet, and it says so instead of pretending
-    assert "gfmbench_eurosat" in done.stdout and "not implemented" in done.stderr
+    done = subprocess.run([bench, "datasets"], capture_output=True, text=True, check=True)
+    assert "GFM-Bench/EuroSAT" in done.stdout and "salinas_a_pixels" in done.stdout
 
 
 def test_models_lists_the_registry_with_parameter_counts(capsys):

@@ -160,11 +160,14 @@ def test_linear_probe_learns_separable_features_and_picks_lr_on_val():
     assert out.val.value > 90.0
 
 
-@pytest.mark.parametrize("protocol", ["upernet_frozen", "upernet_finetune"])
-def test_segmentation_protocols_run_end_to_end(tiny, protocol):
+@pytest.mark.parametrize("protocol,cache", [("upernet_frozen", False), ("upernet_frozen", True),
+                                            ("upernet_finetune", False)])
+def test_segmentation_protocols_run_end_to_end(tiny, protocol, cache):
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
     out = run_protocol(protocol, data("segmentation", crop=32), tiny, seed=0,
-                       settings={"epochs": 2, "batch_size": 4, "channels": 16})
+                       settings={"epochs": 2, "batch_size": 4, "channels": 16,
+                                 "cache_features": cache})
+    assert out.settings["cached_features"] is cache
     assert out.test.name == "miou" and 0.0 <= out.test.value <= 100.0
     assert out.settings["encoder_trainable"] == (0 if protocol == "upernet_frozen" else
                                                  sum(p.numel() for p in tiny.parameters()))
@@ -178,6 +181,9 @@ def test_protocol_task_mismatch_and_band_errors(tiny):
         run_protocol("knn", data("segmentation"), tiny)
     with pytest.raises(ValueError, match="unknown protocol"):
         applicable("svm", "classification")
+    with pytest.raises(ValueError, match="cache_features needs a frozen encoder"):
+        run_protocol("upernet_finetune", data("segmentation"), tiny,
+                     settings={"cache_features": True})
     timm_enc = TimmEncoder("resnet18", bands=["B04", "B11"], wavelengths=[664.6, 1613.7])
     with pytest.raises(BandMatchError, match="B11"):
         run_protocol("knn", data("classification"), timm_enc)

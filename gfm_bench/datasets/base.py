@@ -1,0 +1,291 @@
+"""What every GFM-Bench reader shares: splits, band metadata, crops, raster reads, samples.
+
+A reader is a torch ``Dataset`` of geofm samples (:mod:`geofm.data.sample`): ``image``
+float32 ``(C, H, W)`` in the files' values and channel order, ``wavelengths`` (nm) and
+``bands`` from the dataset card's *true* band table, ``gsd`` in metres, and ``label``
+(int64 scalar; multi-label: float32 multi-hot) or ``mask`` (int64 ``(H, W)``, 255 = ignore).
+
+``modalities`` picks the optical channels, the radar channels, or both (stacked in the
+order given); ``compat=True`` labels the channels the way the GFM-Bench loading script
+does, where the card records that labelling (``gfmbench_compat_*``), so that published
+numbers can be reproduced and the effect of the script's band bugs measured.
+
+Two conventions of the GFM-Bench scripts (Si et al. 2025) are kept exactly:
+
+* **Held-out validation** (:func:`heldout_val_split`): ``np.random.seed(42)``, shuffle
+  ``arange(N_train)``, the first ``int(0.9 N)`` are train, the rest val.
+* **96-px patching** (:data:`NINE_CROPS`): a 256 x 256 image gives 9 crops at row and
+  column offsets {0, 80, 160}, in the order ``itertools.product(rows, cols)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+from torch.utils.data import Dataset
+
+from geofm.data.cards import DatasetCard, load_dataset_card, load_sensor
+from geofm.data.sample import IGNORE_INDEX, Sample, make_sample
+
+from .layouts import FoundLayout, check_root, get_spec
+
+PathLike = str | os.PathLike
+
+SPLITS = ("train", "val", "test")
+MODALITIES = ("optical", "radar")
+
+VAL_SEED = 42
+VAL_FRACTION_TRAIN = 0.9
+
+PATCH = 96
+PATCH_STEP = 80   # 96-px crops with a 16-px overlap
+FULL_SIZE = 256
+NINE_CROPS: tuple[tuple[int, int], ...] = tuple(
+    (row, col) for row in range(0, FULL_SIZE - PATCH + 1, PATCH_STEP)
+    for col in range(0, FULL_SIZE - PATCH + 1, PATCH_STEP))
+"""``(row_off, col_off)`` of the 9 crops of a 256 x 256 image, in the scripts' order."""
+
+
+def heldout_val_split(n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the train and val parts of ``n_train`` training rows, as GFM-Bench cuts them.
+
+    Same permutation as ``np.random.seed(42); np.random.shuffle(np.arange(n))`` (a legacy
+    ``RandomState`` seeded alike gives the same stream) without touching numpy's global state.
+    """
+    indices = np.arange(n_train)
+    np.random.RandomState(VAL_SEED).shuffle(indices)
+    cut = int(VAL_FRACTION_TRAIN * n_train)
+    return indices[:cut], indices[cut:]
+
+
+def crop_window(k: int) -> Window:
+    """The rasterio window of crop ``k`` (0..8) of a 256 x 256 image."""
+    row, col = NINE_CROPS[k]
+    return Window(col_off=col, row_off=row, width=PATCH, height=PATCH)
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    return split
+
+
+def read_raster(path: Path, *, what: str, bands: int | None = None,
+                size: tuple[int, int] | None = None, window: Window | None = None,
+                out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read every band of a GeoTIFF as float32 ``(C, H, W)`` (rasterio gives C x H x W
+    whatever the interleave; tifffile, which the scripts use, gives H x W x C).
+
+    ``bands``/``size`` are checked against the file (``size`` is ``(H, W)``);
+    ``out_shape`` resamples bilinearly; ``window`` reads a part.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as err:
+        raise OSError(f"cannot read the {what} file {path} as a raster: {err}") from None
+    with src:
+        if bands is not None and src.count != bands:
+            raise ValueError(f"{what} file {path} has {src.count} bands, expected {bands}")
+        if size is not None and (src.height, src.width) != tuple(size):
+            raise ValueError(f"{what} file {path} is {src.height} x {src.width} pixels, "
+                             f"expected {size[0]} x {size[1]}")
+        kwargs: dict[str, Any] = {"out_dtype": "float32"}
+        if window is not None:
+            kwargs["window"] = window
+        if out_shape is not None:
+            kwargs["out_shape"] = (src.count, *out_shape)
+            kwargs["resampling"] = Resampling.bilinear
+        return src.read(**kwargs)
+
+
+def as_label_values(values: np.ndarray, path: Path) -> np.ndarray:
+    """Integer label values from a label raster band (float files included), int64."""
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.isfinite(values).all():
+            raise ValueError(f"label file {path} holds NaN or infinite values")
+    return values.astype(np.int64)
+
+
+def remap_labels(raw: np.ndarray, mapping: Mapping[int, int], path: Path,
+                 unknown: int | None = None) -> np.ndarray:
+    """Raw label values -> class ids (int64) through ``mapping``.
+
+    A value the mapping lacks becomes ``unknown``, or, when ``unknown`` is None, raises a
+    ``ValueError`` naming the values and the file.
+    """
+    out = np.empty(raw.shape, dtype=np.int64)
+    values, inverse = np.unique(raw, return_inverse=True)
+    lacking = [int(v) for v in values if int(v) not in mapping]
+    if lacking and unknown is None:
+        raise ValueError(f"label file {path} holds values {lacking} that the label mapping "
+                         f"does not know (it maps {sorted(mapping)})")
+    lut = np.array([mapping.get(int(v), unknown) for v in values], dtype=np.int64)
+    out[...] = lut[inverse.reshape(raw.shape)]
+    return out
+
+
+def card_mapping(raw: Mapping[Any, Any]) -> dict[int, int]:
+    """A card's ``label_mapping`` (YAML keys may be ints or strings) as ``{int: int}``."""
+    return {int(k): int(v) for k, v in raw.items()}
+
+
+class GFMBenchDataset(Dataset):
+    """Base class of the GFM-Bench readers.
+
+    Subclasses set :attr:`name` (registry name) and implement :meth:`_index` (build the list
+    of items for ``self.split`` under ``self.base`` for ``self.layout``), :meth:`__len__`
+    and :meth:`_read` (one item as arrays). :attr:`radar_reason` says why a dataset without
+    radar channels has none; :attr:`compat_reason` why it has no compatibility labelling.
+
+    Args:
+        root: the dataset folder (see :func:`gfm_bench.datasets.check_root`).
+        split: ``train``, ``val`` or ``test``.
+        modalities: ``("optical",)`` (default), ``("radar",)`` or both; channels are stacked
+            in the order given. Asking for radar of an optical-only dataset raises
+            ``ValueError``.
+        compat: label the channels as the GFM-Bench script does (see the module docs).
+
+    Attributes: ``card``, ``layout`` (layout name), ``base`` (folder holding it), ``bands``,
+    ``wavelengths`` (nm, float32 tensor), ``mean``/``std`` (per channel, for normalisation;
+    None where the card has no statistics, as for NLCD-L).
+    """
+
+    name: ClassVar[str] = ""
+    has_radar: ClassVar[bool] = False
+    radar_reason: ClassVar[str] = "it has no radar channels"
+    compat_reason: ClassVar[str] = ("its card records no gfmbench_compat_* band labelling: the "
+                                    "script's band names and wavelengths equal the true ones")
+
+    def __init__(self, root: PathLike, split: str = "train",
+                 modalities: Sequence[str] = ("optical",), compat: bool = False) -> None:
+        self.spec = get_spec(self.name)
+        self.card: DatasetCard = load_dataset_card(self.spec.card)
+        self.split = check_split(split)
+        self.modalities = self._check_modalities(modalities)
+        self.compat = bool(compat)
+        if self.compat and self.compat_reason:
+            raise ValueError(f"{self.name}: compat=True is not available: {self.compat_reason}")
+        names, wavelengths, mean, std = self._channels()
+        self.bands: tuple[str, ...] = tuple(names)
+        self.wavelengths = torch.tensor(wavelengths, dtype=torch.float32)
+        self.mean: tuple[float, ...] | None = None if mean is None else tuple(mean)
+        self.std: tuple[float, ...] | None = None if std is None else tuple(std)
+        self.gsd = float(self.card.gsd_m)   # metres per pixel, as the files deliver it
+        self.root = Path(root)
+        found: FoundLayout = check_root(self.name, self.root)
+        self.layout: str = found.layout.name
+        self.base: Path = found.base
+        self._index()
+
+    # -- modalities and band metadata ----------------------------------------------------------
+
+    def _check_modalities(self, modalities: Sequence[str]) -> tuple[str, ...]:
+        if isinstance(modalities, str):
+            raise TypeError(f"modalities must be a sequence such as ('optical',), got the "
+                            f"string {modalities!r}")
+        mods = tuple(modalities)
+        unknown = [m for m in mods if m not in MODALITIES]
+        if not mods or unknown or len(set(mods)) != len(mods):
+            raise ValueError(f"modalities must be distinct names from {MODALITIES}, got {mods}")
+        if "radar" in mods and not self.has_radar:
+            raise ValueError(f"{self.name} has no radar modality: {self.radar_reason}; use "
+                             "modalities=('optical',)")
+        return mods
+
+    def optical_channels(self) -> tuple[list[str], list[float], list | None, list | None]:
+        """Names, wavelengths (nm), mean and std of the optical channels, in file order
+        (mean and std None where the card has no statistics)."""
+        card = self.card
+        return (list(card.band_names), list(card.wavelengths_nm),
+                None if card.mean is None else list(card.mean),
+                None if card.std is None else list(card.std))
+
+    def radar_channels(self) -> tuple[list[str], list[float], list[float], list[float]]:
+        """Names, pseudo-wavelengths, mean and std of the radar channels, in file order."""
+        names = list(self.card["radar_bands"]["bands"])
+        sensor = load_sensor(self.card["radar_bands"]["sensor"])
+        stats = self.card["radar_statistics"]
+        order = [list(stats["bands"]).index(n) for n in names]
+        return (names, sensor.wavelengths(names), [stats["mean"][i] for i in order],
+                [stats["std"][i] for i in order])
+
+    def _channels(self) -> tuple[list[str], list[float], list | None, list | None]:
+        parts = {"optical": self.optical_channels, "radar": self.radar_channels}
+        names: list[str] = []
+        wavelengths: list[float] = []
+        mean: list[float] | None = []
+        std: list[float] | None = []
+        for modality in self.modalities:
+            n, w, m, s = parts[modality]()
+            names += n
+            wavelengths += [float(x) for x in w]
+            mean = None if mean is None or m is None else mean + [float(x) for x in m]
+            std = None if std is None or s is None else std + [float(x) for x in s]
+        return names, wavelengths, mean, std
+
+    # -- items ------------------------------------------------------------------------------
+
+    def _index(self) -> None:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _read(self, index: int) -> dict[str, np.ndarray]:
+        """Arrays of one item: ``optical`` and/or ``radar`` ``(C, H, W)`` (those asked for),
+        and ``label`` or ``mask``."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Sample:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {self.name} {self.split} "
+                             f"({n} items)")
+        index = index % n
+        arrays = self._read(index)
+        image = np.concatenate([arrays[m] for m in self.modalities], axis=0)
+        extra: dict[str, Any] = {}
+        if "mask" in arrays:
+            extra["mask"] = torch.as_tensor(arrays["mask"], dtype=torch.int64)
+        else:
+            label = arrays["label"]
+            dtype = torch.float32 if np.ndim(label) else torch.int64
+            extra["label"] = torch.as_tensor(label, dtype=dtype)
+        return make_sample(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+                           self.wavelengths, self.gsd, self.bands, **extra)
+
+    # -- conveniences ---------------------------------------------------------------------
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.card.classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.card.num_classes
+
+    @property
+    def ignore_index(self) -> int:
+        return IGNORE_INDEX
+
+    def plot(self, sample: Sample, title: str | None = None):
+        """RGB composite (bands nearest 640/550/470 nm), with the class map or class name."""
+        from geofm.data.plot import plot_sample
+
+        return plot_sample(sample, classes=self.classes, title=title)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+                f"layout={self.layout!r}, modalities={self.modalities}, compat={self.compat}, "
+                f"{len(self)} items, {len(self.bands)} channels)")
