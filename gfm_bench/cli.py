@@ -34,7 +34,8 @@ def _encoders(args) -> list:
             if not bands:
                 raise SystemExit("gfm-bench: a timm encoder needs --timm-bands (the band names "
                                  "it takes, in order, e.g. B02 B03 B04)")
-            name = f"timm/{spec['model']}"
+            # the bands are part of the name, so runs on other bands are other rows
+            name = f"timm/{spec['model']}[{'+'.join(bands)}]"
             build = partial(build_encoder, "timm", spec["model"], spec["checkpoint"],
                             bands=bands, wavelengths=None)
             out.append((name, build, spec["checkpoint"]))
@@ -64,14 +65,15 @@ def _cmd_run(args) -> int:
                          "folder per dataset; `gfm-bench download NAME --root DIR` fetches one)")
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
 
-    def load(name: str):
+    def load(entry):
         if args.suite == "mini":
             from .mini import load_mini
 
-            return load_mini(name, cache)
+            return load_mini(entry.dataset, cache)
         from .datasets import load_bench_data
 
-        return load_bench_data(name, Path(args.data_root) / name)
+        return load_bench_data(entry.dataset, Path(args.data_root) / entry.dataset,
+                               modalities=entry.modalities)
 
     plan = RunPlan(entries=entries, encoders=_encoders(args), seeds=args.seeds,
                    results=ResultsFile(args.output), resume=args.resume,

@@ -25,14 +25,12 @@ cannot find raises :class:`BandMatchError` listing what is missing and what the 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 __all__ = ["BandMatchError", "EncoderAdapter", "GeofmEncoder", "TimmEncoder", "match_bands",
            "build_encoder", "parse_encoder_spec"]
@@ -87,8 +85,6 @@ class EncoderAdapter(nn.Module):
     input_bands: tuple[str, ...] | None = None
     input_wavelengths: tuple[float, ...] | None = None
     wavelength_tolerance_nm: float = 15.0
-    #: the input size must be a multiple of this
-    size_multiple: int = 1
 
     def check_bands(self, bands: Sequence[str], wavelengths: Sequence[float]) -> list[int] | None:
         """Channel indices to feed the encoder, or None for all of them in order."""
@@ -115,7 +111,8 @@ class EncoderAdapter(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "embed_dim": self.embed_dim,
-                "normalisation": self.normalisation}
+                "normalisation": self.normalisation,
+                "input_bands": None if self.input_bands is None else list(self.input_bands)}
 
 
 def _map_indices(depth: int, count: int = 4) -> list[int]:
@@ -148,7 +145,6 @@ class GeofmEncoder(EncoderAdapter):
         self.name = model
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.embed_dim = int(self.model.embed_dim)
-        self.size_multiple = int(self.model.patch_size)
         self.map_indices = _map_indices(len(self.model.blocks), num_maps)
         data = getattr(self.model, "data_config", None)
         in_chans = getattr(self.model, "in_chans", None)
@@ -217,8 +213,6 @@ class TimmEncoder(EncoderAdapter):
                                  f"{missing[:5]}, unexpected {unexpected[:5]}")
         self.embed_dim = int(self.model.num_features)
         self.num_maps = num_maps
-        self.size_multiple = int(getattr(getattr(self.model, "patch_embed", None), "patch_size",
-                                         (1,))[0])
 
     def features(self, batch: dict) -> torch.Tensor:
         image, _ = self._select(batch)
@@ -253,12 +247,3 @@ def build_encoder(kind: str, model: str, checkpoint=None, bands=None, wavelength
         return TimmEncoder(model, bands=bands, wavelengths=wavelengths, checkpoint=checkpoint,
                            seed=seed, **kwargs)
     raise ValueError(f"unknown encoder kind {kind!r}; use 'geofm' or 'timm'")
-
-
-def resize_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Bilinearly resize (B, C, H, W) up to the next multiple of ``multiple`` (if needed)."""
-    h, w = image.shape[-2:]
-    H, W = math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple
-    if (H, W) == (h, w):
-        return image
-    return F.interpolate(image, size=(H, W), mode="bilinear", align_corners=False)

@@ -52,8 +52,10 @@ def _class_ids(x, name: str, num_classes: int, ignore_index: int | None = None) 
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
     arr = arr.astype(np.int64, copy=False).reshape(-1)
-    bad = arr[((arr < 0) | (arr >= num_classes)) & (arr != (-1 if ignore_index is None
-                                                             else ignore_index))]
+    bad = (arr < 0) | (arr >= num_classes)
+    if ignore_index is not None:
+        bad &= arr != ignore_index
+    bad = arr[bad]
     if bad.size:
         raise ValueError(f"{name} holds class ids {sorted(set(bad.tolist()))[:5]} outside "
                          f"0..{num_classes - 1}"

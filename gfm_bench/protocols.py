@@ -200,14 +200,22 @@ def _targets(batch: dict, task: str) -> torch.Tensor:
 def extract_features(adapter: EncoderAdapter, ds: Dataset, task: str, batch_size: int = 64,
                      device: str = "cpu", progress: bool = False, desc: str = "features"
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global features ``(n, D)`` (float32, CPU) and targets of every sample of ``ds``."""
+    """Global features ``(n, D)`` (float32, CPU) and targets of every sample of ``ds``.
+
+    The adapter runs in eval mode on ``device`` (moved there, as ``Module.to`` does); its
+    training mode is restored afterwards.
+    """
+    was_training = adapter.training
     adapter = adapter.to(device).eval()
     feats, targets = [], []
     loader = _loader(ds, batch_size, shuffle=False)
-    for batch in _progress(loader, desc, progress, total=len(loader)):
-        batch = {**batch, "image": batch["image"].to(device), "gsd": batch["gsd"].to(device)}
-        feats.append(adapter.features(batch).float().cpu())
-        targets.append(_targets(batch, task).cpu())
+    try:
+        for batch in _progress(loader, desc, progress, total=len(loader)):
+            batch = _to(batch, device)
+            feats.append(adapter.features(batch).float().cpu())
+            targets.append(_targets(batch, task).cpu())
+    finally:
+        adapter.train(was_training)
     return torch.cat(feats), torch.cat(targets)
 
 
@@ -224,7 +232,7 @@ def _score(task: str, targets: torch.Tensor, outputs: torch.Tensor, num_classes:
 
 def _train_linear(x: torch.Tensor, y: torch.Tensor, task: str, num_classes: int, lr: float,
                   epochs: int, batch_size: int, seed: int, weight_decay: float,
-                  min_steps: int) -> nn.Linear:
+                  min_steps: int) -> tuple[nn.Linear, int]:
     gen = torch.Generator().manual_seed(seed)
     head = nn.Linear(x.shape[1], num_classes)
     with torch.random.fork_rng(devices=[]):
@@ -245,7 +253,7 @@ def _train_linear(x: torch.Tensor, y: torch.Tensor, task: str, num_classes: int,
             loss.backward()
             opt.step()
             sched.step()
-    return head
+    return head, epochs
 
 
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
@@ -267,8 +275,8 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
     xtr, xva, xte = (xtr - mu) / sd, (xva - mu) / sd, (xte - mu) / sd
     best = None
     for lr in lrs:
-        head = _train_linear(xtr, ytr, task, num_classes, float(lr), epochs,
-                             batch_size, seed, weight_decay, min_steps)
+        head, ran = _train_linear(xtr, ytr, task, num_classes, float(lr), epochs,
+                                  batch_size, seed, weight_decay, min_steps)
         with torch.no_grad():
             val_score = _score(task, yva, _outputs(head(xva), task), num_classes)
         if best is None or val_score.value > best[0].value:
@@ -277,8 +285,8 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
     with torch.no_grad():
         test_score = _score(task, yte, _outputs(head(xte), task), num_classes)
     return Outcome(test_score, val_score, {"lr": lr, "lrs": list(map(float, lrs)),
-                                           "epochs": epochs, "batch_size": batch_size,
-                                           "min_steps": min_steps},
+                                           "epochs": epochs, "epochs_run": ran,
+                                           "batch_size": batch_size, "min_steps": min_steps},
                    time.perf_counter() - start)
 
 
@@ -468,7 +476,9 @@ def _fit(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *, mod
             info["encoder_trainable"] = 0
         else:
             info["encoder_trainable"] = sum(p.numel() for p in adapter.parameters())
-        sample_batch = collate_samples([val_ds[0]]) if task == "segmentation" else None
+        adapter = adapter.to(device)
+        sample_batch = (_to(collate_samples([val_ds[0]]), device) if task == "segmentation"
+                        else None)
         model = _Model(adapter, task, data.num_classes, seg_channels, sample_batch).to(device)
     info["head_params"] = sum(p.numel() for p in model.head.parameters())
     params = [p for p in model.parameters() if p.requires_grad]
@@ -603,14 +613,19 @@ def run_protocol(protocol: str, data: BenchData, adapter: EncoderAdapter, *,
     if protocol in ("linear_probe", "knn"):
         batch_size = int(settings.pop("feature_batch_size", 64))
         cache = feature_cache if feature_cache is not None else {}
-        key = (id(adapter), data.name)
-        if key not in cache:
+        key = (id(adapter), id(data))
+        entry = cache.get(key)
+        # ids are reused after garbage collection: the entry keeps both objects and must
+        # hold these very ones (a rebuilt adapter or a reloaded dataset is extracted anew)
+        if entry is None or entry[0] is not adapter or entry[1] is not data:
             tf = input_transform(data, adapter, train=False)
-            cache[key] = {part: extract_features(adapter, _Mapped(getattr(data, part), tf),
-                                                 data.task, batch_size, device, progress,
-                                                 f"{data.name} {part} features")
-                          for part in ("train", "val", "test")}
-        feats = cache[key]
+            entry = (adapter, data,
+                     {part: extract_features(adapter, _Mapped(getattr(data, part), tf),
+                                             data.task, batch_size, device, progress,
+                                             f"{data.name} {part} features")
+                      for part in ("train", "val", "test")})
+            cache[key] = entry
+        feats = entry[2]
         x, y = feats["train"]
         idx = torch.as_tensor(train_idx)
         train = (x[idx], y[idx])

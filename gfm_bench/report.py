@@ -76,6 +76,7 @@ class Cell:
     values: tuple[float, ...]
     seeds: tuple[int, ...]
     ci: tuple[float, float]
+    config_hash: str = ""
 
     @property
     def mean(self) -> float:
@@ -98,11 +99,11 @@ def aggregate(rows: Sequence[dict[str, str]], n_boot: int = 10000) -> list[Cell]
                float(r["label_fraction"]), r["metric"], r["config_hash"])
         groups[key].append((int(r["seed"]), float(r["value"])))
     cells = []
-    for (enc, ds, proto, frac, metric, _), items in groups.items():
+    for (enc, ds, proto, frac, metric, cfg), items in groups.items():
         items.sort()
         values = tuple(v for _, v in items)
         cells.append(Cell(enc, ds, proto, frac, metric, values, tuple(s for s, _ in items),
-                          bootstrap_ci(values, n_boot)))
+                          bootstrap_ci(values, n_boot), cfg))
     cells.sort(key=lambda c: (c.dataset, c.protocol, c.label_fraction, c.encoder))
     return cells
 
@@ -117,12 +118,13 @@ def markdown(cells: Sequence[Cell]) -> str:
         mine = [c for c in cells if c.dataset == dataset]
         metric = _METRIC_NAMES.get(mine[0].metric, mine[0].metric)
         out.append(f"### {dataset} ({metric})\n")
-        out.append("| encoder | protocol | labels | seeds | mean | 95% CI (bootstrap) |")
-        out.append("|---|---|---|---|---|---|")
+        out.append("| encoder | protocol | labels | config | seeds | mean | 95% CI (bootstrap) |")
+        out.append("|---|---|---|---|---|---|---|")
         for c in mine:
             lo, hi = c.ci
-            out.append(f"| {c.encoder} | {c.protocol} | {c.label_fraction:g} | {len(c.values)} "
-                       f"| {c.mean:.2f} | [{lo:.2f}, {hi:.2f}] |")
+            out.append(f"| {c.encoder} | {c.protocol} | {c.label_fraction:g} | "
+                       f"{c.config_hash[:6]} | {len(c.values)} | {c.mean:.2f} | "
+                       f"[{lo:.2f}, {hi:.2f}] |")
         published = [(proto, PUBLISHED[(dataset, proto)]) for proto in
                      sorted({c.protocol for c in mine}) if (dataset, proto) in PUBLISHED]
         if published:
@@ -145,19 +147,19 @@ def figure(cells: Sequence[Cell], path: str | os.PathLike) -> Path:
     datasets = sorted({c.dataset for c in cells})
     encoders = sorted({c.encoder for c in cells})
     colours = {e: plt.cm.tab10(i % 10) for i, e in enumerate(encoders)}
-    heights = [len({(c.protocol, c.label_fraction) for c in cells if c.dataset == d})
-               for d in datasets]
+    heights = [len({(c.protocol, c.label_fraction, c.config_hash) for c in cells
+                    if c.dataset == d}) for d in datasets]
     fig, axes = plt.subplots(len(datasets), 1, squeeze=False, layout="constrained",
                              figsize=(8, 1.2 + sum(0.55 * h * len(encoders) for h in heights)),
                              gridspec_kw={"height_ratios": [max(h, 1) for h in heights]})
     for ax, dataset in zip(axes[:, 0], datasets, strict=True):
         mine = [c for c in cells if c.dataset == dataset]
-        groups = sorted({(c.protocol, c.label_fraction) for c in mine})
+        groups = sorted({(c.protocol, c.label_fraction, c.config_hash) for c in mine})
         bar = 0.8 / len(encoders)
-        for gi, (proto, frac) in enumerate(groups):
+        for gi, (proto, frac, cfg) in enumerate(groups):
             for ei, enc in enumerate(encoders):
-                cell = next((c for c in mine if (c.protocol, c.label_fraction, c.encoder)
-                             == (proto, frac, enc)), None)
+                cell = next((c for c in mine if (c.protocol, c.label_fraction, c.config_hash,
+                                                 c.encoder) == (proto, frac, cfg, enc)), None)
                 if cell is None:
                     continue
                 y = gi + (ei - (len(encoders) - 1) / 2) * bar
@@ -167,7 +169,10 @@ def figure(cells: Sequence[Cell], path: str | os.PathLike) -> Path:
                 ax.errorbar(cell.mean, y, xerr=[[cell.mean - lo], [hi - cell.mean]],
                             color="black", capsize=3, lw=1)
                 ax.scatter(cell.values, [y] * len(cell.values), s=10, color="black", zorder=3)
-        ax.set_yticks(range(len(groups)), [f"{p}\n{f:g} labels" for p, f in groups])
+        several = len({(p, f) for p, f, _ in groups}) < len(groups)
+        ax.set_yticks(range(len(groups)), [f"{p}\n{f:g} labels" + (f" ({c[:6]})" if several
+                                                                     else "")
+                                           for p, f, c in groups])
         ax.set_xlabel(_METRIC_NAMES.get(mine[0].metric, mine[0].metric))
         ax.set_title(dataset)
         ax.set_xlim(0, 100)
@@ -198,7 +203,10 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike,
             f"From `{Path(results).name}`: {len(cells)} cells, "
             f"{sum(len(c.values) for c in cells)} runs; geofm commit(s) {', '.join(commits)}.",
             "Cells: mean over seeds, 95% percentile-bootstrap interval of that mean "
-            f"({n_boot} resamples of the seeds).\n"]
+            f"({n_boot} resamples of the seeds). `config`: the first digits of the hash of "
+            "the run's settings (rows with different settings are kept apart). A zero-width "
+            "interval means the seeds agreed exactly: that protocol has no randomness at "
+            "that label fraction (kNN on all labels).\n"]
     if fig is not None:
         rel = os.path.relpath(fig, out.parent)
         text.append(f"![results]({rel})\n")

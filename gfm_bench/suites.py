@@ -11,6 +11,7 @@ it ends, so an interruption loses at most the run in progress.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,12 +28,28 @@ __all__ = ["Entry", "SUITES", "suite_entries", "RunPlan", "run_suite"]
 
 @dataclass(frozen=True)
 class Entry:
-    """One dataset of a suite with its protocols, label fractions and protocol settings."""
+    """One dataset of a suite with its protocols, label fractions and protocol settings.
+
+    ``modalities``: what the reader stacks (``("optical", "radar")`` for S2 + S1).
+    ``val_fraction``: the share of the validation split kept (a fixed draw, seed 0), for the
+    paper's "10% of train and val" on BigEarthNet and So2Sat.
+    """
 
     dataset: str
     protocols: tuple[str, ...]
     label_fractions: tuple[float, ...] = (1.0,)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    modalities: tuple[str, ...] = ("optical",)
+    val_fraction: float = 1.0
+
+    def data_variant(self) -> dict[str, Any]:
+        """What about the data differs from the defaults (part of each run's key)."""
+        out: dict[str, Any] = {}
+        if self.modalities != ("optical",):
+            out["modalities"] = list(self.modalities)
+        if self.val_fraction != 1.0:
+            out["val_fraction"] = self.val_fraction
+        return out
 
 
 _GLOBAL = ("linear_probe", "knn", "finetune", "finetune_lora")
@@ -58,11 +75,12 @@ SUITES: dict[str, tuple[Entry, ...]] = {
     "full": (
         Entry("eurosat", _GLOBAL, settings={"finetune": {"epochs": 20},
                                             "finetune_lora": {"epochs": 20}}),
-        Entry("bigearthnet", _GLOBAL, label_fractions=(0.1,)),
-        Entry("so2sat", _GLOBAL, label_fractions=(0.1,),
+        Entry("bigearthnet", _GLOBAL, label_fractions=(0.1,), modalities=("optical", "radar"),
+              val_fraction=0.1),
+        Entry("so2sat", _GLOBAL, label_fractions=(0.1,), val_fraction=0.1,
               settings={"finetune": {"epochs": 20}, "finetune_lora": {"epochs": 20}}),
         Entry("segmunich", _SEG),
-        Entry("dfc2020", _SEG),
+        Entry("dfc2020", _SEG, modalities=("optical", "radar")),
         Entry("marida", _SEG),
         Entry("nlcd_l", _SEG),
     ),
@@ -90,12 +108,14 @@ def suite_entries(suite: str, datasets: Sequence[str] | None = None,
         if bad:
             raise ValueError(f"suite {suite} runs no protocol {', '.join(bad)}; it runs "
                              f"{', '.join(sorted(every))}")
-        entries = [Entry(e.dataset, tuple(p for p in e.protocols if p in protocols),
-                         e.label_fractions, e.settings) for e in entries]
+        entries = [dataclasses.replace(e, protocols=tuple(p for p in e.protocols
+                                                          if p in protocols))
+                   for e in entries]
         entries = [e for e in entries if e.protocols]
     if label_fractions:
-        entries = [Entry(e.dataset, e.protocols, tuple(float(f) for f in label_fractions),
-                         e.settings) for e in entries]
+        entries = [dataclasses.replace(e, label_fractions=tuple(float(f)
+                                                                for f in label_fractions))
+                   for e in entries]
     return entries
 
 
@@ -122,8 +142,31 @@ def _settings(entry: Entry, protocol: str, lr_sweep: bool) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
 
 
-def run_suite(plan: RunPlan, load_data: Callable[[str], BenchData]) -> dict[str, int]:
-    """Run every pending run of ``plan``; returns counts of runs done, skipped and failed.
+def _key_config(entry: Entry, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a run's config hash covers: the protocol settings and the data variant."""
+    variant = entry.data_variant()
+    return {**settings, "data": variant} if variant else settings
+
+
+def load_entry(entry: Entry, load_data: Callable[[Entry], BenchData]) -> BenchData:
+    """The entry's data, with the validation split cut to ``val_fraction`` (seed 0)."""
+    data = load_data(entry)
+    if entry.val_fraction != 1.0:
+        import numpy as np
+        from torch.utils.data import Subset
+
+        n = len(data.val)
+        keep = max(1, round(entry.val_fraction * n))
+        idx = np.sort(np.random.default_rng(0).choice(n, size=keep, replace=False))
+        data = dataclasses.replace(data, val=Subset(data.val, idx.tolist()))
+    return data
+
+
+def run_suite(plan: RunPlan, load_data: Callable[[Entry], BenchData]) -> dict[str, int]:
+    """Run every pending run of ``plan``; returns counts of runs done and skipped.
+
+    ``load_data(entry)`` gives an entry's :class:`BenchData` (with its ``modalities``). An
+    error in a run stops the suite; the runs finished before it stay in the file.
 
     Without ``resume`` a run already finished in the results file stops the suite before
     anything is computed (``FileExistsError``): nothing is lost or duplicated.
@@ -144,13 +187,14 @@ def run_suite(plan: RunPlan, load_data: Callable[[str], BenchData]) -> dict[str,
                 for fraction in entry.label_fractions:
                     for seed in plan.seeds:
                         keys.append(RunKey(name, weights, entry.dataset, protocol,
-                                           float(fraction), int(seed), config_hash(settings)))
+                                           float(fraction), int(seed),
+                                           config_hash(_key_config(entry, settings))))
     done_already = [k for k in keys if k.run_id in finished]
     if done_already and not plan.resume:
         raise FileExistsError(
             f"{len(done_already)} of these {len(keys)} runs are already in "
             f"{plan.results.path}; pass --resume to skip them, or write to another --output")
-    counts = {"done": 0, "skipped": len(done_already), "failed": 0}
+    counts = {"done": 0, "skipped": len(done_already)}
     pending = {k.run_id for k in keys if k.run_id not in finished}
     plan.log(f"{len(keys)} runs: {len(pending)} to do, {len(done_already)} already in "
              f"{plan.results.path}")
@@ -167,7 +211,7 @@ def run_suite(plan: RunPlan, load_data: Callable[[str], BenchData]) -> dict[str,
             if not mine:
                 continue
             if entry.dataset not in data_cache:
-                data_cache[entry.dataset] = load_data(entry.dataset)
+                data_cache[entry.dataset] = load_entry(entry, load_data)
             data = data_cache[entry.dataset]
             for key in mine:
                 if not applicable(key.protocol, data.task):
@@ -190,8 +234,8 @@ def run_suite(plan: RunPlan, load_data: Callable[[str], BenchData]) -> dict[str,
                     names = None
                 for cls, value in outcome.test.per_class_dict(names).items():
                     extra.append((f"{outcome.test.name}/{cls}", value))
-                config = {"settings": settings, "chosen": outcome.settings,
-                          "adapter": adapter.describe()}
+                config = {"settings": settings, "data": entry.data_variant(),
+                          "chosen": outcome.settings, "adapter": adapter.describe()}
                 written = plan.results.append_run(key, (outcome.test.name, outcome.test.value),
                                                   extra, seconds, config)
                 counts["done" if written else "skipped"] += 1

@@ -187,3 +187,31 @@ def test_protocol_task_mismatch_and_band_errors(tiny):
     timm_enc = TimmEncoder("resnet18", bands=["B04", "B11"], wavelengths=[664.6, 1613.7])
     with pytest.raises(BandMatchError, match="B11"):
         run_protocol("knn", data("classification"), timm_enc)
+
+
+def test_feature_cache_is_per_encoder_and_dataset_object(tiny):
+    cache = {}
+    first = data("classification")
+    run_protocol("knn", first, tiny, settings={"ks": [1]}, feature_cache=cache)
+    other = data("classification")  # same name, other object (another variant of the data)
+    other.test = Synthetic(6, "classification", seed=7)
+    run_protocol("knn", other, tiny, settings={"ks": [1]}, feature_cache=cache)
+    feats = [entry[2]["test"][0] for entry in cache.values()]
+    assert len(feats) == 2 and not torch.equal(feats[0], feats[1])
+    tiny.train()
+    run_protocol("linear_probe", data("classification"), tiny, settings={"min_steps": 5})
+    assert tiny.training  # feature extraction restored the caller's mode
+    tiny.eval()
+
+
+def test_linear_probe_records_the_epochs_it_ran():
+    x, y = torch.randn(10, 4), torch.arange(10) % 2
+    out = linear_probe((x, y), (x, y), (x, y), "classification", 2, epochs=3, min_steps=50)
+    assert out.settings["epochs"] == 3 and out.settings["epochs_run"] == 50  # 1 step/epoch
+
+
+def test_metrics_refuse_negative_ids():
+    from gfm_bench.metrics import top1
+
+    with pytest.raises(ValueError, match="outside 0..2"):
+        top1([0, 1], [0, -1], 3)

@@ -74,14 +74,14 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, salinas, m
 
     monkeypatch.setattr(suites, "run_protocol", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
-        run_suite(_plan(path), lambda name: salinas)
+        run_suite(_plan(path), lambda entry: salinas)
     first = ResultsFile(path).rows()
     assert len(ResultsFile(path).finished()) == 2
     monkeypatch.setattr(suites, "run_protocol", real)
     with pytest.raises(FileExistsError, match="pass --resume"):
-        run_suite(_plan(path), lambda name: salinas)
-    counts = run_suite(_plan(path, resume=True), lambda name: salinas)
-    assert counts == {"done": 2, "skipped": 2, "failed": 0}
+        run_suite(_plan(path), lambda entry: salinas)
+    counts = run_suite(_plan(path, resume=True), lambda entry: salinas)
+    assert counts == {"done": 2, "skipped": 2}
     rows = ResultsFile(path).rows()
     assert rows[:len(first)] == first  # finished rows untouched
     heads = [(r["protocol"], r["seed"]) for r in rows if r["metric"] == "top1"]
@@ -93,7 +93,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, salinas, m
     # kNN has no randomness at label fraction 1: both seeds agree
     knn = [float(r["value"]) for r in rows if r["metric"] == "top1" and r["protocol"] == "knn"]
     assert knn[0] == knn[1]
-    assert run_suite(_plan(path, resume=True), lambda name: salinas)["done"] == 0
+    assert run_suite(_plan(path, resume=True), lambda entry: salinas)["done"] == 0
 
 
 def test_bootstrap_interval_and_report(tmp_path):
@@ -110,10 +110,35 @@ def test_bootstrap_interval_and_report(tmp_path):
     assert [c.encoder for c in cells] == ["less_vit_tiny (random init)", "less_vit_tiny @abcdef12"]
     assert cells[1].mean == pytest.approx(82.0) and cells[1].values == (80.0, 82.0, 84.0)
     text = markdown(cells)
-    assert "| less_vit_tiny @abcdef12 | linear_probe | 1 | 3 | 82.00 |" in text
+    assert "| less_vit_tiny @abcdef12 | linear_probe | 1 | c | 3 | 82.00 |" in text
     assert "LESS ViT-B 95.12" in text  # the published linear probe beside it
     out, fig = write_report(tmp_path / "r.csv", tmp_path / "report.md", tmp_path / "report.png",
                             n_boot=500)
     assert fig.stat().st_size > 5000 and "![results](report.png)" in out.read_text()
     with pytest.raises(ValueError, match="no finished run"):
         write_report(tmp_path / "empty.csv", tmp_path / "x.md", None)
+
+
+def test_data_variants_are_part_of_the_key_and_val_fraction_cuts_val(salinas):
+    import dataclasses
+
+    from gfm_bench.suites import _key_config, load_entry
+
+    plain = Entry("bigearthnet", ("knn",))
+    radar = dataclasses.replace(plain, modalities=("optical", "radar"), val_fraction=0.1)
+    assert _key_config(plain, {"k": 1}) == {"k": 1}  # defaults leave old keys unchanged
+    assert _key_config(radar, {"k": 1})["data"] == {"modalities": ["optical", "radar"],
+                                                   "val_fraction": 0.1}
+    cut = load_entry(dataclasses.replace(plain, val_fraction=0.1), lambda e: salinas)
+    assert len(cut.val) == 30 and len(salinas.val) == 300 and cut.test is salinas.test
+    full = suites.SUITES["full"]
+    assert {e.dataset for e in full if "radar" in e.modalities} == {"bigearthnet", "dfc2020"}
+
+
+def test_timm_encoder_rows_are_named_by_their_bands():
+    from gfm_bench.cli import _encoders, build_parser
+
+    args = build_parser().parse_args(["run", "--output", "x.csv", "--encoder", "timm:resnet18",
+                                      "--timm-bands", "B04", "B03", "B02"])
+    (name, _, ckpt), = _encoders(args)
+    assert name == "timm/resnet18[B04+B03+B02]" and ckpt is None
