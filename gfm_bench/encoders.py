@@ -142,6 +142,12 @@ class GeofmEncoder(EncoderAdapter):
         else:
             self.model = create_model(model, checkpoint=None if checkpoint is None
                                       else str(checkpoint), num_classes=0, **overrides)
+        from geofm.models.encoder import SpectralEncoder
+
+        if not isinstance(self.model, SpectralEncoder):
+            raise ValueError(f"{model} is a {type(self.model).__name__}, not an encoder of "
+                             "images with global and dense features (LESS ViT or a baseline "
+                             "such as joint_vit, grouped_vit, stacked_vit)")
         self.name = model
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.embed_dim = int(self.model.embed_dim)

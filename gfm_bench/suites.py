@@ -142,10 +142,17 @@ def _settings(entry: Entry, protocol: str, lr_sweep: bool) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
 
 
-def _key_config(entry: Entry, settings: dict[str, Any]) -> dict[str, Any]:
-    """What a run's config hash covers: the protocol settings and the data variant."""
+def _key_config(entry: Entry, settings: dict[str, Any], init_seed: int | None = None
+                ) -> dict[str, Any]:
+    """What a run's config hash covers: the protocol settings, the data variant and, for a
+    random initialisation, the seed it was drawn with."""
+    out = dict(settings)
     variant = entry.data_variant()
-    return {**settings, "data": variant} if variant else settings
+    if variant:
+        out["data"] = variant
+    if init_seed is not None:
+        out["init_seed"] = int(init_seed)
+    return out
 
 
 def load_entry(entry: Entry, load_data: Callable[[Entry], BenchData]) -> BenchData:
@@ -186,9 +193,10 @@ def run_suite(plan: RunPlan, load_data: Callable[[Entry], BenchData]) -> dict[st
                 settings = _settings(entry, protocol, plan.lr_sweep)
                 for fraction in entry.label_fractions:
                     for seed in plan.seeds:
+                        init = int(seed) if weights == "random-init" else None
                         keys.append(RunKey(name, weights, entry.dataset, protocol,
                                            float(fraction), int(seed),
-                                           config_hash(_key_config(entry, settings))))
+                                           config_hash(_key_config(entry, settings, init))))
     done_already = [k for k in keys if k.run_id in finished]
     if done_already and not plan.resume:
         raise FileExistsError(
@@ -202,47 +210,65 @@ def run_suite(plan: RunPlan, load_data: Callable[[Entry], BenchData]) -> dict[st
     for (name, build, _), weights in zip(plan.encoders, hashes, strict=True):
         todo = [k for k in keys if (k.model, k.checkpoint_hash) == (name, weights)
                 and k.run_id in pending]
-        if not todo:
+        # A random initialisation is drawn anew for each seed (its spread then includes the
+        # initialisation's); weights from a file are built once for every seed.
+        if weights == "random-init":
+            groups = {s: [k for k in todo if k.seed == s] for s in dict.fromkeys(
+                k.seed for k in todo)}
+        else:
+            groups = {None: todo}
+        for init_seed, group in groups.items():
+            adapter = build() if init_seed is None else build(seed=init_seed)
+            counts_group = _run_group(plan, group, adapter, name, weights, load_data,
+                                      data_cache)
+            for k, v in counts_group.items():
+                counts[k] += v
+            del adapter
+    return counts
+
+
+def _run_group(plan: RunPlan, todo: list[RunKey], adapter: EncoderAdapter, name: str,
+               weights: str, load_data, data_cache: dict) -> dict[str, int]:
+    """The runs of one built encoder, dataset by dataset."""
+    counts = {"done": 0, "skipped": 0}
+    feature_cache: dict = {}
+    for entry in plan.entries:
+        mine = [k for k in todo if k.dataset == entry.dataset]
+        if not mine:
             continue
-        adapter = build()
-        feature_cache: dict = {}
-        for entry in plan.entries:
-            mine = [k for k in todo if k.dataset == entry.dataset]
-            if not mine:
-                continue
-            if entry.dataset not in data_cache:
-                data_cache[entry.dataset] = load_entry(entry, load_data)
-            data = data_cache[entry.dataset]
-            for key in mine:
-                if not applicable(key.protocol, data.task):
-                    raise ValueError(f"suite entry {entry.dataset} lists {key.protocol}, which "
-                                     f"does not apply to a {data.task} dataset")
-                settings = _settings(entry, key.protocol, plan.lr_sweep)
-                label = (f"{name} @{weights[:8]} | {key.dataset} | {key.protocol} | "
-                         f"{key.label_fraction:g} | seed {key.seed}")
-                start = time.perf_counter()
-                outcome = run_protocol(key.protocol, data, adapter,
-                                       label_fraction=key.label_fraction, seed=key.seed,
-                                       settings=settings, device=plan.device,
-                                       progress=plan.progress, feature_cache=feature_cache)
-                seconds = time.perf_counter() - start
-                extra = []
-                if outcome.val is not None:
-                    extra.append((f"val_{outcome.val.name}", outcome.val.value))
-                names = list(data.classes) or None
-                if names is not None and len(names) != len(outcome.test.per_class):
-                    names = None
-                for cls, value in outcome.test.per_class_dict(names).items():
-                    extra.append((f"{outcome.test.name}/{cls}", value))
-                config = {"settings": settings, "data": entry.data_variant(),
-                          "chosen": outcome.settings, "adapter": adapter.describe()}
-                written = plan.results.append_run(key, (outcome.test.name, outcome.test.value),
-                                                  extra, seconds, config)
-                counts["done" if written else "skipped"] += 1
-                plan.log(f"{label}: {outcome.test.name} {outcome.test.value:.2f} "
-                         f"(val {outcome.val.value:.2f}) in {seconds:.1f} s"
-                         + ("" if written else " [already written by another process]"))
-        del adapter
+        if entry.dataset not in data_cache:
+            data_cache[entry.dataset] = load_entry(entry, load_data)
+        data = data_cache[entry.dataset]
+        for key in mine:
+            if not applicable(key.protocol, data.task):
+                raise ValueError(f"suite entry {entry.dataset} lists {key.protocol}, which "
+                                 f"does not apply to a {data.task} dataset")
+            settings = _settings(entry, key.protocol, plan.lr_sweep)
+            label = (f"{name} @{weights[:8]} | {key.dataset} | {key.protocol} | "
+                     f"{key.label_fraction:g} | seed {key.seed}")
+            start = time.perf_counter()
+            outcome = run_protocol(key.protocol, data, adapter,
+                                   label_fraction=key.label_fraction, seed=key.seed,
+                                   settings=settings, device=plan.device,
+                                   progress=plan.progress, feature_cache=feature_cache)
+            seconds = time.perf_counter() - start
+            extra = []
+            if outcome.val is not None:
+                extra.append((f"val_{outcome.val.name}", outcome.val.value))
+            names = list(data.classes) or None
+            if names is not None and len(names) != len(outcome.test.per_class):
+                names = None
+            for cls, value in outcome.test.per_class_dict(names).items():
+                extra.append((f"{outcome.test.name}/{cls}", value))
+            config = {"settings": settings, "data": entry.data_variant(),
+                      "init_seed": key.seed if weights == "random-init" else None,
+                      "chosen": outcome.settings, "adapter": adapter.describe()}
+            written = plan.results.append_run(key, (outcome.test.name, outcome.test.value),
+                                              extra, seconds, config)
+            counts["done" if written else "skipped"] += 1
+            plan.log(f"{label}: {outcome.test.name} {outcome.test.value:.2f} "
+                     f"(val {outcome.val.value:.2f}) in {seconds:.1f} s"
+                     + ("" if written else " [already written by another process]"))
     return counts
 
 

@@ -49,3 +49,15 @@ def test_run_errors_name_the_problem(tmp_path, capsys):
                         "eurosat", "--protocols", "knn"]) == 2
     err = capsys.readouterr().err
     assert "gfm-bench download eurosat" in err
+
+
+@pytest.mark.slow
+def test_the_whole_mini_suite_runs_and_reports(tmp_path):
+    """The command of docs/gfm_bench.md at random initialisation (about 4 minutes)."""
+    out = tmp_path / "mini.csv"
+    assert main(["run", "--suite", "mini", "--output", str(out), "--cache-dir",
+                 str(tmp_path / "cache"), "--no-progress", "--report",
+                 str(tmp_path / "mini.md")]) == 0
+    heads = [r for r in ResultsFile(out).rows() if r["metric"] in ("top1", "miou")]
+    assert len(heads) == 27  # EuroSAT 4 protocols, Salinas 2 x 2 fractions, tiles 1: x 3 seeds
+    assert "salinas_a_tiles (mIoU %)" in (tmp_path / "mini.md").read_text()

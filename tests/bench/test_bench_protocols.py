@@ -215,3 +215,18 @@ def test_metrics_refuse_negative_ids():
 
     with pytest.raises(ValueError, match="outside 0..2"):
         top1([0, 1], [0, -1], 3)
+
+
+@pytest.mark.parametrize("model", ["joint_vit_tiny", "grouped_vit_tiny", "stacked_vit_tiny"])
+def test_every_baseline_gives_features_and_maps(model):
+    extra = {"in_chans": 4} if model.startswith("stacked") else {}
+    enc = GeofmEncoder(model, depth=1, **extra)
+    batch = {"image": torch.rand(2, 4, 32, 32), "wavelengths": torch.tensor(S2_WL),
+             "gsd": torch.tensor([10.0, 10.0]), "bands": tuple(S2)}
+    assert enc.features(batch).shape == (2, 192)
+    assert enc.feature_maps(batch)[0].shape == (2, 192, 2, 2)
+
+
+def test_a_pixel_classifier_is_not_an_encoder():
+    with pytest.raises(ValueError, match="not an encoder"):
+        GeofmEncoder("lola_specvit", bands=30)
