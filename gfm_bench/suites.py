@@ -142,17 +142,11 @@ def _settings(entry: Entry, protocol: str, lr_sweep: bool) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
 
 
-def _key_config(entry: Entry, settings: dict[str, Any], init_seed: int | None = None
-                ) -> dict[str, Any]:
-    """What a run's config hash covers: the protocol settings, the data variant and, for a
-    random initialisation, the seed it was drawn with."""
-    out = dict(settings)
+def _key_config(entry: Entry, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a run's config hash covers: the protocol settings and the data variant. (A
+    random initialisation is drawn with the run's seed, which the key holds already.)"""
     variant = entry.data_variant()
-    if variant:
-        out["data"] = variant
-    if init_seed is not None:
-        out["init_seed"] = int(init_seed)
-    return out
+    return {**settings, "data": variant} if variant else dict(settings)
 
 
 def load_entry(entry: Entry, load_data: Callable[[Entry], BenchData]) -> BenchData:
@@ -193,10 +187,9 @@ def run_suite(plan: RunPlan, load_data: Callable[[Entry], BenchData]) -> dict[st
                 settings = _settings(entry, protocol, plan.lr_sweep)
                 for fraction in entry.label_fractions:
                     for seed in plan.seeds:
-                        init = int(seed) if weights == "random-init" else None
                         keys.append(RunKey(name, weights, entry.dataset, protocol,
                                            float(fraction), int(seed),
-                                           config_hash(_key_config(entry, settings, init))))
+                                           config_hash(_key_config(entry, settings))))
     done_already = [k for k in keys if k.run_id in finished]
     if done_already and not plan.resume:
         raise FileExistsError(
