@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geofm.tasks.metrics import confusion_matrix
+from geofm.tasks.metrics import classification_metrics, confusion_matrix
 
 __all__ = ["Score", "top1", "micro_map", "average_precision", "segmentation_confusion",
            "miou_from_confusion", "miou", "METRICS"]
@@ -70,17 +70,9 @@ def top1(y_true, y_pred, num_classes: int) -> Score:
         if pred.shape[1] != num_classes:
             raise ValueError(f"scores have {pred.shape[1]} columns for {num_classes} classes")
         pred = pred.argmax(axis=1)
-    t = _class_ids(y_true, "y_true", num_classes)
-    p = _class_ids(pred, "y_pred", num_classes)
-    if t.shape != p.shape:
-        raise ValueError(f"{t.size} reference labels but {p.size} predictions")
-    if t.size == 0:
-        raise ValueError("no predictions to score")
-    support = np.bincount(t, minlength=num_classes)
-    hits = np.bincount(t[t == p], minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(support > 0, 100.0 * hits / support, np.nan)
-    return Score("top1", float(100.0 * (t == p).mean()), per_class, int(t.size))
+    m = classification_metrics(_numpy(y_true).reshape(-1), np.asarray(pred).reshape(-1),
+                               num_classes)
+    return Score("top1", 100.0 * m.oa, 100.0 * m.per_class, m.count)
 
 
 def average_precision(y_true, scores) -> float:

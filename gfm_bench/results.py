@@ -29,6 +29,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from geofm.data.download import file_digest
+
 __all__ = ["COLUMNS", "RunKey", "ResultsFile", "git_commit", "file_hash", "config_hash"]
 
 COLUMNS = ("model", "checkpoint_hash", "dataset", "protocol", "label_fraction", "seed",
@@ -49,11 +51,7 @@ def file_hash(path: str | os.PathLike | None) -> str:
     """12 hex digits of a checkpoint file's SHA-256; ``"random-init"`` for no file."""
     if path is None:
         return "random-init"
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:12]
+    return file_digest(path, "sha256")[:12]
 
 
 @functools.cache
