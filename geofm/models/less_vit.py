@@ -26,12 +26,12 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import DropPath, LayerScale, Mlp
 
+from ..kernels import kron_combine_proj, kronecker_combine, masked_attention
 from .embeddings import BandPatchEmbed, positional_channel_parts, radar_bands
 from .encoder import InputError, SpectralEncoder, check_heads, drop_path_rates, init_weights
-from .lora import effective_weight
+from .lora import LoRALinear, effective_weight
 from .registry import register_model
 
 __all__ = [
@@ -86,23 +86,6 @@ def perception_field_mask(
     mask = torch.ones(inside.shape[0], n + 1, n + 1, dtype=torch.bool, device=gsd_m.device)
     mask[:, 1:, 1:] = inside
     return mask[:, None]
-
-
-def kronecker_combine(y_c: torch.Tensor, y_s: torch.Tensor) -> torch.Tensor:
-    """Sum over the rank of the outer products of spectral and spatial branch outputs.
-
-    y_c: (B, h, r, C+1, a); y_s: (B, h, r, N+1, b) -> (B, C+1, N+1, h*a*b), where element
-    ``[c, n, head*a*b + i*b + j] = sum_k y_c[head, k, c, i] * y_s[head, k, n, j]``.
-
-    One batched GEMM per (sample, head) with the rank as its inner dimension: the r outer
-    products are never materialised.
-    """
-    B, h, r, C1, a = y_c.shape
-    N1, b = y_s.shape[-2:]
-    left = y_c.permute(0, 1, 3, 4, 2).reshape(B * h, C1 * a, r)
-    right = y_s.reshape(B * h, r, N1 * b)
-    out = torch.bmm(left, right).reshape(B, h, C1, a, N1, b)
-    return out.permute(0, 2, 4, 1, 3, 5).reshape(B, C1, N1, h * a * b)
 
 
 class AttentionPool(nn.Module):
@@ -219,11 +202,12 @@ class LowRankBranch(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         q, k, v = self.qkv(x)
         B, h, r, L, d = q.shape
-        out = F.scaled_dot_product_attention(
+        # SDPA, or on CUDA with a mask the block-sparse Triton kernel (geofm.kernels)
+        out = masked_attention(
             q.reshape(B, h * r, L, d),
             k.reshape(B, h * r, L, d),
             v.expand(B, h, r, L, d).reshape(B, h * r, L, d),
-            attn_mask=mask,
+            mask,
             dropout_p=self.attn_drop if self.training else 0.0,
         )
         return out.reshape(B, h, r, L, d)
@@ -265,7 +249,15 @@ class LESSAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, spatial_mask: torch.Tensor | None = None) -> torch.Tensor:
         y_c, y_s = self.branches(x, spatial_mask)
-        return self.proj_drop(self.proj(kronecker_combine(y_c, y_s)))
+        proj = self.proj
+        if type(proj) is nn.Linear or (isinstance(proj, LoRALinear)
+                                       and isinstance(proj.lora_dropout, nn.Identity)):
+            # combine and projection in one call: fused in Triton on CUDA (geofm.kernels);
+            # a LoRA projection enters by its effective weight W + s B A
+            out = kron_combine_proj(y_c, y_s, effective_weight(proj), proj.bias)
+        else:  # a projection with LoRA dropout, or some other module: called as it is
+            out = proj(kronecker_combine(y_c, y_s))
+        return self.proj_drop(out)
 
 
 class LESSBlock(nn.Module):

@@ -1,0 +1,74 @@
+"""What the kernel modules share: Triton's availability, dtypes, matmul precision."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+
+try:  # triton is a dependency on Linux x86_64 only
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised where triton is absent
+    triton = None
+    tl = None
+
+__all__ = ["triton", "tl", "HAVE_TRITON", "TRITON_FAILURES", "interpreted", "dot_precision", "acc_dtype",
+           "next_pow2", "check_runnable"]
+
+HAVE_TRITON = triton is not None
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """Triton's own errors (a kernel that does not compile for this GPU, a block that needs
+    more shared memory than it has), where this triton version defines them."""
+    kinds = []
+    for module, name in (("triton.errors", "TritonError"),
+                         ("triton.compiler.errors", "CompilationError"),
+                         ("triton.runtime.errors", "OutOfResources")):
+        try:
+            kinds.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(kinds)
+
+
+TRITON_FAILURES = _failures() if HAVE_TRITON else ()
+
+
+def interpreted() -> bool:
+    """Whether Triton runs in its CPU interpreter (``TRITON_INTERPRET=1`` before import)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_runnable(*tensors: torch.Tensor) -> None:
+    """Refuse with a clear message where a Triton kernel cannot run on these tensors."""
+    if not HAVE_TRITON:
+        raise RuntimeError("the Triton kernels need triton, which is not installed")
+    devices = {t.device.type for t in tensors}
+    if devices == {"cuda"} or (devices == {"cpu"} and interpreted()):
+        return
+    if devices == {"cpu"}:
+        raise RuntimeError(
+            "a Triton kernel was asked for on CPU tensors; set TRITON_INTERPRET=1 before geofm "
+            "is imported to run it in Triton's interpreter (slow: for tests), or use the "
+            "reference backend")
+    raise RuntimeError(f"the Triton kernels run on CUDA tensors, got {sorted(devices)}")
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """Match torch's float32 matmul precision: IEEE unless TF32 is allowed."""
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def acc_dtype(dtype: torch.dtype):
+    """Accumulate in float64 for float64 inputs (gradcheck), else in float32."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def next_pow2(n: int, floor: int = 16) -> int:
+    """The block width covering ``n``: a power of two, at least ``floor`` (tl.dot's minimum)."""
+    return max(floor, 1 << max(0, (int(n) - 1).bit_length()))

@@ -1,0 +1,145 @@
+"""One function per operation: Triton on CUDA, the PyTorch reference elsewhere.
+
+The backend is ``"auto"`` (Triton for CUDA tensors when triton is installed and not in its
+interpreter, the reference otherwise), ``"triton"`` (always the kernels; on CPU tensors that
+needs ``TRITON_INTERPRET=1`` before import) or ``"reference"``. It starts from the
+``GEOFM_KERNELS`` environment variable (default ``auto``) and is changed with
+:func:`set_backend` or, for a block of code, :func:`use_backend`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import warnings
+
+import torch
+
+from ._common import HAVE_TRITON, TRITON_FAILURES, interpreted
+from .reference import kron_combine_proj_reference, masked_attention_reference
+
+__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "triton_selected",
+           "kron_combine_proj", "masked_attention"]
+
+BACKENDS = ("auto", "triton", "reference")
+
+
+def _checked(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"kernel backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+_DEFAULT = _checked(os.environ.get("GEOFM_KERNELS", "auto"))
+_backend = contextvars.ContextVar("geofm_kernels_backend", default=_DEFAULT)
+
+
+def get_backend() -> str:
+    """The backend in force: ``auto``, ``triton`` or ``reference``."""
+    return _backend.get()
+
+
+def set_backend(name: str) -> None:
+    """Set the backend for the rest of this context (thread or task)."""
+    _backend.set(_checked(name))
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """``with use_backend("reference"): ...`` runs the block with that backend."""
+    token = _backend.set(_checked(name))
+    try:
+        yield
+    finally:
+        _backend.reset(token)
+
+
+#: operations whose kernel failed to build or launch under ``auto``: operation -> error
+FAILED: dict[str, str] = {}
+
+
+def triton_selected(*tensors: torch.Tensor, op: str | None = None) -> bool:
+    """Whether an operation on these tensors runs its Triton kernel under the backend."""
+    backend = get_backend()
+    if backend == "reference":
+        return False
+    if backend == "triton":
+        return True
+    return (HAVE_TRITON and not interpreted() and op not in FAILED
+            and all(t.is_cuda for t in tensors))
+
+
+def _run(op: str, kernel, reference, *args):
+    """``kernel(*args)``; under ``auto``, Triton's own failure falls back to the reference."""
+    try:
+        return kernel(*args)
+    except TRITON_FAILURES as error:
+        if get_backend() == "triton":
+            raise
+        FAILED[op] = f"{type(error).__name__}: {error}"
+        warnings.warn(f"geofm.kernels: the Triton kernel for {op} failed on this device "
+                      f"({FAILED[op].splitlines()[0][:300]}); {op} runs its PyTorch reference "
+                      "from now on", RuntimeWarning, stacklevel=3)
+        return reference(*args)
+
+
+def _autocast(*tensors):
+    """Cast to the autocast dtype where autocast is on (what F.linear would do)."""
+    device = tensors[0].device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        return tuple(t.to(dtype) if t is not None and t.is_floating_point() else t
+                     for t in tensors)
+    return tensors
+
+
+def kron_combine_proj(
+    y_c: torch.Tensor, y_s: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The LESS Kronecker combine and its output projection, ``Linear(D, O)``.
+
+    y_c: (B, h, r, C+1, a), y_s: (B, h, r, N+1, b), weight: (O, h*a*b) -> (B, C+1, N+1, O).
+    Triton: :func:`~geofm.kernels.kron_proj.kron_combine_proj_triton` (the pre-projection
+    activation is never written); reference:
+    :func:`~geofm.kernels.reference.kron_combine_proj_reference`.
+    """
+    if not triton_selected(y_c, y_s, weight, op="kron_combine_proj"):
+        return kron_combine_proj_reference(y_c, y_s, weight, bias)
+    from .kron_proj import kron_combine_proj_triton
+
+    y_c, y_s, weight, bias = _autocast(y_c, y_s, weight, bias)
+    with torch.autocast(y_c.device.type, enabled=False):
+        return _run("kron_combine_proj", kron_combine_proj_triton, kron_combine_proj_reference,
+                    y_c, y_s, weight, bias)
+
+
+def masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Scaled dot-product attention with an optional boolean mask (True = may attend).
+
+    q, k, v: (B, H, L, d). With a mask and the Triton backend, key blocks the mask closes
+    wholly are skipped (:func:`~geofm.kernels.block_sparse_attention.block_sparse_attention_triton`);
+    without a mask ``auto`` keeps PyTorch's fused SDPA, which is already what a dense
+    attention should be. The kernel has no dropout: ``auto`` uses the reference when
+    ``dropout_p > 0``, and ``triton`` refuses it.
+    """
+    backend = get_backend()
+    use = (triton_selected(q, k, v, op="masked_attention")
+           and (mask is not None or backend == "triton"))
+    if use and dropout_p > 0:
+        if backend == "triton":
+            raise NotImplementedError(
+                "the Triton attention kernel has no dropout: set attn_drop to 0 or use the "
+                "reference backend")
+        use = False
+    if not use:
+        return masked_attention_reference(q, k, v, mask, dropout_p)
+    from .block_sparse_attention import block_sparse_attention_triton
+
+    q, k, v = _autocast(q, k, v)
+    with torch.autocast(q.device.type, enabled=False):
+        return _run("masked_attention", block_sparse_attention_triton,
+                    masked_attention_reference, q, k, v, mask)
