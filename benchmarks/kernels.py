@@ -1,6 +1,6 @@
 """Kernel benchmark: the Triton kernels of geofm.kernels against their PyTorch references.
 
-Three measurements, each for LESS ViT-S (D 384, 6 heads) and ViT-B (D 768, 12 heads) with
+The measurements, for LESS ViT-S (D 384, 6 heads) and ViT-B (D 768, 12 heads) with
 a = 2, b = 32, rank 1, 16 px patches at 10 m and the 640 m perception field:
 
 1. **combine**: ``Linear(kronecker_combine(Y_c, Y_s))`` (reference: a batched GEMM, the
@@ -9,8 +9,14 @@ a = 2, b = 32, rank 1, 16 px patches at 10 m and the 640 m perception field:
 2. **attention**: the spatial branch, dense SDPA with the boolean perception-field mask
    against the block-sparse kernel, at N = 64, 256, 1024 (C does not enter), with the share
    of (query block, key block) pairs the kernel visits;
-3. **step**: one LESS ViT-B training step (forward, backward, AdamW) at 13 bands and
-   256 x 256 px with either backend.
+3. **LoRA fc1**: one rank-8 LoRA linear layer (D -> 4D, frozen base) over every band-patch
+   token of a batch at C = 13, N = 256: reference (three GEMMs and an addition) against the
+   fused kernel;
+4. **step**: one LESS ViT-B training step (forward, backward, AdamW) at 13 bands and
+   256 x 256 px with either backend;
+5. **LoRA share**: the share of a LoRA fine-tuning step spent in the low-rank paths (the
+   step with them against the same step with them switched off), the most a fused LoRA
+   linear can save.
 
 Times are medians of ``--repeats`` warm runs (CUDA synchronised); memory is the peak rise of
 ``torch.cuda.max_memory_allocated`` over what was allocated before the call (the inputs),
@@ -168,6 +174,27 @@ def bench_attention(models, patches, batch, dtype, device, repeats, block):
             for name, (dim, heads) in models.items() for N in patches]
 
 
+def _lora_layer_case(name, dim, C, N, batch, dtype, device, repeats, rank=8):
+    """An MLP input layer (dim -> 4 dim) with rank-8 LoRA over every band-patch token."""
+    g = torch.Generator(device=device).manual_seed(0)
+    rows_ = batch * (C + 1) * (N + 1)
+    x = torch.randn(rows_, dim, device=device, generator=g).to(dtype).requires_grad_()
+    w = (torch.randn(4 * dim, dim, device=device, generator=g) / dim**0.5).to(dtype)
+    bias = torch.zeros(4 * dim, device=device, dtype=dtype)
+    a = (torch.randn(rank, dim, device=device, generator=g) / dim**0.5).to(dtype)
+    bb = torch.randn(4 * dim, rank, device=device, generator=g).to(dtype)
+    inputs = [x, a.requires_grad_(), bb.requires_grad_()]   # frozen base, as in fine-tuning
+    result = _pair(lambda: kernels.lora_linear(x, w, bias, a, bb, 2.0), device, repeats,
+                   (rows_, 4 * dim), inputs)
+    return dict(op="LoRA fc1", model=name, C=C, N=N, batch=batch,
+                out_mib=rows_ * 4 * dim * x.element_size() / MIB, **_flatten(result))
+
+
+def bench_lora_layer(models, bands, patches, batch, dtype, device, repeats):
+    return [_lora_layer_case(name, dim, C, N, batch, dtype, device, repeats)
+            for name, (dim, _) in models.items() for C in bands[:1] for N in patches[1:2]]
+
+
 def _step_case(backend, model_name, bands, size, batch, dtype, device, repeats):
     from geofm.models import create_model
 
@@ -201,6 +228,42 @@ def bench_step(model_name, bands, size, batch, dtype, device, repeats):
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def lora_share(model_name, bands, size, batch, dtype, device, repeats):
+    """How much of a LoRA fine-tuning step the low-rank paths take: the step with LoRA
+    against the same step with every low-rank path switched off (the layers flagged merged
+    without changing their weights, so they run their frozen base GEMM alone). The base is
+    frozen in both, so both backward passes reach the same layers; the difference is the
+    most a fused LoRA linear could save. Returns (with LoRA, without, share)."""
+    from geofm.models import create_model
+    from geofm.models.lora import inject_lora, lora_layers
+
+    torch.manual_seed(0)
+    model = create_model(model_name).to(device)
+    model.validate_inputs = False
+    inject_lora(model, rank=8, skip_narrow=True)   # ViT-Ti has 6-wide layers
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+    layers = [layer for _, layer in lora_layers(model)]
+    image = torch.randn(batch, bands, size, size, device=device)
+    wl = torch.linspace(443.0, 2190.0, bands, device=device)
+    gsd = torch.full((batch,), 10.0, device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = model.forward_features(image, wl, gsd).float().square().mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    image.requires_grad_()   # a backward through every layer even with LoRA off
+    with_lora = measure(step, device, repeats)[0]
+    for layer in layers:
+        layer.merged = True
+    without = measure(step, device, repeats)[0]
+    for layer in layers:
+        layer.merged = False
+    return with_lora, without, (with_lora - without) / with_lora, len(layers)
 
 
 def _flatten(result):
@@ -286,7 +349,7 @@ def main(argv=None) -> int:
     p.add_argument("--step-batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--block", type=int, default=64, help="attention block size")
-    p.add_argument("--only", default="combine,attention,step")
+    p.add_argument("--only", default="combine,attention,lora-layer,step,lora")
     p.add_argument("--quick", action="store_true", help="toy sizes, one repeat")
     p.add_argument("--record", type=Path, help="write the table into this Markdown file")
     p.add_argument("--section", default=None, help="marker name in the recorded file")
@@ -304,11 +367,20 @@ def main(argv=None) -> int:
         rows += bench_combine(models, bands, patches, batch, dtype, device, repeats)
     if "attention" in only:
         rows += bench_attention(models, patches, batch, dtype, device, repeats, block)
+    if "lora-layer" in only:
+        rows += bench_lora_layer(models, bands, patches, 1 if args.quick else args.step_batch,
+                                 dtype, device, repeats)
     step = None
     if "step" in only:
         step = (bench_step("less_vit_tiny", 3, 32, 1, dtype, device, 1) if args.quick
                 else bench_step("less_vit_base", 13, 256, args.step_batch, dtype, device,
                                 repeats))
+    lora = None
+    if "lora" in only:
+        lora_cfg = (("less_vit_tiny", 3, 32, 1) if args.quick else
+                    ("less_vit_base", 13, 256, args.step_batch) if device.type == "cuda" else
+                    ("less_vit_small", 13, 64, 4))
+        lora = (lora_cfg, lora_share(*lora_cfg, dtype, device, repeats))
     mode = ("Triton interpreter" if interpreted() else
             f"triton {kernels._common.triton.__version__}" if kernels.HAVE_TRITON else "no triton")
     text = "\n".join([
@@ -326,6 +398,11 @@ def main(argv=None) -> int:
         table(rows),
         "",
         *targets(rows, step, device, args.quick),
+        *([] if lora is None else [
+            f"- LoRA fine-tuning ({lora[0][0]}, rank 8 on {lora[1][3]} layers, {lora[0][1]} "
+            f"bands, {lora[0][2]} px, batch {lora[0][3]}): step {_ms(lora[1][0])} ms, "
+            f"{_ms(lora[1][1])} ms with the low-rank paths off: they take {lora[1][2]:.0%} of "
+            "the step, the most a fused LoRA linear could save."]),
         "",
     ])
     print(text)

@@ -17,10 +17,14 @@ import warnings
 import torch
 
 from ._common import HAVE_TRITON, TRITON_FAILURES, interpreted
-from .reference import kron_combine_proj_reference, masked_attention_reference
+from .reference import (
+    kron_combine_proj_reference,
+    lora_linear_reference,
+    masked_attention_reference,
+)
 
 __all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "triton_selected",
-           "kron_combine_proj", "masked_attention"]
+           "kron_combine_proj", "masked_attention", "lora_linear"]
 
 BACKENDS = ("auto", "triton", "reference")
 
@@ -143,3 +147,22 @@ def masked_attention(
     with torch.autocast(q.device.type, enabled=False):
         return _run("masked_attention", block_sparse_attention_triton,
                     masked_attention_reference, q, k, v, mask)
+
+
+def lora_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor,
+    lora_b: torch.Tensor, scaling: float,
+) -> torch.Tensor:
+    """A LoRA linear layer, ``x W^T + b + scaling * (x A^T) B^T`` (no LoRA dropout).
+
+    Triton: :func:`~geofm.kernels.fused_lora.lora_linear_triton` (base GEMM and update in
+    one pass); reference: :func:`~geofm.kernels.reference.lora_linear_reference`.
+    """
+    if not triton_selected(x, weight, lora_a, lora_b, op="lora_linear"):
+        return lora_linear_reference(x, weight, bias, lora_a, lora_b, scaling)
+    from .fused_lora import lora_linear_triton
+
+    x, weight, bias, lora_a, lora_b = _autocast(x, weight, bias, lora_a, lora_b)
+    with torch.autocast(x.device.type, enabled=False):
+        return _run("lora_linear", lora_linear_triton, lora_linear_reference, x, weight, bias,
+                    lora_a, lora_b, scaling)

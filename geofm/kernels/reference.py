@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kronecker_combine", "kron_combine_proj_reference", "masked_attention_reference"]
+__all__ = ["kronecker_combine", "kron_combine_proj_reference", "masked_attention_reference",
+           "lora_linear_reference"]
 
 
 def kronecker_combine(y_c: torch.Tensor, y_s: torch.Tensor) -> torch.Tensor:
@@ -53,3 +54,16 @@ def masked_attention_reference(
     """
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                           scale=scale)
+
+
+def lora_linear_reference(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor,
+    lora_b: torch.Tensor, scaling: float,
+) -> torch.Tensor:
+    """A LoRA linear layer (Hu et al., 2022): ``x W^T + b + scaling * (x A^T) B^T``.
+
+    x: (..., in); weight: (out, in); lora_a: (r, in); lora_b: (out, r). Three GEMMs and an
+    addition, in the order :class:`geofm.models.lora.LoRALinear` has always used.
+    """
+    out = F.linear(x, weight, bias)
+    return out + F.linear(F.linear(x, lora_a), lora_b) * scaling

@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..kernels import lora_linear
+
 __all__ = [
     "DEFAULT_EXCLUDE",
     "DEFAULT_TARGETS",
@@ -123,9 +125,13 @@ class LoRALinear(nn.Linear):
         return self.weight if self.merged else self.weight + self.delta_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight, self.bias)
         if self.merged:
-            return out
+            return F.linear(x, self.weight, self.bias)
+        if isinstance(self.lora_dropout, nn.Identity) or not self.training:
+            # base GEMM and update: fused in Triton on CUDA (geofm.kernels)
+            return lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B,
+                               self.scaling)
+        out = F.linear(x, self.weight, self.bias)
         low = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
         return out + low * self.scaling
 

@@ -87,8 +87,10 @@ def test_kernel_benchmark_quick_run_measures_both_paths_and_says_what_is_unmeasu
     assert done.returncode == 0, done.stderr
     text = report.read_text()
     assert "<!-- kernels-cpu:begin -->" in text and "still to be measured" in text
-    rows = [ln for ln in text.splitlines() if ln.startswith(("| combine", "| attention"))]
-    assert len(rows) == 4
+    assert "LoRA fine-tuning" in text and "of the step" in text
+    rows = [ln for ln in text.splitlines()
+            if ln.startswith(("| combine", "| attention", "| LoRA fc1"))]
+    assert len(rows) == 5
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[5] != "-" and cells[6] != "-", row   # reference and Triton forward times

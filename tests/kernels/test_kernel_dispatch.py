@@ -134,9 +134,16 @@ def _tiny_vit(**kw):
                    perception_radius_m=250.0, **kw)
 
 
-def test_less_vit_trains_the_same_on_both_backends():
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_less_vit_trains_the_same_on_both_backends(lora):
     torch.manual_seed(0)
     model = _tiny_vit(num_classes=4)
+    if lora:
+        inject_lora(model, rank=4)
+        for name, p in model.named_parameters():
+            p.requires_grad_("lora_" in name or name.startswith("head"))
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.1)
     image = torch.randn(2, 5, 48, 40)
     wl = torch.tensor([490.0, 560.0, 665.0, 842.0, 1610.0])
     gsd = torch.tensor([10.0, 10.0])
@@ -151,6 +158,7 @@ def test_less_vit_trains_the_same_on_both_backends():
     (out_r, g_r), (out_t, g_t) = grads["reference"], grads["triton"]
     torch.testing.assert_close(out_t, out_r, rtol=1e-4, atol=1e-5)
     assert g_r.keys() == g_t.keys() and len(g_r) > 20
+    assert all("lora_" in n or n.startswith("head") for n in g_r) == lora
     for name in g_r:
         torch.testing.assert_close(g_t[name], g_r[name], rtol=1e-3, atol=1e-5, msg=name)
 

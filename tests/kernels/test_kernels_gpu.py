@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from geofm import kernels
 from geofm.kernels._common import interpreted
 from geofm.kernels.block_sparse_attention import block_sparse_attention_triton
+from geofm.kernels.fused_lora import lora_linear_triton
 from geofm.kernels.kron_proj import kron_combine_proj_triton
-from geofm.kernels.reference import kron_combine_proj_reference
+from geofm.kernels.reference import kron_combine_proj_reference, lora_linear_reference
 from geofm.models import create_model
 from geofm.models.less_vit import perception_field_mask
 
@@ -54,6 +55,19 @@ def test_block_sparse_attention_on_cuda(dtype, grid):
     for ours, theirs in zip((q, k, v), exact, strict=True):
         err = (ours.grad.double() - theirs.grad).abs().max().item()
         assert err <= TOL[dtype] * 5 * max(1.0, theirs.grad.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_fused_lora_linear_on_cuda(dtype):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(8, 3598, 768, device="cuda", generator=g).to(dtype)
+    w = (torch.randn(2304, 768, device="cuda", generator=g) / 768**0.5).to(dtype)
+    b = torch.randn(2304, device="cuda", generator=g).to(dtype)
+    a = (torch.randn(8, 768, device="cuda", generator=g) / 768**0.5).to(dtype)
+    bb = torch.randn(2304, 8, device="cuda", generator=g).to(dtype)
+    exact = lora_linear_reference(*(t.double() for t in (x, w, b, a, bb)), 2.0)
+    ours = lora_linear_triton(x, w, b, a, bb, 2.0)
+    assert (ours.double() - exact).abs().max().item() <= TOL[dtype] * exact.abs().max().item()
 
 
 def test_less_vit_small_step_on_cuda_matches_between_backends():
