@@ -48,7 +48,7 @@ from encoders import _Peak, device_text, record  # noqa: E402
 
 from geofm import kernels  # noqa: E402
 from geofm.kernels._common import interpreted  # noqa: E402
-from geofm.kernels.block_sparse_attention import block_layout  # noqa: E402
+from geofm.kernels.block_sparse_attention import BLOCK, block_layout  # noqa: E402
 from geofm.models.less_vit import perception_field_mask  # noqa: E402
 
 #: label -> (embed dim, heads); a = 2 so b = D / (2 h) = 32 for both
@@ -84,11 +84,18 @@ def measure(fn, device, repeats: int) -> tuple[float, int]:
 
 
 def _guarded(fn, device, repeats):
+    """measure(), or None when the configuration runs out of memory or fails (said on
+    stdout, so the log tells which)."""
     try:
         return measure(fn, device, repeats)
     except torch.cuda.OutOfMemoryError:
+        print("# out of memory", flush=True)
+    except Exception as error:  # a kernel that fails must not cost the rest of the run
+        print(f"# failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}",
+              flush=True)
+    if device.type == "cuda":
         torch.cuda.empty_cache()
-        return None
+    return None
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -153,7 +160,7 @@ def bench_combine(models, bands, patches, batch, dtype, device, repeats):
             for name, (dim, heads) in models.items() for C in bands for N in patches]
 
 
-def _attention_case(name, dim, heads, N, batch, dtype, device, repeats, block):
+def _attention_case(name, dim, heads, N, batch, dtype, device, repeats, block=BLOCK):
     b = dim // (heads * 2)
     L = N + 1
     mask = _field(N, device)
@@ -169,8 +176,8 @@ def _attention_case(name, dim, heads, N, batch, dtype, device, repeats, block):
                 **_flatten(result))
 
 
-def bench_attention(models, patches, batch, dtype, device, repeats, block):
-    return [_attention_case(name, dim, heads, N, batch, dtype, device, repeats, block)
+def bench_attention(models, patches, batch, dtype, device, repeats):
+    return [_attention_case(name, dim, heads, N, batch, dtype, device, repeats)
             for name, (dim, heads) in models.items() for N in patches]
 
 
@@ -218,24 +225,28 @@ def _step_case(backend, model_name, bands, size, batch, dtype, device, repeats):
 
 
 def bench_step(model_name, bands, size, batch, dtype, device, repeats):
-    """[reference, triton] measurements of one training step (None: not run or OOM)."""
+    """[reference, triton] measurements of one training step (None: out of memory)."""
     rows = []
     for backend in ("reference", "triton"):
         if backend == "triton" and not triton_runnable(device):
-            rows.append(None)
+            rows.append(NOT_RUN)
             continue
-        rows.append(_step_case(backend, model_name, bands, size, batch, dtype, device, repeats))
+        # with the kernels is what users get: auto on CUDA (the unmasked channel branch keeps
+        # SDPA); in the CPU interpreter only a forced backend reaches them
+        chosen = backend if backend == "reference" or device.type != "cuda" else "auto"
+        rows.append(_step_case(chosen, model_name, bands, size, batch, dtype, device, repeats))
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
 
 
 def lora_share(model_name, bands, size, batch, dtype, device, repeats):
-    """How much of a LoRA fine-tuning step the low-rank paths take: the step with LoRA
-    against the same step with every low-rank path switched off (the layers flagged merged
-    without changing their weights, so they run their frozen base GEMM alone). The base is
-    frozen in both, so both backward passes reach the same layers; the difference is the
-    most a fused LoRA linear could save. Returns (with LoRA, without, share)."""
+    """How much of a LoRA fine-tuning step the low-rank paths take: the step with LoRA (on
+    the reference path) against the same step with every low-rank path switched off (the
+    layers flagged merged without changing their weights, so they run their frozen base GEMM
+    alone). The base is frozen in both, so both backward passes reach the same layers; the
+    difference is the most a fused LoRA linear could save. Returns (with LoRA, without,
+    share, number of LoRA layers, the step with the kernels or None)."""
     from geofm.models import create_model
     from geofm.models.lora import inject_lora, lora_layers
 
@@ -257,13 +268,18 @@ def lora_share(model_name, bands, size, batch, dtype, device, repeats):
         model.zero_grad(set_to_none=True)
 
     image.requires_grad_()   # a backward through every layer even with LoRA off
-    with_lora = measure(step, device, repeats)[0]
-    for layer in layers:
-        layer.merged = True
-    without = measure(step, device, repeats)[0]
-    for layer in layers:
-        layer.merged = False
-    return with_lora, without, (with_lora - without) / with_lora, len(layers)
+    with kernels.use_backend("reference"):
+        with_lora = measure(step, device, repeats)[0]
+        for layer in layers:
+            layer.merged = True
+        without = measure(step, device, repeats)[0]
+        for layer in layers:
+            layer.merged = False
+    fused = None
+    if triton_runnable(device):
+        with kernels.use_backend("auto" if device.type == "cuda" else "triton"):
+            fused = measure(step, device, repeats)[0]
+    return with_lora, without, (with_lora - without) / with_lora, len(layers), fused
 
 
 def _flatten(result):
@@ -278,7 +294,9 @@ def _flatten(result):
 
 
 def _ms(x):
-    return "-" if x is None else f"{x * 1e3:.3g}"
+    if x is None:
+        return "-"
+    return f"{x * 1e3:,.0f}" if x >= 1 else f"{x * 1e3:.3g}"
 
 
 def _mib(x):
@@ -307,13 +325,31 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+NOT_RUN = "not run"
+
+
+def _step_text(step) -> str | None:
+    if not step:
+        return None
+    cells = [f"{b} {'out of memory' if s is None else s if s == NOT_RUN else _ms(s[0]) + ' ms'}"
+             for b, s in zip(("reference", "Triton"), step, strict=True)]
+    text = "- LESS ViT training step: " + ", ".join(cells)
+    ref, tri = step
+    if isinstance(ref, tuple) and isinstance(tri, tuple):
+        text += (f" ({_ratio(ref[0], tri[0])}; target: faster); peak {_mib(ref[1] / MIB)} "
+                 f"against {_mib(tri[1] / MIB)} MiB")
+    return text + "."
+
+
 def targets(rows, step, device, quick) -> list[str]:
+    step_line = [] if _step_text(step) is None else [_step_text(step)]
     if not any(r["triton_ran"] for r in rows):
         return ["- Triton was not run (no CUDA device and no interpreter): the GPU figures "
-                "and the targets are still to be measured."]
+                "and the targets are still to be measured.", *step_line]
     if device.type != "cuda":
         return ["- Triton ran in its CPU interpreter: these times check the script, not the "
-                "kernels' speed. The GPU figures and the targets are still to be measured."]
+                "kernels' speed. The GPU figures and the targets are still to be measured.",
+                *step_line]
     out = []
     for r in rows:
         if quick:
@@ -329,15 +365,7 @@ def targets(rows, step, device, quick) -> list[str]:
                        f"{_ratio(r['reference_fwd_s'], r['triton_fwd_s'])} faster forward, "
                        f"{_ratio(r['reference_bwd_s'], r['triton_bwd_s'])} forward+backward "
                        "than dense masked SDPA (target 5x).")
-    if step and all(s is not None for s in step):
-        out.append(f"- LESS ViT training step: reference {_ms(step[0][0])} ms, Triton "
-                   f"{_ms(step[1][0])} ms ({_ratio(step[0][0], step[1][0])}; target: faster); "
-                   f"peak {_mib(step[0][1] / MIB)} against {_mib(step[1][1] / MIB)} MiB.")
-    elif step:
-        out.append("- LESS ViT training step: "
-                   + ", ".join(f"{b} {'out of memory' if s is None else _ms(s[0]) + ' ms'}"
-                               for b, s in zip(("reference", "Triton"), step, strict=True)))
-    return out
+    return out + step_line
 
 
 def main(argv=None) -> int:
@@ -347,8 +375,7 @@ def main(argv=None) -> int:
                    help="bf16 on CUDA, fp32 on the CPU by default")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--step-batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--block", type=int, default=64, help="attention block size")
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--only", default="combine,attention,lora-layer,step,lora")
     p.add_argument("--quick", action="store_true", help="toy sizes, one repeat")
     p.add_argument("--record", type=Path, help="write the table into this Markdown file")
@@ -361,54 +388,70 @@ def main(argv=None) -> int:
                               else (MODELS, BANDS, PATCHES))
     batch = 1 if args.quick else args.batch
     repeats = 1 if args.quick else args.repeats
-    block = 16 if args.quick else args.block
-    rows = []
+    rows, results = [], {"step": None, "lora": None}
+
+    def report() -> str:
+        """The table so far; recorded after every section, so a run cut short keeps it."""
+        text = _report(rows, results["step"], results["lora"], device, dtype, repeats, args, argv)
+        if args.record:
+            record(text, args.record, args.section or f"kernels-{device.type}")
+        return text
+
     if "combine" in only:
         rows += bench_combine(models, bands, patches, batch, dtype, device, repeats)
+        report()
     if "attention" in only:
-        rows += bench_attention(models, patches, batch, dtype, device, repeats, block)
+        rows += bench_attention(models, patches, batch, dtype, device, repeats)
+        report()
     if "lora-layer" in only:
         rows += bench_lora_layer(models, bands, patches, 1 if args.quick else args.step_batch,
                                  dtype, device, repeats)
-    step = None
+        report()
     if "step" in only:
-        step = (bench_step("less_vit_tiny", 3, 32, 1, dtype, device, 1) if args.quick
-                else bench_step("less_vit_base", 13, 256, args.step_batch, dtype, device,
-                                repeats))
-    lora = None
+        results["step"] = (bench_step("less_vit_tiny", 3, 32, 1, dtype, device, 1) if args.quick
+                           else bench_step("less_vit_base", 13, 256, args.step_batch, dtype,
+                                           device, repeats))
+        report()
     if "lora" in only:
         lora_cfg = (("less_vit_tiny", 3, 32, 1) if args.quick else
                     ("less_vit_base", 13, 256, args.step_batch) if device.type == "cuda" else
                     ("less_vit_small", 13, 64, 4))
-        lora = (lora_cfg, lora_share(*lora_cfg, dtype, device, repeats))
+        results["lora"] = (lora_cfg, lora_share(*lora_cfg, dtype, device, repeats))
+    print(report())
+    return 0
+
+
+def _report(rows, step, lora, device, dtype, repeats, args, argv) -> str:
     mode = ("Triton interpreter" if interpreted() else
             f"triton {kernels._common.triton.__version__}" if kernels.HAVE_TRITON else "no triton")
-    text = "\n".join([
+    dtype_name = str(dtype).replace("torch.", "")
+    lora_lines = []
+    if lora is not None:
+        (name, bands, size, batch), (with_lora, without, share, n_layers, fused) = lora
+        lora_lines.append(
+            f"- LoRA fine-tuning ({name}, rank 8 on {n_layers} layers, {bands} bands, {size} "
+            f"px, batch {batch}, reference path): step {_ms(with_lora)} ms, {_ms(without)} ms "
+            f"with the low-rank paths off: they take {share:.0%} of the step, the most a fused "
+            "LoRA linear could save."
+            + ("" if fused is None else f" With the kernels: {_ms(fused)} ms."))
+    return "\n".join([
         f"### Kernels on {device.type.upper()}: {device_text(device.type)}",
         "",
         f"`python benchmarks/kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}`, "
-        f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {mode}, "
-        f"{str(dtype).replace('torch.', '')}, rank 1, a = 2, 640 m field at 10 m and 16 px "
-        f"patches, attention blocks of {block}. Times are medians of {repeats} warm runs; "
-        "memory is the peak rise over the inputs in the first run. The training step is "
+        f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {mode}, {dtype_name}, rank 1, "
+        f"a = 2, 640 m field at 10 m and 16 px patches, attention blocks of {BLOCK}. Times are "
+        f"medians of {repeats} warm runs; memory is the peak rise over the inputs in the first "
+        "run. The training step is "
         + ("LESS ViT-Ti at 3 bands, 32 px, batch 1." if args.quick else
            f"LESS ViT-B at 13 bands, 256 px, batch {args.step_batch}, AdamW"
-           + (f", {str(dtype).replace('torch.', '')} autocast." if dtype != torch.float32 else ".")),
+           + (f", {dtype_name} autocast." if dtype != torch.float32 else ".")),
         "",
         table(rows),
         "",
         *targets(rows, step, device, args.quick),
-        *([] if lora is None else [
-            f"- LoRA fine-tuning ({lora[0][0]}, rank 8 on {lora[1][3]} layers, {lora[0][1]} "
-            f"bands, {lora[0][2]} px, batch {lora[0][3]}): step {_ms(lora[1][0])} ms, "
-            f"{_ms(lora[1][1])} ms with the low-rank paths off: they take {lora[1][2]:.0%} of "
-            "the step, the most a fused LoRA linear could save."]),
+        *lora_lines,
         "",
     ])
-    print(text)
-    if args.record:
-        record(text, args.record, args.section or f"kernels-{device.type}")
-    return 0
 
 
 if __name__ == "__main__":

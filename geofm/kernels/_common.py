@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
     triton = None
     tl = None
 
-__all__ = ["triton", "tl", "HAVE_TRITON", "TRITON_FAILURES", "interpreted", "dot_precision", "acc_dtype",
+__all__ = ["triton", "tl", "HAVE_TRITON", "TRITON_FAILURES", "is_triton_failure", "interpreted", "dot_precision", "acc_dtype",
            "next_pow2", "check_runnable"]
 
 HAVE_TRITON = triton is not None
@@ -35,6 +35,15 @@ def _failures() -> tuple[type[BaseException], ...]:
 
 
 TRITON_FAILURES = _failures() if HAVE_TRITON else ()
+
+
+def is_triton_failure(error: BaseException) -> bool:
+    """Whether ``error`` is Triton failing to build or launch a kernel for this device: its
+    own errors, or its MLIR pass manager giving up (as on float64 ``tl.dot`` with a large
+    inner dimension, which sm_80/sm_90 cannot lower)."""
+    if TRITON_FAILURES and isinstance(error, TRITON_FAILURES):
+        return True
+    return isinstance(error, RuntimeError) and "PassManager" in str(error)
 
 
 def interpreted() -> bool:

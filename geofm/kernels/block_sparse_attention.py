@@ -12,20 +12,32 @@ The mask is any boolean mask (True = may attend) broadcastable over batch and he
 what :func:`geofm.models.less_vit.perception_field_mask` builds; the block layout is derived
 from it on the host (:func:`block_layout`), and inside a visited block the mask is applied
 element by element, so the result equals dense SDPA with the same mask. A query whose every
-key is masked gets zeros (SDPA gives NaN there; LESS masks never leave a row empty, since
-the CLS column is always open). The backward is two more kernels, one for dK/dV that visits
+key is masked gets zeros and zero gradients, as torch 2.14's SDPA does (LESS masks never
+leave a row empty: the CLS column is always open). The backward is two more kernels, one for dK/dV that visits
 the query blocks seeing a key block, one for dQ.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
-from ._common import acc_dtype, check_runnable, dot_precision, next_pow2, tl, triton
+from ._common import (
+    acc_dtype,
+    check_runnable,
+    dot_precision,
+    is_triton_failure,
+    next_pow2,
+    tl,
+    triton,
+)
 
-__all__ = ["block_layout", "block_sparse_attention_triton"]
+__all__ = ["BLOCK", "block_layout", "block_sparse_attention_triton"]
+
+#: query and key block size of the kernels (tokens)
+BLOCK = 64
 
 
 def block_layout(mask: torch.Tensor, block_q: int, block_k: int):
@@ -83,8 +95,8 @@ if triton is not None:
         HAS_MASK: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
     ):
         """One query block against the key blocks its listing names, online softmax."""
-        pid_q = tl.program_id(0)
-        pid_bh = tl.program_id(1)
+        pid_bh = tl.program_id(0).to(tl.int64)
+        pid_q = tl.program_id(1)
         bi = pid_bh // H
         hi = pid_bh % H
         offs_q = pid_q * BQ + tl.arange(0, BQ)
@@ -131,8 +143,8 @@ if triton is not None:
     ):
         """One key block: dV = sum P^T dO and dK = scale * sum dS^T Q over the query blocks
         that see it (LUT and CNT are the transposed listing here)."""
-        pid_k = tl.program_id(0)
-        pid_bh = tl.program_id(1)
+        pid_bh = tl.program_id(0).to(tl.int64)
+        pid_k = tl.program_id(1)
         bi = pid_bh // H
         hi = pid_bh % H
         offs_k = pid_k * BK + tl.arange(0, BK)
@@ -176,8 +188,8 @@ if triton is not None:
         HAS_MASK: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
     ):
         """One query block: dQ = scale * sum dS K over the key blocks it sees."""
-        pid_q = tl.program_id(0)
-        pid_bh = tl.program_id(1)
+        pid_bh = tl.program_id(0).to(tl.int64)
+        pid_q = tl.program_id(1)
         bi = pid_bh // H
         hi = pid_bh % H
         offs_q = pid_q * BQ + tl.arange(0, BQ)
@@ -223,11 +235,29 @@ def _prepare_mask(mask: torch.Tensor | None, B: int, H: int, L: int, device):
         raise ValueError(f"the mask {tuple(mask.shape)} does not broadcast to (B={B}, H={H}, "
                          f"L={L}, L={L}) over batch and heads")
     mask = mask.expand(mask.shape[0], mask.shape[1], L, L)
-    return mask.to(torch.uint8).contiguous(), mask
+    return mask.view(torch.uint8), mask   # the same bytes, read as 0/1: no copy
 
 
 class _Layout:
-    """The mask and its block listings, with the strides a kernel takes."""
+    """The mask and its block listings, with the strides a kernel takes.
+
+    Every block of a LESS ViT passes the same mask tensor: :meth:`of` keeps the last layout
+    built and returns it again while the mask is that same, unmodified tensor.
+    """
+
+    _last: tuple | None = None
+
+    @classmethod
+    def of(cls, mask, B, H, L, device, block_q, block_k) -> _Layout:
+        key = (B, H, L, device, block_q, block_k,
+               None if mask is None else (mask.data_ptr(), mask._version, tuple(mask.shape),
+                                          mask.stride()))
+        last = cls._last
+        if last is not None and last[0] is mask and last[1] == key:
+            return last[2]
+        layout = cls(mask, B, H, L, device, block_q, block_k)
+        cls._last = (mask, key, layout)   # holds the mask, so its identity stays its own
+        return layout
 
     def __init__(self, mask, B, H, L, device, block_q, block_k):
         self.u8, bool_mask = _prepare_mask(mask, B, H, L, device)
@@ -256,9 +286,9 @@ def _check(q, k, v):
 
 class _BlockSparseAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale, block_q, block_k, num_warps):
+    def forward(ctx, q, k, v, mask, scale, block_q, block_k, num_warps, fallback):
         B, H, L, d = q.shape
-        layout = _Layout(mask, B, H, L, q.device, block_q, block_k)
+        layout = _Layout.of(mask, B, H, L, q.device, block_q, block_k)
         out = torch.empty(B, H, L, d, device=q.device, dtype=q.dtype)
         lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
         lse = torch.empty(B * H, L, device=q.device, dtype=lse_dtype)
@@ -267,44 +297,74 @@ class _BlockSparseAttention(torch.autograd.Function):
                     ACC=acc_dtype(q.dtype), PRECISION=dot_precision(q.dtype),
                     num_warps=num_warps)
         if out.numel():
-            grid = (triton.cdiv(L, block_q), B * H)
+            grid = (B * H, triton.cdiv(L, block_q))
             _attn_fwd[grid](q, k, v, *tensors, out, lse, scale, L, H, *q.stride(), *k.stride(),
                             *v.stride(), *strides, *out.stride(), **meta)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.layout, ctx.scale, ctx.meta = layout, scale, meta
+        ctx.mask, ctx.fallback = mask, fallback
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
         B, H, L, d = q.shape
-        layout, scale, meta = ctx.layout, ctx.scale, ctx.meta
         delta = (grad_out.to(lse.dtype) * out.to(lse.dtype)).sum(-1).reshape(B * H, L).contiguous()
         dq = torch.empty(B, H, L, d, device=q.device, dtype=q.dtype)
         dk, dv = torch.empty_like(dq), torch.empty_like(dq)
         if dq.numel():
-            common = (*q.stride(), *k.stride(), *v.stride())
-            tensors_t, strides_t = layout.args(transposed=True)
-            _attn_bwd_dkdv[(triton.cdiv(L, meta["BK"]), B * H)](
-                q, k, v, *tensors_t, grad_out, lse, delta, dk, dv, scale, L, H, *common,
-                *strides_t, *grad_out.stride(), **meta)
-            tensors, strides = layout.args()
-            _attn_bwd_dq[(triton.cdiv(L, meta["BQ"]), B * H)](
-                q, k, v, *tensors, grad_out, lse, delta, dq, scale, L, H, *common, *strides,
-                *grad_out.stride(), **meta)
-        return dq, dk, dv, None, None, None, None, None
+            try:
+                _kernels_backward(ctx, (q, k, v, lse), grad_out, delta, dq, dk, dv)
+            except Exception as error:
+                if not (ctx.fallback and is_triton_failure(error)):
+                    raise
+                warnings.warn(f"geofm.kernels: the Triton backward of masked_attention failed "
+                              f"on this device ({type(error).__name__}); these gradients "
+                              "come from the PyTorch reference", RuntimeWarning, stacklevel=2)
+                dq, dk, dv = _reference_grads(q, k, v, ctx.mask, ctx.scale, grad_out)
+        return dq, dk, dv, None, None, None, None, None, None
+
+
+def _kernels_backward(ctx, saved, grad_out, delta, dq, dk, dv):
+    """dK and dV, then dQ, written into the given tensors (``saved``: q, k, v, lse, read
+    from ``ctx.saved_tensors`` once, as checkpointing requires)."""
+    q, k, v, lse = saved
+    B, H, L, _ = q.shape
+    layout, scale, meta = ctx.layout, ctx.scale, ctx.meta
+    common = (*q.stride(), *k.stride(), *v.stride())
+    tensors_t, strides_t = layout.args(transposed=True)
+    _attn_bwd_dkdv[(B * H, triton.cdiv(L, meta["BK"]))](
+        q, k, v, *tensors_t, grad_out, lse, delta, dk, dv, scale, L, H, *common, *strides_t,
+        *grad_out.stride(), **meta)
+    tensors, strides = layout.args()
+    _attn_bwd_dq[(B * H, triton.cdiv(L, meta["BQ"]))](
+        q, k, v, *tensors, grad_out, lse, delta, dq, scale, L, H, *common, *strides,
+        *grad_out.stride(), **meta)
+
+
+def _reference_grads(q, k, v, mask, scale, grad_out):
+    """Gradients of dense SDPA with the mask, recomputed (the backward's fall-back)."""
+    inputs = [t.detach().requires_grad_() for t in (q, k, v)]
+    with torch.enable_grad():
+        out = torch.nn.functional.scaled_dot_product_attention(*inputs, attn_mask=mask,
+                                                               scale=scale)
+    return torch.autograd.grad(out, inputs, grad_out)
 
 
 def block_sparse_attention_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-    scale: float | None = None, *, block_q: int = 64, block_k: int = 64, num_warps: int = 4,
+    scale: float | None = None, *, block_q: int = BLOCK, block_k: int = BLOCK,
+    num_warps: int = 4, fallback: bool = False,
 ) -> torch.Tensor:
     """Attention that skips key blocks the boolean mask closes wholly; equals dense SDPA.
 
     q, k, v: (B, H, L, d), one dtype (float16, bfloat16, float32 or float64); mask: bool,
     broadcastable to (B, H, L, L) over batch and heads, True = may attend, or None (dense).
-    ``scale`` defaults to 1/sqrt(d). Differentiable in q, k and v.
+    ``scale`` defaults to 1/sqrt(d). Differentiable in q, k and v. With ``fallback``, a
+    backward kernel that Triton cannot build for this device is replaced by the reference's
+    gradients (with a warning) instead of raising.
     """
     _check(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return _BlockSparseAttention.apply(q, k, v, mask, scale, block_q, block_k, num_warps)
+    return _BlockSparseAttention.apply(q, k, v, mask, scale, block_q, block_k, num_warps,
+                                       fallback)

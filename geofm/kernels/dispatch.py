@@ -10,13 +10,13 @@ needs ``TRITON_INTERPRET=1`` before import) or ``"reference"``. It starts from t
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
+import threading
 import warnings
 
 import torch
 
-from ._common import HAVE_TRITON, TRITON_FAILURES, interpreted
+from ._common import HAVE_TRITON, interpreted, is_triton_failure
 from .reference import (
     kron_combine_proj_reference,
     lora_linear_reference,
@@ -35,32 +35,38 @@ def _checked(name: str) -> str:
     return name
 
 
-_DEFAULT = _checked(os.environ.get("GEOFM_KERNELS", "auto"))
-_backend = contextvars.ContextVar("geofm_kernels_backend", default=_DEFAULT)
+#: the backend in force, process-wide: autograd runs backward passes (and the recomputation
+#: of checkpointed blocks) on its own threads, which must see what the forward saw
+_state = {"backend": _checked(os.environ.get("GEOFM_KERNELS", "auto"))}
+_lock = threading.Lock()
 
 
 def get_backend() -> str:
     """The backend in force: ``auto``, ``triton`` or ``reference``."""
-    return _backend.get()
+    return _state["backend"]
 
 
 def set_backend(name: str) -> None:
-    """Set the backend for the rest of this context (thread or task)."""
-    _backend.set(_checked(name))
+    """Set the backend for the whole process (every thread)."""
+    _state["backend"] = _checked(name)
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """``with use_backend("reference"): ...`` runs the block with that backend."""
-    token = _backend.set(_checked(name))
+    """``with use_backend("reference"): ...`` runs the block with that backend, then restores
+    the one before. Process-wide, like :func:`set_backend`: not for threads that want
+    different backends at once."""
+    name = _checked(name)
+    with _lock:
+        previous, _state["backend"] = _state["backend"], name
     try:
         yield
     finally:
-        _backend.reset(token)
+        _state["backend"] = previous
 
 
-#: operations whose kernel failed to build or launch under ``auto``: operation -> error
-FAILED: dict[str, str] = {}
+#: (operation, dtype) whose kernel failed to build or launch under ``auto`` -> the error
+FAILED: dict[tuple[str, torch.dtype], str] = {}
 
 
 def triton_selected(*tensors: torch.Tensor, op: str | None = None) -> bool:
@@ -70,21 +76,24 @@ def triton_selected(*tensors: torch.Tensor, op: str | None = None) -> bool:
         return False
     if backend == "triton":
         return True
-    return (HAVE_TRITON and not interpreted() and op not in FAILED
+    return (HAVE_TRITON and not interpreted() and (op, tensors[0].dtype) not in FAILED
             and all(t.is_cuda for t in tensors))
 
 
-def _run(op: str, kernel, reference, *args):
-    """``kernel(*args)``; under ``auto``, Triton's own failure falls back to the reference."""
+def _run(op: str, kernel, reference, *args, **kwargs):
+    """``kernel(*args)``; under ``auto``, Triton failing to build or launch the kernel on
+    this device falls back to the reference, for this operation and dtype from then on."""
     try:
-        return kernel(*args)
-    except TRITON_FAILURES as error:
-        if get_backend() == "triton":
+        return kernel(*args, **kwargs)
+    except Exception as error:
+        if get_backend() == "triton" or not is_triton_failure(error):
             raise
-        FAILED[op] = f"{type(error).__name__}: {error}"
-        warnings.warn(f"geofm.kernels: the Triton kernel for {op} failed on this device "
-                      f"({FAILED[op].splitlines()[0][:300]}); {op} runs its PyTorch reference "
-                      "from now on", RuntimeWarning, stacklevel=3)
+        dtype = args[0].dtype
+        FAILED[op, dtype] = f"{type(error).__name__}: {error}"
+        first_line = (FAILED[op, dtype].splitlines() or [""])[0][:300]
+        warnings.warn(f"geofm.kernels: the Triton kernel for {op} failed on this device in "
+                      f"{dtype} ({first_line}); it runs its PyTorch reference from now on",
+                      RuntimeWarning, stacklevel=3)
         return reference(*args)
 
 
@@ -131,8 +140,10 @@ def masked_attention(
     ``dropout_p > 0``, and ``triton`` refuses it.
     """
     backend = get_backend()
+    # float64 attention does not lower to sm_80/sm_90 MMA: the reference serves it under auto
     use = (triton_selected(q, k, v, op="masked_attention")
-           and (mask is not None or backend == "triton"))
+           and (mask is not None or backend == "triton")
+           and (q.dtype != torch.float64 or backend == "triton"))
     if use and dropout_p > 0:
         if backend == "triton":
             raise NotImplementedError(
@@ -146,7 +157,8 @@ def masked_attention(
     q, k, v = _autocast(q, k, v)
     with torch.autocast(q.device.type, enabled=False):
         return _run("masked_attention", block_sparse_attention_triton,
-                    masked_attention_reference, q, k, v, mask)
+                    masked_attention_reference, q, k, v, mask,
+                    fallback=backend == "auto")
 
 
 def lora_linear(

@@ -32,8 +32,9 @@ if triton is not None:
     ):
         pid_m = tl.program_id(0)
         pid_n = tl.program_id(1)
-        offs_m = pid_m * BM + tl.arange(0, BM)
-        offs_n = pid_n * BN + tl.arange(0, BN)
+        # offsets in int64: rows x width can exceed 2^31 elements
+        offs_m = pid_m.to(tl.int64) * BM + tl.arange(0, BM)
+        offs_n = pid_n.to(tl.int64) * BN + tl.arange(0, BN)
         offs_r = tl.arange(0, RP)
         m_ok = offs_m < M
         n_ok = offs_n < N

@@ -49,10 +49,11 @@ if triton is not None:
         pid_bc = tl.program_id(0)
         pid_n = tl.program_id(1)
         pid_o = tl.program_id(2)
-        bi = pid_bc // C1
-        ci = pid_bc % C1
-        offs_n = pid_n * BN + tl.arange(0, BN)
-        offs_o = pid_o * BO + tl.arange(0, BO)
+        # offsets in int64: a batch of outputs can exceed 2^31 elements
+        bi = (pid_bc // C1).to(tl.int64)
+        ci = (pid_bc % C1).to(tl.int64)
+        offs_n = pid_n.to(tl.int64) * BN + tl.arange(0, BN)
+        offs_o = pid_o.to(tl.int64) * BO + tl.arange(0, BO)
         offs_j = tl.arange(0, BB)
         n_ok = offs_n < N1
         o_ok = offs_o < n_out

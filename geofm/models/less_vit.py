@@ -31,7 +31,7 @@ from timm.layers import DropPath, LayerScale, Mlp
 from ..kernels import kron_combine_proj, kronecker_combine, masked_attention
 from .embeddings import BandPatchEmbed, positional_channel_parts, radar_bands
 from .encoder import InputError, SpectralEncoder, check_heads, drop_path_rates, init_weights
-from .lora import LoRALinear, effective_weight
+from .lora import effective_weight
 from .registry import register_model
 
 __all__ = [
@@ -213,6 +213,16 @@ class LowRankBranch(nn.Module):
         return out.reshape(B, h, r, L, d)
 
 
+def _plain_linear(module: nn.Module) -> bool:
+    """A bare ``nn.Linear`` that no hook watches, so that applying its weight directly is
+    the same as calling it (a hook could prune, shard, observe or replace the call)."""
+    from torch.nn.modules import module as m
+
+    return (type(module) is nn.Linear and not module._forward_hooks
+            and not module._forward_pre_hooks and not m._global_forward_hooks
+            and not m._global_forward_pre_hooks)
+
+
 class LESSAttention(nn.Module):
     """The LESS attention of one block. x: (B, C+1, N+1, D) -> (B, C+1, N+1, D).
 
@@ -249,14 +259,11 @@ class LESSAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, spatial_mask: torch.Tensor | None = None) -> torch.Tensor:
         y_c, y_s = self.branches(x, spatial_mask)
-        proj = self.proj
-        if type(proj) is nn.Linear or (isinstance(proj, LoRALinear)
-                                       and isinstance(proj.lora_dropout, nn.Identity)):
-            # combine and projection in one call: fused in Triton on CUDA (geofm.kernels);
-            # a LoRA projection enters by its effective weight W + s B A
-            out = kron_combine_proj(y_c, y_s, effective_weight(proj), proj.bias)
-        else:  # a projection with LoRA dropout, or some other module: called as it is
-            out = proj(kronecker_combine(y_c, y_s))
+        if _plain_linear(self.proj):
+            # combine and projection in one call: fused in Triton on CUDA (geofm.kernels)
+            out = kron_combine_proj(y_c, y_s, self.proj.weight, self.proj.bias)
+        else:  # LoRA, or a projection with hooks (pruning, sharding): called as a module
+            out = self.proj(kronecker_combine(y_c, y_s))
         return self.proj_drop(out)
 
 

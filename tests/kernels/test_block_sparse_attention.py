@@ -139,3 +139,36 @@ def test_bad_input_is_refused_with_a_message():
         block_sparse_attention_triton(q, k[:, :, :5], v)
     with pytest.raises(TypeError, match="share a dtype"):
         block_sparse_attention_triton(q, k.double(), v)
+
+
+def test_the_layout_is_built_once_per_mask_and_reads_the_mask_in_place():
+    from geofm.kernels.block_sparse_attention import _Layout
+
+    mask = _field((6, 6))
+    first = _Layout.of(mask, 2, 3, 37, mask.device, 16, 16)
+    assert _Layout.of(mask, 2, 3, 37, mask.device, 16, 16) is first   # the next block's call
+    assert first.m.data_ptr() == mask.data_ptr()                       # no uint8 copy
+    mask[0, 0, 1, 30] = ~mask[0, 0, 1, 30]                              # changed in place
+    assert _Layout.of(mask, 2, 3, 37, mask.device, 16, 16) is not first
+    assert _Layout.of(mask.clone(), 2, 3, 37, mask.device, 16, 16) is not first
+
+
+def test_a_backward_kernel_that_cannot_be_built_falls_back_only_when_allowed(monkeypatch):
+    import geofm.kernels.block_sparse_attention as bsa
+
+    def broken(*args):
+        raise RuntimeError("PassManager::run failed")
+
+    monkeypatch.setattr(bsa, "_kernels_backward", broken)
+    mask = _field((5, 7))
+    qkv = [t.requires_grad_() for t in _qkv(1, 2, 36, 16, torch.float32)]
+    exact = [t.detach().clone().requires_grad_() for t in qkv]
+    out = block_sparse_attention_triton(*qkv, mask, block_q=16, block_k=16, fallback=True)
+    with pytest.warns(RuntimeWarning, match="come from the PyTorch reference"):
+        out.sum().backward()
+    _dense(*exact, mask).sum().backward()
+    for a, b in zip(qkv, exact, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    out = block_sparse_attention_triton(*qkv, mask, block_q=16, block_k=16)
+    with pytest.raises(RuntimeError, match="PassManager"):
+        out.sum().backward()

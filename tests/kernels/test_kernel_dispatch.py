@@ -163,21 +163,52 @@ def test_less_vit_trains_the_same_on_both_backends(lora):
         torch.testing.assert_close(g_t[name], g_r[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
-def test_a_lora_projection_enters_the_fused_call_by_its_effective_weight(monkeypatch):
+def test_a_lora_or_hooked_projection_is_called_as_a_module(monkeypatch):
+    """LoRA on proj runs its own (fused) LoRA layer; a hook on proj (pruning, sharding,
+    observers) sees its call; only a bare Linear goes into the fused combine."""
     torch.manual_seed(1)
     attn = LESSAttention(48, 2, rank=1)
-    inject_lora(attn, targets=["proj"], rank=4)
-    assert type(attn.proj).__name__ == "LoRALinear"
-    with torch.no_grad():
-        attn.proj.lora_B.normal_()
     x = torch.randn(1, 4, 10, 48)
     calls = _spy(monkeypatch, kp, "kron_combine_proj_triton")
     with kernels.use_backend("triton"):
-        fused = attn(x)
+        plain = attn(x)
     assert calls == ["kron_combine_proj_triton"]
-    y_c, y_s = attn.branches(x)
-    expected = attn.proj(kernels.kronecker_combine(y_c, y_s))  # the module's own call
-    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+    seen = []
+    handle = attn.proj.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+    with kernels.use_backend("triton"):
+        hooked = attn(x)
+    handle.remove()
+    assert seen == [(1, 4, 10, 48)] and calls == ["kron_combine_proj_triton"]
+    torch.testing.assert_close(hooked, plain, rtol=1e-5, atol=1e-5)
+    inject_lora(attn, targets=["proj"], rank=4)
+    with torch.no_grad():
+        attn.proj.lora_B.normal_()
+    reference = attn(x)
+    with kernels.use_backend("triton"):
+        lora = attn(x)
+    assert calls == ["kron_combine_proj_triton"]
+    torch.testing.assert_close(lora, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_the_backend_holds_in_autograd_threads_and_checkpoint_recomputation():
+    """Autograd runs backward (and checkpoint recomputation) on threads of its own."""
+    import threading
+
+    from torch.utils.checkpoint import checkpoint
+
+    seen = []
+    with kernels.use_backend("reference"):
+        worker = threading.Thread(target=lambda: seen.append(kernels.get_backend()))
+        worker.start()
+        worker.join()
+    assert seen == ["reference"]
+    attn = LESSAttention(48, 2, rank=1)
+    x = torch.randn(1, 4, 10, 48, requires_grad=True)
+    mask = perception_field_mask((3, 3), 16, torch.tensor([10.0]), 300.0)
+    with kernels.use_backend("triton"):
+        out = checkpoint(attn, x, mask, use_reentrant=False)
+        out.sum().backward()
+    assert x.grad is not None
 
 
 def test_auto_falls_back_once_with_a_warning_when_triton_cannot_build_a_kernel(monkeypatch):
@@ -202,8 +233,34 @@ def test_auto_falls_back_once_with_a_warning_when_triton_cannot_build_a_kernel(m
     with pytest.warns(RuntimeWarning, match="runs its PyTorch reference from now on"):
         out = kernels.kron_combine_proj(y_c, y_s, w)
     torch.testing.assert_close(out, kernels.kron_combine_proj_reference(y_c, y_s, w))
-    assert "kron_combine_proj" in dispatch.FAILED
+    assert ("kron_combine_proj", torch.float32) in dispatch.FAILED
     kernels.kron_combine_proj(y_c, y_s, w)   # no second attempt, no second warning
     assert calls == [1]
     with kernels.use_backend("triton"), pytest.raises(OutOfResources):
         kernels.kron_combine_proj(y_c, y_s, w)
+
+
+def test_auto_keeps_float64_attention_on_the_reference(monkeypatch):
+    """float64 tl.dot with a large inner dimension does not lower on sm_80/sm_90."""
+    from geofm.kernels import dispatch
+
+    calls = _spy(monkeypatch, bsa, "block_sparse_attention_triton")
+    monkeypatch.setattr(dispatch, "interpreted", lambda: False)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    mask = perception_field_mask((3, 3), 16, torch.tensor([10.0]), 300.0)
+    q = torch.randn(1, 2, 10, 16, dtype=torch.float64)
+    kernels.masked_attention(q, q, q, mask)
+    assert calls == []
+    kernels.masked_attention(q.float(), q.float(), q.float(), mask)
+    assert calls == ["block_sparse_attention_triton"]
+
+
+def test_triton_failures_are_told_from_other_errors():
+    from triton.runtime.errors import OutOfResources
+
+    from geofm.kernels._common import is_triton_failure
+
+    assert is_triton_failure(OutOfResources(1, 0, "shared memory"))
+    assert is_triton_failure(RuntimeError("PassManager::run failed"))
+    assert not is_triton_failure(RuntimeError("CUDA error: an illegal memory access"))
+    assert not is_triton_failure(ValueError("PassManager"))
