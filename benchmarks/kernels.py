@@ -268,18 +268,22 @@ def lora_share(model_name, bands, size, batch, dtype, device, repeats):
         model.zero_grad(set_to_none=True)
 
     image.requires_grad_()   # a backward through every layer even with LoRA off
-    with kernels.use_backend("reference"):
-        with_lora = measure(step, device, repeats)[0]
-        for layer in layers:
-            layer.merged = True
-        without = measure(step, device, repeats)[0]
-        for layer in layers:
-            layer.merged = False
+    def seconds(backend):
+        with kernels.use_backend(backend):
+            measured = _guarded(step, device, repeats)
+        return None if measured is None else measured[0]
+
+    with_lora = seconds("reference")
+    for layer in layers:
+        layer.merged = True
+    without = seconds("reference")
+    for layer in layers:
+        layer.merged = False
     fused = None
     if triton_runnable(device):
-        with kernels.use_backend("auto" if device.type == "cuda" else "triton"):
-            fused = measure(step, device, repeats)[0]
-    return with_lora, without, (with_lora - without) / with_lora, len(layers), fused
+        fused = seconds("auto" if device.type == "cuda" else "triton")
+    share = None if with_lora is None or without is None else (with_lora - without) / with_lora
+    return with_lora, without, share, len(layers), fused
 
 
 def _flatten(result):
@@ -431,7 +435,8 @@ def _report(rows, step, lora, device, dtype, repeats, args, argv) -> str:
         lora_lines.append(
             f"- LoRA fine-tuning ({name}, rank 8 on {n_layers} layers, {bands} bands, {size} "
             f"px, batch {batch}, reference path): step {_ms(with_lora)} ms, {_ms(without)} ms "
-            f"with the low-rank paths off: they take {share:.0%} of the step, the most a fused "
+            f"with the low-rank paths off: they take "
+            f"{'-' if share is None else f'{share:.0%}'} of the step, the most a fused "
             "LoRA linear could save."
             + ("" if fused is None else f" With the kernels: {_ms(fused)} ms."))
     return "\n".join([

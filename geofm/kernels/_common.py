@@ -68,9 +68,14 @@ def check_runnable(*tensors: torch.Tensor) -> None:
 
 def dot_precision(dtype: torch.dtype) -> str:
     """Match torch's float32 matmul precision: IEEE unless TF32 is allowed."""
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    if dtype != torch.float32:
+        return "ieee"
+    matmul = torch.backends.cuda.matmul
+    try:
+        tf32 = bool(matmul.allow_tf32)
+    except RuntimeError:  # set through the newer fp32_precision API, which refuses mixing
+        tf32 = getattr(matmul, "fp32_precision", "ieee") == "tf32"
+    return "tf32" if tf32 else "ieee"
 
 
 def acc_dtype(dtype: torch.dtype):

@@ -96,7 +96,7 @@ if triton is not None:
     ):
         """One query block against the key blocks its listing names, online softmax."""
         pid_bh = tl.program_id(0).to(tl.int64)
-        pid_q = tl.program_id(1)
+        pid_q = tl.program_id(1).to(tl.int64)   # row offsets as L x L mask strides: 64-bit
         bi = pid_bh // H
         hi = pid_bh % H
         offs_q = pid_q * BQ + tl.arange(0, BQ)
@@ -109,7 +109,7 @@ if triton is not None:
         acc = tl.zeros((BQ, DP), dtype=ACC)
         n_blocks = tl.load(CNT + bi * s_cb + hi * s_ch + pid_q * s_cq)
         for t in range(0, n_blocks):
-            kb = tl.load(LUT + bi * s_tb + hi * s_th + pid_q * s_tq + t * s_tk)
+            kb = tl.load(LUT + bi * s_tb + hi * s_th + pid_q * s_tq + t * s_tk).to(tl.int64)
             offs_k = kb * BK + tl.arange(0, BK)
             k_ok = offs_k < L
             k = _rows(K + bi * s_kb + hi * s_kh, offs_k, offs_d, s_kl, s_kd, k_ok, d_ok)
@@ -144,7 +144,7 @@ if triton is not None:
         """One key block: dV = sum P^T dO and dK = scale * sum dS^T Q over the query blocks
         that see it (LUT and CNT are the transposed listing here)."""
         pid_bh = tl.program_id(0).to(tl.int64)
-        pid_k = tl.program_id(1)
+        pid_k = tl.program_id(1).to(tl.int64)
         bi = pid_bh // H
         hi = pid_bh % H
         offs_k = pid_k * BK + tl.arange(0, BK)
@@ -157,7 +157,7 @@ if triton is not None:
         dv = tl.zeros((BK, DP), dtype=ACC)
         n_blocks = tl.load(CNT + bi * s_cb + hi * s_ch + pid_k * s_cq)
         for t in range(0, n_blocks):
-            qb = tl.load(LUT + bi * s_tb + hi * s_th + pid_k * s_tq + t * s_tk)
+            qb = tl.load(LUT + bi * s_tb + hi * s_th + pid_k * s_tq + t * s_tk).to(tl.int64)
             offs_q = qb * BQ + tl.arange(0, BQ)
             q_ok = offs_q < L
             q = _rows(Q + bi * s_qb + hi * s_qh, offs_q, offs_d, s_ql, s_qd, q_ok, d_ok)
@@ -189,7 +189,7 @@ if triton is not None:
     ):
         """One query block: dQ = scale * sum dS K over the key blocks it sees."""
         pid_bh = tl.program_id(0).to(tl.int64)
-        pid_q = tl.program_id(1)
+        pid_q = tl.program_id(1).to(tl.int64)   # row offsets as L x L mask strides: 64-bit
         bi = pid_bh // H
         hi = pid_bh % H
         offs_q = pid_q * BQ + tl.arange(0, BQ)
@@ -203,7 +203,7 @@ if triton is not None:
         dq = tl.zeros((BQ, DP), dtype=ACC)
         n_blocks = tl.load(CNT + bi * s_cb + hi * s_ch + pid_q * s_cq)
         for t in range(0, n_blocks):
-            kb = tl.load(LUT + bi * s_tb + hi * s_th + pid_q * s_tq + t * s_tk)
+            kb = tl.load(LUT + bi * s_tb + hi * s_th + pid_q * s_tq + t * s_tk).to(tl.int64)
             offs_k = kb * BK + tl.arange(0, BK)
             k_ok = offs_k < L
             k = _rows(K + bi * s_kb + hi * s_kh, offs_k, offs_d, s_kl, s_kd, k_ok, d_ok)
@@ -242,16 +242,19 @@ class _Layout:
     """The mask and its block listings, with the strides a kernel takes.
 
     Every block of a LESS ViT passes the same mask tensor: :meth:`of` keeps the last layout
-    built and returns it again while the mask is that same, unmodified tensor.
+    built and returns it again while the mask is that same tensor, unmodified (its version
+    counter: a write through ``.data`` or a shared numpy array is not seen, as with any
+    autograd-saved tensor).
     """
 
     _last: tuple | None = None
 
     @classmethod
     def of(cls, mask, B, H, L, device, block_q, block_k) -> _Layout:
-        key = (B, H, L, device, block_q, block_k,
-               None if mask is None else (mask.data_ptr(), mask._version, tuple(mask.shape),
-                                          mask.stride()))
+        if mask is None:   # dense: cheap to list, and must not evict the masked layout
+            return cls(mask, B, H, L, device, block_q, block_k)
+        key = (B, H, L, device, block_q, block_k, mask.data_ptr(), mask._version,
+               tuple(mask.shape), mask.stride())
         last = cls._last
         if last is not None and last[0] is mask and last[1] == key:
             return last[2]
@@ -300,29 +303,43 @@ class _BlockSparseAttention(torch.autograd.Function):
             grid = (B * H, triton.cdiv(L, block_q))
             _attn_fwd[grid](q, k, v, *tensors, out, lse, scale, L, H, *q.stride(), *k.stride(),
                             *v.stride(), *strides, *out.stride(), **meta)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.layout, ctx.scale, ctx.meta = layout, scale, meta
-        ctx.mask, ctx.fallback = mask, fallback
+        # the mask is saved too, so that changing it in place before the backward is an error
+        ctx.save_for_backward(q, k, v, out, lse, mask)
+        ctx.layout, ctx.scale, ctx.meta, ctx.fallback = layout, scale, meta, fallback
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, out, lse = ctx.saved_tensors
+        q, k, v, out, lse, mask = ctx.saved_tensors
         B, H, L, d = q.shape
         delta = (grad_out.to(lse.dtype) * out.to(lse.dtype)).sum(-1).reshape(B * H, L).contiguous()
         dq = torch.empty(B, H, L, d, device=q.device, dtype=q.dtype)
         dk, dv = torch.empty_like(dq), torch.empty_like(dq)
         if dq.numel():
+            key = ("masked_attention backward", q.dtype)
+            if ctx.fallback and key in _failed_backward:
+                dq, dk, dv = _reference_grads(q, k, v, mask, ctx.scale, grad_out)
+                return dq, dk, dv, None, None, None, None, None, None
             try:
                 _kernels_backward(ctx, (q, k, v, lse), grad_out, delta, dq, dk, dv)
             except Exception as error:
                 if not (ctx.fallback and is_triton_failure(error)):
                     raise
+                _failed_backward.add(key)
+                from .dispatch import record_failure
+
+                # the forward stays on the reference from now on too
+                record_failure("masked_attention", q.dtype, error)
                 warnings.warn(f"geofm.kernels: the Triton backward of masked_attention failed "
-                              f"on this device ({type(error).__name__}); these gradients "
+                              f"on this device in {q.dtype} ({type(error).__name__}); its "
+                              "gradients, and masked_attention in that dtype from now on, "
                               "come from the PyTorch reference", RuntimeWarning, stacklevel=2)
-                dq, dk, dv = _reference_grads(q, k, v, ctx.mask, ctx.scale, grad_out)
+                dq, dk, dv = _reference_grads(q, k, v, mask, ctx.scale, grad_out)
         return dq, dk, dv, None, None, None, None, None, None
+
+
+#: (operation, dtype) whose backward kernels failed to build under a fall-back
+_failed_backward: set[tuple[str, torch.dtype]] = set()
 
 
 def _kernels_backward(ctx, saved, grad_out, delta, dq, dk, dv):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import warnings
 
 import torch
@@ -38,7 +37,6 @@ def _checked(name: str) -> str:
 #: the backend in force, process-wide: autograd runs backward passes (and the recomputation
 #: of checkpointed blocks) on its own threads, which must see what the forward saw
 _state = {"backend": _checked(os.environ.get("GEOFM_KERNELS", "auto"))}
-_lock = threading.Lock()
 
 
 def get_backend() -> str:
@@ -55,10 +53,9 @@ def set_backend(name: str) -> None:
 def use_backend(name: str):
     """``with use_backend("reference"): ...`` runs the block with that backend, then restores
     the one before. Process-wide, like :func:`set_backend`: not for threads that want
-    different backends at once."""
-    name = _checked(name)
-    with _lock:
-        previous, _state["backend"] = _state["backend"], name
+    different backends at once. Run the backward under the same backend as the forward (a
+    checkpointed LESS ViT block recomputes under its forward's backend by itself)."""
+    previous, _state["backend"] = _state["backend"], _checked(name)
     try:
         yield
     finally:
@@ -76,8 +73,23 @@ def triton_selected(*tensors: torch.Tensor, op: str | None = None) -> bool:
         return False
     if backend == "triton":
         return True
-    return (HAVE_TRITON and not interpreted() and (op, tensors[0].dtype) not in FAILED
+    return (HAVE_TRITON and not interpreted() and (op, run_dtype(tensors[0])) not in FAILED
             and all(t.is_cuda for t in tensors))
+
+
+def run_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype an operation on ``t`` computes in: the autocast dtype where autocast is
+    on and would cast ``t``, else ``t``'s own."""
+    device = t.device.type
+    if t.dtype in _AUTOCASTABLE and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return t.dtype
+
+
+def record_failure(op: str, dtype: torch.dtype, error: BaseException) -> str:
+    """Remember that ``op`` cannot run its kernel in ``dtype`` here; returns the message."""
+    FAILED[op, dtype] = f"{type(error).__name__}: {error}"
+    return (FAILED[op, dtype].splitlines() or [""])[0][:300]
 
 
 def _run(op: str, kernel, reference, *args, **kwargs):
@@ -89,20 +101,22 @@ def _run(op: str, kernel, reference, *args, **kwargs):
         if get_backend() == "triton" or not is_triton_failure(error):
             raise
         dtype = args[0].dtype
-        FAILED[op, dtype] = f"{type(error).__name__}: {error}"
-        first_line = (FAILED[op, dtype].splitlines() or [""])[0][:300]
+        first_line = record_failure(op, dtype, error)
         warnings.warn(f"geofm.kernels: the Triton kernel for {op} failed on this device in "
                       f"{dtype} ({first_line}); it runs its PyTorch reference from now on",
                       RuntimeWarning, stacklevel=3)
         return reference(*args)
 
 
+_AUTOCASTABLE = (torch.float16, torch.bfloat16, torch.float32)
+
+
 def _autocast(*tensors):
-    """Cast to the autocast dtype where autocast is on (what F.linear would do)."""
+    """Cast to the autocast dtype where autocast is on, as F.linear would (float64 stays)."""
     device = tensors[0].device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
-        return tuple(t.to(dtype) if t is not None and t.is_floating_point() else t
+        return tuple(t.to(dtype) if t is not None and t.dtype in _AUTOCASTABLE else t
                      for t in tensors)
     return tensors
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
+from ..kernels import get_backend, use_backend
+
 __all__ = ["SpectralEncoder", "BandCountError", "MixedBandSetError", "InputError", "init_weights"]
 
 
@@ -144,10 +146,16 @@ class SpectralEncoder(nn.Module):
 
     def _block(self, block: nn.Module, x: torch.Tensor, context) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
+            # the recomputation in the backward must take the forward's kernel path
+            # (geofm.kernels), even when the backward runs outside its use_backend block
             return torch.utils.checkpoint.checkpoint(
-                self._run_block, block, x, context, use_reentrant=False
+                self._run_block_on, get_backend(), block, x, context, use_reentrant=False
             )
         return self._run_block(block, x, context)
+
+    def _run_block_on(self, backend: str, block: nn.Module, x: torch.Tensor, context):
+        with use_backend(backend):
+            return self._run_block(block, x, context)
 
     # ---------------------------------------------------------------- interface
     def forward_features(self, image: torch.Tensor, wavelengths, gsd) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerScale, Mlp
 
-from ..kernels import kron_combine_proj, kronecker_combine, masked_attention
+from ..kernels import kron_combine_proj, kronecker_combine, masked_attention, triton_selected
 from .embeddings import BandPatchEmbed, positional_channel_parts, radar_bands
 from .encoder import InputError, SpectralEncoder, check_heads, drop_path_rates, init_weights
 from .lora import effective_weight
@@ -213,14 +213,18 @@ class LowRankBranch(nn.Module):
         return out.reshape(B, h, r, L, d)
 
 
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
 def _plain_linear(module: nn.Module) -> bool:
-    """A bare ``nn.Linear`` that no hook watches, so that applying its weight directly is
-    the same as calling it (a hook could prune, shard, observe or replace the call)."""
+    """A bare ``nn.Linear`` that no hook watches and whose ``forward`` is its class's, so
+    that applying its weight directly is the same as calling it (a hook could prune, shard,
+    offload, observe or replace the call)."""
     from torch.nn.modules import module as m
 
-    return (type(module) is nn.Linear and not module._forward_hooks
-            and not module._forward_pre_hooks and not m._global_forward_hooks
-            and not m._global_forward_pre_hooks)
+    return (type(module) is nn.Linear and "forward" not in vars(module)
+            and not any(getattr(module, name, None) for name in _HOOKS)
+            and not any(getattr(m, "_global" + name, None) for name in _HOOKS))
 
 
 class LESSAttention(nn.Module):
@@ -259,10 +263,11 @@ class LESSAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, spatial_mask: torch.Tensor | None = None) -> torch.Tensor:
         y_c, y_s = self.branches(x, spatial_mask)
-        if _plain_linear(self.proj):
-            # combine and projection in one call: fused in Triton on CUDA (geofm.kernels)
-            out = kron_combine_proj(y_c, y_s, self.proj.weight, self.proj.bias)
-        else:  # LoRA, or a projection with hooks (pruning, sharding): called as a module
+        weight = self.proj.weight
+        if _plain_linear(self.proj) and triton_selected(y_c, y_s, weight, op="kron_combine_proj"):
+            # combine and projection fused in one Triton kernel (geofm.kernels)
+            out = kron_combine_proj(y_c, y_s, weight, self.proj.bias)
+        else:  # the reference, or LoRA, or a projection with hooks: called as a module
             out = self.proj(kronecker_combine(y_c, y_s))
         return self.proj_drop(out)
 

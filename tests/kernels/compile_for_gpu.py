@@ -57,6 +57,8 @@ def cases(dtype: str):
     qkv = dict(Q=dtype, K=dtype, V=dtype, M="u8", LUT="i32", CNT="i32")
     meta = dict(DH=32, DP=32, BQ=64, BK=64, HAS_MASK=True, ACC=acc, PRECISION=precision)
     yield ("attention forward", bsa._attn_fwd, dict(qkv, Out=dtype, Lse=stat), {"scale"}, meta)
+    yield ("attention forward, no mask, d=64", bsa._attn_fwd, dict(qkv, Out=dtype, Lse=stat),
+           {"scale"}, dict(meta, DH=64, DP=64, HAS_MASK=False))
     yield ("attention dK dV", bsa._attn_bwd_dkdv,
            dict(qkv, dO=dtype, Lse=stat, Delta=stat, dK=dtype, dV=dtype), {"scale"}, meta)
     yield ("attention dQ", bsa._attn_bwd_dq,

@@ -159,7 +159,11 @@ def test_a_backward_kernel_that_cannot_be_built_falls_back_only_when_allowed(mon
     def broken(*args):
         raise RuntimeError("PassManager::run failed")
 
+    from geofm.kernels import dispatch
+
     monkeypatch.setattr(bsa, "_kernels_backward", broken)
+    monkeypatch.setattr(bsa, "_failed_backward", set())
+    monkeypatch.setattr(dispatch, "FAILED", {})
     mask = _field((5, 7))
     qkv = [t.requires_grad_() for t in _qkv(1, 2, 36, 16, torch.float32)]
     exact = [t.detach().clone().requires_grad_() for t in qkv]
@@ -169,6 +173,24 @@ def test_a_backward_kernel_that_cannot_be_built_falls_back_only_when_allowed(mon
     _dense(*exact, mask).sum().backward()
     for a, b in zip(qkv, exact, strict=True):
         torch.testing.assert_close(a.grad, b.grad)
+    # remembered: the forward under auto stays on the reference in float32 from now on,
+    # and a later fall-back backward does not try the kernels again
+    assert ("masked_attention", torch.float32) in dispatch.FAILED
+    calls = []
+    monkeypatch.setattr(bsa, "_kernels_backward", lambda *a: calls.append(1))
+    out = block_sparse_attention_triton(*qkv, mask, block_q=16, block_k=16, fallback=True)
+    out.sum().backward()
+    assert calls == []
+    monkeypatch.setattr(bsa, "_kernels_backward", broken)
     out = block_sparse_attention_triton(*qkv, mask, block_q=16, block_k=16)
     with pytest.raises(RuntimeError, match="PassManager"):
+        out.sum().backward()
+
+
+def test_changing_the_mask_in_place_before_the_backward_is_an_error():
+    mask = _field((5, 7))
+    q, k, v = [t.requires_grad_() for t in _qkv(1, 2, 36, 16, torch.float32)]
+    out = block_sparse_attention_triton(q, k, v, mask, block_q=16, block_k=16)
+    mask[0, 0, 3, 9] = ~mask[0, 0, 3, 9]
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()

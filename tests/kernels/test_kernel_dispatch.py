@@ -173,13 +173,18 @@ def test_a_lora_or_hooked_projection_is_called_as_a_module(monkeypatch):
     with kernels.use_backend("triton"):
         plain = attn(x)
     assert calls == ["kron_combine_proj_triton"]
-    seen = []
-    handle = attn.proj.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
-    with kernels.use_backend("triton"):
-        hooked = attn(x)
-    handle.remove()
-    assert seen == [(1, 4, 10, 48)] and calls == ["kron_combine_proj_triton"]
-    torch.testing.assert_close(hooked, plain, rtol=1e-5, atol=1e-5)
+    for register in ("register_forward_hook", "register_forward_pre_hook",
+                     "register_full_backward_hook"):
+        seen = []
+        handle = getattr(attn.proj, register)(lambda *args, seen=seen: seen.append(1))
+        for backend in ("reference", "triton"):
+            with kernels.use_backend(backend):
+                hooked = attn(x)
+            hooked.sum().backward()
+            torch.testing.assert_close(hooked, plain, rtol=1e-5, atol=1e-5)
+        handle.remove()
+        assert seen == [1, 1], register
+    assert calls == ["kron_combine_proj_triton"]
     inject_lora(attn, targets=["proj"], rank=4)
     with torch.no_grad():
         attn.proj.lora_B.normal_()
@@ -190,11 +195,9 @@ def test_a_lora_or_hooked_projection_is_called_as_a_module(monkeypatch):
     torch.testing.assert_close(lora, reference, rtol=1e-5, atol=1e-5)
 
 
-def test_the_backend_holds_in_autograd_threads_and_checkpoint_recomputation():
-    """Autograd runs backward (and checkpoint recomputation) on threads of its own."""
+def test_the_backend_holds_in_other_threads():
+    """Autograd runs backward passes on threads of its own (on CUDA)."""
     import threading
-
-    from torch.utils.checkpoint import checkpoint
 
     seen = []
     with kernels.use_backend("reference"):
@@ -202,13 +205,29 @@ def test_the_backend_holds_in_autograd_threads_and_checkpoint_recomputation():
         worker.start()
         worker.join()
     assert seen == ["reference"]
-    attn = LESSAttention(48, 2, rank=1)
-    x = torch.randn(1, 4, 10, 48, requires_grad=True)
-    mask = perception_field_mask((3, 3), 16, torch.tensor([10.0]), 300.0)
+
+
+def test_checkpointed_blocks_recompute_on_the_forward_backend(monkeypatch):
+    """The usual loop runs the forward in a use_backend block and the backward after it:
+    the recomputation of checkpointed blocks must take the forward's path, not the default."""
+    calls = _spy(monkeypatch, kp, "kron_combine_proj_triton")
+    torch.manual_seed(0)
+    model = _tiny_vit()
+    image = torch.randn(1, 3, 32, 32)
+    wl, gsd = torch.tensor([490.0, 560.0, 665.0]), torch.tensor([10.0])
+    model.set_grad_checkpointing(True)
     with kernels.use_backend("triton"):
-        out = checkpoint(attn, x, mask, use_reentrant=False)
-        out.sum().backward()
-    assert x.grad is not None
+        out = model.forward_features(image, wl, gsd)
+    n_forward = len(calls)
+    out.square().mean().backward()              # outside the block: the default is auto
+    assert n_forward == 2 and len(calls) == 4   # each block recomputed on the kernels
+    checkpointed = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(False)
+    with kernels.use_backend("triton"):
+        model.forward_features(image, wl, gsd).square().mean().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(checkpointed[n], p.grad, rtol=1e-5, atol=1e-6, msg=n)
 
 
 def test_auto_falls_back_once_with_a_warning_when_triton_cannot_build_a_kernel(monkeypatch):
@@ -264,3 +283,48 @@ def test_triton_failures_are_told_from_other_errors():
     assert is_triton_failure(RuntimeError("PassManager::run failed"))
     assert not is_triton_failure(RuntimeError("CUDA error: an illegal memory access"))
     assert not is_triton_failure(ValueError("PassManager"))
+
+
+def test_a_failure_under_autocast_is_remembered_for_the_dtype_the_kernel_ran_in(monkeypatch):
+    """A float32 input under bfloat16 autocast runs the kernel in bfloat16; the fall-back is
+    keyed by that, so the next call does not rebuild the kernel."""
+    from triton.runtime.errors import OutOfResources
+
+    import geofm.kernels.fused_lora as fl
+    from geofm.kernels import dispatch
+
+    attempts = []
+
+    def broken(*args):
+        attempts.append(args[0].dtype)
+        raise OutOfResources(300000, 232448, "shared memory")
+
+    monkeypatch.setattr(fl, "lora_linear_triton", broken)
+    monkeypatch.setattr(dispatch, "FAILED", {})
+    monkeypatch.setattr(dispatch, "interpreted", lambda: False)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    x, w, a, b = torch.randn(4, 16), torch.randn(8, 16), torch.randn(2, 16), torch.randn(8, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.warns(RuntimeWarning, match="bfloat16"):
+            first = kernels.lora_linear(x, w, None, a, b, 2.0)
+        for _ in range(2):
+            kernels.lora_linear(x, w, None, a, b, 2.0)
+    assert attempts == [torch.bfloat16] and first.dtype == torch.bfloat16
+    assert set(dispatch.FAILED) == {("lora_linear", torch.bfloat16)}
+
+
+def test_matmul_precision_follows_either_torch_api():
+    code = (
+        "import torch\n"
+        "from geofm.kernels._common import dot_precision\n"
+        "assert dot_precision(torch.float32) == 'ieee'\n"
+        "torch.backends.cuda.matmul.allow_tf32 = True\n"
+        "assert dot_precision(torch.float32) == 'tf32'\n"
+        "assert dot_precision(torch.float16) == 'ieee'\n"
+        "torch.backends.cuda.matmul.fp32_precision = 'ieee'\n"   # the newer API
+        "assert dot_precision(torch.float32) == 'ieee'\n"
+        "torch.backends.cuda.matmul.fp32_precision = 'tf32'\n"
+        "assert dot_precision(torch.float32) == 'tf32'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
