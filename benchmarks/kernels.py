@@ -48,7 +48,7 @@ from encoders import _Peak, device_text, record  # noqa: E402
 
 from geofm import kernels  # noqa: E402
 from geofm.kernels._common import interpreted  # noqa: E402
-from geofm.kernels.block_sparse_attention import BLOCK, block_layout  # noqa: E402
+from geofm.kernels.block_sparse_attention import block_layout, default_block  # noqa: E402
 from geofm.models.less_vit import perception_field_mask  # noqa: E402
 
 #: label -> (embed dim, heads); a = 2 so b = D / (2 h) = 32 for both
@@ -160,8 +160,9 @@ def bench_combine(models, bands, patches, batch, dtype, device, repeats):
             for name, (dim, heads) in models.items() for C in bands for N in patches]
 
 
-def _attention_case(name, dim, heads, N, batch, dtype, device, repeats, block=BLOCK):
+def _attention_case(name, dim, heads, N, batch, dtype, device, repeats):
     b = dim // (heads * 2)
+    block = default_block(b, dtype)
     L = N + 1
     mask = _field(N, device)
     _, counts, _, _ = block_layout(mask, block, block)
@@ -444,7 +445,8 @@ def _report(rows, step, lora, device, dtype, repeats, args, argv) -> str:
         "",
         f"`python benchmarks/kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}`, "
         f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {mode}, {dtype_name}, rank 1, "
-        f"a = 2, 640 m field at 10 m and 16 px patches, attention blocks of {BLOCK}. Times are "
+        f"a = 2, 640 m field at 10 m and 16 px patches, attention blocks of "
+        f"{default_block(32, dtype)} (head width 32). Times are "
         f"medians of {repeats} warm runs; memory is the peak rise over the inputs in the first "
         "run. The training step is "
         + ("LESS ViT-Ti at 3 bands, 32 px, batch 1." if args.quick else

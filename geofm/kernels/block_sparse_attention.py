@@ -34,10 +34,22 @@ from ._common import (
     triton,
 )
 
-__all__ = ["BLOCK", "block_layout", "block_sparse_attention_triton"]
+__all__ = ["BLOCK", "default_block", "block_layout", "block_sparse_attention_triton"]
 
-#: query and key block size of the kernels (tokens)
+#: query and key block size of the kernels (tokens) for head widths up to 64 in 16-bit
+#: floats and up to 32 in float32 (LESS ViT's spatial branch has b = 32)
 BLOCK = 64
+
+
+def default_block(head_dim: int, dtype: torch.dtype) -> int:
+    """The largest block (64, 32 or 16 tokens) whose (block x padded head width) tile is at
+    most 16 KiB: the float32 backward at head width 128 needs 214 KB of shared memory with
+    64-token blocks, at the edge of an H200's 227 KB, and 103 KB with 32."""
+    width = next_pow2(head_dim) * torch.empty((), dtype=dtype).element_size()
+    for block in (BLOCK, 32, 16):
+        if block * width <= 16 * 1024:
+            return block
+    return 16
 
 
 def block_layout(mask: torch.Tensor, block_q: int, block_k: int):
@@ -370,18 +382,21 @@ def _reference_grads(q, k, v, mask, scale, grad_out):
 
 def block_sparse_attention_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-    scale: float | None = None, *, block_q: int = BLOCK, block_k: int = BLOCK,
+    scale: float | None = None, *, block_q: int | None = None, block_k: int | None = None,
     num_warps: int = 4, fallback: bool = False,
 ) -> torch.Tensor:
     """Attention that skips key blocks the boolean mask closes wholly; equals dense SDPA.
 
     q, k, v: (B, H, L, d), one dtype (float16, bfloat16, float32 or float64); mask: bool,
     broadcastable to (B, H, L, L) over batch and heads, True = may attend, or None (dense).
-    ``scale`` defaults to 1/sqrt(d). Differentiable in q, k and v. With ``fallback``, a
+    ``scale`` defaults to 1/sqrt(d); the blocks to :func:`default_block`. Differentiable in
+    q, k and v. With ``fallback``, a
     backward kernel that Triton cannot build for this device is replaced by the reference's
     gradients (with a warning) instead of raising.
     """
     _check(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    block_q = block_q or default_block(q.shape[-1], q.dtype)
+    block_k = block_k or default_block(q.shape[-1], q.dtype)
     return _BlockSparseAttention.apply(q, k, v, mask, scale, block_q, block_k, num_warps,
                                        fallback)

@@ -14,6 +14,7 @@ import sys
 
 os.environ.pop("TRITON_INTERPRET", None)
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
@@ -22,9 +23,12 @@ from triton.compiler import ASTSource  # noqa: E402
 from geofm.kernels import block_sparse_attention as bsa  # noqa: E402
 from geofm.kernels import fused_lora, kron_proj  # noqa: E402
 
+#: shared memory a block may use (bytes): H100/H200 and A100 opt-in maxima
+SHARED_LIMIT = {90: 232448, 80: 166912}
+
 
 def compile_kernel(fn, pointers: dict, floats: set, constants: dict, target) -> str | None:
-    """None when ``fn`` compiles for ``target``, else the error's first line."""
+    """None when ``fn`` compiles for ``target`` within its shared memory, else why not."""
     signature = {}
     for name in fn.arg_names:
         if name in constants:
@@ -34,9 +38,12 @@ def compile_kernel(fn, pointers: dict, floats: set, constants: dict, target) -> 
         else:
             signature[name] = "fp32" if name in floats else "i32"
     try:
-        triton.compile(ASTSource(fn, signature, constants), target=target)
+        kernel = triton.compile(ASTSource(fn, signature, constants), target=target)
     except Exception as error:  # report every failure, not only the first
         return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
+    limit = SHARED_LIMIT.get(target.arch)
+    if limit is not None and kernel.metadata.shared > limit:
+        return f"needs {kernel.metadata.shared} B of shared memory, sm_{target.arch} has {limit}"
     return None
 
 
@@ -55,10 +62,16 @@ def cases(dtype: str):
     if dtype == "fp64":
         return  # float64 attention is served by the reference (see geofm.kernels.dispatch)
     qkv = dict(Q=dtype, K=dtype, V=dtype, M="u8", LUT="i32", CNT="i32")
-    meta = dict(DH=32, DP=32, BQ=64, BK=64, HAS_MASK=True, ACC=acc, PRECISION=precision)
+    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    block = bsa.default_block(32, torch_dtype)
+    meta = dict(DH=32, DP=32, BQ=block, BK=block, HAS_MASK=True, ACC=acc, PRECISION=precision)
     yield ("attention forward", bsa._attn_fwd, dict(qkv, Out=dtype, Lse=stat), {"scale"}, meta)
     yield ("attention forward, no mask, d=64", bsa._attn_fwd, dict(qkv, Out=dtype, Lse=stat),
            {"scale"}, dict(meta, DH=64, DP=64, HAS_MASK=False))
+    wide = bsa.default_block(128, torch_dtype)   # the widest heads the blocks are sized for
+    yield ("attention dK dV, d=128", bsa._attn_bwd_dkdv,
+           dict(qkv, dO=dtype, Lse=stat, Delta=stat, dK=dtype, dV=dtype), {"scale"},
+           dict(meta, DH=128, DP=128, BQ=wide, BK=wide))
     yield ("attention dK dV", bsa._attn_bwd_dkdv,
            dict(qkv, dO=dtype, Lse=stat, Delta=stat, dK=dtype, dV=dtype), {"scale"}, meta)
     yield ("attention dQ", bsa._attn_bwd_dq,

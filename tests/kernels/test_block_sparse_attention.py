@@ -194,3 +194,13 @@ def test_changing_the_mask_in_place_before_the_backward_is_an_error():
     mask[0, 0, 3, 9] = ~mask[0, 0, 3, 9]
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
+
+
+def test_default_blocks_shrink_for_wide_float32_heads():
+    from geofm.kernels.block_sparse_attention import default_block
+
+    assert default_block(32, torch.float32) == 64          # LESS ViT's spatial heads
+    assert default_block(128, torch.bfloat16) == 64
+    assert default_block(128, torch.float32) == 32         # 214 KB of shared memory at 64
+    assert default_block(256, torch.float32) == 16
+    assert default_block(20, torch.float16) == 64
