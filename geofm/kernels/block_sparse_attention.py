@@ -13,8 +13,8 @@ what :func:`geofm.models.less_vit.perception_field_mask` builds; the block layou
 from it on the host (:func:`block_layout`), and inside a visited block the mask is applied
 element by element, so the result equals dense SDPA with the same mask. A query whose every
 key is masked gets zeros and zero gradients, as torch 2.14's SDPA does (LESS masks never
-leave a row empty: the CLS column is always open). The backward is two more kernels, one for dK/dV that visits
-the query blocks seeing a key block, one for dQ.
+leave a row empty: the CLS column is always open). The backward is two more kernels, one for
+dK/dV that visits the query blocks seeing a key block, one for dQ.
 """
 
 from __future__ import annotations
@@ -243,9 +243,12 @@ def _prepare_mask(mask: torch.Tensor | None, B: int, H: int, L: int, device):
         raise TypeError(f"the mask must be boolean (True = may attend), got {mask.dtype}")
     while mask.ndim < 4:
         mask = mask[None]
-    if mask.ndim != 4 or mask.shape[0] not in (1, B) or mask.shape[1] not in (1, H):
+    if (mask.ndim != 4 or mask.shape[0] not in (1, B) or mask.shape[1] not in (1, H)
+            or mask.shape[2] not in (1, L) or mask.shape[3] not in (1, L)):
         raise ValueError(f"the mask {tuple(mask.shape)} does not broadcast to (B={B}, H={H}, "
                          f"L={L}, L={L}) over batch and heads")
+    if mask.device != device:
+        raise ValueError(f"the mask is on {mask.device}, the queries on {device}")
     mask = mask.expand(mask.shape[0], mask.shape[1], L, L)
     return mask.view(torch.uint8), mask   # the same bytes, read as 0/1: no copy
 

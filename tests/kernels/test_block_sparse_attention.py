@@ -135,6 +135,11 @@ def test_bad_input_is_refused_with_a_message():
         block_sparse_attention_triton(q, k, v, torch.ones(10, 10))
     with pytest.raises(ValueError, match="does not broadcast"):
         block_sparse_attention_triton(q, k, v, torch.ones(3, 1, 10, 10, dtype=torch.bool))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        block_sparse_attention_triton(q, k, v, torch.ones(10, 9, dtype=torch.bool))
+    with pytest.raises(ValueError, match="the mask is on meta"):
+        block_sparse_attention_triton(q, k, v, torch.ones(10, 10, dtype=torch.bool,
+                                                          device="meta"))
     with pytest.raises(ValueError, match="one shape"):
         block_sparse_attention_triton(q, k[:, :, :5], v)
     with pytest.raises(TypeError, match="share a dtype"):
