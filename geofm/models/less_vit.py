@@ -27,6 +27,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerScale, Mlp
+from torch.nn.modules import module as _global_hooks  # torch's registry of global hooks
 
 from ..kernels import kron_combine_proj, kronecker_combine, masked_attention, triton_selected
 from .embeddings import BandPatchEmbed, positional_channel_parts, radar_bands
@@ -220,11 +221,9 @@ def _plain_linear(module: nn.Module) -> bool:
     """A bare ``nn.Linear`` that no hook watches and whose ``forward`` is its class's, so
     that applying its weight directly is the same as calling it (a hook could prune, shard,
     offload, observe or replace the call)."""
-    from torch.nn.modules import module as m
-
     return (type(module) is nn.Linear and "forward" not in vars(module)
             and not any(getattr(module, name, None) for name in _HOOKS)
-            and not any(getattr(m, "_global" + name, None) for name in _HOOKS))
+            and not any(getattr(_global_hooks, "_global" + name, None) for name in _HOOKS))
 
 
 class LESSAttention(nn.Module):
