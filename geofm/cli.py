@@ -18,6 +18,10 @@ Subcommands:
   (LoLA-SpecViT and the RBF-SVM baseline), one row per method and seed plus mean and std.
 * ``geofm predict CHECKPOINT [--cube PATH]``: the class map of a whole scene as PNG, NetCDF
   and, for georeferenced scenes, GeoTIFF.
+* ``geofm classify-scenes --config CONFIG``: fine-tune an encoder (fully or with LoRA) on a
+  folder of labelled scenes through LightningCLI, then test the epoch chosen on validation.
+* ``geofm predict-scene --checkpoint CKPT IN OUT.tif``: classify a raster of any size tile
+  by tile in bounded memory, into a Cloud-Optimised GeoTIFF on the input's grid and CRS.
 """
 
 from __future__ import annotations
@@ -251,6 +255,90 @@ def prepare_pretrain(argv: Sequence[str]):
     return cli, ckpt_path
 
 
+def prepare_classify_scenes(argv: Sequence[str]):
+    """LightningCLI over :class:`SceneClassificationTask` and the data module the config
+    names (:class:`~geofm.data.datamodules.SceneFolderDataModule` for a folder per class)."""
+    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch.cli import LightningCLI
+
+    from geofm.tasks.scene import SceneClassificationTask
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended")
+        cli = LightningCLI(
+            SceneClassificationTask, LightningDataModule, subclass_mode_data=True,
+            args=list(argv), run=False, seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "geofm classify-scenes",
+                           "description": "Fine-tune an encoder on labelled scenes."},
+        )
+    _check_writable(cli.trainer)
+    cli.datamodule.setup("fit")
+    num_classes = getattr(cli.datamodule, "num_classes", None)
+    if num_classes is not None and num_classes != cli.model.hparams.num_classes:
+        raise ValueError(f"the data has {num_classes} classes but model.num_classes is "
+                         f"{cli.model.hparams.num_classes}")
+    return cli
+
+
+def run_classify_scenes(cli) -> int:
+    """Fit, test the checkpoint chosen on validation, print the test table."""
+    trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    trainer.fit(model, datamodule=data)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    trainer.test(model, datamodule=data, ckpt_path=best or None, verbose=False)
+    cm = model.test_confusion
+    if cm is None:
+        print("no test scenes: nothing to report", file=sys.stderr)
+        return 0
+    classes = model.classes
+    total = int(cm.sum())
+    acc = float(cm.diag().sum()) / max(total, 1)
+    width = max(len(c) for c in classes)
+    print(f"\ntest accuracy {100 * acc:.1f}% on {total} scenes "
+          f"(checkpoint {best or 'of the last epoch'})")
+    print("confusion matrix (rows: true class, columns: predicted, in the same order)")
+    for name, row in zip(classes, cm.tolist(), strict=True):
+        print(f"  {name:<{width}} " + " ".join(f"{v:3d}" for v in row))
+    if best:
+        print(f"classify a scene of any size with: geofm predict-scene --checkpoint {best} "
+              "IN OUT.tif")
+    return 0
+
+
+def cmd_predict_scene(args: argparse.Namespace) -> int:
+    import warnings as _warnings
+
+    from geofm.inference import NotGeoreferencedWarning, load_predictor, predict
+
+    predictor = load_predictor(args.checkpoint, args.model, tile=args.tile,
+                               device=args.device)
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always", NotGeoreferencedWarning)
+        result = predict(predictor, args.input, args.output, stride=args.stride,
+                         overlap=args.overlap, probabilities=args.probabilities,
+                         memory_mb=args.memory_mb, batch_size=args.batch_size,
+                         card=args.card, gsd=args.gsd, cube_key=args.cube_key,
+                         overwrite=args.overwrite, progress=not args.no_progress)
+    for w in caught:
+        if issubclass(w.category, NotGeoreferencedWarning):
+            print(f"note: {w.message}", file=sys.stderr)
+        else:
+            _warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    labels = result.labels.values
+    nodata = int(result.labels.attrs.get("_FillValue", 255))
+    counts = {c: int((labels == i).sum()) for i, c in enumerate(result.classes)}
+    shown = ", ".join(f"{c} {n}" for c, n in sorted(counts.items(), key=lambda kv: -kv[1])
+                      if n)
+    kind = "cells" if result.labels.attrs.get("kind") == "scene" else "pixels"
+    print(f"{predictor!r}: {result.tiles_run} tiles in {result.blocks} blocks")
+    print(f"{labels.shape[0]} x {labels.shape[1]} {kind}; {int((labels == nodata).sum())} "
+          f"without a prediction; classes: {shown}")
+    for path in result.paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def _check_writable(trainer) -> None:
     """Fail before training, not after the first epoch, when outputs cannot be written."""
     folders = {Path(trainer.default_root_dir)}
@@ -456,6 +544,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("predict-scene",
+                       help="classify a raster of any size tile by tile into a COG")
+    p.add_argument("input", help="GeoTIFF, JPEG 2000, folder of band files, ENVI or .mat")
+    p.add_argument("output", help="class map to write (Cloud-Optimised GeoTIFF)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a `geofm classify-scenes` .ckpt or a `geofm classify-pixels` .pt")
+    p.add_argument("--model", help="registry name the checkpoint must hold (a check)")
+    p.add_argument("--card", help="card naming the input's bands, e.g. eurosat_ms")
+    p.add_argument("--stride", type=int,
+                   help="scene classifiers: pixels between tiles, the output cell size "
+                        "(divides the tile; default: the tile, one label per tile)")
+    p.add_argument("--overlap", type=int, default=0,
+                   help="pixel classifiers: pixels by which tiles overlap and are blended")
+    p.add_argument("--tile", type=int, help="tile size in pixels (default: the model's)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write OUT.probabilities.tif, one float32 band per class")
+    p.add_argument("--memory-mb", type=float, default=512,
+                   help="bound on the raster buffers (default: %(default)s MiB)")
+    p.add_argument("--batch-size", type=int, help="tiles per model call")
+    p.add_argument("--gsd", type=float, help="resample the input to this GSD (m) as read")
+    p.add_argument("--cube-key", help="array name in a .mat cube")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_predict_scene)
+
+    # listed for --help only: these go to LightningCLI before this parser
+    sub.add_parser("classify-scenes", add_help=False,
+                   help="fine-tune an encoder on scenes (LightningCLI; see --help)")
     # listed for --help only: `geofm pretrain ...` goes to LightningCLI before this parser
     sub.add_parser("pretrain", add_help=False,
                    help="masked-autoencoder pretraining (LightningCLI; see --help)")
@@ -477,6 +594,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (data problems at setup still raise FileNotFoundError/ValueError naming the file)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
         return 0
+    if argv[:1] == ["classify-scenes"]:
+        try:
+            cli = prepare_classify_scenes(argv[1:])
+        except (FileNotFoundError, ValueError, KeyError, PermissionError) as err:
+            message = err.args[0] if isinstance(err, KeyError) and err.args else err
+            print(f"geofm classify-scenes: error: {message}", file=sys.stderr)
+            return 2
+        except SystemExit as done:
+            return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+        return run_classify_scenes(cli)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -44,6 +44,39 @@ def s2_tile_dir() -> Path:
     return SAMPLES / "s2_l1c_t33uuu" / "IMG_DATA"
 
 
+# A LoLA-SpecViT small enough to train on Salinas-A in seconds (pixel-classification tests)
+TINY_LOLA = {"patch": 7, "components": 8, "conv_channels": [4, 8],
+             "conv_kernels": [[3, 3, 3], [3, 3, 3]], "conv_padding": "same",
+             "embed_dims": [16, 32], "depths": [1, 1], "num_heads": [2, 2], "window": 4}
+
+
+def _tiny_lola_recipe() -> dict:
+    import copy
+
+    return {"scene": {"card": "salinas_a",
+                      "cube": "{data}/samples/salinas_a/SalinasA_corrected.hdr",
+                      "gt": "{data}/samples/salinas_a/SalinasA_gt.mat"},
+            "model": {"kwargs": copy.deepcopy(TINY_LOLA)}, "train": {"epochs": 2}}
+
+
+@pytest.fixture
+def tiny_lola_recipe() -> dict:
+    """A classify-pixels recipe for the bundled Salinas-A with :data:`TINY_LOLA`."""
+    return _tiny_lola_recipe()
+
+
+@pytest.fixture(scope="session")
+def tiny_lola_checkpoint(tmp_path_factory) -> Path:
+    """A LoLA-SpecViT trained by the protocol on 5% of Salinas-A (seed 0), saved once."""
+    from geofm.tasks.pixel_protocol import load_recipe, run_protocol
+
+    out = tmp_path_factory.mktemp("lola")
+    results, _ = run_protocol(load_recipe(_tiny_lola_recipe()), "random", 0.05, [0],
+                              methods=["lola"], progress=False, save_dir=out,
+                              echo=lambda s: None)
+    return Path(results[0].details["checkpoint"])
+
+
 def _sample_digests() -> dict[str, str]:
     import hashlib
 

@@ -102,6 +102,8 @@ class SceneFolderDataModule(_SplitLoaders):
         eval_transforms: applied to val and test samples.
         bands: band names to read; default all of the card's.
         classes: subset of the card's classes; default all.
+        augment: without ``train_transforms``, flip and rotate training scenes at random
+            (the eight symmetries of the square).
 
     After :meth:`setup`, ``split`` holds the indices into ``targets`` of each part.
     """
@@ -119,8 +121,19 @@ class SceneFolderDataModule(_SplitLoaders):
         eval_transforms: Transform | None = None,
         bands: Sequence[str] | None = None,
         classes: Sequence[str] | None = None,
+        augment: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers)
+        if augment and train_transforms is None:
+            from geofm.data.transforms import (
+                Compose,
+                RandomHorizontalFlip,
+                RandomRotate90,
+                RandomVerticalFlip,
+            )
+
+            train_transforms = Compose([RandomHorizontalFlip(), RandomVerticalFlip(),
+                                        RandomRotate90()])
         for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= f < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {f}")

@@ -44,7 +44,9 @@ class SceneFolderDataset(Dataset):
     """Scene classification from one folder of GeoTIFFs per class (EuroSAT layout).
 
     Args:
-        root: folder holding one sub-folder per class, named as in the card's class list.
+        root: folder holding one sub-folder per class, named as in the card's class list; a
+            relative path missing from the working directory is looked up in the data
+            folder (``samples/eurosat_ms`` is the bundled EuroSAT-MS sample).
         card: dataset card (name or object) giving bands, wavelengths, scale and classes.
         bands: band names to read, in the order wanted; default all bands of the card.
         transforms: a callable applied to each sample.
@@ -70,6 +72,11 @@ class SceneFolderDataset(Dataset):
         classes: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
+        if not self.root.exists() and not self.root.is_absolute():
+            from geofm.data.cards import data_dir
+
+            if (data_dir() / self.root).is_dir():  # "samples/eurosat_ms" in configs
+                self.root = data_dir() / self.root
         if not self.root.is_dir():
             raise FileNotFoundError(
                 f"dataset root not found: {self.root} (expected one folder per class)")

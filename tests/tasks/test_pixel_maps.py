@@ -18,21 +18,10 @@ from geofm.data.cards import data_dir
 from geofm.tasks.pixel_maps import predict_map, write_map
 from geofm.tasks.pixel_protocol import load_classifier, load_recipe, run_protocol
 
-TINY_MODEL = {"patch": 7, "components": 8, "conv_channels": [4, 8],
-              "conv_kernels": [[3, 3, 3], [3, 3, 3]], "conv_padding": "same",
-              "embed_dims": [16, 32], "depths": [1, 1], "num_heads": [2, 2], "window": 4}
-RECIPE = {"scene": {"card": "salinas_a",
-                    "cube": "{data}/samples/salinas_a/SalinasA_corrected.hdr",
-                    "gt": "{data}/samples/salinas_a/SalinasA_gt.mat"},
-          "model": {"kwargs": TINY_MODEL}, "train": {"epochs": 2}}
 
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("models")
-    results, _ = run_protocol(load_recipe(RECIPE), "random", 0.05, [0], methods=["lola"],
-                              progress=False, save_dir=out, echo=lambda s: None)
-    return Path(results[0].details["checkpoint"])
+@pytest.fixture
+def checkpoint(tiny_lola_checkpoint) -> Path:
+    return tiny_lola_checkpoint
 
 
 def test_predict_map_of_the_training_scene(checkpoint, tmp_path):
@@ -108,9 +97,9 @@ def test_wrong_band_count_is_refused(checkpoint, tmp_path):
         predict_map(checkpoint, tif, progress=False)
 
 
-def test_classify_pixels_and_predict_commands(tmp_path, capsys):
+def test_classify_pixels_and_predict_commands(tmp_path, capsys, tiny_lola_recipe):
     config = tmp_path / "recipe.yaml"
-    config.write_text(yaml.safe_dump(RECIPE))
+    config.write_text(yaml.safe_dump(tiny_lola_recipe))
     out = tmp_path / "res" / "results.csv"
     argv = ["classify-pixels", "--config", str(config), "--seeds", "0", "--epochs", "1",
             "--output", str(out), "--methods", "lola", "svm", "--no-progress"]
@@ -132,7 +121,7 @@ def test_classify_pixels_and_predict_commands(tmp_path, capsys):
     assert "--cube and --gt go together" in capsys.readouterr().err
 
 
-def test_any_mat_scene_without_a_card(tmp_path, capsys):
+def test_any_mat_scene_without_a_card(tmp_path, capsys, tiny_lola_recipe):
     """--cube/--gt with a scene geofm has no card for: class ids from the ground truth."""
     import scipy.io
 
@@ -145,7 +134,7 @@ def test_any_mat_scene_without_a_card(tmp_path, capsys):
     gt = load_mat_arrays(data_dir() / "samples" / "salinas_a" / "SalinasA_gt.mat")["salinasA_gt"]
     scipy.io.savemat(tmp_path / "scene.mat", {"cube": np.moveaxis(cube, 0, -1)})
     scipy.io.savemat(tmp_path / "scene_gt.mat", {"labels": gt})
-    recipe = load_recipe({**RECIPE, "scene": {"cube": str(tmp_path / "scene.mat"),
+    recipe = load_recipe({**tiny_lola_recipe, "scene": {"cube": str(tmp_path / "scene.mat"),
                                               "gt": str(tmp_path / "scene_gt.mat")}})
     results, classes = run_protocol(recipe, "random", 0.1, [0], methods=["svm", "lola"],
                                     progress=False, echo=lambda s: None,
@@ -161,7 +150,7 @@ def test_any_mat_scene_without_a_card(tmp_path, capsys):
     assert "on its 5348 labelled pixels" in capsys.readouterr().out
 
 
-def test_ground_truth_of_another_shape_is_refused(tmp_path):
+def test_ground_truth_of_another_shape_is_refused(tmp_path, tiny_lola_recipe):
     import scipy.io
 
     from geofm.tasks.pixel_protocol import load_recipe_scene
@@ -173,6 +162,6 @@ def test_ground_truth_of_another_shape_is_refused(tmp_path):
                                     "gt": str(tmp_path / "gt.mat")}})
     with pytest.raises(ValueError, match="are 80 x 86 but the cube .* is 83 x 86"):
         load_recipe_scene(recipe)
-    carded = load_recipe({"scene": {**RECIPE["scene"], "gt": str(tmp_path / "gt.mat")}})
+    carded = load_recipe({"scene": {**tiny_lola_recipe["scene"], "gt": str(tmp_path / "gt.mat")}})
     with pytest.raises(ValueError, match="80 x 86"):
         load_recipe_scene(carded)

@@ -1,0 +1,367 @@
+"""Sliding-window prediction over a scene of any size, in bounded memory.
+
+:func:`predict` lays tiles over the scene (:mod:`geofm.inference.tiling`), then walks the
+output grid in square *blocks*. For each block it reads, by window, only the input that
+the tiles over the block need, runs those tiles through the predictor in batches, blends
+their probabilities into the block and hands the finished block to a sink (numpy arrays,
+or Cloud-Optimised GeoTIFFs written block by block). Memory therefore depends on the
+block, the tile and the batch, never on the scene: ``memory_mb`` picks the block.
+
+Tiles over two blocks are run for each (a few per cent more work for no memory), and each
+output cell sums its tiles in the plan's order whatever the blocks are, so a prediction
+in many blocks equals the one in a single block up to floating-point rounding of the
+model itself.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+import xarray as xr
+from affine import Affine
+from rasterio.windows import Window
+
+from geofm.inference.predictors import Predictor
+from geofm.inference.sources import SceneSource, open_source
+from geofm.inference.tiling import TilePlan, plan_tiles
+from geofm.inference.writers import GeoTIFFSink, MemorySink, probabilities_path
+
+__all__ = ["Prediction", "NotGeoreferencedWarning", "choose_block", "predict"]
+
+PathLike = str | os.PathLike
+
+
+class NotGeoreferencedWarning(UserWarning):
+    """The scene has no CRS: the output is on its pixel grid."""
+
+
+@dataclass
+class Prediction:
+    """The result of :func:`predict`.
+
+    ``labels`` is a ``(y, x)`` DataArray of class ids (``nodata`` where nothing was
+    predicted) with the output grid's coordinates, and its CRS through ``rioxarray``;
+    ``probabilities`` a ``(class, y, x)`` float32 DataArray or ``None``. When written to
+    files, both are opened lazily from the COGs at ``paths``.
+    """
+
+    labels: xr.DataArray
+    probabilities: xr.DataArray | None
+    classes: list[str]
+    transform: Affine | None
+    crs: Any
+    paths: list[Path] = field(default_factory=list)
+    tiles_run: int = 0
+    blocks: int = 0
+    block: int = 0
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None
+
+
+def _estimate_mb(block: int, plan: TilePlan, bands: int, classes: int,
+                 probabilities: bool) -> float:
+    """Bytes held for one block, in MiB: the input window read (float32 plus the reader's
+    copies, counted as three), and the accumulators (classes + weight + labels, twice with
+    probabilities)."""
+    side_in = block * plan.factor + plan.tile + 2 * plan.margin
+    inputs = 3 * 4 * bands * side_in ** 2
+    accum = 4 * (classes + 2) * block ** 2 * (2 if probabilities else 1)
+    return (inputs + accum) / 2 ** 20
+
+
+def choose_block(plan: TilePlan, bands: int, classes: int, memory_mb: float,
+                 probabilities: bool = False) -> int:
+    """The largest block side (output cells, a multiple of 16 up to 4096) whose buffers
+    take at most half of ``memory_mb`` (the rest is for the model's batch and GDAL)."""
+    if memory_mb <= 0:
+        raise ValueError(f"memory_mb must be positive, got {memory_mb}")
+    best = 16
+    for side in range(16, 4097, 16):
+        if _estimate_mb(side, plan, bands, classes, probabilities) > memory_mb / 2:
+            break
+        best = side
+    if _estimate_mb(best, plan, bands, classes, probabilities) > memory_mb:
+        raise ValueError(
+            f"memory_mb={memory_mb:g} is too small for {bands}-band tiles of {plan.tile} px "
+            f"(one block of 16 x 16 cells needs {_estimate_mb(16, plan, bands, classes, probabilities):.0f} MiB)")
+    return min(best, max(plan.shape) + (-max(plan.shape)) % 16)
+
+
+def _blocks(shape: tuple[int, int], block: int) -> Iterator[tuple[int, int, int, int]]:
+    rows, cols = shape
+    for r0 in range(0, rows, block):
+        for c0 in range(0, cols, block):
+            yield r0, min(r0 + block, rows), c0, min(c0 + block, cols)
+
+
+def _output_grid(source: SceneSource, plan: TilePlan) -> tuple[Any, Affine | None]:
+    transform = source.transform
+    if transform is None and plan.factor != 1:
+        transform = Affine.identity()       # cells in units of the scene's pixels
+    if transform is not None and plan.factor != 1:
+        transform = transform @ Affine.scale(plan.factor)
+    return source.crs, transform
+
+
+def predict(
+    predictor: Predictor,
+    scene: PathLike | dict[str, Any] | SceneSource,
+    out: PathLike | None = None,
+    *,
+    stride: int | None = None,
+    overlap: int = 0,
+    probabilities: bool = False,
+    memory_mb: float = 512,
+    block: int | None = None,
+    batch_size: int | None = None,
+    min_valid: float = 0.5,
+    card: str | None = None,
+    gsd: float | None = None,
+    cube_key: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Prediction:
+    """Classify a scene tile by tile.
+
+    Args:
+        predictor: what runs on the tiles (:mod:`geofm.inference.predictors`).
+        scene: a raster, band folder, ENVI or ``.mat`` cube path, a sample dict, or a
+            :class:`~geofm.inference.sources.SceneSource`.
+        out: write the class map to this Cloud-Optimised GeoTIFF (and, with
+            ``probabilities``, ``<stem>.probabilities.tif`` beside it); default: keep the
+            result in memory.
+        stride: scene classifiers: pixels between tiles and the side of an output cell
+            (must divide the tile; default the tile: one label per tile, no overlap).
+        overlap: pixel classifiers: pixels by which tile cores overlap and are blended.
+        probabilities: also return (and write) the blended class probabilities.
+        memory_mb: bound on the buffers of one block; picks ``block``.
+        block: output cells per block side, instead of ``memory_mb``.
+        batch_size: tiles per model call (default 32 for scene tiles, 1 for pixel tiles).
+        min_valid: scene classifiers: least share of valid pixels for a tile to be used.
+        card: dataset or sensor card naming the scene's bands (files without names).
+        gsd: resample a raster to this ground sampling distance (metres) as it is read.
+        cube_key: the array of a ``.mat`` cube.
+        overwrite: replace existing output files (refused otherwise, before any work).
+        progress: show a progress bar of tiles.
+
+    A scene without a CRS is predicted on its pixel grid, with a
+    :class:`NotGeoreferencedWarning` saying so. A scene lacking bands the predictor needs
+    raises :class:`~geofm.inference.sources.BandMatchError` naming them.
+    """
+    from tqdm.auto import tqdm
+
+    paths: list[Path] = []
+    if out is not None:
+        out = Path(out)
+        paths = [out] + ([probabilities_path(out)] if probabilities else [])
+        existing = [str(p) for p in paths if p.exists()]
+        if existing and not overwrite:
+            raise FileExistsError(f"{', '.join(existing)} exist; pass overwrite=True "
+                                  "(--overwrite) to replace them")
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"output folder {out.parent} does not exist")
+    if not 0.0 <= min_valid <= 1.0:
+        raise ValueError(f"min_valid must lie in [0, 1], got {min_valid}")
+    source = open_source(scene, card=card, gsd=gsd, cube_key=cube_key,
+                         wavelengths=predictor.wavelengths)
+    source.select(predictor.bands, by_count=predictor.cardless)
+    if stride is not None and predictor.kind != "scene":
+        raise ValueError("stride is for scene classifiers; pixel classifiers take overlap")
+    if overlap and predictor.kind != "pixel":
+        raise ValueError("overlap is for pixel classifiers; scene classifiers take stride")
+    plan = plan_tiles(source.height, source.width, predictor.kind, predictor.tile,
+                      stride=stride, margin=predictor.margin, overlap=overlap)
+    classes = predictor.classes
+    if block is None:
+        block = choose_block(plan, len(source.bands), len(classes), memory_mb, probabilities)
+    elif block < 1:
+        raise ValueError(f"block must be a positive number of cells, got {block}")
+    batch_size = batch_size or (32 if plan.kind == "scene" else 1)
+    crs, transform = _output_grid(source, plan)
+    if source.crs is None:
+        where = f" {out}" if out is not None else " the result"
+        warnings.warn(f"{source.name} has no CRS: {where.strip()} is on the scene's pixel grid "
+                      "(no CRS; coordinates are pixel indices of the scene)",
+                      NotGeoreferencedWarning, stacklevel=2)
+    if out is not None:
+        tags = {"model": predictor.name, "kind": plan.kind,
+                "cell_pixels": str(plan.factor), "source": source.name}
+        sink: GeoTIFFSink | MemorySink = GeoTIFFSink(
+            out, plan.shape, classes, crs=crs, transform=transform,
+            probabilities=probabilities, tags=tags)
+    else:
+        sink = MemorySink(plan.shape, classes, probabilities)
+    blocks = list(_blocks(plan.shape, block))
+    total = sum(len(plan.touching("rows", r0, r1)) * len(plan.touching("cols", c0, c1))
+                for r0, r1, c0, c1 in blocks)
+    device = predictor.device
+    wavelengths = torch.tensor(source.wavelengths, dtype=torch.float32, device=device)
+    run = 0
+    gdal_cache = max(16, int(memory_mb // 8)) * 2 ** 20
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=gdal_cache), \
+                tqdm(total=total, disable=not progress, desc="predicting", unit="tile") as bar:
+            for r0, r1, c0, c1 in blocks:
+                labels, probs, ran = _predict_block(predictor, source, plan, (r0, r1, c0, c1),
+                                                    wavelengths, batch_size, min_valid,
+                                                    probabilities, bar)
+                run += ran
+                sink.write(r0, c0, labels, probs)
+            written = sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    if isinstance(sink, GeoTIFFSink):
+        label_da, prob_da = _open_written(written, classes)
+    else:
+        label_da = _dataarray(sink.labels, crs, transform, classes, sink.nodata)
+        prob_da = None
+        if sink.probs is not None:
+            prob_da = xr.DataArray(sink.probs, dims=("class", "y", "x"),
+                                   coords={"class": classes, "y": label_da.y, "x": label_da.x},
+                                   name="probability")
+            if crs is not None:
+                prob_da = prob_da.rio.write_crs(crs)
+    label_da.attrs.update(model=predictor.name, kind=plan.kind, cell_pixels=plan.factor)
+    return Prediction(label_da, prob_da, list(classes), transform, crs, paths, run,
+                      len(blocks), block)
+
+
+def _tile_batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
+                   bounds: tuple[int, int, int, int], wavelengths: torch.Tensor,
+                   batch_size: int, min_valid: float, probabilities: bool, bar
+                   ) -> tuple[np.ndarray, np.ndarray | None, int]:
+    r0, r1, c0, c1 = bounds
+    rows = plan.touching("rows", r0, r1)
+    cols = plan.touching("cols", c0, c1)
+    T = plan.tile
+    f = plan.factor
+    # the tiles' inputs and the block's own pixels (for which cells hold data)
+    in_r0 = min(plan.rows[rows[0]].start, r0 * f)
+    in_c0 = min(plan.cols[cols[0]].start, c0 * f)
+    in_r1 = max(plan.rows[rows[-1]].start + T, min(r1 * f, source.height))
+    in_c1 = max(plan.cols[cols[-1]].start + T, min(c1 * f, source.width))
+    image, valid = source.read(Window(in_c0, in_r0, in_c1 - in_c0, in_r1 - in_r0))
+    K = len(predictor.classes)
+    acc = np.zeros((K, r1 - r0, c1 - c0), dtype=np.float64)
+    weight = np.zeros((r1 - r0, c1 - c0), dtype=np.float64)
+    device = predictor.device
+    todo = []
+    for ri in rows:
+        for ci in cols:
+            rt, ct = plan.rows[ri], plan.cols[ci]
+            tv = valid[rt.start - in_r0:rt.start - in_r0 + T, ct.start - in_c0:ct.start - in_c0 + T]
+            if plan.kind == "scene":
+                usable = tv.mean() >= min_valid and tv.any()
+            else:
+                m = plan.margin
+                usable = tv[m:T - m, m:T - m].any()
+            if usable:
+                todo.append((ri, ci))
+            else:
+                bar.update(1)
+    ran = 0
+    for batch in _tile_batches(todo, batch_size):
+        crops = [(plan.rows[ri].start - in_r0, plan.cols[ci].start - in_c0) for ri, ci in batch]
+        x = torch.from_numpy(np.stack([image[:, a:a + T, b:b + T] for a, b in crops]))
+        v = torch.from_numpy(np.stack([valid[a:a + T, b:b + T] for a, b in crops]))
+        out = predictor(x.to(device), v.to(device), wavelengths, source.gsd)
+        out = out.detach().cpu().double().numpy()
+        for (ri, ci), p in zip(batch, out, strict=True):
+            rt, ct = plan.rows[ri], plan.cols[ci]
+            # the tile's cells inside this block, in tile and in block coordinates
+            ya, yb = max(rt.out_start, r0), min(rt.out_stop, r1)
+            xa, xb = max(ct.out_start, c0), min(ct.out_stop, c1)
+            w = np.outer(rt.weights[ya - rt.out_start:yb - rt.out_start],
+                         ct.weights[xa - ct.out_start:xb - ct.out_start])
+            if plan.kind == "scene":
+                contrib = p[:, None, None] * w
+            else:
+                contrib = p[:, ya - rt.out_start:yb - rt.out_start,
+                            xa - ct.out_start:xb - ct.out_start] * w
+            acc[:, ya - r0:yb - r0, xa - c0:xb - c0] += contrib
+            weight[ya - r0:yb - r0, xa - c0:xb - c0] += w
+        ran += len(batch)
+        bar.update(len(batch))
+    cell_valid = _cell_validity(valid, plan, bounds, (in_r0, in_c0), source)
+    done = (weight > 0) & cell_valid
+    prob = np.where(done, acc / np.where(weight > 0, weight, 1.0), np.nan).astype(np.float32)
+    nodata = 255 if K <= 255 else 65535
+    labels = np.full(weight.shape, nodata, dtype=np.uint8 if K <= 255 else np.uint16)
+    if done.any():
+        labels[done] = prob[:, done].argmax(0)
+    return labels, (prob if probabilities else None), ran
+
+
+def _cell_validity(valid: np.ndarray, plan: TilePlan, bounds: tuple[int, int, int, int],
+                   origin: tuple[int, int], source: SceneSource) -> np.ndarray:
+    """Which output cells of the block hold at least one valid scene pixel."""
+    r0, r1, c0, c1 = bounds
+    f = plan.factor
+    y0, x0 = r0 * f - origin[0], c0 * f - origin[1]
+    y1 = min(r1 * f, source.height) - origin[0]
+    x1 = min(c1 * f, source.width) - origin[1]
+    part = valid[y0:y1, x0:x1]
+    if f == 1:
+        return part
+    h, w = r1 - r0, c1 - c0
+    padded = np.zeros((h * f, w * f), dtype=bool)
+    padded[:part.shape[0], :part.shape[1]] = part
+    return padded.reshape(h, f, w, f).any(axis=(1, 3))
+
+
+def _dataarray(labels: np.ndarray, crs: Any, transform: Affine | None, classes: list[str],
+               nodata: int) -> xr.DataArray:
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+    h, w = labels.shape
+    if transform is not None:
+        from geofm.data.xarray_io import _pixel_centres
+
+        ys, xs = _pixel_centres(transform, h, w)
+    else:
+        ys, xs = np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64)
+    da = xr.DataArray(labels, dims=("y", "x"), coords={"y": ys, "x": xs}, name="class_id")
+    da.attrs.update(classes="\n".join(classes), nodata=nodata,
+                    flag_values=np.arange(len(classes)),
+                    flag_meanings=" ".join(c.replace(" ", "_") for c in classes))
+    if transform is not None:
+        da = da.rio.write_transform(transform)
+    if crs is not None:
+        da = da.rio.write_crs(crs)
+    return da
+
+
+def _open_written(paths: list[Path], classes: list[str]
+                  ) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """The written COGs as lazily loaded DataArrays (rioxarray)."""
+    import rioxarray
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        labels = rioxarray.open_rasterio(paths[0], mask_and_scale=False).squeeze("band",
+                                                                                 drop=True)
+        labels.name = "class_id"
+        labels.attrs["classes"] = "\n".join(classes)
+        probs = None
+        if len(paths) > 1:
+            probs = rioxarray.open_rasterio(paths[1]).rename(band="class")
+            probs = probs.assign_coords({"class": classes})
+            probs.name = "probability"
+    return labels, probs
+

@@ -1,0 +1,229 @@
+"""Scenes read by windows: a raster on disk or a sample already in memory.
+
+A source knows its grid (``height``, ``width``, ``crs``, ``transform``, ``gsd``) and its
+bands (names and wavelengths), and reads any window of that grid, including windows
+reaching past its edges (zeros there, marked invalid), as ``(image, valid)``. Only the
+window asked for is read from disk, so a scene larger than memory is never loaded whole.
+
+:func:`open_source` opens GeoTIFF and JPEG 2000 files, folders of single-band files at
+several resolutions (a Sentinel-2 ``IMG_DATA`` folder, stacked onto the finest grid) and
+ENVI cubes by window; ``.mat`` cubes (which cannot be read in part) are loaded whole.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from geofm.data.cards import UnknownBandError
+from geofm.data.readers import read_window
+
+__all__ = ["ArraySource", "BandMatchError", "FileSource", "SceneSource", "open_source"]
+
+PathLike = str | os.PathLike
+
+
+class BandMatchError(UnknownBandError):
+    """The scene lacks bands the model needs (the message names them)."""
+
+
+class SceneSource:
+    """Base of scene sources; see the module docstring."""
+
+    height: int
+    width: int
+    bands: list[str]
+    wavelengths: list[float]
+    gsd: float
+    crs: Any = None
+    transform: Affine | None = None
+    name: str = "scene"
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None and self.transform is not None
+
+    def select(self, wanted: Sequence[str] | None, by_count: bool = False) -> None:
+        """Read only ``wanted`` bands, in that order, from now on.
+
+        Raises :class:`BandMatchError` naming the bands the scene lacks. With ``by_count``
+        (a model trained on a scene without band names) the scene's bands are taken in
+        their order when their count is the model's.
+        """
+        if wanted is None:
+            return
+        wanted = list(wanted)
+        have = list(self.bands)
+        missing = [b for b in wanted if b not in have]
+        if missing and by_count and len(have) == len(wanted):
+            return
+        if missing:
+            raise BandMatchError(
+                f"{self.name} lacks bands the model needs: missing {', '.join(missing)} "
+                f"(the model takes {len(wanted)} bands: {', '.join(wanted)}; the scene has "
+                f"{len(have)}: {', '.join(have)})")
+        self._select([have.index(b) for b in wanted])
+
+    def _select(self, indices: list[int]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.name}: {len(self.bands)} bands x {self.height} x "
+                f"{self.width} px, GSD {self.gsd:g} m, crs {self.crs})")
+
+
+class ArraySource(SceneSource):
+    """A sample in memory (``image`` ``(C, H, W)``, ``wavelengths``, ``gsd``, ``bands`` and,
+    when known, ``valid``, ``crs``, ``transform``)."""
+
+    def __init__(self, sample: dict[str, Any], name: str = "scene") -> None:
+        image = torch.as_tensor(sample["image"])
+        if image.ndim != 3:
+            raise ValueError(f"a scene image is (C, H, W), got shape {tuple(image.shape)}")
+        self.image = image.float().numpy()
+        c, self.height, self.width = self.image.shape
+        valid = sample.get("valid")
+        self.valid = (np.ones((self.height, self.width), dtype=bool) if valid is None
+                      else torch.as_tensor(valid).bool().numpy())
+        self.bands = list(sample.get("bands") or [f"band_{i + 1}" for i in range(c)])
+        self.wavelengths = [float(w) for w in torch.as_tensor(sample["wavelengths"])]
+        self.gsd = float(sample["gsd"])
+        self.crs, self.transform = sample.get("crs"), sample.get("transform")
+        self.name = name
+
+    def _select(self, indices: list[int]) -> None:
+        self.image = self.image[indices]
+        self.bands = [self.bands[i] for i in indices]
+        self.wavelengths = [self.wavelengths[i] for i in indices]
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        def part(w: Window) -> np.ndarray:
+            rows = slice(w.row_off, w.row_off + w.height)
+            cols = slice(w.col_off, w.col_off + w.width)
+            return np.concatenate([self.image[:, rows, cols], self.valid[None, rows, cols]])
+
+        both, inside = read_window(part, window, self.width, self.height)
+        return both[:-1].astype(np.float32, copy=False), both[-1].astype(bool) & inside
+
+
+class FileSource(SceneSource):
+    """A raster, band-file folder or ENVI cube on disk, read window by window."""
+
+    def __init__(self, path: PathLike, *, card: str | None = None,
+                 gsd: float | None = None) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        self.card, self.target_gsd = card, gsd
+        self.envi = _is_envi(self.path)
+        self._bands_arg: list[str] | None = None
+        head = self._open(Window(0, 0, 1, 1))
+        self.bands = list(head["bands"])
+        self.wavelengths = [float(w) for w in torch.as_tensor(head["wavelengths"])]
+        self.crs = head.get("crs")
+        # the transform of a window at (0, 0) is the grid's
+        self.transform = head.get("transform")
+        self.height, self.width = _envi_size(self.path) if self.envi else self._grid_size()
+        self.gsd = float(head["gsd"])
+        if self.crs is None:
+            self.transform = None if _is_identity(self.transform) else self.transform
+
+    def _open(self, window: Window) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"window": window, "card": self.card}
+        if self._bands_arg is not None:
+            kwargs["bands"] = self._bands_arg
+        if self.envi:
+            from geofm.data.hyperspectral import open_envi
+
+            return open_envi(self.path, gsd=self.target_gsd, **kwargs)
+        from geofm.data.readers import band_name_from_filename, open_raster
+
+        # one band file of a set (..._B02.jp2): its band comes from its name
+        target = ([self.path] if self.path.is_file() and band_name_from_filename(self.path)
+                  else self.path)
+        with warnings.catch_warnings():
+            # no georeferencing is reported once, by the caller, not on every window
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return open_raster(target, gsd=self.target_gsd, **kwargs)
+
+    def _grid_size(self) -> tuple[int, int]:
+        """Rows and columns of the grid ``open_raster`` reads on (after any resampling)."""
+        from geofm.data.readers import gsd_of, open_dataset, raster_files
+
+        files = raster_files(self.path) if self.path.is_dir() else [self.path]
+        sizes = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            for f in files:
+                with open_dataset(f) as src:
+                    sizes.append((gsd_of(src.transform), src.height, src.width))
+        fine, h, w = min(sizes)
+        if self.target_gsd is not None:
+            factor = fine / self.target_gsd
+            h, w = max(1, round(h * factor)), max(1, round(w * factor))
+        return h, w
+
+    def _select(self, indices: list[int]) -> None:
+        names = [self.bands[i] for i in indices]
+        self.wavelengths = [self.wavelengths[i] for i in indices]
+        self.bands = names
+        self._bands_arg = names
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        sample = self._open(window)
+        image = sample["image"].numpy()
+        valid = sample["valid"].numpy() if sample.get("valid") is not None else \
+            np.ones(image.shape[1:], dtype=bool)
+        return image, valid
+
+
+def _is_envi(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    return suffix == ".hdr" or (suffix in (".img", ".dat", ".raw", ".bin")
+                                and path.with_suffix(".hdr").is_file())
+
+
+def _envi_size(path: Path) -> tuple[int, int]:
+    from geofm.data.hyperspectral import envi_memmap
+
+    cube, _ = envi_memmap(path)
+    return int(cube.shape[1]), int(cube.shape[2])
+
+
+def _is_identity(transform: Affine | None) -> bool:
+    return transform is None or Affine(*transform[:6]) == Affine.identity()
+
+
+def open_source(scene: PathLike | dict[str, Any] | SceneSource, *, card: str | None = None,
+                gsd: float | None = None, cube_key: str | None = None,
+                wavelengths: Sequence[float] | None = None) -> SceneSource:
+    """A :class:`SceneSource` for a path (raster, band folder, ENVI, ``.mat``), a sample
+    dict or a source (returned as is)."""
+    if isinstance(scene, SceneSource):
+        return scene
+    if isinstance(scene, dict):
+        return ArraySource(scene)
+    path = Path(scene)
+    if not path.exists():
+        raise FileNotFoundError(f"scene not found: {path}")
+    if path.suffix.lower() == ".mat":
+        from geofm.data.hyperspectral import open_mat
+
+        kwargs: dict[str, Any] = {"key": cube_key}
+        if card:
+            kwargs["card"] = card
+        else:
+            kwargs.update(wavelengths=wavelengths, gsd=gsd or 1.0)
+        return ArraySource(open_mat(path, **kwargs), name=str(path))
+    return FileSource(path, card=card, gsd=gsd)

@@ -1,0 +1,242 @@
+"""Scene classification: fine-tune any registry encoder, fully or with LoRA.
+
+:class:`SceneClassificationTask` wraps an encoder with a linear head (``create_model(name,
+num_classes=K)``), normalises raw scenes itself (the statistics of a dataset card, stored
+as buffers, so a checkpoint classifies raw rasters on its own) and trains with
+cross-entropy, AdamW and a warm-up + cosine schedule. ``lora`` adapts a frozen encoder
+with low-rank updates (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
+ICLR 2022); the head and norms train in full.
+
+Every checkpoint carries ``geofm_scene``: the model, its classes, the bands (names and
+wavelengths, in order), the GSD and tile size it was trained on, which is what
+:func:`geofm.inference.load_predictor` needs to classify a scene of any size tile by tile.
+``geofm classify-scenes --config configs/classify/eurosat_less_vit.yaml`` runs it through
+LightningCLI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+
+from geofm.models import create_model
+from geofm.tasks.mae import warmup_cosine
+
+__all__ = ["SceneClassificationTask", "confusion_matrix"]
+
+NORMALIZATIONS = ("mae_scale", "standard")
+
+
+def confusion_matrix(targets: torch.Tensor, preds: torch.Tensor, num_classes: int
+                     ) -> torch.Tensor:
+    """``(K, K)`` counts, rows the true class, columns the predicted one."""
+    idx = targets.long() * num_classes + preds.long()
+    return torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+class SceneClassificationTask(pl.LightningModule):
+    """Fine-tune a registry encoder on labelled scenes.
+
+    Args:
+        model: registry name (``less_vit_tiny``, ``joint_vit_small`` ...).
+        num_classes: classes of the head.
+        classes: their names (default: the card's classes when there are ``num_classes`` of
+            them, else ``class_0`` ...).
+        card: dataset card giving the bands and the normalisation statistics.
+        bands: the band names the model is trained on (default all of the card's), in order.
+        model_kwargs: architecture overrides for ``create_model``.
+        encoder_checkpoint: encoder weights from ``geofm export`` (default: random init).
+        lora: ``{"rank": 8, "alpha": 16, "dropout": 0.0}`` to train LoRA adapters, the head
+            and norms only; ``None`` trains every weight.
+        normalization: ``"mae_scale"`` (each band's mean +- 2 std onto [0, 1], the LESS ViT
+            pretraining input) or ``"standard"`` ((x - mean) / std).
+        tile: the scene size in pixels the model is trained on (what inference tiles use).
+        lr, weight_decay, warmup_fraction, label_smoothing: the optimisation.
+    """
+
+    def __init__(
+        self,
+        model: str = "less_vit_tiny",
+        num_classes: int = 10,
+        classes: Sequence[str] | None = None,
+        card: str = "eurosat_ms",
+        bands: Sequence[str] | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        encoder_checkpoint: str | None = None,
+        lora: dict[str, Any] | None = None,
+        normalization: str = "mae_scale",
+        tile: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_fraction: float = 0.1,
+        label_smoothing: float = 0.1,
+    ) -> None:
+        super().__init__()
+        from geofm.data.cards import as_dataset_card
+
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got "
+                             f"{normalization!r}")
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"{len(classes)} class names for num_classes={num_classes}")
+        card_obj = as_dataset_card(card)
+        if card_obj.mean is None or card_obj.std is None:
+            raise ValueError(f"dataset card {card_obj.name!r} has no normalisation statistics;"
+                             f" compute them with `geofm stats <files> --card {card_obj.name}`")
+        bands = list(card_obj.band_names) if bands is None else list(bands)
+        idx = card_obj.band_indices(bands)
+        if classes is None and len(card_obj.classes or ()) == num_classes:
+            classes = card_obj.classes
+        classes = list(classes) if classes is not None else [f"class_{i}"
+                                                             for i in range(num_classes)]
+        self.save_hyperparameters()
+        self.classes = classes
+        self.bands = bands
+        self.register_buffer("wavelengths", torch.tensor(
+            [card_obj.wavelengths_nm[i] for i in idx], dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor([card_obj.mean[i] for i in idx]))
+        self.register_buffer("std", torch.tensor([card_obj.std[i] for i in idx]))
+        self.gsd_m = float(card_obj.gsd_m) if card_obj.gsd_m else None
+        kwargs = dict(model_kwargs or {})
+        self.encoder = create_model(model, checkpoint=encoder_checkpoint,
+                                    num_classes=num_classes, **kwargs)
+        #: the encoder's whole architecture (an encoder file brings its own)
+        self.model_config = {k: v for k, v in getattr(self.encoder, "config", {}).items()
+                             if k != "num_classes"}
+        if lora:
+            from geofm.models.lora import freeze_except_lora, inject_lora
+
+            inject_lora(self.encoder, rank=int(lora.get("rank", 8)),
+                        alpha=float(lora.get("alpha", 16.0)),
+                        dropout=float(lora.get("dropout", 0.0)), skip_narrow=True)
+            freeze_except_lora(self.encoder)
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        #: the test part's confusion matrix after ``trainer.test`` (rows true, columns predicted)
+        self.test_confusion: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ model
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        mean, std = self.mean[:, None, None], self.std[:, None, None]
+        if self.hparams.normalization == "mae_scale":
+            return ((image - (mean - 2 * std)) / (4 * std)).clamp(0.0, 1.0)
+        return (image - mean) / std
+
+    def forward(self, image: torch.Tensor, wavelengths=None, gsd=None) -> torch.Tensor:
+        """Logits of raw scenes ``(B, C, H, W)`` holding :attr:`bands` in order."""
+        if image.shape[1] != len(self.bands):
+            raise ValueError(f"the classifier takes {len(self.bands)} bands "
+                             f"({', '.join(self.bands)}), got an image with {image.shape[1]}")
+        wavelengths = self.wavelengths if wavelengths is None else wavelengths
+        gsd = (self.gsd_m or 10.0) if gsd is None else gsd
+        return self.encoder(self.normalize(image.float()), wavelengths, gsd)
+
+    # ------------------------------------------------------------------ steps
+    def _check_batch(self, batch: dict[str, Any]) -> None:
+        got = tuple(batch.get("bands", ()))
+        if got and got != tuple(self.bands):
+            raise ValueError(f"the batch holds bands {got}, the classifier {tuple(self.bands)}")
+
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        self._check_batch(batch)
+        logits = self(batch["image"], batch["wavelengths"], batch["gsd"])
+        target = batch["label"]
+        loss = F.cross_entropy(logits, target, label_smoothing=(
+            self.hparams.label_smoothing if stage == "train" else 0.0))
+        acc = (logits.argmax(1) == target).float().mean()
+        n = target.shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", on_step=False,
+                 on_epoch=True, batch_size=n)
+        self.log(f"{stage}/acc", acc, prog_bar=True, on_step=False, on_epoch=True,
+                 batch_size=n)
+        if stage != "train":
+            self._outputs.setdefault(stage, []).append((target.detach().cpu(),
+                                                        logits.argmax(1).detach().cpu()))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def _confusion(self, stage: str) -> torch.Tensor | None:
+        outs = self._outputs.pop(stage, [])
+        if not outs:
+            return None
+        targets = torch.cat([t for t, _ in outs])
+        preds = torch.cat([p for _, p in outs])
+        return confusion_matrix(targets, preds, self.hparams.num_classes)
+
+    def on_validation_epoch_end(self) -> None:
+        cm = self._confusion("val")
+        if cm is not None:
+            recall = cm.diag() / cm.sum(1).clamp_min(1)
+            seen = cm.sum(1) > 0
+            self.log("val/balanced_acc", recall[seen].mean() if seen.any() else 0.0)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_confusion = self._confusion("test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 or "token" in name or "embed" in name
+                 else decay).append(param)
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(round(hp.warmup_fraction * total))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, total, warmup))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ------------------------------------------------------------------ files
+    def scene_metadata(self) -> dict[str, Any]:
+        """What inference needs to know, as plain values (see the module docstring)."""
+        hp = self.hparams
+        return {"model": hp.model, "model_config": dict(self.model_config),
+                "classes": list(self.classes), "bands": list(self.bands),
+                "wavelengths": [float(w) for w in self.wavelengths.tolist()],
+                "gsd_m": self.gsd_m, "tile": int(hp.tile), "card": hp.card,
+                "normalization": hp.normalization, "lora": hp.lora}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["geofm_scene"] = self.scene_metadata()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, payload: dict[str, Any] | None = None,
+                        merge: bool = True) -> SceneClassificationTask:
+        """The task of a checkpoint, in eval mode; LoRA updates merged into the weights
+        with ``merge`` (same outputs, the base model's cost)."""
+        if payload is None:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        if "geofm_scene" not in payload or "hyper_parameters" not in payload:
+            raise ValueError(f"{path} is not a `geofm classify-scenes` checkpoint")
+        import inspect
+
+        accepted = inspect.signature(cls.__init__).parameters
+        # LightningCLI adds its own keys (`_instantiator`) beside the constructor's
+        hp = {k: v for k, v in payload["hyper_parameters"].items() if k in accepted}
+        # the weights and architecture come from the checkpoint: the encoder file it
+        # started from need not exist any more
+        hp["encoder_checkpoint"] = None
+        hp["model_kwargs"] = dict(payload["geofm_scene"].get("model_config") or
+                                  hp.get("model_kwargs") or {})
+        task = cls(**hp)
+        task.load_state_dict(payload["state_dict"])
+        if merge and hp.get("lora"):
+            from geofm.models.lora import merge_lora
+
+            merge_lora(task.encoder)
+        return task.eval()
