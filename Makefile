@@ -31,7 +31,7 @@ test-all: setup
 	$(BIN)/python -m pytest -m ''
 
 lint: setup
-	$(BIN)/ruff check geofm gfm_bench tests benchmarks datasets/scripts
+	$(BIN)/ruff check geofm gfm_bench tests benchmarks datasets/scripts notebooks
 
 bench: setup
 	$(BIN)/python benchmarks/bench_reading.py

@@ -69,32 +69,49 @@ class Prediction:
 
 
 def _estimate_mb(block: int, plan: TilePlan, bands: int, classes: int,
-                 probabilities: bool) -> float:
-    """Bytes held for one block, in MiB: the input window read (float32 plus the reader's
-    copies, counted as three), and the accumulators (classes + weight + labels, twice with
-    probabilities)."""
+                 batch_size: int = 1) -> float:
+    """Memory held for one block, in MiB: the input window read (float32, plus the
+    reader's uint16 and scaling copies: counted as three float32 copies), the
+    accumulators (float32 sums, weights and probabilities, the int64 argmax) and one
+    batch of tiles in and of probabilities out, each counted twice (stacked, then handed
+    to the model; computed, then copied off it)."""
     side_in = block * plan.factor + plan.tile + 2 * plan.margin
     inputs = 3 * 4 * bands * side_in ** 2
-    accum = 4 * (classes + 2) * block ** 2 * (2 if probabilities else 1)
-    return (inputs + accum) / 2 ** 20
+    accum = (4 * (classes + 1) + 4 * classes + 8) * block ** 2
+    core = plan.tile - 2 * plan.margin if plan.kind == "pixel" else 1
+    batch = 2 * 4 * batch_size * (bands * plan.tile ** 2 + classes * core ** 2)
+    return (inputs + accum + batch) / 2 ** 20
+
+
+BLOCK_SIDES = (1, 2, 4, 8, *range(16, 4097, 16))
+"""Block sides tried by :func:`choose_block` (output cells)."""
 
 
 def choose_block(plan: TilePlan, bands: int, classes: int, memory_mb: float,
-                 probabilities: bool = False) -> int:
-    """The largest block side (output cells, a multiple of 16 up to 4096) whose buffers
-    take at most half of ``memory_mb`` (the rest is for the model's batch and GDAL)."""
+                 batch_size: int = 1) -> int:
+    """The largest block side (output cells, from :data:`BLOCK_SIDES`) whose buffers take
+    at most half of ``memory_mb``; GDAL's block cache gets an eighth, the rest is margin
+    for the allocator and the COG conversion. No larger than the output grid needs, and
+    rounded down to whole steps of the tile grid when it spans one."""
     if memory_mb <= 0:
         raise ValueError(f"memory_mb must be positive, got {memory_mb}")
-    best = 16
-    for side in range(16, 4097, 16):
-        if _estimate_mb(side, plan, bands, classes, probabilities) > memory_mb / 2:
-            break
-        best = side
-    if _estimate_mb(best, plan, bands, classes, probabilities) > memory_mb:
+    need = _estimate_mb(1, plan, bands, classes, batch_size)
+    if need > memory_mb / 2:
         raise ValueError(
             f"memory_mb={memory_mb:g} is too small for {bands}-band tiles of {plan.tile} px "
-            f"(one block of 16 x 16 cells needs {_estimate_mb(16, plan, bands, classes, probabilities):.0f} MiB)")
-    return min(best, max(plan.shape) + (-max(plan.shape)) % 16)
+            f"in batches of {batch_size}: one tile's block needs {need:.0f} MiB, and half "
+            "of memory_mb is kept for GDAL and the allocator")
+    best = 1
+    for side in BLOCK_SIDES:
+        if _estimate_mb(side, plan, bands, classes, batch_size) > memory_mb / 2:
+            break
+        best = side
+        if side >= max(plan.shape):
+            break
+    if best >= plan.step:
+        # whole steps of the tile grid: a tile's cells then fall in as few blocks as can be
+        best = best // plan.step * plan.step
+    return best
 
 
 def _blocks(shape: tuple[int, int], block: int) -> Iterator[tuple[int, int, int, int]]:
@@ -144,11 +161,14 @@ def predict(
             (must divide the tile; default the tile: one label per tile, no overlap).
         overlap: pixel classifiers: pixels by which tile cores overlap and are blended.
         probabilities: also return (and write) the blended class probabilities.
-        memory_mb: bound on the buffers of one block; picks ``block``.
+        memory_mb: bound on what the prediction holds besides the model's own forward
+            pass (which ``batch_size`` sets): the input and output of a block, one batch of
+            tiles, GDAL's block cache. Picks ``block``.
         block: output cells per block side, instead of ``memory_mb``.
         batch_size: tiles per model call (default 32 for scene tiles, 1 for pixel tiles).
         min_valid: scene classifiers: least share of valid pixels for a tile to be used.
-        card: dataset or sensor card naming the scene's bands (files without names).
+        card: dataset or sensor card naming the scene's bands (files without names);
+            default the predictor's (a pixel classifier's training scene card).
         gsd: resample a raster to this ground sampling distance (metres) as it is read.
         cube_key: the array of a ``.mat`` cube.
         overwrite: replace existing output files (refused otherwise, before any work).
@@ -172,6 +192,7 @@ def predict(
             raise FileNotFoundError(f"output folder {out.parent} does not exist")
     if not 0.0 <= min_valid <= 1.0:
         raise ValueError(f"min_valid must lie in [0, 1], got {min_valid}")
+    card = card if card is not None else predictor.card
     source = open_source(scene, card=card, gsd=gsd, cube_key=cube_key,
                          wavelengths=predictor.wavelengths)
     source.select(predictor.bands, by_count=predictor.cardless)
@@ -182,11 +203,18 @@ def predict(
     plan = plan_tiles(source.height, source.width, predictor.kind, predictor.tile,
                       stride=stride, margin=predictor.margin, overlap=overlap)
     classes = predictor.classes
+    batch_size = batch_size or (32 if plan.kind == "scene" else 1)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of tiles, got {batch_size}")
     if block is None:
-        block = choose_block(plan, len(source.bands), len(classes), memory_mb, probabilities)
+        block = choose_block(plan, len(source.bands), len(classes), memory_mb, batch_size)
     elif block < 1:
         raise ValueError(f"block must be a positive number of cells, got {block}")
-    batch_size = batch_size or (32 if plan.kind == "scene" else 1)
+    footprint = max(t.out_stop - t.out_start for t in (*plan.rows, *plan.cols))
+    if block < footprint and block < max(plan.shape):
+        warnings.warn(f"blocks of {block} cells are smaller than a tile's {footprint}: each "
+                      f"tile is run for up to {-(-footprint // block) + 1}^2 blocks; give "
+                      "more memory_mb or a smaller batch_size", stacklevel=2)
     crs, transform = _output_grid(source, plan)
     if source.crs is None:
         where = f" {out}" if out is not None else " the result"
@@ -258,8 +286,8 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
     in_c1 = max(plan.cols[cols[-1]].start + T, min(c1 * f, source.width))
     image, valid = source.read(Window(in_c0, in_r0, in_c1 - in_c0, in_r1 - in_r0))
     K = len(predictor.classes)
-    acc = np.zeros((K, r1 - r0, c1 - c0), dtype=np.float64)
-    weight = np.zeros((r1 - r0, c1 - c0), dtype=np.float64)
+    acc = np.zeros((K, r1 - r0, c1 - c0), dtype=np.float32)
+    weight = np.zeros((r1 - r0, c1 - c0), dtype=np.float32)
     device = predictor.device
     todo = []
     for ri in rows:
@@ -281,7 +309,7 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
         x = torch.from_numpy(np.stack([image[:, a:a + T, b:b + T] for a, b in crops]))
         v = torch.from_numpy(np.stack([valid[a:a + T, b:b + T] for a, b in crops]))
         out = predictor(x.to(device), v.to(device), wavelengths, source.gsd)
-        out = out.detach().cpu().double().numpy()
+        out = out.detach().float().cpu().numpy()
         for (ri, ci), p in zip(batch, out, strict=True):
             rt, ct = plan.rows[ri], plan.cols[ci]
             # the tile's cells inside this block, in tile and in block coordinates
@@ -300,12 +328,16 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
         bar.update(len(batch))
     cell_valid = _cell_validity(valid, plan, bounds, (in_r0, in_c0), source)
     done = (weight > 0) & cell_valid
-    prob = np.where(done, acc / np.where(weight > 0, weight, 1.0), np.nan).astype(np.float32)
+    # in place: the block's largest arrays are not copied again
+    np.divide(acc, weight, out=acc, where=weight > 0)
     nodata = 255 if K <= 255 else 65535
-    labels = np.full(weight.shape, nodata, dtype=np.uint8 if K <= 255 else np.uint16)
-    if done.any():
-        labels[done] = prob[:, done].argmax(0)
-    return labels, (prob if probabilities else None), ran
+    labels = acc.argmax(0).astype(np.uint8 if K <= 255 else np.uint16)
+    labels[~done] = nodata
+    prob = None
+    if probabilities:
+        prob = acc
+        prob[:, ~done] = np.nan
+    return labels, prob, ran
 
 
 def _cell_validity(valid: np.ndarray, plan: TilePlan, bounds: tuple[int, int, int, int],

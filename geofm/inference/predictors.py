@@ -43,6 +43,9 @@ class Predictor:
 
     kind: str = "scene"
     margin: int = 0
+    #: the card that names the bands of the scenes this model was trained on, used to read
+    #: a scene that does not name them itself (a hyperspectral cube); ``None``: no default
+    card: str | None = None
 
     def __init__(self, model: nn.Module, classes: Sequence[str], bands: Sequence[str] | None,
                  tile: int, wavelengths: Sequence[float] | None = None,
@@ -194,10 +197,12 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
 
         _check_name(path, model, payload["model"])
         net, ckpt = load_classifier(path)
-        return CentrePixelPredictor(net.to(device), ckpt["classes"], ckpt["bands"],
-                                    tile=tile or 64, batch_size=batch_size,
-                                    wavelengths=ckpt.get("wavelengths"), name=ckpt["model"],
-                                    cardless=not ckpt.get("card"))
+        predictor = CentrePixelPredictor(net.to(device), ckpt["classes"], ckpt["bands"],
+                                         tile=tile or 64, batch_size=batch_size,
+                                         wavelengths=ckpt.get("wavelengths"),
+                                         name=ckpt["model"], cardless=not ckpt.get("card"))
+        predictor.card = ckpt.get("card") or None
+        return predictor
     if "geofm_scene" in payload:
         from geofm.tasks.scene import SceneClassificationTask
 

@@ -129,6 +129,13 @@ class TilePlan:
     def num_tiles(self) -> int:
         return len(self.rows) * len(self.cols)
 
+    @property
+    def step(self) -> int:
+        """Output cells between regular tiles (1 for scene tiles, which step by one cell;
+        the core minus the overlap for pixel tiles)."""
+        axis = self.rows if len(self.rows) > 1 else self.cols
+        return axis[1].out_start - axis[0].out_start if len(axis) > 1 else 1
+
     def touching(self, axis: str, lo: int, hi: int) -> list[int]:
         """Indices of the ``axis`` (``"rows"``/``"cols"``) tiles whose output cells meet
         ``[lo, hi)``."""

@@ -203,6 +203,11 @@ def test_tiled_pixel_map_of_an_envi_cube_equals_the_untiled_map(tiny_lola_checkp
         with rasterio.open(out) as dst:
             assert dst.crs is None and (dst.height, dst.width) == (83, 86)
             assert dst.transform == Affine.identity()
+    # the cube names no bands: the card of the scene the model was trained on does
+    with pytest.warns(NotGeoreferencedWarning):
+        again = predict(pred, salinas_a_dir / "SalinasA_corrected.hdr", block=64,
+                        progress=False)
+    np.testing.assert_array_equal(again.labels.values, untiled.values)
 
 
 # --------------------------------------------------------------------------------------------

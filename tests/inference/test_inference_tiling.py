@@ -79,7 +79,15 @@ def test_plan_touching_and_block_choice():
     assert rows == [0, 1, 2, 3]          # tiles over cells 0..3 (each tile covers 2 cells)
     small = choose_block(plan, bands=13, classes=10, memory_mb=64)
     large = choose_block(plan, bands=13, classes=10, memory_mb=2048)
-    assert 16 <= small <= large and small % 16 == 0
+    assert 1 <= small < large and large == 48                 # no more than the grid needs
+    big = plan_tiles(20_000, 20_000, "scene", 64)
+    assert choose_block(big, bands=13, classes=10, memory_mb=64) == 4    # 256-px windows
+    assert choose_block(big, bands=13, classes=10, memory_mb=512) == 16
     with pytest.raises(ValueError, match="too small"):
         choose_block(plan_tiles(10_000, 10_000, "scene", 512), bands=200, classes=10,
                      memory_mb=8)
+    # pixel tiles: blocks are whole steps of the core grid, so few tiles straddle two
+    pixel = plan_tiles(4608, 6144, "pixel", 256, margin=2)
+    assert pixel.step == 252
+    side = choose_block(pixel, bands=13, classes=10, memory_mb=256, batch_size=4)
+    assert side % 252 == 0
