@@ -56,7 +56,7 @@ else:
                               torch.nn.Conv2d(32, 10, 3, padding=1))
     pred = DensePredictor(net, card.classes, bands, tile=256, margin=2,
                           call=lambda m, x, wl, gsd: m(x / 3000.0), name="conv3x3x2")
-    options = {"probabilities": True, "batch_size": 4}
+    options = {"probabilities": True, "batch_size": 2}
 def status_kb(field):
     with open("/proc/self/status") as f:
         return int(next(l for l in f if l.startswith(field)).split()[1])
@@ -124,13 +124,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--budget-mb", type=int, default=None,
-                        help="memory allowance of the prediction (default 256; quick 128)")
+                        help="memory allowance of the prediction (default 256)")
     parser.add_argument("--stride", type=int, default=64,
                         help="scene classifier stride (64: one label per tile)")
     parser.add_argument("--record", type=Path, default=None, help="write a Markdown report")
     args = parser.parse_args(argv)
     reps = (2, 1) if args.quick else (6, 4)
-    budget = args.budget_mb or (128 if args.quick else 256)
+    budget = args.budget_mb or 256
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         raster = Path(tmp) / "large.tif"

@@ -309,6 +309,8 @@ def run_classify_scenes(cli) -> int:
 def cmd_predict_scene(args: argparse.Namespace) -> int:
     import warnings as _warnings
 
+    import numpy as np
+
     from geofm.inference import NotGeoreferencedWarning, load_predictor, predict
 
     predictor = load_predictor(args.checkpoint, args.model, tile=args.tile,
@@ -325,15 +327,13 @@ def cmd_predict_scene(args: argparse.Namespace) -> int:
             print(f"note: {w.message}", file=sys.stderr)
         else:
             _warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    labels = result.labels.values
-    nodata = int(result.labels.attrs.get("_FillValue", 255))
-    counts = {c: int((labels == i).sum()) for i, c in enumerate(result.classes)}
-    shown = ", ".join(f"{c} {n}" for c, n in sorted(counts.items(), key=lambda kv: -kv[1])
-                      if n)
+    counts = result.counts                  # counted block by block: the map is not loaded
+    shown = ", ".join(f"{result.classes[i]} {int(counts[i])}"
+                      for i in np.argsort(-counts[:-1], kind="stable") if counts[i])
     kind = "cells" if result.labels.attrs.get("kind") == "scene" else "pixels"
+    h, w = result.labels.shape
     print(f"{predictor!r}: {result.tiles_run} tiles in {result.blocks} blocks")
-    print(f"{labels.shape[0]} x {labels.shape[1]} {kind}; {int((labels == nodata).sum())} "
-          f"without a prediction; classes: {shown}")
+    print(f"{h} x {w} {kind}; {int(counts[-1])} without a prediction; classes: {shown}")
     for path in result.paths:
         print(f"wrote {path}")
     return 0

@@ -62,6 +62,8 @@ class Prediction:
     tiles_run: int = 0
     blocks: int = 0
     block: int = 0
+    #: output cells per class, then those without a prediction (counted block by block)
+    counts: np.ndarray | None = None
 
     @property
     def georeferenced(self) -> bool:
@@ -75,7 +77,16 @@ def _estimate_mb(block: int, plan: TilePlan, bands: int, classes: int,
     accumulators (float32 sums, weights and probabilities, the int64 argmax) and one
     batch of tiles in and of probabilities out, each counted twice (stacked, then handed
     to the model; computed, then copied off it)."""
-    side_in = block * plan.factor + plan.tile + 2 * plan.margin
+    f, T = plan.factor, plan.tile
+    if plan.kind == "scene":
+        # tiles over the block's first and last cells reach T - f pixels beyond it
+        side_in = block * f + 2 * (T - f)
+    else:
+        # the tiles' cores over the block, with their margins: a block of whole steps of
+        # the tile grid reaches at most one core further (the tile flush with the scene's
+        # end); any other block a core over each edge
+        core = T - 2 * plan.margin
+        side_in = block + 2 * plan.margin + core * (1 if block % plan.step == 0 else 2)
     inputs = 3 * 4 * bands * side_in ** 2
     accum = (4 * (classes + 1) + 4 * classes + 8) * block ** 2
     core = plan.tile - 2 * plan.margin if plan.kind == "pixel" else 1
@@ -102,9 +113,12 @@ def choose_block(plan: TilePlan, bands: int, classes: int, memory_mb: float,
             f"in batches of {batch_size}: one tile's block needs {need:.0f} MiB, and half "
             "of memory_mb is kept for GDAL and the allocator")
     best = 1
-    for side in BLOCK_SIDES:
+    steps = range(plan.step, 4097, plan.step) if plan.step > 1 else ()
+    for side in sorted({*BLOCK_SIDES, *steps}):
         if _estimate_mb(side, plan, bands, classes, batch_size) > memory_mb / 2:
-            break
+            if side % plan.step == 0 or plan.step == 1:
+                break
+            continue                       # a whole number of steps may still fit
         best = side
         if side >= max(plan.shape):
             break
@@ -122,10 +136,9 @@ def _blocks(shape: tuple[int, int], block: int) -> Iterator[tuple[int, int, int,
 
 
 def _output_grid(source: SceneSource, plan: TilePlan) -> tuple[Any, Affine | None]:
-    transform = source.transform
-    if transform is None and plan.factor != 1:
-        transform = Affine.identity()       # cells in units of the scene's pixels
-    if transform is not None and plan.factor != 1:
+    # without a transform: in units of the scene's pixels, in memory and in the file alike
+    transform = source.transform if source.transform is not None else Affine.identity()
+    if plan.factor != 1:
         transform = transform @ Affine.scale(plan.factor)
     return source.crs, transform
 
@@ -217,26 +230,28 @@ def predict(
                       "more memory_mb or a smaller batch_size", stacklevel=2)
     crs, transform = _output_grid(source, plan)
     if source.crs is None:
-        where = f" {out}" if out is not None else " the result"
-        warnings.warn(f"{source.name} has no CRS: {where.strip()} is on the scene's pixel grid "
-                      "(no CRS; coordinates are pixel indices of the scene)",
-                      NotGeoreferencedWarning, stacklevel=2)
-    if out is not None:
-        tags = {"model": predictor.name, "kind": plan.kind,
-                "cell_pixels": str(plan.factor), "source": source.name}
-        sink: GeoTIFFSink | MemorySink = GeoTIFFSink(
-            out, plan.shape, classes, crs=crs, transform=transform,
-            probabilities=probabilities, tags=tags)
-    else:
-        sink = MemorySink(plan.shape, classes, probabilities)
+        where = str(out) if out is not None else "the result"
+        units = ("the scene's pixels" if plan.factor == 1 else
+                 f"cells of {plan.factor} x {plan.factor} of the scene's pixels")
+        warnings.warn(f"{source.name} has no CRS: {where} is on the scene's own grid (no "
+                      f"CRS; {units})", NotGeoreferencedWarning, stacklevel=2)
     blocks = list(_blocks(plan.shape, block))
     total = sum(len(plan.touching("rows", r0, r1)) * len(plan.touching("cols", c0, c1))
                 for r0, r1, c0, c1 in blocks)
-    device = predictor.device
-    wavelengths = torch.tensor(source.wavelengths, dtype=torch.float32, device=device)
     run = 0
+    counts = np.zeros(len(classes) + 1, dtype=np.int64)
     gdal_cache = max(16, int(memory_mb // 8)) * 2 ** 20
+    sink: GeoTIFFSink | MemorySink | None = None
     try:
+        device = predictor.device
+        wavelengths = torch.tensor(source.wavelengths, dtype=torch.float32, device=device)
+        if out is not None:
+            tags = {"model": predictor.name, "kind": plan.kind,
+                    "cell_pixels": str(plan.factor), "source": source.name}
+            sink = GeoTIFFSink(out, plan.shape, classes, crs=crs, transform=transform,
+                               probabilities=probabilities, tags=tags)
+        else:
+            sink = MemorySink(plan.shape, classes, probabilities)
         with rasterio.Env(GDAL_CACHEMAX=gdal_cache), \
                 tqdm(total=total, disable=not progress, desc="predicting", unit="tile") as bar:
             for r0, r1, c0, c1 in blocks:
@@ -244,11 +259,21 @@ def predict(
                                                     wavelengths, batch_size, min_valid,
                                                     probabilities, bar)
                 run += ran
+                ids = labels.ravel().astype(np.int64)
+                counts += np.bincount(np.minimum(ids, len(classes)), minlength=len(classes) + 1)
                 sink.write(r0, c0, labels, probs)
             written = sink.finish()
     except BaseException:
-        sink.abort()
+        if sink is not None:
+            sink.abort()
         raise
+    if out is not None and not probabilities and overwrite:
+        # an earlier run's probabilities would no longer match the map beside them
+        probabilities_path(out).unlink(missing_ok=True)
+    if run == 0:
+        warnings.warn(f"no tile of {source.name} was classified: every tile has less than "
+                      f"min_valid={min_valid:g} of valid pixels; the map is all nodata",
+                      stacklevel=2)
     if isinstance(sink, GeoTIFFSink):
         label_da, prob_da = _open_written(written, classes)
     else:
@@ -262,7 +287,7 @@ def predict(
                 prob_da = prob_da.rio.write_crs(crs)
     label_da.attrs.update(model=predictor.name, kind=plan.kind, cell_pixels=plan.factor)
     return Prediction(label_da, prob_da, list(classes), transform, crs, paths, run,
-                      len(blocks), block)
+                      len(blocks), block, counts)
 
 
 def _tile_batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
@@ -295,7 +320,11 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
             rt, ct = plan.rows[ri], plan.cols[ci]
             tv = valid[rt.start - in_r0:rt.start - in_r0 + T, ct.start - in_c0:ct.start - in_c0 + T]
             if plan.kind == "scene":
-                usable = tv.mean() >= min_valid and tv.any()
+                # the share of valid pixels among those of the tile inside the scene (a
+                # scene smaller than a tile is all a tile can see of it)
+                inside = ((min(rt.start + T, source.height) - max(rt.start, 0))
+                          * (min(ct.start + T, source.width) - max(ct.start, 0)))
+                usable = tv.any() and tv.sum() >= min_valid * inside
             else:
                 m = plan.margin
                 usable = tv[m:T - m, m:T - m].any()
@@ -327,11 +356,12 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
         ran += len(batch)
         bar.update(len(batch))
     cell_valid = _cell_validity(valid, plan, bounds, (in_r0, in_c0), source)
-    done = (weight > 0) & cell_valid
     # in place: the block's largest arrays are not copied again
     np.divide(acc, weight, out=acc, where=weight > 0)
+    # a model that returned NaN for a cell has not predicted it
+    done = (weight > 0) & cell_valid & np.isfinite(acc).all(0)
     nodata = 255 if K <= 255 else 65535
-    labels = acc.argmax(0).astype(np.uint8 if K <= 255 else np.uint16)
+    labels = np.nan_to_num(acc, nan=-1.0).argmax(0).astype(np.uint8 if K <= 255 else np.uint16)
     labels[~done] = nodata
     prob = None
     if probabilities:

@@ -126,7 +126,9 @@ class CentrePixelPredictor(Predictor):
                                 f"classifier (it has no {attr!r})")
         self.margin = int(model.patch) // 2
         if tile <= 2 * self.margin:
-            tile = 2 * self.margin + 32
+            raise ValueError(f"a tile of {tile} pixels leaves no core around the "
+                             f"{model.patch} x {model.patch} windows of this model; use a "
+                             f"tile of at least {2 * self.margin + 1}")
         super().__init__(model, classes, bands, tile, **kwargs)
         self.batch_size = int(batch_size)
 
@@ -136,11 +138,18 @@ class CentrePixelPredictor(Predictor):
         scores = model.reduction(image.float(), valid)                 # (B, K', T, T)
         B, Kr, T, _ = scores.shape
         core = T - 2 * r
-        windows = scores.unfold(2, p, 1).unfold(3, p, 1)               # (B, K', core, core, p, p)
-        windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, Kr, p, p)
-        probs = [model.head(model.forward_reduced(windows[i:i + self.batch_size])).float()
-                 .softmax(-1) for i in range(0, windows.shape[0], self.batch_size)]
-        return torch.cat(probs).reshape(B, core, core, -1).permute(0, 3, 1, 2)
+        out = torch.empty(B, self.num_classes, core, core, device=scores.device)
+        # a few core rows at a time: only their windows are ever copied out of the tile
+        rows = max(1, self.batch_size // core)
+        for b in range(B):
+            for r0 in range(0, core, rows):
+                r1 = min(r0 + rows, core)
+                band = scores[b, :, r0:r1 + p - 1]                     # (K', n + p - 1, T)
+                windows = band.unfold(1, p, 1).unfold(2, p, 1)         # (K', n, core, p, p)
+                windows = windows.permute(1, 2, 0, 3, 4).reshape(-1, Kr, p, p)
+                logits = model.head(model.forward_reduced(windows)).float()
+                out[b, :, r0:r1] = logits.softmax(-1).reshape(r1 - r0, core, -1).permute(2, 0, 1)
+        return out
 
 
 class DensePredictor(Predictor):

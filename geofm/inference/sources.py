@@ -8,6 +8,10 @@ window asked for is read from disk, so a scene larger than memory is never loade
 :func:`open_source` opens GeoTIFF and JPEG 2000 files, folders of single-band files at
 several resolutions (a Sentinel-2 ``IMG_DATA`` folder, stacked onto the finest grid) and
 ENVI cubes by window; ``.mat`` cubes (which cannot be read in part) are loaded whole.
+
+``gsd`` resamples a georeferenced raster as it is read. A scene without map coordinates
+(an ENVI or ``.mat`` cube, a GeoTIFF without a CRS) is not resampled: ``gsd`` declares
+its ground sampling distance, which otherwise comes from its card.
 """
 
 from __future__ import annotations
@@ -92,11 +96,14 @@ class ArraySource(SceneSource):
         image = torch.as_tensor(sample["image"])
         if image.ndim != 3:
             raise ValueError(f"a scene image is (C, H, W), got shape {tuple(image.shape)}")
-        self.image = image.float().numpy()
-        c, self.height, self.width = self.image.shape
+        image = image.float().numpy()
+        c, self.height, self.width = image.shape
         valid = sample.get("valid")
-        self.valid = (np.ones((self.height, self.width), dtype=bool) if valid is None
-                      else torch.as_tensor(valid).bool().numpy())
+        valid = (np.ones((self.height, self.width), dtype=bool) if valid is None
+                 else torch.as_tensor(valid).bool().numpy())
+        # as the file readers do: NaN or infinite pixels are invalid, invalid pixels are 0
+        self.valid = valid & np.isfinite(image).all(0)
+        self.image = np.where(self.valid[None], image, np.float32(0.0))
         self.bands = list(sample.get("bands") or [f"band_{i + 1}" for i in range(c)])
         self.wavelengths = [float(w) for w in torch.as_tensor(sample["wavelengths"])]
         self.gsd = float(sample["gsd"])
@@ -125,19 +132,29 @@ class FileSource(SceneSource):
                  gsd: float | None = None) -> None:
         self.path = Path(path)
         self.name = str(self.path)
-        self.card, self.target_gsd = card, gsd
+        self.card = card
         self.envi = _is_envi(self.path)
         self._bands_arg: list[str] | None = None
+        self.target_gsd = None
         head = self._open(Window(0, 0, 1, 1))
-        self.bands = list(head["bands"])
-        self.wavelengths = [float(w) for w in torch.as_tensor(head["wavelengths"])]
         self.crs = head.get("crs")
         # the transform of a window at (0, 0) is the grid's
         self.transform = head.get("transform")
+        if self.crs is None and _is_identity(self.transform):
+            self.transform = None
+        georeferenced = not self.envi and self.transform is not None
+        if gsd is not None and georeferenced:
+            # resample as each window is read
+            self.target_gsd = gsd
+            head = self._open(Window(0, 0, 1, 1))
+        self.bands = list(head["bands"])
+        self.wavelengths = [float(w) for w in torch.as_tensor(head["wavelengths"])]
         self.height, self.width = _envi_size(self.path) if self.envi else self._grid_size()
-        self.gsd = float(head["gsd"])
-        if self.crs is None:
-            self.transform = None if _is_identity(self.transform) else self.transform
+        if georeferenced:
+            self.gsd = float(head["gsd"])
+        else:
+            # a grid with no map units: the GSD is what the caller or the card says
+            self.gsd = float(gsd if gsd is not None else _card_gsd(card) or head["gsd"])
 
     def _open(self, window: Window) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"window": window, "card": self.card}
@@ -201,6 +218,15 @@ def _envi_size(path: Path) -> tuple[int, int]:
     return int(cube.shape[1]), int(cube.shape[2])
 
 
+def _card_gsd(card: str | None) -> float | None:
+    if card is None:
+        return None
+    from geofm.data.cards import as_card
+
+    value = getattr(as_card(card), "gsd_m", None)
+    return float(value) if value else None
+
+
 def _is_identity(transform: Affine | None) -> bool:
     return transform is None or Affine(*transform[:6]) == Affine.identity()
 
@@ -223,6 +249,8 @@ def open_source(scene: PathLike | dict[str, Any] | SceneSource, *, card: str | N
         kwargs: dict[str, Any] = {"key": cube_key}
         if card:
             kwargs["card"] = card
+            if gsd is not None:
+                kwargs["gsd"] = gsd
         else:
             kwargs.update(wavelengths=wavelengths, gsd=gsd or 1.0)
         return ArraySource(open_mat(path, **kwargs), name=str(path))

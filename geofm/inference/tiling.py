@@ -124,17 +124,13 @@ class TilePlan:
     shape: tuple[int, int]
     factor: int
     margin: int
+    step: int
+    """Output cells between regular tiles: 1 for scene tiles (they step by one cell), the
+    core minus the overlap for pixel tiles."""
 
     @property
     def num_tiles(self) -> int:
         return len(self.rows) * len(self.cols)
-
-    @property
-    def step(self) -> int:
-        """Output cells between regular tiles (1 for scene tiles, which step by one cell;
-        the core minus the overlap for pixel tiles)."""
-        axis = self.rows if len(self.rows) > 1 else self.cols
-        return axis[1].out_start - axis[0].out_start if len(axis) > 1 else 1
 
     def touching(self, axis: str, lo: int, hi: int) -> list[int]:
         """Indices of the ``axis`` (``"rows"``/``"cols"``) tiles whose output cells meet
@@ -149,5 +145,6 @@ def plan_tiles(height: int, width: int, kind: str, tile: int, stride: int | None
     rows, n_rows = axis_tiles(height, kind, tile, stride, margin, overlap)
     cols, n_cols = axis_tiles(width, kind, tile, stride, margin, overlap)
     factor = (tile if stride is None else stride) if kind == "scene" else 1
+    step = 1 if kind == "scene" else tile - 2 * margin - overlap
     return TilePlan(kind, tile, tuple(rows), tuple(cols), (n_rows, n_cols), factor,
-                    margin if kind == "pixel" else 0)
+                    margin if kind == "pixel" else 0, step)

@@ -140,6 +140,11 @@ class SceneClassificationTask(pl.LightningModule):
         got = tuple(batch.get("bands", ()))
         if got and got != tuple(self.bands):
             raise ValueError(f"the batch holds bands {got}, the classifier {tuple(self.bands)}")
+        h, w = batch["image"].shape[-2:]
+        if (h, w) != (self.hparams.tile, self.hparams.tile):
+            # inference tiles a scene with `tile`: it must be the size the model learnt on
+            raise ValueError(f"scenes are {h} x {w} pixels but tile={self.hparams.tile}; set "
+                             f"model.tile to the scene size ({h}) or crop the scenes to it")
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         self._check_batch(batch)
@@ -236,7 +241,10 @@ class SceneClassificationTask(pl.LightningModule):
         task = cls(**hp)
         task.load_state_dict(payload["state_dict"])
         if merge and hp.get("lora"):
-            from geofm.models.lora import merge_lora
+            from geofm.models.lora import remove_lora
 
-            merge_lora(task.encoder)
+            # plain linear layers with the updates folded in; saved again, the task is
+            # then one without LoRA (nothing is applied twice)
+            remove_lora(task.encoder, merge=True)
+            task.hparams.lora = None
         return task.eval()

@@ -94,3 +94,17 @@ def test_kernel_benchmark_quick_run_measures_both_paths_and_says_what_is_unmeasu
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[5] != "-" and cells[6] != "-", row   # reference and Triton forward times
+
+
+def test_inference_memory_benchmark_quick_run_checks_its_bound(tmp_path):
+    report = tmp_path / "inference.md"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "inference_memory.py"), "--quick",
+         "--record", str(report)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "scene:" in done.stdout and "pixel:" in done.stdout
+    assert done.stdout.count("within the bound") == 2
+    text = report.read_text()
+    assert "| LESS ViT-Ti scene classifier" in text and "(within)" in text

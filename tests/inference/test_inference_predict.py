@@ -268,10 +268,16 @@ def test_crs_less_raster_is_predicted_on_its_pixel_grid_with_a_warning(landsat, 
         with rasterio.open(plain, "w", driver="GTiff", height=200, width=256, count=3,
                            dtype="uint8") as dst:
             dst.write(landsat["image"][:, 300:500, 300:556].numpy().astype("uint8"))
-    with pytest.warns(NotGeoreferencedWarning, match="pixel grid"):
+    with pytest.warns(NotGeoreferencedWarning, match="scene's own grid"):
         res = predict(_scene_predictor(), plain, tmp_path / "out.tif", stride=32,
                       card="landsat_rgb", progress=False)
     assert res.crs is None
+    # no map units: the GSD the model gets is the card's, or the one declared
+    from geofm.inference import open_source
+
+    assert open_source(plain, card="landsat_rgb").gsd == 300.0
+    declared = open_source(plain, card="landsat_rgb", gsd=30.0)
+    assert declared.gsd == 30.0 and (declared.height, declared.width) == (200, 256)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with rasterio.open(tmp_path / "out.tif") as dst:
@@ -293,3 +299,43 @@ def test_bad_arguments_are_refused_before_any_work(samples_dir, tmp_path):
         predict(pred, tmp_path / "missing.tif", progress=False)
     with pytest.raises(FileNotFoundError, match="output folder"):
         predict(pred, path, tmp_path / "no" / "map.tif", card="landsat_rgb", progress=False)
+
+
+def test_scenes_smaller_than_a_tile_are_still_classified(landsat):
+    pred = _scene_predictor()
+    for h, w in ((40, 40), (100, 30), (1, 1)):
+        sample = dict(landsat)
+        sample["image"] = landsat["image"][:, 300:300 + h, 300:300 + w]
+        sample["valid"] = torch.ones(h, w, dtype=torch.bool)
+        res = predict(pred, sample, progress=False)
+        assert res.tiles_run >= 1 and (res.labels.values != 255).all(), (h, w)
+
+
+def test_nan_pixels_of_a_sample_are_nodata_not_nan(landsat):
+    sample = dict(landsat)
+    image = landsat["image"][:, 256:384, 256:384].clone()
+    image[:, 5, 5] = float("nan")
+    image[:, 64:, 64:] = float("nan")                        # one whole cell without data
+    sample["image"], sample["valid"] = image, torch.ones(128, 128, dtype=torch.bool)
+    res = predict(_scene_predictor(), sample, stride=64, probabilities=True, min_valid=0.1,
+                  progress=False)
+    labels, probs = res.labels.values, res.probabilities.values
+    assert labels[1, 1] == 255 and np.isnan(probs[:, 1, 1]).all()
+    keep = labels != 255
+    assert keep.sum() == 3 and np.isfinite(probs[:, keep]).all()
+    assert res.counts.tolist()[-1] == 1 and res.counts.sum() == 4
+
+
+def test_nothing_classified_is_said_and_stale_probabilities_go(samples_dir, tmp_path, landsat):
+    sample = dict(landsat)
+    sample["valid"] = torch.zeros_like(landsat["valid"])
+    with pytest.warns(UserWarning, match="no tile .* was classified"):
+        res = predict(_scene_predictor(), sample, progress=False)
+    assert (res.labels.values == 255).all()
+    path = samples_dir / "landsat_rgb" / "RGB.byte.tif"
+    out = tmp_path / "map.tif"
+    predict(_scene_predictor(), path, out, card="landsat_rgb", probabilities=True,
+            progress=False)
+    assert (tmp_path / "map.probabilities.tif").exists()
+    predict(_scene_predictor(), path, out, card="landsat_rgb", overwrite=True, progress=False)
+    assert not (tmp_path / "map.probabilities.tif").exists()   # it described the old map

@@ -89,5 +89,5 @@ def test_plan_touching_and_block_choice():
     # pixel tiles: blocks are whole steps of the core grid, so few tiles straddle two
     pixel = plan_tiles(4608, 6144, "pixel", 256, margin=2)
     assert pixel.step == 252
-    side = choose_block(pixel, bands=13, classes=10, memory_mb=256, batch_size=4)
+    side = choose_block(pixel, bands=13, classes=10, memory_mb=512, batch_size=4)
     assert side % 252 == 0

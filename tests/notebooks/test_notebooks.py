@@ -30,6 +30,16 @@ EXPECTED = {
 }
 
 
+#: files each notebook's run writes (under its own folder)
+WRITES = {
+    "01_eurosat_scenes": [],
+    "02_salinas_a_pixels": ["outputs/salinas_a/lola_map.tif"],
+    "03_sentinel2_tile_map": ["outputs/s2_t33uuu/t33uuu_less_vit.tif",
+                              "outputs/s2_t33uuu/t33uuu_band_statistics.tif"],
+    "04_pretrain_and_probe": ["outputs/pretrain/encoder.pt"],
+}
+
+
 def _text(nb: nbformat.NotebookNode) -> str:
     parts = []
     for cell in nb.cells:
@@ -47,7 +57,7 @@ def _images(nb: nbformat.NotebookNode) -> int:
 
 
 def test_there_are_the_four_notebooks_the_issue_asks_for():
-    assert NAMES == sorted(EXPECTED)
+    assert NAMES == sorted(EXPECTED) == sorted(WRITES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -76,4 +86,5 @@ def test_notebook_runs_top_to_bottom_from_a_clean_folder(name, tmp_path):
     for expected in EXPECTED[name]:
         assert expected in text, f"{name}: this run does not show {expected!r}"
     assert _images(nb) >= 2
-    assert (tmp_path / "outputs").is_dir()     # its files went to the run's own folder
+    for rel in WRITES[name]:                   # its files went to the run's own folder
+        assert (tmp_path / rel).is_file(), rel

@@ -91,12 +91,30 @@ def test_lora_trains_only_the_adapters_head_and_norms_and_merges(eurosat_dir, tm
     merged = SceneClassificationTask.from_checkpoint(ckpt)
     from geofm.models.lora import lora_layers
 
-    layers = lora_layers(merged.encoder)
-    assert layers and all(layer.merged for _, layer in layers)     # the base model's cost
+    assert not lora_layers(merged.encoder)          # plain layers: the base model's cost
+    assert merged.hparams.lora is None
     x = collate_samples([data.dataset[i] for i in range(3)])["image"]
     task.eval()
     with torch.no_grad():
         torch.testing.assert_close(merged(x), task(x), rtol=1e-4, atol=1e-4)
+    # saved again and loaded again: the updates are not applied a second time
+    payload = torch.load(ckpt, map_location="cpu", weights_only=False)
+    payload["state_dict"] = merged.state_dict()
+    payload["hyper_parameters"] = dict(merged.hparams)
+    again = tmp_path / "again.ckpt"
+    torch.save(payload, again)
+    with torch.no_grad():
+        torch.testing.assert_close(SceneClassificationTask.from_checkpoint(again)(x), task(x),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_scenes_of_another_size_than_the_tile_are_refused(eurosat_dir, tmp_path):
+    task = SceneClassificationTask("less_vit_tiny", num_classes=10, model_kwargs=SMALL,
+                                   tile=32)
+    data = SceneFolderDataModule(eurosat_dir, batch_size=10, val_fraction=0.34,
+                                 test_fraction=0.34)
+    with pytest.raises(ValueError, match="scenes are 64 x 64 pixels but tile=32"):
+        _trainer(tmp_path, epochs=1).fit(task, datamodule=data)
 
 
 def test_classify_scenes_then_predict_scene_on_the_sentinel2_tile(tmp_path, capsys,
