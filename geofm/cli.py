@@ -563,7 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-mb", type=float, default=512,
                    help="bound on the raster buffers (default: %(default)s MiB)")
     p.add_argument("--batch-size", type=int, help="tiles per model call")
-    p.add_argument("--gsd", type=float, help="resample the input to this GSD (m) as read")
+    p.add_argument("--gsd", type=float,
+                   help="resample a georeferenced input to this GSD (m) as it is read; for "
+                        "an input without map coordinates, its GSD (default: the card's)")
     p.add_argument("--cube-key", help="array name in a .mat cube")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

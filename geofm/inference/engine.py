@@ -182,7 +182,9 @@ def predict(
         min_valid: scene classifiers: least share of valid pixels for a tile to be used.
         card: dataset or sensor card naming the scene's bands (files without names);
             default the predictor's (a pixel classifier's training scene card).
-        gsd: resample a raster to this ground sampling distance (metres) as it is read.
+        gsd: resample a georeferenced raster to this ground sampling distance (metres) as
+            it is read; for a scene without map coordinates, declare its GSD (default: the
+            card's).
         cube_key: the array of a ``.mat`` cube.
         overwrite: replace existing output files (refused otherwise, before any work).
         progress: show a progress bar of tiles.
