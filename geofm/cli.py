@@ -317,11 +317,17 @@ def cmd_predict_scene(args: argparse.Namespace) -> int:
                                device=args.device)
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always", NotGeoreferencedWarning)
-        result = predict(predictor, args.input, args.output, stride=args.stride,
-                         overlap=args.overlap, probabilities=args.probabilities,
-                         memory_mb=args.memory_mb, batch_size=args.batch_size,
-                         card=args.card, gsd=args.gsd, cube_key=args.cube_key,
-                         overwrite=args.overwrite, progress=not args.no_progress)
+        try:
+            result = predict(predictor, args.input, args.output, stride=args.stride,
+                             overlap=args.overlap, probabilities=args.probabilities,
+                             memory_mb=args.memory_mb, batch_size=args.batch_size,
+                             card=args.card, gsd=args.gsd, cube_key=args.cube_key,
+                             overwrite=args.overwrite, progress=not args.no_progress)
+        except ValueError as err:
+            if "card=" in str(err) and args.card is None:
+                raise ValueError(f"{err} (on the command line: --card NAME; `geofm cards` "
+                                 "lists them)") from None
+            raise
     for w in caught:
         if issubclass(w.category, NotGeoreferencedWarning):
             print(f"note: {w.message}", file=sys.stderr)

@@ -3,8 +3,8 @@
 Each notebook is written as a plain Python file in ``notebooks/src/`` with ``# %%`` cell
 markers (``# %% [markdown]`` for text cells, whose lines start with ``# ``), which diffs and
 reviews like code. This script turns each into ``notebooks/<name>.ipynb`` and executes it
-top to bottom in a fresh kernel, with ``notebooks/`` as the working directory, so the
-committed notebook shows the outputs of an actual run.
+top to bottom in a fresh kernel, in a new empty working directory, so the committed
+notebook shows the outputs of an actual run from a clean state.
 
     python notebooks/build_notebooks.py                 # all of them
     python notebooks/build_notebooks.py 01_eurosat_scenes --no-execute
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         nb = build(name)
         if not args.no_execute:
             start = time.perf_counter()
-            execute(nb, HERE)
+            with tempfile.TemporaryDirectory(prefix=f"{name}-") as clean:
+                execute(nb, Path(clean))
             print(f"{name}: executed in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         nbformat.write(nb, HERE / f"{name}.ipynb")
         print(f"wrote {HERE / f'{name}.ipynb'}")

@@ -199,7 +199,8 @@ def predict(
     if out is not None:
         out = Path(out)
         paths = [out] + ([probabilities_path(out)] if probabilities else [])
-        existing = [str(p) for p in paths if p.exists()]
+        # an earlier run's probabilities beside the map would no longer describe it
+        existing = [str(p) for p in (out, probabilities_path(out)) if p.exists()]
         if existing and not overwrite:
             raise FileExistsError(f"{', '.join(existing)} exist; pass overwrite=True "
                                   "(--overwrite) to replace them")
@@ -233,8 +234,9 @@ def predict(
     crs, transform = _output_grid(source, plan)
     if source.crs is None:
         where = str(out) if out is not None else "the result"
-        units = ("the scene's pixels" if plan.factor == 1 else
-                 f"cells of {plan.factor} x {plan.factor} of the scene's pixels")
+        unit = "pixels" if source.transform is None else "own (unnamed) map units"
+        units = (f"coordinates in the scene's {unit}" if plan.factor == 1 else
+                 f"in the scene's {unit}, cells of {plan.factor} x {plan.factor} pixels")
         warnings.warn(f"{source.name} has no CRS: {where} is on the scene's own grid (no "
                       f"CRS; {units})", NotGeoreferencedWarning, stacklevel=2)
     blocks = list(_blocks(plan.shape, block))
@@ -342,6 +344,8 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
         out = predictor(x.to(device), v.to(device), wavelengths, source.gsd)
         out = out.detach().float().cpu().numpy()
         for (ri, ci), p in zip(batch, out, strict=True):
+            if not np.isfinite(p).all():
+                continue                    # the model gave no answer for this tile
             rt, ct = plan.rows[ri], plan.cols[ci]
             # the tile's cells inside this block, in tile and in block coordinates
             ya, yb = max(rt.out_start, r0), min(rt.out_stop, r1)
@@ -360,10 +364,9 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
     cell_valid = _cell_validity(valid, plan, bounds, (in_r0, in_c0), source)
     # in place: the block's largest arrays are not copied again
     np.divide(acc, weight, out=acc, where=weight > 0)
-    # a model that returned NaN for a cell has not predicted it
-    done = (weight > 0) & cell_valid & np.isfinite(acc).all(0)
+    done = (weight > 0) & cell_valid
     nodata = 255 if K <= 255 else 65535
-    labels = np.nan_to_num(acc, nan=-1.0).argmax(0).astype(np.uint8 if K <= 255 else np.uint16)
+    labels = acc.argmax(0).astype(np.uint8 if K <= 255 else np.uint16)
     labels[~done] = nodata
     prob = None
     if probabilities:

@@ -142,19 +142,27 @@ class FileSource(SceneSource):
         self.transform = head.get("transform")
         if self.crs is None and _is_identity(self.transform):
             self.transform = None
-        georeferenced = not self.envi and self.transform is not None
-        if gsd is not None and georeferenced:
-            # resample as each window is read
-            self.target_gsd = gsd
-            head = self._open(Window(0, 0, 1, 1))
+        self.georeferenced_grid = not self.envi and self.transform is not None
+        self.declared_gsd = gsd
+        if gsd is not None and self.georeferenced_grid:
+            self.target_gsd = gsd           # resample as each window is read
         self.bands = list(head["bands"])
         self.wavelengths = [float(w) for w in torch.as_tensor(head["wavelengths"])]
+        self._grid()
+
+    def _grid(self) -> None:
+        """Size, transform and GSD of the grid the current bands are read on (a band
+        folder's is the finest of the bands read, resampled to ``gsd`` if given)."""
+        head = self._open(Window(0, 0, 1, 1))
+        if self.transform is not None:
+            self.transform = head.get("transform")
         self.height, self.width = _envi_size(self.path) if self.envi else self._grid_size()
-        if georeferenced:
+        if self.georeferenced_grid:
             self.gsd = float(head["gsd"])
         else:
             # a grid with no map units: the GSD is what the caller or the card says
-            self.gsd = float(gsd if gsd is not None else _card_gsd(card) or head["gsd"])
+            self.gsd = float(self.declared_gsd if self.declared_gsd is not None
+                             else _card_gsd(self.card) or head["gsd"])
 
     def _open(self, window: Window) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"window": window, "card": self.card}
@@ -176,9 +184,19 @@ class FileSource(SceneSource):
 
     def _grid_size(self) -> tuple[int, int]:
         """Rows and columns of the grid ``open_raster`` reads on (after any resampling)."""
-        from geofm.data.readers import gsd_of, open_dataset, raster_files
+        from geofm.data.readers import (
+            band_name_from_filename,
+            gsd_of,
+            open_dataset,
+            raster_files,
+        )
 
         files = raster_files(self.path) if self.path.is_dir() else [self.path]
+        if len(files) > 1:
+            # the bands read, when the model takes some of a folder's files
+            wanted = {b.upper() for b in self.bands}
+            chosen = [f for f in files if (band_name_from_filename(f) or "").upper() in wanted]
+            files = chosen or files
         sizes = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -196,6 +214,7 @@ class FileSource(SceneSource):
         self.wavelengths = [self.wavelengths[i] for i in indices]
         self.bands = names
         self._bands_arg = names
+        self._grid()          # a subset of a band folder may sit on a coarser grid
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         sample = self._open(window)

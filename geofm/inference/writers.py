@@ -2,7 +2,8 @@
 
 :class:`GeoTIFFSink` writes each finished block into a tiled GeoTIFF beside the output,
 then converts it to a Cloud-Optimised GeoTIFF (GDAL's COG driver: internal tiles,
-overviews, DEFLATE) and moves it onto the output path only once every file is ready, so
+overviews of the class map, DEFLATE) and moves it onto the output path only once every
+file is ready, so
 an interrupted run leaves any earlier file at that path as it was. The class map is one
 ``uint8`` band (``uint16`` beyond 255 classes) with nodata 255 (65535), a colour table and
 the class names as tags; probabilities go to a second COG, one ``float32`` band per class
@@ -148,11 +149,14 @@ class GeoTIFFSink:
         return list(self.finals)
 
     def _convert(self) -> None:
-        for partial, staged, resample in zip(self.partial, self.staged,
-                                             ("NEAREST", "AVERAGE"), strict=False):
+        # the class map gets overviews (nearest class: cheap, and what a GIS shows zoomed
+        # out); the probabilities none: averaging K float bands at every level costs more
+        # memory and time than the map itself, and is rarely looked at zoomed out
+        for partial, staged, overviews in zip(self.partial, self.staged, ("AUTO", "NONE"),
+                                              strict=False):
             rasterio.shutil.copy(partial, staged, driver="COG", COMPRESS="DEFLATE",
-                                 BLOCKSIZE=256, OVERVIEW_RESAMPLING=resample,
-                                 BIGTIFF="IF_SAFER")
+                                 BLOCKSIZE=256, OVERVIEWS=overviews,
+                                 OVERVIEW_RESAMPLING="NEAREST", BIGTIFF="IF_SAFER")
 
     def abort(self) -> None:
         """Close and remove whatever is left of the partial and staged files."""

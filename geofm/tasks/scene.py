@@ -43,7 +43,8 @@ class SceneClassificationTask(pl.LightningModule):
     """Fine-tune a registry encoder on labelled scenes.
 
     Args:
-        model: registry name (``less_vit_tiny``, ``joint_vit_small`` ...).
+        model: registry name of a scene encoder (``less_vit_tiny``, ``joint_vit_small`` ...;
+            not the pixel classifier ``lola_specvit``).
         num_classes: classes of the head.
         classes: their names (default: the card's classes when there are ``num_classes`` of
             them, else ``class_0`` ...).
@@ -105,6 +106,12 @@ class SceneClassificationTask(pl.LightningModule):
         kwargs = dict(model_kwargs or {})
         self.encoder = create_model(model, checkpoint=encoder_checkpoint,
                                     num_classes=num_classes, **kwargs)
+        from geofm.models.encoder import SpectralEncoder
+
+        if not isinstance(self.encoder, SpectralEncoder):
+            raise ValueError(f"{model!r} is not a scene encoder (it is a "
+                             f"{type(self.encoder).__name__}); scene classification takes the "
+                             "registry's LESS ViT, joint, grouped and stacked ViTs")
         #: the encoder's whole architecture (an encoder file brings its own)
         self.model_config = {k: v for k, v in getattr(self.encoder, "config", {}).items()
                              if k != "num_classes"}

@@ -4,9 +4,9 @@
 #
 # Salinas-A is an 83 x 86 pixel crop of an AVIRIS scene over the Salinas Valley (204
 # bands, 3.7 m), with six labelled crop classes. This notebook looks at the spectra of
-# each class, trains LoLA-SpecViT (Zidi et al., 2025) and an RBF-SVM on 5% of the labelled
-# pixels, once with the pixels drawn at random and once with spatially disjoint blocks,
-# and maps the whole scene tile by tile with `geofm.inference`.
+# each class, trains LoLA-SpecViT (Zidi et al., 2025) and an RBF-SVM on about 5% of each
+# class's labelled pixels, once drawn at random and once as spatially disjoint blocks, and
+# maps the whole scene tile by tile with `geofm.inference`.
 
 # %%
 # quiet: Lightning's start-up lines, and warnings about this small CPU set-up
@@ -62,9 +62,10 @@ plt.show()
 # ## Random against spatially disjoint training pixels
 #
 # A random 5% of each class puts training pixels next to almost every test pixel: with a
-# 7 x 7 window the model sees its test pixels' neighbourhoods in training, and accuracy
-# is inflated. The disjoint split assigns whole 8 x 8 blocks to training or testing and
-# leaves a buffer of the window radius between them. Here is where the pixels go in each:
+# 7 x 7 window the model has seen most test pixels' neighbourhoods in training, which can
+# inflate accuracy. The disjoint split assigns whole 8 x 8 blocks to training or testing
+# and leaves a buffer of the window radius between them (so its training share is only
+# about 5%, and its test pixels are fewer). Here is where the pixels go in each:
 
 # %%
 recipe_path = Path(geofm.__file__).resolve().parents[1] / "configs" / "classify" / "lola_salinas_a.yaml"
@@ -98,9 +99,11 @@ for (method, split), r in results.items():
 # %% [markdown]
 # ## The whole scene, tile by tile
 #
-# `geofm.inference.predict` reads the cube by windows (32 x 32 pixels of core plus the
-# 3-pixel window radius around it), classifies every pixel and writes a GeoTIFF. Salinas-A
-# carries no map coordinates, so the map is on the scene's pixel grid, and geofm says so.
+# `geofm.inference.predict` classifies every pixel tile by tile (32 x 32 pixels of core,
+# read with the 3-pixel window radius around them), reads the cube block by block (here
+# blocks of 32 x 32 output pixels, to show it: the cube is small) and writes a GeoTIFF.
+# Salinas-A carries no map coordinates, so the map is on the scene's pixel grid, and geofm
+# says so.
 
 # %%
 checkpoint = results[("lola", "random")].details["checkpoint"]
@@ -110,15 +113,15 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", NotGeoreferencedWarning)
     result = predict(predictor, samples / "SalinasA_corrected.hdr",
                      Path("outputs") / "salinas_a" / "lola_map.tif", card="salinas_a",
-                     overwrite=True, progress=False)
+                     block=32, overwrite=True, progress=False)
 for w in caught:
-    print("note:", w.message)
+    print("note:", str(w.message).replace(str(data_dir()), "datasets"))
 labels = result.labels.values
 labelled = gt != 255
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
 plot_class_map(labels, card.classes, ax=axes[0], title="LoLA-SpecViT (random split, seed 0)")
 plot_class_map(gt, card.classes, ax=axes[1], title="ground truth")
 plt.show()
-print(f"{result.tiles_run} tiles; agreement with the ground truth on its "
+print(f"{result.tiles_run} tiles in {result.blocks} blocks; agreement with the ground truth on its "
       f"{int(labelled.sum())} labelled pixels: {100 * (labels[labelled] == gt[labelled]).mean():.1f}% "
       "(training pixels included)")

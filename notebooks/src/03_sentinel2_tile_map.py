@@ -7,7 +7,7 @@
 # one 10 m grid, classifies the tile window by window with scene classifiers trained on
 # the bundled EuroSAT-MS scenes (the same sensor and processing level), writes the map as
 # a Cloud-Optimised GeoTIFF in the tile's CRS (EPSG:32633), opens it again with rioxarray
-# and checks it against the 30 reference polygons that come with the tile.
+# and compares it with the 30 reference polygons that come with the tile.
 
 # %%
 # quiet: Lightning's start-up lines, and warnings about this small CPU set-up
@@ -81,8 +81,8 @@ plt.show()
 # * **band statistics**: logistic regression on each band's mean and standard deviation,
 #   written as a torch module so that the same tiling runs it.
 #
-# Notebook 01 measures both by cross-validation on these scenes. Thirty summer scenes are
-# little to map a February tile with; the map below is what they support.
+# Notebook 01 measures both by cross-validation on these scenes. Thirty scenes are little
+# to map a February tile with (snow and low sun); the maps below are what they support.
 
 # %%
 scenes = SceneFolderDataset(data_dir() / "samples" / "eurosat_ms")
@@ -189,7 +189,7 @@ fig.legend(handles, scenes.classes, loc="outside lower center", ncols=5, fontsiz
 plt.show()
 
 # %% [markdown]
-# ## Checked against the reference polygons
+# ## Compared with the reference polygons
 #
 # The polygons are in the map's CRS and fall on its grid, each in one or a few cells; two
 # of them are test fixtures of the package that ships them and lie partly or wholly
@@ -217,3 +217,7 @@ for name, res in results.items():
         counts = np.bincount(under[cid == c], minlength=10)
         print(f"  cid {c}: " + ", ".join(f"{scenes.classes[i]} {counts[i]}"
                                          for i in np.argsort(-counts) if counts[i]))
+    water = np.isin(under, [scenes.classes.index("River"), scenes.classes.index("SeaLake")])
+    print(f"  water (River or SeaLake): {int(water[cid == 1].sum())} of "
+          f"{int((cid == 1).sum())} cid-1 polygons, {int(water[cid == 2].sum())} of "
+          f"{int((cid == 2).sum())} cid-2 polygons")

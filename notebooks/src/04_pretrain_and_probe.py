@@ -7,7 +7,7 @@
 # band set per batch. Then what it reconstructs, and a k-nearest-neighbour probe of its
 # features on the EuroSAT-MS scenes against the same architecture with random weights.
 #
-# The quick-start recipe (12 epochs over 54 windows, about a minute on two CPU cores) is a
+# The quick-start recipe (12 epochs over 54 windows, a minute or two on two CPU cores) is a
 # demonstration, not a pretrained model: `configs/pretrain/less_vit_b_ssl4eo.yaml` is the
 # paper's recipe on SSL4EO-S12.
 
