@@ -110,6 +110,12 @@ def class_colors(num_classes: int) -> np.ndarray:
                 if num_classes > 20 else np.arange(num_classes) / 20 + 1 / 40)
 
 
+def class_colour_table(num_classes: int) -> dict[int, tuple[int, int, int, int]]:
+    """:func:`class_colors` as a GeoTIFF colour table: class id -> 0-255 RGBA."""
+    colours = (class_colors(num_classes)[:, :3] * 255).round().astype(int)
+    return {i: (*map(int, c), 255) for i, c in enumerate(colours)}
+
+
 def _check_class_ids(mask: np.ndarray, classes: Sequence[str], ignore_index: int) -> None:
     k = len(classes)
     bad = np.unique(mask[(mask != ignore_index) & ((mask < 0) | (mask >= k))])

@@ -205,7 +205,7 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
         from geofm.tasks.pixel_protocol import load_classifier
 
         _check_name(path, model, payload["model"])
-        net, ckpt = load_classifier(path)
+        net, ckpt = load_classifier(path, ckpt=payload)
         predictor = CentrePixelPredictor(net.to(device), ckpt["classes"], ckpt["bands"],
                                          tile=tile or 64, batch_size=batch_size,
                                          wavelengths=ckpt.get("wavelengths"),

@@ -148,12 +148,15 @@ class FileSource(SceneSource):
             self.target_gsd = gsd           # resample as each window is read
         self.bands = list(head["bands"])
         self.wavelengths = [float(w) for w in torch.as_tensor(head["wavelengths"])]
-        self._grid()
+        # read again only when it was read on another grid than the one used from now on
+        self._grid(head if self.target_gsd is None else None)
 
-    def _grid(self) -> None:
+    def _grid(self, head: dict[str, Any] | None = None) -> None:
         """Size, transform and GSD of the grid the current bands are read on (a band
-        folder's is the finest of the bands read, resampled to ``gsd`` if given)."""
-        head = self._open(Window(0, 0, 1, 1))
+        folder's is the finest of the bands read, resampled to ``gsd`` if given);
+        ``head``: a window at (0, 0) already read on that grid."""
+        if head is None:
+            head = self._open(Window(0, 0, 1, 1))
         if self.transform is not None:
             self.transform = head.get("transform")
         self.height, self.width = _envi_size(self.path) if self.envi else self._grid_size()

@@ -63,13 +63,6 @@ class MemorySink:
         pass
 
 
-def _colour_table(num_classes: int) -> dict[int, tuple[int, int, int, int]]:
-    from geofm.data.plot import class_colors
-
-    colours = (class_colors(num_classes)[:, :3] * 255).round().astype(int)
-    return {i: (*map(int, c), 255) for i, c in enumerate(colours)}
-
-
 class GeoTIFFSink:
     """Write the class map (and probabilities) to Cloud-Optimised GeoTIFFs.
 
@@ -100,7 +93,9 @@ class GeoTIFFSink:
                                    nodata=self.nodata, **base)
         try:
             if self.dtype == np.uint8:
-                self.labels.write_colormap(1, _colour_table(len(classes)))
+                from geofm.data.plot import class_colour_table
+
+                self.labels.write_colormap(1, class_colour_table(len(classes)))
             self.labels.update_tags(1, **{f"class_{i}": c for i, c in enumerate(classes)})
             self.labels.update_tags(classes="\n".join(classes), **(tags or {}))
             self.labels.set_band_description(1, "class id")

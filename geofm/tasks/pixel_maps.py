@@ -183,7 +183,7 @@ def write_map(da: xr.DataArray, out_dir: PathLike, name: str = "class_map", *,
 def _write_geotiff(da: xr.DataArray, path: Path, classes: Sequence[str]) -> None:
     import rasterio
 
-    from geofm.data.plot import class_colors
+    from geofm.data.plot import class_colour_table
 
     transform, crs = da.rio.transform(), da.rio.crs
     h, w = da.shape
@@ -193,9 +193,8 @@ def _write_geotiff(da: xr.DataArray, path: Path, classes: Sequence[str]) -> None
     if h < 256 or w < 256:
         profile.update(tiled=False)
         profile.pop("blockxsize"), profile.pop("blockysize")
-    colours = (class_colors(len(classes))[:, :3] * 255).round().astype(int)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(da.values.astype(np.uint8), 1)
-        dst.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(colours)})
+        dst.write_colormap(1, class_colour_table(len(classes)))
         dst.update_tags(1, **{f"class_{i}": name for i, name in enumerate(classes)})
         dst.set_band_description(1, "class id")

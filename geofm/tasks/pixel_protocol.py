@@ -424,15 +424,17 @@ def save_classifier(path: Path, model: torch.nn.Module, record: dict[str, Any],
     return path
 
 
-def load_classifier(path: Path | str, merge: bool = True) -> tuple[torch.nn.Module, dict]:
+def load_classifier(path: Path | str, merge: bool = True,
+                    ckpt: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict]:
     """A classifier written by :func:`run_protocol` and its checkpoint record.
 
     LoRA models are rebuilt with their LoRA layers; with ``merge`` the updates are folded
-    into the weights (same outputs, the base model's cost).
+    into the weights (same outputs, the base model's cost). ``ckpt``: the file's contents
+    when the caller has already read them.
     """
     from geofm.models.lora import merge_lora, set_lora_multiplier
 
-    ckpt = _read_checkpoint(path)
+    ckpt = _read_checkpoint(path) if ckpt is None else ckpt
     model = create_model(ckpt["model"], bands=len(ckpt["bands"]),
                          num_classes=ckpt["num_classes"], **ckpt["kwargs"])
     if ckpt["lora"]:
