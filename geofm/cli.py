@@ -431,9 +431,8 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-
     from geofm.tasks.pixel_maps import predict_map, write_map
+    from geofm.tasks.pixel_protocol import read_classifier
 
     da = predict_map(args.checkpoint, args.cube, cube_key=args.cube_key,
                      batch_size=args.batch_size, progress=not args.no_progress)
@@ -441,7 +440,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.gt:
         from geofm.data.hyperspectral import apply_label_lookup, read_label_mat
 
-        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        ckpt = read_classifier(args.checkpoint)
         gt = read_label_mat(args.gt, args.gt_key, ckpt.get("card"))
         if not ckpt.get("card") and ckpt.get("label_values"):
             # a scene without a card: the raw values the model was trained on, in order

@@ -211,7 +211,11 @@ class TimmEncoder(EncoderAdapter):
             self.model = timm.create_model(model, pretrained=pretrained, num_classes=0,
                                            in_chans=len(self.input_bands), **kwargs)
         if checkpoint is not None:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            from geofm.models.checkpoints import read_torch_file
+
+            state = read_torch_file(checkpoint)
+            if not isinstance(state, dict):
+                raise ValueError(f"{checkpoint} holds a {type(state).__name__}, not a state dict")
             state = state.get("state_dict", state)
             missing, unexpected = self.model.load_state_dict(state, strict=False)
             if unexpected or [k for k in missing if not k.startswith(("head", "fc."))]:

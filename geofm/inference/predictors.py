@@ -22,10 +22,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
+
+from geofm.models.checkpoints import read_checkpoint
 
 __all__ = [
     "CentrePixelPredictor",
@@ -194,17 +195,11 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
     classifiers: default the size they were trained on; pixel classifiers: 64).
     """
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path} is not a geofm classifier checkpoint")
-    from geofm.tasks.pixel_protocol import CHECKPOINT_FORMAT
-
-    if payload.get("format") == CHECKPOINT_FORMAT:
+    kind, payload = read_checkpoint(path, "pixel", "scene")
+    if kind == "pixel":
         from geofm.tasks.pixel_protocol import load_classifier
 
-        _check_name(path, model, payload["model"])
+        _check_name(path, model, payload.get("model"))
         net, ckpt = load_classifier(path, ckpt=payload)
         predictor = CentrePixelPredictor(net.to(device), ckpt["classes"], ckpt["bands"],
                                          tile=tile or 64, batch_size=batch_size,
@@ -212,17 +207,14 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
                                          name=ckpt["model"], cardless=not ckpt.get("card"))
         predictor.card = ckpt.get("card") or None
         return predictor
-    if "geofm_scene" in payload:
-        from geofm.tasks.scene import SceneClassificationTask
+    from geofm.tasks.scene import SceneClassificationTask
 
-        meta = payload["geofm_scene"]
-        _check_name(path, model, meta["model"])
-        task = SceneClassificationTask.from_checkpoint(path, payload=payload)
-        return ScenePredictor(task.to(device), meta["classes"], meta["bands"],
-                              tile=tile or int(meta["tile"]), wavelengths=meta["wavelengths"],
-                              name=meta["model"])
-    raise ValueError(f"{path} is neither a `geofm classify-scenes` checkpoint nor a "
-                     "`geofm classify-pixels` model")
+    task = SceneClassificationTask.from_checkpoint(path, payload=payload)
+    meta = payload["geofm_scene"]
+    _check_name(path, model, meta.get("model"))
+    return ScenePredictor(task.to(device), meta["classes"], meta["bands"],
+                          tile=tile or int(meta["tile"]), wavelengths=meta["wavelengths"],
+                          name=meta["model"])
 
 
 def _check_name(path: Path, wanted: str | None, found: str) -> None:

@@ -50,7 +50,8 @@ def create_model(name: str, checkpoint: str | None = None, **overrides) -> nn.Mo
 
     ``checkpoint`` is an encoder file written by ``geofm export``: its architecture must be
     the one built (``num_classes`` may differ: the head is not loaded), and what it was
-    trained on is kept as ``model.data_config``. An override the model does not take raises
+    trained on is kept as ``model.data_config``. The file is read without running code and
+    checked before the model is allocated (:mod:`geofm.models.checkpoints`). An override the model does not take raises
     ``TypeError`` naming it.
     """
     try:
@@ -63,9 +64,8 @@ def create_model(name: str, checkpoint: str | None = None, **overrides) -> nn.Mo
         ) from None
     if checkpoint is None:
         return builder(**overrides)
-    from .hub import load_encoder_file, load_into
+    from .checkpoints import load_into, read_encoder
 
-    payload = load_encoder_file(checkpoint)
-    # the file's architecture, then the caller's overrides (checked against it on load)
-    config = {**payload["config"], **overrides}
-    return load_into(builder(**config), name, payload, checkpoint)
+    # the file's architecture and the caller's overrides, checked before anything is built
+    payload, config = read_encoder(checkpoint, name, overrides)
+    return load_into(builder(**config), payload)

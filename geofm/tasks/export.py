@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from geofm.models import create_model
-from geofm.models.hub import save_encoder
+from geofm.models.checkpoints import (
+    CheckpointError,
+    check_architecture,
+    check_shapes,
+    read_checkpoint,
+    require,
+    save_encoder,
+)
 
 __all__ = ["encoder_from_checkpoint", "export_encoder"]
 
@@ -16,22 +21,22 @@ ENCODER_PREFIX = "mae.encoder."
 
 
 def encoder_from_checkpoint(checkpoint: str | os.PathLike):
-    """The encoder of an MAE pretraining checkpoint, read with ``weights_only=True``.
+    """The encoder of an MAE pretraining checkpoint, read without running code and checked
+    before it is built (:mod:`geofm.models.checkpoints`).
 
     Returns ``(registry name, model kwargs, encoder with its weights, checkpoint dict)``.
     """
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}") from None
-    hp = ckpt.get("hyper_parameters") or {}
+    _, ckpt = read_checkpoint(checkpoint, "pretraining")
+    require(ckpt, checkpoint, {"hyper_parameters": dict, "state_dict": dict})
+    hp = ckpt["hyper_parameters"]
     name = hp.get("model")
-    state = {k[len(ENCODER_PREFIX):]: v for k, v in ckpt.get("state_dict", {}).items()
+    state = {k[len(ENCODER_PREFIX):]: v for k, v in ckpt["state_dict"].items()
              if k.startswith(ENCODER_PREFIX)}
     if name is None or not state:
-        raise ValueError(f"{checkpoint} is not a geofm MAE pretraining checkpoint (no "
+        raise CheckpointError(f"{checkpoint} is not a geofm MAE pretraining checkpoint (no "
                          "hyper_parameters.model or no mae.encoder.* weights)")
     kwargs = hp.get("model_kwargs") or {}
+    check_shapes(checkpoint, check_architecture(checkpoint, name, kwargs), state)
     encoder = create_model(name, **kwargs)
     encoder.load_state_dict(state)
     return name, kwargs, encoder, ckpt
@@ -47,8 +52,6 @@ def export_encoder(checkpoint: str | os.PathLike, out: str | os.PathLike,
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     name, _, encoder, ckpt = encoder_from_checkpoint(checkpoint)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_encoder(encoder, name, out, data=ckpt.get("geofm_data"),
-                 source=f"{Path(checkpoint).name}: epoch {ckpt.get('epoch')}, "
-                        f"step {ckpt.get('global_step')}")
-    return out
+    return save_encoder(encoder, name, out, data=ckpt.get("geofm_data"),
+                        source=f"{Path(checkpoint).name}: epoch {ckpt.get('epoch')}, "
+                               f"step {ckpt.get('global_step')}")

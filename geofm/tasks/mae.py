@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 import torch
 
 from geofm.models import create_model
+from geofm.models.checkpoints import tag_lightning_checkpoint
 from geofm.models.less_mae import LESSMAE, MAEOutput
 
 __all__ = ["MAEPretrainTask", "warmup_cosine"]
@@ -113,6 +114,7 @@ class MAEPretrainTask(pl.LightningModule):
         return out.loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        tag_lightning_checkpoint(checkpoint, "pretraining")
         # what the encoder was trained on travels with its weights (see `geofm export`)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if callable(getattr(datamodule, "data_config", None)):

@@ -50,15 +50,24 @@ from geofm.data.datasets import read_scene
 from geofm.data.sample import IGNORE_INDEX
 from geofm.data.splits import labelled_pixels, spatially_disjoint_split, stratified_split
 from geofm.models import create_model
+from geofm.models.checkpoints import (
+    CheckpointError,
+    check_architecture,
+    check_shapes,
+    read_checkpoint,
+    require,
+    save_checkpoint,
+    state_mismatches,
+)
 from geofm.models.lora import parameter_counts
 from geofm.tasks.metrics import ClassificationMetrics, classification_metrics
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "PixelRecipe",
     "SeedResult",
     "build_classifier",
     "load_classifier",
+    "read_classifier",
     "load_recipe",
     "load_recipe_scene",
     "make_split",
@@ -68,7 +77,6 @@ __all__ = [
     "write_results",
 ]
 
-CHECKPOINT_FORMAT = "geofm-pixel/1"
 SPLITS = ("random", "disjoint")
 METHODS = ("lola", "svm")
 
@@ -314,29 +322,12 @@ def make_split(mask: np.ndarray, kind: str, train_fraction: float | int, val_fra
 # Models and checkpoints
 
 
-def _state_mismatches(model: torch.nn.Module, state: dict[str, torch.Tensor],
-                      skip: Sequence[str]) -> list[str]:
-    own = model.state_dict()
-    problems = []
-    for key, value in state.items():
-        if any(key.startswith(s) for s in skip):
-            continue
-        if key not in own:
-            problems.append(f"{key} (not in the model)")
-        elif tuple(own[key].shape) != tuple(value.shape):
-            problems.append(f"{key}: checkpoint {tuple(value.shape)} vs model "
-                            f"{tuple(own[key].shape)}")
-    missing = [k for k in own if k not in state and not any(k.startswith(s) for s in skip)]
-    problems += [f"{k} (missing from the checkpoint)" for k in missing]
-    return problems
-
-
 def _architecture_from_base(recipe: PixelRecipe) -> None:
     """In lora mode the architecture is the base checkpoint's: copy it into the recipe
     (``model.kwargs`` may be left out, or must equal it)."""
     m = recipe.model
     base_path = _expand(m["base_checkpoint"])
-    base = _read_checkpoint(base_path)
+    base = read_classifier(base_path)
     if base["model"] != m["name"]:
         raise RecipeError(f"{recipe.source}: base checkpoint {base_path} holds a "
                           f"{base['model']!r}, the recipe asks for {m['name']!r}")
@@ -361,18 +352,21 @@ def build_classifier(recipe: PixelRecipe, bands: int, num_classes: int
         model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
         return model, {"name": m["name"], "kwargs": kwargs, "lora": None}
     base_path = _expand(m["base_checkpoint"])
-    base = _read_checkpoint(base_path)
+    base = read_classifier(base_path)
     if kwargs != base["kwargs"]:
         raise ValueError(f"the recipe's model.kwargs {kwargs} are not the architecture of the "
                          f"base checkpoint {base_path} ({base['kwargs']})")
-    model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
     skip = ["reduction."]
     if base["num_classes"] != num_classes:
         skip.append("head.")
-    problems = _state_mismatches(model, base["state_dict"], skip)
+    # checked on the meta device before the model is allocated
+    meta = check_architecture(base_path, m["name"], {"bands": bands, "num_classes": num_classes,
+                                                     **kwargs})
+    problems = state_mismatches(meta, base["state_dict"], skip)
     if problems:
-        raise ValueError(f"base checkpoint {base_path} does not fit this model: "
-                         + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else ""))
+        raise CheckpointError(f"base checkpoint {base_path} does not fit this model: "
+                              + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else ""))
+    model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
     state = {k: v for k, v in base["state_dict"].items()
              if not any(k.startswith(s) for s in skip)}
     model.load_state_dict(state, strict=False)
@@ -386,7 +380,7 @@ def build_classifier(recipe: PixelRecipe, bands: int, num_classes: int
 def _warn_if_base_saw_this_scene(record: dict[str, Any], scene: dict[str, Any]) -> None:
     """A base trained on the scene being classified has seen pixels that may be in this
     split's test part (another seed or split puts them elsewhere): say so."""
-    base = _read_checkpoint(record["base_checkpoint"])
+    base = read_classifier(record["base_checkpoint"])
     mine = (scene.get("source_files") or {}).get("cube")
     theirs = (base.get("source_files") or {}).get("cube")
     if mine and theirs and Path(mine).resolve() == Path(theirs).resolve():
@@ -396,23 +390,23 @@ def _warn_if_base_saw_this_scene(record: dict[str, Any], scene: dict[str, Any]) 
                       "another scene for an honest evaluation.", UserWarning, stacklevel=3)
 
 
-def _read_checkpoint(path: Path | str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a pixel-classifier checkpoint written by geofm "
-                         f"classify-pixels (format {CHECKPOINT_FORMAT!r})")
+def read_classifier(path: Path | str) -> dict[str, Any]:
+    """A pixel classifier's file, read without running code (:mod:`geofm.models.checkpoints`)."""
+    _, ckpt = read_checkpoint(path, "pixel")
+    _require_fields(ckpt, path)
     return ckpt
+
+
+def _require_fields(ckpt: dict[str, Any], path: Path | str) -> None:
+    require(ckpt, path, {"model": str, "kwargs": dict, "num_classes": int, "classes": list,
+                         "bands": list, "state_dict": dict, "lora": (dict, type(None))})
 
 
 def save_classifier(path: Path, model: torch.nn.Module, record: dict[str, Any],
                     scene: dict[str, Any], classes: Sequence[str], extra: dict[str, Any]
                     ) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "format": CHECKPOINT_FORMAT, "model": record["name"], "kwargs": record["kwargs"],
+    return save_checkpoint({
+        "model": record["name"], "kwargs": record["kwargs"],
         "lora": record["lora"], "num_classes": len(classes), "classes": list(classes),
         "bands": list(scene["bands"]),
         "wavelengths": torch.as_tensor(scene["wavelengths"]).tolist(),
@@ -420,8 +414,7 @@ def save_classifier(path: Path, model: torch.nn.Module, record: dict[str, Any],
         "label_values": scene.get("label_values"), "ignore_values": scene.get("ignore_values"),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
-    }, path)
-    return path
+    }, path, "pixel")
 
 
 def load_classifier(path: Path | str, merge: bool = True,
@@ -434,13 +427,24 @@ def load_classifier(path: Path | str, merge: bool = True,
     """
     from geofm.models.lora import merge_lora, set_lora_multiplier
 
-    ckpt = _read_checkpoint(path) if ckpt is None else ckpt
-    model = create_model(ckpt["model"], bands=len(ckpt["bands"]),
-                         num_classes=ckpt["num_classes"], **ckpt["kwargs"])
-    if ckpt["lora"]:
-        lora = ckpt["lora"]
+    if ckpt is None:
+        ckpt = read_classifier(path)
+    else:
+        _require_fields(ckpt, path)
+    config = {"bands": len(ckpt["bands"]), "num_classes": ckpt["num_classes"], **ckpt["kwargs"]}
+    lora = ckpt["lora"]
+
+    def add_lora(model: torch.nn.Module) -> None:
         model.to_lora(rank=int(lora["rank"]), alpha=float(lora["alpha"]),
                       dropout=float(lora.get("dropout", 0.0)))
+
+    # shapes and size checked on the meta device before anything is allocated
+    check_shapes(path, check_architecture(path, ckpt["model"], config,
+                                          prepare=add_lora if lora else None),
+                 ckpt["state_dict"])
+    model = create_model(ckpt["model"], **config)
+    if lora:
+        add_lora(model)
     model.load_state_dict(ckpt["state_dict"])
     if ckpt["lora"]:
         # the strength the model was validated and tested at (the schedule's eval value)

@@ -25,6 +25,15 @@ import torch
 import torch.nn.functional as F
 
 from geofm.models import create_model
+from geofm.models.checkpoints import (
+    build_on_meta,
+    check_architecture,
+    check_parameters,
+    check_shapes,
+    read_checkpoint,
+    require,
+    tag_lightning_checkpoint,
+)
 from geofm.tasks.mae import warmup_cosine
 
 __all__ = ["SceneClassificationTask", "confusion_matrix"]
@@ -224,17 +233,20 @@ class SceneClassificationTask(pl.LightningModule):
                 "normalization": hp.normalization, "lora": hp.lora}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        tag_lightning_checkpoint(checkpoint, "scene")
         checkpoint["geofm_scene"] = self.scene_metadata()
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, payload: dict[str, Any] | None = None,
                         merge: bool = True) -> SceneClassificationTask:
         """The task of a checkpoint, in eval mode; LoRA updates merged into the weights
-        with ``merge`` (same outputs, the base model's cost)."""
+        with ``merge`` (same outputs, the base model's cost). The file is read without
+        running code and checked before the model is allocated
+        (:mod:`geofm.models.checkpoints`); ``payload``: its contents when already read."""
         if payload is None:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        if "geofm_scene" not in payload or "hyper_parameters" not in payload:
-            raise ValueError(f"{path} is not a `geofm classify-scenes` checkpoint")
+            _, payload = read_checkpoint(path, "scene")
+        require(payload, path, {"geofm_scene": dict, "hyper_parameters": dict,
+                                "state_dict": dict})
         import inspect
 
         accepted = inspect.signature(cls.__init__).parameters
@@ -245,6 +257,11 @@ class SceneClassificationTask(pl.LightningModule):
         hp["encoder_checkpoint"] = None
         hp["model_kwargs"] = dict(payload["geofm_scene"].get("model_config") or
                                   hp.get("model_kwargs") or {})
+        num_classes = hp.get("num_classes", accepted["num_classes"].default)
+        check_architecture(path, hp.get("model", accepted["model"].default),
+                           {**hp["model_kwargs"], "num_classes": num_classes})
+        meta = check_parameters(path, build_on_meta(path, lambda: cls(**hp)))
+        check_shapes(path, meta, payload["state_dict"])
         task = cls(**hp)
         task.load_state_dict(payload["state_dict"])
         if merge and hp.get("lora"):

@@ -288,7 +288,7 @@ def test_base_checkpoint_with_other_shapes_is_refused(tmp_path):
     results, _ = run_protocol(_recipe(), "random", 0.05, [0], methods=["lola"],
                               progress=False, save_dir=tmp_path, echo=lambda s: None)
     path = Path(results[0].details["checkpoint"])
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)
     ckpt["state_dict"]["stages.0.0.attn.qkv.weight"] = torch.zeros(5, 5)
     torch.save(ckpt, path)
     recipe = load_recipe({"scene": SALINAS_A, "model": {"mode": "lora",

@@ -14,6 +14,7 @@ import torch
 from geofm.cli import main
 from geofm.data.datamodules import SceneFolderDataModule
 from geofm.data.sample import collate_samples
+from geofm.models.checkpoints import read_torch_file
 from geofm.tasks.scene import SceneClassificationTask, confusion_matrix
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +63,7 @@ def test_training_saves_a_checkpoint_that_classifies_raw_scenes_alone(eurosat_di
     assert task.test_confusion.sum() == 10 and task.test_confusion.shape == (10, 10)
     ckpt = tmp_path / "scene.ckpt"
     trainer.save_checkpoint(ckpt)
-    payload = torch.load(ckpt, map_location="cpu", weights_only=False)
+    payload = read_torch_file(ckpt)
     meta = payload["geofm_scene"]
     assert meta["bands"] == task.bands and meta["tile"] == 64 and meta["gsd_m"] == 10
     assert meta["model_config"]["depth"] == 2
@@ -98,7 +99,7 @@ def test_lora_trains_only_the_adapters_head_and_norms_and_merges(eurosat_dir, tm
     with torch.no_grad():
         torch.testing.assert_close(merged(x), task(x), rtol=1e-4, atol=1e-4)
     # saved again and loaded again: the updates are not applied a second time
-    payload = torch.load(ckpt, map_location="cpu", weights_only=False)
+    payload = read_torch_file(ckpt)
     payload["state_dict"] = merged.state_dict()
     payload["hyper_parameters"] = dict(merged.hparams)
     again = tmp_path / "again.ckpt"
