@@ -70,26 +70,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(sample) -> str:
-    c, h, w = sample["image"].shape
-    lines = [f"image      {c} bands x {h} x {w} px, GSD {sample['gsd']:.2f} m"]
-    wl = sample["wavelengths"].tolist()
-    shown = list(zip(sample["bands"], wl, strict=True))
-    if len(shown) > 16:
-        shown = shown[:8] + [("...", float("nan"))] + shown[-4:]
-    lines.append("bands      " + ", ".join(
-        n if n == "..." else f"{n} ({w_:.1f} nm)" for n, w_ in shown))
-    if sample.get("crs") is not None:
-        lines.append(f"crs        {sample['crs']}")
-        t = sample["transform"]
-        lines.append(f"origin     x={t.c:.2f}, y={t.f:.2f}; pixel {t.a:.3f} x {t.e:.3f}")
-    if sample.get("valid") is not None:
-        lines.append(f"valid      {float(sample['valid'].float().mean()) * 100:.1f}% of pixels")
-    return "\n".join(lines)
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    print(_describe(_open_any(args.path, args.card)))
+    # metadata, and the valid share from overviews or a bounded sample: never every pixel
+    from geofm.data.stats import scene_info
+
+    print(scene_info(args.path, args.card).describe())
     return 0
 
 

@@ -5,6 +5,11 @@ files are read with scipy (v5 and earlier) or h5py (v7.3, which is HDF5). Wavele
 from the ENVI header when it has them, else from a dataset card (:mod:`geofm.data.cards`),
 else from an explicit list. Benchmark cubes such as Indian Pines or Salinas are stored as
 ``(H, W, C)`` arrays; the sample is ``(C, H, W)`` as everywhere in geofm.
+
+Inputs are checked before they are read: an ENVI binary must be exactly as large as its
+header describes and its ``byte order`` 0 or 1; of a ``.mat`` file only the array asked for
+is read (and of a v7.3 file only the window asked for), and its number of dimensions is
+checked first. Every error names the file.
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ def read_envi_header(path: PathLike) -> dict[str, Any]:
                                  f"{header.get(key)!r}") from None
             if header[key] < 0 or (key in ("samples", "lines", "bands") and header[key] == 0):
                 raise ValueError(f"ENVI header {path}: '{key} = {header[key]}' is not a size")
+    if header["byte order"] not in (0, 1):
+        raise ValueError(f"ENVI header {path}: 'byte order = {header['byte order']}' is "
+                         "neither 0 (little-endian) nor 1 (big-endian)")
     header.setdefault("interleave", "bsq")
     header["interleave"] = header["interleave"].lower()
     return header
@@ -113,11 +121,15 @@ def envi_memmap(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     if header["interleave"] not in shapes:
         raise ValueError(f"{hdr_path}: unknown interleave {header['interleave']!r}")
     shape, axes = shapes[header["interleave"]]
-    expected = header["header offset"] + int(np.prod(shape)) * dtype.itemsize
+    expected = header["header offset"] + b * h * w * dtype.itemsize
     size = bin_path.stat().st_size
-    if size < expected:
-        raise ValueError(f"{bin_path} has {size} bytes but its header describes {expected} "
-                         f"({b} bands x {h} lines x {w} samples of {dtype})")
+    if size != expected:
+        raise ValueError(
+            f"{bin_path} has {size} bytes but its header describes {expected} (header offset "
+            f"{header['header offset']} + {b} bands x {h} lines x {w} samples x "
+            f"{dtype.itemsize} bytes of {dtype.name}); a file "
+            f"{'shorter' if size < expected else 'longer'} than its header says would be "
+            f"read wrongly: fix the header {hdr_path} or the file")
     raw = np.memmap(bin_path, dtype=dtype, mode="r", offset=header["header offset"], shape=shape)
     return raw.transpose(axes), header
 
@@ -230,11 +242,90 @@ def _is_hdf5(path: Path) -> bool:
     return b"\x89HDF\r\n\x1a\n" in head[:8] or head[512:520] == b"\x89HDF\r\n\x1a\n"
 
 
+_MAT_NUMERIC = frozenset({"double", "single", "int8", "uint8", "int16", "uint16", "int32",
+                          "uint32", "int64", "uint64", "logical"})
+"""MATLAB classes read as arrays (not ``char``, ``cell``, ``struct``, ``sparse``)."""
+
+
+def _mat_error(path: Path, err: BaseException, hdf5: bool) -> OSError:
+    kind = "a MATLAB v7.3 (HDF5) file" if hdf5 else "a MATLAB file"
+    return OSError(f"cannot read {path} as {kind}: {err}")
+
+
+def mat_variables(path: PathLike) -> dict[str, tuple[int, ...]]:
+    """Names and shapes (MATLAB's (row, column, ...) order) of the numeric arrays of a
+    ``.mat`` file, from its headers only: no array is read."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MATLAB file not found: {path}")
+    if _is_hdf5(path):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                return {key: tuple(reversed(item.shape)) for key, item in f.items()
+                        if isinstance(item, h5py.Dataset) and item.dtype.kind in "uifb"
+                        and _h5_class(item) != "char"}
+        except (OSError, RuntimeError, ValueError) as err:
+            raise _mat_error(path, err, True) from err
+    import scipy.io
+    from scipy.io.matlab import MatReadError
+
+    try:
+        listing = scipy.io.whosmat(path)
+    except (MatReadError, ValueError, TypeError, OSError, EOFError) as err:
+        raise _mat_error(path, err, False) from err
+    return {name: tuple(shape) for name, shape, cls in listing if cls in _MAT_NUMERIC}
+
+
+def _h5_class(item: Any) -> str | None:
+    cls = item.attrs.get("MATLAB_class")
+    return cls.decode() if isinstance(cls, bytes) else cls
+
+
+def read_mat_array(path: PathLike, key: str,
+                   index: tuple[slice, ...] | None = None) -> np.ndarray:
+    """The array ``key`` of a ``.mat`` file in MATLAB's (row, column, ...) order, and only
+    it; ``index`` (slices in that order) reads part of it: from a v7.3 (HDF5) file only
+    that part is read."""
+    path = Path(path)
+    variables = mat_variables(path)
+    if key not in variables:
+        raise MissingArrayError(f"{path} has no array {key!r}; it has {variables}")
+    if index is not None:
+        index = tuple(index) + (slice(None),) * (len(variables[key]) - len(index))
+    if _is_hdf5(path):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                item = f[key]
+                # v7.3 files store arrays transposed: index the stored axes in reverse
+                out = item[()] if index is None else item[tuple(reversed(index))]
+        except (OSError, RuntimeError) as err:
+            raise _mat_error(path, err, True) from err
+        out = np.asarray(out).T
+    else:
+        import scipy.io
+        from scipy.io.matlab import MatReadError
+
+        try:
+            out = scipy.io.loadmat(path, variable_names=[key])[key]
+        except (MatReadError, ValueError, TypeError, OSError, EOFError, KeyError) as err:
+            raise _mat_error(path, err, False) from err
+        if index is not None:
+            out = out[index]
+    if out.dtype.kind not in "uifb":
+        raise ValueError(f"array {key!r} in {path} holds {out.dtype} values, not real numbers")
+    return out
+
+
 def load_mat_arrays(path: PathLike) -> dict[str, np.ndarray]:
     """All numeric arrays of a ``.mat`` file, in MATLAB's (row, column, ...) order.
 
     v7.3 files (HDF5) store arrays transposed; they are transposed back so that both
-    versions give the same shapes.
+    versions give the same shapes. This reads every array: to read one, use
+    :func:`read_mat_array`.
     """
     path = Path(path)
     if not path.is_file():
@@ -248,16 +339,16 @@ def load_mat_arrays(path: PathLike) -> dict[str, np.ndarray]:
                 for key, item in f.items():
                     if isinstance(item, h5py.Dataset) and item.dtype.kind in "uifb":
                         out[key] = np.asarray(item).T
-        except OSError as err:
-            raise OSError(f"cannot read {path} as a MATLAB v7.3 (HDF5) file: {err}") from None
+        except (OSError, RuntimeError) as err:
+            raise _mat_error(path, err, True) from err
         return out
     import scipy.io
     from scipy.io.matlab import MatReadError
 
     try:
         raw = scipy.io.loadmat(path)
-    except (MatReadError, ValueError, TypeError, OSError) as err:
-        raise OSError(f"cannot read {path} as a MATLAB file: {err}") from None
+    except (MatReadError, ValueError, TypeError, OSError, EOFError) as err:
+        raise _mat_error(path, err, False) from err
     return {k: v for k, v in raw.items()
             if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "uifb"}
 
@@ -269,17 +360,32 @@ class MissingArrayError(KeyError):
         return str(self.args[0])
 
 
-def _pick(arrays: dict[str, np.ndarray], key: str | None, ndim: int, path: Path) -> np.ndarray:
-    shapes = {k: v.shape for k, v in arrays.items()}
+_MAT_WANTED = {
+    2: "labels are 2-D (rows, columns): pass the key of the ground-truth array",
+    3: "a cube is 3-D (rows, columns, bands): pass the key of the cube; labels are read "
+       "with read_label_mat",
+}
+
+
+def mat_key(shapes: dict[str, tuple[int, ...]], key: str | None, ndim: int,
+            path: PathLike) -> str:
+    """The array to read: ``key`` if it has ``ndim`` dimensions, else the only array with
+    ``ndim`` dimensions; errors name the file and list its arrays with their shapes."""
     if key is not None:
-        if key not in arrays:
+        if key not in shapes:
             raise MissingArrayError(f"{path} has no array {key!r}; it has {shapes}")
-        return arrays[key]
-    found = [k for k, v in arrays.items() if v.ndim == ndim]
+        shape = shapes[key]
+        if len(shape) != ndim:
+            raise ValueError(
+                f"array {key!r} in {path} has {len(shape)} dimensions "
+                f"({' x '.join(map(str, shape))}), not {ndim}; {_MAT_WANTED.get(ndim, '')} "
+                f"(arrays: {shapes})")
+        return key
+    found = [k for k, v in shapes.items() if len(v) == ndim]
     if len(found) != 1:
         raise MissingArrayError(f"{path} has {len(found)} arrays with {ndim} dimensions; say "
                                 f"which to read with key=...; arrays: {shapes}")
-    return arrays[found[0]]
+    return found[0]
 
 
 def open_mat(
@@ -296,21 +402,26 @@ def open_mat(
 ) -> Sample:
     """Read a ``(H, W, C)`` cube from a ``.mat`` file into a sample.
 
-    ``key`` names the array (default: the file's only 3-D array). With ``gt_path`` the
-    ground truth is read too (default key: the file's only 2-D array) and mapped through
-    the card's class values: unlabelled pixels become 255 in ``mask``.
+    ``key`` names the array (default: the file's only 3-D array); no other array is read,
+    and of a v7.3 (HDF5) file only ``window``. With ``gt_path`` the ground truth is read too
+    (default key: the file's only 2-D array) and mapped through the card's class values:
+    unlabelled pixels become 255 in ``mask``.
     """
     path = Path(path)
     card_obj = as_dataset_card(card)
-    cube = _pick(load_mat_arrays(path), key, 3, path)
-    cube = np.moveaxis(cube, -1, 0)
-    names, wls = _band_metadata(cube.shape[0], card_obj, wavelengths, None, None, str(path))
-    idx = _select_bands(cube.shape[0], names, wls, bands)
-    _, h, w = cube.shape
+    variables = mat_variables(path)
+    key = mat_key(variables, key, 3, path)
+    h, w, c = variables[key]
+    names, wls = _band_metadata(c, card_obj, wavelengths, None, None, str(path))
+    idx = _select_bands(c, names, wls, bands)
     win = checked_window(window, w, h, str(path))
-    data, inside = read_window(
-        lambda v: cube[idx, v.row_off:v.row_off + v.height, v.col_off:v.col_off + v.width],
-        win, w, h)
+
+    def read(v) -> np.ndarray:
+        part = read_mat_array(path, key, (slice(v.row_off, v.row_off + v.height),
+                                          slice(v.col_off, v.col_off + v.width)))
+        return np.moveaxis(part, -1, 0)[idx]
+
+    data, inside = read_window(read, win, w, h)
     valid = valid_mask(data, [None] * len(idx)) & inside
     extra: dict[str, Any] = {}
     if gt_path is not None:
@@ -362,7 +473,7 @@ def read_label_mat(path: PathLike, key: str | None = None,
                    card: str | DatasetCard | None = None) -> np.ndarray:
     """Read a ``(H, W)`` ground-truth array and remap it with the card (int64, 255 = ignore)."""
     path = Path(path)
-    gt = _pick(load_mat_arrays(path), key, 2, path)
+    gt = read_mat_array(path, mat_key(mat_variables(path), key, 2, path))
     return remap_labels(gt, as_dataset_card(card))
 
 

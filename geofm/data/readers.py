@@ -5,6 +5,12 @@
 band; those pixels are filled with 0 in ``image``). Windowed reads let a scene larger than
 memory be processed in pieces (:func:`iter_windows`).
 
+Nothing is read silently wrong: in a set of band files a pixel is valid only where every
+band has data (inside that band file's footprint and not nodata), a band file that does not
+overlap the grid at all, or two files holding the same band, are errors naming the files,
+and every error of the raster library (a truncated or damaged file) is raised as an
+``OSError`` naming the file.
+
 Band names and wavelengths come from a card (:mod:`geofm.data.cards`). A *dataset* card
 gives the order in which its files store the bands; a *sensor* card does not, so with one
 the bands must be named (``bands=[...]`` in file order) or described in the file. For a set
@@ -15,6 +21,7 @@ onto one grid.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -26,8 +33,9 @@ import numpy as np
 import rasterio
 import torch
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -55,14 +63,34 @@ def _check_readable(path: Path) -> None:
         raise FileNotFoundError(f"not a file: {path}")
 
 
+def _gdal_detail(err: BaseException) -> str:
+    """The useful part of a raster library error: GDAL's own message when rasterio only says
+    "Read failed. See previous exception for details."."""
+    cause = err.__cause__ or err.__context__
+    if cause is not None and "previous exception" in str(err):
+        return str(cause)
+    return str(err)
+
+
+@contextlib.contextmanager
+def reading(path: PathLike) -> Iterator[None]:
+    """Raise any error of the raster library inside the block as one ``OSError`` naming
+    ``path`` (the original error is kept as its cause)."""
+    try:
+        yield
+    except (RasterioError, CPLE_BaseError) as err:
+        raise OSError(f"cannot read the pixels of {path} (the file may be truncated or "
+                      f"damaged): {_gdal_detail(err)}") from err
+
+
 def open_dataset(path: PathLike) -> rasterio.DatasetReader:
     """``rasterio.open`` with errors that name the file."""
     path = Path(path)
     _check_readable(path)
     try:
         return rasterio.open(path)
-    except RasterioIOError as err:
-        raise OSError(f"cannot read {path} as a raster: {err}") from None
+    except (RasterioIOError, CPLE_BaseError) as err:
+        raise OSError(f"cannot read {path} as a raster: {_gdal_detail(err)}") from err
 
 
 def raster_files(folder: Path) -> list[Path]:
@@ -197,7 +225,20 @@ def _matched_names(files: Sequence[Path], card_obj: SensorCard | DatasetCard) ->
                 f"the band of {f.name} ({raw or 'no _B<n> in its name'}) is not a band of "
                 f"{card_obj.name!r}; valid bands: {', '.join(card_obj.band_names)}")
         names.append(name)
+    refuse_duplicate_bands(names, files)
     return names
+
+
+def refuse_duplicate_bands(names: Sequence[str], files: Sequence[Path]) -> None:
+    """Raise ``ValueError`` naming both files when two files hold the same band
+    (``T_B02.tif`` and ``T_B2.tif`` are both ``B02``)."""
+    first: dict[str, Path] = {}
+    for name, f in zip(names, files, strict=True):
+        if name in first:
+            raise ValueError(
+                f"two files hold band {name}: {first[name]} and {f}; a band set takes one "
+                "file per band: move or rename one of them")
+        first[name] = f
 
 
 def _sort_by_card(files: list[Path], card: CardLike | None) -> list[Path]:
@@ -367,11 +408,13 @@ def _open_single(path: Path, bands, window, gsd, card, wavelengths, resampling) 
                   for i in indexes]
         transform, width, height = _target_grid(src.transform, src.width, src.height, gsd)
         win = checked_window(window, width, height, str(path))
-        if gsd is None:
-            data, inside = read_window(lambda w: src.read(indexes, window=w), win, width, height)
-        else:
-            data, inside = _read_resampled(src, indexes, transform, width, height, win,
-                                           resampling)
+        with reading(path):
+            if gsd is None:
+                data, inside = read_window(lambda w: src.read(indexes, window=w), win, width,
+                                           height)
+            else:
+                data, inside = _read_resampled(src, indexes, transform, width, height, win,
+                                               resampling)
         out_transform = rasterio.windows.transform(win, transform)
         valid = valid_mask(data, nodata) & inside
         return finish_sample(data, valid, names, wls, gsd_of(out_transform), scale,
@@ -398,6 +441,7 @@ def _open_band_files(paths: list[Path], bands, window, gsd, card, wavelengths,
         if bands is not None:
             raise ValueError("pass either bands=[...] or wavelengths=[...] for band files")
         names = [band_name_from_filename(p) or p.stem for p in paths]
+        refuse_duplicate_bands(names, paths)
         wls = [float(w) for w in wavelengths]
     else:
         card_obj = _sensor_for_band_files([band_name_from_filename(p) for p in paths], card,
@@ -416,24 +460,59 @@ def _open_band_files(paths: list[Path], bands, window, gsd, card, wavelengths,
     scale, card_nodata = _card_defaults(card)
     sources = [open_dataset(p) for p in paths]
     try:
-        ref = min(sources, key=lambda s: gsd_of(s.transform))
+        ref_index = min(range(len(sources)), key=lambda i: gsd_of(sources[i].transform))
+        ref, ref_path = sources[ref_index], paths[ref_index]
         for s, p in zip(sources, paths, strict=True):
             if s.count != 1:
                 raise ValueError(f"{p} has {s.count} bands; a band set needs single-band files")
             if s.crs != ref.crs:
                 raise ValueError(f"{p} is in {s.crs}, the other bands in {ref.crs}")
+            _check_overlap(s, p, ref, ref_path)
         transform, width, height = _target_grid(ref.transform, ref.width, ref.height, gsd)
         win = checked_window(window, width, height, f"the grid of {paths[0].parent}")
         data = np.empty((len(paths), win.height, win.width), dtype=ref.dtypes[0])
         valid = np.ones((win.height, win.width), dtype=bool)
-        for i, s in enumerate(sources):
-            band, inside = _read_resampled(s, [1], transform, width, height, win, resampling)
+        for i, (s, p) in enumerate(zip(sources, paths, strict=True)):
+            with reading(p):
+                band, inside = _read_resampled(s, [1], transform, width, height, win,
+                                               resampling)
             data[i] = band[0]
             nodata = card_nodata if s.nodata is None else s.nodata
             valid &= valid_mask(band, [nodata]) & inside
+            valid &= footprint_mask(s.transform, s.width, s.height,
+                                    rasterio.windows.transform(win, transform), win.width,
+                                    win.height)
         out_transform = rasterio.windows.transform(win, transform)
         return finish_sample(data, valid, names, wls, gsd_of(out_transform), scale,
                              crs=ref.crs, transform=out_transform)
     finally:
         for s in sources:
             s.close()
+
+
+def _check_overlap(src, path: Path, ref, ref_path: Path) -> None:
+    """Refuse a band file that shares no area with the grid (that of ``ref``)."""
+    a, b = src.bounds, ref.bounds
+    (al, ar), (ab, at) = sorted((a.left, a.right)), sorted((a.bottom, a.top))
+    (bl, br), (bb, bt) = sorted((b.left, b.right)), sorted((b.bottom, b.top))
+    if min(ar, br) <= max(al, bl) or min(at, bt) <= max(ab, bb):
+        raise ValueError(
+            f"{path} does not overlap the grid of the band set: it covers (left, bottom, "
+            f"right, top) = {tuple(a)}, the grid (of {ref_path.name}) covers {tuple(b)} "
+            f"in {ref.crs}; it belongs to another scene or tile: remove it from the set")
+
+
+def footprint_mask(src_transform: Affine, src_width: int, src_height: int,
+                   transform: Affine, width: int, height: int) -> np.ndarray:
+    """``(height, width)`` True where the centre of a pixel of the grid (``transform``)
+    falls inside a file of ``src_width x src_height`` pixels on ``src_transform``."""
+    to_src = ~src_transform @ transform
+    cols, rows = np.arange(width) + 0.5, np.arange(height) + 0.5
+    if to_src.b == 0 and to_src.d == 0:       # no rotation: a product of two axes
+        x = to_src.a * cols + to_src.c
+        y = to_src.e * rows + to_src.f
+        return ((y >= 0) & (y < src_height))[:, None] & ((x >= 0) & (x < src_width))[None, :]
+    cc, rr = np.meshgrid(cols, rows)
+    x = to_src.a * cc + to_src.b * rr + to_src.c
+    y = to_src.d * cc + to_src.e * rr + to_src.f
+    return (x >= 0) & (x < src_width) & (y >= 0) & (y < src_height)

@@ -6,33 +6,52 @@ is summarised in one pass. Percentiles are exact for 8- and 16-bit integer data 
 histogram over the dtype's range); for other dtypes they are estimated from a uniform
 reservoir sample of at most ``reservoir`` values per band, and the output says so.
 Nodata and NaN pixels are left out of every statistic.
+
+:func:`scene_info` describes a raster, band folder or cube for ``geofm info`` from its
+metadata; its one statistic (the share of valid pixels) comes from the file's overviews or
+a decimated read of at most :data:`INFO_SAMPLE_VALUES` values, never from every pixel.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from affine import Affine
 from rasterio.enums import Resampling
 from tqdm.auto import tqdm
 
-from geofm.data.cards import DatasetCard, as_card
-from geofm.data.hyperspectral import envi_memmap, envi_nodata
+from geofm.data.cards import DatasetCard, as_card, as_dataset_card
+from geofm.data.hyperspectral import (
+    _band_metadata,
+    envi_memmap,
+    envi_nodata,
+    mat_key,
+    mat_variables,
+    open_envi,
+    read_mat_array,
+)
 from geofm.data.readers import (
     RASTER_SUFFIXES,
+    _card_defaults,
     _matched_names,
     _open_band_files,
     _sensor_for_band_files,
     _sort_by_card,
     band_name_from_filename,
+    gsd_of,
     iter_windows,
     open_dataset,
+    open_raster,
     raster_files,
     read_window,
+    reading,
     valid_mask,
 )
 
@@ -243,7 +262,9 @@ def _raster_input(path: Path, tile: int, card: str | None) -> _Input:
         with open_dataset(path) as src:
             indexes = list(range(1, src.count + 1))
             for win in windows:
-                data, _ = read_window(lambda w: src.read(indexes, window=w), win, width, height)
+                with reading(path):
+                    data, _ = read_window(lambda w: src.read(indexes, window=w), win, width,
+                                          height)
                 yield data, valid_mask(data, list(src.nodatavals))
     return _Input(path, count, names, windows, blocks)
 
@@ -313,3 +334,164 @@ def compute_statistics(
                                                                           strict=True)},
         "percentiles_exact": stats.percentiles_exact,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# geofm info
+
+INFO_SAMPLE_VALUES = 2**22
+"""Most values (pixels x bands) :func:`scene_info` reads for its statistics."""
+
+_MIN_SAMPLE_PIXELS = 64 * 64
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What a raster, band folder or cube holds, from its metadata, and the share of its
+    pixels that are valid, from ``sample_shape`` pixels (the whole grid, or every
+    ``step``-th row and column of it, or the file's overviews)."""
+
+    path: Path
+    bands: tuple[str, ...]
+    wavelengths: tuple[float, ...]
+    height: int
+    width: int
+    gsd: float
+    crs: Any
+    transform: Affine | None
+    valid_fraction: float
+    sample_shape: tuple[int, int]
+    step: int
+    overviews: bool = False
+
+    @property
+    def sampled(self) -> bool:
+        return self.sample_shape != (self.height, self.width)
+
+    def describe(self) -> str:
+        """The text ``geofm info`` prints."""
+        lines = [f"image      {len(self.bands)} bands x {self.height} x {self.width} px, "
+                 f"GSD {self.gsd:.2f} m"]
+        shown = list(zip(self.bands, self.wavelengths, strict=True))
+        if len(shown) > 16:
+            shown = shown[:8] + [("...", float("nan"))] + shown[-4:]
+        lines.append("bands      " + ", ".join(
+            n if n == "..." else f"{n} ({w:.1f} nm)" for n, w in shown))
+        if self.crs is not None and self.transform is not None:
+            t = self.transform
+            lines.append(f"crs        {self.crs}")
+            lines.append(f"origin     x={t.c:.2f}, y={t.f:.2f}; pixel {t.a:.3f} x {t.e:.3f}")
+        valid = f"valid      {self.valid_fraction * 100:.1f}% of pixels"
+        if self.sampled:
+            h, w = self.sample_shape
+            how = ("the file's overviews" if self.overviews
+                   else f"every {_ordinal(self.step)} row and column")
+            valid += f" (estimated from a sample of {h} x {w} px: {how})"
+        lines.append(valid)
+        return "\n".join(lines)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _sample_step(height: int, width: int, bands: int, max_values: int) -> int:
+    """The decimation that keeps ``bands`` x the sampled pixels within ``max_values``."""
+    pixels = max(max_values // max(bands, 1), _MIN_SAMPLE_PIXELS)
+    return max(1, math.ceil(math.sqrt(height * width / pixels)))
+
+
+def _sampled(n: int, step: int) -> int:
+    return -(-n // step)
+
+
+def scene_info(path: PathLike, card: str | None = None,
+               max_values: int = INFO_SAMPLE_VALUES) -> SceneInfo:
+    """Describe a raster file, band folder, ENVI cube or ``.mat`` cube without reading every
+    pixel: metadata from headers, the valid share from at most ``max_values`` values
+    (overviews where a raster has them, else every n-th row and column)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    if path.is_dir():
+        return _band_set_info(path, card, max_values)
+    if path.suffix.lower() == ".mat":
+        return _mat_info(path, card, max_values)
+    if _is_envi(path) and path.suffix.lower() not in RASTER_SUFFIXES:
+        return _envi_info(path, card, max_values)
+    return _raster_info(path, card, max_values)
+
+
+def _head_info(path: Path, head: dict[str, Any], height: int, width: int, valid: np.ndarray,
+               step: int, overviews: bool = False, gsd: float | None = None) -> SceneInfo:
+    """A :class:`SceneInfo` from the sample of the first pixel and the grid's size."""
+    return SceneInfo(path, tuple(head["bands"]), tuple(float(w) for w in head["wavelengths"]),
+                     height, width, float(head["gsd"] if gsd is None else gsd),
+                     head.get("crs"), head.get("transform"), float(valid.mean()),
+                     (int(valid.shape[0]), int(valid.shape[1])), step, overviews)
+
+
+def _raster_info(path: Path, card: str | None, max_values: int) -> SceneInfo:
+    head = open_raster(path, card=card, window=(0, 0, 1, 1))
+    _, card_nodata = _card_defaults(card)
+    with open_dataset(path) as src, reading(path):
+        h, w = src.height, src.width
+        step = _sample_step(h, w, src.count, max_values)
+        shape = (_sampled(h, step), _sampled(w, step))
+        valid = np.ones(shape, dtype=bool)
+        for i in range(1, src.count + 1):
+            # a read smaller than the grid comes from the overviews when the file has them
+            band = src.read(i, out_shape=shape, resampling=Resampling.nearest)
+            nodata = src.nodatavals[i - 1]
+            valid &= valid_mask(band[None], [card_nodata if nodata is None else nodata])
+        overviews = step > 1 and any(f <= step for f in src.overviews(1))
+    return _head_info(path, head, h, w, valid, step, overviews)
+
+
+def _band_set_info(folder: Path, card: str | None, max_values: int) -> SceneInfo:
+    head = open_raster(folder, card=card, window=(0, 0, 1, 1))
+    files = _sort_by_card(raster_files(folder), card)
+    grids = []
+    for f in files:
+        with open_dataset(f) as src:
+            grids.append((gsd_of(src.transform), src.height, src.width))
+    fine, h, w = min(grids)
+    step = _sample_step(h, w, len(files), max_values)
+    if step == 1:
+        sample = _open_band_files(files, None, None, None, card, None, Resampling.bilinear)
+    else:
+        sample = _open_band_files(files, None, None, fine * step, card, None,
+                                  Resampling.nearest)
+    return _head_info(folder, head, h, w, sample["valid"].numpy(), step)
+
+
+def _envi_info(path: Path, card: str | None, max_values: int) -> SceneInfo:
+    head = open_envi(path, card=card, window=(0, 0, 1, 1))
+    cube, header = envi_memmap(path)
+    c, h, w = cube.shape
+    step = _sample_step(h, w, c, max_values)
+    nodata = envi_nodata(header)
+    native = cube.dtype.newbyteorder("=")
+    valid = np.ones((_sampled(h, step), _sampled(w, step)), dtype=bool)
+    for b in range(c):       # one band at a time: the memory of one sampled band
+        band = np.asarray(cube[b, ::step, ::step], dtype=native)
+        valid &= valid_mask(band[None], [nodata])
+    return _head_info(path, head, h, w, valid, step)
+
+
+def _mat_info(path: Path, card: str | None, max_values: int) -> SceneInfo:
+    variables = mat_variables(path)
+    key = mat_key(variables, None, 3, path)
+    h, w, c = variables[key]
+    card_obj = as_dataset_card(card)
+    names, wls = _band_metadata(c, card_obj, None, None, None, str(path))
+    if card_obj is None or card_obj.gsd_m is None:
+        raise ValueError(f"{path} carries no pixel size; pass card=... (geofm info --card)")
+    step = _sample_step(h, w, c, max_values)
+    # only the sampled rows and columns of a v7.3 (HDF5) file are read; a v5 file's array
+    # is read whole (that format cannot be read in part) and then sampled
+    cube = read_mat_array(path, key, (slice(None, None, step), slice(None, None, step)))
+    valid = valid_mask(np.moveaxis(cube, -1, 0), [None] * c)
+    head = {"bands": names, "wavelengths": wls, "gsd": card_obj.gsd_m}
+    return _head_info(path, head, h, w, valid, step)

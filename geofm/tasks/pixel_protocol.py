@@ -225,15 +225,17 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
     """
     from geofm.data.hyperspectral import (
         _envi_gsd,
-        _pick,
         apply_label_lookup,
         envi_memmap,
-        load_mat_arrays,
+        mat_key,
+        mat_variables,
         open_cube,
+        read_mat_array,
     )
 
     if cube.suffix.lower() == ".mat":            # .mat files carry no band metadata
-        bands = _pick(load_mat_arrays(cube), cube_key, 3, cube).shape[-1]
+        variables = mat_variables(cube)            # headers only: nothing else is read
+        bands = variables[mat_key(variables, cube_key, 3, cube)][-1]
         scene = open_cube(cube, key=cube_key,
                           wavelengths=[float(b) for b in range(1, bands + 1)], gsd=1.0)
         known = False
@@ -243,7 +245,7 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
         wavelengths = None if known else [float(b) for b in range(1, header["bands"] + 1)]
         gsd = None if _envi_gsd(header) is not None else 1.0
         scene = open_cube(cube, wavelengths=wavelengths, gsd=gsd)
-    raw = _pick(load_mat_arrays(gt), gt_key, 2, gt)
+    raw = read_mat_array(gt, mat_key(mat_variables(gt), gt_key, 2, gt))
     values = sorted(int(v) for v in np.unique(raw) if int(v) not in set(ignore_values))
     if not values:
         raise ValueError(f"{gt} has no labelled pixels (all values in {list(ignore_values)})")
