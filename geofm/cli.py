@@ -55,15 +55,17 @@ def _open_any(path: str, card: str | None):
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from geofm.data.outputs import check_outputs, write_atomic
     from geofm.data.stats import compute_statistics
 
+    if args.out:
+        check_outputs([args.out], args.paths, args.overwrite)
     stats = compute_statistics(args.paths, tile=args.tile, percentiles=args.percentiles,
                                progress=not args.no_progress, card=args.card)
     text = yaml.safe_dump({"statistics": stats}, sort_keys=False, default_flow_style=None,
                           width=100)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        write_atomic(args.out, lambda part: part.write_text(text))
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         print(text, end="")
@@ -79,12 +81,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from geofm.data.outputs import check_outputs, write_atomic
     from geofm.data.plot import plot_rgb
 
-    sample = _open_any(args.path, args.card)
     out = Path(args.out or Path(args.path).with_suffix(".rgb.png").name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    plot_rgb(sample, title=Path(args.path).name).savefig(out, dpi=120)
+    check_outputs([out], [args.path], args.overwrite)
+    sample = _open_any(args.path, args.card)
+    figure = plot_rgb(sample, title=Path(args.path).name)
+    write_atomic(out, lambda part: figure.savefig(part, dpi=120))
     print(f"wrote {out}")
     return 0
 
@@ -359,10 +363,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_classify_pixels(args: argparse.Namespace) -> int:
+    from geofm.data.outputs import check_outputs
     from geofm.tasks.pixel_protocol import (
         checkpoint_name,
         load_recipe,
+        read_results,
+        recipe_inputs,
         run_protocol,
+        summarise,
         write_results,
     )
 
@@ -382,18 +390,29 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
     train = args.train_per_class if args.train_per_class is not None else args.train_fraction
     output = Path(args.output)
     save_dir = Path(args.save_dir) if args.save_dir else output.parent / "models"
-    existing = [str(output)] if output.exists() else []
-    if "lola" in (args.methods or ["lola"]):
-        existing += [str(save_dir / n) for n in
-                     (checkpoint_name(recipe, args.split, train, s) for s in args.seeds)
-                     if (save_dir / n).exists()]
-    if existing and not args.overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the runs in --output; --overwrite replaces them: "
+                         "pass one of them")
+    # what an interrupted run of the same command finished (refused if it is another run)
+    done = read_results(output.with_suffix(".json"), recipe, args.split, train) \
+        if args.resume else []
+    if args.resume and output.with_suffix(".json").exists() != output.exists():
+        raise FileNotFoundError(f"--resume needs both {output} and "
+                                f"{output.with_suffix('.json')}; one of them is missing")
+    finished = {(r.method, r.seed) for r in done}
+    models = [save_dir / checkpoint_name(recipe, args.split, train, s) for s in args.seeds
+              if "lola" in (args.methods or ["lola"]) and ("lola", s) not in finished]
+    # every output checked before any work: none is an input, none is replaced unasked (a
+    # resumed run replaces its own results files and the models of seeds it had not ended)
+    check_outputs([output, output.with_suffix(".json"), *models], recipe_inputs(recipe),
+                  args.overwrite or args.resume)
     start = time.perf_counter()
-    results, classes = run_protocol(recipe, args.split, train, args.seeds,
-                                    methods=args.methods, progress=not args.no_progress,
-                                    save_dir=save_dir)
-    rows = write_results(output, results, classes)
+    results, classes = run_protocol(
+        recipe, args.split, train, args.seeds, methods=args.methods,
+        progress=not args.no_progress, save_dir=save_dir, done=done,
+        # each seed's rows are written as soon as it ends: an interruption loses no seed
+        on_seed=lambda so_far, names: write_results(output, so_far, names, recipe))
+    rows = summarise(results, classes)
     print(f"\n{'method':<6} {'mode':<5} {'split':<9} {'OA %':>14} {'AA %':>14} "
           f"{'kappa':>15} {'trainable':>10} {'train s':>8}")
     means = [r for r in rows if r["seed"] == "mean"]
@@ -410,15 +429,21 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
               f"{params:>10} {m['train_seconds']:8.1f}")
     models = (f" and the models in {save_dir}" if any(r.method == "lola" for r in results)
               else "")
-    print(f"mean ± sample std over seeds {' '.join(map(str, args.seeds))}; wrote {output} and "
+    seeds = sorted({r.seed for r in results})
+    print(f"mean ± sample std over seeds {' '.join(map(str, seeds))}; wrote {output} and "
           f"{output.with_suffix('.json')}{models} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from geofm.tasks.pixel_maps import predict_map, write_map
+    from geofm.data.outputs import check_outputs
+    from geofm.tasks.pixel_maps import map_paths, predict_map, write_map
     from geofm.tasks.pixel_protocol import read_classifier
 
+    name = args.name or Path(args.checkpoint).stem
+    inputs = [args.checkpoint, args.cube, args.gt]
+    # every file the map may be written to, checked before the scene is classified
+    check_outputs(map_paths(args.out_dir, name).values(), inputs, args.overwrite)
     da = predict_map(args.checkpoint, args.cube, cube_key=args.cube_key,
                      batch_size=args.batch_size, progress=not args.no_progress)
     gt = None
@@ -430,9 +455,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not ckpt.get("card") and ckpt.get("label_values"):
             # a scene without a card: the raw values the model was trained on, in order
             gt = apply_label_lookup(gt, {v: k for k, v in enumerate(ckpt["label_values"])})
-    name = args.name or Path(args.checkpoint).stem
     paths = write_map(da, args.out_dir, name, ground_truth=gt, overwrite=args.overwrite,
-                      title=name)
+                      title=name, inputs=inputs)
     if gt is not None:
         labelled = gt != 255
         agree = float((da.values[labelled] == gt[labelled]).mean()) if labelled.any() else 0.0
@@ -462,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=512, help="window size in pixels")
     p.add_argument("--percentiles", type=float, nargs="+", default=[1, 2, 50, 98, 99])
     p.add_argument("--out", default=None, help="YAML file to write (default: stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stats)
 
@@ -473,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="RGB composite of a raster or cube as PNG")
     p.add_argument("path")
     p.add_argument("--card", default=None)
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None,
+                   help="PNG to write (default: <input name>.rgb.png in this folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("cards", help="list sensor and dataset cards")
@@ -518,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the trained models go (default: models/ beside --output)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --output and saved models of the same runs")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: keep the seeds --output already holds "
+                        "and run the others (same recipe and options)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_classify_pixels)
 

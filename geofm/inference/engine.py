@@ -29,6 +29,7 @@ import xarray as xr
 from affine import Affine
 from rasterio.windows import Window
 
+from geofm.data.outputs import check_outputs
 from geofm.inference.predictors import Predictor
 from geofm.inference.sources import SceneSource, open_source
 from geofm.inference.tiling import TilePlan, plan_tiles
@@ -186,7 +187,8 @@ def predict(
             it is read; for a scene without map coordinates, declare its GSD (default: the
             card's).
         cube_key: the array of a ``.mat`` cube.
-        overwrite: replace existing output files (refused otherwise, before any work).
+        overwrite: replace existing output files (refused otherwise, before any work; an
+            output that is the scene or the predictor's checkpoint is always refused).
         progress: show a progress bar of tiles.
 
     A scene without a CRS is predicted on its pixel grid, with a
@@ -199,11 +201,11 @@ def predict(
     if out is not None:
         out = Path(out)
         paths = [out] + ([probabilities_path(out)] if probabilities else [])
-        # an earlier run's probabilities beside the map would no longer describe it
-        existing = [str(p) for p in (out, probabilities_path(out)) if p.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(f"{', '.join(existing)} exist; pass overwrite=True "
-                                  "(--overwrite) to replace them")
+        # an earlier run's probabilities beside the map would no longer describe it; no
+        # output may be the scene or the checkpoint (refused even with overwrite)
+        scene_path = scene if isinstance(scene, str | os.PathLike) else None
+        check_outputs([out, probabilities_path(out)], [scene_path, predictor.checkpoint],
+                      overwrite)
         if not out.parent.is_dir():
             raise FileNotFoundError(f"output folder {out.parent} does not exist")
     if not 0.0 <= min_valid <= 1.0:

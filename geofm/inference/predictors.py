@@ -47,6 +47,9 @@ class Predictor:
     #: the card that names the bands of the scenes this model was trained on, used to read
     #: a scene that does not name them itself (a hyperspectral cube); ``None``: no default
     card: str | None = None
+    #: the file the model was read from (:func:`load_predictor`): predictions never write
+    #: over it
+    checkpoint: Path | None = None
 
     def __init__(self, model: nn.Module, classes: Sequence[str], bands: Sequence[str] | None,
                  tile: int, wavelengths: Sequence[float] | None = None,
@@ -206,15 +209,18 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
                                          wavelengths=ckpt.get("wavelengths"),
                                          name=ckpt["model"], cardless=not ckpt.get("card"))
         predictor.card = ckpt.get("card") or None
+        predictor.checkpoint = path
         return predictor
     from geofm.tasks.scene import SceneClassificationTask
 
     task = SceneClassificationTask.from_checkpoint(path, payload=payload)
     meta = payload["geofm_scene"]
     _check_name(path, model, meta.get("model"))
-    return ScenePredictor(task.to(device), meta["classes"], meta["bands"],
-                          tile=tile or int(meta["tile"]), wavelengths=meta["wavelengths"],
-                          name=meta["model"])
+    predictor = ScenePredictor(task.to(device), meta["classes"], meta["bands"],
+                               tile=tile or int(meta["tile"]), wavelengths=meta["wavelengths"],
+                               name=meta["model"])
+    predictor.checkpoint = path
+    return predictor
 
 
 def _check_name(path: Path, wanted: str | None, found: str) -> None:

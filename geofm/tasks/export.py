@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from geofm.data.outputs import check_outputs
 from geofm.models import create_model
 from geofm.models.checkpoints import (
     CheckpointError,
@@ -49,8 +50,7 @@ def export_encoder(checkpoint: str | os.PathLike, out: str | os.PathLike,
     The result loads with ``create_model(<model>, checkpoint=out)``.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_outputs([out], [checkpoint], overwrite)
     name, _, encoder, ckpt = encoder_from_checkpoint(checkpoint)
     return save_encoder(encoder, name, out, data=ckpt.get("geofm_data"),
                         source=f"{Path(checkpoint).name}: epoch {ckpt.get('epoch')}, "

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ClassificationMetrics", "classification_metrics", "confusion_matrix"]
+__all__ = ["ClassificationMetrics", "classification_metrics", "confusion_matrix",
+           "confusion_metrics"]
 
 
 def _labels(x, name: str) -> np.ndarray:
@@ -63,7 +64,13 @@ class ClassificationMetrics:
 
 def classification_metrics(y_true, y_pred, num_classes: int) -> ClassificationMetrics:
     """OA, AA, kappa, per-class accuracy and the confusion matrix of predictions."""
-    cm = confusion_matrix(y_true, y_pred, num_classes)
+    return confusion_metrics(confusion_matrix(y_true, y_pred, num_classes))
+
+
+def confusion_metrics(cm: np.ndarray) -> ClassificationMetrics:
+    """The metrics of a ``(K, K)`` confusion matrix (rows the reference, columns the
+    prediction)."""
+    cm = np.asarray(cm, dtype=np.int64)
     n = cm.sum()
     if n == 0:
         raise ValueError("no predictions to score")

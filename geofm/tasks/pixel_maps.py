@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from geofm.data.outputs import check_outputs
 from geofm.data.sample import IGNORE_INDEX
 
 __all__ = ["predict_map", "read_scene_for", "write_map"]
@@ -129,29 +130,33 @@ def _classes_of(da: xr.DataArray) -> list[str]:
     return str(da.attrs["classes"]).split("\n")
 
 
+def map_paths(out_dir: PathLike, name: str, georeferenced: bool = True) -> dict[str, Path]:
+    """The files :func:`write_map` writes: PNG, NetCDF and (georeferenced) GeoTIFF."""
+    out = Path(out_dir)
+    paths = {"png": out / f"{name}.png", "netcdf": out / f"{name}.nc"}
+    if georeferenced:
+        paths["geotiff"] = out / f"{name}.tif"
+    return paths
+
+
 def write_map(da: xr.DataArray, out_dir: PathLike, name: str = "class_map", *,
               ground_truth: np.ndarray | None = None, overwrite: bool = False,
-              title: str | None = None) -> dict[str, Path]:
+              title: str | None = None, inputs: Sequence[PathLike | None] = ()
+              ) -> dict[str, Path]:
     """Write ``<name>.png`` and ``<name>.nc``, and ``<name>.tif`` when ``da`` has a CRS.
 
     The PNG shows the map with a legend of the class names, beside ``ground_truth``
     (``(H, W)`` class ids, 255 unlabelled) when given, with the accuracy on the labelled
-    pixels. Existing files are refused unless ``overwrite``. Returns the paths written.
+    pixels. Existing files are refused unless ``overwrite``, and a path that is one of
+    ``inputs`` always (:func:`geofm.data.outputs.check_outputs`). Returns the paths written.
     """
     from matplotlib.figure import Figure
 
     from geofm.data.plot import plot_class_map
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    georef = bool(da.attrs.get("georeferenced"))
-    paths = {"png": out / f"{name}.png", "netcdf": out / f"{name}.nc"}
-    if georef:
-        paths["geotiff"] = out / f"{name}.tif"
-    existing = [str(p) for p in paths.values() if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist; pass overwrite=True "
-                              "(--overwrite) to replace them")
+    paths = map_paths(out_dir, name, bool(da.attrs.get("georeferenced")))
+    check_outputs(paths.values(), [da.attrs.get("checkpoint"), *inputs], overwrite)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     classes = _classes_of(da)
     labels = da.values
     panels = 2 if ground_truth is not None else 1
@@ -175,7 +180,7 @@ def write_map(da: xr.DataArray, out_dir: PathLike, name: str = "class_map", *,
     encoded.attrs = {k: v for k, v in da.attrs.items() if k != "flag_values"}
     encoded.attrs["flag_values"] = da.attrs["flag_values"].astype(np.int16)
     encoded.to_netcdf(paths["netcdf"], engine="scipy")
-    if georef:
+    if "geotiff" in paths:
         _write_geotiff(da, paths["geotiff"], classes)
     return paths
 

@@ -36,7 +36,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ import yaml
 
 from geofm.data.cards import as_dataset_card, data_dir
 from geofm.data.datasets import read_scene
+from geofm.data.outputs import write_atomic
 from geofm.data.sample import IGNORE_INDEX
 from geofm.data.splits import labelled_pixels, spatially_disjoint_split, stratified_split
 from geofm.models import create_model
@@ -60,7 +61,7 @@ from geofm.models.checkpoints import (
     state_mismatches,
 )
 from geofm.models.lora import parameter_counts
-from geofm.tasks.metrics import ClassificationMetrics, classification_metrics
+from geofm.tasks.metrics import ClassificationMetrics, classification_metrics, confusion_metrics
 
 __all__ = [
     "PixelRecipe",
@@ -70,6 +71,8 @@ __all__ = [
     "read_classifier",
     "load_recipe",
     "load_recipe_scene",
+    "read_results",
+    "recipe_inputs",
     "make_split",
     "run_protocol",
     "run_seed",
@@ -658,8 +661,16 @@ def _class_names(scene: dict[str, Any], num_classes: int) -> list[str]:
 def run_protocol(recipe: PixelRecipe, split: str, train_fraction: float, seeds: Sequence[int],
                  methods: Sequence[str] | None = None, progress: bool = True,
                  save_dir: Path | None = None, scene: dict[str, Any] | None = None,
-                 echo=print) -> tuple[list[SeedResult], list[str]]:
-    """Every method on every seed; returns the results and the class names."""
+                 echo=print, done: Sequence[SeedResult] = (),
+                 on_seed: Callable[[list[SeedResult], list[str]], Any] | None = None
+                 ) -> tuple[list[SeedResult], list[str]]:
+    """Every method on every seed; returns the results and the class names.
+
+    ``done``: results of an earlier, interrupted run of the same protocol (see
+    :func:`read_results`): the (method, seed) pairs they hold are not run again, and they
+    come first in the results. ``on_seed(results so far, class names)`` is called as each
+    seed ends (to write them at once).
+    """
     if not seeds:
         raise ValueError("give at least one seed")
     methods = list(methods) if methods is not None else ["lola", *recipe.baselines]
@@ -674,9 +685,14 @@ def run_protocol(recipe: PixelRecipe, split: str, train_fraction: float, seeds: 
     else:
         num_classes = len(scene.get("classes") or []) or int(mask[mask != IGNORE_INDEX].max()) + 1
     classes = _class_names(scene, num_classes)
-    results: list[SeedResult] = []
+    results: list[SeedResult] = list(done)
+    finished = {(r.method, r.seed) for r in done}
     for seed in seeds:
-        for res in run_seed(recipe, scene, split, train_fraction, seed, methods, num_classes,
+        todo = [m for m in methods if (m, seed) not in finished]
+        if not todo:
+            echo(f"seed {seed}: {', '.join(methods)} done in the earlier run, kept")
+            continue
+        for res in run_seed(recipe, scene, split, train_fraction, seed, todo, num_classes,
                             progress, save_dir):
             results.append(res)
             m = res.metrics
@@ -684,6 +700,8 @@ def run_protocol(recipe: PixelRecipe, split: str, train_fraction: float, seeds: 
                  f"{100 * m.aa:6.2f}%  kappa {m.kappa:.4f}  ({res.train_seconds:.0f} s, "
                  f"{sum(res.counts['train'])} train / {sum(res.counts['val'])} val / "
                  f"{sum(res.counts['test'])} test pixels)")
+        if on_seed is not None:
+            on_seed(list(results), classes)
     return results, classes
 
 
@@ -719,22 +737,71 @@ def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dic
     return out
 
 
-def write_results(path: Path, results: Sequence[SeedResult], classes: Sequence[str]
-                  ) -> list[dict[str, Any]]:
+def write_results(path: Path, results: Sequence[SeedResult], classes: Sequence[str],
+                  recipe: PixelRecipe | None = None) -> list[dict[str, Any]]:
     """The CSV (per seed, then mean and std) and a JSON beside it with the confusion
-    matrices and per-run details. Returns the rows."""
+    matrices, per-run details and (``recipe``) the recipe, from which :func:`read_results`
+    can rebuild the results. Each file is replaced atomically. Returns the rows."""
     rows = summarise(results, classes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+
+    def write_csv(part: Path) -> None:
+        with open(part, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    recipe_dict = None if recipe is None else _jsonable(recipe.as_dict())
     detail = [{"method": r.method, "mode": r.mode, "split": r.split, "seed": r.seed,
                "train_fraction": r.train_fraction, "classes": list(classes),
                "confusion": r.metrics.confusion.tolist(), "counts": r.counts,
+               "trainable_params": r.trainable_params, "total_params": r.total_params,
+               "train_seconds": r.train_seconds, "recipe": recipe_dict,
                "details": _jsonable(r.details)} for r in results]
-    path.with_suffix(".json").write_text(json.dumps(detail, indent=1))
+    write_atomic(path, write_csv)
+    write_atomic(path.with_suffix(".json"),
+                 lambda part: part.write_text(json.dumps(detail, indent=1)))
     return rows
+
+
+def read_results(path: Path, recipe: PixelRecipe, split: str, train_fraction: float
+                 ) -> list[SeedResult]:
+    """The results a :func:`write_results` JSON holds, to resume that run; refused unless
+    they were made with this recipe, split and training share."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a classify-pixels results JSON ({err}); move it "
+                         "away or run without --resume") from err
+    mine = _jsonable(recipe.as_dict())
+    out = []
+    for i, e in enumerate(entries if isinstance(entries, list) else [None]):
+        if not isinstance(e, dict) or "trainable_params" not in e or "recipe" not in e:
+            raise ValueError(f"{path}: entry {i} lacks what resuming needs (written by an "
+                             "older geofm?); run without --resume, with --overwrite")
+        if e["recipe"] != mine:
+            raise ValueError(f"{path} holds runs of another recipe; resume with the same "
+                             "recipe and options, or write to another --output")
+        if e["split"] != split or float(e["train_fraction"]) != float(train_fraction):
+            raise ValueError(f"{path} holds runs of split {e['split']!r} with training share "
+                             f"{e['train_fraction']}, not {split!r} with {train_fraction}; "
+                             "resume with the same options, or write to another --output")
+        out.append(SeedResult(e["method"], e["mode"], e["split"], e["train_fraction"],
+                              int(e["seed"]), confusion_metrics(np.asarray(e["confusion"])),
+                              e["trainable_params"], e["total_params"],
+                              float(e["train_seconds"]), e["counts"], e["details"]))
+    return out
+
+
+def recipe_inputs(recipe: PixelRecipe) -> list[Path]:
+    """The files a recipe reads (its YAML, cube, ground truth, download root, base
+    model): what no output may be."""
+    sc, m = recipe.scene, recipe.model
+    paths = [None if recipe.source.startswith("<") else recipe.source, sc["cube"], sc["gt"],
+             sc["root"], m.get("base_checkpoint")]
+    return [_expand(p) for p in paths if p]
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,104 @@
+"""Where geofm writes: checked before any work, never onto an input, replaced atomically.
+
+Every command that writes files calls :func:`check_outputs` before it reads or trains
+anything: an output that is a folder, sits under a file or an unwritable folder, already
+exists (without ``overwrite``) or *is* one of the inputs (the same path, a symbolic link to
+it or a hard link of it; refused even with ``overwrite``) stops the command with an error
+naming both paths. :func:`write_atomic` then writes a file under a temporary name and
+renames it onto the target, so an interrupted write leaves the old file or none.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+__all__ = ["InputOverwriteError", "check_outputs", "input_files", "same_file", "write_atomic"]
+
+PathLike = str | os.PathLike
+
+
+class InputOverwriteError(ValueError):
+    """An output path that resolves to an input file."""
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether ``a`` and ``b`` are one file on disk (through links too); ``False`` when
+    either does not exist."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def input_files(path: PathLike) -> list[Path]:
+    """The files an input path stands for: the file; every file under a folder (a band
+    folder); an ENVI header and its binary, whichever is given."""
+    p = Path(path)
+    if p.is_dir():
+        return [f for f in p.rglob("*") if f.is_file()]
+    files = [p]
+    header = p if p.suffix.lower() == ".hdr" else next(
+        (h for h in (p.with_suffix(".hdr"), Path(f"{p}.hdr")) if h.is_file()), None)
+    if header is not None:
+        from geofm.data.hyperspectral import _envi_paths
+
+        try:
+            files += [f for f in _envi_paths(header) if f != p]
+        except (FileNotFoundError, ValueError):
+            pass
+    return files
+
+
+def check_outputs(outputs: Iterable[PathLike], inputs: Iterable[PathLike | None] = (),
+                  overwrite: bool = False) -> list[Path]:
+    """Refuse, before any work, outputs that cannot or must not be written; returns them.
+
+    Raises :class:`InputOverwriteError` for an output that is an input file (whatever
+    ``overwrite`` says), ``IsADirectoryError`` for an output that is a folder,
+    ``FileExistsError`` for existing outputs without ``overwrite``, and ``PermissionError``
+    or ``NotADirectoryError`` when the output's folder cannot be created or written.
+    """
+    outs = [Path(o) for o in outputs]
+    sources = [f for i in inputs if i is not None for f in input_files(i)]
+    for out in outs:
+        if out.is_dir():
+            raise IsADirectoryError(f"output {out} is a folder; give a file path")
+        for source in sources:
+            if same_file(out, source):
+                how = "" if out == source else f" ({source} by another path or a link)"
+                raise InputOverwriteError(f"output {out} is the input {source}{how}: geofm "
+                                          "never writes over an input; choose another output")
+        _check_writable_folder(out.parent)
+    existing = [str(o) for o in outs if o.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite "
+                              "(overwrite=True) to replace them")
+    return outs
+
+
+def _check_writable_folder(folder: Path) -> None:
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write into {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write into {folder}: {existing} is not writable")
+
+
+def write_atomic(path: PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary path)``, then rename the result onto ``path``: an
+    interruption leaves the previous file (or none), never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.part{path.suffix}")
+    try:
+        write(part)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
