@@ -239,6 +239,12 @@ def prepare_pretrain(argv: Sequence[str]):
     ckpt_path = cli.config.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
+    if ckpt_path:
+        from geofm.models.checkpoints import read_checkpoint
+
+        # refused here with one message naming it (code inside, truncated, another kind)
+        # rather than mid-start by Lightning
+        read_checkpoint(ckpt_path, "pretraining")
     _check_writable(cli.trainer)
     cli.datamodule.setup("fit")  # missing or unusable data is reported before training
     return cli, ckpt_path
@@ -272,10 +278,14 @@ def prepare_classify_scenes(argv: Sequence[str]):
 
 def run_classify_scenes(cli) -> int:
     """Fit, test the checkpoint chosen on validation, print the test table."""
+    from geofm.models.checkpoints import allowed_globals
+
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=data)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    trainer.test(model, datamodule=data, ckpt_path=best or None, verbose=False)
+    with allowed_globals():   # the checkpoint is read without running code
+        trainer.test(model, datamodule=data, ckpt_path=best or None, verbose=False,
+                     weights_only=True)
     cm = model.test_confusion
     if cm is None:
         print("no test scenes: nothing to report", file=sys.stderr)
@@ -614,7 +624,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
         # errors from here on come with their traceback: they are not configuration errors
         # (data problems at setup still raise FileNotFoundError/ValueError naming the file)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        from geofm.models.checkpoints import allowed_globals
+
+        with allowed_globals():   # a resumed checkpoint is read without running code
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path,
+                            weights_only=True)
         return 0
     if argv[:1] == ["classify-scenes"]:
         try:

@@ -48,6 +48,7 @@ from .registry import create_model, is_model, list_models
 
 __all__ = [
     "CheckpointError",
+    "allowed_globals",
     "ALLOWED_GLOBALS",
     "FORMATS",
     "METADATA_TYPES",
@@ -119,6 +120,12 @@ def format_tag(kind: str) -> str:
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
+def allowed_globals():
+    """A context in which torch's weights-only loads (Lightning's ``ckpt_path`` loads too)
+    accept :data:`ALLOWED_GLOBALS` and nothing else beyond torch's own."""
+    return torch.serialization.safe_globals(list(ALLOWED_GLOBALS))
+
+
 def read_torch_file(path: str | os.PathLike) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, every failure one clear error.
 
@@ -139,7 +146,7 @@ def read_torch_file(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a zip archive "
                               "nor a pickle)")
     try:
-        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
+        with allowed_globals():
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         names = _GLOBAL.findall(str(err))

@@ -1,5 +1,6 @@
 """`geofm pretrain` end to end on the bundled samples with a tiny model; export and resume."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -100,6 +101,16 @@ def test_bad_runs_fail_before_training_with_a_clear_message(tmp_path, capsys):
     assert main(["pretrain", "--config", str(config), "--ckpt_path",
                  str(tmp_path / "nope.ckpt")]) == 2
     assert "nope.ckpt does not exist" in capsys.readouterr().err
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.makedirs, (str(tmp_path / "code_ran"),))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "x": RunsCode()}, evil)
+    assert main(["pretrain", "--config", str(config), "--ckpt_path", str(evil)]) == 2
+    assert "evil.ckpt was not loaded: it names os.makedirs" in capsys.readouterr().err
+    assert not (tmp_path / "code_ran").exists()
     assert main(["pretrain", "--config", str(config), "--model.model", "less_vit_huge"]) == 2
     assert "no model named 'less_vit_huge'" in capsys.readouterr().err
     blocked = tmp_path / "file"
