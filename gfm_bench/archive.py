@@ -1,22 +1,35 @@
 """Download GFM-Bench archives from the Hugging Face Hub, check them, and extract them safely.
 
-:func:`download` fetches a dataset's archive(s) with ``huggingface_hub.hf_hub_download``
-from the repository of the layout the reader reads (see
-:mod:`gfm_bench.datasets.layouts`), verifies a checksum when one is pinned (the card's
-``source``, or ``checksums=``), records the SHA-256 of every file it fetched in
+:func:`download` fetches a dataset's archive(s) with geofm's one download path
+(:func:`geofm.data.download.download_file`) from
+``{endpoint}/datasets/{repo}/resolve/{revision}/{file}`` of the repository of the layout the
+reader reads (see :mod:`gfm_bench.datasets.layouts`). The revision is the commit the card
+pins (``source.revision``, or ``source.final_release.revision`` for the GFM-Bench
+repackaging), else ``main``; a server that answers a pinned commit with another one is
+refused. It verifies a checksum when one is pinned (the card's ``source``, or
+``checksums=``), records the SHA-256, revision, commit and ETag of every file it fetched in
 ``<root>/.gfm_bench_manifest.json`` (so a later run notices a file that changed, on the Hub
-or on disk), extracts the zip with :func:`safe_extract` and checks the result with
-:func:`gfm_bench.datasets.check_root`.
+or on disk, and does not download an unchanged one again; a pin always outranks what the
+manifest recorded), extracts the zip with :func:`safe_extract` and checks the result with
+:func:`gfm_bench.datasets.check_root`. Every request has a read timeout, and the whole call
+an optional overall ``deadline`` (``gfm-bench download --timeout``); a failed download
+leaves no partial file.
 
 :func:`safe_extract` refuses, before writing anything, an archive with a member that is an
 absolute path, carries a drive letter, climbs out with ``..``, is a symlink or another
-special file, or would land outside the target through a symlink already there
-(:class:`UnsafeArchiveError`). It reads split archives (``X.z01``, ``X.z02``, ... beside
-``X.zip``): parts that are a plain byte split of one zip, and Info-ZIP ``zip -s`` parts,
-whose member offsets count from the start of their own part and are rebased here. What
-Python's ``zipfile`` still cannot read (a ZIP64 spanned archive, for one) raises
-:class:`ArchiveFormatError` explaining how to join the parts with ``zip -s 0``. A marker
-file beside the extracted tree makes a second call return at once.
+special file, or would land outside the target through a symlink already there; members
+with the same name, a file where another member (or a file already in the target) needs a
+folder, and members named like gfm_bench's own files (``.gfm_bench*``: the manifest, the
+lock, the markers) or like the archive being extracted; and an archive whose declared
+sizes pass a compression-ratio cap (:data:`MAX_RATIO`) or the free space of the target's
+disk (:class:`DiskBudget`) (:class:`UnsafeArchiveError`). While writing it counts the bytes
+of every member against its declared size, and an extraction that fails removes what it had
+created, leaving files that were already in the target as they were. It reads split
+archives (``X.z01``, ``X.z02``, ... beside ``X.zip``): parts that are a plain byte split of
+one zip, and Info-ZIP ``zip -s`` parts, whose member offsets count from the start of their
+own part and are rebased here. What Python's ``zipfile`` still cannot read (a ZIP64 spanned
+archive, for one) raises :class:`ArchiveFormatError` explaining how to join the parts with
+``zip -s 0``. A marker file beside the extracted tree makes a second call return at once.
 """
 
 from __future__ import annotations
@@ -30,36 +43,86 @@ import shutil
 import stat
 import struct
 import time
+import warnings
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from tqdm.auto import tqdm
 
 from geofm.data.cards import load_dataset_card
-from geofm.data.download import ChecksumError, DownloadError, file_digest, verify_file
+from geofm.data.download import (
+    DEFAULT_DEADLINE,
+    ChecksumError,
+    DownloadError,
+    RemoteFile,
+    download_file,
+    file_digest,
+    head_url,
+    parse_checksum,
+    verify_file,
+)
 
 from .datasets.layouts import Layout, check_root, get_spec
 
 PathLike = str | os.PathLike
 
+RESERVED_PREFIX = ".gfm_bench"
+"""Names gfm_bench writes beside the data begin with this (the manifest, the lock, the
+extraction markers, a member being written): no archive member may have a path component
+that does."""
+
 MANIFEST_NAME = ".gfm_bench_manifest.json"
 """File in the dataset root recording what :func:`download` fetched (SHA-256, size, source)."""
 
+LOCK_NAME = ".gfm_bench.lock"
+"""Lock file in the dataset root, held by :func:`download` while it downloads and extracts."""
+
 MARKER_PREFIX = ".gfm_bench_extracted_"
 """Prefix of the marker :func:`safe_extract` leaves in the target (``<prefix><zip name>.json``)."""
+
+PARTIAL_PREFIX = ".gfm_bench_partial_"
+"""Prefix of the files members are written to until all are complete and renamed onto their
+own names."""
+
+MAX_RATIO = 200.0
+"""Largest ratio of inflated to compressed size :func:`safe_extract` accepts, for any member
+(its declared sizes) and for the whole archive (declared total over bytes on disk).
+
+Why 200: imagery, HDF5 and CSV files compress about 1-10:1, and even a raster that is mostly
+nodata rarely passes 100:1; deflate itself cannot pass about 1032:1, which is where zip
+bombs sit (a member of one repeated byte), and bombs whose members overlap, each reusing
+the same compressed bytes, pass it many times over on the total. 200:1 refuses them with
+room to spare for highly compressible data. Only sizes above :data:`RATIO_FLOOR` are checked.
+"""
+
+RATIO_FLOOR = 16 << 20
+"""Inflated size (bytes) up to which a member or an archive is not held to :data:`MAX_RATIO`:
+a small label mask of one class compresses far past 200:1, and 16 MiB harms no disk."""
+
+DISK_MARGIN_FRACTION = 0.1
+DISK_MARGIN_MAX = 1 << 30
+"""An extraction may fill the free space of the target's disk less a margin left for
+everything else: a tenth of the free space (``DISK_MARGIN_FRACTION``), at most 1 GiB."""
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+"""A Hub commit hash: the one revision that cannot move (a branch or a tag can)."""
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 ENDPOINT_ENV = "HF_ENDPOINT"
 
 MAX_LISTED = 10
+_COPY_CHUNK = 1 << 20
 
 
 class UnsafeArchiveError(ValueError):
-    """An archive with members that would be written outside the target, or are links or
-    special files. Attribute ``problems``: ``(member name, reason)`` pairs."""
+    """An archive with members that would be written outside the target, are links or
+    special files, clash with each other or with reserved names, or declare more bytes than
+    the limits allow. Attribute ``problems``: ``(member name, reason)`` pairs (the archive's
+    own name for a problem of the archive as a whole)."""
 
     def __init__(self, message: str, problems: list[tuple[str, str]]):
         super().__init__(message)
@@ -282,16 +345,130 @@ def member_problem(info: zipfile.ZipInfo, target: Path) -> str | None:
     return None
 
 
-def check_members(zf: zipfile.ZipFile, target: Path, zip_path: Path) -> None:
-    """Raise :class:`UnsafeArchiveError` listing every unsafe member of ``zf``."""
-    problems = [(i.filename, why) for i in zf.infolist()
+def layout_problems(infos: list[zipfile.ZipInfo], target: Path,
+                    reserved: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Members that clash: with each other (the same path twice; a file where another member
+    needs a folder), with what is already in ``target`` (a file where a folder is needed, a
+    folder where a file goes), or with a reserved name: a component beginning with
+    :data:`RESERVED_PREFIX`, or a path in ``reserved`` (``{real path, casefolded: what it
+    is}``)."""
+    problems = []
+    first: dict[tuple[str, ...], str] = {}        # path -> the member that names it
+    files: dict[tuple[str, ...], str] = {}
+    folders: dict[tuple[str, ...], str] = {}      # explicit, and the parents of every member
+    for info in infos:
+        name = info.filename
+        key = Path(name).parts
+        if not key:
+            problems.append((name, "names the target folder itself"))
+            continue
+        if key in first:
+            problems.append((name, f"duplicate of member {first[key]!r} (both write "
+                                   f"{'/'.join(key)})"))
+            continue
+        first[key] = name
+        # compared case-blind: on macOS and Windows '.GFM_BENCH.lock' is the lock
+        if any(part.casefold().startswith(RESERVED_PREFIX) for part in key):
+            problems.append((name, f"reserved name: gfm_bench's own files (manifest, lock, "
+                                   f"markers) begin with {RESERVED_PREFIX!r}"))
+            continue
+        what = reserved.get(os.path.realpath(target / name).casefold())
+        if what is not None:
+            problems.append((name, f"would overwrite {what}"))
+            continue
+        (folders if info.is_dir() else files)[key] = name
+        for k in range(1, len(key)):
+            folders.setdefault(key[:k], name)
+    for key, name in files.items():
+        if key in folders:
+            problems.append((name, f"is a file, but member {folders[key]!r} needs a folder "
+                                   "there"))
+        elif (target.joinpath(*key)).is_dir():
+            problems.append((name, f"is a file, but {target.joinpath(*key)} is a folder "
+                                   "already there"))
+    for key, name in folders.items():
+        path = target.joinpath(*key)
+        if key not in files and (path.exists() or path.is_symlink()) and not path.is_dir():
+            problems.append((name, f"needs a folder where {path} is a file already there"))
+    return problems
+
+
+@dataclass(frozen=True)
+class DiskBudget:
+    """What an extraction into ``target`` may write: the free space of its disk (``free``)
+    less a margin left for everything else (``margin``; see :data:`DISK_MARGIN_FRACTION`)."""
+
+    target: Path
+    free: int
+    margin: int
+
+    @property
+    def allowed(self) -> int:
+        return max(self.free - self.margin, 0)
+
+
+def disk_budget(target: PathLike) -> DiskBudget:
+    """The :class:`DiskBudget` of ``target`` (or of its nearest existing parent)."""
+    target = Path(target)
+    probe = target.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    return DiskBudget(target, free, min(int(free * DISK_MARGIN_FRACTION), DISK_MARGIN_MAX))
+
+
+def size_problems(infos: list[zipfile.ZipInfo], archive_name: str, archive_bytes: int,
+                  budget: DiskBudget, max_ratio: float = MAX_RATIO) -> list[tuple[str, str]]:
+    """Members, and the archive as a whole, whose declared sizes pass ``max_ratio`` (above
+    :data:`RATIO_FLOOR`) or, in total, the ``budget`` of the target's disk."""
+    problems = []
+    total = 0
+    for info in infos:
+        total += info.file_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > RATIO_FLOOR and ratio > max_ratio:
+            problems.append((info.filename, (
+                f"declares {info.file_size:,} bytes from {info.compress_size:,} compressed "
+                f"({ratio:,.0f}:1, more than the {max_ratio:g}:1 allowed: a zip bomb, or data "
+                "no dataset holds)")))
+    ratio = total / max(archive_bytes, 1)
+    if total > RATIO_FLOOR and ratio > max_ratio:
+        problems.append((archive_name, (
+            f"its members declare {total:,} bytes in all from {archive_bytes:,} bytes of "
+            f"archive ({ratio:,.0f}:1, more than the {max_ratio:g}:1 allowed: members that "
+            "overlap, or a zip bomb)")))
+    if total > budget.allowed:
+        problems.append((archive_name, (
+            f"its members declare {total:,} bytes in all, more than the {budget.allowed:,} "
+            f"bytes an extraction may use on the disk of {budget.target} ({budget.free:,} "
+            f"free, less a margin of {budget.margin:,}); free space there or extract "
+            "elsewhere")))
+    return problems
+
+
+def check_members(zf: zipfile.ZipFile, target: Path, zip_path: Path, *,
+                  parts: Iterable[Path] = (), reserved: Mapping[str, str] | None = None,
+                  max_ratio: float = MAX_RATIO) -> None:
+    """Raise :class:`UnsafeArchiveError` listing every problem of ``zf`` for ``target``:
+    unsafe members (:func:`member_problem`), clashes (:func:`layout_problems`; the archive's
+    ``parts`` and ``reserved`` paths may not be written) and sizes (:func:`size_problems`)."""
+    parts = list(parts) or [zip_path]
+    reserved = {**{os.path.realpath(p).casefold(): f"{p.name}, the archive being extracted"
+                   for p in parts}, **(reserved or {})}
+    infos = zf.infolist()
+    problems = [(i.filename, why) for i in infos
                 if (why := member_problem(i, target)) is not None]
+    unsafe = {name for name, _ in problems}
+    problems += layout_problems([i for i in infos if i.filename not in unsafe], target,
+                                reserved)
+    problems += size_problems(infos, zip_path.name, sum(p.stat().st_size for p in parts),
+                              disk_budget(target), max_ratio)
     if problems:
         lines = [f"    {name!r}: {why}" for name, why in problems[:MAX_LISTED]]
         if len(problems) > MAX_LISTED:
             lines.append(f"    ... and {len(problems) - MAX_LISTED} more")
         raise UnsafeArchiveError(
-            f"refusing to extract {zip_path}: {len(problems)} unsafe member(s); nothing was "
+            f"refusing to extract {zip_path}: {len(problems)} problem(s); nothing was "
             f"written to {target}:\n" + "\n".join(lines), problems)
 
 
@@ -303,21 +480,40 @@ def marker_path(zip_path: PathLike, target: PathLike) -> Path:
     return Path(target) / f"{MARKER_PREFIX}{Path(zip_path).name}.json"
 
 
-def safe_extract(zip_path: PathLike, target: PathLike, force: bool = False) -> Path:
+def safe_extract(zip_path: PathLike, target: PathLike, force: bool = False, *,
+                 max_ratio: float = MAX_RATIO,
+                 reserved: Iterable[PathLike] = ()) -> Path:
     """Extract ``zip_path`` (and its ``.z01`` ... parts, if any) into ``target``, safely.
 
-    Every member is checked first (:func:`member_problem`); if any is unsafe, nothing is
-    written, not even the target folder. A marker ``<target>/.gfm_bench_extracted_<zip>.json``
-    records the archive's size and modification time: while they are unchanged, a second
-    call returns at once (``force=True`` extracts again).
+    Every member is checked first (:func:`check_members`); if any is unsafe, clashes, or the
+    declared sizes pass ``max_ratio`` or the free disk space, nothing is written, not even
+    the target folder. While writing, each member's bytes are counted against its declared
+    size (declared sizes can lie). Members are written beside their places and renamed onto
+    them only once every one is complete, so an extraction that fails leaves the files that
+    were in ``target`` before untouched; it removes the files and folders it created. A
+    marker ``<target>/.gfm_bench_extracted_<zip>.json`` records the archive's size and
+    modification time: while they are unchanged, a second call returns at once
+    (``force=True`` extracts again).
+
+    Args:
+        zip_path: the ``.zip`` (its parts, if any, beside it).
+        target: the folder to extract into (created if needed).
+        force: extract again even if the marker says this archive was extracted.
+        max_ratio: the compression-ratio cap (:data:`MAX_RATIO`); raise it only for an
+            archive you trust.
+        reserved: more files (absolute, or relative to ``target``) no member may write, such
+            as other downloads kept in the target.
 
     Returns:
         ``target``.
 
     Raises:
         UnsafeArchiveError: a member is absolute, has a drive letter or a ``..`` component,
-            is a symlink or special file, or resolves outside ``target``.
-        ArchiveFormatError: split parts Python's zipfile cannot read (with instructions).
+            is a symlink or special file, resolves outside ``target``, clashes with another
+            member, a file in ``target`` or a reserved name, or the sizes pass the limits;
+            or, while writing, a member produced another size than it declares.
+        ArchiveFormatError: split parts Python's zipfile cannot read (with instructions), or
+            a member whose data is corrupt.
         FileNotFoundError: the archive or one of its parts is missing.
     """
     zip_path, target = Path(zip_path), Path(target)
@@ -330,21 +526,106 @@ def safe_extract(zip_path: PathLike, target: PathLike, force: bool = False) -> P
                 return target
         except (ValueError, KeyError):
             pass
+    reserved_paths = {os.path.realpath(target / p).casefold():
+                      f"{Path(p).name}, a file kept there" for p in reserved}
     with open_archive(zip_path) as zf:
-        check_members(zf, target, zip_path)
-        target.mkdir(parents=True, exist_ok=True)
-        for info in zf.infolist():
-            dest = target / info.filename
-            if info.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+        check_members(zf, target, zip_path, parts=parts, reserved=reserved_paths,
+                      max_ratio=max_ratio)
+        _extract_members(zf, target, zip_path)
         members = len(zf.infolist())
     marker.write_text(json.dumps({"archive": zip_path.name, "parts": signature,
                                   "members": members, "extracted_at": _now()}, indent=1))
     return target
+
+
+class _SizeMismatch(Exception):
+    def __init__(self, info: zipfile.ZipInfo, produced: int, more: bool):
+        super().__init__(info.filename)
+        self.info, self.produced, self.more = info, produced, more
+
+
+def _make_folders(folder: Path, created: list[Path]) -> None:
+    missing = []
+    while not (folder.exists() or folder.is_symlink()):
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+        created.append(path)
+
+
+def _write_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+    """Write one member to ``path``, counting its bytes against its declared size."""
+    written = 0
+    with zf.open(info) as src, open(path, "wb") as out:
+        while chunk := src.read(_COPY_CHUNK):
+            written += len(chunk)
+            if written > info.file_size:   # checked before these bytes reach the disk
+                raise _SizeMismatch(info, written, more=True)
+            out.write(chunk)
+    if written != info.file_size:
+        raise _SizeMismatch(info, written, more=False)
+
+
+def _extract_members(zf: zipfile.ZipFile, target: Path, zip_path: Path) -> None:
+    """Write every member of ``zf`` (already checked) into ``target``.
+
+    Each member is written to a file of its own beside its place (``PARTIAL_PREFIX``); only
+    once all are complete are they renamed onto their names, so a failure while reading the
+    archive leaves every file that was in ``target`` untouched. On any failure, what this
+    extraction created is removed and the error names the archive and the member.
+    """
+    staged: list[tuple[Path, Path, bool]] = []   # (written to, renamed onto, existed before)
+    created_folders: list[Path] = []
+    name = None
+    try:
+        _make_folders(target, created_folders)
+        for index, info in enumerate(zf.infolist()):
+            name = info.filename
+            dest = target / name
+            if info.is_dir():
+                _make_folders(dest, created_folders)
+                continue
+            _make_folders(dest.parent, created_folders)
+            partial = dest.with_name(f"{PARTIAL_PREFIX}{os.getpid()}_{index}")
+            staged.append((partial, dest, dest.exists()))
+            _write_member(zf, info, partial)
+        name = None
+        for partial, dest, _ in staged:
+            os.replace(partial, dest)
+    except BaseException as err:
+        removed = 0
+        for partial, dest, existed in staged:
+            if partial.exists():
+                partial.unlink()
+                removed += 1
+            elif name is None and not existed and dest.exists():   # failed while renaming
+                dest.unlink()
+                removed += 1
+        for path in reversed(created_folders):
+            try:
+                path.rmdir()
+            except OSError:
+                pass   # not empty: something else was put there meanwhile
+        undone = (f"extraction stopped; the {removed} file(s) and {len(created_folders)} "
+                  f"folder(s) it had created were removed, and the files that were in "
+                  f"{target} before were left as they were")
+        if isinstance(err, _SizeMismatch):
+            how = "more than" if err.more else f"{err.produced:,} bytes, not"
+            reason = (f"produced {how} the {err.info.file_size:,} bytes it declares "
+                      f"(declared sizes are what the limits were checked against)")
+            raise UnsafeArchiveError(f"refusing to extract {zip_path}: member {name!r} "
+                                     f"{reason}; {undone}", [(name, reason)]) from None
+        if isinstance(err, (zipfile.BadZipFile, zlib.error, EOFError)):
+            raise ArchiveFormatError(f"cannot extract {zip_path}: member {name!r} is corrupt "
+                                     f"({err}); {undone}. Download the archive again") \
+                from err
+        if isinstance(err, OSError):
+            member = f" (member {name!r})" if name is not None else ""
+            message = f"could not extract {zip_path} into {target}{member}: " \
+                      f"{err.strerror or err}; {undone}"
+            raise (OSError(err.errno, message) if err.errno else OSError(message)) from err
+        raise
 
 
 def _now() -> str:
@@ -371,6 +652,21 @@ def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     tmp.replace(root / MANIFEST_NAME)
 
 
+def _card_pins(name: str, layout: Layout) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The card's ``source``, the section pinning this layout's archive (``source`` itself or
+    ``source.final_release``), and that section's name."""
+    card = load_dataset_card(get_spec(name).card)
+    source = card.extra.get("source") or {}
+    release = source.get("final_release") if isinstance(source.get("final_release"), dict) \
+        else {}
+    # A layout fetched from the dataset's GFM-Bench repository is pinned by final_release
+    # where the card has one (else by source itself, as for NLCD-L); an older (yuxuanw8)
+    # archive by source.
+    if layout.repo_id == get_spec(name).repo_id and release:
+        return source, release, "source.final_release"
+    return source, source, "source"
+
+
 def card_archive_checksums(name: str, layout: Layout) -> dict[str, str]:
     """Checksums the card pins for a layout's archive(s): ``{file: "md5:<hex>"}``.
 
@@ -378,101 +674,200 @@ def card_archive_checksums(name: str, layout: Layout) -> dict[str, str]:
     (the yuxuanw8-era archive) and ``final_release.md5``/``sha256`` (the GFM-Bench one).
     Null entries mean unknown and are skipped.
     """
-    card = load_dataset_card(get_spec(name).card)
-    source = card.extra.get("source") or {}
+    source, pins, _ = _card_pins(name, layout)
     out: dict[str, str] = {}
     for file, value in (source.get("checksums") or {}).items():
         if value:
             out[str(file)] = str(value)
-    release = source.get("final_release") if isinstance(source.get("final_release"), dict) \
-        else {}
-    # A layout fetched from the dataset's GFM-Bench repository is pinned by final_release
-    # where the card has one (else by source itself, as for NLCD-L); an older (yuxuanw8)
-    # archive by source.
-    is_final = layout.repo_id == get_spec(name).repo_id
-    pins = release if is_final and release else source
     for algorithm in ("sha256", "md5"):
         if pins.get(algorithm) and layout.archives:
             out.setdefault(layout.archives[0], f"{algorithm}:{pins[algorithm]}")
     return out
 
 
-class _QuietProgress(tqdm):
-    def __init__(self, *args, **kwargs):
-        kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
+def card_archive_revision(name: str, layout: Layout) -> str | None:
+    """The Hub commit the card pins for a layout's archive(s), or ``None``.
+
+    Read from ``source.revision`` (the yuxuanw8-era archive) or
+    ``source.final_release.revision`` (the GFM-Bench one), as :func:`card_archive_checksums`
+    chooses; null means not pinned.
+
+    Raises:
+        ValueError: a pin that is not a commit hash (40 hex digits): a branch or a tag can
+            move, so it pins nothing.
+    """
+    _, pins, where = _card_pins(name, layout)
+    value = pins.get("revision")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not COMMIT.fullmatch(value.strip().lower()):
+        raise ValueError(f"card of {name!r}: {where}.revision must be a Hub commit hash (40 "
+                         f"hex digits), got {value!r}; a branch or tag can move. Leave it "
+                         "null if no commit is known")
+    return value.strip().lower()
 
 
-def _fetch(repo_id: str, filename: str, root: Path, endpoint: str, revision: str,
-           force: bool, progress: bool) -> Path:
-    from huggingface_hub import hf_hub_download
+def _etag(remote: RemoteFile) -> str | None:
+    # For a file kept in LFS the Hub gives its SHA-256 as X-Linked-Etag (ETag is the
+    # storage host's); for a small file, ETag.
+    value = remote.header("x-linked-etag") or remote.header("etag")
+    if not value:
+        return None
+    return value.removeprefix("W/").strip('"') or None
 
-    return Path(hf_hub_download(
-        repo_id=repo_id, filename=filename, repo_type="dataset", revision=revision,
-        local_dir=root, endpoint=endpoint, force_download=force,
-        tqdm_class=None if progress else _QuietProgress))
 
+@dataclass(frozen=True)
+class _HubSource:
+    """Where :func:`download` fetches one dataset's files from, and by when."""
 
-def _fetch_parts(repo_id: str, archive: str, root: Path, endpoint: str, revision: str,
-                 force: bool, progress: bool) -> list[tuple[str, Path]]:
-    """Download ``X.z01``, ``X.z02``, ... until the Hub has no next part: ``(name, path)``s."""
-    from huggingface_hub.errors import RemoteEntryNotFoundError
+    name: str
+    repo_id: str
+    revision: str
+    endpoint: str
+    root: Path
+    deadline: float | None
+    end: float | None
 
-    stem = archive[:-len(".zip")] if archive.lower().endswith(".zip") else archive
-    fetched = []
-    for k in range(1, 1000):
-        name = f"{stem}.z{k:02d}"
+    def url(self, file: str) -> str:
+        return f"{self.endpoint}/datasets/{self.repo_id}/resolve/{self.revision}/{file}"
+
+    def time_left(self, file: str) -> float | None:
+        if self.end is None:
+            return DEFAULT_DEADLINE
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise DownloadError(f"{self.name}: the deadline of {self.deadline:g} s for the "
+                                f"whole download ran out before {file} was fetched from "
+                                f"{self.url(file)}", url=self.url(file), dest=self.root / file)
+        return left
+
+    def failed(self, file: str, err: DownloadError) -> DownloadError:
+        ran_out = self.end is not None and time.monotonic() >= self.end
+        limit = f" (the whole download was given {self.deadline:g} s)" if ran_out else ""
+        return DownloadError(f"{self.name}: could not download {file} from the dataset "
+                             f"repository {self.repo_id} at {self.endpoint} (revision "
+                             f"{self.revision}): {err.url}: {err.reason}{limit}",
+                             url=self.url(file), dest=self.root / file, status=err.status,
+                             reason=f"{err.reason}{limit}")
+
+    def head(self, file: str) -> RemoteFile:
         try:
-            fetched.append((name, _fetch(repo_id, name, root, endpoint, revision, force,
-                                         progress)))
-        except RemoteEntryNotFoundError:
-            break
-    return fetched
+            remote = head_url(self.url(file), deadline=self.time_left(file))
+        except DownloadError as err:
+            raise self.failed(file, err) from None
+        commit = remote.header("x-repo-commit")
+        if COMMIT.fullmatch(self.revision) and commit and commit.lower() != self.revision:
+            raise DownloadError(
+                f"{self.name}: asked {self.endpoint} for {file} of {self.repo_id} at commit "
+                f"{self.revision}, and it answered for commit {commit}; refusing a file that "
+                "is not the pinned one. Check the endpoint (--endpoint, $HF_ENDPOINT)",
+                url=self.url(file), dest=self.root / file, status=remote.status)
+        return remote
 
 
-def _check_download(root: Path, filename: str, path: Path, pinned: str | None,
-                    manifest: dict[str, Any], force: bool, source: dict[str, str]) -> None:
-    if pinned is not None:
-        try:
-            verify_file(path, pinned, hint=f"The corrupt download was removed; run the "
-                        f"download again (it came from {source['url']}).")
-        except ChecksumError:
-            path.unlink(missing_ok=True)
-            raise
-    digest = file_digest(path, "sha256")
-    recorded = manifest["files"].get(filename)
-    if recorded and recorded.get("sha256") != digest and not force:
-        raise ChecksumError(
-            path, "sha256", recorded["sha256"], digest,
-            f"{filename} differs from the file first downloaded on "
-            f"{recorded.get('downloaded_at', '?')} and recorded in {root / MANIFEST_NAME}: it "
-            "changed on the Hub or on disk. Nothing was extracted. To accept the new file, "
-            "download again with force=True (command line: --force).")
-    manifest["files"][filename] = {"sha256": digest, "size": path.stat().st_size,
-                                   "downloaded_at": _now(), **source}
+def _changed(path: Path, file: str, recorded: dict[str, Any], actual: str,
+             root: Path) -> ChecksumError:
+    return ChecksumError(
+        path, "sha256", recorded["sha256"], actual,
+        f"{file} differs from the file first downloaded on "
+        f"{recorded.get('downloaded_at', '?')} (revision {recorded.get('revision', '?')}) and "
+        f"recorded in {root / MANIFEST_NAME}: it changed on the Hub or on disk. Nothing was "
+        "extracted. To accept the new file, download again with force=True (command line: "
+        "--force).")
 
 
-def download(name: str, root: PathLike, endpoint: str | None = None, revision: str = "main",
-             force: bool = False, progress: bool = True, *, layout: str | None = None,
-             repo_id: str | None = None,
-             checksums: Mapping[str, str] | None = None) -> Path:
+def _sync_file(hub: _HubSource, file: str, remote: RemoteFile, pin: str | None,
+               manifest: dict[str, Any], force: bool, progress: bool) -> None:
+    """Make ``root/file`` the file the Hub serves, verified, and record it in ``manifest``.
+
+    The file is checked against the card's (or caller's) pin when there is one; otherwise
+    against the SHA-256 the manifest recorded for the same revision (unless ``force``). A
+    copy on disk whose ETag the Hub still gives is not downloaded again.
+    """
+    dest = hub.root / file
+    entry = manifest["files"].get(file)
+    recorded = entry if entry and entry.get("revision") == hub.revision and not force \
+        else None
+    expected = pin or (f"sha256:{recorded['sha256']}" if recorded else None)
+    etag = _etag(remote)
+    if recorded and dest.is_file() and etag and recorded.get("etag") == etag:
+        digest = file_digest(dest, "sha256")
+        if pin is not None:
+            verify_file(dest, pin, hint=(
+                "The copy on disk is not the file the pin names; nothing was extracted. "
+                "Download it again with force=True (command line: --force)"))
+        elif digest != recorded["sha256"]:
+            raise _changed(dest, file, recorded, digest, hub.root)
+        manifest["files"][file] = {**recorded, "sha256": digest}
+        return
+    try:
+        with warnings.catch_warnings():
+            # without a pin the SHA-256 is recorded in the manifest and checked from then on;
+            # that no card pins one yet is documented, once, not warned for every part
+            warnings.filterwarnings("ignore", "downloaded .* without verifying it",
+                                    UserWarning)
+            download_file(hub.url(file), dest, expected, overwrite=True, progress=progress,
+                          deadline=hub.time_left(file))
+    except DownloadError as err:
+        raise hub.failed(file, err) from None
+    except ChecksumError as err:
+        if pin is None:
+            raise _changed(dest, file, recorded, err.actual, hub.root) from None
+        raise ChecksumError(dest, err.algorithm, err.expected, err.actual, hint=(
+            f"The corrupt download was removed; run the download again (it came from "
+            f"{hub.url(file)}).")) from None
+    algorithm, digest = parse_checksum(expected) if expected else (None, None)
+    manifest["files"][file] = {
+        "sha256": digest if algorithm == "sha256" else file_digest(dest, "sha256"),
+        "size": dest.stat().st_size, "downloaded_at": _now(), "repo_id": hub.repo_id,
+        "revision": hub.revision, "commit": remote.header("x-repo-commit"), "etag": etag,
+        "endpoint": hub.endpoint, "url": hub.url(file)}
+
+
+def _remote_files(hub: _HubSource, layout: Layout,
+                  archive: str) -> list[tuple[str, RemoteFile]]:
+    """``(file, RemoteFile)`` for ``X.z01``, ``X.z02``, ... (while the Hub has them, when the
+    layout comes in split parts) and the archive itself."""
+    found = []
+    if layout.split_parts:
+        stem = archive[:-len(".zip")] if archive.lower().endswith(".zip") else archive
+        for k in range(1, 1000):
+            part = f"{stem}.z{k:02d}"
+            try:
+                found.append((part, hub.head(part)))
+            except DownloadError as err:
+                if err.status == 404:   # no such part: the previous one was the last
+                    break
+                raise
+    return found + [(archive, hub.head(archive))]
+
+
+def download(name: str, root: PathLike, endpoint: str | None = None,
+             revision: str | None = None, force: bool = False, progress: bool = True, *,
+             layout: str | None = None, repo_id: str | None = None,
+             checksums: Mapping[str, str] | None = None,
+             deadline: float | None = None) -> Path:
     """Download, verify and extract a GFM-Bench dataset into ``root``; check the result.
 
     Args:
         name: registry name (``eurosat``, ``dfc2020``, ...).
         root: the dataset folder (created if needed).
-        endpoint: Hub endpoint; default ``$HF_ENDPOINT``, else https://huggingface.co. It is
-            passed to ``hf_hub_download`` explicitly, since huggingface_hub reads
-            ``HF_ENDPOINT`` only when it is imported.
-        revision: branch, tag or commit of the Hub repository.
+        endpoint: Hub endpoint; default ``$HF_ENDPOINT``, else https://huggingface.co.
+        revision: branch, tag or commit of the Hub repository; default the commit the card
+            pins (:func:`card_archive_revision`), else ``main``. For a commit, a server that
+            answers for another commit is refused. The manifest records the revision asked
+            and the commit served.
         force: download and extract again, and accept files whose SHA-256 differs from
-            the manifest.
+            the manifest (a pinned checksum is still checked).
         progress: show download progress bars.
         layout: which layout's archive to fetch; default the spec's
             :meth:`~gfm_bench.datasets.DatasetSpec.download_layout`.
         repo_id: fetch the same archive name(s) from another repository (a mirror).
         checksums: ``{archive file: "sha256:<hex>" | "md5:<hex>"}`` pins that override the
             card's.
+        deadline: seconds the whole call may spend on the network, every file together
+            (command line: ``--timeout``); default none overall, and
+            :data:`geofm.data.download.DEFAULT_DEADLINE` for each file.
 
     Returns:
         The folder holding the extracted dataset (``root`` or, for the final packagings that
@@ -480,50 +875,49 @@ def download(name: str, root: PathLike, endpoint: str | None = None, revision: s
         folder can be passed to the readers.
 
     Raises:
+        ValueError: a ``deadline`` that is not positive, or a card revision pin that is not
+            a commit hash.
         ChecksumError: a download does not match its pinned checksum (the file is removed),
-            or differs from the SHA-256 the manifest recorded (unless ``force``).
-        DownloadError: the Hub could not be reached or refused a file.
+            or differs from the SHA-256 the manifest recorded for this revision (unless
+            ``force``).
+        DownloadError: the Hub could not be reached, refused a file (``status``: 404 ...),
+            cut it short, answered for another commit than the pinned one, or the deadline
+            passed; no partial file is left.
         UnsafeArchiveError, ArchiveFormatError: see :func:`safe_extract` (also: split parts
             left from an earlier download that the Hub no longer has).
         DatasetNotFoundError: the extracted tree is not a layout the reader knows.
     """
-    from huggingface_hub.errors import HfHubHTTPError
-
+    if deadline is not None and not deadline > 0:
+        raise ValueError(f"deadline must be a positive number of seconds, got {deadline!r}")
     spec = get_spec(name)
     chosen = spec.layout(layout) if layout else spec.download_layout()
     if not chosen.archives:
         raise ValueError(f"{name}: the {chosen.name} layout names no archive to download; "
                          f"{spec.notes}")
-    repo = repo_id or chosen.repo_id
-    endpoint = (endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT).rstrip("/")
+    revision = revision or card_archive_revision(name, chosen) or "main"
     root = Path(root)
+    hub = _HubSource(
+        name, repo_id or chosen.repo_id,
+        revision.lower() if COMMIT.fullmatch(revision.lower()) else revision,
+        (endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT).rstrip("/"), root,
+        deadline, None if deadline is None else time.monotonic() + deadline)
     root.mkdir(parents=True, exist_ok=True)
     pins = {**card_archive_checksums(name, chosen), **(checksums or {})}
-    with FileLock(str(root / ".gfm_bench.lock")):
+    with FileLock(str(root / LOCK_NAME)):
         manifest = read_manifest(root)
         for archive in chosen.archives:
-            url = f"{endpoint}/datasets/{repo}/resolve/{revision}/{archive}"
-            try:
-                fetched = (_fetch_parts(repo, archive, root, endpoint, revision, force, progress)
-                           if chosen.split_parts else [])
-                fetched.append((archive, _fetch(repo, archive, root, endpoint, revision, force,
-                                                progress)))
-            except (HfHubHTTPError, OSError) as err:   # OSError: unreachable, not cached
-                status = getattr(getattr(err, "response", None), "status_code", None)
-                raise DownloadError(f"{name}: could not download {archive} from the dataset "
-                                    f"repository {repo} at {endpoint} (revision {revision}): "
-                                    f"{err}", url=url, dest=root / archive, status=status) \
-                    from err
-            for file, path in fetched:
-                source = {"repo_id": repo, "revision": revision, "endpoint": endpoint,
-                          "url": f"{endpoint}/datasets/{repo}/resolve/{revision}/{file}"}
-                _check_download(root, file, path, pins.get(file), manifest, force, source)
+            fetched = _remote_files(hub, chosen, archive)
+            for file, remote in fetched:
+                _sync_file(hub, file, remote, pins.get(file), manifest, force, progress)
             _write_manifest(root, manifest)
-            stale = sorted({p.name for p in split_parts(fetched[-1][1])}
+            zip_path = root / archive
+            stale = sorted({p.name for p in split_parts(zip_path)}
                            - {Path(file).name for file, _ in fetched})
             if stale:
                 raise ArchiveFormatError(
-                    f"{name}: {', '.join(stale)} beside {fetched[-1][1]} are not parts of the "
+                    f"{name}: {', '.join(stale)} beside {zip_path} are not parts of the "
                     f"archive on the Hub any more; remove them and run the download again")
-            safe_extract(fetched[-1][1], root, force=force)
+            # no member may overwrite a file this dataset downloaded (the archive's own
+            # parts and gfm_bench's files are refused by safe_extract itself)
+            safe_extract(zip_path, root, force=force, reserved=list(manifest["files"]))
     return check_root(name, root).base

@@ -122,10 +122,17 @@ def _cmd_datasets(args) -> int:
 
 
 def _cmd_download(args) -> int:
+    from geofm.data.download import DownloadError
+
     from .archive import download
 
-    root = download(args.name, args.root, endpoint=args.endpoint, revision=args.revision,
-                    force=args.force, progress=not args.no_progress)
+    try:
+        root = download(args.name, args.root, endpoint=args.endpoint, revision=args.revision,
+                        force=args.force, progress=not args.no_progress,
+                        deadline=args.timeout)
+    except DownloadError as err:   # the network's failure, said in one line: no traceback
+        print(f"gfm-bench: {err}", file=sys.stderr)
+        return 1
     print(f"{args.name} is ready in {root}")
     return 0
 
@@ -179,7 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name")
     dl.add_argument("--root", required=True)
     dl.add_argument("--endpoint", help="Hub endpoint (default $HF_ENDPOINT or huggingface.co)")
-    dl.add_argument("--revision", default="main")
+    dl.add_argument("--revision",
+                    help="branch, tag or commit of the Hub repository (default: the commit "
+                         "the dataset card pins, else main)")
+    dl.add_argument("--timeout", type=float, metavar="SECONDS",
+                    help="give up once the whole download has taken this long (default: no "
+                         "overall limit, 6 hours per file; a silent server is dropped after "
+                         "60 s either way)")
     dl.add_argument("--force", action="store_true")
     dl.add_argument("--no-progress", action="store_true")
     dl.set_defaults(func=_cmd_download)

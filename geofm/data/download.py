@@ -23,6 +23,11 @@ Downloads use only the standard library (:mod:`urllib.request`). They are writte
 or corrupt download never leaves a file that looks finished. Set ``GEOFM_DOWNLOAD_MIRROR``
 (for example ``http://127.0.0.1:8000/files/`` or a local folder) to fetch every file from a
 mirror instead: the file name of the original URL is looked up there (:func:`resolve_url`).
+
+No download runs unbounded: every wait on the network ends after ``timeout`` seconds
+(a server that stops answering), and the whole transfer after ``deadline`` seconds (a server
+that keeps sending a byte now and then, which no per-read timeout catches); either ends in
+one :class:`DownloadError` that names the URL and the limit, with no ``.part`` file left.
 """
 
 from __future__ import annotations
@@ -32,13 +37,23 @@ import http.client
 import os
 import posixpath
 import re
+import socket
+import threading
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
-from urllib.request import Request, urlopen
+from urllib.request import (
+    HTTPHandler,
+    HTTPRedirectHandler,
+    HTTPSHandler,
+    OpenerDirector,
+    Request,
+    build_opener,
+)
 
 from tqdm.auto import tqdm
 
@@ -51,6 +66,18 @@ MIRROR_ENV = "GEOFM_DOWNLOAD_MIRROR"
 
 URL_SCHEMES = ("http", "https", "file")
 """URL schemes :func:`download_file` accepts."""
+
+DEFAULT_TIMEOUT = 60.0
+"""Seconds :func:`download_file` waits for a connection or for any one read before giving
+up on a server that stopped answering."""
+
+DEFAULT_DEADLINE = 6 * 3600.0
+"""Seconds :func:`download_file` allows one file, start to finish, unless told otherwise.
+
+Six hours fetch the largest single archive geofm knows of (GFM-Bench SegMunich, 9.1 GB) at
+about 0.5 MB/s, and stop a server that trickles a byte every second or so (which resets any
+per-read timeout) well before it holds the download for days. Pass ``deadline=None`` to
+wait for as long as the transfer takes."""
 
 CHECKSUM_ALGORITHMS = {"sha256": 64, "md5": 32}
 """Supported checksum algorithms and the length of their hex digests."""
@@ -84,15 +111,17 @@ class DownloadError(OSError):
     """A download that failed on the network (unreachable host, HTTP error, timeout, cut short).
 
     Attributes: ``url`` (the URL fetched, after any mirror), ``status`` (the HTTP status, or
-    ``None``) and ``dest`` (where the file was meant to go).
+    ``None``), ``dest`` (where the file was meant to go; ``None`` for :func:`head_url`) and
+    ``reason`` (what went wrong, without the URL or advice; the message when not given).
     """
 
-    def __init__(self, message: str, *, url: str, dest: PathLike,
-                 status: int | None = None) -> None:
+    def __init__(self, message: str, *, url: str, dest: PathLike | None = None,
+                 status: int | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.url = url
-        self.dest = Path(dest)
+        self.dest = None if dest is None else Path(dest)
         self.status = status
+        self.reason = message if reason is None else reason
 
     def __str__(self) -> str:  # OSError's own __str__ is fine for one argument; be explicit
         return str(self.args[0])
@@ -199,6 +228,180 @@ def _content_length(response: Any) -> int | None:
         return None
 
 
+def _check_limits(timeout: float, deadline: float | None) -> None:
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if deadline is not None and not deadline > 0:
+        raise ValueError(f"deadline must be a positive number of seconds or None, got "
+                         f"{deadline!r}")
+
+
+class _Deadline:
+    """The end of one transfer: when it passes, every connection the transfer opened is
+    shut down, which wakes a read blocked on it (a socket timeout alone is reset by each
+    byte a trickling server sends).
+
+    Use as a context manager around the transfer; ``expired`` says whether time ran out.
+    """
+
+    GRACE = 0.5
+    """Seconds a single wait may run past the end: the deadline itself, not a read timeout
+    shortened to fit it, should end the transfer (a connection being opened cannot be cut
+    yet, so its wait is capped this way)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.end = None if seconds is None else time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def wait(self, timeout: float) -> float:
+        """The longest a single network wait may take now: ``timeout``, or less near the end."""
+        if self.end is None:
+            return timeout
+        return max(min(timeout, self.end - time.monotonic() + self.GRACE), 1e-3)
+
+    def passed(self) -> bool:
+        """Whether the deadline has passed (cutting the connections if the timer has not)."""
+        if not self.expired and self.end is not None and time.monotonic() >= self.end:
+            self._expire()
+        return self.expired
+
+    def track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._cut(sock)
+
+    def opener(self, *handlers: Any) -> OpenerDirector:
+        """A urllib opener whose HTTP(S) connections are cut when the deadline passes."""
+        clock = self
+
+        class _Tracked:
+            def do_open(self, http_class, req, **kwargs):
+                class Connection(http_class):
+                    def connect(self) -> None:
+                        super().connect()
+                        clock.track(self.sock)
+
+                return super().do_open(Connection, req, **kwargs)
+
+        http_handler = type("DeadlineHTTPHandler", (_Tracked, HTTPHandler), {})
+        https_handler = type("DeadlineHTTPSHandler", (_Tracked, HTTPSHandler), {})
+        return build_opener(http_handler(), https_handler(), *handlers)
+
+    @staticmethod
+    def _cut(sock: socket.socket) -> None:
+        try:   # the plain-socket method, so that an SSL socket's state is left alone
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass   # already closed
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._cut(sock)
+
+    def __enter__(self) -> _Deadline:
+        if self.end is not None:
+            self._timer = threading.Timer(max(self.end - time.monotonic(), 0.0), self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 100 else f"{value:.3g} s"
+
+
+_NETWORK_ERRORS = (URLError, TimeoutError, ConnectionError, http.client.HTTPException)
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, URLError):
+        return f"{err.reason}"
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """What a server says about a URL without sending the file (its answer to ``HEAD``).
+
+    ``status`` is the HTTP status (a redirect to another host is kept as it is: on the
+    Hugging Face Hub its headers, not the storage host's, carry ``X-Repo-Commit`` and
+    ``X-Linked-Etag``); ``headers`` maps lower-case header names to values.
+    """
+
+    url: str
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+class _SameHostRedirects(HTTPRedirectHandler):
+    """Follow a redirect only within the host asked (a renamed repository), and hand a
+    redirect to another host back as the answer."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
+            return None
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            new.method = req.get_method()   # urllib before 3.13 turns a HEAD into a GET
+        return new
+
+
+def head_url(url: str, *, timeout: float = DEFAULT_TIMEOUT,
+             deadline: float | None = DEFAULT_DEADLINE) -> RemoteFile:
+    """Ask the server about ``url`` (an HTTP ``HEAD``) without downloading it.
+
+    ``$GEOFM_DOWNLOAD_MIRROR`` redirects the request as it does :func:`download_file`'s.
+    Redirects are followed within the same host only (see :class:`RemoteFile`).
+
+    Raises:
+        ValueError: a URL that is not http(s) or file, or a limit that is not positive.
+        DownloadError: an HTTP status of 400 or more (``status`` holds it), no answer within
+            ``timeout`` or ``deadline`` seconds, or a connection that failed.
+    """
+    _check_scheme(url)
+    _check_limits(timeout, deadline)
+    fetch_url = resolve_url(url)
+    _check_scheme(fetch_url, f"URL (from {MIRROR_ENV})")
+    request = Request(fetch_url, method="HEAD",
+                      headers={"User-Agent": "geofm-downloader (urllib)"})
+    clock = _Deadline(deadline)
+
+    def failed(reason: str, status: int | None = None) -> DownloadError:
+        return DownloadError(f"could not ask {fetch_url} about the file: {reason}",
+                             url=fetch_url, status=status, reason=reason)
+
+    try:
+        with clock, clock.opener(_SameHostRedirects()).open(
+                request, timeout=clock.wait(timeout)) as response:
+            return RemoteFile(fetch_url, getattr(response, "status", None) or 200,
+                              {k.lower(): v for k, v in response.headers.items()})
+    except HTTPError as err:
+        err.close()
+        if 300 <= err.code < 400:
+            return RemoteFile(fetch_url, err.code,
+                              {k.lower(): v for k, v in (err.headers or {}).items()})
+        raise failed(f"HTTP {err.code} {err.reason}", err.code) from None
+    except (OSError, http.client.HTTPException) as err:
+        if clock.passed():
+            raise failed(f"no answer within the deadline of {_seconds(deadline)}") from None
+        if not isinstance(err, _NETWORK_ERRORS):
+            raise
+        raise failed(_reason(err)) from err
+
+
 def download_file(
     url: str,
     dest: PathLike,
@@ -206,7 +409,8 @@ def download_file(
     *,
     overwrite: bool = False,
     progress: bool = True,
-    timeout: float = 60.0,
+    timeout: float = DEFAULT_TIMEOUT,
+    deadline: float | None = DEFAULT_DEADLINE,
     chunk_size: int = 1 << 20,
 ) -> Path:
     """Download ``url`` to the file ``dest``, verifying ``checksum`` when one is given.
@@ -214,7 +418,8 @@ def download_file(
     An existing ``dest`` is not downloaded again (unless ``overwrite``): with a checksum it is
     verified (no network access), without one it is returned as it is. Otherwise the file is
     streamed into ``<dest>.part`` (parent folders are created), verified, and renamed onto
-    ``dest``; a failed or corrupt download leaves neither ``dest`` nor the ``.part`` file.
+    ``dest``; a failed, corrupt or timed-out download leaves neither ``dest`` nor the
+    ``.part`` file.
     Without a checksum the download warns (:class:`UserWarning`) and gives the file's sha256,
     so that it can be pinned. ``$GEOFM_DOWNLOAD_MIRROR`` redirects the download
     (:func:`resolve_url`).
@@ -227,21 +432,28 @@ def download_file(
         overwrite: download again even if ``dest`` exists (it is replaced only once the new
             copy is complete and verified).
         progress: show a tqdm progress bar.
-        timeout: seconds to wait for the connection and for each read.
+        timeout: seconds to wait for the connection and for each read (a server that stops
+            answering).
+        deadline: seconds the whole transfer may take, from the first connection to the last
+            byte (:data:`DEFAULT_DEADLINE`, six hours); ``None`` for no limit. It is enforced
+            whatever the server does, a trickle of bytes included.
         chunk_size: bytes read at a time.
 
     Returns:
         ``dest`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: a URL that is not http(s) or file, or a malformed checksum.
+        ValueError: a URL that is not http(s) or file, a malformed checksum, or a
+            ``timeout``/``deadline`` that is not positive.
         ChecksumError: the existing ``dest`` (kept) or the downloaded file (deleted) does not
             match ``checksum``.
-        DownloadError: the download failed (message: the URL, the HTTP status if any, and
-            that the file can be downloaded by hand and placed at ``dest``).
+        DownloadError: the download failed or ran past ``timeout``/``deadline`` (message: the
+            URL, the HTTP status or the limit, and that the file can be downloaded by hand
+            and placed at ``dest``).
     """
     dest = Path(dest)
     _check_scheme(url)
+    _check_limits(timeout, deadline)
     if checksum is not None:
         parse_checksum(checksum)  # a malformed checksum fails before any network access
     if dest.is_dir():
@@ -259,7 +471,7 @@ def download_file(
     part = dest.with_name(dest.name + ".part")
     desc = dest.name if fetch_url == url else f"{dest.name} (mirror: {fetch_url})"
     try:
-        _stream(fetch_url, url, dest, part, desc, progress, timeout, chunk_size)
+        _stream(fetch_url, url, dest, part, desc, progress, timeout, deadline, chunk_size)
         if checksum is not None:
             algorithm, expected = parse_checksum(checksum)
             actual = file_digest(part, algorithm)
@@ -280,33 +492,42 @@ def download_file(
 
 
 def _stream(fetch_url: str, url: str, dest: Path, part: Path, desc: str, progress: bool,
-            timeout: float, chunk_size: int) -> None:
-    """Write ``fetch_url`` into ``part``; network failures become :class:`DownloadError`."""
+            timeout: float, deadline: float | None, chunk_size: int) -> None:
+    """Write ``fetch_url`` into ``part``; network failures and the deadline become
+    :class:`DownloadError`."""
     via = "" if fetch_url == url else f" (mirror of {url}, {MIRROR_ENV} is set)"
     manual = f"Download it by hand and place it at {dest}"
 
     def failed(reason: str, status: int | None = None) -> DownloadError:
         return DownloadError(f"could not download {fetch_url}{via}: {reason}. {manual}",
-                             url=fetch_url, dest=dest, status=status)
+                             url=fetch_url, dest=dest, status=status, reason=reason)
 
     request = Request(fetch_url, headers={"User-Agent": "geofm-downloader (urllib)"})
+    clock = _Deadline(deadline)
     received, total = 0, None
     try:
-        with urlopen(request, timeout=timeout) as response, open(part, "wb") as out:
+        with clock, clock.opener().open(request, timeout=clock.wait(timeout)) as response, \
+                open(part, "wb") as out:
             total = _content_length(response)
             with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
                       disable=not progress, leave=False) as bar:
-                while chunk := response.read(chunk_size):
+                while not clock.passed() and (chunk := response.read(chunk_size)):
                     out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
     except HTTPError as err:
         err.close()  # it holds the response, and with it the connection
         raise failed(f"HTTP {err.code} {err.reason}", err.code) from err
-    except URLError as err:
-        raise failed(f"{err.reason}") from err
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as err:
-        raise failed(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__) from err
+    except (OSError, http.client.HTTPException) as err:
+        # a connection cut at the deadline fails in many ways: all of them are the deadline
+        if not clock.passed():
+            if not isinstance(err, _NETWORK_ERRORS):
+                raise   # writing the .part file failed: not the network's doing
+            raise failed(_reason(err)) from err
+    if clock.expired and (total is None or received != total):
+        raise failed(f"gave up at the deadline of {_seconds(deadline)} for the whole "
+                     f"transfer, after {received} "
+                     + (f"of {total} bytes" if total is not None else "bytes"))
     if total is not None and received != total:
         raise failed(f"the connection ended after {received} of {total} bytes")
 

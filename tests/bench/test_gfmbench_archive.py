@@ -18,6 +18,7 @@ from gfm_bench.archive import (
     ArchiveFormatError,
     UnsafeArchiveError,
     card_archive_checksums,
+    card_archive_revision,
     marker_path,
     safe_extract,
     split_parts,
@@ -205,3 +206,10 @@ def test_a_file_that_is_not_a_zip_is_named(tmp_path):
     with pytest.raises(ArchiveFormatError, match="EuroSAT.zip is not a readable zip"):
         safe_extract(bogus, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_cards_pin_no_archive_revision_yet():
+    """No GFM-Bench card pins a Hub commit: none is known, and none is invented."""
+    for name, spec in DATASETS.items():
+        for layout in spec.layouts:
+            assert card_archive_revision(name, layout) is None

@@ -1,6 +1,6 @@
 """gfm_bench.archive.download against a local stand-in for the Hugging Face Hub (no network).
 
-The stand-in answers what ``huggingface_hub.hf_hub_download`` asks: ``HEAD`` and ``GET`` on
+The stand-in answers what the download asks, as the Hub does: ``HEAD`` and ``GET`` on
 ``{endpoint}/datasets/{repo_id}/resolve/{revision}/{filename}``, with the headers it reads
 (``X-Repo-Commit``, ``ETag``, ``Content-Length``), and ``404`` + ``X-Error-Code:
 EntryNotFound`` for a file the repository lacks (how the split parts are probed).
@@ -13,14 +13,23 @@ import hashlib
 import http.server
 import json
 import re
+import zipfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
+import gfm_bench.archive
+from geofm.data.cards import load_dataset_card
 from geofm.data.download import ChecksumError, DownloadError, file_digest
-from gfm_bench.archive import MANIFEST_NAME, download, read_manifest
-from gfm_bench.datasets import check_root, load_bench_data
+from gfm_bench.archive import (
+    MANIFEST_NAME,
+    UnsafeArchiveError,
+    card_archive_revision,
+    download,
+    read_manifest,
+)
+from gfm_bench.datasets import DATASETS, check_root, load_bench_data
 from gfm_bench.generate import generate, make_archive
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -118,9 +127,7 @@ def test_download_with_endpoint_argument_fetches_extracts_and_records(hub, tmp_p
 
 
 def test_download_reads_the_endpoint_from_hf_endpoint(hub, tmp_path, monkeypatch):
-    """HF_ENDPOINT set after huggingface_hub was imported still counts (passed explicitly)."""
-    import huggingface_hub  # noqa: F401  (imported before the variable is set)
-
+    """HF_ENDPOINT is read when the download starts."""
     publish(hub, tmp_path, "segmunich", layout="final")
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     base = download("segmunich", tmp_path / "data", progress=False)
@@ -215,3 +222,85 @@ def test_a_repository_missing_on_the_hub_raises_download_error(hub, tmp_path):
         download("marida", tmp_path / "data", endpoint=hub.url, progress=False)
     assert info.value.status == 404
     assert info.value.url == f"{hub.url}/datasets/yuxuanw8/MARIDA/resolve/main/MARIDA.zip"
+
+
+# --- pins: a revision the card pins, and pins that outrank the manifest ----------------------
+
+def pin_card(monkeypatch, card_name: str, **source_entries) -> None:
+    """Serve a copy of ``card_name`` whose ``source`` has these entries (the cached card is
+    untouched)."""
+    card = load_dataset_card(card_name)
+    pinned = dataclasses.replace(card, extra={**card.extra,
+                                              "source": {**card["source"], **source_entries}})
+    monkeypatch.setattr(gfm_bench.archive, "load_dataset_card", lambda name: pinned)
+
+
+def test_a_revision_the_card_pins_is_fetched_and_recorded(hub, tmp_path, monkeypatch):
+    publish(hub, tmp_path, "eurosat")
+    pin_card(monkeypatch, "gfmbench_eurosat", revision=COMMIT.upper())
+    root = tmp_path / "data"
+    download("eurosat", root, endpoint=hub.url, progress=False)
+    assert ("GET", f"/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip") in hub.requests
+    assert not any("/resolve/main/" in path for _, path in hub.requests)
+    entry = read_manifest(root)["files"]["EuroSAT.zip"]
+    assert entry["revision"] == entry["commit"] == COMMIT
+    assert entry["url"] == f"{hub.url}/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip"
+    assert card_archive_revision("eurosat", DATASETS["eurosat"].download_layout()) == COMMIT
+
+
+def test_a_hub_answering_a_pinned_commit_with_another_is_refused(hub, tmp_path, monkeypatch):
+    publish(hub, tmp_path, "eurosat")
+    pinned = "ab" * 20
+    pin_card(monkeypatch, "gfmbench_eurosat", revision=pinned)
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match=f"at commit {pinned}.*answered for commit {COMMIT}"):
+        download("eurosat", root, endpoint=hub.url, progress=False)
+    assert [method for method, _ in hub.requests] == ["HEAD"]   # nothing fetched
+    assert not (root / "EuroSAT.zip").exists() and not (root / MANIFEST_NAME).exists()
+
+
+def test_a_card_revision_that_is_not_a_commit_is_refused(monkeypatch):
+    pin_card(monkeypatch, "gfmbench_eurosat", revision="main")
+    with pytest.raises(ValueError, match=r"source.revision must be a Hub commit hash.*'main'"):
+        card_archive_revision("eurosat", DATASETS["eurosat"].download_layout())
+
+
+def test_a_pinned_checksum_outranks_the_hash_recorded_on_first_download(hub, tmp_path):
+    """The manifest trusts the first download only while nothing better is known."""
+    publish(hub, tmp_path, "so2sat", seed=0)
+    root = tmp_path / "data"
+    download("so2sat", root, endpoint=hub.url, progress=False)
+    first = read_manifest(root)["files"]["So2Sat.zip"]["sha256"]
+    (new_zip,) = publish(hub, tmp_path, "so2sat", seed=1)
+    pin = {"So2Sat.zip": f"sha256:{file_digest(new_zip)}"}
+    download("so2sat", root, endpoint=hub.url, progress=False, checksums=pin)
+    assert read_manifest(root)["files"]["So2Sat.zip"]["sha256"] == file_digest(new_zip) != first
+    assert file_digest(root / "So2Sat.zip") == file_digest(new_zip)
+
+
+def test_a_pinned_revision_is_not_held_to_a_hash_recorded_for_another(hub, tmp_path,
+                                                                     monkeypatch):
+    publish(hub, tmp_path, "so2sat", seed=0)
+    root = tmp_path / "data"
+    download("so2sat", root, endpoint=hub.url, progress=False)   # from main
+    (new_zip,) = publish(hub, tmp_path, "so2sat", seed=1)        # what the commit holds
+    pin_card(monkeypatch, "gfmbench_so2sat", revision=COMMIT)
+    download("so2sat", root, endpoint=hub.url, progress=False)
+    entry = read_manifest(root)["files"]["So2Sat.zip"]
+    assert (entry["revision"], entry["sha256"]) == (COMMIT, file_digest(new_zip))
+
+
+def test_a_download_whose_archive_would_overwrite_itself_or_the_manifest_is_refused(
+        hub, tmp_path):
+    zip_path = hub.repo("yuxuanw8/EuroSAT") / "EuroSAT.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.writestr("eurosat-train.txt", "x")
+        zf.writestr("EuroSAT.zip", b"not the archive")
+        zf.writestr(MANIFEST_NAME, '{"files": {}}')
+    root = tmp_path / "data"
+    with pytest.raises(UnsafeArchiveError) as info:
+        download("eurosat", root, endpoint=hub.url, progress=False)
+    assert [name for name, _ in info.value.problems] == ["EuroSAT.zip", MANIFEST_NAME]
+    assert file_digest(root / "EuroSAT.zip") == file_digest(zip_path)
+    assert read_manifest(root)["files"]["EuroSAT.zip"]["sha256"] == file_digest(zip_path)
+    assert not (root / "eurosat-train.txt").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.server
 import re
 import socket
 from pathlib import Path
@@ -22,6 +23,7 @@ from geofm.data.download import (
     download_file,
     fetch_card_files,
     file_digest,
+    head_url,
     parse_checksum,
     resolve_url,
 )
@@ -395,3 +397,35 @@ def test_fetch_card_files_image_mat_entry(tmp_path):
 def test_fetch_card_files_card_without_files(tmp_path):
     with pytest.raises(ValueError, match="does not name an image and a labels file"):
         fetch_card_files("eurosat_ms", tmp_path)
+
+
+# --- head_url ----------------------------------------------------------------------------
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """``/moved`` redirects within the host, ``/away`` to another host (as the Hub sends a
+    file kept in LFS to its storage host, with the file's details on the redirect)."""
+
+    def do_HEAD(self) -> None:  # noqa: N802 (the http.server name)
+        if self.path == "/moved":
+            self.send_response(307)
+            self.send_header("Location", "/file.bin")
+        elif self.path == "/away":
+            self.send_response(302)
+            self.send_header("Location", "http://storage.invalid/blob")
+            self.send_header("X-Linked-Etag", '"abc"')
+        else:
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", "c0ffee")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_head_url_follows_redirects_within_the_host_only(serve_http):
+    with serve_http(_Redirecting) as url:
+        moved = head_url(f"{url}/moved", deadline=5)
+        away = head_url(f"{url}/away", deadline=5)
+    assert (moved.status, moved.header("X-Repo-Commit")) == (200, "c0ffee")
+    assert (away.status, away.header("x-linked-etag")) == (302, '"abc"')
