@@ -36,6 +36,7 @@ from geofm.data import SceneFolderDataset, collate_samples, open_envi
 from geofm.data.cards import data_dir
 from geofm.data.datamodules import mae_transforms
 from geofm.models import create_model
+from geofm.models.checkpoints import read_torch_file
 from geofm.tasks.callbacks import MAEReconstructionFigures
 from geofm.tasks.export import export_encoder
 from geofm.tasks.mae import MAEPretrainTask
@@ -90,7 +91,7 @@ for r in epochs:
 
 # %%
 task = MAEPretrainTask.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-epochs_done = torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] + 1
+epochs_done = read_torch_file(checkpoint)["epoch"] + 1   # read without running code
 samples = data_dir() / "samples"
 scene = SceneFolderDataset(samples / "eurosat_ms")[0]
 window = open_envi(samples / "salinas_a" / "SalinasA_corrected.hdr", window=(20, 20, 32, 32),
