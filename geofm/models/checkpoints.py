@@ -54,6 +54,7 @@ __all__ = [
     "METADATA_TYPES",
     "build_on_meta",
     "check_architecture",
+    "check_config",
     "check_parameters",
     "check_shapes",
     "format_tag",
@@ -318,11 +319,25 @@ def check_architecture(path: str | os.PathLike, name: str, config: Mapping[str, 
     """The model ``create_model(name, **config)`` would build, on the ``meta`` device,
     after refusing what would not fit in memory; shapes only, nothing allocated.
 
-    Refuses an unknown model, a size in :data:`SIZE_KEYS` beyond :data:`SIZE_SLACK` times
-    the registry's largest, lists longer than :data:`MAX_LIST_LENGTH`, keywords the model
-    does not take and (:func:`check_parameters`) too many parameters. ``prepare`` changes
-    the meta model before it is counted (adds the LoRA layers the file's weights need).
+    Refuses what :func:`check_config` refuses, keywords the model does not take and
+    (:func:`check_parameters`) too many parameters. ``prepare`` changes the meta model
+    before it is counted (adds the LoRA layers the file's weights need).
     """
+    check_config(path, name, config)
+
+    def build() -> nn.Module:
+        model = create_model(name, **config)
+        if prepare is not None:
+            prepare(model)
+        return model
+
+    return check_parameters(path, build_on_meta(path, build, f"as {name}"))
+
+
+def check_config(path: str | os.PathLike, name: str, config: Mapping[str, Any]) -> None:
+    """Refuse, before anything is built, a model the registry does not know, a size in
+    :data:`SIZE_KEYS` beyond :data:`SIZE_SLACK` times the registry's largest and lists
+    longer than :data:`MAX_LIST_LENGTH`."""
     if not isinstance(name, str) or not is_model(name):
         raise CheckpointError(f"{path} holds a model {name!r} that this geofm does not know "
                               f"(registered: {', '.join(list_models())})")
@@ -342,14 +357,6 @@ def check_architecture(path: str | os.PathLike, name: str, config: Mapping[str, 
                 raise CheckpointError(
                     f"{path}: {key} {value} is beyond the registry's range (its largest "
                     f"{singular} is {limits.sizes[singular]}; at most {bound} is accepted)")
-
-    def build() -> nn.Module:
-        model = create_model(name, **config)
-        if prepare is not None:
-            prepare(model)
-        return model
-
-    return check_parameters(path, build_on_meta(path, build, f"as {name}"))
 
 
 def build_on_meta(path: str | os.PathLike, build: Callable[[], nn.Module], what: str = ""

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from geofm.models import create_model
 from geofm.models.checkpoints import (
     build_on_meta,
-    check_architecture,
+    check_config,
     check_parameters,
     check_shapes,
     read_checkpoint,
@@ -257,9 +257,9 @@ class SceneClassificationTask(pl.LightningModule):
         hp["encoder_checkpoint"] = None
         hp["model_kwargs"] = dict(payload["geofm_scene"].get("model_config") or
                                   hp.get("model_kwargs") or {})
-        num_classes = hp.get("num_classes", accepted["num_classes"].default)
-        check_architecture(path, hp.get("model", accepted["model"].default),
-                           {**hp["model_kwargs"], "num_classes": num_classes})
+        # sizes checked before the task (its encoder, head and LoRA) is built on the meta
+        # device, where its parameters and shapes are checked before it is allocated
+        check_config(path, hp.get("model", accepted["model"].default), hp["model_kwargs"])
         meta = check_parameters(path, build_on_meta(path, lambda: cls(**hp)))
         check_shapes(path, meta, payload["state_dict"])
         task = cls(**hp)
