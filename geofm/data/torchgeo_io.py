@@ -26,13 +26,21 @@ __all__ = ["TorchGeoSamples", "TorchGeoPretrainDataModule", "import_class"]
 
 
 def import_class(path: str) -> type:
-    """``"torchgeo.datasets.SSL4EOS12"`` -> the class."""
+    """``"torchgeo.datasets.SSL4EOS12"`` -> the class.
+
+    Only a dataset class is returned (a subclass of ``torch.utils.data.Dataset``): a config
+    naming any other callable (``subprocess.run``, say) is refused before it is called.
+    """
     module, _, name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        found = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         raise ValueError(f"cannot import {path!r}; give a dotted path such as "
                          "'torchgeo.datasets.SSL4EOS12'") from None
+    if not (isinstance(found, type) and issubclass(found, Dataset)):
+        raise ValueError(f"{path!r} is not a dataset class (a torch.utils.data.Dataset); "
+                         "give one such as 'torchgeo.datasets.SSL4EOS12'")
+    return found
 
 
 class TorchGeoSamples(Dataset):

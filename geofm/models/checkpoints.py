@@ -17,12 +17,14 @@ The tag sits under the file's ``"format"`` key; Lightning checkpoints written be
 existed are recognised by their ``geofm_scene`` / ``geofm_data`` entries. Metadata beside
 the weights is limited to :data:`METADATA_TYPES` (checked when saving, so every file
 geofm writes loads under ``weights_only``); the only classes added to torch's allow-list are
-the paths of :data:`ALLOWED_GLOBALS`, which Lightning checkpoints hold.
+the paths of :data:`ALLOWED_GLOBALS`, which Lightning checkpoints hold. A zip checkpoint
+with compressed entries (``torch.save`` writes none) is refused unread.
 
 Before a model is allocated from a file, :func:`check_architecture` builds it on the
 ``meta`` device (shapes, no memory) and refuses a name the registry does not know, sizes
-beyond the registry's range and more parameters than :data:`PARAMETER_SLACK` times its
-largest model; :func:`check_shapes` compares the stored tensors' shapes with that model's.
+beyond the registry's range, whole numbers above :data:`MAX_INTEGER` and more bytes of
+parameters and buffers than :data:`PARAMETER_SLACK` times its largest model's;
+:func:`check_shapes` compares the stored tensors' shapes with that model's.
 Every problem is one :class:`CheckpointError` naming the file and what is wrong with it.
 """
 
@@ -56,9 +58,11 @@ __all__ = [
     "check_architecture",
     "check_config",
     "check_parameters",
+    "check_plain",
     "check_shapes",
     "format_tag",
     "load_into",
+    "model_bytes",
     "read_checkpoint",
     "read_encoder",
     "read_torch_file",
@@ -99,11 +103,17 @@ ALLOWED_GLOBALS = (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.Posix
 #: per stage, counts as its total).
 SIZE_KEYS = ("embed_dim", "depth", "num_heads", "patch_size")
 SIZE_SLACK = 2
-#: ... and for at most PARAMETER_SLACK times the parameters of the largest registered model
-#: (room for a ViT-L built from the base sizes; a file asking for more is refused unbuilt).
+#: ... and for at most PARAMETER_SLACK times the bytes of parameters and buffers of the
+#: largest registered model (room for a ViT-L built from the base sizes; a file asking for
+#: more is refused unbuilt).
 PARAMETER_SLACK = 4
 #: Lists in an architecture hold one entry per stage or layer.
 MAX_LIST_LENGTH = 64
+#: No count in an architecture may pass this (band counts, windows, PCA components,
+#: classes ...; distances in metres, ``*_m``, are not counts): no registered model needs
+#: more, and what a constructor computes from such numbers outside its parameters and
+#: buffers (a band x band identity, say) stays bounded.
+MAX_INTEGER = 4096
 
 
 class CheckpointError(ValueError):
@@ -146,6 +156,8 @@ def read_torch_file(path: str | os.PathLike) -> Any:
     if not head.startswith((b"PK\x03\x04", b"\x80")):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a zip archive "
                               "nor a pickle)")
+    if head.startswith(b"PK"):
+        _check_stored(path)
     try:
         with allowed_globals():
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -162,6 +174,22 @@ def read_torch_file(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path} cannot be read on this system ({err})") from err
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path} is truncated or corrupt ({_first_line(err)})") from err
+
+
+def _check_stored(path: Path) -> None:
+    """Refuse a zip checkpoint with compressed entries: ``torch.save`` stores its records
+    uncompressed, so what is loaded is never more than the file, and a small file cannot
+    inflate into a huge tensor."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            packed = [i.filename for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED
+                      or i.file_size > i.compress_size]
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({_first_line(err)})") from err
+    if packed:
+        raise CheckpointError(f"{path} holds compressed entries ({', '.join(packed[:3])}), "
+                              "which torch.save never writes: it was repacked, and is refused "
+                              "unread (a small file could inflate into a huge tensor)")
 
 
 def _first_line(err: BaseException) -> str:
@@ -231,7 +259,9 @@ def require(payload: Mapping[str, Any], path: str | os.PathLike,
 
 
 # --------------------------------------------------------------------------- writing
-def _check_plain(value: Any, where: str) -> None:
+def check_plain(value: Any, where: str) -> None:
+    """Raise ``TypeError`` naming the first value in ``value`` that a geofm file cannot hold
+    (anything but :data:`METADATA_TYPES` in dicts with str or int keys, lists and tuples)."""
     # exact types: numpy's float64 is a float and a namedtuple a tuple, but both pickle as
     # classes of their own, which a weights-only load refuses
     kind = type(value)
@@ -240,10 +270,10 @@ def _check_plain(value: Any, where: str) -> None:
             if type(k) not in (str, int):
                 raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}; geofm files "
                                 "hold str or int keys")
-            _check_plain(v, f"{where}.{k}")
+            check_plain(v, f"{where}.{k}")
     elif kind in (list, tuple, torch.Size):
         for i, v in enumerate(value):
-            _check_plain(v, f"{where}[{i}]")
+            check_plain(v, f"{where}[{i}]")
     elif kind not in METADATA_TYPES:
         raise TypeError(f"{where} is a {kind.__module__}.{kind.__name__}; geofm files hold "
                         "tensors and plain values only (convert it with int(), float(), "
@@ -255,7 +285,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike, kind: str)
     ``path``), after checking that everything in it is a tensor or a plain value."""
     path = Path(path)
     payload = {"format": format_tag(kind), **payload}
-    _check_plain(payload, path.name)
+    check_plain(payload, path.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f".{path.name}.part")
     try:
@@ -274,10 +304,11 @@ def tag_lightning_checkpoint(checkpoint: dict[str, Any], kind: str) -> None:
 # --------------------------------------------------------------------------- architecture
 @dataclass(frozen=True)
 class RegistryLimits:
-    """The largest sizes and parameter count among the registered models' defaults."""
+    """The largest sizes, and bytes of parameters and buffers, among the registered
+    models' defaults."""
 
     sizes: dict[str, int]
-    max_parameters: int
+    max_bytes: int
     largest: str
 
 
@@ -297,10 +328,20 @@ def _limits(names: tuple[str, ...]) -> RegistryLimits:
             value = getattr(model, "config", {}).get(key)
             if isinstance(value, int) and not isinstance(value, bool):
                 sizes[key] = max(sizes.get(key, 0), value)
-        count = sum(p.numel() for p in model.parameters())
-        if count > most:
-            most, largest = count, name
+        size = model_bytes(model)
+        if size > most:
+            most, largest = size, name
     return RegistryLimits(sizes, most, largest)
+
+
+def _integers(value: Any) -> list[int]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [i for v in value[:MAX_LIST_LENGTH + 1] for i in _integers(v)]
+    return []
 
 
 def _size_total(value: Any) -> float | None:
@@ -357,6 +398,13 @@ def check_config(path: str | os.PathLike, name: str, config: Mapping[str, Any]) 
                 raise CheckpointError(
                     f"{path}: {key} {value} is beyond the registry's range (its largest "
                     f"{singular} is {limits.sizes[singular]}; at most {bound} is accepted)")
+        # counts, not distances: perception_radius_m may be 5000 (metres)
+        too_large = [] if key.endswith("_m") else [v for v in _integers(value)
+                                                     if abs(v) > MAX_INTEGER]
+        if too_large:
+            what = "is" if too_large[0] == value else f"holds {too_large[0]},"
+            raise CheckpointError(f"{path}: {key} {value} {what} more than any architecture "
+                                  f"takes (at most {MAX_INTEGER})")
 
 
 def build_on_meta(path: str | os.PathLike, build: Callable[[], nn.Module], what: str = ""
@@ -370,16 +418,24 @@ def build_on_meta(path: str | os.PathLike, build: Callable[[], nn.Module], what:
                               f"({err})") from err
 
 
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of a model's parameters and buffers (saved or not), on any device."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def check_parameters(path: str | os.PathLike, model: nn.Module) -> nn.Module:
-    """Refuse a (meta) model with more than :data:`PARAMETER_SLACK` times the parameters
-    of the largest registered model."""
+    """Refuse a (meta) model whose parameters and buffers take more than
+    :data:`PARAMETER_SLACK` times the bytes of the largest registered model's."""
     limits = registry_limits()
-    count = sum(p.numel() for p in model.parameters())
-    allowed = PARAMETER_SLACK * limits.max_parameters
-    if count > allowed:
+    size = model_bytes(model)
+    allowed = PARAMETER_SLACK * limits.max_bytes
+    if size > allowed:
+        count = sum(p.numel() for p in model.parameters())
         raise CheckpointError(
-            f"{path}: the model it describes has {count:,} parameters, more than {allowed:,} "
-            f"({PARAMETER_SLACK} x the largest registered model, {limits.largest})")
+            f"{path}: the model it describes takes {size:,} bytes ({count:,} parameters, and "
+            f"buffers), more than {allowed:,} ({PARAMETER_SLACK} x the largest registered "
+            f"model, {limits.largest})")
     return model
 
 

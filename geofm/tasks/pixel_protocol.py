@@ -54,6 +54,7 @@ from geofm.models import create_model
 from geofm.models.checkpoints import (
     CheckpointError,
     check_architecture,
+    check_plain,
     check_shapes,
     read_checkpoint,
     require,
@@ -176,6 +177,10 @@ def load_recipe(source: str | Path | dict[str, Any]) -> PixelRecipe:
         raise RecipeError(f"{where}: unknown baselines {bad}; available: ['svm']")
     if recipe.patch < 1 or recipe.patch % 2 == 0:
         raise RecipeError(f"{where}: model.kwargs.patch must be odd, got {recipe.patch}")
+    try:   # the recipe is saved with every model: refused now, not after training
+        check_plain(recipe.as_dict(), "recipe")
+    except TypeError as err:
+        raise RecipeError(f"{where}: {err}") from None
     return recipe
 
 

@@ -7,6 +7,7 @@ with ``__reduce__``); each test asserts the marker never appears.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from pathlib import Path
@@ -115,21 +116,58 @@ def test_timm_encoder_weights_are_read_without_code(tmp_path, marker):
     assert not marker.exists()
 
 
+def _unsafe_loads(tree: ast.AST) -> list[tuple[int, str]]:
+    """Calls that can unpickle without ``weights_only=True``: ``torch.load`` (however it is
+    imported), ``pickle``/``np.load(allow_pickle=True)``/``yaml.load``, and Lightning loads
+    (``load_from_checkpoint``, a ``ckpt_path=`` call) that do not pass ``weights_only=True``.
+    """
+    aliases = {a.asname or a.name for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.module in ("torch",
+                                                                       "torch.serialization")
+               for a in node.names if a.name == "load"}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func, kw = node.func, {k.arg: k.value for k in node.keywords}
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        owner = ast.unparse(func.value) if isinstance(func, ast.Attribute) else ""
+        weights_only = isinstance(kw.get("weights_only"), ast.Constant) and \
+            kw["weights_only"].value is True
+        torch_load = (name == "load" and owner in ("torch", "torch.serialization")) or \
+            (isinstance(func, ast.Name) and name in aliases)
+        lightning_load = name == "load_from_checkpoint" or "ckpt_path" in kw
+        unpickles = (owner in ("pickle", "dill") and name in ("load", "loads")) or \
+            (owner in ("np", "numpy") and name == "load" and "allow_pickle" in kw) or \
+            (owner == "yaml" and name in ("load", "unsafe_load", "full_load"))
+        if torch_load or unpickles or (lightning_load and not weights_only):
+            found.append((node.lineno, ast.unparse(node)[:80]))
+    return found
+
+
 def test_the_package_loads_files_only_through_the_checkpoint_module():
-    """Every ``torch.load`` in geofm and gfm_bench goes through
-    ``geofm.models.checkpoints`` (which loads with ``weights_only=True``)."""
+    """Every ``torch.load`` in geofm and gfm_bench is the one in
+    ``geofm.models.checkpoints`` (``weights_only=True``); no other call unpickles."""
     offenders = []
     for root in ("geofm", "gfm_bench"):
         for path in sorted((REPO / root).rglob("*.py")):
-            text = path.read_text()
-            if path.name == "checkpoints.py" and path.parent.name == "models":
-                loads = [line for line in text.splitlines() if "torch.load(" in line]
-                assert loads and all("weights_only=True" in line for line in loads)
-                continue
-            for n, line in enumerate(text.splitlines(), 1):
-                if re.search(r"torch\.load\(|weights_only\s*=\s*False|pickle\.loads?\(", line):
-                    offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
-    assert not offenders, "load through geofm.models.checkpoints:\n" + "\n".join(offenders)
+            for line, call in _unsafe_loads(ast.parse(path.read_text())):
+                offenders.append(f"{path.relative_to(REPO)}:{line}: {call}")
+    allowed = "geofm/models/checkpoints.py"
+    mine = [o for o in offenders if o.startswith(allowed)]
+    assert len(mine) == 1 and "weights_only=True" in mine[0], mine
+    others = [o for o in offenders if not o.startswith(allowed)]
+    assert not others, "load through geofm.models.checkpoints:\n" + "\n".join(others)
+
+
+def test_the_load_finder_finds_what_it_looks_for():
+    bad = ast.parse("import torch\nfrom torch import load as L\nimport pickle, yaml\n"
+                    "torch.load(p)\nL(p)\ntorch.load(p, weights_only=False)\n"
+                    "pickle.loads(b)\nyaml.load(t)\nTask.load_from_checkpoint(p)\n"
+                    "trainer.fit(m, ckpt_path=p)\n")
+    assert [line for line, _ in _unsafe_loads(bad)] == [4, 5, 6, 7, 8, 9, 10]
+    good = ast.parse("trainer.fit(m, ckpt_path=p, weights_only=True)\nyaml.safe_load(t)\n")
+    assert _unsafe_loads(good) == []
 
 
 # --------------------------------------------------------------------------- broken files
@@ -262,10 +300,49 @@ def test_too_many_parameters_are_refused_on_the_meta_device(tmp_path, built_devi
                 "state_dict": state, "data": None, "source": ""}, path)
     assert path.stat().st_size < 5e6
     built_devices.clear()
-    with pytest.raises(CheckpointError, match=r"wide.pt: the model it describes has [\d,]+ "
-                                              r"parameters, more than"):
+    with pytest.raises(CheckpointError, match=r"wide.pt: the model it describes takes [\d,]+ "
+                                              r"bytes \([\d,]+ parameters, and buffers\), "
+                                              r"more than"):
         create_model("less_vit_tiny", checkpoint=path)
     assert built_devices == ["meta"]
+
+
+def test_buffers_and_band_counts_count_too(tmp_path, tiny_lola_checkpoint):
+    """A pixel classifier whose window makes a buffer of window**4 indices (not saved, so
+    the file need not hold it), or whose band count makes a bands x bands temporary."""
+    from geofm.tasks.pixel_protocol import load_classifier
+
+    ckpt = torch.load(tiny_lola_checkpoint, weights_only=True)
+    ckpt["kwargs"] = {**ckpt["kwargs"], "patch": 221, "window": [200, 4]}
+    bad = tmp_path / "window.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match=r"window.pt: the model it describes takes "
+                                              r"[\d,]+ bytes"):
+        load_classifier(bad)
+    ckpt = torch.load(tiny_lola_checkpoint, weights_only=True)
+    ckpt["bands"] = ["b"] * 200_000
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match=r"bands 200000 is more than any "
+                                              r"architecture takes \(at most 4096\)"):
+        load_classifier(bad)
+
+
+def test_a_checkpoint_repacked_with_compression_is_refused_unread(tmp_path):
+    """torch.save stores its records uncompressed; a deflated one could inflate a few KB
+    into a huge tensor before any check."""
+    import zipfile
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"format": format_tag("encoder"), "w": torch.zeros(1 << 20)}, plain)
+    packed = tmp_path / "packed.pt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(packed, "w",
+                                                         zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    assert packed.stat().st_size < plain.stat().st_size / 50
+    with pytest.raises(CheckpointError, match=r"packed.pt holds compressed entries"):
+        read_torch_file(packed)
+    assert read_torch_file(plain)["w"].numel() == 1 << 20
 
 
 def test_architecture_checks_name_the_problem(tmp_path):
@@ -280,6 +357,7 @@ def test_architecture_checks_name_the_problem(tmp_path):
         check_architecture(where, "lola_specvit", {"conv_channels": [1] * 1000})
     limits = registry_limits()
     assert limits.sizes["embed_dim"] == 768 and limits.largest.endswith("_base")
+    assert limits.max_bytes > 300e6
 
 
 def test_files_geofm_writes_hold_plain_values_only(tmp_path):
