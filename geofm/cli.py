@@ -310,8 +310,13 @@ def cmd_predict_scene(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from geofm.data.outputs import check_outputs
     from geofm.inference import NotGeoreferencedWarning, load_predictor, predict
+    from geofm.inference.writers import probabilities_path
 
+    # before the model is read: no output may be an input or replace a file unasked
+    check_outputs([args.output, probabilities_path(Path(args.output))],
+                  [args.input, args.checkpoint], args.overwrite)
     predictor = load_predictor(args.checkpoint, args.model, tile=args.tile,
                                device=args.device)
     with _warnings.catch_warnings(record=True) as caught:
@@ -447,20 +452,21 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from geofm.data.outputs import check_outputs
-    from geofm.tasks.pixel_maps import map_paths, predict_map, write_map
+    from geofm.tasks.pixel_maps import map_cube, map_paths, predict_map, write_map
     from geofm.tasks.pixel_protocol import read_classifier
 
     name = args.name or Path(args.checkpoint).stem
-    inputs = [args.checkpoint, args.cube, args.gt]
+    ckpt = read_classifier(args.checkpoint)
+    cube, cube_key = map_cube(args.checkpoint, ckpt, args.cube, args.cube_key)
+    inputs = [args.checkpoint, cube, args.gt]
     # every file the map may be written to, checked before the scene is classified
     check_outputs(map_paths(args.out_dir, name).values(), inputs, args.overwrite)
-    da = predict_map(args.checkpoint, args.cube, cube_key=args.cube_key,
-                     batch_size=args.batch_size, progress=not args.no_progress)
+    da = predict_map(args.checkpoint, cube, cube_key=cube_key, batch_size=args.batch_size,
+                     progress=not args.no_progress, ckpt=ckpt)
     gt = None
     if args.gt:
         from geofm.data.hyperspectral import apply_label_lookup, read_label_mat
 
-        ckpt = read_classifier(args.checkpoint)
         gt = read_label_mat(args.gt, args.gt_key, ckpt.get("card"))
         if not ckpt.get("card") and ckpt.get("label_values"):
             # a scene without a card: the raw values the model was trained on, in order

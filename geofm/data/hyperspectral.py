@@ -14,6 +14,7 @@ checked first. Every error names the file.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -278,6 +279,31 @@ def mat_variables(path: PathLike) -> dict[str, tuple[int, ...]]:
     return {name: tuple(shape) for name, shape, cls in listing if cls in _MAT_NUMERIC}
 
 
+_MAT_ITEMSIZE = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
+                 "int32": 4, "uint32": 4, "int64": 8, "uint64": 8, "logical": 1}
+
+
+def read_limit() -> int:
+    """Most bytes one array read may take: half of this machine's memory (8 GiB where the
+    system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):
+        return 8 << 30
+
+
+def _check_read_size(path: Path, key: str, shape: Sequence[int], index, itemsize: int) -> None:
+    """Refuse a read larger than :func:`read_limit` before it starts: a few KB of file may
+    declare an array of any size (HDF5 leaves unwritten chunks out; v5 compresses)."""
+    index = index if index is not None else (slice(None),) * len(shape)
+    counts = [len(range(*i.indices(n))) for i, n in zip(index, shape, strict=True)]
+    size = math.prod(counts) * itemsize
+    if size > read_limit():
+        raise ValueError(f"array {key!r} in {path} is {' x '.join(map(str, shape))} values "
+                         f"of {itemsize} bytes: reading {size:,} bytes would take more than "
+                         f"half this machine's memory ({read_limit():,} bytes)")
+
+
 def _h5_class(item: Any) -> str | None:
     cls = item.attrs.get("MATLAB_class")
     return cls.decode() if isinstance(cls, bytes) else cls
@@ -300,6 +326,11 @@ def read_mat_array(path: PathLike, key: str,
         try:
             with h5py.File(path, "r") as f:
                 item = f[key]
+                if item.external or item.is_virtual:
+                    raise ValueError(f"array {key!r} in {path} keeps its data in other files "
+                                     "(HDF5 external or virtual storage): refused, a .mat "
+                                     "file holds its own data")
+                _check_read_size(path, key, variables[key], index, item.dtype.itemsize)
                 # v7.3 files store arrays transposed: index the stored axes in reverse
                 out = item[()] if index is None else item[tuple(reversed(index))]
         except (OSError, RuntimeError) as err:
@@ -309,6 +340,9 @@ def read_mat_array(path: PathLike, key: str,
         import scipy.io
         from scipy.io.matlab import MatReadError
 
+        # a v5 array is read whole, whatever part is wanted
+        classes = {name: cls for name, _, cls in scipy.io.whosmat(path)}
+        _check_read_size(path, key, variables[key], None, _MAT_ITEMSIZE[classes[key]])
         try:
             out = scipy.io.loadmat(path, variable_names=[key])[key]
         except (MatReadError, ValueError, TypeError, OSError, EOFError, KeyError) as err:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["InputOverwriteError", "check_outputs", "input_files", "same_file", "write_atomic"]
+__all__ = ["InputOverwriteError", "check_outputs", "input_files", "write_atomic"]
 
 PathLike = str | os.PathLike
 
@@ -23,13 +23,13 @@ class InputOverwriteError(ValueError):
     """An output path that resolves to an input file."""
 
 
-def same_file(a: PathLike, b: PathLike) -> bool:
-    """Whether ``a`` and ``b`` are one file on disk (through links too); ``False`` when
-    either does not exist."""
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)``: one file on disk, whatever path or link leads to it."""
     try:
-        return os.path.samefile(a, b)
+        st = path.stat()
     except OSError:
-        return False
+        return None
+    return st.st_dev, st.st_ino
 
 
 def input_files(path: PathLike) -> list[Path]:
@@ -61,16 +61,19 @@ def check_outputs(outputs: Iterable[PathLike], inputs: Iterable[PathLike | None]
     or ``NotADirectoryError`` when the output's folder cannot be created or written.
     """
     outs = [Path(o) for o in outputs]
-    sources = [f for i in inputs if i is not None for f in input_files(i)]
     for out in outs:
         if out.is_dir():
             raise IsADirectoryError(f"output {out} is a folder; give a file path")
-        for source in sources:
-            if same_file(out, source):
+        _check_writable_folder(out.parent)
+    # only an existing output can be an input: each file is looked at once
+    existing = {fid: out for out in outs if (fid := _file_id(out)) is not None}
+    if existing:
+        for source in (f for i in inputs if i is not None for f in input_files(i)):
+            out = existing.get(_file_id(source))
+            if out is not None:
                 how = "" if out == source else f" ({source} by another path or a link)"
                 raise InputOverwriteError(f"output {out} is the input {source}{how}: geofm "
                                           "never writes over an input; choose another output")
-        _check_writable_folder(out.parent)
     existing = [str(o) for o in outs if o.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite "

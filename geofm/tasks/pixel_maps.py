@@ -60,27 +60,36 @@ def read_scene_for(ckpt: dict[str, Any], cube: PathLike, cube_key: str | None = 
     return scene
 
 
+def map_cube(checkpoint: PathLike, ckpt: dict[str, Any], cube: PathLike | None = None,
+             cube_key: str | None = None) -> tuple[PathLike, str | None]:
+    """The cube to map and its array key: ``cube``, or the scene the checkpoint (read as
+    ``ckpt``) was trained on."""
+    if cube is not None:
+        return cube, cube_key
+    source = ckpt.get("source_files") or {}
+    if "cube" not in source:
+        raise ValueError(f"{checkpoint} does not record its scene; pass the cube to map")
+    return source["cube"], cube_key or ckpt.get("recipe", {}).get("scene", {}).get("cube_key")
+
+
 def predict_map(checkpoint: PathLike, cube: PathLike | None = None, *,
                 cube_key: str | None = None, batch_size: int = 512,
-                probabilities: bool = False, progress: bool = True
+                probabilities: bool = False, progress: bool = True,
+                ckpt: dict[str, Any] | None = None
                 ) -> xr.DataArray | tuple[xr.DataArray, xr.DataArray]:
     """Classify every pixel of ``cube`` (default: the scene the checkpoint was trained on).
 
     Returns a ``uint8`` DataArray ``(y, x)`` of class ids, 255 where the scene has no data,
     with attributes ``flag_values``, ``flag_meanings`` (class names, spaces as underscores),
     ``classes`` and ``checkpoint``; with ``probabilities`` also a ``(class, y, x)`` float32
-    DataArray of softmax probabilities.
+    DataArray of softmax probabilities. ``ckpt``: the checkpoint's contents when already
+    read.
     """
     from geofm.tasks.pixel import predict_scene
     from geofm.tasks.pixel_protocol import load_classifier
 
-    model, ckpt = load_classifier(checkpoint)
-    if cube is None:
-        source = ckpt.get("source_files") or {}
-        if "cube" not in source:
-            raise ValueError(f"{checkpoint} does not record its scene; pass the cube to map")
-        cube = source["cube"]
-        cube_key = cube_key or ckpt.get("recipe", {}).get("scene", {}).get("cube_key")
+    model, ckpt = load_classifier(checkpoint, ckpt=ckpt)
+    cube, cube_key = map_cube(checkpoint, ckpt, cube, cube_key)
     scene = read_scene_for(ckpt, cube, cube_key)
     from geofm.tasks.pixel_protocol import check_window_fits
 

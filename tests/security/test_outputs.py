@@ -102,6 +102,23 @@ def test_predict_scene_refuses_to_write_over_its_input(salinas_copy, tiny_lola_c
     assert {p: _digest(p) for p in before} == before
 
 
+def test_predict_refuses_to_write_over_the_scene_its_model_records(
+        tmp_path, tiny_lola_checkpoint, landsat_copy, capsys):
+    """Without --cube, `geofm predict` maps the scene the model was trained on: a map named
+    like it, in its folder, would replace it."""
+    import torch
+
+    ckpt = torch.load(tiny_lola_checkpoint, weights_only=True)
+    ckpt["source_files"] = {"cube": str(landsat_copy)}
+    model = tmp_path / "model.pt"
+    torch.save(ckpt, model)
+    before = _digest(landsat_copy)
+    assert main(["predict", str(model), "--out-dir", str(landsat_copy.parent), "--name",
+                 landsat_copy.stem, "--overwrite", "--no-progress"]) == 2
+    assert "never writes over an input" in capsys.readouterr().err
+    assert _digest(landsat_copy) == before
+
+
 def test_predict_scene_on_a_geotiff_refuses_in_tif_in_tif(landsat_copy):
     import torch
 

@@ -210,3 +210,21 @@ def test_info_on_a_sparse_raster_reads_a_bounded_sample(tmp_path, capsys):
     assert peak < 100 * MB, f"geofm info allocated {peak / MB:.0f} MB"
     out = capsys.readouterr().out
     assert "3 bands x 8192 x 8192" in out and "estimated from a sample" in out
+
+
+def test_a_mat_array_larger_than_memory_is_refused_before_reading(tmp_path):
+    """Ground truth is read whole: a 1e6 x 1e6 array declared in a few KB is refused from
+    its header, and so is an array whose data lives in other files."""
+    path = tmp_path / "gt.mat"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("gt", shape=(1_000_000, 1_000_000), dtype=np.uint8,
+                         chunks=(1000, 1000))
+        f.create_dataset("elsewhere", shape=(4, 4), dtype=np.uint8,
+                         external=[(str(tmp_path / "other.bin"), 0, 16)])
+    assert path.stat().st_size < 64 * 1024
+    with pytest.raises(ValueError, match=r"'gt' in .*gt\.mat is 1000000 x 1000000 values "
+                                         r"of 1 bytes: reading"):
+        read_label_mat(path, key="gt")
+    with pytest.raises(ValueError, match=r"'elsewhere' .* keeps its data in other files"):
+        read_label_mat(path, key="elsewhere")
+
