@@ -288,8 +288,8 @@ def test_a_huge_architecture_in_a_tiny_file_is_refused_unbuilt(tmp_path, built_d
 
 def test_too_many_parameters_are_refused_on_the_meta_device(tmp_path, built_devices):
     """Sizes inside the range but a model far larger than any registered one: its shapes
-    are matched by stride-0 tensors (a few bytes each in the file), so only the parameter
-    count stops it, and it is measured on the meta device."""
+    are matched by stride-0 tensors (a few bytes each in the file), so only its size in
+    bytes stops it, and that is measured on the meta device."""
     config = {**create_model("less_vit_tiny", **SMALL).config, "embed_dim": 1536,
               "depth": 24, "num_heads": 24, "mlp_ratio": 64.0}
     with torch.device("meta"):
