@@ -1,4 +1,13 @@
-"""What the kernel modules share: Triton's availability, dtypes, matmul precision."""
+"""What the kernel modules share: Triton's availability, dtypes, matmul precision, and the
+one registry of kernels that failed on this device.
+
+The registry maps ``(operation, dtype)`` to the error of the Triton kernel that could not be
+built or launched for it here. :mod:`~geofm.kernels.dispatch` records a forward failure and
+then serves that operation and dtype from the PyTorch reference; the backward of
+:mod:`~geofm.kernels.block_sparse_attention` records its own failure (key
+``"masked_attention backward"``) and the forward's (``"masked_attention"``). It lives here,
+below both modules, so that neither imports the other for it.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +23,9 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
     triton = None
     tl = None
 
-__all__ = ["triton", "tl", "HAVE_TRITON", "TRITON_FAILURES", "is_triton_failure", "interpreted", "dot_precision", "acc_dtype",
-           "next_pow2", "check_runnable"]
+__all__ = ["triton", "tl", "HAVE_TRITON", "TRITON_FAILURES", "is_triton_failure", "interpreted",
+           "dot_precision", "acc_dtype", "next_pow2", "check_runnable", "record_failure",
+           "has_failed", "failures", "reset_failures"]
 
 HAVE_TRITON = triton is not None
 
@@ -44,6 +54,32 @@ def is_triton_failure(error: BaseException) -> bool:
     if TRITON_FAILURES and isinstance(error, TRITON_FAILURES):
         return True
     return isinstance(error, RuntimeError) and "PassManager" in str(error)
+
+
+#: (operation, dtype) whose Triton kernel failed to build or launch here -> "Type: message"
+_failed: dict[tuple[str, torch.dtype], str] = {}
+
+
+def record_failure(op: str, dtype: torch.dtype, error: BaseException) -> str:
+    """Remember that ``op`` cannot run its kernel in ``dtype`` here; returns the first line
+    of the error (at most 300 characters), for a warning."""
+    _failed[op, dtype] = f"{type(error).__name__}: {error}"
+    return (_failed[op, dtype].splitlines() or [""])[0][:300]
+
+
+def has_failed(op: str | None, dtype: torch.dtype) -> bool:
+    """Whether the kernel of ``op`` in ``dtype`` has failed here (see :func:`record_failure`)."""
+    return (op, dtype) in _failed
+
+
+def failures() -> dict[tuple[str, torch.dtype], str]:
+    """A copy of the registry: ``(operation, dtype)`` -> the error recorded for it."""
+    return dict(_failed)
+
+
+def reset_failures() -> None:
+    """Forget every recorded failure: the next call of each operation tries its kernel again."""
+    _failed.clear()
 
 
 def interpreted() -> bool:

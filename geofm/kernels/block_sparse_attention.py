@@ -28,8 +28,10 @@ from ._common import (
     acc_dtype,
     check_runnable,
     dot_precision,
+    has_failed,
     is_triton_failure,
     next_pow2,
+    record_failure,
     tl,
     triton,
 )
@@ -331,8 +333,7 @@ class _BlockSparseAttention(torch.autograd.Function):
         dq = torch.empty(B, H, L, d, device=q.device, dtype=q.dtype)
         dk, dv = torch.empty_like(dq), torch.empty_like(dq)
         if dq.numel():
-            key = ("masked_attention backward", q.dtype)
-            if ctx.fallback and key in _failed_backward:
+            if ctx.fallback and has_failed("masked_attention backward", q.dtype):
                 dq, dk, dv = _reference_grads(q, k, v, mask, ctx.scale, grad_out)
                 return dq, dk, dv, None, None, None, None, None, None
             try:
@@ -340,9 +341,7 @@ class _BlockSparseAttention(torch.autograd.Function):
             except Exception as error:
                 if not (ctx.fallback and is_triton_failure(error)):
                     raise
-                _failed_backward.add(key)
-                from .dispatch import record_failure
-
+                record_failure("masked_attention backward", q.dtype, error)
                 # the forward stays on the reference from now on too
                 record_failure("masked_attention", q.dtype, error)
                 warnings.warn(f"geofm.kernels: the Triton backward of masked_attention failed "
@@ -351,10 +350,6 @@ class _BlockSparseAttention(torch.autograd.Function):
                               "come from the PyTorch reference", RuntimeWarning, stacklevel=2)
                 dq, dk, dv = _reference_grads(q, k, v, mask, ctx.scale, grad_out)
         return dq, dk, dv, None, None, None, None, None, None
-
-
-#: (operation, dtype) whose backward kernels failed to build under a fall-back
-_failed_backward: set[tuple[str, torch.dtype]] = set()
 
 
 def _kernels_backward(ctx, saved, grad_out, delta, dq, dk, dv):

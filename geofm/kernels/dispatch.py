@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from ._common import HAVE_TRITON, interpreted, is_triton_failure
+from ._common import HAVE_TRITON, has_failed, interpreted, is_triton_failure, record_failure
 from .reference import (
     kron_combine_proj_reference,
     lora_linear_reference,
@@ -62,10 +62,6 @@ def use_backend(name: str):
         _state["backend"] = previous
 
 
-#: (operation, dtype) whose kernel failed to build or launch under ``auto`` -> the error
-FAILED: dict[tuple[str, torch.dtype], str] = {}
-
-
 def triton_selected(*tensors: torch.Tensor, op: str | None = None) -> bool:
     """Whether an operation on these tensors runs its Triton kernel under the backend."""
     backend = get_backend()
@@ -73,7 +69,7 @@ def triton_selected(*tensors: torch.Tensor, op: str | None = None) -> bool:
         return False
     if backend == "triton":
         return True
-    return (HAVE_TRITON and not interpreted() and (op, run_dtype(tensors[0])) not in FAILED
+    return (HAVE_TRITON and not interpreted() and not has_failed(op, run_dtype(tensors[0]))
             and all(t.is_cuda for t in tensors))
 
 
@@ -84,12 +80,6 @@ def run_dtype(t: torch.Tensor) -> torch.dtype:
     if t.dtype in _AUTOCASTABLE and torch.is_autocast_enabled(device):
         return torch.get_autocast_dtype(device)
     return t.dtype
-
-
-def record_failure(op: str, dtype: torch.dtype, error: BaseException) -> str:
-    """Remember that ``op`` cannot run its kernel in ``dtype`` here; returns the message."""
-    FAILED[op, dtype] = f"{type(error).__name__}: {error}"
-    return (FAILED[op, dtype].splitlines() or [""])[0][:300]
 
 
 def _run(op: str, kernel, reference, *args, **kwargs):

@@ -158,17 +158,15 @@ def test_the_layout_is_built_once_per_mask_and_reads_the_mask_in_place():
     assert _Layout.of(mask.clone(), 2, 3, 37, mask.device, 16, 16) is not first
 
 
-def test_a_backward_kernel_that_cannot_be_built_falls_back_only_when_allowed(monkeypatch):
+def test_a_backward_kernel_that_cannot_be_built_falls_back_only_when_allowed(
+        monkeypatch, no_kernel_failures):
     import geofm.kernels.block_sparse_attention as bsa
+    from geofm.kernels._common import failures
 
     def broken(*args):
         raise RuntimeError("PassManager::run failed")
 
-    from geofm.kernels import dispatch
-
     monkeypatch.setattr(bsa, "_kernels_backward", broken)
-    monkeypatch.setattr(bsa, "_failed_backward", set())
-    monkeypatch.setattr(dispatch, "FAILED", {})
     mask = _field((5, 7))
     qkv = [t.requires_grad_() for t in _qkv(1, 2, 36, 16, torch.float32)]
     exact = [t.detach().clone().requires_grad_() for t in qkv]
@@ -180,7 +178,8 @@ def test_a_backward_kernel_that_cannot_be_built_falls_back_only_when_allowed(mon
         torch.testing.assert_close(a.grad, b.grad)
     # remembered: the forward under auto stays on the reference in float32 from now on,
     # and a later fall-back backward does not try the kernels again
-    assert ("masked_attention", torch.float32) in dispatch.FAILED
+    assert set(failures()) == {("masked_attention", torch.float32),
+                               ("masked_attention backward", torch.float32)}
     calls = []
     monkeypatch.setattr(bsa, "_kernels_backward", lambda *a: calls.append(1))
     out = block_sparse_attention_triton(*qkv, mask, block_q=16, block_k=16, fallback=True)

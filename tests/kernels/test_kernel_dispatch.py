@@ -12,6 +12,7 @@ import torch
 import geofm.kernels as kernels
 import geofm.kernels.block_sparse_attention as bsa
 import geofm.kernels.kron_proj as kp
+from geofm.kernels._common import failures
 from geofm.models.less_vit import LESSAttention, LESSViT, perception_field_mask
 from geofm.models.lora import inject_lora
 
@@ -230,7 +231,8 @@ def test_checkpointed_blocks_recompute_on_the_forward_backend(monkeypatch):
         torch.testing.assert_close(checkpointed[n], p.grad, rtol=1e-5, atol=1e-6, msg=n)
 
 
-def test_auto_falls_back_once_with_a_warning_when_triton_cannot_build_a_kernel(monkeypatch):
+def test_auto_falls_back_once_with_a_warning_when_triton_cannot_build_a_kernel(
+        monkeypatch, no_kernel_failures):
     """On a GPU where a kernel does not compile, auto warns once and keeps the reference."""
     from triton.runtime.errors import OutOfResources
 
@@ -243,7 +245,6 @@ def test_auto_falls_back_once_with_a_warning_when_triton_cannot_build_a_kernel(m
         raise OutOfResources(300000, 232448, "shared memory")
 
     monkeypatch.setattr(kp, "kron_combine_proj_triton", broken)
-    monkeypatch.setattr(dispatch, "FAILED", {})
     # pretend these CPU tensors sit on a device where auto picks Triton
     monkeypatch.setattr(dispatch, "interpreted", lambda: False)
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
@@ -252,7 +253,7 @@ def test_auto_falls_back_once_with_a_warning_when_triton_cannot_build_a_kernel(m
     with pytest.warns(RuntimeWarning, match="runs its PyTorch reference from now on"):
         out = kernels.kron_combine_proj(y_c, y_s, w)
     torch.testing.assert_close(out, kernels.kron_combine_proj_reference(y_c, y_s, w))
-    assert ("kron_combine_proj", torch.float32) in dispatch.FAILED
+    assert set(failures()) == {("kron_combine_proj", torch.float32)}
     kernels.kron_combine_proj(y_c, y_s, w)   # no second attempt, no second warning
     assert calls == [1]
     with kernels.use_backend("triton"), pytest.raises(OutOfResources):
@@ -285,7 +286,8 @@ def test_triton_failures_are_told_from_other_errors():
     assert not is_triton_failure(ValueError("PassManager"))
 
 
-def test_a_failure_under_autocast_is_remembered_for_the_dtype_the_kernel_ran_in(monkeypatch):
+def test_a_failure_under_autocast_is_remembered_for_the_dtype_the_kernel_ran_in(
+        monkeypatch, no_kernel_failures):
     """A float32 input under bfloat16 autocast runs the kernel in bfloat16; the fall-back is
     keyed by that, so the next call does not rebuild the kernel."""
     from triton.runtime.errors import OutOfResources
@@ -300,7 +302,6 @@ def test_a_failure_under_autocast_is_remembered_for_the_dtype_the_kernel_ran_in(
         raise OutOfResources(300000, 232448, "shared memory")
 
     monkeypatch.setattr(fl, "lora_linear_triton", broken)
-    monkeypatch.setattr(dispatch, "FAILED", {})
     monkeypatch.setattr(dispatch, "interpreted", lambda: False)
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     x, w, a, b = torch.randn(4, 16), torch.randn(8, 16), torch.randn(2, 16), torch.randn(8, 2)
@@ -310,7 +311,7 @@ def test_a_failure_under_autocast_is_remembered_for_the_dtype_the_kernel_ran_in(
         for _ in range(2):
             kernels.lora_linear(x, w, None, a, b, 2.0)
     assert attempts == [torch.bfloat16] and first.dtype == torch.bfloat16
-    assert set(dispatch.FAILED) == {("lora_linear", torch.bfloat16)}
+    assert set(failures()) == {("lora_linear", torch.bfloat16)}
 
 
 def test_matmul_precision_follows_either_torch_api():
