@@ -306,6 +306,18 @@ def as_dataset_card(card: str | DatasetCard | None) -> DatasetCard | None:
     return load_dataset_card(card) if isinstance(card, str) else card
 
 
+def card_scale_and_nodata(
+    card: str | DatasetCard | SensorCard | None,
+) -> tuple[float, float | None]:
+    """``(scale, nodata)`` to apply to raw pixel values: a dataset card's ``scale`` and
+    ``nodata`` (``nodata`` as a float, or ``None`` when the card has none); ``(1.0, None)``
+    for a sensor card or no card."""
+    card_obj = None if card is None else as_card(card)
+    if isinstance(card_obj, DatasetCard):
+        return card_obj.scale, None if card_obj.nodata is None else float(card_obj.nodata)
+    return 1.0, None
+
+
 def resolve_card(name: str) -> DatasetCard | SensorCard:
     """A dataset card if one has this name, else a sensor card."""
     if (data_dir() / "cards" / f"{name}.yaml").is_file():

@@ -93,7 +93,11 @@ def _envi_binary(hdr: Path) -> Path:
                             ".bin and no extension)")
 
 
-def _envi_paths(path: PathLike) -> tuple[Path, Path]:
+def envi_paths(path: PathLike) -> tuple[Path, Path]:
+    """``(header, binary)`` paths of an ENVI cube given either file: for a ``.hdr`` the
+    binary beside it (``.img``, ``.dat``, ``.raw``, ``.bin`` or no extension), for a binary
+    its ``<stem>.hdr`` or ``<name>.hdr``. Raises ``FileNotFoundError`` naming the file
+    that is missing."""
     path = Path(path)
     if path.suffix.lower() == ".hdr":
         return path, _envi_binary(path)
@@ -109,7 +113,7 @@ def _envi_paths(path: PathLike) -> tuple[Path, Path]:
 
 def envi_memmap(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """Memory-map an ENVI cube as ``(bands, lines, samples)`` without reading it."""
-    hdr_path, bin_path = _envi_paths(path)
+    hdr_path, bin_path = envi_paths(path)
     header = read_envi_header(hdr_path)
     code = header.get("data type")
     if code not in ENVI_DTYPES:
@@ -163,9 +167,17 @@ def _select_bands(cube_bands: int, names: list[str], wls: list[float],
     return [names.index(b) for b in bands]
 
 
-def _band_metadata(n: int, card: DatasetCard | None, wavelengths: Sequence[float] | None,
-                   from_file: list[float] | None, file_names: list[str] | None,
-                   where: str) -> tuple[list[str], list[float]]:
+def cube_band_metadata(n: int, card: DatasetCard | None, wavelengths: Sequence[float] | None,
+                       from_file: list[float] | None, file_names: list[str] | None,
+                       where: str) -> tuple[list[str], list[float]]:
+    """Band names and wavelengths (nm) of the ``n`` bands of a cube, ``n`` of each.
+
+    Wavelengths: ``wavelengths`` if given, else ``from_file`` (the file's own, with its band
+    names ``file_names``), else the card's. Names that are missing or not ``n`` long become
+    ``"<wavelength>nm"``. Raises ``ValueError`` naming ``where`` when there are no
+    wavelengths, and :class:`~geofm.data.sample.BandMismatchError` when their count is not
+    ``n``.
+    """
     if wavelengths is not None:
         wls, names = [float(w) for w in wavelengths], None
     elif from_file is not None:
@@ -198,8 +210,9 @@ def open_envi(
     """
     cube, header = envi_memmap(path)
     card_obj = as_dataset_card(card)
-    names, wls = _band_metadata(cube.shape[0], card_obj, wavelengths, _envi_wavelengths(header),
-                                header.get("band names"), str(path))
+    names, wls = cube_band_metadata(cube.shape[0], card_obj, wavelengths,
+                                    _envi_wavelengths(header), header.get("band names"),
+                                    str(path))
     idx = _select_bands(cube.shape[0], names, wls, bands)
     _, h, w = cube.shape
     win = checked_window(window, w, h, str(path))
@@ -208,7 +221,7 @@ def open_envi(
         lambda v: np.asarray(cube[idx, v.row_off:v.row_off + v.height,
                                   v.col_off:v.col_off + v.width], dtype=native), win, w, h)
     valid = valid_mask(data, [envi_nodata(header)] * len(idx)) & inside
-    gsd_m = gsd if gsd is not None else _envi_gsd(header)
+    gsd_m = gsd if gsd is not None else envi_gsd(header)
     if gsd_m is None:
         gsd_m = card_obj.gsd_m if card_obj is not None else None
     if gsd_m is None:
@@ -224,7 +237,9 @@ def envi_nodata(header: dict[str, Any]) -> float | None:
     return None if ignore is None else float(ignore)
 
 
-def _envi_gsd(header: dict[str, Any]) -> float | None:
+def envi_gsd(header: dict[str, Any]) -> float | None:
+    """The pixel size of an ENVI header's ``map info`` (its sixth value, map units), or
+    ``None`` when the header has no usable ``map info``."""
     info = header.get("map info")
     if isinstance(info, list) and len(info) >= 7:
         try:
@@ -446,7 +461,7 @@ def open_mat(
     variables = mat_variables(path)
     key = mat_key(variables, key, 3, path)
     h, w, c = variables[key]
-    names, wls = _band_metadata(c, card_obj, wavelengths, None, None, str(path))
+    names, wls = cube_band_metadata(c, card_obj, wavelengths, None, None, str(path))
     idx = _select_bands(c, names, wls, bands)
     win = checked_window(window, w, h, str(path))
 

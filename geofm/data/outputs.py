@@ -42,10 +42,10 @@ def input_files(path: PathLike) -> list[Path]:
     header = p if p.suffix.lower() == ".hdr" else next(
         (h for h in (p.with_suffix(".hdr"), Path(f"{p}.hdr")) if h.is_file()), None)
     if header is not None:
-        from geofm.data.hyperspectral import _envi_paths
+        from geofm.data.hyperspectral import envi_paths
 
         try:
-            files += [f for f in _envi_paths(header) if f != p]
+            files += [f for f in envi_paths(header) if f != p]
         except (FileNotFoundError, ValueError):
             pass
     return files

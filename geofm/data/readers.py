@@ -15,8 +15,8 @@ Band names and wavelengths come from a card (:mod:`geofm.data.cards`). A *datase
 gives the order in which its files store the bands; a *sensor* card does not, so with one
 the bands must be named (``bands=[...]`` in file order) or described in the file. For a set
 of single-band files (a Sentinel-2 ``IMG_DATA`` folder, Landsat ``*_B4.TIF`` files) the band
-of each file is read from its name and matched to the card, and every band is resampled
-onto one grid.
+of each file is read from its name and matched to the card (:mod:`geofm.data.band_files`),
+and every band is resampled onto one grid (:func:`open_band_files`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,19 +38,29 @@ from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from geofm.data.cards import DatasetCard, SensorCard, UnknownBandError, as_card
+from geofm.data.band_files import (
+    CardLike,
+    band_name_from_filename,
+    band_names_of_files,
+    refuse_duplicate_bands,
+    sensor_for_band_files,
+    sort_band_files,
+)
+from geofm.data.cards import (
+    DatasetCard,
+    SensorCard,
+    UnknownBandError,
+    as_card,
+    card_scale_and_nodata,
+)
 from geofm.data.sample import Sample, check_band_metadata, make_sample
 
 PathLike = str | os.PathLike
-CardLike = str | DatasetCard | SensorCard
 WindowLike = Window | tuple[int, int, int, int]
 """A window as ``rasterio.windows.Window`` or ``(col_off, row_off, width, height)``."""
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2"})
 """File endings read by :func:`open_raster` (GeoTIFF and JPEG 2000)."""
-
-_BAND_IN_NAME = re.compile(r"_(B\d{1,2}A?)(?:_\d+m)?$", re.IGNORECASE)
-
 
 # --------------------------------------------------------------------------------------------
 # Files and windows
@@ -183,71 +192,7 @@ def finish_sample(data: np.ndarray, valid: np.ndarray, names: Sequence[str],
 
 
 # --------------------------------------------------------------------------------------------
-# Band names
-
-def band_name_from_filename(path: PathLike) -> str | None:
-    """The band named in a file name: ``T33UUU_20170216T102101_B8A.jp2`` -> ``"B8A"``,
-    ``LC08_..._B4.TIF`` -> ``"B4"`` (as written; see :func:`match_band_name`)."""
-    m = _BAND_IN_NAME.search(Path(path).stem)
-    return m.group(1).upper() if m else None
-
-
-def match_band_name(name: str, card: SensorCard | DatasetCard) -> str | None:
-    """The card's band for a name from a file name, trying it as written, zero-padded
-    (``B4`` -> ``B04``, Sentinel-2 style) and unpadded (``B04`` -> ``B4``, Landsat style)."""
-    candidates = [name]
-    if re.fullmatch(r"B\dA?", name):
-        candidates.append(f"B0{name[1:]}")
-    if re.fullmatch(r"B0\dA?", name):
-        candidates.append(f"B{name[2:]}")
-    return next((c for c in candidates if c in card.band_names), None)
-
-
-def _sensor_for_band_files(names: Sequence[str | None], card: CardLike | None,
-                           files: Sequence[Path]) -> SensorCard | DatasetCard:
-    if card is not None:
-        return as_card(card)
-    sentinel2 = as_card("sentinel2")
-    if all(n is not None and n in sentinel2.band_names for n in names):
-        return sentinel2
-    raise ValueError(
-        f"cannot tell the sensor of files whose names hold bands {list(names)} (e.g. "
-        f"{files[0].name}); pass card='<sensor card>', e.g. card='landsat8_9_oli'")
-
-
-def _matched_names(files: Sequence[Path], card_obj: SensorCard | DatasetCard) -> list[str]:
-    names = []
-    for f in files:
-        raw = band_name_from_filename(f)
-        name = None if raw is None else match_band_name(raw, card_obj)
-        if name is None:
-            raise UnknownBandError(
-                f"the band of {f.name} ({raw or 'no _B<n> in its name'}) is not a band of "
-                f"{card_obj.name!r}; valid bands: {', '.join(card_obj.band_names)}")
-        names.append(name)
-    refuse_duplicate_bands(names, files)
-    return names
-
-
-def refuse_duplicate_bands(names: Sequence[str], files: Sequence[Path]) -> None:
-    """Raise ``ValueError`` naming both files when two files hold the same band
-    (``T_B02.tif`` and ``T_B2.tif`` are both ``B02``)."""
-    first: dict[str, Path] = {}
-    for name, f in zip(names, files, strict=True):
-        if name in first:
-            raise ValueError(
-                f"two files hold band {name}: {first[name]} and {f}; a band set takes one "
-                "file per band: move or rename one of them")
-        first[name] = f
-
-
-def _sort_by_card(files: list[Path], card: CardLike | None) -> list[Path]:
-    """Order a folder's band files as the card lists the bands (B08, B8A, B09 for S2)."""
-    card_obj = _sensor_for_band_files([band_name_from_filename(f) for f in files], card, files)
-    order = {name: i for i, name in enumerate(card_obj.band_names)}
-    names = _matched_names(files, card_obj)
-    return [f for _, f in sorted(zip(names, files, strict=True), key=lambda t: order[t[0]])]
-
+# Band order of one file
 
 def _file_order(card: SensorCard | DatasetCard, count: int,
                 descriptions: Sequence[str | None]) -> list[str] | None:
@@ -353,23 +298,28 @@ def open_raster(
         raise TypeError(f"bands must be a sequence of band names, got the string {bands!r}; "
                         f"write bands=[{bands!r}]")
     resampling = _resampling(resampling)
-    if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
-        raise ValueError(f"gsd must be a positive number of metres, got {gsd}")
+    _check_gsd(gsd)
     if isinstance(path_or_paths, str | os.PathLike):
         path = Path(path_or_paths)
         if path.is_dir():
             files = raster_files(path)
             if not files:
                 raise FileNotFoundError(f"no .tif or .jp2 files in folder {path}")
-            return _open_band_files(_sort_by_card(files, card), bands, window, gsd, card,
-                                    wavelengths, resampling)
+            return open_band_files(sort_band_files(files, card), bands, window, gsd,
+                                   card=card, wavelengths=wavelengths, resampling=resampling)
         return _open_single(path, bands, window, gsd, card, wavelengths, resampling)
     paths = [Path(p) for p in path_or_paths]
     if not paths:
         raise ValueError("open_raster got an empty list of paths")
     if len(paths) == 1 and band_name_from_filename(paths[0]) is None:
         return _open_single(paths[0], bands, window, gsd, card, wavelengths, resampling)
-    return _open_band_files(paths, bands, window, gsd, card, wavelengths, resampling)
+    return open_band_files(paths, bands, window, gsd, card=card, wavelengths=wavelengths,
+                           resampling=resampling)
+
+
+def _check_gsd(gsd: float | None) -> None:
+    if gsd is not None and not (math.isfinite(gsd) and gsd > 0):
+        raise ValueError(f"gsd must be a positive number of metres, got {gsd}")
 
 
 def _resampling(resampling: Resampling | str) -> Resampling:
@@ -391,16 +341,8 @@ def _target_grid(src_transform: Affine, width: int, height: int,
     return src_transform @ Affine.scale(width / new_w, height / new_h), new_w, new_h
 
 
-def _card_defaults(card: CardLike | None) -> tuple[float, float | None]:
-    """(scale, nodata) of a dataset card; (1.0, None) otherwise."""
-    card_obj = None if card is None else as_card(card)
-    if isinstance(card_obj, DatasetCard):
-        return card_obj.scale, None if card_obj.nodata is None else float(card_obj.nodata)
-    return 1.0, None
-
-
 def _open_single(path: Path, bands, window, gsd, card, wavelengths, resampling) -> Sample:
-    scale, card_nodata = _card_defaults(card)
+    scale, card_nodata = card_scale_and_nodata(card)
     with open_dataset(path) as src:
         descriptions = [d if d else None for d in src.descriptions]
         names, wls, indexes = _resolve_bands(src.count, card, bands, wavelengths, descriptions)
@@ -429,8 +371,35 @@ def _read_resampled(src, indexes: list[int], transform: Affine, width: int, heig
         return read_window(lambda w: vrt.read(indexes, window=w), win, width, height)
 
 
-def _open_band_files(paths: list[Path], bands, window, gsd, card, wavelengths,
-                     resampling) -> Sample:
+def open_band_files(
+    paths: Sequence[PathLike],
+    bands: Sequence[str] | None = None,
+    window: WindowLike | None = None,
+    gsd: float | None = None,
+    *,
+    card: CardLike | None = None,
+    wavelengths: Sequence[float] | None = None,
+    resampling: Resampling | str = Resampling.bilinear,
+) -> Sample:
+    """Read single-band files, in the order given, stacked onto one grid into a sample.
+
+    The grid is that of the finest file (or ``gsd``); every other file is resampled onto it
+    with ``resampling``. A pixel is valid only where every file has data there (inside its
+    footprint and not nodata). Band names come from the file names matched to ``card``
+    (:mod:`geofm.data.band_files`), or are the names as written when ``wavelengths`` are
+    given. ``bands`` picks files by band name, in the order wanted. The other arguments are
+    those of :func:`open_raster`, which calls this for a folder or list of band files
+    (:func:`geofm.data.band_files.sort_band_files` puts a folder's files in card order).
+
+    Returns:
+        a sample with ``image`` (C, H, W) float32 (C = number of files read), ``wavelengths``,
+        ``gsd``, ``bands``, ``valid`` (H, W), ``crs`` and ``transform`` (of the window read).
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("open_band_files got an empty list of paths")
+    resampling = _resampling(resampling)
+    _check_gsd(gsd)
     for p in paths:
         _check_readable(p)
     if bands is not None and not all(isinstance(b, str) for b in bands):
@@ -444,9 +413,9 @@ def _open_band_files(paths: list[Path], bands, window, gsd, card, wavelengths,
         refuse_duplicate_bands(names, paths)
         wls = [float(w) for w in wavelengths]
     else:
-        card_obj = _sensor_for_band_files([band_name_from_filename(p) for p in paths], card,
-                                          paths)
-        names = _matched_names(paths, card_obj)
+        card_obj = sensor_for_band_files([band_name_from_filename(p) for p in paths], card,
+                                         paths)
+        names = band_names_of_files(paths, card_obj)
         if bands is not None:
             card_obj.select(bands)  # unknown names list the card's valid bands
             missing = [b for b in bands if b not in names]
@@ -457,7 +426,7 @@ def _open_band_files(paths: list[Path], bands, window, gsd, card, wavelengths,
             paths = [paths[names.index(b)] for b in bands]
             names = list(bands)
         wls = [b.wavelength_nm for b in card_obj.select(names)]
-    scale, card_nodata = _card_defaults(card)
+    scale, card_nodata = card_scale_and_nodata(card)
     sources = [open_dataset(p) for p in paths]
     try:
         ref_index = min(range(len(sources)), key=lambda i: gsd_of(sources[i].transform))

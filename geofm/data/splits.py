@@ -13,9 +13,10 @@ Why the second exists: with a random pixel split, a test pixel's window (the inp
 patch classifier) covers training pixels, and the test pixel itself lies inside training
 windows, so test accuracy measures interpolation between neighbours more than
 generalisation. The released code of LoLA-SpecViT (Zidi et al., "LoLA-SpecViT: Local
-Attention SwiGLU Vision Transformer with LoRA for Hyperspectral Imaging", 2025) uses such
-random splits (and selects checkpoints on the test set); geofm reports a spatially disjoint,
-buffered split next to it. :func:`check_no_leakage` verifies the buffer.
+Attention SwiGLU Vision Transformer with LoRA for Hyperspectral Imaging", 2025) evaluates on
+such random splits, as most hyperspectral papers do; geofm reports a spatially disjoint,
+buffered split next to it (``docs/design_notes.md``, "Pixel-classification protocol").
+:func:`check_no_leakage` verifies the buffer.
 
 Coordinates are ``(row, col)`` integer pairs, arrays of shape ``(N, 2)``; label maps are
 ``(H, W)`` int arrays with :data:`~geofm.data.sample.IGNORE_INDEX` (255) for unlabelled pixels.

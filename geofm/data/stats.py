@@ -27,9 +27,15 @@ from affine import Affine
 from rasterio.enums import Resampling
 from tqdm.auto import tqdm
 
-from geofm.data.cards import DatasetCard, as_card, as_dataset_card
+from geofm.data.band_files import (
+    band_name_from_filename,
+    band_names_of_files,
+    sensor_for_band_files,
+    sort_band_files,
+)
+from geofm.data.cards import DatasetCard, as_card, as_dataset_card, card_scale_and_nodata
 from geofm.data.hyperspectral import (
-    _band_metadata,
+    cube_band_metadata,
     envi_memmap,
     envi_nodata,
     mat_key,
@@ -39,14 +45,9 @@ from geofm.data.hyperspectral import (
 )
 from geofm.data.readers import (
     RASTER_SUFFIXES,
-    _card_defaults,
-    _matched_names,
-    _open_band_files,
-    _sensor_for_band_files,
-    _sort_by_card,
-    band_name_from_filename,
     gsd_of,
     iter_windows,
+    open_band_files,
     open_dataset,
     open_raster,
     raster_files,
@@ -215,8 +216,8 @@ def _names_from_card(card: str | None, count: int, path: Path) -> tuple[str, ...
 
 
 def _band_set_input(folder: Path, tile: int, card: str | None) -> _Input:
-    files = _sort_by_card(raster_files(folder), card)
-    names = _matched_names(files, _sensor_for_band_files(
+    files = sort_band_files(raster_files(folder), card)
+    names = band_names_of_files(files, sensor_for_band_files(
         [band_name_from_filename(f) for f in files], card, files))
     grids = []
     for f in files:
@@ -227,7 +228,7 @@ def _band_set_input(folder: Path, tile: int, card: str | None) -> _Input:
 
     def blocks():
         for win in windows:
-            s = _open_band_files(files, None, win, None, card, None, Resampling.nearest)
+            s = open_band_files(files, window=win, card=card, resampling=Resampling.nearest)
             # Nearest resampling keeps the integer values: give them their dtype back.
             yield s["image"].numpy().astype(dtype), s["valid"].numpy()
     return _Input(folder, len(files), tuple(names), windows, blocks)
@@ -434,7 +435,7 @@ def _head_info(path: Path, head: dict[str, Any], height: int, width: int, valid:
 
 def _raster_info(path: Path, card: str | None, max_values: int) -> SceneInfo:
     head = open_raster(path, card=card, window=(0, 0, 1, 1))
-    _, card_nodata = _card_defaults(card)
+    _, card_nodata = card_scale_and_nodata(card)
     with open_dataset(path) as src, reading(path):
         h, w = src.height, src.width
         step = _sample_step(h, w, src.count, max_values)
@@ -451,7 +452,7 @@ def _raster_info(path: Path, card: str | None, max_values: int) -> SceneInfo:
 
 def _band_set_info(folder: Path, card: str | None, max_values: int) -> SceneInfo:
     head = open_raster(folder, card=card, window=(0, 0, 1, 1))
-    files = _sort_by_card(raster_files(folder), card)
+    files = sort_band_files(raster_files(folder), card)
     grids = []
     for f in files:
         with open_dataset(f) as src:
@@ -459,10 +460,10 @@ def _band_set_info(folder: Path, card: str | None, max_values: int) -> SceneInfo
     fine, h, w = min(grids)
     step = _sample_step(h, w, len(files), max_values)
     if step == 1:
-        sample = _open_band_files(files, None, None, None, card, None, Resampling.bilinear)
+        sample = open_band_files(files, card=card, resampling=Resampling.bilinear)
     else:
-        sample = _open_band_files(files, None, None, fine * step, card, None,
-                                  Resampling.nearest)
+        sample = open_band_files(files, gsd=fine * step, card=card,
+                                 resampling=Resampling.nearest)
     return _head_info(folder, head, h, w, sample["valid"].numpy(), step)
 
 
@@ -485,7 +486,7 @@ def _mat_info(path: Path, card: str | None, max_values: int) -> SceneInfo:
     key = mat_key(variables, None, 3, path)
     h, w, c = variables[key]
     card_obj = as_dataset_card(card)
-    names, wls = _band_metadata(c, card_obj, None, None, None, str(path))
+    names, wls = cube_band_metadata(c, card_obj, None, None, None, str(path))
     if card_obj is None or card_obj.gsd_m is None:
         raise ValueError(f"{path} carries no pixel size; pass card=... (geofm info --card)")
     step = _sample_step(h, w, c, max_values)

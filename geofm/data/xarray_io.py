@@ -16,18 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from affine import Affine
 
+from geofm.data.grid import pixel_centres
 from geofm.data.readers import gsd_of, valid_mask
 from geofm.data.sample import Sample, check_band_metadata, check_sample, make_sample
-
-
-def _pixel_centres(transform: Affine, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    cols = np.arange(width) + 0.5
-    rows = np.arange(height) + 0.5
-    xs = transform.c + cols * transform.a
-    ys = transform.f + rows * transform.e
-    return ys, xs
 
 
 def to_xarray(sample: Sample) -> xr.DataArray:
@@ -42,7 +34,7 @@ def to_xarray(sample: Sample) -> xr.DataArray:
         raise ValueError("to_xarray needs a north-up transform (no rotation terms); got "
                          f"{transform!r}")
     if transform is not None:
-        ys, xs = _pixel_centres(transform, h, w)
+        ys, xs = pixel_centres(transform, h, w)
     else:
         ys, xs = np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64)
     coords: dict[str, Any] = {

@@ -400,9 +400,9 @@ def _dataarray(labels: np.ndarray, crs: Any, transform: Affine | None, classes: 
 
     h, w = labels.shape
     if transform is not None:
-        from geofm.data.xarray_io import _pixel_centres
+        from geofm.data.grid import pixel_centres
 
-        ys, xs = _pixel_centres(transform, h, w)
+        ys, xs = pixel_centres(transform, h, w)
     else:
         ys, xs = np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64)
     da = xr.DataArray(labels, dims=("y", "x"), coords={"y": ys, "x": xs}, name="class_id")

@@ -110,12 +110,12 @@ def _as_dataarray(labels: np.ndarray, scene: dict[str, Any], classes: Sequence[s
                   checkpoint: str) -> xr.DataArray:
     import rioxarray  # noqa: F401  (registers the .rio accessor)
 
-    from geofm.data.xarray_io import _pixel_centres
+    from geofm.data.grid import pixel_centres
 
     h, w = labels.shape
     transform = scene.get("transform")
     if transform is not None:
-        ys, xs = _pixel_centres(transform, h, w)
+        ys, xs = pixel_centres(transform, h, w)
     else:
         ys, xs = np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64)
     da = xr.DataArray(labels.astype(np.uint8), dims=("y", "x"), coords={"y": ys, "x": xs},

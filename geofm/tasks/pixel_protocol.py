@@ -7,8 +7,9 @@ per method and seed: OA, AA, kappa, per-class accuracy, the confusion matrix, tr
 and total parameters, and training seconds. The model is selected on the validation part;
 the test part is touched once, after training.
 
-This is the evaluation LoLA-SpecViT's released code lacks (``../shared/DESIGN.md``): there
-the checkpoint is chosen on the test set and test windows overlap training pixels.
+The spatially disjoint split is reported beside the random one because random pixel splits
+let test windows overlap training pixels (``docs/design_notes.md``, "Pixel-classification
+protocol").
 
 Recipe keys (every key optional except ``scene``; unknown keys are errors)::
 
@@ -232,8 +233,8 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
     the scene says so (``wavelengths_known`` False). LoLA-SpecViT and the SVM use neither.
     """
     from geofm.data.hyperspectral import (
-        _envi_gsd,
         apply_label_lookup,
+        envi_gsd,
         envi_memmap,
         mat_key,
         mat_variables,
@@ -251,7 +252,7 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
         _, header = envi_memmap(cube)
         known = "wavelength" in header
         wavelengths = None if known else [float(b) for b in range(1, header["bands"] + 1)]
-        gsd = None if _envi_gsd(header) is not None else 1.0
+        gsd = None if envi_gsd(header) is not None else 1.0
         scene = open_cube(cube, wavelengths=wavelengths, gsd=gsd)
     raw = read_mat_array(gt, mat_key(mat_variables(gt), gt_key, 2, gt))
     values = sorted(int(v) for v in np.unique(raw) if int(v) not in set(ignore_values))

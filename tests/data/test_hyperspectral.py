@@ -12,7 +12,9 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from geofm.data import load_dataset_card
 from geofm.data.hyperspectral import (
+    envi_gsd,
     envi_memmap,
+    envi_paths,
     open_cube,
     open_envi,
     open_mat,
@@ -191,3 +193,20 @@ def test_mat_window_partly_outside_is_padded_like_the_other_readers(salinas_mat_
     envi = open_envi(salinas_a_dir / "SalinasA_corrected.hdr", card="salinas_a",
                      window=(70, -5, 20, 10))
     assert torch.equal(envi["image"], s["image"]) and torch.equal(envi["valid"], s["valid"])
+
+
+def test_envi_paths_pair_the_header_and_the_binary_from_either(salinas_a_dir, tmp_path):
+    hdr, img = salinas_a_dir / "SalinasA_corrected.hdr", salinas_a_dir / "SalinasA_corrected.img"
+    assert envi_paths(hdr) == (hdr, img)
+    assert envi_paths(img) == (hdr, img)
+    lone = tmp_path / "lone.img"
+    lone.write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no ENVI header for .*lone.img"):
+        envi_paths(lone)
+
+
+def test_envi_gsd_is_the_pixel_size_of_map_info():
+    info = ["UTM", "1", "1", "500000", "4000000", "3.7", "3.7", "13", "North"]
+    assert envi_gsd({"map info": info}) == 3.7
+    assert envi_gsd({"map info": info[:5]}) is None
+    assert envi_gsd({}) is None

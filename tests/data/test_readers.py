@@ -8,13 +8,9 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from geofm.data import load_dataset_card, load_sensor
+from geofm.data.band_files import band_name_from_filename, match_band_name
 from geofm.data.cards import UnknownBandError
-from geofm.data.readers import (
-    band_name_from_filename,
-    iter_windows,
-    match_band_name,
-    open_raster,
-)
+from geofm.data.readers import iter_windows, open_raster
 from geofm.data.sample import BandMismatchError, check_sample
 
 
