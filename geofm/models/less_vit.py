@@ -1,7 +1,8 @@
 """LESS ViT: low-rank spatial-spectral attention over (band, patch) tokens.
 
 Si et al., "Towards Scalable Foundation Model for Multi-modal and Hyperspectral Geospatial
-Data", 2025 (code: uiuctml/GeospatialFM).
+Data", 2025. Where geofm follows the authors' code and where it computes the same result
+differently: ``docs/design_notes.md``, "LESS ViT".
 
 Every band of every patch is a token; with C bands and N patches plus CLS slots the grid is
 ``x: (B, C+1, N+1, D)``. Full attention over that grid costs ((C+1)(N+1))^2. LESS attention

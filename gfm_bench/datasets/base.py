@@ -8,7 +8,7 @@ float32 ``(C, H, W)`` in the files' values and channel order, ``wavelengths`` (n
 ``modalities`` picks the optical channels, the radar channels, or both (stacked in the
 order given); ``compat=True`` labels the channels the way the GFM-Bench loading script
 does, where the card records that labelling (``gfmbench_compat_*``), so that published
-numbers can be reproduced and the effect of the script's band bugs measured.
+numbers can be reproduced and the effect of the script's band labelling measured.
 
 Two conventions of the GFM-Bench scripts (Si et al. 2025) are kept exactly:
 

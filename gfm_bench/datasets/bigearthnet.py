@@ -23,8 +23,8 @@ mapped to the 19 classes with the card's ``label_mapping_43_to_19`` (unmapped on
 dropped), as a float32 multi-hot vector of length 19.
 
 **Rows without S1** (``S1name`` is ``nan``): the radar channels of such a row are filled
-with zeros, as one version of the script does (the other crashes); this keeps published
-numbers comparable. Their positions in the split are ``rows_without_radar``. Zero dB is a
+with zeros, as one version of the script does (the other stops at such a row); this keeps
+published numbers comparable. Their positions in the split are ``rows_without_radar``. Zero dB is a
 real backscatter level, so train on radar only after checking that this list is empty.
 """
 

@@ -6,8 +6,9 @@ a loading script plus zip archives of GeoTIFFs (HDF5 for So2Sat). The scripts we
 over time, so one dataset can come in more than one file tree. Each tree is a
 :class:`Layout`: the files and folders that must be present, the CSV columns that tell two
 trees with the same file names apart, the Hub repository and archive(s) that extract to it,
-and how sure we are of it (``status``). The facts come from ``shared/GFMBENCH_LAYOUT.md``,
-read from the yuxuanw8-era loading scripts (``uiuctml/GeospatialFM`` commit 76c2997).
+and how sure we are of it (``status``). The facts were read from the loading scripts of
+the earlier ``yuxuanw8/<Name>`` Hub repositories (provenance, and what was not seen:
+``docs/design_notes.md``, "GFM-Bench file layouts").
 
 :func:`check_root` finds which layout a folder holds (the folder itself, its ``<Name>``
 sub-folder as the scripts' ``data_dir`` convention has it, or another direct sub-folder)

@@ -15,9 +15,9 @@ torchgeo SSL4EO-L benchmark (``torchgeo.datasets.SSL4EOLBenchmark``)::
     ssl4eo_l_oli_nlcd/**/nlcd_2019.tif                  (else ssl4eo_l_etm_nlcd/**)
 
 The ETM+ and OLI/TIRS images are paired by their sample folder relative to the image root
-and stacked ETM+ first (20 channels; the order is confirmed by the channel names
-``B1E ... B8E, B1O ... B11O`` of the uiuctml/GeospatialFM baseline metadata); the mask sits
-at the same relative folder. Splits as torchgeo: sort the paths, ``np.random.seed(0)``,
+and stacked ETM+ first (20 channels, in the order of the channel names ``B1E ... B8E,
+B1O ... B11O`` that the LESS ViT authors give this dataset: ``docs/design_notes.md``); the
+mask sits at the same relative folder. Splits as torchgeo: sort the paths, ``np.random.seed(0)``,
 shuffle, 70 / 15 / 15 (17,500 / 3,750 / 3,750 of 25,000). Mask values are mapped to the
 ordinal class ids of the card's ``class_values`` (NLCD codes 0, 11, 12, ..., 95); any other
 code becomes class 0, as torchgeo maps unlisted codes to background. Opening this reader
