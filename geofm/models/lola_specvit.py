@@ -18,11 +18,11 @@ a hyperspectral scene:
    merging halves the map and doubles the width.
 5. Layer norm, mean over tokens, linear head.
 
-Where the released code differs from its paper (``../shared/DESIGN.md``: windows that cover
-the whole map with unmasked padding, full-rank "LoRA" matrices, a LoRA schedule never
-called), this module follows the paper: windows smaller than the feature map, plain LoRA
-(:mod:`geofm.models.lora`) on ``qkv``, the attention ``proj`` and the SwiGLU projections
-``w12`` and ``w3``, and a cyclical LoRA scale (:class:`geofm.tasks.callbacks.CyclicLoRAScale`).
+This module follows the paper's description where the released training code does
+otherwise (the differences: ``docs/design_notes.md``, "LoLA-SpecViT"): windows smaller than
+the feature map, plain LoRA (:mod:`geofm.models.lora`) on ``qkv``, the attention ``proj``
+and the SwiGLU projections ``w12`` and ``w3``, and a cyclical LoRA scale
+(:class:`geofm.tasks.callbacks.CyclicLoRAScale`).
 """
 
 from __future__ import annotations
@@ -213,6 +213,10 @@ class WindowAttention(nn.Module):
         rel = coords[:, :, None] - coords[:, None, :] + window - 1             # (2, L, L)
         self.register_buffer("relative_index", rel[0] * (2 * window - 1) + rel[1],
                              persistent=False)
+
+    def no_weight_decay(self) -> set[str]:
+        """The position-bias table is not decayed (as Swin's, Liu et al., ICCV 2021)."""
+        return {"relative_bias"}
 
     def position_bias(self) -> torch.Tensor:
         """``(heads, L, L)`` bias added to the logits."""

@@ -1,5 +1,7 @@
-"""LightningModules: each task owns its losses, metrics and optimiser; the model is injected."""
+"""LightningModules: :class:`BaseTask` owns the optimiser, schedule and metrics; each task
+adds its losses and steps, and the model is injected or built from the registry."""
 
-from .mae import MAEPretrainTask, warmup_cosine
+from .base import BaseTask, warmup_cosine
+from .mae import MAEPretrainTask
 
-__all__ = ["MAEPretrainTask", "warmup_cosine"]
+__all__ = ["BaseTask", "MAEPretrainTask", "warmup_cosine"]

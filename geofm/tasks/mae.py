@@ -3,7 +3,8 @@
 The recipe of Si et al., "Towards Scalable Foundation Model for Multi-modal and Hyperspectral
 Geospatial Data", 2025: positions masked at 0.75 and bands at 0.5 (at least 2 kept),
 position loss plus band loss, AdamW (lr 1e-4, betas 0.9/0.95, weight decay 0.05) with a 5%
-linear warm-up and cosine decay. Gradient clipping (1.0 in the paper), precision (bf16),
+linear warm-up and cosine decay (the optimiser and schedule of
+:class:`~geofm.tasks.base.BaseTask`). Gradient clipping (1.0 in the paper), precision (bf16),
 devices and strategy are trainer settings, not code here.
 
 A batch is a collated sample dict (:func:`geofm.data.sample.collate_samples`): ``image``
@@ -12,31 +13,19 @@ A batch is a collated sample dict (:func:`geofm.data.sample.collate_samples`): `
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 
 from geofm.models import create_model
 from geofm.models.checkpoints import tag_lightning_checkpoint
 from geofm.models.less_mae import LESSMAE, MAEOutput
+from geofm.tasks.base import BaseTask
 
-__all__ = ["MAEPretrainTask", "warmup_cosine"]
-
-
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_factor: float = 0.0
-                  ) -> float:
-    """Learning-rate factor: linear from 0 to 1 over ``warmup_steps``, then cosine to
-    ``min_factor`` at ``total_steps``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(total_steps - warmup_steps, 1)
-    progress = min((step - warmup_steps) / span, 1.0)
-    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+__all__ = ["MAEPretrainTask"]
 
 
-class MAEPretrainTask(pl.LightningModule):
+class MAEPretrainTask(BaseTask):
     """Masked-autoencoder pretraining of a registry LESS ViT.
 
     Args:
@@ -67,7 +56,8 @@ class MAEPretrainTask(pl.LightningModule):
         warmup_fraction: float = 0.05,
         min_lr_factor: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas,
+                         warmup_fraction=warmup_fraction, min_lr_factor=min_lr_factor)
         self.save_hyperparameters()
         encoder = create_model(model, **(model_kwargs or {}))
         self.mae = LESSMAE(encoder, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
@@ -119,24 +109,3 @@ class MAEPretrainTask(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if callable(getattr(datamodule, "data_config", None)):
             checkpoint["geofm_data"] = datamodule.data_config()
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        skip = self.mae.no_weight_decay()
-        decay, no_decay = [], []
-        for name, param in self.mae.named_parameters():
-            if not param.requires_grad:
-                continue
-            # biases, norms and tokens are not decayed (the MAE convention)
-            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr, betas=tuple(hp.betas),
-        )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(round(hp.warmup_fraction * total))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, total, warmup, hp.min_lr_factor))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

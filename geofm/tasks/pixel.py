@@ -17,13 +17,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from geofm.tasks.mae import warmup_cosine
+from geofm.tasks.base import BaseTask
 
 __all__ = [
     "PixelClassificationTask",
@@ -101,14 +100,14 @@ def augment_windows(image: torch.Tensor, valid: torch.Tensor | None,
     return image, valid
 
 
-class PixelClassificationTask(pl.LightningModule):
+class PixelClassificationTask(BaseTask):
     """Train a window classifier on centre-pixel labels.
 
     Args:
         model: maps ``(image (B, C, w, w), valid (B, w, w))`` to logits ``(B, K)``.
         num_classes: ``K``.
         lr, weight_decay: AdamW over the trainable parameters (no decay for norms, biases
-            and position-bias tables).
+            and position-bias tables: :class:`~geofm.tasks.base.BaseTask`).
         warmup_epochs: linear warm-up (at most half of the run), then cosine decay to 0 at
             the last step.
         label_smoothing: of the cross-entropy (training only).
@@ -121,8 +120,8 @@ class PixelClassificationTask(pl.LightningModule):
             model's spectral reduction (``model.forward_reduced`` + ``model.head`` are used);
             otherwise raw windows go through ``model(image, valid)``.
 
-    Logs ``train/loss``, ``val/loss`` and ``val/oa`` (overall accuracy of the validation
-    part), which :class:`~geofm.tasks.callbacks.BestWeights` monitors.
+    Logs ``train/loss``, ``val/loss`` and ``val/oa``, ``val/aa``, ``val/kappa`` (of the whole
+    validation part); :class:`~geofm.tasks.callbacks.BestWeights` monitors ``val/oa``.
     """
 
     def __init__(self, model: nn.Module, num_classes: int, lr: float = 1e-3,
@@ -130,11 +129,10 @@ class PixelClassificationTask(pl.LightningModule):
                  label_smoothing: float = 0.1, augment: bool = True,
                  reduced_inputs: bool = False, context_dropout: float = 0.0,
                  brightness: float = 0.0) -> None:
-        super().__init__()
+        super().__init__(lr=lr, weight_decay=weight_decay, num_classes=num_classes)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
         self.model, self.num_classes = model, num_classes
-        self.lr, self.weight_decay = lr, weight_decay
         self.warmup_epochs, self.label_smoothing, self.augment = (warmup_epochs,
                                                                    label_smoothing, augment)
         self.reduced_inputs = reduced_inputs
@@ -146,8 +144,6 @@ class PixelClassificationTask(pl.LightningModule):
         if brightness > 0 and not reduced_inputs:
             raise ValueError("brightness works on reduced windows; set reduced_inputs=True")
         self.brightness = brightness
-        self._val_preds: list[torch.Tensor] = []
-        self._val_labels: list[torch.Tensor] = []
 
     def forward(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         if self.reduced_inputs:
@@ -168,44 +164,22 @@ class PixelClassificationTask(pl.LightningModule):
         logits = self(image, valid)
         loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=image.shape[0])
+                 batch_size=image.shape[0], sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch["image"], batch.get("valid"))
         loss = F.cross_entropy(logits, batch["label"])
-        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=logits.shape[0])
-        self._val_preds.append(logits.argmax(1).cpu())
-        self._val_labels.append(batch["label"].cpu())
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=logits.shape[0],
+                 sync_dist=True)
+        self.update_confusion("val", logits.argmax(1), batch["label"])
 
-    def on_validation_epoch_end(self) -> None:
-        if not self._val_preds:
-            return
-        preds, labels = torch.cat(self._val_preds), torch.cat(self._val_labels)
-        self._val_preds, self._val_labels = [], []
-        self.log("val/oa", (preds == labels).float().mean(), prog_bar=True)
-
-    def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            plain = p.ndim <= 1 or name.endswith("relative_bias")
-            (no_decay if plain else decay).append(p)
-        if not decay and not no_decay:
-            raise ValueError("the model has no trainable parameters")
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+    def warmup_steps(self, total_steps: int) -> int:
+        """``warmup_epochs`` of steps; a short run (fewer epochs than twice the warm-up)
+        warms up over half of it."""
         epochs = max(self.trainer.max_epochs or 1, 1)
-        per_epoch = total / epochs
-        # a short run (fewer epochs than twice the warm-up) warms up over half of it
-        warmup = int(math.ceil(min(self.warmup_epochs, epochs / 2) * per_epoch))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, total, warmup))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        per_epoch = total_steps / epochs
+        return int(math.ceil(min(self.warmup_epochs, epochs / 2) * per_epoch))
 
 
 # --------------------------------------------------------------------------------------------

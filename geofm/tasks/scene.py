@@ -3,9 +3,10 @@
 :class:`SceneClassificationTask` wraps an encoder with a linear head (``create_model(name,
 num_classes=K)``), normalises raw scenes itself (the statistics of a dataset card, stored
 as buffers, so a checkpoint classifies raw rasters on its own) and trains with
-cross-entropy, AdamW and a warm-up + cosine schedule. ``lora`` adapts a frozen encoder
-with low-rank updates (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models",
-ICLR 2022); the head and norms train in full.
+cross-entropy and the optimiser, schedule and metrics of :class:`~geofm.tasks.base.BaseTask`
+(``val/oa``, ``val/aa``, ``val/kappa``). ``lora`` adapts a frozen encoder with low-rank
+updates (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022); the
+head and norms train in full.
 
 Every checkpoint carries ``geofm_scene``: the model, its classes, the bands (names and
 wavelengths, in order), the GSD and tile size it was trained on, which is what
@@ -20,7 +21,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
@@ -34,21 +34,14 @@ from geofm.models.checkpoints import (
     require,
     tag_lightning_checkpoint,
 )
-from geofm.tasks.mae import warmup_cosine
+from geofm.tasks.base import BaseTask
 
-__all__ = ["SceneClassificationTask", "confusion_matrix"]
+__all__ = ["SceneClassificationTask"]
 
 NORMALIZATIONS = ("mae_scale", "standard")
 
 
-def confusion_matrix(targets: torch.Tensor, preds: torch.Tensor, num_classes: int
-                     ) -> torch.Tensor:
-    """``(K, K)`` counts, rows the true class, columns the predicted one."""
-    idx = targets.long() * num_classes + preds.long()
-    return torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-class SceneClassificationTask(pl.LightningModule):
+class SceneClassificationTask(BaseTask):
     """Fine-tune a registry encoder on labelled scenes.
 
     Args:
@@ -86,7 +79,8 @@ class SceneClassificationTask(pl.LightningModule):
         warmup_fraction: float = 0.1,
         label_smoothing: float = 0.1,
     ) -> None:
-        super().__init__()
+        super().__init__(lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction,
+                         num_classes=num_classes)
         from geofm.data.cards import as_dataset_card
 
         if normalization not in NORMALIZATIONS:
@@ -131,9 +125,12 @@ class SceneClassificationTask(pl.LightningModule):
                         alpha=float(lora.get("alpha", 16.0)),
                         dropout=float(lora.get("dropout", 0.0)), skip_narrow=True)
             freeze_except_lora(self.encoder)
-        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        #: the test part's confusion matrix after ``trainer.test`` (rows true, columns predicted)
-        self.test_confusion: torch.Tensor | None = None
+
+    @property
+    def test_confusion(self) -> torch.Tensor | None:
+        """The test part's confusion matrix after ``trainer.test`` (rows true, columns
+        predicted), over every process's scenes."""
+        return self.confusions.get("test")
 
     # ------------------------------------------------------------------ model
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
@@ -168,15 +165,10 @@ class SceneClassificationTask(pl.LightningModule):
         target = batch["label"]
         loss = F.cross_entropy(logits, target, label_smoothing=(
             self.hparams.label_smoothing if stage == "train" else 0.0))
-        acc = (logits.argmax(1) == target).float().mean()
-        n = target.shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=stage != "test", on_step=False,
-                 on_epoch=True, batch_size=n)
-        self.log(f"{stage}/acc", acc, prog_bar=True, on_step=False, on_epoch=True,
-                 batch_size=n)
-        if stage != "train":
-            self._outputs.setdefault(stage, []).append((target.detach().cpu(),
-                                                        logits.argmax(1).detach().cpu()))
+                 on_epoch=True, batch_size=target.shape[0], sync_dist=True)
+        if stage != "train":   # OA, AA and kappa at the epoch's end (BaseTask)
+            self.update_confusion(stage, logits.argmax(1), target)
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -187,40 +179,6 @@ class SceneClassificationTask(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
-
-    def _confusion(self, stage: str) -> torch.Tensor | None:
-        outs = self._outputs.pop(stage, [])
-        if not outs:
-            return None
-        targets = torch.cat([t for t, _ in outs])
-        preds = torch.cat([p for _, p in outs])
-        return confusion_matrix(targets, preds, self.hparams.num_classes)
-
-    def on_validation_epoch_end(self) -> None:
-        cm = self._confusion("val")
-        if cm is not None:
-            recall = cm.diag() / cm.sum(1).clamp_min(1)
-            seen = cm.sum(1) > 0
-            self.log("val/balanced_acc", recall[seen].mean() if seen.any() else 0.0)
-
-    def on_test_epoch_end(self) -> None:
-        self.test_confusion = self._confusion("test")
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 or "token" in name or "embed" in name
-                 else decay).append(param)
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(round(hp.warmup_fraction * total))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, total, warmup))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # ------------------------------------------------------------------ files
     def scene_metadata(self) -> dict[str, Any]:

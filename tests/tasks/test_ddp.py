@@ -1,4 +1,5 @@
-"""Pretraining under Lightning's DDP strategy with two CPU processes (gloo)."""
+"""Pretraining and scene classification under Lightning's DDP strategy with two CPU
+processes (gloo)."""
 
 import subprocess
 import sys
@@ -6,12 +7,17 @@ from pathlib import Path
 
 import torch
 
+from geofm.tasks.metrics import classification_metrics
+
 HERE = Path(__file__).resolve().parent
+# a hang, not a slow machine, is what this catches: two processes on a loaded 2-core machine
+# can take many minutes
+TIMEOUT_S = 3600
 
 
 def test_two_process_ddp_ends_with_identical_weights_on_both_ranks(tmp_path):
     done = subprocess.run([sys.executable, str(HERE / "ddp_pretrain.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=600, cwd=HERE.parents[1])
+                          capture_output=True, text=True, timeout=TIMEOUT_S, cwd=HERE.parents[1])
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
@@ -30,3 +36,24 @@ def test_two_process_ddp_ends_with_identical_weights_on_both_ranks(tmp_path):
     # and training moved them from where both started
     assert all(torch.equal(ranks[0]["initial"][n], ranks[1]["initial"][n]) for n in a)
     assert any(not torch.equal(a[n], ranks[0]["initial"][n]) for n in a)
+
+
+def test_scene_validation_metrics_cover_every_ranks_scenes(tmp_path, eurosat_dir):
+    done = subprocess.run([sys.executable, str(HERE / "ddp_scene.py"), str(eurosat_dir),
+                           str(tmp_path)], capture_output=True, text=True, timeout=TIMEOUT_S,
+                          cwd=HERE.parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    # each process validated its own half of the 10 scenes
+    assert [len(r["labels"]) for r in ranks] == [5, 5]
+    labels = torch.cat([r["labels"] for r in ranks])
+    preds = torch.cat([r["preds"] for r in ranks])
+    assert sorted(labels.tolist()) == list(range(10))
+    whole = classification_metrics(labels, preds, 10)
+    for r in ranks:
+        # the matrix and the logged metrics are those of all 10 scenes, on both processes
+        assert r["confusion"].tolist() == whole.confusion.tolist()
+        assert abs(r["metrics"]["val/oa"] - whole.oa) < 1e-6
+        assert abs(r["metrics"]["val/aa"] - whole.aa) < 1e-6
+        assert abs(r["metrics"]["val/kappa"] - whole.kappa) < 1e-6

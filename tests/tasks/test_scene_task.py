@@ -15,7 +15,7 @@ from geofm.cli import main
 from geofm.data.datamodules import SceneFolderDataModule
 from geofm.data.sample import collate_samples
 from geofm.models.checkpoints import read_torch_file
-from geofm.tasks.scene import SceneClassificationTask, confusion_matrix
+from geofm.tasks.scene import SceneClassificationTask
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "classify" / "eurosat_less_vit.yaml"
@@ -26,11 +26,6 @@ def _trainer(tmp_path, epochs=2) -> pl.Trainer:
     return pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=tmp_path,
                       accelerator="cpu", log_every_n_steps=1)
-
-
-def test_confusion_matrix_counts_rows_true_columns_predicted():
-    cm = confusion_matrix(torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 1, 2, 0]), 3)
-    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
 
 
 def test_task_takes_classes_bands_and_statistics_from_the_card():

@@ -1,0 +1,170 @@
+"""The one training stack every geofm task shares: optimiser, schedule and metrics.
+
+:class:`BaseTask` is a ``LightningModule`` that owns
+
+* **the optimiser**: AdamW over timm's parameter groups
+  (:func:`timm.optim.param_groups_weight_decay`): no weight decay for 1-D parameters
+  (biases, norm scales) or for the parameters a submodule names in its
+  ``no_weight_decay()`` (class tokens, mask tokens, position-bias tables); every other
+  weight decays. This is the MAE convention (He et al., "Masked Autoencoders Are Scalable
+  Vision Learners", CVPR 2022) that timm's ViTs follow;
+* **the schedule**: a linear warm-up then a cosine decay (:func:`warmup_cosine`), stepped
+  once per optimiser step, over ``trainer.estimated_stepping_batches``;
+* **classification metrics**: a confusion matrix per evaluation stage, accumulated by
+  torchmetrics (so under DDP it sums every rank's samples before anything is computed),
+  from which :func:`geofm.tasks.metrics.confusion_metrics` gives the overall accuracy, the
+  average (per-class) accuracy and Cohen's kappa, logged as ``<stage>/oa``, ``<stage>/aa``
+  and ``<stage>/kappa``.
+
+Tasks are thin subclasses: :class:`~geofm.tasks.mae.MAEPretrainTask`,
+:class:`~geofm.tasks.scene.SceneClassificationTask` and
+:class:`~geofm.tasks.pixel.PixelClassificationTask`. Model selection on validation
+(:class:`~geofm.tasks.callbacks.BestWeights`, or Lightning's ``ModelCheckpoint``) is a
+trainer callback, not code here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+from timm.optim import param_groups_weight_decay
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from geofm.tasks.metrics import confusion_metrics
+
+__all__ = ["BaseTask", "Optimisation", "warmup_cosine"]
+
+STAGES = ("val", "test")
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_factor: float = 0.0
+                  ) -> float:
+    """Learning-rate factor: linear from ``1 / warmup_steps`` to 1 over ``warmup_steps``,
+    then cosine to ``min_factor`` at ``total_steps`` (and ``min_factor`` after it)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / span, 1.0)
+    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class Optimisation:
+    """AdamW and its schedule.
+
+    ``warmup_fraction``: share of all optimiser steps spent warming up; ``min_lr_factor``:
+    where the cosine ends, as a fraction of ``lr``.
+    """
+
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_fraction: float = 0.0
+    min_lr_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0.0 <= self.warmup_fraction <= 1.0:
+            raise ValueError(f"warmup_fraction must lie in [0, 1], got {self.warmup_fraction}")
+        if not 0.0 <= self.min_lr_factor <= 1.0:
+            raise ValueError(f"min_lr_factor must lie in [0, 1], got {self.min_lr_factor}")
+
+
+class BaseTask(pl.LightningModule):
+    """A LightningModule with geofm's optimiser, schedule and classification metrics.
+
+    Args:
+        lr, weight_decay, betas: AdamW.
+        warmup_fraction, min_lr_factor: the schedule (see :class:`Optimisation`); a subclass
+            may count its warm-up otherwise by overriding :meth:`warmup_steps`.
+        num_classes: with a class count, the task keeps a confusion matrix per evaluation
+            stage (:meth:`update_confusion`), logs its OA, AA and kappa at the end of each
+            validation and test epoch and keeps it in :attr:`confusions`.
+    """
+
+    def __init__(self, *, lr: float, weight_decay: float,
+                 betas: Sequence[float] = (0.9, 0.999), warmup_fraction: float = 0.0,
+                 min_lr_factor: float = 0.0, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.optimisation = Optimisation(float(lr), float(weight_decay),
+                                         tuple(float(b) for b in betas),
+                                         float(warmup_fraction), float(min_lr_factor))
+        if num_classes is not None and num_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+        # torchmetrics states are not saved in checkpoints: old ones load unchanged
+        self.confusion = None if num_classes is None else nn.ModuleDict(
+            {stage: MulticlassConfusionMatrix(num_classes) for stage in STAGES})
+        #: the last confusion matrix of each stage, ``(K, K)`` int64 on the CPU, rows the
+        #: reference class, columns the prediction, summed over all processes
+        self.confusions: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ optimiser
+    def no_weight_decay(self) -> set[str]:
+        """Names (in this task) of parameters its submodules exclude from weight decay."""
+        names: set[str] = set()
+        for prefix, module in self.named_modules():
+            listed = getattr(module, "no_weight_decay", None)
+            if module is self or not callable(listed):
+                continue
+            names.update(f"{prefix}.{name}" for name in listed())
+        return names
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """Optimiser steps of the linear warm-up, out of ``total_steps``."""
+        return int(round(self.optimisation.warmup_fraction * total_steps))
+
+    def configure_optimizers(self):
+        o = self.optimisation
+        groups = param_groups_weight_decay(self, o.weight_decay,
+                                           no_weight_decay_list=self.no_weight_decay())
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError(f"{type(self).__name__} has no trainable parameters")
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = self.warmup_steps(total)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, total, warmup, o.min_lr_factor))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ------------------------------------------------------------------ metrics
+    def update_confusion(self, stage: str, preds: torch.Tensor, target: torch.Tensor
+                         ) -> None:
+        """Add a batch's predicted and reference class ids ``(B,)`` to ``stage``'s matrix."""
+        if self.confusion is None:
+            raise ValueError(f"{type(self).__name__} was built without num_classes: it keeps "
+                             "no confusion matrix")
+        self.confusion[stage].update(preds.detach(), target.detach())
+
+    def _log_confusion(self, stage: str) -> None:
+        if self.confusion is None:
+            return
+        metric = self.confusion[stage]
+        if not metric.update_called:
+            return
+        cm = metric.compute().detach().cpu().long()   # every process's samples
+        metric.reset()
+        self.confusions[stage] = cm
+        if int(cm.sum()) == 0:
+            return
+        m = confusion_metrics(cm.numpy())
+        # the same value on every process (its mean over them is itself)
+        self.log_dict({f"{stage}/oa": m.oa, f"{stage}/aa": m.aa, f"{stage}/kappa": m.kappa},
+                      prog_bar=stage == "val", sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_confusion("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_confusion("test")
