@@ -4,7 +4,7 @@ encoder learn features a kNN probe can use on EuroSAT scenes it never saw?
 1. Loss: first and last epoch of ``val/loss`` and ``train/loss_epoch`` from the run's
    ``metrics.csv``.
 2. kNN probe: global-CLS features of labelled EuroSAT-MS scenes, leave-one-out cosine kNN
-   (k = 5), for the pretrained encoder (``last.ckpt``) and for the same architecture at
+   (k = 5, votes weighted by similarity), for the pretrained encoder (``last.ckpt``) and for the same architecture at
    random initialisation (seed 0). Scenes the run pretrained on (the bundled samples) are
    excluded, so the probe set is held out.
 
@@ -33,7 +33,7 @@ from geofm.data.sample import collate_samples  # noqa: E402
 from geofm.data.transforms import MAEScaleNormalize  # noqa: E402
 from geofm.models import create_model  # noqa: E402
 from geofm.tasks.export import encoder_from_checkpoint  # noqa: E402
-from geofm.tasks.probe import encode, knn_leave_one_out  # noqa: E402
+from geofm.tasks.probe import extract_features, knn_leave_one_out  # noqa: E402
 
 
 def epoch_losses(metrics: Path) -> dict[str, list[tuple[int, float]]]:
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     loader = DataLoader(Subset(dataset, keep), batch_size=16, collate_fn=collate_samples)
     scores = {}
     for label, model in (("pretrained", pretrained), ("random init", random_init)):
-        feats, labels = encode(model, loader)
+        feats, labels = extract_features(model, loader)
         scores[label] = knn_leave_one_out(feats, labels, k=args.k)
 
     lines = [

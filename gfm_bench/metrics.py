@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from geofm.tasks.metrics import classification_metrics, confusion_matrix
+from geofm.tasks.metrics import confusion_matrix, confusion_metrics
 
-__all__ = ["Score", "top1", "micro_map", "average_precision", "segmentation_confusion",
-           "miou_from_confusion", "miou", "METRICS"]
+__all__ = ["Score", "top1", "top1_from_confusion", "micro_map", "average_precision",
+           "segmentation_confusion", "miou_from_confusion", "miou", "METRICS"]
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,14 @@ def top1(y_true, y_pred, num_classes: int) -> Score:
         if pred.shape[1] != num_classes:
             raise ValueError(f"scores have {pred.shape[1]} columns for {num_classes} classes")
         pred = pred.argmax(axis=1)
-    m = classification_metrics(_numpy(y_true).reshape(-1), np.asarray(pred).reshape(-1),
-                               num_classes)
+    return top1_from_confusion(confusion_matrix(_numpy(y_true).reshape(-1),
+                                                np.asarray(pred).reshape(-1), num_classes))
+
+
+def top1_from_confusion(confusion: np.ndarray) -> Score:
+    """Top-1 accuracy in percent, and per class the recall, of a ``(K, K)`` confusion
+    matrix (rows the reference)."""
+    m = confusion_metrics(confusion)
     return Score("top1", 100.0 * m.oa, 100.0 * m.per_class, m.count)
 
 

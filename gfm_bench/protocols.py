@@ -25,12 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from geofm.data.cards import DatasetCard
-from geofm.data.sample import IGNORE_INDEX, collate_samples
+from geofm.data.sample import collate_samples
 from geofm.data.transforms import (
     CenterCrop,
     Compose,
@@ -41,9 +39,22 @@ from geofm.data.transforms import (
     RandomVerticalFlip,
     Resize,
 )
+from geofm.tasks.probe import batch_to, knn_scores
+from geofm.tasks.probe import extract_features as extract
 
 from .encoders import EncoderAdapter
-from .metrics import Score, micro_map, miou_from_confusion, segmentation_confusion, top1
+from .metrics import Score, micro_map, top1
+from .training import (
+    AdapterWithHead,
+    BenchTask,
+    LinearOnFeatures,
+    MapCache,
+    evaluate,
+    feature_loader,
+    fit,
+    sample_loader,
+    targets,
+)
 
 __all__ = ["BenchData", "Outcome", "PROTOCOLS", "PAPER_SWEEPS", "label_fraction_indices",
            "extract_features", "linear_probe", "knn", "finetune", "segmentation",
@@ -172,51 +183,14 @@ def label_fraction_indices(data: BenchData, fraction: float, seed: int) -> np.nd
     return np.sort(rng.choice(n, size=max(1, math.ceil(fraction * n)), replace=False))
 
 
-def _loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """Training loaders (``shuffle``) drop a last partial batch when there is more than
-    one batch: a batch of one sample breaks batch normalisation (UPerNet's heads)."""
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_samples,
-                      generator=gen, num_workers=0,
-                      drop_last=shuffle and len(ds) > batch_size)
-
-
-def _progress(iterable, desc: str, enabled: bool, total: int | None = None):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, leave=False)
-
-
-def _targets(batch: dict, task: str) -> torch.Tensor:
-    if task == "segmentation":
-        return torch.as_tensor(batch["mask"]).long()
-    label = torch.as_tensor(batch["label"])
-    return label.float() if task == "multilabel" else label.long()
-
-
-@torch.no_grad()
 def extract_features(adapter: EncoderAdapter, ds: Dataset, task: str, batch_size: int = 64,
                      device: str = "cpu", progress: bool = False, desc: str = "features"
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Global features ``(n, D)`` (float32, CPU) and targets of every sample of ``ds``.
-
-    The adapter runs in eval mode on ``device`` (moved there, as ``Module.to`` does); its
-    training mode is restored afterwards.
-    """
-    was_training = adapter.training
-    adapter = adapter.to(device).eval()
-    feats, targets = [], []
-    loader = _loader(ds, batch_size, shuffle=False)
-    try:
-        for batch in _progress(loader, desc, progress, total=len(loader)):
-            batch = _to(batch, device)
-            feats.append(adapter.features(batch).float().cpu())
-            targets.append(_targets(batch, task).cpu())
-    finally:
-        adapter.train(was_training)
-    return torch.cat(feats), torch.cat(targets)
+    """Global features ``(n, D)`` (float32, CPU) and targets of every sample of ``ds``
+    (:func:`geofm.tasks.probe.extract_features` with the adapter's ``features``)."""
+    return extract(adapter, sample_loader(ds, batch_size, shuffle=False), device,
+                   features=lambda model, batch: model.features(batch),
+                   target=lambda batch: targets(batch, task), progress=progress, desc=desc)
 
 
 def _score(task: str, targets: torch.Tensor, outputs: torch.Tensor, num_classes: int) -> Score:
@@ -230,42 +204,18 @@ def _score(task: str, targets: torch.Tensor, outputs: torch.Tensor, num_classes:
 # ---------------------------------------------------------------------------- linear probe
 
 
-def _train_linear(x: torch.Tensor, y: torch.Tensor, task: str, num_classes: int, lr: float,
-                  epochs: int, batch_size: int, seed: int, weight_decay: float,
-                  min_steps: int) -> tuple[nn.Linear, int]:
-    gen = torch.Generator().manual_seed(seed)
-    head = nn.Linear(x.shape[1], num_classes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        nn.init.trunc_normal_(head.weight, std=0.01)
-        nn.init.zeros_(head.bias)
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(x.shape[0] / batch_size)
-    epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-    loss_fn = nn.BCEWithLogitsLoss() if task == "multilabel" else nn.CrossEntropyLoss()
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=gen)
-        for s in range(steps_per_epoch):
-            idx = order[s * batch_size:(s + 1) * batch_size]
-            loss = loss_fn(head(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return head, epochs
-
-
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
                  test: tuple[torch.Tensor, torch.Tensor], task: str, num_classes: int,
                  lrs: Sequence[float] = (0.1,), epochs: int = 100, batch_size: int = 1024,
-                 weight_decay: float = 0.0, min_steps: int = 1000, seed: int = 0) -> Outcome:
+                 weight_decay: float = 0.0, min_steps: int = 1000, seed: int = 0,
+                 device="cpu") -> Outcome:
     """A linear head on cached features, one per learning rate; the best on val is tested.
 
     Features are standardised with the training part's mean and standard deviation (a
     BatchNorm without affine terms, as in MAE's linear probe); SGD with momentum 0.9 and a
-    cosine schedule, for ``epochs`` or at least ``min_steps`` steps, whichever is more (a
-    training set smaller than one batch would otherwise get one step per epoch).
+    cosine schedule (:class:`~gfm_bench.training.BenchTask`), for ``epochs`` or at least
+    ``min_steps`` steps, whichever is more (a training set smaller than one batch would
+    otherwise get one step per epoch).
     """
     if task not in ("classification", "multilabel"):
         raise ValueError(f"the linear probe scores global labels; {task!r} is not one")
@@ -273,173 +223,56 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
     (xtr, ytr), (xva, yva), (xte, yte) = train, val, test
     mu, sd = xtr.mean(0), xtr.std(0, unbiased=False).clamp_min(1e-6)
     xtr, xva, xte = (xtr - mu) / sd, (xva - mu) / sd, (xte - mu) / sd
+    ran = max(epochs, math.ceil(min_steps / math.ceil(xtr.shape[0] / batch_size)))
     best = None
     for lr in lrs:
-        head, ran = _train_linear(xtr, ytr, task, num_classes, float(lr), epochs,
-                                  batch_size, seed, weight_decay, min_steps)
-        with torch.no_grad():
-            val_score = _score(task, yva, _outputs(head(xva), task), num_classes)
+        head = LinearOnFeatures(xtr.shape[1], num_classes, seed=seed)
+        probe = BenchTask(head, task, num_classes, lr=float(lr), weight_decay=weight_decay,
+                          optimizer="sgd")
+        # every epoch in one loader pass: the run is one Lightning epoch of all the steps
+        fit(probe, feature_loader(xtr, ytr, batch_size=batch_size, epochs=ran, seed=seed),
+            seed=seed, device=device)
+        val_score = evaluate(probe, feature_loader(xva, yva), "val", device=device)
         if best is None or val_score.value > best[0].value:
-            best = (val_score, float(lr), head)
-    val_score, lr, head = best
-    with torch.no_grad():
-        test_score = _score(task, yte, _outputs(head(xte), task), num_classes)
+            best = (val_score, float(lr), probe)
+    val_score, lr, probe = best
+    test_score = evaluate(probe, feature_loader(xte, yte), "test", device=device)
     return Outcome(test_score, val_score, {"lr": lr, "lrs": list(map(float, lrs)),
                                            "epochs": epochs, "epochs_run": ran,
                                            "batch_size": batch_size, "min_steps": min_steps},
                    time.perf_counter() - start)
 
 
-def _outputs(logits: torch.Tensor, task: str) -> torch.Tensor:
-    return torch.sigmoid(logits) if task == "multilabel" else logits
-
-
 # ---------------------------------------------------------------------------- kNN
-
-
-def knn_scores(bank: torch.Tensor, bank_targets: torch.Tensor, queries: torch.Tensor, k: int,
-               task: str, num_classes: int, temperature: float = 0.07) -> torch.Tensor:
-    """Class scores ``(m, K)`` of the ``k`` most cosine-similar bank entries, each voting
-    with weight ``exp(similarity / temperature)`` (Wu et al. 2018; DINO's kNN). Multi-label:
-    the weighted mean of the neighbours' multi-hot vectors."""
-    k = min(k, bank.shape[0])
-    sim = F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T
-    top, idx = sim.topk(k, dim=1)
-    weight = (top / temperature).exp()
-    if task == "multilabel":
-        neigh = bank_targets[idx].float()  # (m, k, K)
-        return (weight[..., None] * neigh).sum(1) / weight.sum(1, keepdim=True)
-    votes = torch.zeros(queries.shape[0], num_classes)
-    votes.scatter_add_(1, bank_targets[idx], weight)
-    return votes
 
 
 def knn(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
         test: tuple[torch.Tensor, torch.Tensor], task: str, num_classes: int,
         ks: Sequence[int] = (20,), temperature: float = 0.07) -> Outcome:
-    """Weighted cosine kNN on frozen features; with several ``ks`` the best on val is used."""
+    """Weighted cosine kNN on frozen features (:func:`geofm.tasks.probe.knn_scores`); with
+    several ``ks`` the best on val is used."""
     if task not in ("classification", "multilabel"):
         raise ValueError(f"kNN scores global labels; {task!r} is not one")
     start = time.perf_counter()
     best = None
+    multilabel = task == "multilabel"
+
+    def scores(queries: torch.Tensor, k: int) -> torch.Tensor:
+        return knn_scores(*train, queries, k, num_classes, temperature=temperature,
+                          multilabel=multilabel)
+
     for k in ks:
-        s = _score(task, val[1], knn_scores(*train, val[0], k, task, num_classes, temperature),
-                   num_classes)
+        s = _score(task, val[1], scores(val[0], k), num_classes)
         if best is None or s.value > best[0].value:
             best = (s, int(k))
     val_score, k = best
-    test_score = _score(task, test[1], knn_scores(*train, test[0], k, task, num_classes,
-                                                  temperature), num_classes)
+    test_score = _score(task, test[1], scores(test[0], k), num_classes)
     return Outcome(test_score, val_score,
                    {"k": min(k, train[0].shape[0]), "ks": list(map(int, ks)),
                     "temperature": temperature}, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------- training loops
-
-
-class _Model(nn.Module):
-    """Adapter + head: a linear classifier on the global vector, or UPerNet on the maps."""
-
-    def __init__(self, adapter: EncoderAdapter, task: str, num_classes: int,
-                 seg_channels: int = 128, sample_batch: dict | None = None):
-        super().__init__()
-        self.adapter, self.task = adapter, task
-        if task == "segmentation":
-            from .upernet import UPerNet
-
-            with torch.no_grad():
-                maps = adapter.eval().feature_maps(sample_batch)
-            self.same_stride = len({tuple(m.shape[-2:]) for m in maps}) == 1
-            maps = self._four(maps)
-            dims = [m.shape[1] for m in maps]
-            self.head = UPerNet(dims, num_classes, same_stride=self.same_stride,
-                                channels=seg_channels)
-        else:
-            self.head = nn.Linear(adapter.embed_dim, num_classes)
-            nn.init.trunc_normal_(self.head.weight, std=0.02)
-            nn.init.zeros_(self.head.bias)
-
-    def _four(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Same-stride maps of an encoder shallower than 4 blocks: the last one repeated."""
-        if self.same_stride and len(maps) < 4:
-            maps = list(maps) + [maps[-1]] * (4 - len(maps))
-        if self.same_stride and len(maps) != 4:
-            raise ValueError(f"UPerNet on same-stride maps takes 4 of them, got {len(maps)}")
-        return maps
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        if self.task == "segmentation":
-            if "maps" in batch:  # cached by _MapCache
-                return self.head(batch["maps"], batch["size"])
-            maps = self._four(self.adapter.feature_maps(batch))
-            return self.head(maps, tuple(batch["image"].shape[-2:]))
-        return self.head(self.adapter.features(batch))
-
-
-class _MapCache:
-    """A frozen encoder's feature maps of a whole split, computed once, served in batches
-    (shuffled per epoch when ``shuffle``): training a head then costs the head alone."""
-
-    def __init__(self, model: _Model, ds: Dataset, batch_size: int, device, shuffle: bool,
-                 seed: int = 0, progress: bool = False, desc: str = "maps"):
-        parts, masks = [], []
-        model.adapter.eval()
-        loader = _loader(ds, batch_size, False)
-        with torch.no_grad():
-            for batch in _progress(loader, desc, progress, total=len(loader)):
-                batch = _to(batch, device)
-                parts.append([m.cpu() for m in model._four(model.adapter.feature_maps(batch))])
-                masks.append(batch["mask"].cpu())
-                self.size = tuple(batch["image"].shape[-2:])
-        self.maps = [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
-        self.masks = torch.cat(masks)
-        self.batch_size, self.device, self.shuffle = batch_size, device, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def _stops(self) -> range:
-        n = len(self.masks)
-        if self.shuffle and n > self.batch_size:  # drop a last partial batch, as _loader
-            return range(0, n - self.batch_size + 1, self.batch_size)
-        return range(0, n, self.batch_size)
-
-    def __len__(self) -> int:
-        return len(self._stops())
-
-    def __iter__(self):
-        n = len(self.masks)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for s in self._stops():
-            idx = order[s:s + self.batch_size]
-            yield {"maps": [m[idx].to(self.device) for m in self.maps],
-                   "mask": self.masks[idx].to(self.device), "size": self.size}
-
-
-def _to(batch: dict, device) -> dict:
-    out = dict(batch)
-    for key in ("image", "gsd", "label", "mask"):
-        if key in out:
-            out[key] = torch.as_tensor(out[key]).to(device)
-    return out
-
-
-@torch.no_grad()
-def _evaluate(model: _Model, loader: DataLoader, task: str, num_classes: int, device,
-              progress: bool = False, desc: str = "eval") -> Score:
-    model.eval()
-    if task == "segmentation":
-        cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-        for batch in _progress(loader, desc, progress, total=len(loader)):
-            batch = _to(batch, device)
-            pred = model(batch).argmax(1)
-            cm += segmentation_confusion(batch["mask"], pred, num_classes, IGNORE_INDEX)
-        return miou_from_confusion(cm)
-    outs, ys = [], []
-    for batch in _progress(loader, desc, progress, total=len(loader)):
-        batch = _to(batch, device)
-        outs.append(_outputs(model(batch), task).float().cpu())
-        ys.append(_targets(batch, task).cpu())
-    return _score(task, torch.cat(ys), torch.cat(outs), num_classes)
 
 
 def _fit(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *, mode: str,
@@ -477,61 +310,27 @@ def _fit(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *, mod
         else:
             info["encoder_trainable"] = sum(p.numel() for p in adapter.parameters())
         adapter = adapter.to(device)
-        sample_batch = (_to(collate_samples([val_ds[0]]), device) if task == "segmentation"
-                        else None)
-        model = _Model(adapter, task, data.num_classes, seg_channels, sample_batch).to(device)
+        sample_batch = (batch_to(collate_samples([val_ds[0]]), device)
+                        if task == "segmentation" else None)
+        model = AdapterWithHead(adapter, task, data.num_classes, seg_channels,
+                                sample_batch).to(device)
     info["head_params"] = sum(p.numel() for p in model.head.parameters())
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if cached:
-        loader = _MapCache(model, train_ds, batch_size, device, True, seed, progress, "train maps")
-        val_loader = _MapCache(model, val_ds, batch_size, device, False)
-        test_loader = _MapCache(model, test_ds, batch_size, device, False)
+        loader = MapCache(model, train_ds, batch_size, device, True, seed, progress,
+                          "train maps")
+        val_loader = MapCache(model, val_ds, batch_size, device, False)
+        test_loader = MapCache(model, test_ds, batch_size, device, False)
     else:
-        loader = _loader(train_ds, batch_size, shuffle=True, seed=seed)
-        val_loader, test_loader = (_loader(val_ds, batch_size, False),
-                                   _loader(test_ds, batch_size, False))
+        loader = sample_loader(train_ds, batch_size, shuffle=True, seed=seed)
+        val_loader = sample_loader(val_ds, batch_size, False)
+        test_loader = sample_loader(test_ds, batch_size, False)
     info["cached_features"] = cached
-    total = max(1, epochs * len(loader))
-    warm = int(warmup * total)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    if task == "segmentation":
-        loss_fn: nn.Module = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    elif task == "multilabel":
-        loss_fn = nn.BCEWithLogitsLoss()
-    else:
-        loss_fn = nn.CrossEntropyLoss()
-    best: tuple[float, int, dict] | None = None
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # flips and crops of the training transform
-    try:
-        for epoch in _progress(range(epochs), "epochs", progress, total=epochs):
-            model.train()
-            if mode == "frozen":
-                model.adapter.eval()
-            for batch in loader:
-                batch = _to(batch, device)
-                loss = loss_fn(model(batch), _targets(batch, task))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-            val_score = _evaluate(model, val_loader, task, data.num_classes, device)
-            if best is None or val_score.value > best[0]:
-                best = (val_score.value, epoch,
-                        {k: v.detach().clone() for k, v in model.state_dict().items()})
-    finally:
-        torch.random.set_rng_state(gen_state)
-    model.load_state_dict(best[2])
-    val_score = _evaluate(model, val_loader, task, data.num_classes, device)
-    test_score = _evaluate(model, test_loader, task, data.num_classes, device, progress, "test")
-    info["best_epoch"] = best[1]
+    bench = BenchTask(model, task, data.num_classes, lr=lr, weight_decay=weight_decay,
+                      warmup_fraction=warmup, frozen="adapter" if mode == "frozen" else None)
+    info["best_epoch"] = fit(bench, loader, val_loader, epochs=epochs, seed=seed,
+                             device=device, progress=progress)
+    val_score = evaluate(bench, val_loader, "val", device=device)
+    test_score = evaluate(bench, test_loader, "test", device=device, progress=progress)
     return val_score, test_score, info
 
 
@@ -631,7 +430,7 @@ def run_protocol(protocol: str, data: BenchData, adapter: EncoderAdapter, *,
         train = (x[idx], y[idx])
         if protocol == "linear_probe":
             return linear_probe(train, feats["val"], feats["test"], data.task, data.num_classes,
-                                seed=seed, **settings)
+                                seed=seed, device=device, **settings)
         return knn(train, feats["val"], feats["test"], data.task, data.num_classes, **settings)
     if protocol in ("finetune", "finetune_lora"):
         return finetune(data, adapter, train_idx, lora=protocol == "finetune_lora", seed=seed,

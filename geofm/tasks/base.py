@@ -2,7 +2,8 @@
 
 :class:`BaseTask` is a ``LightningModule`` that owns
 
-* **the optimiser**: AdamW over timm's parameter groups
+* **the optimiser**: AdamW (or SGD with momentum, the linear-probe convention) over timm's
+  parameter groups
   (:func:`timm.optim.param_groups_weight_decay`): no weight decay for 1-D parameters
   (biases, norm scales) or for the parameters a submodule names in its
   ``no_weight_decay()`` (class tokens, mask tokens, position-bias tables); every other
@@ -14,19 +15,24 @@
   torchmetrics (so under DDP it sums every rank's samples before anything is computed),
   from which :func:`geofm.tasks.metrics.confusion_metrics` gives the overall accuracy, the
   average (per-class) accuracy and Cohen's kappa, logged as ``<stage>/oa``, ``<stage>/aa``
-  and ``<stage>/kappa``.
+  and ``<stage>/kappa``. Class ids equal to ``ignore_index`` (unlabelled pixels of a
+  segmentation mask) are left out.
 
 Tasks are thin subclasses: :class:`~geofm.tasks.mae.MAEPretrainTask`,
-:class:`~geofm.tasks.scene.SceneClassificationTask` and
-:class:`~geofm.tasks.pixel.PixelClassificationTask`. Model selection on validation
+:class:`~geofm.tasks.scene.SceneClassificationTask`,
+:class:`~geofm.tasks.pixel.PixelClassificationTask` and the task every GFM-Bench protocol
+that trains uses (``gfm_bench.training.BenchTask``). Model selection on validation
 (:class:`~geofm.tasks.callbacks.BestWeights`, or Lightning's ``ModelCheckpoint``) is a
 trainer callback, not code here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -37,9 +43,12 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from geofm.tasks.metrics import confusion_metrics
 
-__all__ = ["BaseTask", "Optimisation", "warmup_cosine"]
+__all__ = ["BaseTask", "Optimisation", "warmup_cosine", "quiet_lightning", "OPTIMIZERS",
+           "STAGES"]
 
+#: the evaluation stages a task keeps metrics for
 STAGES = ("val", "test")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_factor: float = 0.0
@@ -53,10 +62,40 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_factor: fl
     return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+#: Lightning advice that is noise when a program trains many small models in a row
+BENIGN_LIGHTNING_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)",
+    r".*does not have many workers.*",
+    r".*Consider setting `persistent_workers.*",
+    r".*is smaller than the logging interval.*",
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning(*messages: str) -> Iterator[None]:
+    """Silence Lightning's start-up lines (accelerators, tips, the stepping-batches
+    estimate) and its benign advice, plus warnings matching the regular expressions
+    ``messages``, for programs that train one model per seed or per run; other warnings and
+    errors still show."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for message in (*BENIGN_LIGHTNING_WARNINGS, *messages):
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 @dataclass(frozen=True)
 class Optimisation:
-    """AdamW and its schedule.
+    """The optimiser and its schedule.
 
+    ``optimizer``: ``"adamw"`` (with ``betas``) or ``"sgd"`` (with ``momentum``);
     ``warmup_fraction``: share of all optimiser steps spent warming up; ``min_lr_factor``:
     where the cosine ends, as a fraction of ``lr``.
     """
@@ -66,6 +105,8 @@ class Optimisation:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_fraction: float = 0.0
     min_lr_factor: float = 0.0
+    optimizer: str = "adamw"
+    momentum: float = 0.9
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -78,32 +119,47 @@ class Optimisation:
             raise ValueError(f"warmup_fraction must lie in [0, 1], got {self.warmup_fraction}")
         if not 0.0 <= self.min_lr_factor <= 1.0:
             raise ValueError(f"min_lr_factor must lie in [0, 1], got {self.min_lr_factor}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+
+    def build(self, groups: list[dict]) -> torch.optim.Optimizer:
+        """The optimiser over parameter groups (each may set its own ``weight_decay``)."""
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum)
+        return torch.optim.AdamW(groups, lr=self.lr, betas=self.betas)
 
 
 class BaseTask(pl.LightningModule):
     """A LightningModule with geofm's optimiser, schedule and classification metrics.
 
     Args:
-        lr, weight_decay, betas: AdamW.
-        warmup_fraction, min_lr_factor: the schedule (see :class:`Optimisation`); a subclass
-            may count its warm-up otherwise by overriding :meth:`warmup_steps`.
+        lr, weight_decay, betas, optimizer, momentum: the optimiser (see
+            :class:`Optimisation`).
+        warmup_fraction, min_lr_factor: the schedule; a subclass may count its warm-up
+            otherwise by overriding :meth:`warmup_steps`.
         num_classes: with a class count, the task keeps a confusion matrix per evaluation
             stage (:meth:`update_confusion`), logs its OA, AA and kappa at the end of each
             validation and test epoch and keeps it in :attr:`confusions`.
+        ignore_index: a reference class id the matrices leave out (unlabelled pixels).
     """
 
     def __init__(self, *, lr: float, weight_decay: float,
                  betas: Sequence[float] = (0.9, 0.999), warmup_fraction: float = 0.0,
-                 min_lr_factor: float = 0.0, num_classes: int | None = None) -> None:
+                 min_lr_factor: float = 0.0, optimizer: str = "adamw", momentum: float = 0.9,
+                 num_classes: int | None = None, ignore_index: int | None = None) -> None:
         super().__init__()
         self.optimisation = Optimisation(float(lr), float(weight_decay),
                                          tuple(float(b) for b in betas),
-                                         float(warmup_fraction), float(min_lr_factor))
+                                         float(warmup_fraction), float(min_lr_factor),
+                                         optimizer, float(momentum))
         if num_classes is not None and num_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
         # torchmetrics states are not saved in checkpoints: old ones load unchanged
         self.confusion = None if num_classes is None else nn.ModuleDict(
-            {stage: MulticlassConfusionMatrix(num_classes) for stage in STAGES})
+            {stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+             for stage in STAGES})
         #: the last confusion matrix of each stage, ``(K, K)`` int64 on the CPU, rows the
         #: reference class, columns the prediction, summed over all processes
         self.confusions: dict[str, torch.Tensor] = {}
@@ -130,7 +186,7 @@ class BaseTask(pl.LightningModule):
         groups = [g for g in groups if g["params"]]
         if not groups:
             raise ValueError(f"{type(self).__name__} has no trainable parameters")
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
+        optimizer = o.build(groups)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = self.warmup_steps(total)
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -141,7 +197,8 @@ class BaseTask(pl.LightningModule):
     # ------------------------------------------------------------------ metrics
     def update_confusion(self, stage: str, preds: torch.Tensor, target: torch.Tensor
                          ) -> None:
-        """Add a batch's predicted and reference class ids ``(B,)`` to ``stage``'s matrix."""
+        """Add a batch's predicted and reference class ids (``(B,)``, or ``(B, H, W)`` for
+        masks) to ``stage``'s matrix."""
         if self.confusion is None:
             raise ValueError(f"{type(self).__name__} was built without num_classes: it keeps "
                              "no confusion matrix")

@@ -29,11 +29,9 @@ scene's files are looked up under ``root`` by the card's file names and, with
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import json
-import logging
 import math
 import time
 import warnings
@@ -63,6 +61,7 @@ from geofm.models.checkpoints import (
     state_mismatches,
 )
 from geofm.models.lora import parameter_counts
+from geofm.tasks.base import quiet_lightning
 from geofm.tasks.metrics import ClassificationMetrics, classification_metrics, confusion_metrics
 
 __all__ = [
@@ -496,23 +495,6 @@ class SeedResult:
         return row
 
 
-@contextlib.contextmanager
-def _quiet_lightning():
-    """Lightning's start-up lines (accelerators, tips, the stepping-batches estimate) once
-    per seed say nothing about the run; warnings and errors still show."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 def _loader(dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
@@ -575,7 +557,7 @@ def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np
                          num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False)
     bs, nw = int(t["batch_size"]), int(t["num_workers"])
     start = time.perf_counter()
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer.fit(task, _loader(windows("train"), bs, True, nw, seed),
                     _loader(windows("val"), 4 * bs, False, nw, seed))
     seconds = time.perf_counter() - start

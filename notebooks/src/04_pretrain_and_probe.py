@@ -40,7 +40,7 @@ from geofm.models.checkpoints import read_torch_file
 from geofm.tasks.callbacks import MAEReconstructionFigures
 from geofm.tasks.export import export_encoder
 from geofm.tasks.mae import MAEPretrainTask
-from geofm.tasks.probe import knn_leave_one_out
+from geofm.tasks.probe import extract_features, knn_leave_one_out
 
 config = Path(geofm.__file__).resolve().parents[1] / "configs" / "pretrain" / "quickstart.yaml"
 run = Path("outputs") / "pretrain"
@@ -109,8 +109,8 @@ for sample, card in ((scene, "eurosat_ms"), (window, "salinas_a")):
 #
 # `geofm export` keeps the encoder and what it was trained on. Its global features of the
 # 30 EuroSAT-MS scenes (same input scaling as in pretraining) are classified by their
-# nearest neighbours (k = 3, leave one out), beside the same architecture with random
-# weights. The pretraining saw these scenes, without their labels.
+# nearest neighbours (k = 3, weighted by similarity, leave one out), beside the same
+# architecture with random weights. The pretraining saw these scenes, without their labels.
 
 # %%
 encoder_file = export_encoder(checkpoint, run / "encoder.pt", overwrite=True)
@@ -121,15 +121,12 @@ random_init = create_model("less_vit_tiny", **{k: v for k, v in pretrained.confi
 prep = mae_transforms(["eurosat_ms"], flips=False)
 data = SceneFolderDataset(samples / "eurosat_ms", transforms=prep)
 batch = collate_samples([data[i] for i in range(len(data))])
-labels = batch["label"]
 scores = {}
-with torch.no_grad():
-    for name, model in (("pretrained", pretrained), ("random weights", random_init)):
-        grid = model.forward_features(batch["image"], batch["wavelengths"], batch["gsd"])
-        features = model.forward_head(grid, pre_logits=True)
-        scores[name] = knn_leave_one_out(features, labels, k=3)
-        print(f"{name:<22} kNN (k=3, leave one out) accuracy {100 * scores[name]:.1f}% "
-              "(chance 10%)")
+for name, model in (("pretrained", pretrained), ("random weights", random_init)):
+    features, labels = extract_features(model, [batch])
+    scores[name] = knn_leave_one_out(features, labels, k=3)
+    print(f"{name:<22} kNN (k=3, leave one out) accuracy {100 * scores[name]:.1f}% "
+          "(chance 10%)")
 print("data the encoder was trained on:", [d["card"] for d in pretrained.data_config])
 
 # %% [markdown]

@@ -15,7 +15,6 @@ from gfm_bench.encoders import BandMatchError, GeofmEncoder, TimmEncoder, match_
 from gfm_bench.protocols import (
     BenchData,
     applicable,
-    knn_scores,
     label_fraction_indices,
     linear_probe,
     run_protocol,
@@ -114,18 +113,6 @@ def test_label_fraction_is_stratified_and_seeded():
     assert len(label_fraction_indices(d, 1.0, 0)) == 60
     with pytest.raises(ValueError, match=r"in \(0, 1\]"):
         label_fraction_indices(d, 0.0, 0)
-
-
-def test_knn_scores_weighted_votes_and_multilabel():
-    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
-    labels = torch.tensor([0, 0, 1])
-    scores = knn_scores(bank, labels, torch.tensor([[0.1, 1.0]]), k=1,
-                        task="classification", num_classes=2)
-    assert scores.argmax(1).item() == 1
-    multi = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
-    s = knn_scores(bank, multi, torch.tensor([[1.0, 0.0]]), k=2, task="multilabel",
-                   num_classes=2)
-    assert 0.0 < s[0, 1] < 0.5 < s[0, 0] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("protocol", ["linear_probe", "knn", "finetune", "finetune_lora"])

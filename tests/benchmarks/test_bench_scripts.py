@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -15,7 +16,7 @@ def test_reading_benchmark_quick_run_writes_its_report(tmp_path):
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_reading.py"), "--quick",
          "--record", str(report)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
     assert "completed under the cap" in done.stdout
@@ -23,7 +24,7 @@ def test_reading_benchmark_quick_run_writes_its_report(tmp_path):
     assert "files/s" in text and "RLIMIT_DATA" in text
 
 
-def _encoders(*args, timeout=300):
+def _encoders(*args, timeout=HANG_TIMEOUT_S):
     return subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "encoders.py"), "--quick", *args],
         capture_output=True, text=True, timeout=timeout,
@@ -56,7 +57,7 @@ def test_pretrain_benchmark_quick_run_records_its_table(tmp_path):
     report = tmp_path / "benchmarks.md"
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "pretrain.py"), "--quick", "--record",
-         str(report)], capture_output=True, text=True, timeout=300,
+         str(report)], capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
     text = report.read_text()
@@ -70,7 +71,7 @@ def test_pixel_report_tables_the_recorded_results():
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "pixel_report.py"),
          str(REPO / "docs" / "pixel_classification" / "salinas_a_disjoint.csv")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
     doc = (REPO / "docs" / "pixel_classification.md").read_text()
@@ -83,7 +84,7 @@ def test_kernel_benchmark_quick_run_measures_both_paths_and_says_what_is_unmeasu
     report = tmp_path / "benchmarks.md"
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "kernels.py"), "--quick", "--record",
-         str(report)], capture_output=True, text=True, timeout=300,
+         str(report)], capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
         env={**os.environ, "TRITON_INTERPRET": "1"},
     )
     assert done.returncode == 0, done.stderr
@@ -104,7 +105,7 @@ def test_inference_memory_benchmark_quick_run_checks_its_bound(tmp_path):
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "inference_memory.py"), "--quick",
          "--record", str(report)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "scene:" in done.stdout and "pixel:" in done.stdout

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
+from conftest import HANG_TIMEOUT_S
 
 from geofm.cli import main
 from geofm.data import load_sensor
@@ -102,7 +103,7 @@ def test_many_files_are_read_one_at_a_time(tmp_path, eurosat_dir):
               "from geofm.data.stats import compute_statistics; "
               "s = compute_statistics([sys.argv[1]], progress=False); print(s['count'][0])")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=HANG_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) == 150 * 64 * 64
 

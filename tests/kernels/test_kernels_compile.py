@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG_TIMEOUT_S
 
 triton = pytest.importorskip("triton")
 
@@ -36,7 +37,7 @@ def test_every_kernel_compiles_for_the_gpu(tmp_path, arch, dtypes):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(TRITON_CACHE_DIR=str(tmp_path), PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, str(SCRIPT), arch, *dtypes], env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=HANG_TIMEOUT_S)
     lines = done.stdout.splitlines()
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     # 3 combine variants and the LoRA kernel in every dtype; 5 attention builds but in fp64

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import HANG_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -82,7 +83,7 @@ def test_committed_notebook_matches_its_source_and_holds_a_run(name):
 def test_notebook_runs_top_to_bottom_from_a_clean_folder(name, tmp_path):
     shutil.copy(NOTEBOOKS / f"{name}.ipynb", tmp_path / f"{name}.ipynb")
     nb = build_notebooks.build(name)
-    build_notebooks.execute(nb, tmp_path, timeout=600)
+    build_notebooks.execute(nb, tmp_path, timeout=HANG_TIMEOUT_S)
     text = _text(nb)
     for expected in EXPECTED[name]:
         assert expected in text, f"{name}: this run does not show {expected!r}"

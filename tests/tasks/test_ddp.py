@@ -6,13 +6,11 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import HANG_TIMEOUT_S as TIMEOUT_S
 
 from geofm.tasks.metrics import classification_metrics
 
 HERE = Path(__file__).resolve().parent
-# a hang, not a slow machine, is what this catches: two processes on a loaded 2-core machine
-# can take many minutes
-TIMEOUT_S = 3600
 
 
 def test_two_process_ddp_ends_with_identical_weights_on_both_ranks(tmp_path):

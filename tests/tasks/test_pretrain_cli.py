@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import HANG_TIMEOUT_S
 
 from geofm.cli import main
 from geofm.models import create_model
@@ -134,7 +135,7 @@ def test_pretrain_report_compares_the_run_with_random_init(run, tmp_path, eurosa
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "pretrain_report.py"), "--run",
          str(run / "logs" / "version_0"), "--eurosat", str(tmp_path / "eurosat"),
-         "--record", str(report)], capture_output=True, text=True, timeout=300)
+         "--record", str(report)], capture_output=True, text=True, timeout=HANG_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-2000:]
     text = report.read_text()
     assert "| val/loss |" in text and "| pretrained |" in text and "| random init |" in text
@@ -144,7 +145,7 @@ def test_pretrain_report_compares_the_run_with_random_init(run, tmp_path, eurosa
     refused = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "pretrain_report.py"), "--run",
          str(run / "logs" / "version_0"), "--eurosat", str(eurosat_dir)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=HANG_TIMEOUT_S)
     assert refused.returncode != 0 and "used in pretraining" in refused.stderr
 
 
