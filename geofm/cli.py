@@ -16,12 +16,13 @@ Subcommands:
 * ``geofm classify-pixels --config CONFIG --split random|disjoint --train-fraction F
   --seeds 0 1 2 --output results.csv``: the hyperspectral pixel-classification protocol
   (LoLA-SpecViT and the RBF-SVM baseline), one row per method and seed plus mean and std.
-* ``geofm predict CHECKPOINT [--cube PATH]``: the class map of a whole scene as PNG, NetCDF
-  and, for georeferenced scenes, GeoTIFF.
 * ``geofm classify-scenes --config CONFIG``: fine-tune an encoder (fully or with LoRA) on a
   folder of labelled scenes through LightningCLI, then test the epoch chosen on validation.
-* ``geofm predict-scene --checkpoint CKPT IN OUT.tif``: classify a raster of any size tile
-  by tile in bounded memory, into a Cloud-Optimised GeoTIFF on the input's grid and CRS.
+* ``geofm map [IN] OUT.tif --checkpoint CKPT [--png] [--netcdf] [--gt GT]``: the class map
+  of a raster of any size from any classifier (pixel or scene), tile by tile in bounded
+  memory, into a Cloud-Optimised GeoTIFF on the input's grid and CRS (IN defaults to the
+  scene a pixel classifier was trained on). ``geofm predict`` and ``geofm predict-scene``
+  are its deprecated names, kept for one release.
 """
 
 from __future__ import annotations
@@ -300,33 +301,58 @@ def run_classify_scenes(cli) -> int:
     for name, row in zip(classes, cm.tolist(), strict=True):
         print(f"  {name:<{width}} " + " ".join(f"{v:3d}" for v in row))
     if best:
-        print(f"classify a scene of any size with: geofm predict-scene --checkpoint {best} "
-              "IN OUT.tif")
+        print(f"map a raster of any size with: geofm map IN OUT.tif --checkpoint {best}")
     return 0
 
 
-def cmd_predict_scene(args: argparse.Namespace) -> int:
+def _ground_truth(path: str, key: str | None, predictor):
+    """A pixel classifier's ground truth: class ids (255 unlabelled) as its training read
+    them: through its card, or (a scene without one) through its raw label values."""
+    from geofm.data.hyperspectral import apply_label_lookup, read_label_mat
+
+    if predictor.kind != "pixel":
+        raise ValueError("--gt compares a pixel classifier's map with a labelled scene; a "
+                         "scene classifier labels cells of many pixels")
+    gt = read_label_mat(path, key, predictor.card)
+    if not predictor.card and predictor.label_values:
+        gt = apply_label_lookup(gt, {v: k for k, v in enumerate(predictor.label_values)})
+    return gt
+
+
+def cmd_map(args: argparse.Namespace) -> int:
     import warnings as _warnings
 
     import numpy as np
 
     from geofm.data.outputs import check_outputs
     from geofm.inference import NotGeoreferencedWarning, load_predictor, predict
+    from geofm.inference.maps import agreement, companion_paths, write_netcdf, write_png
     from geofm.inference.writers import probabilities_path
 
+    out = Path(args.output)
+    extras = companion_paths(out, png=args.png or args.gt is not None, netcdf=args.netcdf)
+    outputs = [out, probabilities_path(out), *extras.values()]
     # before the model is read: no output may be an input or replace a file unasked
-    check_outputs([args.output, probabilities_path(Path(args.output))],
-                  [args.input, args.checkpoint], args.overwrite)
+    check_outputs(outputs, [args.input, args.checkpoint, args.gt], args.overwrite)
     predictor = load_predictor(args.checkpoint, args.model, tile=args.tile,
-                               device=args.device)
+                               device=args.device, batch_size=args.window_batch)
+    scene, cube_key = args.input, args.cube_key
+    if scene is None:
+        if predictor.training_scene is None:
+            raise ValueError(f"{args.checkpoint} records no scene it was trained on; give the "
+                             "scene to map before OUTPUT")
+        scene, recorded_key = predictor.training_scene
+        cube_key = cube_key or recorded_key
+        check_outputs(outputs, [scene], args.overwrite)     # the recorded scene is an input
+    gt = _ground_truth(args.gt, args.gt_key, predictor) if args.gt else None
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always", NotGeoreferencedWarning)
         try:
-            result = predict(predictor, args.input, args.output, stride=args.stride,
-                             overlap=args.overlap, probabilities=args.probabilities,
-                             memory_mb=args.memory_mb, batch_size=args.batch_size,
-                             card=args.card, gsd=args.gsd, cube_key=args.cube_key,
-                             overwrite=args.overwrite, progress=not args.no_progress)
+            result = predict(predictor, scene, out, stride=args.stride, overlap=args.overlap,
+                             probabilities=args.probabilities, memory_mb=args.memory_mb,
+                             batch_size=args.batch_size, card=args.card, gsd=args.gsd,
+                             cube_key=cube_key, overwrite=args.overwrite,
+                             progress=not args.no_progress)
         except ValueError as err:
             if "card=" in str(err) and args.card is None:
                 raise ValueError(f"{err} (on the command line: --card NAME; `geofm cards` "
@@ -344,9 +370,43 @@ def cmd_predict_scene(args: argparse.Namespace) -> int:
     h, w = result.labels.shape
     print(f"{predictor!r}: {result.tiles_run} tiles in {result.blocks} blocks")
     print(f"{h} x {w} {kind}; {int(counts[-1])} without a prediction; classes: {shown}")
-    for path in result.paths:
+    paths = list(result.paths)
+    if "png" in extras:
+        title = Path(args.checkpoint).stem
+        paths.append(write_png(result.labels, result.classes, extras["png"],
+                               ground_truth=gt, title=title))
+    if "netcdf" in extras:
+        paths.append(write_netcdf(result.labels, result.classes, extras["netcdf"]))
+    if gt is not None:
+        agree, n = agreement(np.asarray(result.labels.values), gt)
+        print(f"agreement with the ground truth on its {n} labelled pixels (training pixels "
+              f"included): {100 * agree:.2f}%")
+    for path in paths:
         print(f"wrote {path}")
     return 0
+
+
+def _deprecated(old: str, new: str) -> None:
+    print(f"note: `geofm {old}` is deprecated and will be removed in the next release; use "
+          f"`geofm {new}`", file=sys.stderr)
+
+
+def cmd_predict_scene(args: argparse.Namespace) -> int:
+    _deprecated("predict-scene IN OUT --checkpoint CKPT", "map IN OUT --checkpoint CKPT")
+    return cmd_map(args)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _deprecated("predict CKPT", "map [SCENE] OUT.tif --checkpoint CKPT --png --netcdf")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = args.name or Path(args.checkpoint).stem
+    mapped = argparse.Namespace(**{**vars(_map_defaults()), **{
+        "input": args.cube, "output": str(out_dir / f"{name}.tif"),
+        "checkpoint": args.checkpoint, "cube_key": args.cube_key, "gt": args.gt,
+        "gt_key": args.gt_key, "png": True, "netcdf": True, "overwrite": args.overwrite,
+        "no_progress": args.no_progress, "window_batch": args.batch_size}})
+    return cmd_map(mapped)
 
 
 def _check_writable(trainer) -> None:
@@ -450,40 +510,46 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from geofm.data.outputs import check_outputs
-    from geofm.tasks.pixel_maps import map_cube, map_paths, predict_map, write_map
-    from geofm.tasks.pixel_protocol import read_classifier
+def _add_map_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``geofm map`` after its INPUT (shared with the deprecated alias)."""
+    p.add_argument("output", help="class map to write (Cloud-Optimised GeoTIFF)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a `geofm classify-scenes` .ckpt or a `geofm classify-pixels` .pt")
+    p.add_argument("--model", help="registry name the checkpoint must hold (a check)")
+    p.add_argument("--card", help="card naming the input's bands, e.g. eurosat_ms")
+    p.add_argument("--png", action="store_true",
+                   help="also draw OUT.png (with --gt: beside the ground truth)")
+    p.add_argument("--netcdf", action="store_true", help="also write OUT.nc for xarray")
+    p.add_argument("--gt", help="pixel classifiers: ground-truth .mat to compare with "
+                                "(implies --png)")
+    p.add_argument("--gt-key", help="array name in the ground-truth .mat")
+    p.add_argument("--stride", type=int,
+                   help="scene classifiers: pixels between tiles, the output cell size "
+                        "(divides the tile; default: the tile, one label per tile)")
+    p.add_argument("--overlap", type=int, default=0,
+                   help="pixel classifiers: pixels by which tiles overlap and are blended")
+    p.add_argument("--tile", type=int, help="tile size in pixels (default: the model's)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write OUT.probabilities.tif, one float32 band per class")
+    p.add_argument("--memory-mb", type=float, default=512,
+                   help="bound on the raster buffers (default: %(default)s MiB)")
+    p.add_argument("--batch-size", type=int, help="tiles per model call")
+    p.add_argument("--window-batch", type=int, default=1024,
+                   help="pixel classifiers: windows per model call (default: %(default)s)")
+    p.add_argument("--gsd", type=float,
+                   help="resample a georeferenced input to this GSD (m) as it is read; for "
+                        "an input without map coordinates, its GSD (default: the card's)")
+    p.add_argument("--cube-key", help="array name in a .mat cube")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", action="store_true")
 
-    name = args.name or Path(args.checkpoint).stem
-    ckpt = read_classifier(args.checkpoint)
-    cube, cube_key = map_cube(args.checkpoint, ckpt, args.cube, args.cube_key)
-    inputs = [args.checkpoint, cube, args.gt]
-    # every file the map may be written to, checked before the scene is classified
-    check_outputs(map_paths(args.out_dir, name).values(), inputs, args.overwrite)
-    da = predict_map(args.checkpoint, cube, cube_key=cube_key, batch_size=args.batch_size,
-                     progress=not args.no_progress, ckpt=ckpt)
-    gt = None
-    if args.gt:
-        from geofm.data.hyperspectral import apply_label_lookup, read_label_mat
 
-        gt = read_label_mat(args.gt, args.gt_key, ckpt.get("card"))
-        if not ckpt.get("card") and ckpt.get("label_values"):
-            # a scene without a card: the raw values the model was trained on, in order
-            gt = apply_label_lookup(gt, {v: k for k, v in enumerate(ckpt["label_values"])})
-    paths = write_map(da, args.out_dir, name, ground_truth=gt, overwrite=args.overwrite,
-                      title=name, inputs=inputs)
-    if gt is not None:
-        labelled = gt != 255
-        agree = float((da.values[labelled] == gt[labelled]).mean()) if labelled.any() else 0.0
-        print(f"agreement with the ground truth on its {int(labelled.sum())} labelled pixels "
-              f"(training pixels included): {100 * agree:.2f}%")
-    if "geotiff" not in paths:
-        print("the scene has no CRS: no GeoTIFF written (PNG and NetCDF on the pixel grid)",
-              file=sys.stderr)
-    for kind, path in paths.items():
-        print(f"wrote {kind:<8} {path}")
-    return 0
+def _map_defaults() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("input", nargs="?")
+    _add_map_options(parser)
+    return parser.parse_args(["OUT", "--checkpoint", "CKPT"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -567,7 +633,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_classify_pixels)
 
-    p = sub.add_parser("predict", help="class map of a whole scene from a pixel classifier")
+    p = sub.add_parser("map", help="class map of a raster of any size from any classifier "
+                                   "(COG; PNG and NetCDF on request)")
+    p.add_argument("input", nargs="?",
+                   help="GeoTIFF, JPEG 2000, folder of band files, ENVI or .mat (default: the "
+                        "scene a pixel classifier was trained on)")
+    _add_map_options(p)
+    p.set_defaults(func=cmd_map)
+
+    p = sub.add_parser("predict-scene", help="deprecated: `geofm map`")
+    p.add_argument("input")
+    _add_map_options(p)
+    p.set_defaults(func=cmd_predict_scene)
+
+    p = sub.add_parser("predict", help="deprecated: `geofm map ... --png --netcdf`")
     p.add_argument("checkpoint", help="a model written by `geofm classify-pixels`")
     p.add_argument("--cube", help="scene to map (default: the one the model was trained on)")
     p.add_argument("--cube-key", help="array name in a .mat cube")
@@ -575,38 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-key", help="array name in the ground-truth .mat")
     p.add_argument("--out-dir", default="outputs/predict")
     p.add_argument("--name", help="file name stem (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=1024, help="windows per model call")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("predict-scene",
-                       help="classify a raster of any size tile by tile into a COG")
-    p.add_argument("input", help="GeoTIFF, JPEG 2000, folder of band files, ENVI or .mat")
-    p.add_argument("output", help="class map to write (Cloud-Optimised GeoTIFF)")
-    p.add_argument("--checkpoint", required=True,
-                   help="a `geofm classify-scenes` .ckpt or a `geofm classify-pixels` .pt")
-    p.add_argument("--model", help="registry name the checkpoint must hold (a check)")
-    p.add_argument("--card", help="card naming the input's bands, e.g. eurosat_ms")
-    p.add_argument("--stride", type=int,
-                   help="scene classifiers: pixels between tiles, the output cell size "
-                        "(divides the tile; default: the tile, one label per tile)")
-    p.add_argument("--overlap", type=int, default=0,
-                   help="pixel classifiers: pixels by which tiles overlap and are blended")
-    p.add_argument("--tile", type=int, help="tile size in pixels (default: the model's)")
-    p.add_argument("--probabilities", action="store_true",
-                   help="also write OUT.probabilities.tif, one float32 band per class")
-    p.add_argument("--memory-mb", type=float, default=512,
-                   help="bound on the raster buffers (default: %(default)s MiB)")
-    p.add_argument("--batch-size", type=int, help="tiles per model call")
-    p.add_argument("--gsd", type=float,
-                   help="resample a georeferenced input to this GSD (m) as it is read; for "
-                        "an input without map coordinates, its GSD (default: the card's)")
-    p.add_argument("--cube-key", help="array name in a .mat cube")
-    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_predict_scene)
 
     # listed for --help only: these go to LightningCLI before this parser
     sub.add_parser("classify-scenes", add_help=False,

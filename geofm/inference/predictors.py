@@ -50,6 +50,12 @@ class Predictor:
     #: the file the model was read from (:func:`load_predictor`): predictions never write
     #: over it
     checkpoint: Path | None = None
+    #: ``(path, array key)`` of the scene a pixel classifier was trained on, as its file
+    #: records it (what ``geofm map`` maps when given no scene); ``None``: not recorded
+    training_scene: tuple[str, str | None] | None = None
+    #: a pixel classifier of a scene without a card: the raw ground-truth value of each
+    #: class, in class order (to read a ground truth of that scene); ``None`` otherwise
+    label_values: list[int] | None = None
 
     def __init__(self, model: nn.Module, classes: Sequence[str], bands: Sequence[str] | None,
                  tile: int, wavelengths: Sequence[float] | None = None,
@@ -117,7 +123,7 @@ class CentrePixelPredictor(Predictor):
     Each tile is reduced once; the ``patch x patch`` windows of the reduced scores around
     every core pixel are classified ``batch_size`` at a time. Pixels outside the scene
     (and nodata pixels) enter as zero scores, as in training and in
-    :func:`geofm.tasks.pixel.predict_scene`.
+    :func:`geofm.tasks.pixel.classify_pixels`.
     """
 
     kind = "pixel"
@@ -210,6 +216,12 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
                                          name=ckpt["model"], cardless=not ckpt.get("card"))
         predictor.card = ckpt.get("card") or None
         predictor.checkpoint = path
+        # raw ground-truth values of a scene without a card, in class order
+        predictor.label_values = ckpt.get("label_values")
+        cube = (ckpt.get("source_files") or {}).get("cube")
+        if cube:
+            key = ((ckpt.get("recipe") or {}).get("scene") or {}).get("cube_key")
+            predictor.training_scene = (str(cube), key)
         return predictor
     from geofm.tasks.scene import SceneClassificationTask
 

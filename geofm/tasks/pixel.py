@@ -5,7 +5,8 @@ logits (LoLA-SpecViT by default) with label smoothing, AdamW, a warm-up + cosine
 and flips/rotations of the windows; :class:`~geofm.tasks.callbacks.BestWeights` selects the
 epoch on the validation part. :func:`svm_baseline` is what a user would otherwise pick: an
 RBF SVM on standardised spectra, its ``C`` and ``gamma`` chosen by cross-validation on the
-training part only. :func:`predict_scene` classifies every pixel of a scene.
+training part only. :func:`classify_pixels` classifies chosen pixels of a scene (a map of a
+whole scene is :func:`geofm.inference.predict`).
 
 The protocol that ties these to splits, seeds and a results table is
 :mod:`geofm.tasks.pixel_protocol`.
@@ -30,7 +31,7 @@ __all__ = [
     "drop_context",
     "scale_brightness",
     "augment_windows",
-    "predict_scene",
+    "classify_pixels",
     "svm_baseline",
 ]
 
@@ -229,25 +230,25 @@ class ReducedWindows(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def predict_scene(model: nn.Module, image: torch.Tensor, valid: torch.Tensor | None = None,
-                  *, coords: np.ndarray | None = None, batch_size: int = 512,
-                  probabilities: bool = False, progress: bool = False,
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Classify pixels of a scene with a LoLA-SpecViT (or any model with ``reduction``,
-    ``forward_reduced``, ``head`` and ``patch``).
+def classify_pixels(model: nn.Module, image: torch.Tensor, coords: np.ndarray,
+                    valid: torch.Tensor | None = None, *, batch_size: int = 512,
+                    probabilities: bool = False, progress: bool = False,
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Classify chosen pixels of a scene with a LoLA-SpecViT (or any model with
+    ``reduction``, ``forward_reduced``, ``head`` and ``patch``): what the pixel protocol
+    scores. A map of a whole scene, of any size, is :func:`geofm.inference.predict`.
 
     The scene is reduced once, windows of the reduced scores are cropped around each pixel
     (zero outside the scene, as in training), and batches are classified.
 
     Args:
         image: ``(C, H, W)`` the raw scene.
-        valid: ``(H, W)`` bool, False where the scene has no data (those pixels get 255).
-        coords: ``(N, 2)`` (row, col) to classify; default every pixel.
-        probabilities: also return ``(N, K)`` (or ``(K, H, W)``) softmax probabilities.
+        coords: ``(N, 2)`` (row, col) of the pixels to classify.
+        valid: ``(H, W)`` bool, False where the scene has no data (reduced to zeros).
+        probabilities: also return the ``(N, K)`` softmax probabilities.
 
     Returns:
-        ``(labels, probs)``: with ``coords`` ``(N,)`` int64 labels, else an ``(H, W)`` uint8
-        map (255 where invalid); ``probs`` or ``None``.
+        ``(labels, probs)``: ``(N,)`` int64 class ids; ``probs`` or ``None``.
     """
     from tqdm.auto import tqdm
 
@@ -258,10 +259,8 @@ def predict_scene(model: nn.Module, image: torch.Tensor, valid: torch.Tensor | N
     scores = model.reduction(image[None].float().to(device), valid_t[None].to(device))[0]
     r = model.patch // 2
     padded = F.pad(scores, (r, r, r, r))                          # zeros outside the scene
-    whole = coords is None
-    if whole:
-        coords = np.argwhere(valid_t.numpy())
-    coords_t = torch.as_tensor(np.asarray(coords, dtype=np.int64), device=device)
+    coords_t = torch.as_tensor(np.asarray(coords, dtype=np.int64).reshape(-1, 2),
+                               device=device)
     offsets = torch.arange(model.patch, device=device)
     preds, probs = [], []
     for start in tqdm(range(0, len(coords_t), batch_size), disable=not progress,
@@ -276,15 +275,7 @@ def predict_scene(model: nn.Module, image: torch.Tensor, valid: torch.Tensor | N
             probs.append(logits.softmax(1).cpu())
     labels = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
     prob = torch.cat(probs).numpy() if probabilities and probs else None
-    if not whole:
-        return labels.astype(np.int64), prob
-    out = np.full((H, W), 255, dtype=np.uint8)
-    out[coords[:, 0], coords[:, 1]] = labels
-    if prob is not None:
-        full = np.full((prob.shape[1], H, W), np.nan, dtype=np.float32)
-        full[:, coords[:, 0], coords[:, 1]] = prob.T
-        prob = full
-    return out, prob
+    return labels.astype(np.int64), prob
 
 
 # --------------------------------------------------------------------------------------------

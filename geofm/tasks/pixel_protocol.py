@@ -572,7 +572,7 @@ def run_seed(recipe: PixelRecipe, scene: dict[str, Any], split: str, train_fract
              seed: int, methods: Sequence[str] = ("lola",), num_classes: int | None = None,
              progress: bool = True, save_dir: Path | None = None) -> list[SeedResult]:
     """Split the scene with ``seed``, train and test each method; one result per method."""
-    from geofm.tasks.pixel import predict_scene, svm_baseline
+    from geofm.tasks.pixel import classify_pixels, svm_baseline
 
     check_window_fits(scene, recipe.patch)
     mask = torch.as_tensor(scene["mask"]).numpy()
@@ -609,8 +609,8 @@ def run_seed(recipe: PixelRecipe, scene: dict[str, Any], split: str, train_fract
         log_dir = None if save_dir is None else save_dir / "logs" / f"{split}_seed{seed}"
         model, record, seconds, details = _train_lola(recipe, scene, coords, num_classes,
                                                        seed, progress, log_dir)
-        preds, _ = predict_scene(model, torch.as_tensor(scene["image"]), scene.get("valid"),
-                                 coords=test)
+        preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), test,
+                                   scene.get("valid"))
         counts = parameter_counts(model)
         metrics = classification_metrics(y_test, preds, num_classes)
         details.update({k: v for k, v in info.items() if k != "counts"})

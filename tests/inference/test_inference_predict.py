@@ -198,9 +198,17 @@ def test_dense_prediction_with_enough_margin_equals_the_whole_image(landsat):
 
 def test_tiled_pixel_map_of_an_envi_cube_equals_the_untiled_map(tiny_lola_checkpoint,
                                                                 salinas_a_dir, tmp_path):
-    from geofm.tasks.pixel_maps import predict_map
+    from geofm.data.hyperspectral import open_cube
+    from geofm.tasks.pixel import classify_pixels
+    from geofm.tasks.pixel_protocol import load_classifier
 
-    untiled, untiled_prob = predict_map(tiny_lola_checkpoint, probabilities=True, progress=False)
+    # untiled: every pixel's window cut from the whole reduced scene (the protocol's path)
+    model, _ = load_classifier(tiny_lola_checkpoint)
+    scene = open_cube(salinas_a_dir / "SalinasA_corrected.hdr", card="salinas_a")
+    every = np.argwhere(np.ones((83, 86), dtype=bool))
+    labels, probs = classify_pixels(model, scene["image"], every, scene.get("valid"),
+                                    probabilities=True)
+    untiled, untiled_prob = labels.reshape(83, 86), probs.T.reshape(-1, 83, 86)
     pred = load_predictor(tiny_lola_checkpoint, tile=24)
     assert isinstance(pred, CentrePixelPredictor) and pred.margin == 3
     out = tmp_path / "salinas_a.tif"
@@ -208,8 +216,8 @@ def test_tiled_pixel_map_of_an_envi_cube_equals_the_untiled_map(tiny_lola_checkp
         res = predict(pred, salinas_a_dir / "SalinasA_corrected.hdr", out, card="salinas_a",
                       probabilities=True, block=32, progress=False)
     assert res.blocks == 9 and res.crs is None
-    _same_labels_where_decided(res.labels.values, untiled.values, untiled_prob.values)
-    np.testing.assert_allclose(res.probabilities.values, untiled_prob.values, atol=1e-5)
+    _same_labels_where_decided(res.labels.values, untiled, untiled_prob)
+    np.testing.assert_allclose(res.probabilities.values, untiled_prob, atol=1e-5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with rasterio.open(out) as dst:
@@ -219,7 +227,7 @@ def test_tiled_pixel_map_of_an_envi_cube_equals_the_untiled_map(tiny_lola_checkp
     with pytest.warns(NotGeoreferencedWarning):
         again = predict(pred, salinas_a_dir / "SalinasA_corrected.hdr", block=64,
                         progress=False)
-    _same_labels_where_decided(again.labels.values, untiled.values, untiled_prob.values)
+    _same_labels_where_decided(again.labels.values, untiled, untiled_prob)
 
 
 # --------------------------------------------------------------------------------------------

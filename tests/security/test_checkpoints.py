@@ -54,10 +54,9 @@ def marker(tmp_path) -> Path:
 
 
 # --------------------------------------------------------------------------- code in files
-def test_predict_scene_refuses_a_checkpoint_that_runs_code(tmp_path, marker, landsat_tif,
-                                                           capsys):
+def test_map_refuses_a_checkpoint_that_runs_code(tmp_path, marker, landsat_tif, capsys):
     evil = _evil(tmp_path / "evil.pt", marker, {"format": format_tag("pixel")})
-    code = main(["predict-scene", str(landsat_tif), str(tmp_path / "map.tif"),
+    code = main(["map", str(landsat_tif), str(tmp_path / "map.tif"),
                  "--checkpoint", str(evil)])
     assert code == 2 and not marker.exists()
     err = capsys.readouterr().err
@@ -65,7 +64,7 @@ def test_predict_scene_refuses_a_checkpoint_that_runs_code(tmp_path, marker, lan
     assert not (tmp_path / "map.tif").exists()
 
 
-def test_predict_refuses_a_checkpoint_that_runs_code(tmp_path, marker, capsys):
+def test_the_deprecated_predict_refuses_a_checkpoint_that_runs_code(tmp_path, marker, capsys):
     evil = _evil(tmp_path / "evil.pt", marker, {"format": format_tag("pixel")})
     assert main(["predict", str(evil), "--out-dir", str(tmp_path / "maps")]) == 2
     assert not marker.exists()

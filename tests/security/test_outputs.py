@@ -87,25 +87,25 @@ def test_write_atomic_leaves_the_old_file_when_writing_fails(tmp_path):
 
 
 # --------------------------------------------------------------------------- commands
-def test_predict_scene_refuses_to_write_over_its_input(salinas_copy, tiny_lola_checkpoint,
-                                                       tmp_path, capsys):
+def test_map_refuses_to_write_over_its_input(salinas_copy, tiny_lola_checkpoint, tmp_path,
+                                             capsys):
     hdr = salinas_copy / "SalinasA_corrected.hdr"
     binary = salinas_copy / "SalinasA_corrected.img"
     before = {p: _digest(p) for p in (hdr, binary, tiny_lola_checkpoint)}
     link = tmp_path / "link.tif"
     link.symlink_to(binary)
     for out in (hdr, binary, link, tiny_lola_checkpoint):
-        code = main(["predict-scene", str(hdr), str(out), "--checkpoint",
+        code = main(["map", str(hdr), str(out), "--checkpoint",
                      str(tiny_lola_checkpoint), "--overwrite", "--no-progress"])
         assert code == 2
         assert "never writes over an input" in capsys.readouterr().err
     assert {p: _digest(p) for p in before} == before
 
 
-def test_predict_refuses_to_write_over_the_scene_its_model_records(
+def test_map_refuses_to_write_over_the_scene_its_model_records(
         tmp_path, tiny_lola_checkpoint, landsat_copy, capsys):
-    """Without --cube, `geofm predict` maps the scene the model was trained on: a map named
-    like it, in its folder, would replace it."""
+    """Without a scene, `geofm map` maps the one the model was trained on: a map named like
+    it would replace it (and the deprecated `geofm predict` goes the same way)."""
     import torch
 
     ckpt = torch.load(tiny_lola_checkpoint, weights_only=True)
@@ -113,6 +113,9 @@ def test_predict_refuses_to_write_over_the_scene_its_model_records(
     model = tmp_path / "model.pt"
     torch.save(ckpt, model)
     before = _digest(landsat_copy)
+    assert main(["map", str(landsat_copy), "--checkpoint", str(model), "--overwrite",
+                 "--no-progress"]) == 2
+    assert "never writes over an input" in capsys.readouterr().err
     assert main(["predict", str(model), "--out-dir", str(landsat_copy.parent), "--name",
                  landsat_copy.stem, "--overwrite", "--no-progress"]) == 2
     assert "never writes over an input" in capsys.readouterr().err

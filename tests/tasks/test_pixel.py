@@ -16,7 +16,7 @@ from geofm.data.splits import find_leaks
 from geofm.models import create_model
 from geofm.tasks.callbacks import CyclicLoRAScale, cosine_restarts
 from geofm.tasks.metrics import classification_metrics, confusion_matrix
-from geofm.tasks.pixel import ReducedWindows, augment_windows, drop_context, predict_scene
+from geofm.tasks.pixel import ReducedWindows, augment_windows, classify_pixels, drop_context
 from geofm.tasks.pixel_protocol import (
     load_classifier,
     load_recipe,
@@ -169,8 +169,8 @@ def test_reduced_windows_match_cropped_windows(salinas_a):
     with torch.no_grad():
         assert not valid[1].all() and not valid[0].all()    # the hole and the corner
         expected = model(windows, valid).argmax(1).numpy()
-        labels, probs = predict_scene(model, image, scene["valid"], coords=coords,
-                                      probabilities=True)
+        labels, probs = classify_pixels(model, image, coords, scene["valid"],
+                                        probabilities=True)
         scores = model.reduction(image[None], scene["valid"][None])[0]
         reduced = torch.stack([ReducedWindows(scores, coords, None, 7)[i]["image"]
                                for i in range(len(coords))])
@@ -251,7 +251,7 @@ def test_protocol_end_to_end_on_salinas_a(tmp_path, salinas_a):
     mask = salinas_a["mask"].numpy()
     coords, _ = make_split(mask, "random", 0.05, 0.05, recipe.radius, seed=0)
     test = coords["test"]
-    preds, _ = predict_scene(model, salinas_a["image"], coords=test)
+    preds, _ = classify_pixels(model, salinas_a["image"], test)
     again = classification_metrics(mask[test[:, 0], test[:, 1]], preds, 6)
     np.testing.assert_array_equal(again.confusion, lola.metrics.confusion)
 

@@ -12,7 +12,7 @@ import torch
 
 from geofm.models.lola_specvit import LoLASpecViT
 from geofm.models.lora import lora_layers, merge_lora
-from geofm.tasks.pixel import PixelClassificationTask, ReducedWindows, predict_scene
+from geofm.tasks.pixel import PixelClassificationTask, ReducedWindows, classify_pixels
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -57,9 +57,10 @@ def test_training_with_augmentations_and_prediction_on_cuda(tmp_path):
     trainer.fit(task, torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True),
                 torch.utils.data.DataLoader(ds, batch_size=64))
     assert devices == {("cuda", "cuda")}                 # augmentations ran on the GPU
-    gpu_map, gpu_prob = predict_scene(model.cuda(), image, probabilities=True)
-    assert (gpu_map == labels).mean() > 0.5          # six well-separated spectra
-    cpu_map, cpu_prob = predict_scene(model.cpu(), image, probabilities=True)
+    every = np.argwhere(np.ones(labels.shape, dtype=bool))
+    gpu_map, gpu_prob = classify_pixels(model.cuda(), image, every, probabilities=True)
+    assert (gpu_map == labels.reshape(-1)).mean() > 0.5     # six well-separated spectra
+    cpu_map, cpu_prob = classify_pixels(model.cpu(), image, every, probabilities=True)
     np.testing.assert_allclose(gpu_prob, cpu_prob, atol=1e-3)
     assert (gpu_map == cpu_map).mean() > 0.999
 

@@ -113,8 +113,7 @@ def test_scenes_of_another_size_than_the_tile_are_refused(eurosat_dir, tmp_path)
         _trainer(tmp_path, epochs=1).fit(task, datamodule=data)
 
 
-def test_classify_scenes_then_predict_scene_on_the_sentinel2_tile(tmp_path, capsys,
-                                                                  s2_tile_dir):
+def test_classify_scenes_then_map_the_sentinel2_tile(tmp_path, capsys, s2_tile_dir):
     root = tmp_path / "run"
     code = main(["classify-scenes", "--config", str(CONFIG), "--trainer.max_epochs", "2",
                  "--trainer.enable_progress_bar", "false",
@@ -127,8 +126,9 @@ def test_classify_scenes_then_predict_scene_on_the_sentinel2_tile(tmp_path, caps
     assert out.count("AnnualCrop") >= 1 and "confusion matrix" in out
     best = next((root / "checkpoints").glob("best-*.ckpt"))
     assert str(best) in out
+    assert f"geofm map IN OUT.tif --checkpoint {best}" in out     # what to run next
     target = tmp_path / "s2_map.tif"
-    code = main(["predict-scene", str(s2_tile_dir), str(target), "--checkpoint", str(best),
+    code = main(["map", str(s2_tile_dir), str(target), "--checkpoint", str(best),
                  "--model", "less_vit_tiny", "--stride", "32", "--no-progress"])
     out, err = capsys.readouterr()
     assert code == 0, out + err
@@ -139,15 +139,19 @@ def test_classify_scenes_then_predict_scene_on_the_sentinel2_tile(tmp_path, caps
         assert dst.transform == src.transform * rasterio.Affine.scale(32)
         labels = dst.read(1)
         assert labels.max() < 10
+    # the deprecated name still maps, and says what replaces it
+    code = main(["predict-scene", str(s2_tile_dir), str(tmp_path / "old.tif"),
+                 "--checkpoint", str(best), "--stride", "32", "--no-progress"])
+    assert code == 0 and "use `geofm map" in capsys.readouterr().err
     # refused: the output exists; a wrong --model; bands missing from the input
-    code = main(["predict-scene", str(s2_tile_dir), str(target), "--checkpoint", str(best),
+    code = main(["map", str(s2_tile_dir), str(target), "--checkpoint", str(best),
                  "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "exist" in err and "--overwrite" in err
-    code = main(["predict-scene", str(s2_tile_dir), str(tmp_path / "x.tif"),
+    code = main(["map", str(s2_tile_dir), str(tmp_path / "x.tif"),
                  "--checkpoint", str(best), "--model", "joint_vit_tiny", "--no-progress"])
     assert code == 2 and "holds a 'less_vit_tiny'" in capsys.readouterr().err
-    code = main(["predict-scene", str(REPO / "datasets/samples/landsat_rgb/RGB.byte.tif"),
+    code = main(["map", str(REPO / "datasets/samples/landsat_rgb/RGB.byte.tif"),
                  str(tmp_path / "y.tif"), "--checkpoint", str(best), "--card", "landsat_rgb",
                  "--no-progress"])
     err = capsys.readouterr().err

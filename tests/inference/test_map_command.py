@@ -1,5 +1,5 @@
-"""Class maps of whole scenes: xarray, PNG, NetCDF, GeoTIFF with the scene's grid; the
-classify-pixels and predict commands."""
+"""`geofm map`: class maps of whole scenes as COG, PNG and NetCDF on the scene's grid, from
+a pixel classifier; the deprecated `geofm predict`; classify-pixels end to end."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from affine import Affine
 
 from geofm.cli import main
 from geofm.data.cards import data_dir
-from geofm.tasks.pixel_maps import predict_map, write_map
 from geofm.tasks.pixel_protocol import load_classifier, load_recipe, run_protocol
 
 
@@ -24,34 +23,46 @@ def checkpoint(tiny_lola_checkpoint) -> Path:
     return tiny_lola_checkpoint
 
 
-def test_predict_map_of_the_training_scene(checkpoint, tmp_path):
-    da, prob = predict_map(checkpoint, probabilities=True, progress=False)
-    assert da.shape == (83, 86) and da.dtype == np.uint8
-    assert da.attrs["flag_meanings"].split()[0] == "Brocoli_green_weeds_1"
-    assert list(da.attrs["flag_values"]) == list(range(6))
-    assert prob.shape == (6, 83, 86)
-    np.testing.assert_allclose(prob.sum("class").values, 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(prob.argmax("class").values, da.values)
+def _read(path: Path) -> np.ndarray:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            return src.read(1)
+
+
+def test_map_of_the_training_scene_with_png_and_netcdf(checkpoint, tmp_path, capsys):
+    out = tmp_path / "salinas_a.tif"
+    gt = data_dir() / "samples" / "salinas_a" / "SalinasA_gt.mat"
+    assert main(["map", str(out), "--checkpoint", str(checkpoint), "--netcdf", "--gt", str(gt),
+                 "--probabilities", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "no CRS" in captured.err                       # a pixel grid, said so
+    assert "83 x 86 pixels" in captured.out and "labelled pixels" in captured.out
+    labels = _read(out)
+    assert labels.shape == (83, 86) and labels.max() < 6
+    for suffix in (".png", ".nc", ".probabilities.tif"):
+        assert (tmp_path / f"salinas_a{suffix}").is_file(), suffix
+    back = xr.open_dataarray(tmp_path / "salinas_a.nc")
+    np.testing.assert_array_equal(back.values, labels)
+    assert back.attrs["flag_meanings"].split()[0] == "Brocoli_green_weeds_1"
+    assert list(back.attrs["flag_values"]) == list(range(6))
+    back.close()
     # the same pixels through the protocol's own path give the same labels
     model, _ = load_classifier(checkpoint)
     from geofm.data.datasets import read_scene
-    from geofm.tasks.pixel import predict_scene
+    from geofm.tasks.pixel import classify_pixels
 
     root = data_dir() / "samples" / "salinas_a"
     scene = read_scene(root / "SalinasA_corrected.hdr", root / "SalinasA_gt.mat", "salinas_a")
     coords = np.array([[10, 10], [50, 60], [0, 85]])
-    labels, _ = predict_scene(model, scene["image"], coords=coords)
-    np.testing.assert_array_equal(labels, da.values[coords[:, 0], coords[:, 1]])
-
-    paths = write_map(da, tmp_path, "salinas_a", ground_truth=scene["mask"].numpy())
-    assert set(paths) == {"png", "netcdf"}                 # no CRS: no GeoTIFF
-    back = xr.open_dataarray(paths["netcdf"])
-    np.testing.assert_array_equal(back.values, da.values)
-    assert back.attrs["flag_meanings"] == da.attrs["flag_meanings"]
-    back.close()
-    with pytest.raises(FileExistsError, match="overwrite"):
-        write_map(da, tmp_path, "salinas_a")
-    write_map(da, tmp_path, "salinas_a", overwrite=True)
+    expected, _ = classify_pixels(model, scene["image"], coords)
+    np.testing.assert_array_equal(expected, labels[coords[:, 0], coords[:, 1]])
+    # every output exists: refused without --overwrite, before any work
+    assert main(["map", str(out), "--checkpoint", str(checkpoint), "--png",
+                 "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def _geotiff_of_salinas_a(path: Path) -> tuple[Affine, str]:
@@ -70,31 +81,38 @@ def _geotiff_of_salinas_a(path: Path) -> tuple[Affine, str]:
     return transform, "EPSG:32610"
 
 
-def test_georeferenced_scene_gives_a_geotiff_on_its_grid(checkpoint, tmp_path):
+def test_georeferenced_scene_gives_a_cog_on_its_grid(checkpoint, tmp_path, capsys):
     tif = tmp_path / "salinas_a_utm.tif"
     transform, crs = _geotiff_of_salinas_a(tif)
-    da = predict_map(checkpoint, tif, progress=False)
-    plain = predict_map(checkpoint, progress=False)
-    np.testing.assert_array_equal(da.values, plain.values)     # same data, same classes
-    paths = write_map(da, tmp_path / "out", "utm")
-    with rasterio.open(paths["geotiff"]) as src:
+    assert main(["map", str(tif), str(tmp_path / "utm_map.tif"), "--checkpoint",
+                 str(checkpoint), "--netcdf", "--no-progress"]) == 0
+    assert main(["map", str(tmp_path / "plain.tif"), "--checkpoint", str(checkpoint),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    with rasterio.open(tmp_path / "utm_map.tif") as src:
         assert src.crs.to_string() == crs
         assert src.transform == transform
         assert (src.height, src.width, src.count) == (83, 86, 1)
         assert src.nodata == 255
-        np.testing.assert_array_equal(src.read(1), da.values)
         assert src.tags(1)["class_0"] == "Brocoli_green_weeds_1"
-    assert da.rio.crs.to_string() == crs
+        labels = src.read(1)
+    np.testing.assert_array_equal(labels, _read(tmp_path / "plain.tif"))  # same data
+    da = xr.open_dataarray(tmp_path / "utm_map.nc")
     assert float(da.x[0]) == pytest.approx(610000.0 + 1.85)
+    assert "UTM zone 10N" in da.attrs["crs_wkt"]
+    da.close()
 
 
-def test_wrong_band_count_is_refused(checkpoint, tmp_path):
+def test_wrong_band_count_is_refused(checkpoint, tmp_path, capsys):
     tif = tmp_path / "three_bands.tif"
     with rasterio.open(tif, "w", driver="GTiff", height=20, width=20, count=3, dtype="uint8",
                        crs="EPSG:32610", transform=Affine(10, 0, 0, 0, -10, 0)) as dst:
         dst.write(np.zeros((3, 20, 20), dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"3 bands.*204 bands"):
-        predict_map(checkpoint, tif, progress=False)
+    assert main(["map", str(tif), str(tmp_path / "m.tif"), "--checkpoint", str(checkpoint),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "3" in err and "204" in err, err
+    assert not (tmp_path / "m.tif").exists()
 
 
 def test_classify_pixels_and_predict_commands(tmp_path, capsys, tiny_lola_recipe):
@@ -112,10 +130,13 @@ def test_classify_pixels_and_predict_commands(tmp_path, capsys, tiny_lola_recipe
     assert "--overwrite" in capsys.readouterr().err
     ckpt = next((tmp_path / "res" / "models").glob("lola_full_random_*seed0.pt"))
     gt = data_dir() / "samples" / "salinas_a" / "SalinasA_gt.mat"
+    # the deprecated name: PNG, NetCDF and the COG in --out-dir, and a note on what replaces it
     assert main(["predict", str(ckpt), "--out-dir", str(tmp_path / "maps"), "--gt", str(gt),
                  "--no-progress"]) == 0
     captured = capsys.readouterr()
-    assert "no CRS" in captured.err and (tmp_path / "maps" / f"{ckpt.stem}.png").is_file()
+    assert "no CRS" in captured.err and "use `geofm map" in captured.err
+    for suffix in (".png", ".nc", ".tif"):
+        assert (tmp_path / "maps" / f"{ckpt.stem}{suffix}").is_file(), suffix
     assert main(["classify-pixels", "--config", str(config), "--cube", "x.mat",
                  "--output", str(tmp_path / "o.csv")]) == 2
     assert "--cube and --gt go together" in capsys.readouterr().err
@@ -145,8 +166,8 @@ def test_any_mat_scene_without_a_card(tmp_path, capsys, tiny_lola_recipe):
     assert torch.isfinite(torch.tensor(results[0].metrics.aa))
     # the map's ground truth goes through the same value -> class mapping (0 unlabelled)
     ckpt = results[1].details["checkpoint"]
-    assert main(["predict", ckpt, "--gt", str(tmp_path / "scene_gt.mat"), "--out-dir",
-                 str(tmp_path / "maps"), "--no-progress"]) == 0
+    assert main(["map", str(tmp_path / "map.tif"), "--checkpoint", ckpt, "--gt",
+                 str(tmp_path / "scene_gt.mat"), "--no-progress"]) == 0
     assert "on its 5348 labelled pixels" in capsys.readouterr().out
 
 
