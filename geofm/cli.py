@@ -437,31 +437,69 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_classify_pixels(args: argparse.Namespace) -> int:
-    from geofm.data.outputs import check_outputs
-    from geofm.tasks.pixel_protocol import (
-        checkpoint_name,
-        load_recipe,
-        read_results,
-        recipe_inputs,
-        run_protocol,
-        summarise,
-        write_results,
-    )
+#: classify-pixels options of earlier releases -> their place in the recipe dialect
+PIXEL_ALIASES = {"--cube": "--scene.cube", "--gt": "--scene.gt", "--cube-key": "--scene.cube_key",
+                 "--gt-key": "--scene.gt_key", "--card": "--scene.card",
+                 "--epochs": "--train.epochs", "--split": "--split.kind"}
 
-    recipe = load_recipe(args.config)
-    if args.cube or args.gt:
-        if not (args.cube and args.gt):
-            raise ValueError("--cube and --gt go together: the cube and its ground truth")
-        recipe.scene.update(cube=args.cube, gt=args.gt, cube_key=args.cube_key,
-                            gt_key=args.gt_key, card=args.card)
-    elif args.card or args.cube_key or args.gt_key:
-        raise ValueError("--card, --cube-key and --gt-key describe a scene given by --cube "
-                         "and --gt")
-    if args.download:
-        recipe.scene["download"] = True
-    if args.epochs is not None:
-        recipe.train["epochs"] = args.epochs
+
+def classify_pixels_argv(argv: Sequence[str]) -> list[str]:
+    """``geofm classify-pixels`` arguments in the recipe dialect: earlier options renamed
+    (with a note), and a scene given on the command line replacing the recipe's whole scene
+    section (its card, array keys, root and download go back to their defaults unless
+    given too)."""
+    out, renamed = [], []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if name in PIXEL_ALIASES:
+            renamed.append(f"{name} -> {PIXEL_ALIASES[name]}")
+            out.append(PIXEL_ALIASES[name] + eq + value)
+        elif arg == "--download":
+            renamed.append("--download -> --scene.download true")
+            out.append("--scene.download=true")
+        else:
+            out.append(arg)
+    if renamed:
+        print("note: renamed options of geofm classify-pixels (the old names go in the next "
+              f"release): {', '.join(renamed)}", file=sys.stderr)
+    given = {a.partition("=")[0] for a in out if a.startswith("--")}
+    scene = given & {"--scene.cube", "--scene.gt"}
+    if scene:
+        if len(scene) == 1:
+            raise ValueError("--scene.cube and --scene.gt go together: the cube and its "
+                             "ground truth")
+        resets = [f"--scene.{key}={value}" for key, value in (
+            ("card", "null"), ("cube_key", "null"), ("gt_key", "null"), ("root", "null"),
+            ("download", "false")) if f"--scene.{key}" not in given]
+        # right after the recipe file, so that it does not bring its own scene's keys back
+        at = max((i + 2 for i, a in enumerate(out) if a == "--config"), default=0)
+        at = max([at, *(i + 1 for i, a in enumerate(out) if a.startswith("--config="))])
+        out = out[:at] + resets + out[at:]
+    return out
+
+
+def prepare_classify_pixels(argv: Sequence[str]):
+    """The parsed command (recipe dialect plus the run's options) and its checked recipe."""
+    from geofm.tasks.pixel_recipe import add_run_options, recipe_from_namespace, recipe_parser
+
+    parser = recipe_parser(prog="geofm classify-pixels",
+                           description="Hyperspectral pixel classification: LoLA-SpecViT and "
+                                       "the RBF-SVM baseline on the same splits and seeds.")
+    add_run_options(parser)
+    args = parser.parse_args(classify_pixels_argv(argv))
+    configs = [str(c) for c in (args.get("config") or []) if c is not None]
+    recipe = recipe_from_namespace(args, configs[-1] if configs else "<command line>")
+    if {"--train-fraction", "--train-per-class"} <= {a.partition("=")[0] for a in argv}:
+        raise ValueError("give --train-fraction or --train-per-class, not both")
+    return args, recipe
+
+
+def cmd_classify_pixels(args, recipe) -> int:
+    from geofm.data.outputs import check_outputs
+    from geofm.tasks.pixel_protocol import checkpoint_name, run_protocol
+    from geofm.tasks.pixel_recipe import recipe_inputs
+    from geofm.tasks.pixel_results import read_results, summarise, write_results
+
     train = args.train_per_class if args.train_per_class is not None else args.train_fraction
     output = Path(args.output)
     save_dir = Path(args.save_dir) if args.save_dir else output.parent / "models"
@@ -469,13 +507,14 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
         raise ValueError("--resume continues the runs in --output; --overwrite replaces them: "
                          "pass one of them")
     # what an interrupted run of the same command finished (refused if it is another run)
-    done = read_results(output.with_suffix(".json"), recipe, args.split, train) \
+    split = recipe.split["kind"]
+    done = read_results(output.with_suffix(".json"), recipe, split, train) \
         if args.resume else []
     if args.resume and output.with_suffix(".json").exists() != output.exists():
         raise FileNotFoundError(f"--resume needs both {output} and "
                                 f"{output.with_suffix('.json')}; one of them is missing")
     finished = {(r.method, r.seed) for r in done}
-    models = [save_dir / checkpoint_name(recipe, args.split, train, s) for s in args.seeds
+    models = [save_dir / checkpoint_name(recipe, split, train, s) for s in args.seeds
               if "lola" in (args.methods or ["lola"]) and ("lola", s) not in finished]
     # every output checked before any work: none is an input, none is replaced unasked (a
     # resumed run replaces its own results files and the models of seeds it had not ended)
@@ -483,7 +522,7 @@ def cmd_classify_pixels(args: argparse.Namespace) -> int:
                   args.overwrite or args.resume)
     start = time.perf_counter()
     results, classes = run_protocol(
-        recipe, args.split, train, args.seeds, methods=args.methods,
+        recipe, split, train, args.seeds, methods=args.methods,
         progress=not args.no_progress, save_dir=save_dir, done=done,
         # each seed's rows are written as soon as it ends: an interruption loses no seed
         on_seed=lambda so_far, names: write_results(output, so_far, names, recipe))
@@ -598,40 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("classify-pixels",
-                       help="hyperspectral pixel classification: splits, seeds, metrics")
-    p.add_argument("--config", required=True,
-                   help="recipe YAML, e.g. configs/classify/lola_salinas_a.yaml")
-    p.add_argument("--split", choices=["random", "disjoint"], default="random",
-                   help="random stratified pixels, or spatially disjoint blocks with a buffer")
-    sizes = p.add_mutually_exclusive_group()
-    sizes.add_argument("--train-fraction", type=float, default=0.05,
-                       help="share of each class's labelled pixels for training "
-                            "(default: %(default)s)")
-    sizes.add_argument("--train-per-class", type=int, default=None,
-                       help="pixels of each class for training (random split only)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--output", default="outputs/classify/results.csv",
-                   help="results CSV; a JSON with confusion matrices goes beside it")
-    p.add_argument("--methods", nargs="+", choices=["lola", "svm"], default=None,
-                   help="default: lola and the recipe's baselines")
-    p.add_argument("--cube", help="run on this ENVI or .mat cube instead of the recipe's")
-    p.add_argument("--cube-key", help="array name in a .mat cube")
-    p.add_argument("--gt", help="ground-truth .mat of --cube")
-    p.add_argument("--gt-key", help="array name in the ground-truth .mat")
-    p.add_argument("--card", help="dataset card of --cube (class names, band metadata)")
-    p.add_argument("--download", action="store_true",
-                   help="download the recipe's scene from its public source if missing")
-    p.add_argument("--epochs", type=int, help="override train.epochs of the recipe")
-    p.add_argument("--save-dir",
-                   help="where the trained models go (default: models/ beside --output)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --output and saved models of the same runs")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run: keep the seeds --output already holds "
-                        "and run the others (same recipe and options)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_classify_pixels)
+    # listed for --help only: `geofm classify-pixels ...` goes to the recipe parser first
+    sub.add_parser("classify-pixels", add_help=False,
+                   help="hyperspectral pixel classification: splits, seeds, metrics (recipe "
+                        "YAML with dotted overrides; see --help)")
 
     p = sub.add_parser("map", help="class map of a raster of any size from any classifier "
                                    "(COG; PNG and NetCDF on request)")
@@ -668,44 +677,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: what a command reports without a traceback: the input or its configuration is wrong
+USER_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, ValueError, KeyError,
+               OSError, argparse.ArgumentError)
+
+
+def _error(command: str, err: BaseException) -> int:
+    # KeyError's str() quotes its message; show the message itself
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    print(f"geofm {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _configured(command: str, prepare, run) -> int:
+    """Run a command configured by a parser that may exit (``--help``, ``--print_config``):
+    its exit code passes through; errors in the configuration or the input are one line."""
+    try:
+        prepared = prepare()
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+    except USER_ERRORS as err:
+        return _error(command, err)
+    return run(prepared)
+
+
+def _fit_pretraining(prepared) -> int:
+    from geofm.models.checkpoints import allowed_globals
+
+    cli, ckpt_path = prepared
+    # errors from here on come with their traceback: they are not configuration errors
+    # (data problems at setup still raise FileNotFoundError/ValueError naming the file)
+    with allowed_globals():   # a resumed checkpoint is read without running code
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path,
+                        weights_only=True)
+    return 0
+
+
+def _classify_pixels(prepared) -> int:
+    try:
+        return cmd_classify_pixels(*prepared)
+    except USER_ERRORS as err:
+        return _error("classify-pixels", err)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["pretrain"]:
-        try:
-            cli, ckpt_path = prepare_pretrain(argv[1:])
-        except (FileNotFoundError, ValueError, KeyError, PermissionError) as err:
-            message = err.args[0] if isinstance(err, KeyError) and err.args else err
-            print(f"geofm pretrain: error: {message}", file=sys.stderr)
-            return 2
-        except SystemExit as done:  # --help, --print_config, or a config the parser refused
-            return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
-        # errors from here on come with their traceback: they are not configuration errors
-        # (data problems at setup still raise FileNotFoundError/ValueError naming the file)
-        from geofm.models.checkpoints import allowed_globals
-
-        with allowed_globals():   # a resumed checkpoint is read without running code
-            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path,
-                            weights_only=True)
-        return 0
-    if argv[:1] == ["classify-scenes"]:
-        try:
-            cli = prepare_classify_scenes(argv[1:])
-        except (FileNotFoundError, ValueError, KeyError, PermissionError) as err:
-            message = err.args[0] if isinstance(err, KeyError) and err.args else err
-            print(f"geofm classify-scenes: error: {message}", file=sys.stderr)
-            return 2
-        except SystemExit as done:
-            return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
-        return run_classify_scenes(cli)
+    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if command == "pretrain":
+        return _configured(command, lambda: prepare_pretrain(rest), _fit_pretraining)
+    if command == "classify-scenes":
+        return _configured(command, lambda: prepare_classify_scenes(rest),
+                           run_classify_scenes)
+    if command == "classify-pixels":
+        return _configured(command, lambda: prepare_classify_pixels(rest), _classify_pixels)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, TypeError,
-            OSError) as err:
-        # KeyError's str() quotes its message; show the message itself.
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"geofm {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:
+        return _error(args.command, err)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def tiny_lola_recipe() -> dict:
 @pytest.fixture(scope="session")
 def tiny_lola_checkpoint(tmp_path_factory) -> Path:
     """A LoLA-SpecViT trained by the protocol on 5% of Salinas-A (seed 0), saved once."""
-    from geofm.tasks.pixel_protocol import load_recipe, run_protocol
+    from geofm.tasks.pixel_protocol import run_protocol
+    from geofm.tasks.pixel_recipe import load_recipe
 
     out = tmp_path_factory.mktemp("lola")
     results, _ = run_protocol(load_recipe(_tiny_lola_recipe()), "random", 0.05, [0],

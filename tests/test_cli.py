@@ -2,6 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from geofm.cli import main
 
 
@@ -85,3 +87,30 @@ def test_models_lists_the_registry_with_parameter_counts(capsys):
 def test_models_with_no_match_names_the_registered_ones(capsys):
     assert main(["models", "resnet*"]) == 2
     assert "less_vit_tiny" in capsys.readouterr().err
+
+
+def test_classify_pixels_takes_its_earlier_options_and_a_whole_new_scene(capsys):
+    from geofm.cli import classify_pixels_argv, prepare_classify_pixels
+
+    recipe_file = str(Path(__file__).resolve().parents[1] / "configs/classify/lola_salinas_a.yaml")
+    argv = ["--config", recipe_file, "--cube", "a.mat", "--gt",
+            "b.mat", "--epochs", "2", "--split", "disjoint", "--download"]
+    out = classify_pixels_argv(argv)
+    note = capsys.readouterr().err
+    assert "--cube -> --scene.cube" in note and "--epochs -> --train.epochs" in note
+    # the recipe's own scene keys are reset right after it, before what the user gave
+    assert out[:2] == ["--config", recipe_file]
+    assert out[2:6] == ["--scene.card=null", "--scene.cube_key=null", "--scene.gt_key=null",
+                        "--scene.root=null"]
+    assert out[6:] == ["--scene.cube", "a.mat", "--scene.gt", "b.mat", "--train.epochs", "2",
+                       "--split.kind", "disjoint", "--scene.download=true"]
+    args, recipe = prepare_classify_pixels(argv)
+    assert recipe.scene["card"] is None and recipe.scene["cube"] == "a.mat"
+    assert recipe.scene["download"] is True and recipe.train["epochs"] == 2
+    assert recipe.split["kind"] == "disjoint" and args.seeds == [0, 1, 2]
+    assert recipe.model["kwargs"]["patch"] == 7               # the rest is the recipe's
+    with pytest.raises(ValueError, match="--scene.cube and --scene.gt go together"):
+        classify_pixels_argv(["--config", "r.yaml", "--scene.cube", "a.mat"])
+    with pytest.raises(ValueError, match="--train-fraction or --train-per-class"):
+        prepare_classify_pixels(["--config", recipe_file,
+                                 "--train-fraction", "0.1", "--train-per-class", "5"])

@@ -50,6 +50,15 @@ def data_dir() -> Path:
     return path
 
 
+def expand_data_path(path: str | os.PathLike | None) -> Path | None:
+    """A path that may start with ``{data}`` (configs name bundled samples so), with
+    :func:`data_dir` put in its place; ``None`` stays ``None``."""
+    if path is None:
+        return None
+    text = str(path)
+    return Path(text.replace("{data}", str(data_dir())) if "{data}" in text else text)
+
+
 @dataclass(frozen=True)
 class Band:
     """One spectral band: ``wavelength_nm`` is the centre (SAR: the pseudo-wavelength)."""

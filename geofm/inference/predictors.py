@@ -206,7 +206,7 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
     path = Path(checkpoint)
     kind, payload = read_checkpoint(path, "pixel", "scene")
     if kind == "pixel":
-        from geofm.tasks.pixel_protocol import load_classifier
+        from geofm.tasks.pixel_models import load_classifier
 
         _check_name(path, model, payload.get("model"))
         net, ckpt = load_classifier(path, ckpt=payload)

@@ -1,204 +1,63 @@
-"""The pixel-classification protocol: recipe, splits, seeds, training, testing, results.
+"""The pixel-classification protocol: the scene, its splits, and each method on each seed.
 
-One recipe (a YAML file, see ``configs/classify/``) fixes the scene, the model and the
-training; :func:`run_protocol` runs it on a random stratified split or a spatially disjoint
-split with a buffer (:mod:`geofm.data.splits`), for several seeds, and returns one result
-per method and seed: OA, AA, kappa, per-class accuracy, the confusion matrix, trainable
-and total parameters, and training seconds. The model is selected on the validation part;
-the test part is touched once, after training.
+A recipe (:mod:`geofm.tasks.pixel_recipe`) fixes the scene, the model and the training;
+:func:`run_protocol` runs it on a random stratified split or a spatially disjoint split with
+a buffer (:mod:`geofm.data.splits`), for several seeds, and returns one result per method
+and seed (:mod:`geofm.tasks.pixel_results`): OA, AA, kappa, per-class accuracy, the
+confusion matrix, trainable and total parameters, and training seconds. The model is
+selected on the validation part; the test part is touched once, after training, and the
+model is saved (:mod:`geofm.tasks.pixel_models`).
 
 The spatially disjoint split is reported beside the random one because random pixel splits
 let test windows overlap training pixels (``docs/design_notes.md``, "Pixel-classification
 protocol").
-
-Recipe keys (every key optional except ``scene``; unknown keys are errors)::
-
-    scene:   {card, cube, gt, cube_key, gt_key, root, download, ignore_values}
-    split:   {val_fraction: 0.05, block_size: null, buffer: null}
-    model:   {name: lola_specvit, mode: full|lora, pca: train|transductive, kwargs: {...},
-              base_checkpoint: null, lora: {rank, alpha, dropout},
-              lora_schedule: {period_epochs, period_mult, low, high} | null}
-    train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, label_smoothing,
-              augment, context_dropout, brightness, num_workers, accelerator}
-    baselines: [svm]
-
-``cube``/``gt`` may start with ``{data}``, the geofm ``datasets/`` folder. Without them, the
-scene's files are looked up under ``root`` by the card's file names and, with
-``download: true``, downloaded from the card's sources and checked against its checksums.
 """
 
 from __future__ import annotations
 
-import copy
-import csv
-import json
-import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from geofm.data.cards import as_dataset_card, data_dir
+from geofm.data.cards import as_dataset_card, expand_data_path
 from geofm.data.datasets import read_scene
-from geofm.data.outputs import write_atomic
 from geofm.data.sample import IGNORE_INDEX
 from geofm.data.splits import labelled_pixels, spatially_disjoint_split, stratified_split
-from geofm.models import create_model
-from geofm.models.checkpoints import (
-    CheckpointError,
-    check_architecture,
-    check_plain,
-    check_shapes,
-    read_checkpoint,
-    require,
-    save_checkpoint,
-    state_mismatches,
-)
 from geofm.models.lora import parameter_counts
 from geofm.tasks.base import quiet_lightning
-from geofm.tasks.metrics import ClassificationMetrics, classification_metrics, confusion_metrics
+from geofm.tasks.metrics import classification_metrics
+from geofm.tasks.pixel_models import build_classifier, save_classifier, warn_if_base_saw_scene
+from geofm.tasks.pixel_recipe import PixelRecipe, RecipeError
+from geofm.tasks.pixel_results import SeedResult
 
 __all__ = [
-    "PixelRecipe",
-    "SeedResult",
-    "build_classifier",
-    "load_classifier",
-    "read_classifier",
-    "load_recipe",
+    "METHODS",
+    "SPLITS",
+    "check_window_fits",
+    "checkpoint_name",
     "load_recipe_scene",
-    "read_results",
-    "recipe_inputs",
     "make_split",
     "run_protocol",
     "run_seed",
-    "summarise",
-    "write_results",
 ]
 
 SPLITS = ("random", "disjoint")
 METHODS = ("lola", "svm")
-
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "scene": {"card": None, "cube": None, "gt": None, "cube_key": None, "gt_key": None,
-              "root": None, "download": False, "ignore_values": [0]},
-    "split": {"val_fraction": 0.05, "block_size": None, "buffer": None},
-    "model": {"name": "lola_specvit", "mode": "full", "pca": "train", "kwargs": {},
-              "base_checkpoint": None, "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.0},
-              "lora_schedule": None},
-    "train": {"epochs": 60, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.05,
-              "warmup_epochs": 5.0, "label_smoothing": 0.1, "augment": True,
-              "context_dropout": 0.0, "brightness": 0.0, "num_workers": 0,
-              "accelerator": "auto"},
-}
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be run as written; the message names the key."""
-
-
-@dataclass
-class PixelRecipe:
-    """A parsed recipe; see the module docstring for the keys."""
-
-    scene: dict[str, Any]
-    split: dict[str, Any]
-    model: dict[str, Any]
-    train: dict[str, Any]
-    baselines: list[str] = field(default_factory=list)
-    source: str = "<dict>"
-
-    @property
-    def patch(self) -> int:
-        return int(self.model["kwargs"].get("patch", 15))
-
-    @property
-    def radius(self) -> int:
-        return self.patch // 2
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"scene": self.scene, "split": self.split, "model": self.model,
-                "train": self.train, "baselines": self.baselines}
-
-
-def _merge(section: str, given: Any, where: str) -> dict[str, Any]:
-    defaults = copy.deepcopy(_DEFAULTS[section])
-    if given is None:
-        return defaults
-    if not isinstance(given, dict):
-        raise RecipeError(f"{where}: '{section}' must be a mapping, got {given!r}")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {unknown} in '{section}'; known: "
-                          f"{sorted(defaults)}")
-    for key, value in given.items():
-        if isinstance(defaults.get(key), dict) and isinstance(value, dict):
-            defaults[key].update(value)
-        else:
-            defaults[key] = value
-    return defaults
-
-
-def load_recipe(source: str | Path | dict[str, Any]) -> PixelRecipe:
-    """Read and check a recipe from a YAML file or a dict."""
-    if isinstance(source, dict):
-        raw, where = source, "<dict>"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe not found: {path}")
-        raw, where = yaml.safe_load(path.read_text()) or {}, str(path)
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{where}: a recipe is a mapping of sections, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - {*_DEFAULTS, "baselines"})
-    if unknown:
-        raise RecipeError(f"{where}: unknown section(s) {unknown}; sections: "
-                          f"{sorted([*_DEFAULTS, 'baselines'])}")
-    recipe = PixelRecipe(**{s: _merge(s, raw.get(s), where) for s in _DEFAULTS},
-                         baselines=list(raw.get("baselines") or []), source=where)
-    if recipe.model["mode"] not in ("full", "lora"):
-        raise RecipeError(f"{where}: model.mode must be 'full' or 'lora', got "
-                          f"{recipe.model['mode']!r}")
-    if recipe.model["pca"] not in ("train", "transductive"):
-        raise RecipeError(f"{where}: model.pca must be 'train' (fitted on training pixels) or "
-                          f"'transductive' (every pixel of the scene), got {recipe.model['pca']!r}")
-    if recipe.model["mode"] == "lora" and not recipe.model["base_checkpoint"]:
-        raise RecipeError(f"{where}: lora mode adapts a frozen base model: set "
-                          "model.base_checkpoint to a checkpoint written by classify-pixels")
-    if recipe.model["mode"] == "lora":
-        _architecture_from_base(recipe)
-    bad = [b for b in recipe.baselines if b != "svm"]
-    if bad:
-        raise RecipeError(f"{where}: unknown baselines {bad}; available: ['svm']")
-    if recipe.patch < 1 or recipe.patch % 2 == 0:
-        raise RecipeError(f"{where}: model.kwargs.patch must be odd, got {recipe.patch}")
-    try:   # the recipe is saved with every model: refused now, not after training
-        check_plain(recipe.as_dict(), "recipe")
-    except TypeError as err:
-        raise RecipeError(f"{where}: {err}") from None
-    return recipe
 
 
 # --------------------------------------------------------------------------------------------
 # Scene and split
 
 
-def _expand(path: str | None) -> Path | None:
-    if path is None:
-        return None
-    return Path(str(path).replace("{data}", str(data_dir())))
-
-
 def load_recipe_scene(recipe: PixelRecipe, progress: bool = True) -> dict[str, Any]:
     """Read the recipe's scene (cube + ground truth) as a sample with ``mask``."""
     sc = recipe.scene
     card = as_dataset_card(sc["card"]) if sc["card"] else None
-    cube, gt = _expand(sc["cube"]), _expand(sc["gt"])
+    cube, gt = expand_data_path(sc["cube"]), expand_data_path(sc["gt"])
     cube_key, gt_key = sc["cube_key"], sc["gt_key"]
     if cube is None or gt is None:
         if card is None or not sc["root"]:
@@ -207,7 +66,7 @@ def load_recipe_scene(recipe: PixelRecipe, progress: bool = True) -> dict[str, A
                               "downloaded)")
         from geofm.data.download import fetch_card_files
 
-        files = fetch_card_files(card, _expand(sc["root"]), download=bool(sc["download"]),
+        files = fetch_card_files(card, expand_data_path(sc["root"]), download=bool(sc["download"]),
                                  progress=progress)
         cube, gt = cube or files.image, gt or files.labels
         cube_key = cube_key or files.image_key
@@ -331,170 +190,6 @@ def make_split(mask: np.ndarray, kind: str, train_fraction: float | int, val_fra
 # --------------------------------------------------------------------------------------------
 # Models and checkpoints
 
-
-def _architecture_from_base(recipe: PixelRecipe) -> None:
-    """In lora mode the architecture is the base checkpoint's: copy it into the recipe
-    (``model.kwargs`` may be left out, or must equal it)."""
-    m = recipe.model
-    base_path = _expand(m["base_checkpoint"])
-    base = read_classifier(base_path)
-    if base["model"] != m["name"]:
-        raise RecipeError(f"{recipe.source}: base checkpoint {base_path} holds a "
-                          f"{base['model']!r}, the recipe asks for {m['name']!r}")
-    if m["kwargs"] and m["kwargs"] != base["kwargs"]:
-        raise RecipeError(f"{recipe.source}: in lora mode the architecture comes from the base "
-                          f"checkpoint; the recipe's model.kwargs {m['kwargs']} differ from the "
-                          f"base's {base['kwargs']}: remove them or make them equal")
-    m["kwargs"] = dict(base["kwargs"])
-
-
-def build_classifier(recipe: PixelRecipe, bands: int, num_classes: int
-                     ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The recipe's model for a scene with ``bands`` bands and ``num_classes`` classes.
-
-    ``lora`` mode: the architecture and weights come from ``model.base_checkpoint``; the
-    PCA is refitted on this scene and a head with another class count is re-initialised.
-    Returns the model and its construction record (for the checkpoint).
-    """
-    m = recipe.model
-    kwargs = dict(m["kwargs"])
-    if m["mode"] == "full":
-        model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
-        return model, {"name": m["name"], "kwargs": kwargs, "lora": None}
-    base_path = _expand(m["base_checkpoint"])
-    base = read_classifier(base_path)
-    if kwargs != base["kwargs"]:
-        raise ValueError(f"the recipe's model.kwargs {kwargs} are not the architecture of the "
-                         f"base checkpoint {base_path} ({base['kwargs']})")
-    skip = ["reduction."]
-    if base["num_classes"] != num_classes:
-        skip.append("head.")
-    # checked on the meta device before the model is allocated
-    meta = check_architecture(base_path, m["name"], {"bands": bands, "num_classes": num_classes,
-                                                     **kwargs})
-    problems = state_mismatches(meta, base["state_dict"], skip)
-    if problems:
-        raise CheckpointError(f"base checkpoint {base_path} does not fit this model: "
-                              + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else ""))
-    model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
-    state = {k: v for k, v in base["state_dict"].items()
-             if not any(k.startswith(s) for s in skip)}
-    model.load_state_dict(state, strict=False)
-    lora = dict(m["lora"])
-    model.to_lora(rank=int(lora["rank"]), alpha=float(lora["alpha"]),
-                  dropout=float(lora.get("dropout", 0.0)))
-    return model, {"name": m["name"], "kwargs": kwargs, "lora": lora,
-                   "base_checkpoint": str(base_path)}
-
-
-def _warn_if_base_saw_this_scene(record: dict[str, Any], scene: dict[str, Any]) -> None:
-    """A base trained on the scene being classified has seen pixels that may be in this
-    split's test part (another seed or split puts them elsewhere): say so."""
-    base = read_classifier(record["base_checkpoint"])
-    mine = (scene.get("source_files") or {}).get("cube")
-    theirs = (base.get("source_files") or {}).get("cube")
-    if mine and theirs and Path(mine).resolve() == Path(theirs).resolve():
-        warnings.warn(f"the base checkpoint {record['base_checkpoint']} was trained on this "
-                      f"scene ({mine}); pixels it learned from may be test pixels of this "
-                      "split, so the test scores can be optimistic. Use a base trained on "
-                      "another scene for an honest evaluation.", UserWarning, stacklevel=3)
-
-
-def read_classifier(path: Path | str) -> dict[str, Any]:
-    """A pixel classifier's file, read without running code (:mod:`geofm.models.checkpoints`)."""
-    _, ckpt = read_checkpoint(path, "pixel")
-    _require_fields(ckpt, path)
-    return ckpt
-
-
-def _require_fields(ckpt: dict[str, Any], path: Path | str) -> None:
-    require(ckpt, path, {"model": str, "kwargs": dict, "num_classes": int, "classes": list,
-                         "bands": list, "state_dict": dict, "lora": (dict, type(None))})
-
-
-def save_classifier(path: Path, model: torch.nn.Module, record: dict[str, Any],
-                    scene: dict[str, Any], classes: Sequence[str], extra: dict[str, Any]
-                    ) -> Path:
-    return save_checkpoint({
-        "model": record["name"], "kwargs": record["kwargs"],
-        "lora": record["lora"], "num_classes": len(classes), "classes": list(classes),
-        "bands": list(scene["bands"]),
-        "wavelengths": torch.as_tensor(scene["wavelengths"]).tolist(),
-        "wavelengths_known": bool(scene.get("wavelengths_known", True)),
-        "label_values": scene.get("label_values"), "ignore_values": scene.get("ignore_values"),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **extra,
-    }, path, "pixel")
-
-
-def load_classifier(path: Path | str, merge: bool = True,
-                    ckpt: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict]:
-    """A classifier written by :func:`run_protocol` and its checkpoint record.
-
-    LoRA models are rebuilt with their LoRA layers; with ``merge`` the updates are folded
-    into the weights (same outputs, the base model's cost). ``ckpt``: the file's contents
-    when the caller has already read them.
-    """
-    from geofm.models.lora import merge_lora, set_lora_multiplier
-
-    if ckpt is None:
-        ckpt = read_classifier(path)
-    else:
-        _require_fields(ckpt, path)
-    config = {"bands": len(ckpt["bands"]), "num_classes": ckpt["num_classes"], **ckpt["kwargs"]}
-    lora = ckpt["lora"]
-
-    def add_lora(model: torch.nn.Module) -> None:
-        model.to_lora(rank=int(lora["rank"]), alpha=float(lora["alpha"]),
-                      dropout=float(lora.get("dropout", 0.0)))
-
-    # shapes and size checked on the meta device before anything is allocated
-    check_shapes(path, check_architecture(path, ckpt["model"], config,
-                                          prepare=add_lora if lora else None),
-                 ckpt["state_dict"])
-    model = create_model(ckpt["model"], **config)
-    if lora:
-        add_lora(model)
-    model.load_state_dict(ckpt["state_dict"])
-    if ckpt["lora"]:
-        # the strength the model was validated and tested at (the schedule's eval value)
-        set_lora_multiplier(model, float(ckpt["lora"].get("eval_multiplier", 1.0)))
-        if merge:
-            merge_lora(model)
-    return model.eval(), ckpt
-
-
-# --------------------------------------------------------------------------------------------
-# One seed
-
-
-@dataclass
-class SeedResult:
-    """One method on one split and seed."""
-
-    method: str
-    mode: str
-    split: str
-    train_fraction: float
-    seed: int
-    metrics: ClassificationMetrics
-    trainable_params: int | None
-    total_params: int | None
-    train_seconds: float
-    counts: dict[str, list[int]]
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def row(self, classes: Sequence[str]) -> dict[str, Any]:
-        row = {"method": self.method, "mode": self.mode, "split": self.split,
-               "train_fraction": self.train_fraction, "seed": self.seed}
-        row.update({k: round(v, 6) for k, v in self.metrics.as_dict(classes).items()})
-        row.update({"trainable_params": self.trainable_params, "total_params":
-                    self.total_params, "train_seconds": round(self.train_seconds, 2),
-                    "n_train": sum(self.counts["train"]), "n_val": sum(self.counts["val"]),
-                    "n_test": sum(self.counts["test"])})
-        return row
-
-
 def _loader(dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
@@ -531,17 +226,17 @@ def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np
         c = coords[part]
         return ReducedWindows(scores, c, mask[c[:, 0], c[:, 1]], recipe.patch)
 
-    task = PixelClassificationTask(model, num_classes, lr=float(t["lr"]),
-                                   weight_decay=float(t["weight_decay"]),
-                                   warmup_epochs=float(t["warmup_epochs"]),
-                                   label_smoothing=float(t["label_smoothing"]),
-                                   augment=bool(t["augment"]), reduced_inputs=True,
-                                   context_dropout=float(t["context_dropout"]),
-                                   brightness=float(t["brightness"]))
+    # the recipe's types are checked when it is read (geofm.tasks.pixel_recipe)
+    task = PixelClassificationTask(model, num_classes, lr=t["lr"],
+                                   weight_decay=t["weight_decay"],
+                                   warmup_epochs=t["warmup_epochs"],
+                                   label_smoothing=t["label_smoothing"], augment=t["augment"],
+                                   reduced_inputs=True, context_dropout=t["context_dropout"],
+                                   brightness=t["brightness"])
     best = BestWeights()
     callbacks: list[pl.Callback] = [best]
     if recipe.model["mode"] == "lora":
-        _warn_if_base_saw_this_scene(record, scene)
+        warn_if_base_saw_scene(record, scene)
         if recipe.model["lora_schedule"]:
             schedule = CyclicLoRAScale(**recipe.model["lora_schedule"])
             callbacks.append(schedule)
@@ -551,11 +246,11 @@ def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np
         from lightning.pytorch.loggers import CSVLogger
 
         logger = CSVLogger(str(log_dir), name="", version=None)
-    trainer = pl.Trainer(max_epochs=int(t["epochs"]), accelerator=t["accelerator"], devices=1,
+    trainer = pl.Trainer(max_epochs=t["epochs"], accelerator=t["accelerator"], devices=1,
                          logger=logger, enable_checkpointing=False, callbacks=callbacks,
                          enable_model_summary=False, enable_progress_bar=progress,
                          num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False)
-    bs, nw = int(t["batch_size"]), int(t["num_workers"])
+    bs, nw = t["batch_size"], t["num_workers"]
     start = time.perf_counter()
     with quiet_lightning():
         trainer.fit(task, _loader(windows("train"), bs, True, nw, seed),
@@ -563,7 +258,7 @@ def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np
     seconds = time.perf_counter() - start
     details = {"best_epoch": best.best_epoch,
                "best_val_oa": None if best.best is None else best.best[0],
-               "epochs": int(t["epochs"]),
+               "epochs": t["epochs"],
                "pca_explained": float(model.reduction.explained.sum())}
     return model.eval(), record, seconds, details
 
@@ -577,7 +272,7 @@ def run_seed(recipe: PixelRecipe, scene: dict[str, Any], split: str, train_fract
     check_window_fits(scene, recipe.patch)
     mask = torch.as_tensor(scene["mask"]).numpy()
     coords, info = make_split(mask, split, train_fraction,
-                              float(recipe.split["val_fraction"]), recipe.radius, seed,
+                              recipe.split["val_fraction"], recipe.radius, seed,
                               recipe.split["block_size"], recipe.split["buffer"])
     if num_classes is None:
         num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
@@ -691,114 +386,3 @@ def run_protocol(recipe: PixelRecipe, split: str, train_fraction: float, seeds: 
         if on_seed is not None:
             on_seed(list(results), classes)
     return results, classes
-
-
-def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dict[str, Any]]:
-    """Per-seed rows, then a ``mean`` and a ``std`` (sample standard deviation; empty with a
-    single seed) row per (method, mode, split, train fraction)."""
-    rows = [r.row(classes) for r in results]
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["method"], row["mode"], row["split"], row["train_fraction"]),
-                          []).append(row)
-    out = list(rows)
-    numeric = [k for k in rows[0] if k not in ("method", "mode", "split", "train_fraction",
-                                               "seed")] if rows else []
-    for (method, mode, split, fraction), members in groups.items():
-        for stat in ("mean", "std"):
-            row: dict[str, Any] = {"method": method, "mode": mode, "split": split,
-                                   "train_fraction": fraction, "seed": stat}
-            for key in numeric:
-                values = [m[key] for m in members if m[key] is not None]
-                if not values:
-                    row[key] = None
-                    continue
-                arr = np.asarray(values, dtype=np.float64)
-                if stat == "mean":
-                    row[key] = round(float(np.nanmean(arr)), 6)
-                else:
-                    finite = arr[~np.isnan(arr)]
-                    # one seed has no spread: left empty rather than a misleading 0
-                    row[key] = (round(float(np.std(finite, ddof=1)), 6) if len(finite) > 1
-                                else None)
-            out.append(row)
-    return out
-
-
-def write_results(path: Path, results: Sequence[SeedResult], classes: Sequence[str],
-                  recipe: PixelRecipe | None = None) -> list[dict[str, Any]]:
-    """The CSV (per seed, then mean and std) and a JSON beside it with the confusion
-    matrices, per-run details and (``recipe``) the recipe, from which :func:`read_results`
-    can rebuild the results. Each file is replaced atomically. Returns the rows."""
-    rows = summarise(results, classes)
-
-    def write_csv(part: Path) -> None:
-        with open(part, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    recipe_dict = None if recipe is None else _jsonable(recipe.as_dict())
-    detail = [{"method": r.method, "mode": r.mode, "split": r.split, "seed": r.seed,
-               "train_fraction": r.train_fraction, "classes": list(classes),
-               "confusion": r.metrics.confusion.tolist(), "counts": r.counts,
-               "trainable_params": r.trainable_params, "total_params": r.total_params,
-               "train_seconds": r.train_seconds, "recipe": recipe_dict,
-               "details": _jsonable(r.details)} for r in results]
-    write_atomic(path, write_csv)
-    write_atomic(path.with_suffix(".json"),
-                 lambda part: part.write_text(json.dumps(detail, indent=1)))
-    return rows
-
-
-def read_results(path: Path, recipe: PixelRecipe, split: str, train_fraction: float
-                 ) -> list[SeedResult]:
-    """The results a :func:`write_results` JSON holds, to resume that run; refused unless
-    they were made with this recipe, split and training share."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    try:
-        entries = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a classify-pixels results JSON ({err}); move it "
-                         "away or run without --resume") from err
-    mine = _jsonable(recipe.as_dict())
-    out = []
-    for i, e in enumerate(entries if isinstance(entries, list) else [None]):
-        if not isinstance(e, dict) or "trainable_params" not in e or "recipe" not in e:
-            raise ValueError(f"{path}: entry {i} lacks what resuming needs (written by an "
-                             "older geofm?); run without --resume, with --overwrite")
-        if e["recipe"] != mine:
-            raise ValueError(f"{path} holds runs of another recipe; resume with the same "
-                             "recipe and options, or write to another --output")
-        if e["split"] != split or float(e["train_fraction"]) != float(train_fraction):
-            raise ValueError(f"{path} holds runs of split {e['split']!r} with training share "
-                             f"{e['train_fraction']}, not {split!r} with {train_fraction}; "
-                             "resume with the same options, or write to another --output")
-        out.append(SeedResult(e["method"], e["mode"], e["split"], e["train_fraction"],
-                              int(e["seed"]), confusion_metrics(np.asarray(e["confusion"])),
-                              e["trainable_params"], e["total_params"],
-                              float(e["train_seconds"]), e["counts"], e["details"]))
-    return out
-
-
-def recipe_inputs(recipe: PixelRecipe) -> list[Path]:
-    """The files a recipe reads (its YAML, cube, ground truth, download root, base
-    model): what no output may be."""
-    sc, m = recipe.scene, recipe.model
-    paths = [None if recipe.source.startswith("<") else recipe.source, sc["cube"], sc["gt"],
-             sc["root"], m.get("base_checkpoint")]
-    return [_expand(p) for p in paths if p]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value

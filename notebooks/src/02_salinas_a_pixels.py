@@ -30,7 +30,8 @@ from geofm.data import open_envi, read_label_mat
 from geofm.data.cards import data_dir, load_dataset_card
 from geofm.data.plot import plot_class_map, plot_class_spectra, plot_split_layout, rgb_composite
 from geofm.inference import NotGeoreferencedWarning, load_predictor, predict
-from geofm.tasks.pixel_protocol import load_recipe, load_recipe_scene, make_split, run_protocol
+from geofm.tasks.pixel_protocol import load_recipe_scene, make_split, run_protocol
+from geofm.tasks.pixel_recipe import load_recipe
 
 samples = data_dir() / "samples" / "salinas_a"
 card = load_dataset_card("salinas_a")

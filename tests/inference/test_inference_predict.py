@@ -200,7 +200,7 @@ def test_tiled_pixel_map_of_an_envi_cube_equals_the_untiled_map(tiny_lola_checkp
                                                                 salinas_a_dir, tmp_path):
     from geofm.data.hyperspectral import open_cube
     from geofm.tasks.pixel import classify_pixels
-    from geofm.tasks.pixel_protocol import load_classifier
+    from geofm.tasks.pixel_models import load_classifier
 
     # untiled: every pixel's window cut from the whole reduced scene (the protocol's path)
     model, _ = load_classifier(tiny_lola_checkpoint)

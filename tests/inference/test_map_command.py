@@ -15,7 +15,9 @@ from affine import Affine
 
 from geofm.cli import main
 from geofm.data.cards import data_dir
-from geofm.tasks.pixel_protocol import load_classifier, load_recipe, run_protocol
+from geofm.tasks.pixel_models import load_classifier
+from geofm.tasks.pixel_protocol import run_protocol
+from geofm.tasks.pixel_recipe import load_recipe
 
 
 @pytest.fixture
@@ -119,11 +121,21 @@ def test_classify_pixels_and_predict_commands(tmp_path, capsys, tiny_lola_recipe
     config = tmp_path / "recipe.yaml"
     config.write_text(yaml.safe_dump(tiny_lola_recipe))
     out = tmp_path / "res" / "results.csv"
-    argv = ["classify-pixels", "--config", str(config), "--seeds", "0", "--epochs", "1",
+    argv = ["classify-pixels", "--config", str(config), "--seeds", "0", "--train.epochs", "1",
             "--output", str(out), "--methods", "lola", "svm", "--no-progress"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "lola" in text and "svm" in text and "mean ± sample std" in text
+    # one dialect: the recipe with dotted overrides, printed as it will run
+    assert main(["classify-pixels", "--config", str(config), "--train.epochs", "3",
+                 "--split.kind", "disjoint", "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["epochs"] == 3 and printed["split"]["kind"] == "disjoint"
+    assert printed["model"]["kwargs"] == tiny_lola_recipe["model"]["kwargs"]
+    # a typo is named, with a one-line error and no traceback
+    assert main(["classify-pixels", "--config", str(config), "--train.epoch", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "train.epoch" in err and "Traceback" not in err
     rows = out.read_text().splitlines()
     assert len(rows) == 1 + 2 + 4                      # header, 2 seeds rows, mean+std each
     assert main(argv) == 2                             # refuses to overwrite
@@ -137,9 +149,9 @@ def test_classify_pixels_and_predict_commands(tmp_path, capsys, tiny_lola_recipe
     assert "no CRS" in captured.err and "use `geofm map" in captured.err
     for suffix in (".png", ".nc", ".tif"):
         assert (tmp_path / "maps" / f"{ckpt.stem}{suffix}").is_file(), suffix
-    assert main(["classify-pixels", "--config", str(config), "--cube", "x.mat",
+    assert main(["classify-pixels", "--config", str(config), "--scene.cube", "x.mat",
                  "--output", str(tmp_path / "o.csv")]) == 2
-    assert "--cube and --gt go together" in capsys.readouterr().err
+    assert "--scene.cube and --scene.gt go together" in capsys.readouterr().err
 
 
 def test_any_mat_scene_without_a_card(tmp_path, capsys, tiny_lola_recipe):

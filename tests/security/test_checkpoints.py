@@ -89,7 +89,7 @@ def test_classify_pixels_refuses_a_lora_base_that_runs_code(tmp_path, marker, ca
 def test_no_loader_runs_code(tmp_path, marker, kind):
     from geofm.inference import load_predictor
     from geofm.tasks.export import export_encoder
-    from geofm.tasks.pixel_protocol import load_classifier
+    from geofm.tasks.pixel_models import load_classifier
     from geofm.tasks.scene import SceneClassificationTask
 
     evil = _evil(tmp_path / f"{kind}.pt", marker, {"format": format_tag(kind)})
@@ -224,7 +224,7 @@ def test_other_kind_and_newer_format(tmp_path, tiny_lola_checkpoint):
 
 
 def test_damaged_fields_are_named(tmp_path, tiny_lola_checkpoint):
-    from geofm.tasks.pixel_protocol import load_classifier
+    from geofm.tasks.pixel_models import load_classifier
 
     ckpt = torch.load(tiny_lola_checkpoint, weights_only=True)
     ckpt["num_classes"] = "six"
@@ -240,7 +240,7 @@ def test_damaged_fields_are_named(tmp_path, tiny_lola_checkpoint):
 
 
 def test_weights_of_other_shapes_are_refused_before_loading(tmp_path, tiny_lola_checkpoint):
-    from geofm.tasks.pixel_protocol import load_classifier
+    from geofm.tasks.pixel_models import load_classifier
 
     ckpt = torch.load(tiny_lola_checkpoint, weights_only=True)
     key = next(k for k in ckpt["state_dict"] if k.endswith("qkv.weight"))
@@ -309,7 +309,7 @@ def test_too_many_parameters_are_refused_on_the_meta_device(tmp_path, built_devi
 def test_buffers_and_band_counts_count_too(tmp_path, tiny_lola_checkpoint):
     """A pixel classifier whose window makes a buffer of window**4 indices (not saved, so
     the file need not hold it), or whose band count makes a bands x bands temporary."""
-    from geofm.tasks.pixel_protocol import load_classifier
+    from geofm.tasks.pixel_models import load_classifier
 
     ckpt = torch.load(tiny_lola_checkpoint, weights_only=True)
     ckpt["kwargs"] = {**ckpt["kwargs"], "patch": 221, "window": [200, 4]}

@@ -17,14 +17,10 @@ from geofm.models import create_model
 from geofm.tasks.callbacks import CyclicLoRAScale, cosine_restarts
 from geofm.tasks.metrics import classification_metrics, confusion_matrix
 from geofm.tasks.pixel import ReducedWindows, augment_windows, classify_pixels, drop_context
-from geofm.tasks.pixel_protocol import (
-    load_classifier,
-    load_recipe,
-    make_split,
-    run_protocol,
-    summarise,
-    write_results,
-)
+from geofm.tasks.pixel_models import load_classifier
+from geofm.tasks.pixel_protocol import make_split, run_protocol
+from geofm.tasks.pixel_recipe import load_recipe
+from geofm.tasks.pixel_results import summarise, write_results
 
 SALINAS_A = {"card": "salinas_a", "cube": "{data}/samples/salinas_a/SalinasA_corrected.hdr",
              "gt": "{data}/samples/salinas_a/SalinasA_gt.mat"}
@@ -283,7 +279,7 @@ def test_lora_mode_from_a_base_checkpoint(tmp_path):
 
 
 def test_base_checkpoint_with_other_shapes_is_refused(tmp_path):
-    from geofm.tasks.pixel_protocol import build_classifier
+    from geofm.tasks.pixel_models import build_classifier
 
     results, _ = run_protocol(_recipe(), "random", 0.05, [0], methods=["lola"],
                               progress=False, save_dir=tmp_path, echo=lambda s: None)
@@ -298,8 +294,14 @@ def test_base_checkpoint_with_other_shapes_is_refused(tmp_path):
 
 
 def test_recipe_errors(tmp_path, salinas_a):
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="'train' does not accept option 'epoch'"):
         load_recipe({"scene": SALINAS_A, "train": {"epoch": 3}})
+    with pytest.raises(ValueError, match=r'(?s)"train.epochs".*int.*many'):
+        load_recipe({"scene": SALINAS_A, "train": {"epochs": "many"}})
+    with pytest.raises(ValueError, match="'model' does not accept option 'nme'"):
+        load_recipe({"scene": SALINAS_A, "model": {"nme": "x"}})
+    # numbers YAML reads as text (1e-3 without a dot) are numbers of the key's type
+    assert load_recipe({"scene": SALINAS_A, "train": {"lr": "1e-3"}}).train["lr"] == 1e-3
     with pytest.raises(ValueError, match="base_checkpoint"):
         load_recipe({"scene": SALINAS_A, "model": {"mode": "lora"}})
     with pytest.raises(ValueError, match="odd"):
@@ -313,7 +315,7 @@ def test_recipe_errors(tmp_path, salinas_a):
 
 def test_summarise_std_is_sample_std():
     from geofm.tasks.metrics import ClassificationMetrics
-    from geofm.tasks.pixel_protocol import SeedResult
+    from geofm.tasks.pixel_results import SeedResult
 
     def res(seed, oa):
         m = ClassificationMetrics(oa, oa, oa, np.array([oa]), np.eye(1, dtype=np.int64))

@@ -14,7 +14,8 @@ import scipy.io
 import geofm.tasks.pixel_protocol as protocol
 from geofm.data.cards import load_dataset_card
 from geofm.data.download import MIRROR_ENV, ChecksumError, card_checksums
-from geofm.tasks.pixel_protocol import load_recipe, run_protocol
+from geofm.tasks.pixel_protocol import run_protocol
+from geofm.tasks.pixel_recipe import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "classify"
 DOWNLOADABLE = ["indian_pines", "salinas", "pavia_university"]

@@ -1,0 +1,171 @@
+"""Pixel classifiers as files: build one from a recipe, save it, read it back.
+
+A ``geofm classify-pixels`` model file (kind ``pixel`` of :mod:`geofm.models.checkpoints`,
+read without running code) holds the registry model and its ``kwargs``, LoRA settings, the
+class names, bands and wavelengths of its scene, the raw label values of a scene without a
+card, the recipe, split and seed it was trained with, and the weights.
+:func:`load_classifier` rebuilds the model (checked on the meta device first);
+:func:`geofm.inference.load_predictor` maps scenes with it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from geofm.data.cards import expand_data_path
+from geofm.models import create_model
+from geofm.models.checkpoints import (
+    CheckpointError,
+    check_architecture,
+    check_shapes,
+    read_checkpoint,
+    require,
+    save_checkpoint,
+    state_mismatches,
+)
+
+if TYPE_CHECKING:
+    from geofm.tasks.pixel_recipe import PixelRecipe
+
+__all__ = ["architecture_from_base", "build_classifier", "load_classifier", "read_classifier",
+           "save_classifier", "warn_if_base_saw_scene"]
+
+
+def architecture_from_base(model: dict[str, Any]) -> dict[str, Any]:
+    """In lora mode the architecture is the base checkpoint's: the ``kwargs`` of a recipe's
+    ``model`` section (which may leave them out, or must give the base's own).
+
+    Raises ``ValueError`` naming the base when it holds another model or other kwargs.
+    """
+    base_path = expand_data_path(model["base_checkpoint"])
+    base = read_classifier(base_path)
+    if base["model"] != model["name"]:
+        raise ValueError(f"base checkpoint {base_path} holds a {base['model']!r}, the recipe "
+                         f"asks for {model['name']!r}")
+    if model["kwargs"] and model["kwargs"] != base["kwargs"]:
+        raise ValueError(f"in lora mode the architecture comes from the base checkpoint; the "
+                         f"recipe's model.kwargs {model['kwargs']} differ from the base's "
+                         f"{base['kwargs']}: remove them or make them equal")
+    return dict(base["kwargs"])
+
+
+def build_classifier(recipe: PixelRecipe, bands: int, num_classes: int
+                     ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The recipe's model for a scene with ``bands`` bands and ``num_classes`` classes.
+
+    ``lora`` mode: the architecture and weights come from ``model.base_checkpoint``; the
+    PCA is refitted on this scene and a head with another class count is re-initialised.
+    Returns the model and its construction record (for the checkpoint).
+    """
+    m = recipe.model
+    kwargs = dict(m["kwargs"])
+    if m["mode"] == "full":
+        model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
+        return model, {"name": m["name"], "kwargs": kwargs, "lora": None}
+    base_path = expand_data_path(m["base_checkpoint"])
+    base = read_classifier(base_path)
+    if kwargs != base["kwargs"]:
+        raise ValueError(f"the recipe's model.kwargs {kwargs} are not the architecture of the "
+                         f"base checkpoint {base_path} ({base['kwargs']})")
+    skip = ["reduction."]
+    if base["num_classes"] != num_classes:
+        skip.append("head.")
+    # checked on the meta device before the model is allocated
+    meta = check_architecture(base_path, m["name"], {"bands": bands, "num_classes": num_classes,
+                                                     **kwargs})
+    problems = state_mismatches(meta, base["state_dict"], skip)
+    if problems:
+        raise CheckpointError(f"base checkpoint {base_path} does not fit this model: "
+                              + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else ""))
+    model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
+    state = {k: v for k, v in base["state_dict"].items()
+             if not any(k.startswith(s) for s in skip)}
+    model.load_state_dict(state, strict=False)
+    lora = dict(m["lora"])
+    model.to_lora(rank=int(lora["rank"]), alpha=float(lora["alpha"]),
+                  dropout=float(lora.get("dropout", 0.0)))
+    return model, {"name": m["name"], "kwargs": kwargs, "lora": lora,
+                   "base_checkpoint": str(base_path)}
+
+
+def warn_if_base_saw_scene(record: dict[str, Any], scene: dict[str, Any]) -> None:
+    """A base trained on the scene being classified has seen pixels that may be in this
+    split's test part (another seed or split puts them elsewhere): say so."""
+    base = read_classifier(record["base_checkpoint"])
+    mine = (scene.get("source_files") or {}).get("cube")
+    theirs = (base.get("source_files") or {}).get("cube")
+    if mine and theirs and Path(mine).resolve() == Path(theirs).resolve():
+        warnings.warn(f"the base checkpoint {record['base_checkpoint']} was trained on this "
+                      f"scene ({mine}); pixels it learned from may be test pixels of this "
+                      "split, so the test scores can be optimistic. Use a base trained on "
+                      "another scene for an honest evaluation.", UserWarning, stacklevel=3)
+
+
+def read_classifier(path: Path | str) -> dict[str, Any]:
+    """A pixel classifier's file, read without running code (:mod:`geofm.models.checkpoints`)."""
+    _, ckpt = read_checkpoint(path, "pixel")
+    _require_fields(ckpt, path)
+    return ckpt
+
+
+def _require_fields(ckpt: dict[str, Any], path: Path | str) -> None:
+    require(ckpt, path, {"model": str, "kwargs": dict, "num_classes": int, "classes": list,
+                         "bands": list, "state_dict": dict, "lora": (dict, type(None))})
+
+
+def save_classifier(path: Path, model: torch.nn.Module, record: dict[str, Any],
+                    scene: dict[str, Any], classes: Sequence[str], extra: dict[str, Any]
+                    ) -> Path:
+    return save_checkpoint({
+        "model": record["name"], "kwargs": record["kwargs"],
+        "lora": record["lora"], "num_classes": len(classes), "classes": list(classes),
+        "bands": list(scene["bands"]),
+        "wavelengths": torch.as_tensor(scene["wavelengths"]).tolist(),
+        "wavelengths_known": bool(scene.get("wavelengths_known", True)),
+        "label_values": scene.get("label_values"), "ignore_values": scene.get("ignore_values"),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }, path, "pixel")
+
+
+def load_classifier(path: Path | str, merge: bool = True,
+                    ckpt: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict]:
+    """A classifier written by :func:`run_protocol` and its checkpoint record.
+
+    LoRA models are rebuilt with their LoRA layers; with ``merge`` the updates are folded
+    into the weights (same outputs, the base model's cost). ``ckpt``: the file's contents
+    when the caller has already read them.
+    """
+    from geofm.models.lora import merge_lora, set_lora_multiplier
+
+    if ckpt is None:
+        ckpt = read_classifier(path)
+    else:
+        _require_fields(ckpt, path)
+    config = {"bands": len(ckpt["bands"]), "num_classes": ckpt["num_classes"], **ckpt["kwargs"]}
+    lora = ckpt["lora"]
+
+    def add_lora(model: torch.nn.Module) -> None:
+        model.to_lora(rank=int(lora["rank"]), alpha=float(lora["alpha"]),
+                      dropout=float(lora.get("dropout", 0.0)))
+
+    # shapes and size checked on the meta device before anything is allocated
+    check_shapes(path, check_architecture(path, ckpt["model"], config,
+                                          prepare=add_lora if lora else None),
+                 ckpt["state_dict"])
+    model = create_model(ckpt["model"], **config)
+    if lora:
+        add_lora(model)
+    model.load_state_dict(ckpt["state_dict"])
+    if ckpt["lora"]:
+        # the strength the model was validated and tested at (the schedule's eval value)
+        set_lora_multiplier(model, float(ckpt["lora"].get("eval_multiplier", 1.0)))
+        if merge:
+            merge_lora(model)
+    return model.eval(), ckpt
+

@@ -1,0 +1,259 @@
+"""The pixel-classification recipe: one YAML dialect, typed, for files, dicts and commands.
+
+A recipe (``configs/classify/lola_*.yaml``) fixes the scene, the split's validation share,
+the model and the training. Its sections are the dataclasses below; they are read by a
+jsonargparse parser (the library LightningCLI uses for ``geofm pretrain``), so a recipe file,
+a dict and ``geofm classify-pixels --config FILE --train.epochs 3 --scene.cube X`` are one
+dialect: values are checked against the types, unknown keys are errors that name them,
+``--print_config`` shows the resolved recipe. Every key is optional except the scene::
+
+    scene:   {card, cube, gt, cube_key, gt_key, root, download, ignore_values}
+    split:   {kind: random|disjoint, val_fraction: 0.05, block_size: null, buffer: null}
+    model:   {name: lola_specvit, mode: full|lora, pca: train|transductive, kwargs: {...},
+              base_checkpoint: null, lora: {rank, alpha, dropout},
+              lora_schedule: {period_epochs, period_mult, low, high} | null}
+    train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, label_smoothing,
+              augment, context_dropout, brightness, num_workers, accelerator}
+    baselines: [svm]
+
+``cube``/``gt`` may start with ``{data}``, the geofm ``datasets/`` folder. Without them, the
+scene's files are looked up under ``root`` by the card's file names and, with
+``download: true``, downloaded from the card's sources and checked against its checksums.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from geofm.data.cards import expand_data_path
+from geofm.models.checkpoints import check_plain
+
+__all__ = ["LoRASchedule", "LoRASettings", "ModelSection", "PixelRecipe", "RecipeError",
+           "SceneSection", "SplitSection", "TrainSection", "add_run_options", "load_recipe",
+           "recipe_from_namespace", "recipe_inputs", "recipe_parser"]
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run as written; the message names the key."""
+
+
+@dataclass
+class SceneSection:
+    """The labelled scene: a card (class names, band metadata, files) and/or the cube and
+    ground truth files (``.mat`` or ENVI), their array keys, a ``root`` to find or download
+    the card's files in, and the raw ground-truth values that mean unlabelled (scenes
+    without a card)."""
+
+    card: str | None = None
+    cube: str | None = None
+    gt: str | None = None
+    cube_key: str | None = None
+    gt_key: str | None = None
+    root: str | None = None
+    download: bool = False
+    ignore_values: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class SplitSection:
+    """Which split ``geofm classify-pixels`` runs (random stratified pixels, or spatially
+    disjoint blocks with a buffer), the validation share of each class (for choosing the
+    epoch; never the test part) and the disjoint split's block size and buffer in pixels
+    (default: from the window)."""
+
+    kind: Literal["random", "disjoint"] = "random"
+    val_fraction: float = 0.05
+    block_size: int | None = None
+    buffer: int | None = None
+
+
+@dataclass
+class LoRASettings:
+    """LoRA of a ``lora``-mode model (Hu et al., ICLR 2022)."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+
+
+@dataclass
+class LoRASchedule:
+    """The cyclical LoRA strength (:class:`~geofm.tasks.callbacks.CyclicLoRAScale`)."""
+
+    period_epochs: float = 10.0
+    period_mult: int = 1
+    low: float = 0.5
+    high: float = 1.0
+
+
+@dataclass
+class ModelSection:
+    """The registry model and its architecture (``kwargs``); ``mode: lora`` adapts the
+    frozen ``base_checkpoint`` (whose architecture it takes); ``pca`` fitted on the training
+    pixels or on every pixel of the scene."""
+
+    name: str = "lola_specvit"
+    mode: Literal["full", "lora"] = "full"
+    pca: Literal["train", "transductive"] = "train"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    base_checkpoint: str | None = None
+    lora: LoRASettings = field(default_factory=LoRASettings)
+    lora_schedule: LoRASchedule | None = None
+
+
+@dataclass
+class TrainSection:
+    """The training of :class:`~geofm.tasks.pixel.PixelClassificationTask`."""
+
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 5.0
+    label_smoothing: float = 0.1
+    augment: bool = True
+    context_dropout: float = 0.0
+    brightness: float = 0.0
+    num_workers: int = 0
+    accelerator: str = "auto"
+
+
+SECTIONS = {"scene": SceneSection, "split": SplitSection, "model": ModelSection,
+            "train": TrainSection}
+
+
+@dataclass
+class PixelRecipe:
+    """A checked recipe, its sections as plain dicts (what checkpoints and results files
+    record); ``source`` is the file it came from."""
+
+    scene: dict[str, Any]
+    split: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    baselines: list[str] = field(default_factory=list)
+    source: str = "<dict>"
+
+    @property
+    def patch(self) -> int:
+        return int(self.model["kwargs"].get("patch", 15))
+
+    @property
+    def radius(self) -> int:
+        return self.patch // 2
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scene": self.scene, "split": self.split, "model": self.model,
+                "train": self.train, "baselines": self.baselines}
+
+
+def recipe_parser(**kwargs: Any):
+    """The jsonargparse parser of a recipe: ``--config FILE``, one group per section
+    (``--train.epochs``, ``--scene.cube`` ...), ``--baselines``. ``kwargs`` go to the
+    parser (``prog``, ``description``); a command adds its own options to it."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    kwargs.setdefault("exit_on_error", False)
+    kwargs.setdefault("allow_abbrev", False)    # a typo is an error, not a guess
+    parser = ArgumentParser(**kwargs)
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="recipe YAML, e.g. configs/classify/lola_salinas_a.yaml")
+    for name, section in SECTIONS.items():
+        parser.add_class_arguments(section, name, help=section.__doc__)
+    parser.add_argument("--baselines", type=list[Literal["svm"]], default=[],
+                        help="baselines run beside the model on the same splits")
+    return parser
+
+
+def add_run_options(parser) -> None:
+    """The options of ``geofm classify-pixels`` beside the recipe (how much of the split
+    for training, which seeds and methods, where results go). A configuration printed
+    by ``--print_config`` holds them too; :func:`load_recipe` reads such a file's recipe."""
+    from jsonargparse.typing import PositiveInt
+
+    parser.add_argument("--train-fraction", type=float, default=0.05,
+                        help="share of each class's labelled pixels for training")
+    parser.add_argument("--train-per-class", type=PositiveInt | None, default=None,
+                        help="pixels of each class for training (random split only), instead "
+                             "of --train-fraction")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--output", type=str, default="outputs/classify/results.csv",
+                        help="results CSV; a JSON with confusion matrices goes beside it")
+    parser.add_argument("--methods", type=Literal["lola", "svm"], nargs="+", default=None,
+                        help="default: lola and the recipe's baselines")
+    parser.add_argument("--save-dir", type=str | None, default=None,
+                        help="where the trained models go (default: models/ beside --output)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output and saved models of the same runs")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run: keep the seeds --output already "
+                             "holds and run the others (same recipe and options)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _plain(value: Any) -> Any:
+    """A parsed section as plain dicts and lists (jsonargparse gives namespaces)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if hasattr(value, "as_dict"):
+        return _plain(value.as_dict())
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def recipe_from_namespace(ns: Any, source: str = "<dict>") -> PixelRecipe:
+    """The checked recipe of a parsed namespace (of :func:`recipe_parser`)."""
+    recipe = PixelRecipe(**{name: _plain(ns[name]) for name in SECTIONS},
+                         baselines=list(ns["baselines"] or []), source=source)
+    where = recipe.source
+    if recipe.model["mode"] == "lora" and not recipe.model["base_checkpoint"]:
+        raise RecipeError(f"{where}: lora mode adapts a frozen base model: set "
+                          "model.base_checkpoint to a checkpoint written by classify-pixels")
+    if recipe.model["mode"] == "lora":
+        from geofm.tasks.pixel_models import architecture_from_base
+
+        try:
+            recipe.model["kwargs"] = architecture_from_base(recipe.model)
+        except ValueError as err:
+            raise RecipeError(f"{where}: {err}") from None
+    if recipe.patch < 1 or recipe.patch % 2 == 0:
+        raise RecipeError(f"{where}: model.kwargs.patch must be odd, got {recipe.patch}")
+    try:   # the recipe is saved with every model: refused now, not after training
+        check_plain(recipe.as_dict(), "recipe")
+    except TypeError as err:
+        raise RecipeError(f"{where}: {err}") from None
+    return recipe
+
+
+def load_recipe(source: str | Path | dict[str, Any]) -> PixelRecipe:
+    """Read and check a recipe from a YAML file or a dict (:func:`recipe_parser`)."""
+    parser = recipe_parser()
+    add_run_options(parser)        # a printed command configuration holds them too
+    try:
+        if isinstance(source, dict):
+            where = "<dict>"
+            ns = parser.parse_object(source)
+        else:
+            where = str(source)
+            if not Path(source).is_file():
+                raise FileNotFoundError(f"recipe not found: {source}")
+            ns = parser.parse_args(["--config", where])
+    except argparse.ArgumentError as err:
+        raise RecipeError(f"{where}: {err}") from None
+    return recipe_from_namespace(ns, where)
+
+
+def recipe_inputs(recipe: PixelRecipe) -> list[Path]:
+    """The files a recipe reads (its YAML, cube, ground truth, download root, base
+    model): what no output may be."""
+    sc, m = recipe.scene, recipe.model
+    paths = [None if recipe.source.startswith("<") else recipe.source, sc["cube"], sc["gt"],
+             sc["root"], m.get("base_checkpoint")]
+    return [expand_data_path(p) for p in paths if p]
