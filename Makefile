@@ -10,6 +10,8 @@ STAMP := $(VENV)/.geofm-$(shell cat pyproject.toml | sha256sum | cut -c1-16)-$(s
 
 .PHONY: setup demo test test-all lint bench bench-encoders bench-gfm-mini clean
 
+LINTED := geofm gfm_bench tests benchmarks datasets/scripts notebooks
+
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -24,14 +26,16 @@ demo: setup
 	$(BIN)/geofm demo --out outputs/demo
 	$(BIN)/geofm pretrain --config configs/pretrain/quickstart.yaml
 
+# lint first (seconds), then the tests; CI runs exactly this
 test: setup
+	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-all: setup
 	$(BIN)/python -m pytest -m ''
 
 lint: setup
-	$(BIN)/ruff check geofm gfm_bench tests benchmarks datasets/scripts notebooks
+	$(BIN)/ruff check $(LINTED)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_reading.py

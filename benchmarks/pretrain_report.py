@@ -97,7 +97,8 @@ def main(argv=None) -> int:
                          f"{v1 / v0:.2f} |")
     lines += [
         "",
-        f"## kNN probe on held-out EuroSAT-MS scenes (k = {args.k}, cosine, leave-one-out)",
+        f"## kNN probe on held-out EuroSAT-MS scenes (k = {args.k}, cosine, similarity-weighted"
+        " votes, leave-one-out)",
         "",
         f"{len(keep)} labelled scenes from `{args.eurosat}` ({excluded} excluded because the "
         "run pretrained on them); global-CLS features of the frozen encoder.",
