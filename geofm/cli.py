@@ -449,9 +449,12 @@ def classify_pixels_argv(argv: Sequence[str]) -> list[str]:
     section (its card, array keys, root and download go back to their defaults unless
     given too)."""
     out, renamed = [], []
-    for arg in argv:
+    for i, arg in enumerate(argv):
         name, eq, value = arg.partition("=")
-        if name in PIXEL_ALIASES:
+        following = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if name == "--split" and following not in ("random", "disjoint"):
+            out.append(arg)          # the recipe's split section, given whole
+        elif name in PIXEL_ALIASES:
             renamed.append(f"{name} -> {PIXEL_ALIASES[name]}")
             out.append(PIXEL_ALIASES[name] + eq + value)
         elif arg == "--download":

@@ -109,6 +109,8 @@ def test_classify_pixels_takes_its_earlier_options_and_a_whole_new_scene(capsys)
     assert recipe.scene["download"] is True and recipe.train["epochs"] == 2
     assert recipe.split["kind"] == "disjoint" and args.seeds == [0, 1, 2]
     assert recipe.model["kwargs"]["patch"] == 7               # the rest is the recipe's
+    # the split section given whole is the recipe dialect's own option, left as it is
+    assert classify_pixels_argv(["--split={kind: random}"]) == ["--split={kind: random}"]
     with pytest.raises(ValueError, match="--scene.cube and --scene.gt go together"):
         classify_pixels_argv(["--config", "r.yaml", "--scene.cube", "a.mat"])
     with pytest.raises(ValueError, match="--train-fraction or --train-per-class"):
