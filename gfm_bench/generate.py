@@ -2,7 +2,8 @@
 
 The GFM-Bench archives are gigabytes (EuroSAT 2 GB, DFC2020 tens, BigEarthNet 178 GB), so
 the readers of :mod:`gfm_bench.datasets` are tested on small trees written here, in the
-file layout of each dataset (``shared/GFMBENCH_LAYOUT.md``): GeoTIFFs with the real band
+file layout of each dataset (:mod:`gfm_bench.datasets.layouts`; ``docs/design_notes.md``,
+"GFM-Bench file layouts"): GeoTIFFs with the real band
 count, dtype, size and interleave, HDF5 for So2Sat, and the split files and metadata CSVs
 exactly as the loading scripts read them.
 

@@ -7,7 +7,7 @@ the spread of those seeds and little more; the number of seeds is printed beside
 of the same encoder built from different checkpoints are kept apart (the checkpoint hash is
 part of the row name), and a random initialisation is marked as such.
 
-Published numbers (Si et al., 2025, GFM-Bench project page; DESIGN.md) are printed beside
+Published numbers (Si et al., 2025, GFM-Bench project page; :data:`PUBLISHED`) are printed beside
 the datasets they belong to. They come from ViT-B models pretrained at scale, so they set
 the scale of a full-suite result and are not comparable with the mini suite.
 """

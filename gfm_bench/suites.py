@@ -70,7 +70,7 @@ SUITES: dict[str, tuple[Entry, ...]] = {
                                "cache_features": True},
         }),
     ),
-    # The paper's protocols (DESIGN.md): fine-tuning 10 epochs (20 for EuroSAT and So2Sat),
+    # The paper's protocols (Si et al., 2025): fine-tuning 10 epochs (20 for EuroSAT and So2Sat),
     # linear probing 100 epochs at batch 1024; BigEarthNet and So2Sat use 10% of train.
     "full": (
         Entry("eurosat", _GLOBAL, settings={"finetune": {"epochs": 20},
