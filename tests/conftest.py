@@ -18,11 +18,6 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "datasets" / "samples"
 
-#: how long a test waits for a subprocess or a notebook cell: a guard against a hang, never a
-#: speed check (the suite must pass on a loaded 2-core machine, where a notebook cell or a
-#: two-process DDP run can take many minutes). ``from conftest import HANG_TIMEOUT_S``.
-HANG_TIMEOUT_S = 3600
-
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HANG_TIMEOUT_S
+from timeouts import HANG_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parents[2]
 

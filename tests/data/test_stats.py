@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
-from conftest import HANG_TIMEOUT_S
+from timeouts import HANG_TIMEOUT_S
 
 from geofm.cli import main
 from geofm.data import load_sensor

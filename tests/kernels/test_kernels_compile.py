@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HANG_TIMEOUT_S
+from timeouts import HANG_TIMEOUT_S
 
 triton = pytest.importorskip("triton")
 

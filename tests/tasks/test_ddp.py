@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import HANG_TIMEOUT_S as TIMEOUT_S
+from timeouts import HANG_TIMEOUT_S as TIMEOUT_S
 
 from geofm.tasks.metrics import classification_metrics
 

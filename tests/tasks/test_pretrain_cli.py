@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import HANG_TIMEOUT_S
+from timeouts import HANG_TIMEOUT_S
 
 from geofm.cli import main
 from geofm.models import create_model
