@@ -13,15 +13,17 @@ Subcommands:
 * ``geofm pretrain --config CONFIG [--trainer.max_epochs N ...] [--ckpt_path CKPT]``:
   masked-autoencoder pretraining through LightningCLI (``--print_config`` shows the
   resolved configuration).
-* ``geofm classify-pixels --config CONFIG --split random|disjoint --train-fraction F
-  --seeds 0 1 2 --output results.csv``: the hyperspectral pixel-classification protocol
-  (LoLA-SpecViT and the RBF-SVM baseline), one row per method and seed plus mean and std.
+* ``geofm classify-pixels --config CONFIG [--split.kind random|disjoint] [--train.epochs N
+  ...] --train-fraction F --seeds 0 1 2 --output results.csv``: the hyperspectral
+  pixel-classification protocol (LoLA-SpecViT and the RBF-SVM baseline), one row per method
+  and seed plus mean and std; any recipe key can be set with a dotted option, and
+  ``--print_config`` shows the recipe as it will run.
 * ``geofm classify-scenes --config CONFIG``: fine-tune an encoder (fully or with LoRA) on a
   folder of labelled scenes through LightningCLI, then test the epoch chosen on validation.
-* ``geofm map [IN] OUT.tif --checkpoint CKPT [--png] [--netcdf] [--gt GT]``: the class map
+* ``geofm map IN OUT.tif --checkpoint CKPT [--png] [--netcdf] [--gt GT]``: the class map
   of a raster of any size from any classifier (pixel or scene), tile by tile in bounded
-  memory, into a Cloud-Optimised GeoTIFF on the input's grid and CRS (IN defaults to the
-  scene a pixel classifier was trained on). ``geofm predict`` and ``geofm predict-scene``
+  memory, into a Cloud-Optimised GeoTIFF on the input's grid and CRS (``--training-scene
+  OUT.tif`` maps the scene a pixel classifier was trained on). ``geofm predict`` and ``geofm predict-scene``
   are its deprecated names, kept for one release.
 """
 
@@ -325,10 +327,17 @@ def cmd_map(args: argparse.Namespace) -> int:
     import numpy as np
 
     from geofm.data.outputs import check_outputs
-    from geofm.inference import NotGeoreferencedWarning, load_predictor, predict
+    from geofm.inference import NotGeoreferencedWarning, load_predictor, open_source, predict
     from geofm.inference.maps import agreement, companion_paths, write_netcdf, write_png
     from geofm.inference.writers import probabilities_path
 
+    if hasattr(args, "paths"):           # `geofm map [IN] OUT`
+        want = 1 if args.training_scene else 2
+        if len(args.paths) != want:
+            raise ValueError("give the scene to map and the map to write (IN OUT), or "
+                             "--training-scene and OUT" if want == 2 else
+                             "with --training-scene give only the map to write (OUT)")
+        args.input, args.output = ([None] if want == 1 else []) + list(args.paths)
     out = Path(args.output)
     extras = companion_paths(out, png=args.png or args.gt is not None, netcdf=args.netcdf)
     outputs = [out, probabilities_path(out), *extras.values()]
@@ -344,11 +353,18 @@ def cmd_map(args: argparse.Namespace) -> int:
         scene, recorded_key = predictor.training_scene
         cube_key = cube_key or recorded_key
         check_outputs(outputs, [scene], args.overwrite)     # the recorded scene is an input
-    gt = _ground_truth(args.gt, args.gt_key, predictor) if args.gt else None
+    out.parent.mkdir(parents=True, exist_ok=True)            # checked: not under a file
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always", NotGeoreferencedWarning)
         try:
-            result = predict(predictor, scene, out, stride=args.stride, overlap=args.overlap,
+            source = open_source(scene, card=args.card if args.card is not None else
+                                 predictor.card, gsd=args.gsd, cube_key=cube_key,
+                                 wavelengths=predictor.wavelengths)
+            gt = _ground_truth(args.gt, args.gt_key, predictor) if args.gt else None
+            if gt is not None and gt.shape != (source.height, source.width):
+                raise ValueError(f"the ground truth {args.gt} is {gt.shape[0]} x {gt.shape[1]} "
+                                 f"pixels, the scene {source.height} x {source.width}")
+            result = predict(predictor, source, out, stride=args.stride, overlap=args.overlap,
                              probabilities=args.probabilities, memory_mb=args.memory_mb,
                              batch_size=args.batch_size, card=args.card, gsd=args.gsd,
                              cube_key=cube_key, overwrite=args.overwrite,
@@ -372,10 +388,11 @@ def cmd_map(args: argparse.Namespace) -> int:
     print(f"{h} x {w} {kind}; {int(counts[-1])} without a prediction; classes: {shown}")
     paths = list(result.paths)
     if "png" in extras:
-        title = Path(args.checkpoint).stem
+        title = getattr(args, "title", None) or Path(args.checkpoint).stem
         paths.append(write_png(result.labels, result.classes, extras["png"],
                                ground_truth=gt, title=title))
     if "netcdf" in extras:
+        result.labels.attrs["checkpoint"] = str(args.checkpoint)
         paths.append(write_netcdf(result.labels, result.classes, extras["netcdf"]))
     if gt is not None:
         agree, n = agreement(np.asarray(result.labels.values), gt)
@@ -397,12 +414,13 @@ def cmd_predict_scene(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    _deprecated("predict CKPT", "map [SCENE] OUT.tif --checkpoint CKPT --png --netcdf")
+    _deprecated("predict CKPT", "map SCENE OUT.tif --checkpoint CKPT --png --netcdf (or "
+                "--training-scene OUT.tif)")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = args.name or Path(args.checkpoint).stem
     mapped = argparse.Namespace(**{**vars(_map_defaults()), **{
-        "input": args.cube, "output": str(out_dir / f"{name}.tif"),
+        "input": args.cube, "output": str(out_dir / f"{name}.tif"), "title": name,
         "checkpoint": args.checkpoint, "cube_key": args.cube_key, "gt": args.gt,
         "gt_key": args.gt_key, "png": True, "netcdf": True, "overwrite": args.overwrite,
         "no_progress": args.no_progress, "window_batch": args.batch_size}})
@@ -444,29 +462,44 @@ PIXEL_ALIASES = {"--cube": "--scene.cube", "--gt": "--scene.gt", "--cube-key": "
 
 
 def classify_pixels_argv(argv: Sequence[str]) -> list[str]:
-    """``geofm classify-pixels`` arguments in the recipe dialect: earlier options renamed
-    (with a note), and a scene given on the command line replacing the recipe's whole scene
-    section (its card, array keys, root and download go back to their defaults unless
-    given too)."""
-    out, renamed = [], []
-    for i, arg in enumerate(argv):
+    """``geofm classify-pixels`` arguments in the recipe dialect.
+
+    Earlier options are renamed (with a note). Recipe files come first, whatever the order
+    given, so that an option on the command line always wins over a file. A scene given on
+    the command line replaces the recipe's whole scene section: its card, array keys, root
+    and download go back to their defaults unless given too.
+    """
+    configs, rest, renamed, legacy = [], [], [], set()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
         name, eq, value = arg.partition("=")
         following = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if name == "--config":
+            configs += [arg] if eq else argv[i:i + 2]
+            i += 1 if eq else 2
+            continue
         if name == "--split" and following not in ("random", "disjoint"):
-            out.append(arg)          # the recipe's split section, given whole
+            rest.append(arg)          # the recipe's split section, given whole
         elif name in PIXEL_ALIASES:
             renamed.append(f"{name} -> {PIXEL_ALIASES[name]}")
-            out.append(PIXEL_ALIASES[name] + eq + value)
+            legacy.add(name)
+            rest.append(PIXEL_ALIASES[name] + eq + value)
         elif arg == "--download":
             renamed.append("--download -> --scene.download true")
-            out.append("--scene.download=true")
+            rest.append("--scene.download=true")
         else:
-            out.append(arg)
+            rest.append(arg)
+        i += 1
     if renamed:
         print("note: renamed options of geofm classify-pixels (the old names go in the next "
               f"release): {', '.join(renamed)}", file=sys.stderr)
-    given = {a.partition("=")[0] for a in out if a.startswith("--")}
+    given = {a.partition("=")[0] for a in rest if a.startswith("--")}
     scene = given & {"--scene.cube", "--scene.gt"}
+    if legacy & {"--card", "--cube-key", "--gt-key"} and not scene:
+        raise ValueError("--card, --cube-key and --gt-key describe a scene given by --cube and "
+                         "--gt (to change the recipe's own scene: --scene.card ...)")
+    resets = []
     if scene:
         if len(scene) == 1:
             raise ValueError("--scene.cube and --scene.gt go together: the cube and its "
@@ -474,11 +507,7 @@ def classify_pixels_argv(argv: Sequence[str]) -> list[str]:
         resets = [f"--scene.{key}={value}" for key, value in (
             ("card", "null"), ("cube_key", "null"), ("gt_key", "null"), ("root", "null"),
             ("download", "false")) if f"--scene.{key}" not in given]
-        # right after the recipe file, so that it does not bring its own scene's keys back
-        at = max((i + 2 for i, a in enumerate(out) if a == "--config"), default=0)
-        at = max([at, *(i + 1 for i, a in enumerate(out) if a.startswith("--config="))])
-        out = out[:at] + resets + out[at:]
-    return out
+    return configs + resets + rest
 
 
 def prepare_classify_pixels(argv: Sequence[str]):
@@ -553,8 +582,7 @@ def cmd_classify_pixels(args, recipe) -> int:
 
 
 def _add_map_options(p: argparse.ArgumentParser) -> None:
-    """The options of ``geofm map`` after its INPUT (shared with the deprecated alias)."""
-    p.add_argument("output", help="class map to write (Cloud-Optimised GeoTIFF)")
+    """The options of ``geofm map`` (shared with the deprecated alias)."""
     p.add_argument("--checkpoint", required=True,
                    help="a `geofm classify-scenes` .ckpt or a `geofm classify-pixels` .pt")
     p.add_argument("--model", help="registry name the checkpoint must hold (a check)")
@@ -589,9 +617,8 @@ def _add_map_options(p: argparse.ArgumentParser) -> None:
 
 def _map_defaults() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("input", nargs="?")
     _add_map_options(parser)
-    return parser.parse_args(["OUT", "--checkpoint", "CKPT"])
+    return parser.parse_args(["--checkpoint", "CKPT"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -647,14 +674,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("map", help="class map of a raster of any size from any classifier "
                                    "(COG; PNG and NetCDF on request)")
-    p.add_argument("input", nargs="?",
-                   help="GeoTIFF, JPEG 2000, folder of band files, ENVI or .mat (default: the "
-                        "scene a pixel classifier was trained on)")
+    p.add_argument("paths", nargs="+", metavar="IN OUT",
+                   help="the raster to map (GeoTIFF, JPEG 2000, folder of band files, ENVI "
+                        "or .mat) and the class map to write (Cloud-Optimised GeoTIFF); with "
+                        "--training-scene, OUT only")
+    p.add_argument("--training-scene", action="store_true",
+                   help="pixel classifiers: map the scene the model was trained on")
     _add_map_options(p)
     p.set_defaults(func=cmd_map)
 
     p = sub.add_parser("predict-scene", help="deprecated: `geofm map`")
     p.add_argument("input")
+    p.add_argument("output")
     _add_map_options(p)
     p.set_defaults(func=cmd_predict_scene)
 

@@ -78,8 +78,11 @@ class BenchTask(BaseTask):
             raise ValueError(f"the model has no submodule {frozen!r} to keep frozen")
         self.frozen = frozen
         if task == "multilabel":   # every score of a part, gathered from all processes
-            self.outputs = nn.ModuleDict({s: CatMetric() for s in STAGES})
-            self.references = nn.ModuleDict({s: CatMetric() for s in STAGES})
+            # NaN scores kept, not dropped (dropping one would shift every later score)
+            self.outputs = nn.ModuleDict({s: CatMetric(nan_strategy="disable")
+                                          for s in STAGES})
+            self.references = nn.ModuleDict({s: CatMetric(nan_strategy="disable")
+                                             for s in STAGES})
         if task == "segmentation":
             self.loss_fn: nn.Module = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         elif task == "multilabel":
@@ -364,8 +367,11 @@ def evaluate(task: BenchTask, batches, stage: str = "test", *, device="cpu",
     """The :class:`~gfm_bench.metrics.Score` of ``task`` over every batch of a part."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    task.scores.pop(stage, None)
     with _quiet():
         trainer = _trainer(device, progress)
         run = trainer.validate if stage == "val" else trainer.test
         run(task, batches, verbose=False)
+    if stage not in task.scores:
+        raise ValueError(f"no {stage} batches to score")
     return task.scores[stage]

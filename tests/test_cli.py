@@ -109,6 +109,13 @@ def test_classify_pixels_takes_its_earlier_options_and_a_whole_new_scene(capsys)
     assert recipe.scene["download"] is True and recipe.train["epochs"] == 2
     assert recipe.split["kind"] == "disjoint" and args.seeds == [0, 1, 2]
     assert recipe.model["kwargs"]["patch"] == 7               # the rest is the recipe's
+    # options given before the recipe file still win over it (files are read first)
+    args, recipe = prepare_classify_pixels(["--cube", "a.mat", "--gt", "b.mat", "--epochs", "2",
+                                            "--config", recipe_file])
+    assert recipe.scene["cube"] == "a.mat" and recipe.scene["card"] is None
+    assert recipe.train["epochs"] == 2
+    with pytest.raises(ValueError, match="--card, --cube-key and --gt-key describe a scene"):
+        classify_pixels_argv(["--config", recipe_file, "--card", "indian_pines"])
     # the split section given whole is the recipe dialect's own option, left as it is
     assert classify_pixels_argv(["--split={kind: random}"]) == ["--split={kind: random}"]
     with pytest.raises(ValueError, match="--scene.cube and --scene.gt go together"):

@@ -607,8 +607,9 @@ def fetch_card_files(
     Raises:
         ValueError: the card has no ``files.image``/``files.labels`` entries.
         FileNotFoundError: a file is missing and either ``download`` is false (the message
-            names each file, its URL and the ``download=True`` / ``--download`` option) or
-            the card has no public URL for it (the message names the page to get it from).
+            names each file, its URL and the ``download=True`` / ``--scene.download true``
+            option) or the card has no public URL for it (the message names the page to get
+            it from).
         ChecksumError: a present or downloaded file does not match the card's checksum.
         DownloadError: a download failed.
     """
@@ -644,8 +645,8 @@ def fetch_card_files(
         lines = [f"  {paths[r]} ({r}) from {urls[r]}" for r in missing]
         raise FileNotFoundError(
             f"{card.name}: {len(missing)} file(s) missing under {root}:\n" + "\n".join(lines)
-            + "\nPass download=True (command line: --download) to download them, or download "
-            "them by hand and place them at those paths.")
+            + "\nPass download=True (command line: --scene.download true) to download them, "
+            "or download them by hand and place them at those paths.")
 
     for role in roles:
         name = paths[role].name

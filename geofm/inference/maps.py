@@ -72,17 +72,20 @@ def write_png(labels: xr.DataArray, classes: Sequence[str], path: str | Path, *,
 def write_netcdf(labels: xr.DataArray, classes: Sequence[str], path: str | Path) -> Path:
     """The map as NetCDF (scipy engine): ``class_id`` with the scene's coordinates,
     ``flag_values``/``flag_meanings`` (class names, spaces as underscores), ``classes``
-    (one per line) and the CRS as ``crs_wkt`` when it has one."""
+    (one per line), ``nodata`` and the CRS as ``crs_wkt`` when it has one. The map is
+    loaded into memory (unlike the COG, which is written block by block)."""
     da = labels.load().copy()
     crs = da.rio.crs if hasattr(da, "rio") else None
     da = da.drop_vars([c for c in da.coords if c not in da.dims])   # spatial_ref and band
     da.name = "class_id"
+    nodata = labels.attrs.get("_FillValue", labels.attrs.get("nodata", 255))
     da.attrs = {
         "flag_values": np.arange(len(classes), dtype=np.int16),
         "flag_meanings": " ".join(c.replace(" ", "_") for c in classes),
         "classes": "\n".join(classes),
+        "nodata": int(nodata),        # cells without a prediction
         **{k: v for k, v in labels.attrs.items()
-           if k in ("model", "kind", "cell_pixels") and v is not None},
+           if k in ("model", "kind", "cell_pixels", "checkpoint") and v is not None},
     }
     if crs is not None:
         da.attrs["crs_wkt"] = crs.to_wkt()

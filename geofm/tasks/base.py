@@ -183,7 +183,9 @@ class BaseTask(pl.LightningModule):
         o = self.optimisation
         groups = param_groups_weight_decay(self, o.weight_decay,
                                            no_weight_decay_list=self.no_weight_decay())
-        groups = [g for g in groups if g["params"]]
+        # decayed group first, as geofm's optimisers have always been built: a checkpoint
+        # saved before the base task existed resumes with its groups in the same order
+        groups = sorted((g for g in groups if g["params"]), key=lambda g: g["weight_decay"] == 0)
         if not groups:
             raise ValueError(f"{type(self).__name__} has no trainable parameters")
         optimizer = o.build(groups)
@@ -208,13 +210,15 @@ class BaseTask(pl.LightningModule):
         if self.confusion is None:
             return
         metric = self.confusion[stage]
-        if not metric.update_called:
-            return
-        cm = metric.compute().detach().cpu().long()   # every process's samples
+        # computed on every process even if it saw no batch: compute() is collective under
+        # DDP (a process skipping it would leave the others waiting)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*compute.*before.*update.*")
+            cm = metric.compute().detach().cpu().long()   # every process's samples
         metric.reset()
-        self.confusions[stage] = cm
-        if int(cm.sum()) == 0:
+        if int(cm.sum()) == 0:          # no sample on any process: nothing to report
             return
+        self.confusions[stage] = cm
         m = confusion_metrics(cm.numpy())
         # the same value on every process (its mean over them is itself)
         self.log_dict({f"{stage}/oa": m.oa, f"{stage}/aa": m.aa, f"{stage}/kappa": m.kappa},

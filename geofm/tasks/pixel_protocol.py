@@ -15,6 +15,7 @@ protocol").
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -356,6 +357,10 @@ def run_protocol(recipe: PixelRecipe, split: str, train_fraction: float, seeds: 
     """
     if not seeds:
         raise ValueError("give at least one seed")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    # the recipe saved with each model and result names the split that was run
+    recipe = dataclasses.replace(recipe, split={**recipe.split, "kind": split})
     methods = list(methods) if methods is not None else ["lola", *recipe.baselines]
     scene = scene if scene is not None else load_recipe_scene(recipe, progress)
     check_window_fits(scene, recipe.patch)

@@ -126,8 +126,9 @@ def read_results(path: Path, recipe: PixelRecipe, split: str, train_fraction: fl
             raise ValueError(f"{path}: entry {i} lacks what resuming needs (written by an "
                              "older geofm?); run without --resume, with --overwrite")
         if e["recipe"] != mine:
-            raise ValueError(f"{path} holds runs of another recipe; resume with the same "
-                             "recipe and options, or write to another --output")
+            raise ValueError(f"{path} holds runs of another recipe (or of a geofm before "
+                             "recipes named their split.kind); resume with the same recipe and "
+                             "options, or write to another --output")
         if e["split"] != split or float(e["train_fraction"]) != float(train_fraction):
             raise ValueError(f"{path} holds runs of split {e['split']!r} with training share "
                              f"{e['train_fraction']}, not {split!r} with {train_fraction}; "

@@ -40,7 +40,8 @@ from geofm.data import SceneFolderDataset, collate_samples, open_raster
 from geofm.data.cards import data_dir
 from geofm.data.plot import rgb_composite
 from geofm.data.transforms import Compose, RandomHorizontalFlip, RandomRotate90
-from geofm.tasks.scene import SceneClassificationTask, confusion_matrix
+from geofm.tasks.metrics import confusion_matrix
+from geofm.tasks.scene import SceneClassificationTask
 
 root = data_dir() / "samples" / "eurosat_ms"
 
@@ -129,7 +130,7 @@ for method, pred in predicted.items():
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(14, 6), layout="constrained")
 for ax, (method, pred) in zip(axes, predicted.items(), strict=True):
-    cm = confusion_matrix(torch.as_tensor(targets), torch.as_tensor(pred), 10).numpy()
+    cm = confusion_matrix(np.asarray(targets), np.asarray(pred), 10)
     ax.imshow(cm, cmap="Blues", vmin=0, vmax=3)
     for (i, j), v in np.ndenumerate(cm):
         if v:

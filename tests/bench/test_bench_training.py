@@ -123,3 +123,28 @@ def test_bench_task_errors_name_what_is_wrong():
     with pytest.raises(ValueError, match="'cpu' or 'cuda"):
         fit(BenchTask(LinearOnFeatures(2, 2), "classification", 2, lr=0.1),
             feature_loader(torch.zeros(2, 2), torch.tensor([0, 1])), device="meta")
+
+
+class Modes(nn.Module):
+    """Records, at each training step, whether its adapter and head are in training mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.adapter = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+        self.head = nn.Linear(2, 2)
+        self.seen: set[tuple[bool, bool]] = set()
+
+    def forward(self, batch):
+        if torch.is_grad_enabled():
+            self.seen.add((self.adapter.training, self.head.training))
+        return self.head(self.adapter(batch["features"]))
+
+
+@pytest.mark.parametrize("frozen", [None, "adapter"])
+def test_training_modes_are_set_whatever_mode_the_model_arrives_in(frozen):
+    x, y = torch.randn(8, 2), torch.arange(8) % 2
+    model = Modes().eval()                    # e.g. after its maps were sized or cached
+    task = BenchTask(model, "classification", 2, lr=0.1, frozen=frozen)
+    fit(task, feature_loader(x, y, batch_size=4, epochs=1), feature_loader(x, y), epochs=2)
+    # a frozen adapter stays in eval mode (its dropout off) while the head trains
+    assert model.seen == {(frozen is None, True)}

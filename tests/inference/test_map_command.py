@@ -35,21 +35,22 @@ def _read(path: Path) -> np.ndarray:
 
 
 def test_map_of_the_training_scene_with_png_and_netcdf(checkpoint, tmp_path, capsys):
-    out = tmp_path / "salinas_a.tif"
+    out = tmp_path / "maps" / "salinas_a.tif"          # the folder is made
     gt = data_dir() / "samples" / "salinas_a" / "SalinasA_gt.mat"
-    assert main(["map", str(out), "--checkpoint", str(checkpoint), "--netcdf", "--gt", str(gt),
-                 "--probabilities", "--no-progress"]) == 0
+    assert main(["map", "--training-scene", str(out), "--checkpoint", str(checkpoint),
+                 "--netcdf", "--gt", str(gt), "--probabilities", "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "no CRS" in captured.err                       # a pixel grid, said so
     assert "83 x 86 pixels" in captured.out and "labelled pixels" in captured.out
     labels = _read(out)
     assert labels.shape == (83, 86) and labels.max() < 6
     for suffix in (".png", ".nc", ".probabilities.tif"):
-        assert (tmp_path / f"salinas_a{suffix}").is_file(), suffix
-    back = xr.open_dataarray(tmp_path / "salinas_a.nc")
+        assert (out.parent / f"salinas_a{suffix}").is_file(), suffix
+    back = xr.open_dataarray(out.parent / "salinas_a.nc")
     np.testing.assert_array_equal(back.values, labels)
     assert back.attrs["flag_meanings"].split()[0] == "Brocoli_green_weeds_1"
     assert list(back.attrs["flag_values"]) == list(range(6))
+    assert back.attrs["nodata"] == 255 and back.attrs["checkpoint"] == str(checkpoint)
     back.close()
     # the same pixels through the protocol's own path give the same labels
     model, _ = load_classifier(checkpoint)
@@ -62,9 +63,24 @@ def test_map_of_the_training_scene_with_png_and_netcdf(checkpoint, tmp_path, cap
     expected, _ = classify_pixels(model, scene["image"], coords)
     np.testing.assert_array_equal(expected, labels[coords[:, 0], coords[:, 1]])
     # every output exists: refused without --overwrite, before any work
-    assert main(["map", str(out), "--checkpoint", str(checkpoint), "--png",
+    assert main(["map", "--training-scene", str(out), "--checkpoint", str(checkpoint), "--png",
                  "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    # one path is the map to write only with --training-scene: a scene given alone (the
+    # output forgotten) is never taken for the output
+    scene = tmp_path / "my_scene.tif"
+    scene.write_bytes(b"a raster")
+    assert main(["map", str(scene), "--checkpoint", str(checkpoint), "--overwrite",
+                 "--no-progress"]) == 2
+    assert "IN OUT" in capsys.readouterr().err and scene.read_bytes() == b"a raster"
+    # a ground truth of another size is refused before anything is written
+    import scipy.io
+
+    scipy.io.savemat(tmp_path / "small_gt.mat", {"gt": np.ones((80, 86), dtype=np.uint8)})
+    assert main(["map", "--training-scene", str(tmp_path / "g.tif"), "--checkpoint",
+                 str(checkpoint), "--gt", str(tmp_path / "small_gt.mat"), "--no-progress"]) == 2
+    assert "is 80 x 86 pixels, the scene 83 x 86" in capsys.readouterr().err
+    assert not (tmp_path / "g.tif").exists()
 
 
 def _geotiff_of_salinas_a(path: Path) -> tuple[Affine, str]:
@@ -88,8 +104,8 @@ def test_georeferenced_scene_gives_a_cog_on_its_grid(checkpoint, tmp_path, capsy
     transform, crs = _geotiff_of_salinas_a(tif)
     assert main(["map", str(tif), str(tmp_path / "utm_map.tif"), "--checkpoint",
                  str(checkpoint), "--netcdf", "--no-progress"]) == 0
-    assert main(["map", str(tmp_path / "plain.tif"), "--checkpoint", str(checkpoint),
-                 "--no-progress"]) == 0
+    assert main(["map", "--training-scene", str(tmp_path / "plain.tif"), "--checkpoint",
+                 str(checkpoint), "--no-progress"]) == 0
     capsys.readouterr()
     with rasterio.open(tmp_path / "utm_map.tif") as src:
         assert src.crs.to_string() == crs
@@ -178,7 +194,8 @@ def test_any_mat_scene_without_a_card(tmp_path, capsys, tiny_lola_recipe):
     assert torch.isfinite(torch.tensor(results[0].metrics.aa))
     # the map's ground truth goes through the same value -> class mapping (0 unlabelled)
     ckpt = results[1].details["checkpoint"]
-    assert main(["map", str(tmp_path / "map.tif"), "--checkpoint", ckpt, "--gt",
+    assert main(["map", "--training-scene", str(tmp_path / "map.tif"), "--checkpoint", ckpt,
+                 "--gt",
                  str(tmp_path / "scene_gt.mat"), "--no-progress"]) == 0
     assert "on its 5348 labelled pixels" in capsys.readouterr().out
 

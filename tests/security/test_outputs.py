@@ -113,8 +113,8 @@ def test_map_refuses_to_write_over_the_scene_its_model_records(
     model = tmp_path / "model.pt"
     torch.save(ckpt, model)
     before = _digest(landsat_copy)
-    assert main(["map", str(landsat_copy), "--checkpoint", str(model), "--overwrite",
-                 "--no-progress"]) == 2
+    assert main(["map", "--training-scene", str(landsat_copy), "--checkpoint", str(model),
+                 "--overwrite", "--no-progress"]) == 2
     assert "never writes over an input" in capsys.readouterr().err
     assert main(["predict", str(model), "--out-dir", str(landsat_copy.parent), "--name",
                  landsat_copy.stem, "--overwrite", "--no-progress"]) == 2
