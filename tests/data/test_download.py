@@ -344,7 +344,7 @@ def test_fetch_card_files_missing_without_download(salinas_mirror, server, tmp_p
     message = str(info.value)
     assert str(root / "Salinas_corrected.mat") in message and source["image_url"] in message
     assert "Salinas_gt.mat" not in message  # present, so not listed
-    assert "download=True" in message and "--download" in message
+    assert "download=True" in message and "--scene.download true" in message
     assert server.requests == []
 
 
