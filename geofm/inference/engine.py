@@ -99,24 +99,38 @@ BLOCK_SIDES = (1, 2, 4, 8, *range(16, 4097, 16))
 """Block sides tried by :func:`choose_block` (output cells)."""
 
 
+def gdal_cache_mb(memory_mb: float) -> int:
+    """GDAL's block cache during a prediction (MiB): an eighth of ``memory_mb``, at
+    least 16 (GDAL reads whole 512-px blocks of tiled GeoTIFFs)."""
+    return max(16, int(memory_mb // 8))
+
+
+def block_budget_mb(memory_mb: float) -> float:
+    """What one block's buffers may take (MiB): half of ``memory_mb``, less what GDAL's
+    cache takes beyond its eighth when :func:`gdal_cache_mb`'s floor applies; the rest
+    is margin for the allocator and the COG conversion."""
+    return memory_mb / 2 - max(0.0, gdal_cache_mb(memory_mb) - memory_mb / 8)
+
+
 def choose_block(plan: TilePlan, bands: int, classes: int, memory_mb: float,
                  batch_size: int = 1) -> int:
-    """The largest block side (output cells, from :data:`BLOCK_SIDES`) whose buffers take
-    at most half of ``memory_mb``; GDAL's block cache gets an eighth, the rest is margin
-    for the allocator and the COG conversion. No larger than the output grid needs, and
-    rounded down to whole steps of the tile grid when it spans one."""
+    """The largest block side (output cells, from :data:`BLOCK_SIDES`) whose buffers fit
+    :func:`block_budget_mb`. No larger than the output grid needs, and rounded down to
+    whole steps of the tile grid when it spans one."""
     if memory_mb <= 0:
         raise ValueError(f"memory_mb must be positive, got {memory_mb}")
+    budget = block_budget_mb(memory_mb)
     need = _estimate_mb(1, plan, bands, classes, batch_size)
-    if need > memory_mb / 2:
+    if need > budget:
         raise ValueError(
             f"memory_mb={memory_mb:g} is too small for {bands}-band tiles of {plan.tile} px "
-            f"in batches of {batch_size}: one tile's block needs {need:.0f} MiB, and half "
-            "of memory_mb is kept for GDAL and the allocator")
+            f"in batches of {batch_size}: one tile's block needs {need:.0f} MiB of the "
+            f"{max(budget, 0):.0f} MiB left once GDAL's cache ({gdal_cache_mb(memory_mb)} "
+            "MiB) and the allocator's margin are kept")
     best = 1
     steps = range(plan.step, 4097, plan.step) if plan.step > 1 else ()
     for side in sorted({*BLOCK_SIDES, *steps}):
-        if _estimate_mb(side, plan, bands, classes, batch_size) > memory_mb / 2:
+        if _estimate_mb(side, plan, bands, classes, batch_size) > budget:
             if side % plan.step == 0 or plan.step == 1:
                 break
             continue                       # a whole number of steps may still fit
@@ -246,7 +260,7 @@ def predict(
                 for r0, r1, c0, c1 in blocks)
     run = 0
     counts = np.zeros(len(classes) + 1, dtype=np.int64)
-    gdal_cache = max(16, int(memory_mb // 8)) * 2 ** 20
+    gdal_cache = gdal_cache_mb(memory_mb) * 2 ** 20
     sink: GeoTIFFSink | MemorySink | None = None
     try:
         device = predictor.device
