@@ -124,7 +124,7 @@ def _cmd_datasets(args) -> int:
 def _cmd_download(args) -> int:
     from geofm.data.download import DownloadError
 
-    from .archive import download
+    from .hub import download
 
     try:
         root = download(args.name, args.root, endpoint=args.endpoint, revision=args.revision,

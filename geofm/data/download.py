@@ -28,6 +28,9 @@ No download runs unbounded: every wait on the network ends after ``timeout`` sec
 (a server that stops answering), and the whole transfer after ``deadline`` seconds (a server
 that keeps sending a byte now and then, which no per-read timeout catches); either ends in
 one :class:`DownloadError` that names the URL and the limit, with no ``.part`` file left.
+That overall deadline is why this transfer is geofm's own: torchvision's ``download_url``
+and pooch (through requests) bound each read at most, and a server that sends a byte now
+and then, or never ends its headers, holds them for as long as it likes.
 """
 
 from __future__ import annotations
@@ -41,19 +44,13 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
-from urllib.request import (
-    HTTPHandler,
-    HTTPRedirectHandler,
-    HTTPSHandler,
-    OpenerDirector,
-    Request,
-    build_opener,
-)
+from urllib.request import HTTPHandler, HTTPSHandler, OpenerDirector, Request, build_opener
 
 from tqdm.auto import tqdm
 
@@ -111,7 +108,7 @@ class DownloadError(OSError):
     """A download that failed on the network (unreachable host, HTTP error, timeout, cut short).
 
     Attributes: ``url`` (the URL fetched, after any mirror), ``status`` (the HTTP status, or
-    ``None``), ``dest`` (where the file was meant to go; ``None`` for :func:`head_url`) and
+    ``None``), ``dest`` (where the file was meant to go; ``None`` for :func:`fetch_bytes`) and
     ``reason`` (what went wrong, without the URL or advice; the message when not given).
     """
 
@@ -274,7 +271,7 @@ class _Deadline:
             if self.expired:
                 self._cut(sock)
 
-    def opener(self, *handlers: Any) -> OpenerDirector:
+    def opener(self) -> OpenerDirector:
         """A urllib opener whose HTTP(S) connections are cut when the deadline passes."""
         clock = self
 
@@ -289,7 +286,7 @@ class _Deadline:
 
         http_handler = type("DeadlineHTTPHandler", (_Tracked, HTTPHandler), {})
         https_handler = type("DeadlineHTTPSHandler", (_Tracked, HTTPSHandler), {})
-        return build_opener(http_handler(), https_handler(), *handlers)
+        return build_opener(http_handler(), https_handler())
 
     @staticmethod
     def _cut(sock: socket.socket) -> None:
@@ -329,79 +326,6 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    """What a server says about a URL without sending the file (its answer to ``HEAD``).
-
-    ``status`` is the HTTP status (a redirect to another host is kept as it is: on the
-    Hugging Face Hub its headers, not the storage host's, carry ``X-Repo-Commit`` and
-    ``X-Linked-Etag``); ``headers`` maps lower-case header names to values.
-    """
-
-    url: str
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-
-class _SameHostRedirects(HTTPRedirectHandler):
-    """Follow a redirect only within the host asked (a renamed repository), and hand a
-    redirect to another host back as the answer."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
-            return None
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None:
-            new.method = req.get_method()   # urllib before 3.13 turns a HEAD into a GET
-        return new
-
-
-def head_url(url: str, *, timeout: float = DEFAULT_TIMEOUT,
-             deadline: float | None = DEFAULT_DEADLINE) -> RemoteFile:
-    """Ask the server about ``url`` (an HTTP ``HEAD``) without downloading it.
-
-    ``$GEOFM_DOWNLOAD_MIRROR`` redirects the request as it does :func:`download_file`'s.
-    Redirects are followed within the same host only (see :class:`RemoteFile`).
-
-    Raises:
-        ValueError: a URL that is not http(s) or file, or a limit that is not positive.
-        DownloadError: an HTTP status of 400 or more (``status`` holds it), no answer within
-            ``timeout`` or ``deadline`` seconds, or a connection that failed.
-    """
-    _check_scheme(url)
-    _check_limits(timeout, deadline)
-    fetch_url = resolve_url(url)
-    _check_scheme(fetch_url, f"URL (from {MIRROR_ENV})")
-    request = Request(fetch_url, method="HEAD",
-                      headers={"User-Agent": "geofm-downloader (urllib)"})
-    clock = _Deadline(deadline)
-
-    def failed(reason: str, status: int | None = None) -> DownloadError:
-        return DownloadError(f"could not ask {fetch_url} about the file: {reason}",
-                             url=fetch_url, status=status, reason=reason)
-
-    try:
-        with clock, clock.opener(_SameHostRedirects()).open(
-                request, timeout=clock.wait(timeout)) as response:
-            return RemoteFile(fetch_url, getattr(response, "status", None) or 200,
-                              {k.lower(): v for k, v in response.headers.items()})
-    except HTTPError as err:
-        err.close()
-        if 300 <= err.code < 400:
-            return RemoteFile(fetch_url, err.code,
-                              {k.lower(): v for k, v in (err.headers or {}).items()})
-        raise failed(f"HTTP {err.code} {err.reason}", err.code) from None
-    except (OSError, http.client.HTTPException) as err:
-        if clock.passed():
-            raise failed(f"no answer within the deadline of {_seconds(deadline)}") from None
-        if not isinstance(err, _NETWORK_ERRORS):
-            raise
-        raise failed(_reason(err)) from err
-
-
 def download_file(
     url: str,
     dest: PathLike,
@@ -412,6 +336,7 @@ def download_file(
     timeout: float = DEFAULT_TIMEOUT,
     deadline: float | None = DEFAULT_DEADLINE,
     chunk_size: int = 1 << 20,
+    mirror: bool = True,
 ) -> Path:
     """Download ``url`` to the file ``dest``, verifying ``checksum`` when one is given.
 
@@ -438,6 +363,8 @@ def download_file(
             byte (:data:`DEFAULT_DEADLINE`, six hours); ``None`` for no limit. It is enforced
             whatever the server does, a trickle of bytes included.
         chunk_size: bytes read at a time.
+        mirror: let ``$GEOFM_DOWNLOAD_MIRROR`` redirect the download (a Hugging Face Hub
+            file is mirrored by ``$HF_ENDPOINT`` instead, and passes ``False``).
 
     Returns:
         ``dest`` as a :class:`~pathlib.Path`.
@@ -465,13 +392,18 @@ def download_file(
                 f"The existing file was kept; remove it, or pass overwrite=True, to download "
                 f"it again from {url}"))
         return dest
-    fetch_url = resolve_url(url)
+    fetch_url = resolve_url(url) if mirror else url
     _check_scheme(fetch_url, f"URL (from {MIRROR_ENV})")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     desc = dest.name if fetch_url == url else f"{dest.name} (mirror: {fetch_url})"
+    via = "" if fetch_url == url else f" (mirror of {url}, {MIRROR_ENV} is set)"
     try:
-        _stream(fetch_url, url, dest, part, desc, progress, timeout, deadline, chunk_size)
+        with open(part, "wb") as out:
+            _stream(fetch_url, out, failure=f"could not download {fetch_url}{via}",
+                    advice=f"Download it by hand and place it at {dest}", dest=dest,
+                    desc=desc, progress=progress, timeout=timeout, deadline=deadline,
+                    chunk_size=chunk_size)
         if checksum is not None:
             algorithm, expected = parse_checksum(checksum)
             actual = file_digest(part, algorithm)
@@ -491,38 +423,58 @@ def download_file(
     return dest
 
 
-def _stream(fetch_url: str, url: str, dest: Path, part: Path, desc: str, progress: bool,
-            timeout: float, deadline: float | None, chunk_size: int) -> None:
-    """Write ``fetch_url`` into ``part``; network failures and the deadline become
-    :class:`DownloadError`."""
-    via = "" if fetch_url == url else f" (mirror of {url}, {MIRROR_ENV} is set)"
-    manual = f"Download it by hand and place it at {dest}"
+def fetch_bytes(url: str, what: str, *, timeout: float = DEFAULT_TIMEOUT,
+                deadline: float | None = DEFAULT_DEADLINE, limit: int = 64 << 20) -> bytes:
+    """The body of ``url`` (a small answer, such as a Hub API listing), under the same
+    ``timeout`` and ``deadline`` as :func:`download_file`; ``$GEOFM_DOWNLOAD_MIRROR`` does
+    not apply. ``what`` names the answer in errors.
+
+    Raises:
+        ValueError: a URL that is not http(s) or file, or a limit that is not positive.
+        DownloadError: as :func:`download_file`'s, and a body of more than ``limit`` bytes.
+    """
+    _check_scheme(url)
+    _check_limits(timeout, deadline)
+    out = BytesIO()
+    _stream(url, out, failure=f"could not read {what} from {url}", timeout=timeout,
+            deadline=deadline, limit=limit)
+    return out.getvalue()
+
+
+def _stream(url: str, out: BinaryIO, *, failure: str, advice: str = "",
+            dest: Path | None = None, desc: str = "", progress: bool = False,
+            timeout: float, deadline: float | None, chunk_size: int = 1 << 20,
+            limit: int | None = None) -> None:
+    """Write the body of ``url`` into ``out``; network failures, the deadline and a body
+    over ``limit`` bytes become :class:`DownloadError` (message: ``failure``, the reason,
+    then ``advice``)."""
 
     def failed(reason: str, status: int | None = None) -> DownloadError:
-        return DownloadError(f"could not download {fetch_url}{via}: {reason}. {manual}",
-                             url=fetch_url, dest=dest, status=status, reason=reason)
+        return DownloadError(f"{failure}: {reason}" + (f". {advice}" if advice else ""),
+                             url=url, dest=dest, status=status, reason=reason)
 
-    request = Request(fetch_url, headers={"User-Agent": "geofm-downloader (urllib)"})
+    request = Request(url, headers={"User-Agent": "geofm-downloader (urllib)"})
     clock = _Deadline(deadline)
     received, total = 0, None
     try:
-        with clock, clock.opener().open(request, timeout=clock.wait(timeout)) as response, \
-                open(part, "wb") as out:
+        with clock, clock.opener().open(request, timeout=clock.wait(timeout)) as response:
             total = _content_length(response)
             with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
                       disable=not progress, leave=False) as bar:
                 while not clock.passed() and (chunk := response.read(chunk_size)):
-                    out.write(chunk)
                     received += len(chunk)
+                    if limit is not None and received > limit:
+                        raise failed(f"the answer passed its limit of {limit} bytes")
+                    out.write(chunk)
                     bar.update(len(chunk))
     except HTTPError as err:
         err.close()  # it holds the response, and with it the connection
         raise failed(f"HTTP {err.code} {err.reason}", err.code) from err
     except (OSError, http.client.HTTPException) as err:
         # a connection cut at the deadline fails in many ways: all of them are the deadline
-        if not clock.passed():
+        if isinstance(err, DownloadError) or not clock.passed():
             if not isinstance(err, _NETWORK_ERRORS):
-                raise   # writing the .part file failed: not the network's doing
+                raise   # writing the output failed, or the limit: not the network's doing
             raise failed(_reason(err)) from err
     if clock.expired and (total is None or received != total):
         raise failed(f"gave up at the deadline of {_seconds(deadline)} for the whole "

@@ -123,7 +123,7 @@ class DatasetSpec:
     archive file names known in that repository (empty where the final packaging's files
     are not known). ``layouts`` are the trees the reader accepts, the first one being what
     :mod:`gfm_bench.generate` writes by default; :meth:`download_layout` is the one
-    :func:`gfm_bench.archive.download` fetches unless told otherwise. ``folder`` is the
+    :func:`gfm_bench.hub.download` fetches unless told otherwise. ``folder`` is the
     sub-folder name the loading scripts use for the dataset (``<data_dir>/<folder>``).
     ``reader`` is ``"module:Class"`` of the torch ``Dataset``.
     """
@@ -361,7 +361,7 @@ def _listed(entries: list[str], indent: str = "    ") -> str:
 def how_to_get(spec: DatasetSpec, root: Path) -> str:
     """The lines of an error message that say how to download a dataset."""
     lines = [f"Download and extract it with:  gfm-bench download {spec.name} --root {root}",
-             f"  (Python: gfm_bench.archive.download({spec.name!r}, {str(root)!r}))",
+             f"  (Python: gfm_bench.hub.download({spec.name!r}, {str(root)!r}))",
              f"Dataset page: {spec.url}"]
     layout = next((x for x in spec.layouts if x.archives), None)
     if layout is not None:

@@ -12,19 +12,18 @@ from pathlib import Path
 
 import pytest
 
-import gfm_bench.archive
+import gfm_bench.hub
 from geofm.data.cards import load_dataset_card
 from gfm_bench.archive import (
     ArchiveFormatError,
     UnsafeArchiveError,
-    card_archive_checksums,
-    card_archive_revision,
     marker_path,
     safe_extract,
     split_parts,
 )
 from gfm_bench.datasets import DATASETS
 from gfm_bench.generate import generate, main, make_archive
+from gfm_bench.hub import card_archive_checksums, card_archive_revision
 
 
 def tree_listing(folder: Path) -> list[str]:
@@ -179,7 +178,7 @@ def test_a_checksum_pinned_in_the_card_is_found_for_the_right_archive(monkeypatc
     source = {**card["source"], "md5": "ab" * 16,
               "final_release": {**card["source"]["final_release"], "sha256": "cd" * 32}}
     pinned = dataclasses.replace(card, extra={**card.extra, "source": source})
-    monkeypatch.setattr(gfm_bench.archive, "load_dataset_card", lambda name: pinned)
+    monkeypatch.setattr(gfm_bench.hub, "load_dataset_card", lambda name: pinned)
     spec = DATASETS["dfc2020"]
     assert card_archive_checksums("dfc2020", spec.layout("old")) == \
         {"DFC2020.zip": "md5:" + "ab" * 16}

@@ -1,9 +1,10 @@
-"""gfm_bench.archive.download against a local stand-in for the Hugging Face Hub (no network).
+"""gfm_bench.hub.download against a local stand-in for the Hugging Face Hub (no network).
 
-The stand-in answers what the download asks, as the Hub does: ``HEAD`` and ``GET`` on
-``{endpoint}/datasets/{repo_id}/resolve/{revision}/{filename}``, with the headers it reads
-(``X-Repo-Commit``, ``ETag``, ``Content-Length``), and ``404`` + ``X-Error-Code:
-EntryNotFound`` for a file the repository lacks (how the split parts are probed).
+The stand-in answers what the download asks, as the Hub does: the API listing
+``GET {endpoint}/api/datasets/{repo_id}/revision/{revision}`` (the commit, and every file
+with its size and LFS SHA-256; ``404`` + ``X-Error-Code: RepoNotFound`` for a repository it
+lacks) and ``GET {endpoint}/datasets/{repo_id}/resolve/{revision}/{filename}``. Files listed
+in ``corrupt`` are served with one byte flipped (a transfer gone wrong).
 """
 
 from __future__ import annotations
@@ -19,58 +20,53 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-import gfm_bench.archive
+import gfm_bench.hub
 from geofm.data.cards import load_dataset_card
 from geofm.data.download import ChecksumError, DownloadError, file_digest
-from gfm_bench.archive import (
-    MANIFEST_NAME,
-    UnsafeArchiveError,
-    card_archive_revision,
-    download,
-    read_manifest,
-)
+from gfm_bench.archive import UnsafeArchiveError
 from gfm_bench.datasets import DATASETS, check_root, load_bench_data
 from gfm_bench.generate import generate, make_archive
+from gfm_bench.hub import MANIFEST_NAME, card_archive_revision, download, read_manifest
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+_API = re.compile(r"^/api/datasets/(?P<repo>[^/]+/[^/]+)/revision/(?P<rev>[^/]+)$")
 _RESOLVE = re.compile(r"^/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 
 
 class _HubHandler(http.server.BaseHTTPRequestHandler):
     root: Path
     requests: list[tuple[str, str]]
+    corrupt: set[str]
 
-    def do_HEAD(self) -> None:  # noqa: N802 (the http.server name)
-        self._serve(body=False)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._serve(body=True)
-
-    def _serve(self, body: bool) -> None:
+    def do_GET(self) -> None:  # noqa: N802 (the http.server name)
         path = unquote(urlsplit(self.path).path)
         self.requests.append((self.command, path))
-        match = _RESOLVE.match(path)
-        file = self.root / match["repo"] / match["file"] if match else None
-        if match is None or not (self.root / match["repo"]).is_dir():
-            return self._error(404, "RepoNotFound")
+        match = _API.match(path) or _RESOLVE.match(path)
+        repo = self.root / match["repo"] if match else None
+        if repo is None or not repo.is_dir():
+            return self._send(404, b"", {"X-Error-Code": "RepoNotFound"})
+        if "file" not in match.groupdict():
+            files = sorted(p for p in repo.rglob("*") if p.is_file())
+            siblings = [{"rfilename": p.relative_to(repo).as_posix(), "size": p.stat().st_size,
+                         "lfs": {"sha256": file_digest(p), "size": p.stat().st_size}}
+                        for p in files]
+            return self._send(200, json.dumps({"id": match["repo"], "sha": COMMIT,
+                                               "siblings": siblings}).encode())
+        file = repo / match["file"]
         if not file.is_file():
-            return self._error(404, "EntryNotFound")
-        data = file.read_bytes()
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Content-Type", "application/octet-stream")
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
+            return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
+        data = bytearray(file.read_bytes())
+        if match["file"] in self.corrupt:
+            data[len(data) // 2] ^= 0xFF
+        self._send(200, bytes(data))
 
-    def _error(self, status: int, code: str) -> None:
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
-        self.send_header("X-Error-Code", code)
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("Content-Length", "0")
+        for key, value in {"X-Repo-Commit": COMMIT, **(headers or {})}.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args) -> None:
         pass
@@ -81,6 +77,7 @@ class Hub:
     root: Path
     url: str
     requests: list[tuple[str, str]]
+    corrupt: set[str]
 
     def repo(self, repo_id: str) -> Path:
         path = self.root / repo_id
@@ -93,9 +90,11 @@ def hub(tmp_path, serve_http):
     root = tmp_path / "hub"
     root.mkdir()
     requests: list[tuple[str, str]] = []
-    handler = type("Handler", (_HubHandler,), {"root": root, "requests": requests})
+    corrupt: set[str] = set()
+    handler = type("Handler", (_HubHandler,), {"root": root, "requests": requests,
+                                               "corrupt": corrupt})
     with serve_http(handler) as url:
-        yield Hub(root, url, requests)
+        yield Hub(root, url, requests, corrupt)
 
 
 @pytest.fixture(autouse=True)
@@ -117,11 +116,13 @@ def test_download_with_endpoint_argument_fetches_extracts_and_records(hub, tmp_p
     root = tmp_path / "data"
     assert download("eurosat", root, endpoint=hub.url, progress=False) == root
     assert check_root("eurosat", root).layout.name == "old"
-    assert ("HEAD", "/datasets/yuxuanw8/EuroSAT/resolve/main/EuroSAT.zip") in hub.requests
-    assert ("GET", "/datasets/yuxuanw8/EuroSAT/resolve/main/EuroSAT.zip") in hub.requests
+    # the listing of the revision asked, then the file at the commit it resolved to
+    assert hub.requests == [("GET", "/api/datasets/yuxuanw8/EuroSAT/revision/main"),
+                            ("GET", f"/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip")]
     entry = read_manifest(root)["files"]["EuroSAT.zip"]
     assert entry["sha256"] == file_digest(zip_path) == file_digest(root / "EuroSAT.zip")
     assert entry["repo_id"] == "yuxuanw8/EuroSAT" and entry["endpoint"] == hub.url
+    assert (entry["revision"], entry["commit"]) == ("main", COMMIT)
     data = load_bench_data("eurosat", root)
     assert (len(data.train), len(data.val), len(data.test)) == (10, 10, 10)
 
@@ -133,32 +134,43 @@ def test_download_reads_the_endpoint_from_hf_endpoint(hub, tmp_path, monkeypatch
     base = download("segmunich", tmp_path / "data", progress=False)
     assert base == tmp_path / "data" / "SegMunich"
     assert check_root("segmunich", base).layout.name == "final"
-    assert ("GET", "/datasets/GFM-Bench/SegMunich/resolve/main/SegMunich.zip") in hub.requests
+    assert ("GET", "/api/datasets/GFM-Bench/SegMunich/revision/main") in hub.requests
 
 
-def test_download_fetches_split_parts_until_the_hub_has_no_more(hub, tmp_path):
+def test_download_fetches_the_split_parts_the_hub_lists(hub, tmp_path):
     outputs = publish(hub, tmp_path, "dfc2020", layout="final", part_size=40_000)
     assert [p.name for p in outputs][-1] == "DFC2020.zip" and len(outputs) >= 3
     root = tmp_path / "data"
     assert download("dfc2020", root, endpoint=hub.url, progress=False) == root / "DFC2020"
     assert check_root("dfc2020", root).layout.name == "final"
-    gets = [path for method, path in hub.requests if method == "GET"]
+    gets = [path for _, path in hub.requests[1:]]
     expected = [f"data/DFC2020.z{k:02d}" for k in range(1, len(outputs))] + ["data/DFC2020.zip"]
-    assert [g.rsplit("/main/", 1)[1] for g in gets] == expected
-    # the probe for the part after the last one was answered "not found"
-    assert ("HEAD", f"/datasets/GFM-Bench/DFC2020/resolve/main/data/DFC2020.z"
-                    f"{len(outputs):02d}") in hub.requests
+    assert [g.rsplit(f"/{COMMIT}/", 1)[1] for g in gets] == expected   # no probing
     assert set(read_manifest(root)["files"]) == set(expected)
     sample = load_bench_data("dfc2020", root).test[0]
     assert sample["image"].shape == (13, 96, 96)
 
 
 def test_a_corrupt_download_is_refused_removed_and_not_extracted(hub, tmp_path):
+    """No card pins a checksum yet: the SHA-256 the Hub lists catches a corrupt transfer."""
     publish(hub, tmp_path, "eurosat")
+    hub.corrupt.add("EuroSAT.zip")
     root = tmp_path / "data"
     with pytest.raises(ChecksumError, match="corrupt download was removed"):
+        download("eurosat", root, endpoint=hub.url, progress=False)
+    assert not (root / "EuroSAT.zip").exists()
+    assert not (root / "eurosat-train.txt").exists() and not (root / "EuroSAT").exists()
+    assert not (root / MANIFEST_NAME).exists()
+
+
+def test_a_pin_the_hub_listing_contradicts_is_refused_before_any_transfer(hub, tmp_path):
+    publish(hub, tmp_path, "eurosat")
+    root = tmp_path / "data"
+    with pytest.raises(ChecksumError, match="The Hub lists another file .* than the one "
+                                            "pinned; nothing was downloaded"):
         download("eurosat", root, endpoint=hub.url, progress=False,
                  checksums={"EuroSAT.zip": "sha256:" + "0" * 64})
+    assert [path for _, path in hub.requests] == ["/api/datasets/yuxuanw8/EuroSAT/revision/main"]
     assert not (root / "EuroSAT.zip").exists()
     assert not (root / "eurosat-train.txt").exists() and not (root / "EuroSAT").exists()
     assert not (root / MANIFEST_NAME).exists()
@@ -206,7 +218,8 @@ def test_a_second_download_reuses_the_files(hub, tmp_path):
     before = marker.stat().st_mtime_ns, json.loads(marker.read_text())
     hub.requests.clear()
     download("eurosat", root, endpoint=hub.url, progress=False)
-    assert [m for m, _ in hub.requests] == ["HEAD"]   # no second GET
+    assert [path for _, path in hub.requests] == [   # the listing only: no second transfer
+        "/api/datasets/yuxuanw8/EuroSAT/revision/main"]
     assert (marker.stat().st_mtime_ns, json.loads(marker.read_text())) == before
 
 
@@ -221,7 +234,8 @@ def test_a_repository_missing_on_the_hub_raises_download_error(hub, tmp_path):
     with pytest.raises(DownloadError, match="dataset repository yuxuanw8/MARIDA") as info:
         download("marida", tmp_path / "data", endpoint=hub.url, progress=False)
     assert info.value.status == 404
-    assert info.value.url == f"{hub.url}/datasets/yuxuanw8/MARIDA/resolve/main/MARIDA.zip"
+    assert info.value.url == f"{hub.url}/api/datasets/yuxuanw8/MARIDA/revision/main?blobs=true"
+    assert "HTTP 404" in str(info.value)
 
 
 # --- pins: a revision the card pins, and pins that outrank the manifest ----------------------
@@ -232,7 +246,7 @@ def pin_card(monkeypatch, card_name: str, **source_entries) -> None:
     card = load_dataset_card(card_name)
     pinned = dataclasses.replace(card, extra={**card.extra,
                                               "source": {**card["source"], **source_entries}})
-    monkeypatch.setattr(gfm_bench.archive, "load_dataset_card", lambda name: pinned)
+    monkeypatch.setattr(gfm_bench.hub, "load_dataset_card", lambda name: pinned)
 
 
 def test_a_revision_the_card_pins_is_fetched_and_recorded(hub, tmp_path, monkeypatch):
@@ -240,8 +254,8 @@ def test_a_revision_the_card_pins_is_fetched_and_recorded(hub, tmp_path, monkeyp
     pin_card(monkeypatch, "gfmbench_eurosat", revision=COMMIT.upper())
     root = tmp_path / "data"
     download("eurosat", root, endpoint=hub.url, progress=False)
-    assert ("GET", f"/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip") in hub.requests
-    assert not any("/resolve/main/" in path for _, path in hub.requests)
+    assert hub.requests == [("GET", f"/api/datasets/yuxuanw8/EuroSAT/revision/{COMMIT}"),
+                            ("GET", f"/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip")]
     entry = read_manifest(root)["files"]["EuroSAT.zip"]
     assert entry["revision"] == entry["commit"] == COMMIT
     assert entry["url"] == f"{hub.url}/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip"
@@ -255,7 +269,7 @@ def test_a_hub_answering_a_pinned_commit_with_another_is_refused(hub, tmp_path, 
     root = tmp_path / "data"
     with pytest.raises(DownloadError, match=f"at commit {pinned}.*answered for commit {COMMIT}"):
         download("eurosat", root, endpoint=hub.url, progress=False)
-    assert [method for method, _ in hub.requests] == ["HEAD"]   # nothing fetched
+    assert len(hub.requests) == 1   # the listing: nothing fetched
     assert not (root / "EuroSAT.zip").exists() and not (root / MANIFEST_NAME).exists()
 
 

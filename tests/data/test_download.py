@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import re
 import socket
 from pathlib import Path
@@ -21,9 +20,9 @@ from geofm.data.download import (
     SceneFiles,
     card_checksums,
     download_file,
+    fetch_bytes,
     fetch_card_files,
     file_digest,
-    head_url,
     parse_checksum,
     resolve_url,
 )
@@ -253,6 +252,23 @@ def test_mirror_redirects_a_card_url(server, tmp_path, monkeypatch, capsys):
     assert f"mirror: {mirror}Salinas_corrected.mat" in capsys.readouterr().err
 
 
+def test_a_download_that_declines_the_mirror_goes_to_its_own_url(server, tmp_path,
+                                                                monkeypatch):
+    server.put("hub/f.bin", PAYLOAD)
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "no-such-mirror"))
+    dest = download_file(f"{server.url}/hub/f.bin", tmp_path / "f.bin",
+                         f"sha256:{sha256(PAYLOAD)}", progress=False, mirror=False)
+    assert dest.read_bytes() == PAYLOAD and server.requests == ["/hub/f.bin"]
+
+
+def test_fetch_bytes_reads_a_small_answer_and_refuses_one_over_its_limit(server):
+    server.put("api/listing.json", PAYLOAD)
+    assert fetch_bytes(f"{server.url}/api/listing.json", "a listing") == PAYLOAD
+    with pytest.raises(DownloadError, match="could not read a listing from .*passed its "
+                                            "limit of 1000 bytes"):
+        fetch_bytes(f"{server.url}/api/listing.json", "a listing", limit=1000)
+
+
 def test_mirror_404_names_both_urls(server, tmp_path, monkeypatch):
     monkeypatch.setenv(MIRROR_ENV, server.url)
     url = "https://www.ehu.eus/ccwintco/uploads/f/fa/Salinas_gt.mat"
@@ -397,35 +413,3 @@ def test_fetch_card_files_image_mat_entry(tmp_path):
 def test_fetch_card_files_card_without_files(tmp_path):
     with pytest.raises(ValueError, match="does not name an image and a labels file"):
         fetch_card_files("eurosat_ms", tmp_path)
-
-
-# --- head_url ----------------------------------------------------------------------------
-
-class _Redirecting(http.server.BaseHTTPRequestHandler):
-    """``/moved`` redirects within the host, ``/away`` to another host (as the Hub sends a
-    file kept in LFS to its storage host, with the file's details on the redirect)."""
-
-    def do_HEAD(self) -> None:  # noqa: N802 (the http.server name)
-        if self.path == "/moved":
-            self.send_response(307)
-            self.send_header("Location", "/file.bin")
-        elif self.path == "/away":
-            self.send_response(302)
-            self.send_header("Location", "http://storage.invalid/blob")
-            self.send_header("X-Linked-Etag", '"abc"')
-        else:
-            self.send_response(200)
-            self.send_header("X-Repo-Commit", "c0ffee")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def test_head_url_follows_redirects_within_the_host_only(serve_http):
-    with serve_http(_Redirecting) as url:
-        moved = head_url(f"{url}/moved", deadline=5)
-        away = head_url(f"{url}/away", deadline=5)
-    assert (moved.status, moved.header("X-Repo-Commit")) == (200, "c0ffee")
-    assert (away.status, away.header("x-linked-etag")) == (302, '"abc"')

@@ -17,8 +17,6 @@ import pytest
 
 import gfm_bench.archive
 from gfm_bench.archive import (
-    LOCK_NAME,
-    MANIFEST_NAME,
     MAX_RATIO,
     RATIO_FLOOR,
     ArchiveFormatError,
@@ -26,6 +24,7 @@ from gfm_bench.archive import (
     marker_path,
     safe_extract,
 )
+from gfm_bench.hub import LOCK_NAME, MANIFEST_NAME
 
 MIB = 1 << 20
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import socket
 import threading
 import time
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from geofm.data.download import MIRROR_ENV, DownloadError, download_file, head_url
-from gfm_bench.archive import LOCK_NAME
+from geofm.data.download import MIRROR_ENV, DownloadError, download_file, fetch_bytes
 from gfm_bench.cli import main
+from gfm_bench.hub import LOCK_NAME
 
 STALL_S = 60.0          # how long a misbehaving server keeps it up (the deadlines are 1-2 s)
 DRIP_S = 0.1            # a trickle: one byte this often, far inside any read timeout
@@ -28,25 +29,27 @@ def no_mirror(monkeypatch):
 
 
 class _Misbehaving(http.server.BaseHTTPRequestHandler):
-    """Answers ``HEAD`` like a Hub file of 1000 bytes, and ``GET`` in one bad way (``mode``):
-    ``status`` (``HEAD`` too answers ``status``), ``truncated`` (10 of 1000 bytes, then
-    the connection closes), ``trickle`` (a byte every :data:`DRIP_S`) or ``slow-headers``
-    (the status line, then a header that never ends)."""
+    """Answers the Hub's API listing (``/api/...``) with one file of 1000 bytes, unless
+    ``listing`` is set, and any other ``GET`` in one bad way (``mode``): ``status``,
+    ``truncated`` (10 of 1000 bytes, then the connection closes), ``trickle`` (a byte every
+    :data:`DRIP_S`) or ``slow-headers`` (the status line, then a header that never ends).
+    With ``listing`` set, the listing is answered in that bad way instead."""
 
     mode: str
     status: int
+    listing: bool
     stop: threading.Event
 
-    def do_HEAD(self) -> None:  # noqa: N802 (the http.server name)
-        if self.mode == "status":
-            return self._status()
-        self.send_response(200)
-        self.send_header("Content-Length", "1000")
-        self.send_header("ETag", '"abc"')
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.end_headers()
-
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+        if self.path.startswith("/api/") and not self.listing:
+            body = json.dumps({"sha": COMMIT, "siblings": [
+                {"rfilename": "EuroSAT.zip", "size": 1000,
+                 "lfs": {"sha256": "ab" * 32, "size": 1000}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.mode == "status":
             return self._status()
         if self.mode == "slow-headers":
@@ -82,13 +85,13 @@ class _Misbehaving(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def misbehaving(serve_http):
-    """``with misbehaving(mode[, status]) as url``: a server answering as :class:`_Misbehaving`."""
+    """``with misbehaving(mode[, status, listing]) as url``: a server answering as :class:`_Misbehaving`."""
 
     @contextlib.contextmanager
-    def start(mode: str, status: int = 200):
+    def start(mode: str, status: int = 200, listing: bool = False):
         stop = threading.Event()
         handler = type("Handler", (_Misbehaving,), {"mode": mode, "status": status,
-                                                    "stop": stop})
+                                                    "listing": listing, "stop": stop})
         try:
             with serve_http(handler) as url:
                 yield url
@@ -142,15 +145,16 @@ def test_deadline_and_timeout_must_be_positive(tmp_path):
 
 
 @pytest.mark.parametrize("status", [404, 500])
-def test_head_url_turns_an_http_error_into_a_download_error(misbehaving, status):
+def test_fetch_bytes_turns_an_http_error_into_a_download_error(misbehaving, status):
     with misbehaving("status", status) as url, pytest.raises(DownloadError) as info:
-        head_url(f"{url}/f.bin", deadline=5)
+        fetch_bytes(f"{url}/f.json", "a listing", deadline=5)
     assert info.value.status == status and f"HTTP {status}" in str(info.value)
 
 
-def test_head_url_is_cut_at_the_deadline(silent_url):
-    with pytest.raises(DownloadError, match="no answer within the deadline of 1 s"):
-        head_url(f"{silent_url}/f.bin", timeout=30, deadline=1)
+@pytest.mark.parametrize("mode", ["trickle", "slow-headers"])
+def test_fetch_bytes_is_cut_at_the_deadline(misbehaving, mode):
+    with misbehaving(mode) as url, pytest.raises(DownloadError, match="deadline of 1 s"):
+        fetch_bytes(f"{url}/f.json", "a listing", timeout=10, deadline=1)
 
 
 # --- gfm-bench download: one clear error each, no partial file ------------------------------
@@ -175,8 +179,20 @@ def test_gfm_bench_download_reports_an_http_error_in_one_line(misbehaving, tmp_p
     with misbehaving("status", status) as url:
         assert bench_download(url, root) == 1
     line = one_error_line(capsys)
-    assert f"{url}/datasets/yuxuanw8/EuroSAT/resolve/main/EuroSAT.zip" in line
+    assert f"{url}/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip" in line
     assert f"HTTP {status}" in line
+    assert set(listing(root)) <= {LOCK_NAME}
+
+
+@pytest.mark.parametrize("mode", ["status", "trickle"])
+def test_gfm_bench_download_reports_a_listing_that_fails_in_one_line(misbehaving, tmp_path,
+                                                                    capsys, mode):
+    root = tmp_path / "eurosat"
+    with misbehaving(mode, 404, listing=True) as url:
+        assert bench_download(url, root, "--timeout", "1") == 1
+    line = one_error_line(capsys)
+    assert f"{url}/api/datasets/yuxuanw8/EuroSAT/revision/main" in line
+    assert ("HTTP 404" if mode == "status" else "the whole download was given 1 s") in line
     assert set(listing(root)) <= {LOCK_NAME}
 
 
@@ -198,8 +214,9 @@ def test_gfm_bench_download_gives_up_at_its_timeout(misbehaving, silent_url, tmp
         url = silent_url if server == "silent" else stack.enter_context(misbehaving("trickle"))
         assert bench_download(url, root, "--timeout", "1") == 1
     line = one_error_line(capsys)
-    assert "EuroSAT.zip" in line and "deadline" in line
-    assert "the whole download was given 1 s" in line
+    # a silent server holds the listing, the first thing asked; a trickle the archive
+    assert ("EuroSAT.zip" if server == "trickle" else "the file listing") in line
+    assert "deadline" in line and "the whole download was given 1 s" in line
     assert set(listing(root)) <= {LOCK_NAME}
 
 
