@@ -26,7 +26,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 import rasterio
@@ -56,7 +56,8 @@ from geofm.data.cards import (
 from geofm.data.sample import Sample, check_band_metadata, make_sample
 
 PathLike = str | os.PathLike
-WindowLike = Window | tuple[int, int, int, int]
+# explicit: rasterio has no annotations, so mypy cannot infer this alias from `Window`
+WindowLike: TypeAlias = Window | tuple[int, int, int, int]
 """A window as ``rasterio.windows.Window`` or ``(col_off, row_off, width, height)``."""
 
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2"})
@@ -118,18 +119,18 @@ def as_window(window: WindowLike | None) -> Window | None:
 
 def checked_window(window: WindowLike | None, width: int, height: int, what: str) -> Window:
     """The window as whole pixels (default: the whole grid); an error if it misses the grid."""
-    window = as_window(window) or Window(0, 0, width, height)
-    window = Window(*(int(round(v)) for v in window.flatten()))
-    if window.width <= 0 or window.height <= 0:
-        raise ValueError(f"window {window} has no pixels")
-    if (window.col_off >= width or window.row_off >= height
-            or window.col_off + window.width <= 0 or window.row_off + window.height <= 0):
+    win = as_window(window) or Window(0, 0, width, height)
+    win = Window(*(int(round(v)) for v in win.flatten()))
+    if win.width <= 0 or win.height <= 0:
+        raise ValueError(f"window {win} has no pixels")
+    if (win.col_off >= width or win.row_off >= height
+            or win.col_off + win.width <= 0 or win.row_off + win.height <= 0):
         raise ValueError(
-            f"window (col_off={window.col_off}, row_off={window.row_off}, width={window.width}, "
-            f"height={window.height}) lies outside {what}, which is {width} x {height} "
+            f"window (col_off={win.col_off}, row_off={win.row_off}, width={win.width}, "
+            f"height={win.height}) lies outside {what}, which is {width} x {height} "
             "pixels (width x height)"
         )
-    return window
+    return win
 
 
 def read_window(read: Callable[[Window], np.ndarray], win: Window, width: int,
@@ -214,14 +215,18 @@ def _resolve_bands(
     """Names, wavelengths and 1-based file band indexes for a read of one file."""
     indexes = list(range(1, count + 1))
     if bands is not None and len(bands) and all(isinstance(b, int | np.integer) for b in bands):
-        bad = [b for b in bands if not 1 <= b <= count]
+        numbers = cast("Sequence[int]", bands)
+        bad = [b for b in numbers if not 1 <= b <= count]
         if bad:
             raise ValueError(f"band indexes {bad} are out of range: the file has bands 1..{count}")
-        indexes = [int(b) for b in bands]
+        indexes = [int(b) for b in numbers]
         bands = None
+    # band names from here on (integers were taken as indexes above)
+    names_wanted = cast("Sequence[str] | None", bands)
     if wavelengths is not None:
-        check_band_metadata(len(indexes), wavelengths, None if bands is None else list(bands))
-        names = list(bands) if bands is not None else [
+        check_band_metadata(len(indexes), wavelengths,
+                            None if names_wanted is None else list(names_wanted))
+        names = list(names_wanted) if names_wanted is not None else [
             descriptions[i - 1] or f"band_{i}" for i in indexes]
         return names, [float(w) for w in wavelengths], indexes
     if card is None:
@@ -230,7 +235,7 @@ def _resolve_bands(
             "(see geofm.data.list_dataset_cards()) or wavelengths=[...]")
     card = as_card(card)
     order = _file_order(card, count, descriptions)
-    if bands is None:
+    if names_wanted is None:
         if order is None:
             why = ("it is a sensor card" if isinstance(card, SensorCard)
                    else f"it lists {len(card.bands)} bands")
@@ -239,15 +244,15 @@ def _resolve_bands(
                 f"bands ({why}); pass bands=[...] naming them in file order, or a dataset card")
         selected = card.select([order[i - 1] for i in indexes])
     elif order is not None:
-        missing = [b for b in bands if b not in order]
+        missing = [b for b in names_wanted if b not in order]
         if missing:
             card.select(missing)  # an unknown name lists the card's valid names
             raise UnknownBandError(
                 f"bands {missing} are not in this file; it holds {', '.join(order)}")
-        indexes = [order.index(b) + 1 for b in bands]
-        selected = card.select(bands)
+        indexes = [order.index(b) + 1 for b in names_wanted]
+        selected = card.select(names_wanted)
     else:
-        selected = card.select(bands)
+        selected = card.select(names_wanted)
         if len(selected) != count:
             raise ValueError(
                 f"{len(selected)} band names for a file with {count} bands and no band order "
@@ -299,13 +304,15 @@ def open_raster(
                         f"write bands=[{bands!r}]")
     resampling = _resampling(resampling)
     _check_gsd(gsd)
+    # for band files: open_band_files refuses band indexes itself, with a message
+    band_names = cast("Sequence[str] | None", bands)
     if isinstance(path_or_paths, str | os.PathLike):
         path = Path(path_or_paths)
         if path.is_dir():
             files = raster_files(path)
             if not files:
                 raise FileNotFoundError(f"no .tif or .jp2 files in folder {path}")
-            return open_band_files(sort_band_files(files, card), bands, window, gsd,
+            return open_band_files(sort_band_files(files, card), band_names, window, gsd,
                                    card=card, wavelengths=wavelengths, resampling=resampling)
         return _open_single(path, bands, window, gsd, card, wavelengths, resampling)
     paths = [Path(p) for p in path_or_paths]
@@ -313,7 +320,7 @@ def open_raster(
         raise ValueError("open_raster got an empty list of paths")
     if len(paths) == 1 and band_name_from_filename(paths[0]) is None:
         return _open_single(paths[0], bands, window, gsd, card, wavelengths, resampling)
-    return open_band_files(paths, bands, window, gsd, card=card, wavelengths=wavelengths,
+    return open_band_files(paths, band_names, window, gsd, card=card, wavelengths=wavelengths,
                            resampling=resampling)
 
 
@@ -395,53 +402,53 @@ def open_band_files(
         a sample with ``image`` (C, H, W) float32 (C = number of files read), ``wavelengths``,
         ``gsd``, ``bands``, ``valid`` (H, W), ``crs`` and ``transform`` (of the window read).
     """
-    paths = [Path(p) for p in paths]
-    if not paths:
+    files = [Path(p) for p in paths]
+    if not files:
         raise ValueError("open_band_files got an empty list of paths")
     resampling = _resampling(resampling)
     _check_gsd(gsd)
-    for p in paths:
+    for p in files:
         _check_readable(p)
     if bands is not None and not all(isinstance(b, str) for b in bands):
         raise ValueError("band indexes select channels of one file; for a set of band files "
                          "pass band names (bands=['B04', ...]) or a list of the files wanted")
     if wavelengths is not None:
-        check_band_metadata(len(paths), wavelengths)
+        check_band_metadata(len(files), wavelengths)
         if bands is not None:
             raise ValueError("pass either bands=[...] or wavelengths=[...] for band files")
-        names = [band_name_from_filename(p) or p.stem for p in paths]
-        refuse_duplicate_bands(names, paths)
+        names = [band_name_from_filename(p) or p.stem for p in files]
+        refuse_duplicate_bands(names, files)
         wls = [float(w) for w in wavelengths]
     else:
-        card_obj = sensor_for_band_files([band_name_from_filename(p) for p in paths], card,
-                                         paths)
-        names = band_names_of_files(paths, card_obj)
+        card_obj = sensor_for_band_files([band_name_from_filename(p) for p in files], card,
+                                         files)
+        names = band_names_of_files(files, card_obj)
         if bands is not None:
             card_obj.select(bands)  # unknown names list the card's valid bands
             missing = [b for b in bands if b not in names]
             if missing:
                 raise UnknownBandError(
-                    f"no file for bands {missing} among {len(paths)} files; the files hold "
+                    f"no file for bands {missing} among {len(files)} files; the files hold "
                     f"{', '.join(names)}")
-            paths = [paths[names.index(b)] for b in bands]
+            files = [files[names.index(b)] for b in bands]
             names = list(bands)
         wls = [b.wavelength_nm for b in card_obj.select(names)]
     scale, card_nodata = card_scale_and_nodata(card)
-    sources = [open_dataset(p) for p in paths]
+    sources = [open_dataset(p) for p in files]
     try:
         ref_index = min(range(len(sources)), key=lambda i: gsd_of(sources[i].transform))
-        ref, ref_path = sources[ref_index], paths[ref_index]
-        for s, p in zip(sources, paths, strict=True):
+        ref, ref_path = sources[ref_index], files[ref_index]
+        for s, p in zip(sources, files, strict=True):
             if s.count != 1:
                 raise ValueError(f"{p} has {s.count} bands; a band set needs single-band files")
             if s.crs != ref.crs:
                 raise ValueError(f"{p} is in {s.crs}, the other bands in {ref.crs}")
             _check_overlap(s, p, ref, ref_path)
         transform, width, height = _target_grid(ref.transform, ref.width, ref.height, gsd)
-        win = checked_window(window, width, height, f"the grid of {paths[0].parent}")
-        data = np.empty((len(paths), win.height, win.width), dtype=ref.dtypes[0])
+        win = checked_window(window, width, height, f"the grid of {files[0].parent}")
+        data = np.empty((len(files), win.height, win.width), dtype=ref.dtypes[0])
         valid = np.ones((win.height, win.width), dtype=bool)
-        for i, (s, p) in enumerate(zip(sources, paths, strict=True)):
+        for i, (s, p) in enumerate(zip(sources, files, strict=True)):
             with reading(p):
                 band, inside = _read_resampled(s, [1], transform, width, height, win,
                                                resampling)

@@ -11,7 +11,8 @@ the round trip is lossless. A DataArray opened by rioxarray with a nodata value 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -78,7 +79,8 @@ def from_xarray(da: xr.DataArray, *, gsd: float | None = None) -> Sample:
         raise ValueError("the DataArray has no 'wavelength' coordinate along 'band'; add one "
                          "with da.assign_coords(wavelength=('band', [...]))")
     wavelengths = np.asarray(da.coords["wavelength"].values, dtype=np.float32)
-    check_band_metadata(da.sizes["band"], wavelengths)
+    # (check_band_metadata only takes the length; an array is as good as a sequence)
+    check_band_metadata(da.sizes["band"], cast("Sequence[float]", wavelengths))
     bands = tuple(str(b) for b in da.coords["band"].values)
     crs = da.rio.crs
     transform = None

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -357,8 +357,8 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
         crops = [(plan.rows[ri].start - in_r0, plan.cols[ci].start - in_c0) for ri, ci in batch]
         x = torch.from_numpy(np.stack([image[:, a:a + T, b:b + T] for a, b in crops]))
         v = torch.from_numpy(np.stack([valid[a:a + T, b:b + T] for a, b in crops]))
-        out = predictor(x.to(device), v.to(device), wavelengths, source.gsd)
-        out = out.detach().float().cpu().numpy()
+        out = (predictor(x.to(device), v.to(device), wavelengths, source.gsd)
+               .detach().float().cpu().numpy())
         for (ri, ci), p in zip(batch, out, strict=True):
             if not np.isfinite(p).all():
                 continue                    # the model gave no answer for this tile
@@ -405,7 +405,7 @@ def _cell_validity(valid: np.ndarray, plan: TilePlan, bounds: tuple[int, int, in
     h, w = r1 - r0, c1 - c0
     padded = np.zeros((h * f, w * f), dtype=bool)
     padded[:part.shape[0], :part.shape[1]] = part
-    return padded.reshape(h, f, w, f).any(axis=(1, 3))
+    return cast(np.ndarray, padded.reshape(h, f, w, f).any(axis=(1, 3)))
 
 
 def _dataarray(labels: np.ndarray, crs: Any, transform: Affine | None, classes: list[str],
@@ -437,13 +437,14 @@ def _open_written(paths: list[Path], classes: list[str]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        labels = rioxarray.open_rasterio(paths[0], mask_and_scale=False).squeeze("band",
-                                                                                 drop=True)
+        # one GeoTIFF each: open_rasterio returns a DataArray (not a Dataset or a list)
+        labels = cast(xr.DataArray, rioxarray.open_rasterio(paths[0], mask_and_scale=False)
+                      ).squeeze("band", drop=True)
         labels.name = "class_id"
         labels.attrs["classes"] = "\n".join(classes)
         probs = None
         if len(paths) > 1:
-            probs = rioxarray.open_rasterio(paths[1]).rename(band="class")
+            probs = cast(xr.DataArray, rioxarray.open_rasterio(paths[1])).rename(band="class")
             probs = probs.assign_coords({"class": classes})
             probs.name = "probability"
     return labels, probs

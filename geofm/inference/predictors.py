@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -134,7 +135,7 @@ class CentrePixelPredictor(Predictor):
             if not hasattr(model, attr):
                 raise TypeError(f"{type(model).__name__} is not a centre-pixel window "
                                 f"classifier (it has no {attr!r})")
-        self.margin = int(model.patch) // 2
+        self.margin = int(cast(Any, model).patch) // 2   # duck-typed: checked above
         if tile <= 2 * self.margin:
             raise ValueError(f"a tile of {tile} pixels leaves no core around the "
                              f"{model.patch} x {model.patch} windows of this model; use a "
@@ -144,7 +145,8 @@ class CentrePixelPredictor(Predictor):
 
     @torch.no_grad()
     def __call__(self, image, valid, wavelengths, gsd):
-        model, p, r = self.model, int(self.model.patch), self.margin
+        model: Any = self.model      # a window classifier (checked in __init__)
+        p, r = int(model.patch), self.margin
         scores = model.reduction(image.float(), valid)                 # (B, K', T, T)
         B, Kr, T, _ = scores.shape
         core = T - 2 * r
@@ -210,7 +212,7 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
 
         _check_name(path, model, payload.get("model"))
         net, ckpt = load_classifier(path, ckpt=payload)
-        predictor = CentrePixelPredictor(net.to(device), ckpt["classes"], ckpt["bands"],
+        predictor: Predictor = CentrePixelPredictor(net.to(device), ckpt["classes"], ckpt["bands"],
                                          tile=tile or 64, batch_size=batch_size,
                                          wavelengths=ckpt.get("wavelengths"),
                                          name=ckpt["model"], cardless=not ckpt.get("card"))
@@ -235,7 +237,7 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
     return predictor
 
 
-def _check_name(path: Path, wanted: str | None, found: str) -> None:
+def _check_name(path: Path, wanted: str | None, found: str | None) -> None:
     if wanted is not None and wanted != found:
         raise ValueError(f"--model {wanted!r} does not match {path}, which holds a {found!r} "
                          "classifier")

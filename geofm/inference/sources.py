@@ -93,10 +93,10 @@ class ArraySource(SceneSource):
     when known, ``valid``, ``crs``, ``transform``)."""
 
     def __init__(self, sample: dict[str, Any], name: str = "scene") -> None:
-        image = torch.as_tensor(sample["image"])
-        if image.ndim != 3:
-            raise ValueError(f"a scene image is (C, H, W), got shape {tuple(image.shape)}")
-        image = image.float().numpy()
+        tensor = torch.as_tensor(sample["image"])
+        if tensor.ndim != 3:
+            raise ValueError(f"a scene image is (C, H, W), got shape {tuple(tensor.shape)}")
+        image = tensor.float().numpy()
         c, self.height, self.width = image.shape
         valid = sample.get("valid")
         valid = (np.ones((self.height, self.width), dtype=bool) if valid is None
@@ -178,8 +178,9 @@ class FileSource(SceneSource):
         from geofm.data.readers import band_name_from_filename, open_raster
 
         # one band file of a set (..._B02.jp2): its band comes from its name
-        target = ([self.path] if self.path.is_file() and band_name_from_filename(self.path)
-                  else self.path)
+        target: Path | list[Path] = (
+            [self.path] if self.path.is_file() and band_name_from_filename(self.path)
+            else self.path)
         with warnings.catch_warnings():
             # no georeferencing is reported once, by the caller, not on every window
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

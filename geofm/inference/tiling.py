@@ -83,7 +83,7 @@ def axis_tiles(extent: int, kind: str, tile: int, stride: int | None = None, mar
                              "grid has one cell per stride")
         cells = math.ceil(extent / stride)
         lo = np.arange(cells) * stride
-        centres = (lo + np.minimum(lo + stride, extent)) / 2.0      # cell centres, input px
+        centres: np.ndarray = (lo + np.minimum(lo + stride, extent)) / 2.0  # cell centres, px
         tiles = []
         for start in _starts(extent, tile, stride):
             inside = np.nonzero((centres >= start) & (centres < start + tile))[0]

@@ -18,6 +18,7 @@ All take ``forward(image, wavelengths, gsd)`` and return the token grid of
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -37,10 +38,12 @@ class _FullAttentionEncoder(SpectralEncoder):
     def _build_blocks(self, embed_dim, depth, num_heads, mlp_ratio, qkv_bias, attn_drop_rate,
                       proj_drop_rate, drop_path_rate, init_values):
         check_heads(embed_dim, num_heads)
+        # timm annotates norm_layer as a class; a partial of one is called the same way
+        norm_layer = cast("type[nn.Module]", LayerNorm)
         self.blocks = nn.ModuleList(
             Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                   proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values,
-                  drop_path=dpr, norm_layer=LayerNorm)
+                  drop_path=dpr, norm_layer=norm_layer)
             for dpr in drop_path_rates(drop_path_rate, depth)
         )
         self.norm = LayerNorm(embed_dim)

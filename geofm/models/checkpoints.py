@@ -41,7 +41,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -519,5 +519,6 @@ def load_into(model: nn.Module, payload: Mapping[str, Any]) -> nn.Module:
     """Load a checked encoder file's weights (the head excepted) into ``model``."""
     state = {k: v for k, v in payload["state_dict"].items() if not k.startswith("head.")}
     model.load_state_dict(state, strict=False)
-    model.data_config = payload.get("data")
+    # an attribute nn.Module does not declare (mypy would take it for a submodule)
+    cast(Any, model).data_config = payload.get("data")
     return model

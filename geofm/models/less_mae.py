@@ -20,6 +20,7 @@ This module holds tensors only; the training loop lives in :mod:`geofm.tasks.mae
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -110,7 +111,7 @@ class LESSMAE(nn.Module):
         decoder_heads: int = 16,
         decoder_dims_per_head: int = 2,
         decoder_rank: int | None = None,
-        decoder_radius_m: float | None | str = "encoder",
+        decoder_radius_m: float | Literal["encoder"] | None = "encoder",
         mask_ratio: float = 0.75,
         band_mask_ratio: float = 0.5,
         min_bands_kept: int = 2,

@@ -28,6 +28,7 @@ and the SwiGLU projections ``w12`` and ``w3``, and a cyclical LoRA scale
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -66,6 +67,13 @@ class SpectralReduction(nn.Module):
     so that each component's largest loading is positive (SVD signs are arbitrary). Invalid
     pixels (``valid`` False) come out as 0.
     """
+
+    # the buffers registered in __init__ (declared for type checkers)
+    mean: torch.Tensor
+    basis: torch.Tensor
+    scale: torch.Tensor
+    fitted: torch.Tensor
+    explained: torch.Tensor
 
     def __init__(self, bands: int, components: int, whiten: bool = False) -> None:
         super().__init__()
@@ -195,6 +203,8 @@ class WindowAttention(nn.Module):
     ``forward(x, mask)``: x ``(B, nW, L, D)`` windows of ``L = window**2`` tokens, mask
     ``(nW, L, L)`` bool (True = may attend) -> ``(B, nW, L, D)``.
     """
+
+    relative_index: torch.Tensor  # a buffer, registered in __init__
 
     def __init__(self, dim: int, num_heads: int, window: int, qkv_bias: bool = True,
                  attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
@@ -388,7 +398,7 @@ class LoLASpecViT(nn.Module):
             raise ValueError(f"embed_dims {list(embed_dims)}, depths {list(depths)} and "
                              f"num_heads {list(num_heads)} must have one entry per stage")
         one_window = isinstance(window, int)
-        windows = [window] * len(depths) if one_window else list(window)
+        windows = [window] * len(depths) if isinstance(window, int) else list(window)
         if len(windows) != len(depths):
             raise ValueError(f"{len(windows)} windows for {len(depths)} stages")
         self.bands, self.num_classes, self.patch = bands, num_classes, patch
@@ -408,8 +418,8 @@ class LoLASpecViT(nn.Module):
                 raise ValueError(f"the 3-D kernel {tuple(kernel)} does not fit a "
                                  f"{spectral} x {size} x {size} input (components x window; "
                                  "square, odd spatial kernels)")
-            pad = (0, kh // 2, kw // 2) if conv_padding == "same" else 0
-            layers += [nn.Conv3d(channels, out, tuple(kernel), padding=pad),
+            pad: int | tuple[int, int, int] = (0, kh // 2, kw // 2) if conv_padding == "same" else 0
+            layers += [nn.Conv3d(channels, out, (ks, kh, kw), padding=pad),
                        nn.BatchNorm3d(out), nn.SiLU()]
             spectral, channels = spectral - ks + 1, out
             size = size if conv_padding == "same" else size - kh + 1
@@ -481,7 +491,7 @@ class LoLASpecViT(nn.Module):
         for s, blocks in enumerate(self.stages):
             if s > 0:
                 x = self.merges[s - 1](x)
-            for block in blocks:
+            for block in cast(nn.ModuleList, blocks):
                 x = block(x)
         x = self.norm(x)
         mean = x.mean(dim=(1, 2))

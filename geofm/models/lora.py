@@ -32,7 +32,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn as nn
@@ -244,7 +244,7 @@ def inject_lora(
         raise ValueError(f"no linear layer matches the LoRA targets {list(targets)}; this "
                          f"model's linear layers: {shown or 'none'}")
     for name in chosen:
-        layer = model.get_submodule(name)
+        layer = cast(nn.Linear, model.get_submodule(name))   # chosen: linear layers only
         _set_submodule(model, name, LoRALinear.from_linear(layer, rank, alpha, dropout))
     return chosen
 

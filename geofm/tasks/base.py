@@ -34,6 +34,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import lightning.pytorch as pl
 import torch
@@ -150,8 +151,10 @@ class BaseTask(pl.LightningModule):
                  min_lr_factor: float = 0.0, optimizer: str = "adamw", momentum: float = 0.9,
                  num_classes: int | None = None, ignore_index: int | None = None) -> None:
         super().__init__()
+        # (Optimisation checks that there are two betas)
         self.optimisation = Optimisation(float(lr), float(weight_decay),
-                                         tuple(float(b) for b in betas),
+                                         cast("tuple[float, float]",
+                                              tuple(float(b) for b in betas)),
                                          float(warmup_fraction), float(min_lr_factor),
                                          optimizer, float(momentum))
         if num_classes is not None and num_classes < 2:
@@ -204,12 +207,13 @@ class BaseTask(pl.LightningModule):
         if self.confusion is None:
             raise ValueError(f"{type(self).__name__} was built without num_classes: it keeps "
                              "no confusion matrix")
-        self.confusion[stage].update(preds.detach(), target.detach())
+        metric = cast(MulticlassConfusionMatrix, self.confusion[stage])
+        metric.update(preds.detach(), target.detach())
 
     def _log_confusion(self, stage: str) -> None:
         if self.confusion is None:
             return
-        metric = self.confusion[stage]
+        metric = cast(MulticlassConfusionMatrix, self.confusion[stage])
         # computed on every process even if it saw no batch: compute() is collective under
         # DDP (a process skipping it would leave the others waiting)
         with warnings.catch_warnings():

@@ -24,8 +24,10 @@ def batch_to(batch: dict[str, Any], device) -> dict[str, Any]:
 
 def encoder_features(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     """Global-CLS features ``(B, D)`` of a registry scene encoder (the input of its head)."""
-    grid = model.forward_features(batch["image"], batch["wavelengths"], batch["gsd"])
-    return model.forward_head(grid, pre_logits=True)
+    # duck-typed: any module with the encoders' forward_features / forward_head
+    encoder: Any = model
+    grid = encoder.forward_features(batch["image"], batch["wavelengths"], batch["gsd"])
+    return encoder.forward_head(grid, pre_logits=True)
 
 
 @torch.no_grad()
