@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 PathLike = str | os.PathLike
 
@@ -264,7 +264,7 @@ def _reset_end_offsets(zf: zipfile.ZipFile) -> None:
         return
     end = zf.start_dir
     for info in sorted(infos, key=lambda i: i.header_offset, reverse=True):
-        info._end_offset = end
+        cast(Any, info)._end_offset = end   # CPython's own bound on the member's data
         end = info.header_offset
 
 
@@ -570,7 +570,7 @@ def _extract_members(zf: zipfile.ZipFile, target: Path, zip_path: Path) -> None:
             reason = (f"produced {how} the {err.info.file_size:,} bytes it declares "
                       f"(declared sizes are what the limits were checked against)")
             raise UnsafeArchiveError(f"refusing to extract {zip_path}: member {name!r} "
-                                     f"{reason}; {undone}", [(name, reason)]) from None
+                                     f"{reason}; {undone}", [(str(name), reason)]) from None
         if isinstance(err, (zipfile.BadZipFile, zlib.error, EOFError)):
             raise ArchiveFormatError(f"cannot extract {zip_path}: member {name!r} is corrupt "
                                      f"({err}); {undone}. Download the archive again") \

@@ -276,7 +276,7 @@ def _sync_file(hub: _HubSource, listing: HubListing, file: str, pin: str | None,
     listed = listing.sha256.get(file)
     if pin is None and recorded and listed and listed != recorded["sha256"]:
         raise _changed(dest, file, recorded, listed, hub.root)   # before any transfer
-    pin_algorithm, pin_digest = parse_checksum(pin) if pin else (None, None)
+    pin_algorithm, pin_digest = parse_checksum(pin) if pin else ("", "")
     if pin_algorithm == "sha256" and listed and listed != pin_digest:
         raise ChecksumError(dest, "sha256", pin_digest, listed, hint=(
             f"The Hub lists another file at {hub.revision} (commit {listing.commit}) than "
@@ -371,10 +371,14 @@ def download(name: str, root: PathLike, endpoint: str | None = None,
     if not chosen.archives:
         raise ValueError(f"{name}: the {chosen.name} layout names no archive to download; "
                          f"{spec.notes}")
+    repo_id = repo_id or chosen.repo_id
+    if repo_id is None:
+        raise ValueError(f"{name}: the {chosen.name} layout names no Hub repository; pass "
+                         "repo_id=")
     revision = revision or card_archive_revision(name, chosen) or "main"
     root = Path(root)
     hub = _HubSource(
-        name, repo_id or chosen.repo_id,
+        name, repo_id,
         revision.lower() if COMMIT.fullmatch(revision.lower()) else revision,
         (endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT).rstrip("/"), root,
         deadline, None if deadline is None else time.monotonic() + deadline)

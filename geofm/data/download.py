@@ -50,7 +50,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
-from urllib.request import HTTPHandler, HTTPSHandler, OpenerDirector, Request, build_opener
+from urllib.request import (
+    AbstractHTTPHandler,
+    HTTPHandler,
+    HTTPSHandler,
+    OpenerDirector,
+    Request,
+    build_opener,
+)
 
 from tqdm.auto import tqdm
 
@@ -275,14 +282,14 @@ class _Deadline:
         """A urllib opener whose HTTP(S) connections are cut when the deadline passes."""
         clock = self
 
-        class _Tracked:
+        class _Tracked(AbstractHTTPHandler):
             def do_open(self, http_class, req, **kwargs):
-                class Connection(http_class):
-                    def connect(self) -> None:
-                        super().connect()
-                        clock.track(self.sock)
+                def connect(conn: http.client.HTTPConnection) -> None:
+                    http_class.connect(conn)
+                    clock.track(conn.sock)
 
-                return super().do_open(Connection, req, **kwargs)
+                tracked: Any = type("Connection", (http_class,), {"connect": connect})
+                return super().do_open(tracked, req, **kwargs)
 
         http_handler = type("DeadlineHTTPHandler", (_Tracked, HTTPHandler), {})
         https_handler = type("DeadlineHTTPSHandler", (_Tracked, HTTPSHandler), {})
@@ -477,6 +484,7 @@ def _stream(url: str, out: BinaryIO, *, failure: str, advice: str = "",
                 raise   # writing the output failed, or the limit: not the network's doing
             raise failed(_reason(err)) from err
     if clock.expired and (total is None or received != total):
+        assert deadline is not None   # only a deadline expires
         raise failed(f"gave up at the deadline of {_seconds(deadline)} for the whole "
                      f"transfer, after {received} "
                      + (f"of {total} bytes" if total is not None else "bytes"))
@@ -604,7 +612,7 @@ def fetch_card_files(
         name = paths[role].name
         checksum = checksums.get(name)
         if role in missing:
-            download_file(urls[role], paths[role], checksum, progress=progress)
+            download_file(str(urls[role]), paths[role], checksum, progress=progress)
         elif checksum is not None:
             verify_file(paths[role], checksum, hint=(
                 f"The file was kept; it is not the {card.name} {role} file the card expects. "
