@@ -129,6 +129,9 @@ class LESSMAE(nn.Module):
         self.mask_ratio, self.band_mask_ratio = mask_ratio, band_mask_ratio
         self.min_bands_kept = min_bands_kept
         self.norm_pix_loss = norm_pix_loss
+        if isinstance(decoder_radius_m, str) and decoder_radius_m != "encoder":
+            raise ValueError(f"decoder_radius_m must be a radius in metres, None (no limit) "
+                             f"or 'encoder' (the encoder's), got {decoder_radius_m!r}")
         self.decoder_radius_m = (encoder.perception_radius_m if decoder_radius_m == "encoder"
                                  else decoder_radius_m)
         rank = encoder.rank if decoder_rank is None else decoder_rank

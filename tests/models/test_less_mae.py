@@ -38,6 +38,11 @@ def test_a_mask_ratio_outside_0_1_is_refused(ratio):
         random_keep(1, 4, ratio)
 
 
+def test_a_decoder_radius_given_as_another_word_is_refused():
+    with pytest.raises(ValueError, match="decoder_radius_m must be .* got 'encoders'"):
+        _mae(decoder_radius_m="encoders")
+
+
 def test_patchify_and_unpatchify_are_inverse():
     image = torch.randn(2, 3, 32, 48)
     patches = patchify(image, 16)
