@@ -90,7 +90,7 @@ def test_models_with_no_match_names_the_registered_ones(capsys):
 
 
 def test_classify_pixels_takes_its_earlier_options_and_a_whole_new_scene(capsys):
-    from geofm.cli import classify_pixels_argv, prepare_classify_pixels
+    from geofm.cli.train import classify_pixels_argv, prepare_classify_pixels
 
     recipe_file = str(Path(__file__).resolve().parents[1] / "configs/classify/lola_salinas_a.yaml")
     argv = ["--config", recipe_file, "--cube", "a.mat", "--gt",

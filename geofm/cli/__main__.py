@@ -1,0 +1,3 @@
+from geofm.cli import main
+
+raise SystemExit(main())
