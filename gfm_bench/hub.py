@@ -1,28 +1,20 @@
 """Download GFM-Bench archives from the Hugging Face Hub, verify them, and extract them.
 
-:func:`download` first asks the Hub's API what the dataset repository holds at the revision
-(``GET {endpoint}/api/datasets/{repo}/revision/{revision}?blobs=true``: the commit the
-revision resolves to, and every file with its size and, for a file kept in LFS, its
-SHA-256). It then fetches the layout's archive, and for a split archive every ``X.zNN``
-part the listing names, from ``{endpoint}/datasets/{repo}/resolve/{commit}/{file}``: by the
-listed commit, so the files are the ones listed even if the branch moves meanwhile. The
-revision is the commit the card pins (``source.revision``, or
-``source.final_release.revision`` for the GFM-Bench repackaging), else ``main``; a server
-that resolves a pinned commit to another one is refused.
-
-Every file is verified before it is kept or extracted, against the best checksum known, in
-this order: a pin (the card's ``source``, or ``checksums=``); the SHA-256 that
-``<root>/.gfm_bench_manifest.json`` recorded when the file was first downloaded at this
-revision (so a file that changed on the Hub or on disk is noticed); the SHA-256 the Hub
-lists. A copy on disk that matches is not downloaded again. Transfers go through geofm's
-one download path (:func:`geofm.data.download.download_file`: a read timeout, an overall
-``deadline`` for the whole call, no partial file left), the zip is extracted with
-:func:`gfm_bench.archive.safe_extract`, and the tree is checked with
+:func:`download` reads the Hub's API listing of the dataset repository at the revision
+(``{endpoint}/api/datasets/{repo}/revision/{revision}?blobs=true``: the commit it resolves
+to, every file's size and, for LFS files, SHA-256), then fetches the layout's archive and
+the ``X.zNN`` parts the listing names from ``{endpoint}/datasets/{repo}/resolve/{commit}/
+{file}``, so the files are the ones listed even if the branch moves meanwhile. The revision
+is the commit the card pins (``source.revision``, or ``source.final_release.revision``),
+else ``main``; a listing for another commit than the pinned one is refused. Each file is
+checked against the best checksum known: a pin (the card's, or ``checksums=``), else the
+SHA-256 ``<root>/.gfm_bench_manifest.json`` recorded at its first download at this
+revision (a file changed on the Hub or on disk is noticed), else the Hub's. A copy on disk
+that matches is kept. Every transfer, the listing included, goes through
+:mod:`geofm.data.download` (a read timeout, one ``deadline`` for the whole call, no partial
+file): ``huggingface_hub``'s client bounds each read but not a whole answer. The zip is
+extracted with :func:`gfm_bench.archive.safe_extract` and checked with
 :func:`gfm_bench.datasets.check_root`.
-
-The listing is read with the same transfer rather than with ``huggingface_hub``, whose
-client bounds each read but not a whole answer (see :mod:`geofm.data.download`); its JSON
-is the Hub's public API, documented at https://huggingface.co/docs/hub/api.
 """
 
 from __future__ import annotations
