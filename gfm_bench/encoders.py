@@ -240,12 +240,9 @@ class TimmEncoder(EncoderAdapter):
 def parse_encoder_spec(spec: str) -> dict[str, Any]:
     """``"less_vit_tiny"``, ``"less_vit_tiny:encoder.pt"``, ``"timm:resnet18"`` ->
     keyword arguments of :func:`build_encoder`."""
-    if spec.startswith("timm:"):
-        rest = spec[len("timm:"):]
-        name, _, ckpt = rest.partition(":")
-        return {"kind": "timm", "model": name, "checkpoint": ckpt or None}
-    name, _, ckpt = spec.partition(":")
-    return {"kind": "geofm", "model": name, "checkpoint": ckpt or None}
+    name, _, ckpt = spec.removeprefix("timm:").partition(":")
+    return {"kind": "timm" if spec.startswith("timm:") else "geofm", "model": name,
+            "checkpoint": ckpt or None}
 
 
 def build_encoder(kind: str, model: str, checkpoint=None, bands=None, wavelengths=None,

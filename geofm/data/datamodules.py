@@ -29,12 +29,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from geofm.data.cards import DatasetCard, as_dataset_card
-from geofm.data.datasets import (
-    PixelPatchDataset,
-    SceneFolderDataset,
-    Transform,
-    read_scene,
-)
+from geofm.data.datasets import PixelPatchDataset, SceneFolderDataset, Transform, read_scene
 from geofm.data.readers import RASTER_SUFFIXES
 from geofm.data.sample import IGNORE_INDEX, collate_samples
 from geofm.data.splits import (
@@ -68,14 +63,9 @@ class _SplitLoaders(L.LightningDataModule):
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         if part not in self.parts:
             raise RuntimeError(f"no {part} data yet: call setup() first")
-        return DataLoader(
-            self.parts[part],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            persistent_workers=self.num_workers > 0,
-        )
+        return DataLoader(self.parts[part], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, collate_fn=self.collate_fn,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -108,21 +98,11 @@ class SceneFolderDataModule(_SplitLoaders):
     After :meth:`setup`, ``split`` holds the indices into ``targets`` of each part.
     """
 
-    def __init__(
-        self,
-        root: PathLike,
-        card: str | DatasetCard = "eurosat_ms",
-        batch_size: int = 32,
-        val_fraction: float = 0.2,
-        test_fraction: float = 0.2,
-        seed: int = 0,
-        num_workers: int = 0,
-        train_transforms: Transform | None = None,
-        eval_transforms: Transform | None = None,
-        bands: Sequence[str] | None = None,
-        classes: Sequence[str] | None = None,
-        augment: bool = False,
-    ) -> None:
+    def __init__(self, root: PathLike, card: str | DatasetCard = "eurosat_ms",
+                 batch_size: int = 32, val_fraction: float = 0.2, test_fraction: float = 0.2,
+                 seed: int = 0, num_workers: int = 0, train_transforms: Transform | None = None,
+                 eval_transforms: Transform | None = None, bands: Sequence[str] | None = None,
+                 classes: Sequence[str] | None = None, augment: bool = False) -> None:
         super().__init__(batch_size, num_workers)
         if augment and train_transforms is None:
             from geofm.data.transforms import (
@@ -159,11 +139,9 @@ class SceneFolderDataModule(_SplitLoaders):
         self.split = stratified_split(train_ds.targets, train=train, val=self.val_fraction,
                                       seed=self.seed)
         self.dataset = eval_ds
-        self.parts = {
-            "train": Subset(train_ds, self.split.train.tolist()),
-            "val": Subset(eval_ds, self.split.val.tolist()),
-            "test": Subset(eval_ds, self.split.test.tolist()),
-        }
+        self.parts = {"train": Subset(train_ds, self.split.train.tolist()),
+                      "val": Subset(eval_ds, self.split.val.tolist()),
+                      "test": Subset(eval_ds, self.split.test.tolist())}
 
     @property
     def num_classes(self) -> int:
@@ -194,27 +172,14 @@ class PixelPatchDataModule(_SplitLoaders):
     2), ...}``) and, for the spatial split, ``spatial_split`` with what the buffer dropped.
     """
 
-
-    def __init__(
-        self,
-        cube_path: PathLike,
-        gt_path: PathLike,
-        card: str | DatasetCard | None = None,
-        radius: int = 4,
-        split: str = "random",
-        train: float | int = 0.2,
-        val: float | int = 0.1,
-        batch_size: int = 64,
-        seed: int = 0,
-        num_workers: int = 0,
-        block_size: int | None = None,
-        cube_key: str | None = None,
-        gt_key: str | None = None,
-        wavelengths: Sequence[float] | None = None,
-        gsd: float | None = None,
-        train_transforms: Transform | None = None,
-        eval_transforms: Transform | None = None,
-    ) -> None:
+    def __init__(self, cube_path: PathLike, gt_path: PathLike,
+                 card: str | DatasetCard | None = None, radius: int = 4, split: str = "random",
+                 train: float | int = 0.2, val: float | int = 0.1, batch_size: int = 64,
+                 seed: int = 0, num_workers: int = 0, block_size: int | None = None,
+                 cube_key: str | None = None, gt_key: str | None = None,
+                 wavelengths: Sequence[float] | None = None, gsd: float | None = None,
+                 train_transforms: Transform | None = None,
+                 eval_transforms: Transform | None = None) -> None:
         super().__init__(batch_size, num_workers)
         if split not in SPLIT_KINDS:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_KINDS)}")

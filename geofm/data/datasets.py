@@ -31,7 +31,6 @@ PathLike = str | os.PathLike
 Transform = Callable[[Sample], Sample]
 
 
-
 # --------------------------------------------------------------------------------------------
 # Scene classification: one folder per class
 
@@ -63,14 +62,9 @@ class SceneFolderDataset(Dataset):
             is not in the card, or no raster files are found.
     """
 
-    def __init__(
-        self,
-        root: PathLike,
-        card: str | DatasetCard = "eurosat_ms",
-        bands: Sequence[str] | None = None,
-        transforms: Transform | None = None,
-        classes: Sequence[str] | None = None,
-    ) -> None:
+    def __init__(self, root: PathLike, card: str | DatasetCard = "eurosat_ms",
+                 bands: Sequence[str] | None = None, transforms: Transform | None = None,
+                 classes: Sequence[str] | None = None) -> None:
         self.root = Path(root)
         if not self.root.exists() and not self.root.is_absolute():
             from geofm.data.cards import data_dir
@@ -225,14 +219,9 @@ class PixelPatchDataset(Dataset):
     scene share its memory.
     """
 
-    def __init__(
-        self,
-        scene: Sample,
-        coords: np.ndarray | Sequence[Sequence[int]] | None = None,
-        radius: int = 4,
-        mask: np.ndarray | torch.Tensor | None = None,
-        transforms: Transform | None = None,
-    ) -> None:
+    def __init__(self, scene: Sample, coords: np.ndarray | Sequence[Sequence[int]] | None = None,
+                 radius: int = 4, mask: np.ndarray | torch.Tensor | None = None,
+                 transforms: Transform | None = None) -> None:
         if radius < 0:
             raise ValueError(f"radius must be >= 0, got {radius}")
         labels = mask if mask is not None else scene.get("mask")
@@ -257,20 +246,12 @@ class PixelPatchDataset(Dataset):
         _check_coords(self.coords, self.mask)
 
     @classmethod
-    def from_files(
-        cls,
-        cube_path: PathLike,
-        gt_path: PathLike,
-        card: str | DatasetCard | None = None,
-        radius: int = 4,
-        coords: np.ndarray | None = None,
-        *,
-        cube_key: str | None = None,
-        gt_key: str | None = None,
-        wavelengths: Sequence[float] | None = None,
-        gsd: float | None = None,
-        transforms: Transform | None = None,
-    ) -> PixelPatchDataset:
+    def from_files(cls, cube_path: PathLike, gt_path: PathLike,
+                   card: str | DatasetCard | None = None, radius: int = 4,
+                   coords: np.ndarray | None = None, *, cube_key: str | None = None,
+                   gt_key: str | None = None, wavelengths: Sequence[float] | None = None,
+                   gsd: float | None = None,
+                   transforms: Transform | None = None) -> PixelPatchDataset:
         """Read a cube (ENVI or ``.mat``) and its ``.mat`` ground truth; see :func:`read_scene`."""
         scene = read_scene(cube_path, gt_path, card, cube_key=cube_key, gt_key=gt_key,
                            wavelengths=wavelengths, gsd=gsd)
@@ -316,16 +297,9 @@ class PixelPatchDataset(Dataset):
                 f"window {self.window_size} x {self.window_size})")
 
 
-def read_scene(
-    cube_path: PathLike,
-    gt_path: PathLike,
-    card: str | DatasetCard | None = None,
-    *,
-    cube_key: str | None = None,
-    gt_key: str | None = None,
-    wavelengths: Sequence[float] | None = None,
-    gsd: float | None = None,
-) -> Sample:
+def read_scene(cube_path: PathLike, gt_path: PathLike, card: str | DatasetCard | None = None, *,
+               cube_key: str | None = None, gt_key: str | None = None,
+               wavelengths: Sequence[float] | None = None, gsd: float | None = None) -> Sample:
     """A whole labelled scene: the cube as a sample plus ``mask`` ``(H, W)``.
 
     The cube is ENVI (``.hdr`` or its binary) or MATLAB ``.mat`` (array ``cube_key``); the

@@ -25,13 +25,7 @@ import numpy as np
 import torch
 
 from geofm.data.cards import DatasetCard, UnknownBandError, as_dataset_card
-from geofm.data.readers import (
-    WindowLike,
-    checked_window,
-    finish_sample,
-    read_window,
-    valid_mask,
-)
+from geofm.data.readers import WindowLike, checked_window, finish_sample, read_window, valid_mask
 from geofm.data.sample import IGNORE_INDEX, Sample, check_band_metadata
 
 PathLike = str | os.PathLike
@@ -193,15 +187,9 @@ def cube_band_metadata(n: int, card: DatasetCard | None, wavelengths: Sequence[f
     return list(names), wls
 
 
-def open_envi(
-    path: PathLike,
-    bands: Sequence[str] | Sequence[int] | None = None,
-    window: WindowLike | None = None,
-    *,
-    card: str | DatasetCard | None = None,
-    wavelengths: Sequence[float] | None = None,
-    gsd: float | None = None,
-) -> Sample:
+def open_envi(path: PathLike, bands: Sequence[str] | Sequence[int] | None = None,
+              window: WindowLike | None = None, *, card: str | DatasetCard | None = None,
+              wavelengths: Sequence[float] | None = None, gsd: float | None = None) -> Sample:
     """Read an ENVI cube (or a window of it) into a sample.
 
     Wavelengths: ``wavelengths`` if given, else the header's ``wavelength`` field, else the
@@ -376,30 +364,7 @@ def load_mat_arrays(path: PathLike) -> dict[str, np.ndarray]:
     versions give the same shapes. This reads every array: to read one, use
     :func:`read_mat_array`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MATLAB file not found: {path}")
-    if _is_hdf5(path):
-        import h5py
-
-        out: dict[str, np.ndarray] = {}
-        try:
-            with h5py.File(path, "r") as f:
-                for key, item in f.items():
-                    if isinstance(item, h5py.Dataset) and item.dtype.kind in "uifb":
-                        out[key] = np.asarray(item).T
-        except (OSError, RuntimeError) as err:
-            raise _mat_error(path, err, True) from err
-        return out
-    import scipy.io
-    from scipy.io.matlab import MatReadError
-
-    try:
-        raw = scipy.io.loadmat(path)
-    except (MatReadError, ValueError, TypeError, OSError, EOFError) as err:
-        raise _mat_error(path, err, False) from err
-    return {k: v for k, v in raw.items()
-            if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "uifb"}
+    return {key: read_mat_array(path, key) for key in mat_variables(path)}
 
 
 class MissingArrayError(KeyError):
@@ -437,18 +402,10 @@ def mat_key(shapes: dict[str, tuple[int, ...]], key: str | None, ndim: int,
     return found[0]
 
 
-def open_mat(
-    path: PathLike,
-    key: str | None = None,
-    *,
-    card: str | DatasetCard | None = None,
-    wavelengths: Sequence[float] | None = None,
-    gsd: float | None = None,
-    bands: Sequence[str] | Sequence[int] | None = None,
-    window: WindowLike | None = None,
-    gt_path: PathLike | None = None,
-    gt_key: str | None = None,
-) -> Sample:
+def open_mat(path: PathLike, key: str | None = None, *, card: str | DatasetCard | None = None,
+             wavelengths: Sequence[float] | None = None, gsd: float | None = None,
+             bands: Sequence[str] | Sequence[int] | None = None, window: WindowLike | None = None,
+             gt_path: PathLike | None = None, gt_key: str | None = None) -> Sample:
     """Read a ``(H, W, C)`` cube from a ``.mat`` file into a sample.
 
     ``key`` names the array (default: the file's only 3-D array); no other array is read,

@@ -40,13 +40,8 @@ class BandMismatchError(ValueError):
 
 def _as_float_tensor(x: Any, name: str) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if not torch.is_floating_point(t) and t.dtype not in (
-        torch.uint8,
-        torch.int8,
-        torch.int16,
-        torch.int32,
-        torch.int64,
-    ):
+    if not torch.is_floating_point(t) and t.dtype not in (torch.uint8, torch.int8, torch.int16,
+                                                          torch.int32, torch.int64):
         raise TypeError(f"{name} must be numeric, got dtype {t.dtype}")
     return t.to(torch.float32)
 
@@ -56,22 +51,15 @@ def check_band_metadata(num_channels: int, wavelengths: Sequence[float] | torch.
     """Raise :class:`BandMismatchError` unless wavelengths (and bands) match the channels."""
     n_wl = len(wavelengths)
     if n_wl != num_channels:
-        raise BandMismatchError(
-            f"{n_wl} wavelengths given for an image with {num_channels} channels"
-        )
+        raise BandMismatchError(f"{n_wl} wavelengths given for an image with {num_channels} "
+                                "channels")
     if bands is not None and len(bands) != num_channels:
-        raise BandMismatchError(
-            f"{len(bands)} band names given for an image with {num_channels} channels"
-        )
+        raise BandMismatchError(f"{len(bands)} band names given for an image with "
+                                f"{num_channels} channels")
 
 
-def make_sample(
-    image: Any,
-    wavelengths: Sequence[float] | torch.Tensor | np.ndarray,
-    gsd: float,
-    bands: Sequence[str] | None = None,
-    **extra: Any,
-) -> Sample:
+def make_sample(image: Any, wavelengths: Sequence[float] | torch.Tensor | np.ndarray,
+                gsd: float, bands: Sequence[str] | None = None, **extra: Any) -> Sample:
     """Build a validated sample from an image ``(C, H, W)`` and its band metadata.
 
     ``bands`` defaults to ``("band_1", ...)``. Extra keys (``label``, ``mask``, ``valid``,
@@ -83,13 +71,8 @@ def make_sample(
     wl = _as_float_tensor(wavelengths, "wavelengths").reshape(-1)
     if bands is None:
         bands = tuple(f"band_{i + 1}" for i in range(img.shape[0]))
-    sample: Sample = {
-        "image": img,
-        "wavelengths": wl,
-        "gsd": float(gsd),
-        "bands": tuple(str(b) for b in bands),
-    }
-    sample.update(extra)
+    sample: Sample = {"image": img, "wavelengths": wl, "gsd": float(gsd),
+                      "bands": tuple(str(b) for b in bands), **extra}
     check_sample(sample)
     return sample
 
@@ -112,9 +95,8 @@ def check_sample(sample: Mapping[str, Any]) -> None:
         if key in sample and sample[key] is not None:
             shape = tuple(sample[key].shape)
             if shape != (h, w):
-                raise ValueError(
-                    f"sample[{key!r}] has shape {shape} but the image grid is {(h, w)}"
-                )
+                raise ValueError(f"sample[{key!r}] has shape {shape} but the image grid is "
+                                 f"{(h, w)}")
 
 
 def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -131,12 +113,10 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     first = samples[0]
     for i, s in enumerate(samples[1:], start=1):
         if tuple(s["bands"]) != tuple(first["bands"]) or not torch.equal(
-            torch.as_tensor(s["wavelengths"]), torch.as_tensor(first["wavelengths"])
-        ):
+                torch.as_tensor(s["wavelengths"]), torch.as_tensor(first["wavelengths"])):
             raise BandMismatchError(
                 f"a batch must share one band set: sample 0 has bands {tuple(first['bands'])}, "
-                f"sample {i} has {tuple(s['bands'])}"
-            )
+                f"sample {i} has {tuple(s['bands'])}")
     batch: dict[str, Any] = {
         "image": torch.stack([s["image"] for s in samples]),
         "wavelengths": torch.as_tensor(first["wavelengths"], dtype=torch.float32),

@@ -119,16 +119,11 @@ def _check_counts_fit(counts: dict[int, int], train: float | int, val: float | i
         listed = ", ".join(f"class {c}: {n}" for c, n in sorted(small.items()))
         raise ValueError(
             f"too few members to give train {need_train}, val {need_val} and test at least 1 "
-            f"per class (needs {need}); {listed}"
-        )
+            f"per class (needs {need}); {listed}")
 
 
-def stratified_split(
-    labels: Sequence[int] | np.ndarray | torch.Tensor,
-    train: float | int = 0.6,
-    val: float | int = 0.2,
-    seed: int = 0,
-) -> Split:
+def stratified_split(labels: Sequence[int] | np.ndarray | torch.Tensor, train: float | int = 0.6,
+                     val: float | int = 0.2, seed: int = 0) -> Split:
     """Split items at random, class by class.
 
     Args:
@@ -343,15 +338,9 @@ def _check_spatial_parts(kept: np.ndarray, present: np.ndarray, fractions: np.nd
                          f"spatial split; {hint}")
 
 
-def spatially_disjoint_split(
-    mask: np.ndarray | torch.Tensor,
-    radius: int,
-    train: float = 0.5,
-    val: float = 0.1,
-    block_size: int | None = None,
-    seed: int = 0,
-    buffer: int | None = None,
-) -> SpatialSplit:
+def spatially_disjoint_split(mask: np.ndarray | torch.Tensor, radius: int, train: float = 0.5,
+                             val: float = 0.1, block_size: int | None = None, seed: int = 0,
+                             buffer: int | None = None) -> SpatialSplit:
     """Split a label map into spatially disjoint train / val / test pixels with a buffer.
 
     Method:
@@ -471,5 +460,4 @@ def check_no_leakage(train_coords: np.ndarray, test_coords: np.ndarray, radius: 
     raise LeakageError(
         f"{leaks.size} of {len(test_coords)} test pixels have a training pixel in their "
         f"{2 * radius + 1} x {2 * radius + 1} window; e.g. test pixel ({r}, {c}) and training "
-        f"pixel ({int(inside[0, 0])}, {int(inside[0, 1])})"
-    )
+        f"pixel ({int(inside[0, 0])}, {int(inside[0, 1])})")

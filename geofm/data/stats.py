@@ -278,13 +278,9 @@ def _plan(path: Path, tile: int, card: str | None) -> _Input:
     return _raster_input(path, tile, card)
 
 
-def compute_statistics(
-    paths: Iterable[PathLike],
-    tile: int = 512,
-    percentiles: Sequence[float] = (1, 2, 50, 98, 99),
-    progress: bool = True,
-    card: str | None = None,
-) -> dict:
+def compute_statistics(paths: Iterable[PathLike], tile: int = 512,
+                       percentiles: Sequence[float] = (1, 2, 50, 98, 99), progress: bool = True,
+                       card: str | None = None) -> dict:
     """Stream over ``paths`` by windows and return statistics in the dataset-card format.
 
     Every input must have the same number of bands. Returns a dict with ``mean``, ``std``,

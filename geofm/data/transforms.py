@@ -38,26 +38,10 @@ from affine import Affine
 from geofm.data.cards import DatasetCard, SensorCard, UnknownBandError, as_card
 from geofm.data.sample import BandMismatchError, Sample, check_sample
 
-__all__ = [
-    "CenterCrop",
-    "Compose",
-    "MAEScaleNormalize",
-    "Normalize",
-    "RandomBandSubset",
-    "RandomCrop",
-    "RandomHorizontalFlip",
-    "RandomRotate90",
-    "RandomVerticalFlip",
-    "Resize",
-    "SampleTransform",
-    "SelectBands",
-    "crop",
-    "hflip",
-    "resize",
-    "rot90",
-    "select_bands",
-    "vflip",
-]
+__all__ = ["CenterCrop", "Compose", "MAEScaleNormalize", "Normalize", "RandomBandSubset",
+           "RandomCrop", "RandomHorizontalFlip", "RandomRotate90", "RandomVerticalFlip",
+           "Resize", "SampleTransform", "SelectBands", "crop", "hflip", "resize", "rot90",
+           "select_bands", "vflip"]
 
 PER_PIXEL_KEYS = ("mask", "valid")
 """Keys holding an ``(H, W)`` grid that moves with ``image``."""
@@ -484,8 +468,7 @@ class Normalize(SampleTransform):
             raise ValueError(
                 f"{kind} card {card_obj.name!r} has no normalisation statistics (a dataset card's "
                 "'statistics: {mean: [...], std: [...]}'); pass mean and std to "
-                f"{cls.__name__}(mean, std, bands) instead"
-            )
+                f"{cls.__name__}(mean, std, bands) instead")
         names = list(card_obj.band_names) if bands is None else list(bands)
         indices = card_obj.band_indices(names)
         return cls([mean[i] for i in indices], [std[i] for i in indices], bands=names)

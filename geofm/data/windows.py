@@ -47,8 +47,7 @@ def scene_header(path: PathLike) -> tuple[int, int, int]:
     raise ValueError(
         f"{path}: random windows are read from GeoTIFF/JPEG 2000 files or ENVI cubes "
         f"(.hdr); got {path.suffix or 'no suffix'}. Convert .mat cubes with geofm.data.open_mat "
-        "and save them as GeoTIFF"
-    )
+        "and save them as GeoTIFF")
 
 
 class RandomWindowDataset(Dataset):

@@ -17,21 +17,13 @@ from matplotlib.figure import Figure
 from geofm.models.less_mae import unpatchify
 from geofm.models.lora import lora_layers
 
-__all__ = [
-    "BestWeights",
-    "CyclicLoRAScale",
-    "LossCurve",
-    "MAEReconstructionFigures",
-    "SamplesPerSecond",
-    "cosine_restarts",
-    "run_dir",
-]
+__all__ = ["BestWeights", "CyclicLoRAScale", "LossCurve", "MAEReconstructionFigures",
+           "SamplesPerSecond", "cosine_restarts", "run_dir"]
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
     """Where a run's files go: the first logger's version folder, else the root dir."""
-    path = trainer.log_dir or trainer.default_root_dir
-    return Path(path)
+    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 class MAEReconstructionFigures(pl.Callback):
@@ -281,10 +273,7 @@ class CyclicLoRAScale(pl.Callback):
     def _evaluate(self, trainer, pl_module) -> None:
         self._set(pl_module, self.eval_multiplier)
 
-    on_validation_start = on_test_start = on_predict_start = _evaluate
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        self._set(pl_module, self.eval_multiplier)
+    on_validation_start = on_test_start = on_predict_start = on_fit_end = _evaluate
 
 
 class BestWeights(pl.Callback):

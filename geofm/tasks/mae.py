@@ -39,23 +39,12 @@ class MAEPretrainTask(BaseTask):
         min_lr_factor: where the cosine ends, as a fraction of ``lr``.
     """
 
-    def __init__(
-        self,
-        model: str = "less_vit_tiny",
-        model_kwargs: dict[str, Any] | None = None,
-        decoder_dim: int = 512,
-        decoder_depth: int = 4,
-        decoder_heads: int = 16,
-        mask_ratio: float = 0.75,
-        band_mask_ratio: float = 0.5,
-        min_bands_kept: int = 2,
-        norm_pix_loss: bool = False,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.95),
-        weight_decay: float = 0.05,
-        warmup_fraction: float = 0.05,
-        min_lr_factor: float = 0.0,
-    ):
+    def __init__(self, model: str = "less_vit_tiny", model_kwargs: dict[str, Any] | None = None,
+                 decoder_dim: int = 512, decoder_depth: int = 4, decoder_heads: int = 16,
+                 mask_ratio: float = 0.75, band_mask_ratio: float = 0.5, min_bands_kept: int = 2,
+                 norm_pix_loss: bool = False, lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.05,
+                 warmup_fraction: float = 0.05, min_lr_factor: float = 0.0):
         super().__init__(lr=lr, weight_decay=weight_decay, betas=betas,
                          warmup_fraction=warmup_fraction, min_lr_factor=min_lr_factor)
         self.save_hyperparameters()

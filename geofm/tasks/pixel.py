@@ -25,15 +25,8 @@ import torch.nn.functional as F
 
 from geofm.tasks.base import BaseTask
 
-__all__ = [
-    "PixelClassificationTask",
-    "ReducedWindows",
-    "drop_context",
-    "scale_brightness",
-    "augment_windows",
-    "classify_pixels",
-    "svm_baseline",
-]
+__all__ = ["PixelClassificationTask", "ReducedWindows", "drop_context", "scale_brightness",
+           "augment_windows", "classify_pixels", "svm_baseline"]
 
 
 def drop_context(image: torch.Tensor, p: float,
@@ -85,19 +78,12 @@ def augment_windows(image: torch.Tensor, valid: torch.Tensor | None,
     or without a flip); the centre pixel, whose class is the label, stays the centre."""
     choice = torch.randint(0, 8, (image.shape[0],), generator=generator)
     image, valid = image.clone(), None if valid is None else valid.clone()
-    for k in range(8):
+    for k in range(1, 8):
         idx = (choice == k).nonzero().flatten()
-        if idx.numel() == 0 or k == 0:
-            continue
-        part = image[idx]
-        vpart = None if valid is None else valid[idx]
-        if k >= 4:
-            part = part.flip(-1)
-            vpart = None if vpart is None else vpart.flip(-1)
-        part = torch.rot90(part, k % 4, dims=(-2, -1))
-        image[idx] = part
-        if valid is not None:
-            valid[idx] = torch.rot90(vpart, k % 4, dims=(-2, -1))
+        for x in (image, valid):
+            if x is not None and idx.numel():
+                part = x[idx].flip(-1) if k >= 4 else x[idx]
+                x[idx] = torch.rot90(part, k % 4, dims=(-2, -1))
     return image, valid
 
 

@@ -35,16 +35,8 @@ from geofm.tasks.pixel_models import build_classifier, save_classifier, warn_if_
 from geofm.tasks.pixel_recipe import PixelRecipe, RecipeError
 from geofm.tasks.pixel_results import SeedResult
 
-__all__ = [
-    "METHODS",
-    "SPLITS",
-    "check_window_fits",
-    "checkpoint_name",
-    "load_recipe_scene",
-    "make_split",
-    "run_protocol",
-    "run_seed",
-]
+__all__ = ["METHODS", "SPLITS", "check_window_fits", "checkpoint_name", "load_recipe_scene",
+           "make_split", "run_protocol", "run_seed"]
 
 SPLITS = ("random", "disjoint")
 METHODS = ("lola", "svm")

@@ -48,7 +48,6 @@ class SeedResult:
         return row
 
 
-
 def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dict[str, Any]]:
     """Per-seed rows, then a ``mean`` and a ``std`` (sample standard deviation; empty with a
     single seed) row per (method, mode, split, train fraction)."""
@@ -138,8 +137,6 @@ def read_results(path: Path, recipe: PixelRecipe, split: str, train_fraction: fl
                               e["trainable_params"], e["total_params"],
                               float(e["train_seconds"]), e["counts"], e["details"]))
     return out
-
-
 
 
 def jsonable(value: Any) -> Any:

@@ -62,23 +62,13 @@ class SceneClassificationTask(BaseTask):
         lr, weight_decay, warmup_fraction, label_smoothing: the optimisation.
     """
 
-    def __init__(
-        self,
-        model: str = "less_vit_tiny",
-        num_classes: int = 10,
-        classes: Sequence[str] | None = None,
-        card: str = "eurosat_ms",
-        bands: Sequence[str] | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        encoder_checkpoint: str | None = None,
-        lora: dict[str, Any] | None = None,
-        normalization: str = "mae_scale",
-        tile: int = 64,
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        warmup_fraction: float = 0.1,
-        label_smoothing: float = 0.1,
-    ) -> None:
+    def __init__(self, model: str = "less_vit_tiny", num_classes: int = 10,
+                 classes: Sequence[str] | None = None, card: str = "eurosat_ms",
+                 bands: Sequence[str] | None = None, model_kwargs: dict[str, Any] | None = None,
+                 encoder_checkpoint: str | None = None, lora: dict[str, Any] | None = None,
+                 normalization: str = "mae_scale", tile: int = 64, lr: float = 1e-3,
+                 weight_decay: float = 0.05, warmup_fraction: float = 0.1,
+                 label_smoothing: float = 0.1) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction,
                          num_classes=num_classes)
         from geofm.data.cards import as_dataset_card

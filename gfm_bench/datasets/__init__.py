@@ -94,18 +94,8 @@ def load_bench_data(name: str, root: PathLike, modalities: Sequence[str] = ("opt
     train = splits["train"]
     protocol = card.extra.get("protocol") or {}
     return BenchData(
-        name=name,
-        task=card.task,
-        num_classes=card.num_classes,
-        train=train,
-        val=splits["val"],
-        test=splits["test"],
-        card=card,
-        mean=train.mean,
-        std=train.std,
-        bands=train.bands,
-        classes=card.classes,
-        crop=None if protocol.get("crop") is None else int(protocol["crop"]),
+        name=name, task=card.task, num_classes=card.num_classes, train=train, val=splits["val"],
+        test=splits["test"], card=card, mean=train.mean, std=train.std, bands=train.bands,
+        classes=card.classes, crop=None if protocol.get("crop") is None else int(protocol["crop"]),
         upscale=float(protocol.get("upscale", 1.0)),
-        train_labels=getattr(train, "labels", None) if card.task == "classification" else None,
-    )
+        train_labels=getattr(train, "labels", None) if card.task == "classification" else None)
