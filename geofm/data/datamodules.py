@@ -1,19 +1,16 @@
-"""LightningDataModules for scene classification and hyperspectral pixel classification.
+"""LightningDataModules for scene classification and pretraining.
+
+Hyperspectral pixel classification sets up its splits and loaders in
+:mod:`geofm.tasks.pixel_protocol` (``geofm classify-pixels``).
 
 * :class:`SceneFolderDataModule`: a folder per class (EuroSAT layout), split at random and
   stratified by class into train / val / test.
 * :class:`PretrainDataModule`: unlabelled random windows of several sensors for
   masked-autoencoder pretraining, each batch one band set.
-* :class:`PixelPatchDataModule`: windows around the labelled pixels of one hyperspectral
-  scene, split either at random (stratified by class, the protocol of most papers) or
-  spatially disjoint with a buffer of the window radius, so that no val or test window
-  contains a training pixel. Reporting both is the protocol geofm uses for LoLA-SpecViT
-  (Zidi et al., "LoLA-SpecViT: Local Attention SwiGLU Vision Transformer with LoRA for
-  Hyperspectral Imaging", 2025), whose released code uses random pixel splits only.
 
-Both build their datasets in :meth:`setup`, choose validation data never from the test
-part, and collate with :func:`geofm.data.sample.collate_samples` (which stacks ``center`` for pixel
-patches).
+Both build their datasets in :meth:`setup` and collate with
+:func:`geofm.data.sample.collate_samples`; the scene module chooses validation data never
+from the test part.
 """
 
 from __future__ import annotations
@@ -25,22 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from geofm.data.cards import DatasetCard, as_dataset_card
-from geofm.data.datasets import PixelPatchDataset, SceneFolderDataset, Transform, read_scene
+from geofm.data.datasets import SceneFolderDataset, Transform
 from geofm.data.readers import RASTER_SUFFIXES
-from geofm.data.sample import IGNORE_INDEX, collate_samples
+from geofm.data.sample import collate_samples
 from geofm.data.splits import (
-    SpatialSplit,
-    labelled_pixels,
-    spatially_disjoint_split,
     stratified_split,
 )
 
 PathLike = str | os.PathLike
-SPLIT_KINDS = ("random", "spatial")
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -147,89 +139,6 @@ class SceneFolderDataModule(_SplitLoaders):
     def num_classes(self) -> int:
         self.setup()
         return self.dataset.num_classes
-
-
-class PixelPatchDataModule(_SplitLoaders):
-    """Pixel classification on one hyperspectral scene, with a random or spatial split.
-
-    Args:
-        cube_path: the cube, ENVI (``.hdr`` or binary) or MATLAB ``.mat``.
-        gt_path: the ground truth ``.mat``.
-        card: dataset card (maps raw label values to class ids, 255 = unlabelled; gives
-            wavelengths and GSD when the file does not).
-        radius: window radius; windows are ``2 * radius + 1`` pixels wide.
-        split: ``"random"`` (:func:`~geofm.data.splits.stratified_split` over the labelled
-            pixels; ``train``/``val`` may be fractions or per-class counts) or ``"spatial"``
-            (:func:`~geofm.data.splits.spatially_disjoint_split`; fractions only).
-        train, val: size of the train and val parts per class; test gets the rest.
-        batch_size, seed, num_workers: as usual; ``seed`` fixes the split.
-        block_size: block side for the spatial split (default: 4 windows of the buffer).
-        cube_key, gt_key: array names in ``.mat`` files.
-        wavelengths, gsd: explicit band metadata, overriding the file and the card.
-        train_transforms, eval_transforms: applied to training / val and test samples.
-
-    After :meth:`setup`: ``scene`` (the whole labelled scene), ``coords`` (``{"train": (N,
-    2), ...}``) and, for the spatial split, ``spatial_split`` with what the buffer dropped.
-    """
-
-    def __init__(self, cube_path: PathLike, gt_path: PathLike,
-                 card: str | DatasetCard | None = None, radius: int = 4, split: str = "random",
-                 train: float | int = 0.2, val: float | int = 0.1, batch_size: int = 64,
-                 seed: int = 0, num_workers: int = 0, block_size: int | None = None,
-                 cube_key: str | None = None, gt_key: str | None = None,
-                 wavelengths: Sequence[float] | None = None, gsd: float | None = None,
-                 train_transforms: Transform | None = None,
-                 eval_transforms: Transform | None = None) -> None:
-        super().__init__(batch_size, num_workers)
-        if split not in SPLIT_KINDS:
-            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_KINDS)}")
-        if radius < 0:
-            raise ValueError(f"radius must be >= 0, got {radius}")
-        if split == "spatial" and any(isinstance(x, int) for x in (train, val)):
-            raise TypeError(f"the spatial split takes fractions of each class, got train={train!r}"
-                            f", val={val!r}; whole blocks cannot give exact counts")
-        self.save_hyperparameters(ignore=["train_transforms", "eval_transforms", "card"])
-        self.cube_path, self.gt_path, self.card = cube_path, gt_path, card
-        self.radius, self.split_kind, self.train, self.val = radius, split, train, val
-        self.seed, self.block_size = seed, block_size
-        self.cube_key, self.gt_key = cube_key, gt_key
-        self.wavelengths, self.gsd = wavelengths, gsd
-        self.train_transforms, self.eval_transforms = train_transforms, eval_transforms
-        self.scene: dict[str, Any] | None = None
-        self.coords: dict[str, np.ndarray] = {}
-        self.spatial_split: SpatialSplit | None = None
-
-    def _split_coords(self, mask: np.ndarray) -> dict[str, np.ndarray]:
-        if self.split_kind == "spatial":
-            self.spatial_split = spatially_disjoint_split(
-                mask, self.radius, train=self.train, val=self.val,
-                block_size=self.block_size, seed=self.seed)
-            return {p: self.spatial_split.coords(p) for p in ("train", "val", "test")}
-        coords, labels = labelled_pixels(mask)
-        parts = stratified_split(labels, train=self.train, val=self.val, seed=self.seed)
-        return {"train": coords[parts.train], "val": coords[parts.val],
-                "test": coords[parts.test]}
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.parts:
-            return
-        self.scene = read_scene(self.cube_path, self.gt_path, self.card,
-                                cube_key=self.cube_key, gt_key=self.gt_key,
-                                wavelengths=self.wavelengths, gsd=self.gsd)
-        self.coords = self._split_coords(self.scene["mask"].numpy())
-        for part, coords in self.coords.items():
-            transforms = self.train_transforms if part == "train" else self.eval_transforms
-            self.parts[part] = PixelPatchDataset(self.scene, coords, radius=self.radius,
-                                                 transforms=transforms)
-
-    @property
-    def num_classes(self) -> int:
-        """The card's class count, else one more than the largest class id in the scene."""
-        if isinstance(self.card, DatasetCard | str):
-            return as_dataset_card(self.card).num_classes
-        self.setup()
-        labels = self.scene["mask"]
-        return int(labels[labels != IGNORE_INDEX].max()) + 1
 
 
 @dataclass

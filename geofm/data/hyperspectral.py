@@ -357,16 +357,6 @@ def read_mat_array(path: PathLike, key: str,
     return out
 
 
-def load_mat_arrays(path: PathLike) -> dict[str, np.ndarray]:
-    """All numeric arrays of a ``.mat`` file, in MATLAB's (row, column, ...) order.
-
-    v7.3 files (HDF5) store arrays transposed; they are transposed back so that both
-    versions give the same shapes. This reads every array: to read one, use
-    :func:`read_mat_array`.
-    """
-    return {key: read_mat_array(path, key) for key in mat_variables(path)}
-
-
 class MissingArrayError(KeyError):
     """A ``.mat`` file without the array asked for; the message lists the arrays it has."""
 

@@ -1,13 +1,10 @@
-"""DataModules on the real samples: splits, one batch of every loader, a Lightning run."""
+"""The scene DataModule on the real EuroSAT-MS samples: splits and one batch of every loader."""
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 
-from geofm.data.datamodules import PixelPatchDataModule, SceneFolderDataModule
-from geofm.data.sample import IGNORE_INDEX
-from geofm.data.splits import check_no_leakage
+from geofm.data.datamodules import SceneFolderDataModule
 
 # --------------------------------------------------------------------------------------------
 # SceneFolderDataModule
@@ -64,84 +61,3 @@ def test_scene_folder_train_transforms_touch_only_training_samples(eurosat_dir):
 def test_scene_folder_fractions_that_leave_no_training_data_are_rejected(eurosat_dir):
     with pytest.raises(ValueError, match=r"0.5 \+ 0.5"):
         SceneFolderDataModule(eurosat_dir, val_fraction=0.5, test_fraction=0.5)
-
-
-# --------------------------------------------------------------------------------------------
-# PixelPatchDataModule
-
-
-def salinas_dm(salinas_a_dir, **kwargs):
-    options = {"card": "salinas_a", "radius": 2, "train": 0.5, "val": 0.2, "batch_size": 8,
-               "block_size": 12, "seed": 0, **kwargs}
-    return PixelPatchDataModule(salinas_a_dir / "SalinasA_corrected.hdr",
-                                salinas_a_dir / "SalinasA_gt.mat", **options)
-
-
-@pytest.mark.parametrize("split", ["random", "spatial"])
-def test_pixel_patch_loaders_yield_batches_of_the_expected_shape(salinas_a_dir, split):
-    dm = salinas_dm(salinas_a_dir, split=split)
-    dm.setup("fit")
-    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
-        batch = next(iter(loader))
-        assert batch["image"].shape == (8, 204, 5, 5)
-        assert batch["label"].shape == (8,) and batch["label"].dtype == torch.int64
-        assert batch["mask"].shape == (8, 5, 5)
-        assert batch["center"].shape == (8, 2)
-        assert torch.equal(batch["label"], batch["mask"][:, 2, 2])
-        assert bool((batch["label"] != IGNORE_INDEX).all())
-    assert dm.num_classes == 6
-
-
-def test_pixel_patch_random_split_is_stratified(salinas_a_dir):
-    dm = salinas_dm(salinas_a_dir, split="random", train=10, val=5)
-    dm.setup()
-    for part, count in (("train", 10), ("val", 5)):
-        assert np.bincount(dm.parts[part].labels).tolist() == [count] * 6
-    assert len(dm.parts["test"]) == 5348 - 6 * 15
-
-
-def test_pixel_patch_spatial_split_keeps_training_pixels_out_of_eval_windows(salinas_a_dir):
-    dm = salinas_dm(salinas_a_dir, split="spatial", radius=3)
-    dm.setup()
-    check_no_leakage(dm.coords["train"], dm.coords["val"], 3)
-    check_no_leakage(dm.coords["train"], dm.coords["test"], 3)
-    dropped = dm.spatial_split.dropped
-    assert sum(len(c) for c in dm.coords.values()) + dropped["val"] + dropped["test"] == 5348
-
-
-def test_pixel_patch_unknown_split_lists_the_choices(salinas_a_dir):
-    with pytest.raises(ValueError, match="random, spatial"):
-        salinas_dm(salinas_a_dir, split="checkerboard")
-
-
-def test_pixel_patch_spatial_split_rejects_per_class_counts(salinas_a_dir):
-    with pytest.raises(TypeError, match="fractions"):
-        salinas_dm(salinas_a_dir, split="spatial", train=10, val=5)
-
-
-class _CentrePixelClassifier(L.LightningModule):
-    def __init__(self, bands: int, classes: int) -> None:
-        super().__init__()
-        self.head = torch.nn.Linear(bands, classes)
-
-    def _loss(self, batch):
-        centre = batch["image"][:, :, batch["image"].shape[-1] // 2, batch["image"].shape[-1] // 2]
-        return torch.nn.functional.cross_entropy(self.head(centre / 1000), batch["label"])
-
-    def training_step(self, batch, batch_idx):
-        return self._loss(batch)
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_loss", self._loss(batch), batch_size=len(batch["label"]))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-def test_pixel_patch_datamodule_drives_a_lightning_trainer(salinas_a_dir):
-    dm = salinas_dm(salinas_a_dir, split="spatial")
-    trainer = L.Trainer(fast_dev_run=2, accelerator="cpu", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.fit(_CentrePixelClassifier(204, dm.num_classes), datamodule=dm)
-    assert trainer.state.finished

@@ -178,9 +178,9 @@ def test_any_mat_scene_without_a_card(tmp_path, capsys, tiny_lola_recipe):
 
     cube = open_envi(data_dir() / "samples" / "salinas_a" / "SalinasA_corrected.hdr",
                      card="salinas_a")["image"].numpy()
-    from geofm.data.hyperspectral import load_mat_arrays
+    from geofm.data.hyperspectral import read_mat_array
 
-    gt = load_mat_arrays(data_dir() / "samples" / "salinas_a" / "SalinasA_gt.mat")["salinasA_gt"]
+    gt = read_mat_array(data_dir() / "samples" / "salinas_a" / "SalinasA_gt.mat", "salinasA_gt")
     scipy.io.savemat(tmp_path / "scene.mat", {"cube": np.moveaxis(cube, 0, -1)})
     scipy.io.savemat(tmp_path / "scene_gt.mat", {"labels": gt})
     recipe = load_recipe({**tiny_lola_recipe, "scene": {"cube": str(tmp_path / "scene.mat"),
