@@ -66,9 +66,19 @@ def make_large_raster(path: Path, reps: tuple[int, int]) -> int:
     s2 = open_raster(SAMPLES / "s2_l1c_t33uuu" / "IMG_DATA", resampling="nearest")
     block = s2["image"].numpy().astype(np.uint16)
     c, h, w = block.shape
-    profile = {"driver": "GTiff", "dtype": "uint16", "count": c, "height": h * reps[0],
-               "width": w * reps[1], "crs": s2["crs"], "transform": s2["transform"],
-               "tiled": True, "blockxsize": 512, "blockysize": 512, "nodata": 0}
+    profile = {
+        "driver": "GTiff",
+        "dtype": "uint16",
+        "count": c,
+        "height": h * reps[0],
+        "width": w * reps[1],
+        "crs": s2["crs"],
+        "transform": s2["transform"],
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "nodata": 0,
+    }
     with rasterio.open(path, "w", **profile) as dst:
         for i in range(reps[0]):
             for j in range(reps[1]):
@@ -107,16 +117,23 @@ def bench_windowed_pass(reps: tuple[int, int], budget_mb: int, tile: int) -> dic
         t0 = time.perf_counter()
         raster_bytes = make_large_raster(path, reps)
         gen_s = time.perf_counter() - t0
-        env = dict(os.environ, GDAL_CACHEMAX="32", MALLOC_ARENA_MAX="2")  # GDAL's block cache counts as data too
-        done = subprocess.run([sys.executable, "-c", CHILD, str(path), str(budget_mb), str(tile)],
-                              capture_output=True, text=True, env=env)
+        env = dict(
+            os.environ, GDAL_CACHEMAX="32", MALLOC_ARENA_MAX="2"
+        )  # GDAL's block cache counts as data too
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, str(path), str(budget_mb), str(tile)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"windowed pass failed under the memory cap:\n{done.stderr}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
         with rasterio.open(path) as src:
             result["raster_shape"] = [src.count, src.height, src.width]
-    result.update(raster_mb=raster_bytes / 2**20, budget_mb=budget_mb, tile=tile,
-                  generate_seconds=gen_s)
+    result.update(
+        raster_mb=raster_bytes / 2**20, budget_mb=budget_mb, tile=tile, generate_seconds=gen_s
+    )
     return result
 
 
@@ -128,19 +145,27 @@ def main() -> int:
     reps, budget, repeats = ((2, 1), 192, 2) if args.quick else ((6, 4), 256, 20)
     tp = bench_throughput(repeats)
     print(f"EuroSAT-MS reading ({tp['files']} file reads, 13 x 64 x 64 uint16):")
-    print(f"  geofm.open_raster  {tp['geofm_files_per_s']:8.1f} files/s "
-          f"{tp['geofm_mb_per_s']:7.1f} MB/s")
-    print(f"  rasterio.read      {tp['rasterio_files_per_s']:8.1f} files/s "
-          f"{tp['rasterio_mb_per_s']:7.1f} MB/s")
+    print(
+        f"  geofm.open_raster  {tp['geofm_files_per_s']:8.1f} files/s "
+        f"{tp['geofm_mb_per_s']:7.1f} MB/s"
+    )
+    print(
+        f"  rasterio.read      {tp['rasterio_files_per_s']:8.1f} files/s "
+        f"{tp['rasterio_mb_per_s']:7.1f} MB/s"
+    )
     wp = bench_windowed_pass(reps, budget, tile=1024)
-    print(f"windowed statistics pass over a {wp['raster_mb']:.0f} MiB GeoTIFF "
-          f"{tuple(wp['raster_shape'])} with RLIMIT_DATA = {wp['data_limit_mb']:.0f} MiB "
-          f"(after-import size + {budget} MiB):")
-    print(f"  completed under the cap; peak of Python/numpy allocations "
-          f"{wp['python_numpy_peak_mb']:.0f} MiB (tracemalloc); process peak RSS "
-          f"{wp['peak_rss_mb']:.0f} MiB, of which {wp['rss_before_mb']:.0f} MiB before the pass "
-          f"(torch and GDAL imports); {wp['seconds']:.1f} s, "
-          f"{wp['raster_mb'] / wp['seconds']:.0f} MiB/s")
+    print(
+        f"windowed statistics pass over a {wp['raster_mb']:.0f} MiB GeoTIFF "
+        f"{tuple(wp['raster_shape'])} with RLIMIT_DATA = {wp['data_limit_mb']:.0f} MiB "
+        f"(after-import size + {budget} MiB):"
+    )
+    print(
+        f"  completed under the cap; peak of Python/numpy allocations "
+        f"{wp['python_numpy_peak_mb']:.0f} MiB (tracemalloc); process peak RSS "
+        f"{wp['peak_rss_mb']:.0f} MiB, of which {wp['rss_before_mb']:.0f} MiB before the pass "
+        f"(torch and GDAL imports); {wp['seconds']:.1f} s, "
+        f"{wp['raster_mb'] / wp['seconds']:.0f} MiB/s"
+    )
     if args.record:
         args.record.parent.mkdir(parents=True, exist_ok=True)
         args.record.write_text(report(tp, wp, args.quick))
@@ -152,8 +177,8 @@ def report(tp: dict, wp: dict, quick: bool) -> str:
     cpu = platform.processor() or platform.machine()
     return f"""# Reading benchmarks
 
-Measured by `python benchmarks/bench_reading.py{' --quick' if quick else ''} --record
-docs/benchmarks/reading.md` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores
+Measured by `python benchmarks/bench_reading.py{" --quick" if quick else ""} --record
+docs/benchmarks/reading.md` on {time.strftime("%Y-%m-%d")}, {os.cpu_count()} CPU cores
 ({cpu}), Python {platform.python_version()}, rasterio {rasterio.__version__}
 (GDAL {rasterio.__gdal_version__}).
 
@@ -161,26 +186,26 @@ docs/benchmarks/reading.md` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU
 
 | reader | files/s | MB/s (decoded) |
 |---|---|---|
-| `geofm.data.open_raster(card="eurosat_ms")` | {tp['geofm_files_per_s']:.1f} | {tp['geofm_mb_per_s']:.1f} |
-| bare `rasterio.open(...).read()` | {tp['rasterio_files_per_s']:.1f} | {tp['rasterio_mb_per_s']:.1f} |
+| `geofm.data.open_raster(card="eurosat_ms")` | {tp["geofm_files_per_s"]:.1f} | {tp["geofm_mb_per_s"]:.1f} |
+| bare `rasterio.open(...).read()` | {tp["rasterio_files_per_s"]:.1f} | {tp["rasterio_mb_per_s"]:.1f} |
 
-{tp['files']} file reads, page cache warm. What `open_raster` adds to the bare read: the card
+{tp["files"]} file reads, page cache warm. What `open_raster` adds to the bare read: the card
 lookup and band-metadata checks, the cast to float32 and the nodata/NaN mask.
 
 ## Memory: windowed pass over a raster larger than its memory allowance
 
-- Raster: generated GeoTIFF, {wp['raster_shape'][0]} x {wp['raster_shape'][1]} x
-  {wp['raster_shape'][2]} uint16 = {wp['raster_mb']:.0f} MiB uncompressed, tiled 512 x 512,
-  made by tiling the real Sentinel-2 sample (generated in {wp['generate_seconds']:.1f} s).
-- Pass: `compute_statistics(tile={wp['tile']})` (mean, std, exact percentiles) in a child
-  process with `RLIMIT_DATA` = its size after imports + {wp['budget_mb']} MiB
-  = {wp['data_limit_mb']:.0f} MiB, `GDAL_CACHEMAX=32`, `MALLOC_ARENA_MAX=2`.
+- Raster: generated GeoTIFF, {wp["raster_shape"][0]} x {wp["raster_shape"][1]} x
+  {wp["raster_shape"][2]} uint16 = {wp["raster_mb"]:.0f} MiB uncompressed, tiled 512 x 512,
+  made by tiling the real Sentinel-2 sample (generated in {wp["generate_seconds"]:.1f} s).
+- Pass: `compute_statistics(tile={wp["tile"]})` (mean, std, exact percentiles) in a child
+  process with `RLIMIT_DATA` = its size after imports + {wp["budget_mb"]} MiB
+  = {wp["data_limit_mb"]:.0f} MiB, `GDAL_CACHEMAX=32`, `MALLOC_ARENA_MAX=2`.
 - Result: the pass completed under the cap, so it never held more than
-  {wp['budget_mb']} MiB of private memory beyond its imports for a {wp['raster_mb']:.0f} MiB
+  {wp["budget_mb"]} MiB of private memory beyond its imports for a {wp["raster_mb"]:.0f} MiB
   raster. Peak of Python/numpy allocations during the pass (tracemalloc):
-  **{wp['python_numpy_peak_mb']:.0f} MiB**. Process peak RSS {wp['peak_rss_mb']:.0f} MiB, of
-  which {wp['rss_before_mb']:.0f} MiB was reached before the pass (importing torch and GDAL).
-  {wp['seconds']:.1f} s ({wp['raster_mb'] / wp['seconds']:.0f} MiB/s).
+  **{wp["python_numpy_peak_mb"]:.0f} MiB**. Process peak RSS {wp["peak_rss_mb"]:.0f} MiB, of
+  which {wp["rss_before_mb"]:.0f} MiB was reached before the pass (importing torch and GDAL).
+  {wp["seconds"]:.1f} s ({wp["raster_mb"] / wp["seconds"]:.0f} MiB/s).
 """
 
 

@@ -43,8 +43,21 @@ from geofm.models import create_model  # noqa: E402
 from geofm.models.embeddings import BandPatchEmbed, positional_channel_embedding  # noqa: E402
 from geofm.models.less_vit import LESSBlock, perception_field_mask  # noqa: E402
 
-S2_NM = [442.7, 492.4, 559.8, 664.6, 704.1, 740.5, 782.8, 832.8, 864.7, 945.1, 1373.5,
-         1613.7, 2202.4]
+S2_NM = [
+    442.7,
+    492.4,
+    559.8,
+    664.6,
+    704.1,
+    740.5,
+    782.8,
+    832.8,
+    864.7,
+    945.1,
+    1373.5,
+    1613.7,
+    2202.4,
+]
 S1_NM = [5500.0, 5700.0]
 
 
@@ -75,8 +88,10 @@ def load_official(checkout: Path) -> tuple[types.ModuleType, types.ModuleType, s
     """Import the official model files as a package without running its ``__init__``."""
     models_dir = checkout / "GeospatialFM" / "models"
     if not (models_dir / "low_rank_attention.py").exists():
-        raise SystemExit(f"{models_dir}/low_rank_attention.py not found: pass --official "
-                         "the root of a uiuctml/GeospatialFM checkout")
+        raise SystemExit(
+            f"{models_dir}/low_rank_attention.py not found: pass --official "
+            "the root of a uiuctml/GeospatialFM checkout"
+        )
     try:
         import transformers  # noqa: F401
 
@@ -104,7 +119,7 @@ def block_key(name: str) -> str:
     ]
     for old, new in replacements:
         if name.startswith(old):
-            return new + name[len(old):]
+            return new + name[len(old) :]
     return name
 
 
@@ -139,32 +154,49 @@ def check_patch_embed(off_attn_mod, off_enc_mod) -> dict:
     torch.manual_seed(0)
     theirs = patch_mod.HyperspectralPatchEmbed(16, 64)
     ours = BandPatchEmbed(16, 64)
-    ours.load_state_dict({
-        "fc1.weight": theirs.proj[0].weight.reshape(128, -1), "fc1.bias": theirs.proj[0].bias,
-        "fc2.weight": theirs.proj[2].weight.reshape(64, -1), "fc2.bias": theirs.proj[2].bias,
-    })
+    ours.load_state_dict(
+        {
+            "fc1.weight": theirs.proj[0].weight.reshape(128, -1),
+            "fc1.bias": theirs.proj[0].bias,
+            "fc2.weight": theirs.proj[2].weight.reshape(64, -1),
+            "fc2.bias": theirs.proj[2].bias,
+        }
+    )
     image = torch.randn(2, 5, 64, 48)
-    return dict(part="band patch embedding (D 64, 5 bands)", dtype="float32",
-                diff=_max_diff(ours(image), theirs(image)))
+    return dict(
+        part="band patch embedding (D 64, 5 bands)",
+        dtype="float32",
+        diff=_max_diff(ours(image), theirs(image)),
+    )
 
 
 def check_pos_chan() -> dict:
     pos_mod = importlib.import_module("official_gfm.pos_chan_embed")
     theirs = pos_mod.PositionalChannelEmbedding(384)
     tokens = torch.zeros(1, 13, 64, 384)
-    expected = theirs(tokens, spatial_resolution=10.0, channel_ids=torch.tensor([S2_NM]),
-                      cls_token=True)
+    expected = theirs(
+        tokens, spatial_resolution=10.0, channel_ids=torch.tensor([S2_NM]), cls_token=True
+    )
     ours = positional_channel_embedding(torch.tensor(S2_NM), (8, 8), torch.tensor([10.0]), 384)
-    return dict(part="positional-channel embedding (D 384, 13 bands, 8 x 8, 10 m)",
-                dtype="theirs float32, ours float64", diff=_max_diff(ours, expected))
+    return dict(
+        part="positional-channel embedding (D 384, 13 bands, 8 x 8, 10 m)",
+        dtype="theirs float32, ours float64",
+        diff=_max_diff(ours, expected),
+    )
 
 
 def check_block(off_attn_mod, rank: int, dtype: torch.dtype) -> dict:
     torch.manual_seed(rank)
     D, heads, a = 384, 6, 2
     theirs = off_attn_mod.LowRankBlock(
-        dim=D, num_heads=heads, channel_dim=heads * a, spatial_dim=D // a, qkv_bias=True,
-        norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6), rank=rank, init_values=1e-2,
+        dim=D,
+        num_heads=heads,
+        channel_dim=heads * a,
+        spatial_dim=D // a,
+        qkv_bias=True,
+        norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6),
+        rank=rank,
+        init_values=1e-2,
     ).eval()
     for p in theirs.parameters():  # random weights everywhere, not the zero/one init
         nn.init.normal_(p, std=0.05)
@@ -179,8 +211,12 @@ def check_block(off_attn_mod, rank: int, dtype: torch.dtype) -> dict:
     assert torch.equal(mask, our_mask[0, 0]), "perception masks differ"
     with torch.no_grad():
         diff = _max_diff(ours(x, our_mask), theirs(x, spatial_mask=mask))
-    return dict(part=f"LESS block, ViT-S width, rank {rank}, 13 bands, 8 x 8 patches, "
-                     "perception mask 640 m", dtype=str(dtype).replace("torch.", ""), diff=diff)
+    return dict(
+        part=f"LESS block, ViT-S width, rank {rank}, 13 bands, 8 x 8 patches, "
+        "perception mask 640 m",
+        dtype=str(dtype).replace("torch.", ""),
+        diff=diff,
+    )
 
 
 def _their_embedding_table(off_enc_mod):
@@ -190,8 +226,12 @@ def _their_embedding_table(off_enc_mod):
     def table(wavelengths, grid_hw, gsd, dim):
         theirs = pos_mod.PositionalChannelEmbedding(dim)
         tokens = torch.zeros(1, len(wavelengths), grid_hw[0] * grid_hw[1], dim)
-        return theirs(tokens, spatial_resolution=float(gsd[0]),
-                      channel_ids=wavelengths.reshape(1, -1).cpu(), cls_token=True)
+        return theirs(
+            tokens,
+            spatial_resolution=float(gsd[0]),
+            channel_ids=wavelengths.reshape(1, -1).cpu(),
+            cls_token=True,
+        )
 
     return table
 
@@ -199,8 +239,14 @@ def _their_embedding_table(off_enc_mod):
 def check_encoder(off_enc_mod, rank: int, dtype: torch.dtype, their_table: bool = False) -> dict:
     torch.manual_seed(100 + rank)
     config = off_enc_mod.SpatialSpectralLowRankViTConfig(
-        patch_size=16, embed_dim=384, channel_embed_dims_per_head=2, depth=4, num_heads=6,
-        rank=rank, use_perception_field_mask=True, attention_radius=640,
+        patch_size=16,
+        embed_dim=384,
+        channel_embed_dims_per_head=2,
+        depth=4,
+        num_heads=6,
+        rank=rank,
+        use_perception_field_mask=True,
+        attention_radius=640,
     )
     theirs = off_enc_mod.SpatialSpectralLowRankViTEncoder(config).eval()
     for name, p in theirs.named_parameters():
@@ -219,24 +265,31 @@ def check_encoder(off_enc_mod, rank: int, dtype: torch.dtype, their_table: bool 
         less_vit.positional_channel_embedding = _their_embedding_table(off_enc_mod)
     try:
         with torch.no_grad():
-            expected = theirs(optical=optical, radar=radar,
-                              optical_channel_wv=torch.tensor([S2_NM]),
-                              radar_channel_wv=torch.tensor([S1_NM]),
-                              spatial_resolution=10.0)[0]
-            got = ours.forward_features(torch.cat([optical, radar], dim=1),
-                                        torch.tensor(S2_NM + S1_NM), 10.0)
+            expected = theirs(
+                optical=optical,
+                radar=radar,
+                optical_channel_wv=torch.tensor([S2_NM]),
+                radar_channel_wv=torch.tensor([S1_NM]),
+                spatial_resolution=10.0,
+            )[0]
+            got = ours.forward_features(
+                torch.cat([optical, radar], dim=1), torch.tensor(S2_NM + S1_NM), 10.0
+            )
     finally:
         less_vit.positional_channel_embedding = ours_table
     table = ", with their float32 embedding table" if their_table else ""
-    return dict(part=f"encoder, ViT-S width, depth 4, rank {rank}, S2 13 + S1 2 bands, "
-                     f"96 px, 640 m{table}", dtype=str(dtype).replace("torch.", ""),
-                diff=_max_diff(got, expected))
+    return dict(
+        part=f"encoder, ViT-S width, depth 4, rank {rank}, S2 13 + S1 2 bands, 96 px, 640 m{table}",
+        dtype=str(dtype).replace("torch.", ""),
+        diff=_max_diff(got, expected),
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--official", type=Path, required=True,
-                        help="root of a uiuctml/GeospatialFM checkout")
+    parser.add_argument(
+        "--official", type=Path, required=True, help="root of a uiuctml/GeospatialFM checkout"
+    )
     parser.add_argument("--record", type=Path, default=None)
     args = parser.parse_args(argv)
     off_attn, off_enc, how = load_official(args.official)
@@ -250,8 +303,11 @@ def main(argv=None) -> int:
     for rank in (1, 8):
         rows.append(check_encoder(off_enc, rank, torch.float64, their_table=True))
     try:
-        commit = subprocess.run(["git", "-C", str(args.official), "rev-parse", "--short",
-                                 "HEAD"], capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(args.official), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except OSError:
         commit = ""
     lines = [

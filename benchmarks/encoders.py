@@ -45,8 +45,10 @@ MODELS = [
     ("grouped ViT-S", "grouped_vit_small", {}),
 ]
 SHAPES = [(13, 64), (13, 128), (202, 64), (202, 128)]
-QUICK_MODELS = [("LESS ViT-Ti r1", "less_vit_tiny", {"rank": 1, "depth": 1}),
-                ("joint ViT-Ti", "joint_vit_tiny", {"depth": 1})]
+QUICK_MODELS = [
+    ("LESS ViT-Ti r1", "less_vit_tiny", {"rank": 1, "depth": 1}),
+    ("joint ViT-Ti", "joint_vit_tiny", {"depth": 1}),
+]
 QUICK_SHAPES = [(3, 32)]
 
 
@@ -149,9 +151,17 @@ def run_child(spec: dict) -> None:
 
 # --------------------------------------------------------------------------- parent
 def run_config(label, name, overrides, bands, size, args) -> dict:
-    spec = dict(model=name, overrides=overrides, bands=bands, size=size, batch=args.batch,
-                device=args.device, repeats=args.repeats, slow_s=args.slow_s,
-                checkpointing=args.checkpointing)
+    spec = dict(
+        model=name,
+        overrides=overrides,
+        bands=bands,
+        size=size,
+        batch=args.batch,
+        device=args.device,
+        repeats=args.repeats,
+        slow_s=args.slow_s,
+        checkpointing=args.checkpointing,
+    )
     if args.checkpointing:
         label += " +ckpt"
     row = dict(model=label, bands=bands, size=size, status="ok")
@@ -163,8 +173,9 @@ def run_config(label, name, overrides, bands, size, args) -> dict:
 
     cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=limit_memory)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit_memory
+    )
     try:
         out, err = proc.communicate(timeout=args.timeout_s)
     except subprocess.TimeoutExpired:
@@ -178,11 +189,15 @@ def run_config(label, name, overrides, bands, size, args) -> dict:
             if "peak_bytes" in event:
                 row[event["phase"] + "_peak_mb"] = event["peak_bytes"] / 2**20
     if row["status"] == "ok" and proc.returncode != 0:
-        oom = re.search(r"out of memory|Cannot allocate memory|MemoryError|DefaultCPUAllocator",
-                        err)
+        oom = re.search(
+            r"out of memory|Cannot allocate memory|MemoryError|DefaultCPUAllocator", err
+        )
         where = "forward+backward" if "forward_cold_s" in row else "forward"
-        row["status"] = (f"out of memory in the {where} (limit {args.memory_gb:g} GiB)" if oom
-                         else "failed: " + (err.strip().splitlines() or ["?"])[-1][:120])
+        row["status"] = (
+            f"out of memory in the {where} (limit {args.memory_gb:g} GiB)"
+            if oom
+            else "failed: " + (err.strip().splitlines() or ["?"])[-1][:120]
+        )
     row["wall_s"] = time.perf_counter() - started
     return row
 
@@ -205,8 +220,7 @@ def _warm_or_cold(row, phase: str) -> str:
 
 def table(rows) -> str:
     lines = [
-        "| model | bands | size | forward s | fwd+bwd s | peak fwd MiB | peak fwd+bwd MiB "
-        "| note |",
+        "| model | bands | size | forward s | fwd+bwd s | peak fwd MiB | peak fwd+bwd MiB | note |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -236,18 +250,22 @@ def ratios(rows, suffix: str = "") -> list[str]:
         if joint and less and "train_s" in joint and "train_s" in less:
             ratio = joint["train_s"] / less["train_s"]
             verdict = "met" if ratio >= goal else "missed"
-            out.append(f"- joint ViT-S / LESS ViT-S r8, forward+backward, {bands} bands "
-                       f"{size} px: **{ratio:.2f}x** (target at least {goal}x: {verdict})")
+            out.append(
+                f"- joint ViT-S / LESS ViT-S r8, forward+backward, {bands} bands "
+                f"{size} px: **{ratio:.2f}x** (target at least {goal}x: {verdict})"
+            )
     for bands, size in SHAPES:
         r1 = _find(rows, "LESS ViT-S r1" + suffix, bands, size)
         r8 = _find(rows, "LESS ViT-S r8" + suffix, bands, size)
         if r1 and r8 and "train_s" in r1 and "train_s" in r8:
             t = r8["train_s"] / r1["train_s"]
             m = r8.get("train_cold_peak_mb", 0) / max(r1.get("train_cold_peak_mb", 1), 1)
-            out.append(f"- LESS ViT-S r8 / r1 at {bands} bands {size} px: time **{t:.2f}x** "
-                       f"(target at most 1.15x: {'met' if t <= 1.15 else 'missed'}), peak "
-                       f"memory **{m:.2f}x** (target at most 1.1x: "
-                       f"{'met' if m <= 1.1 else 'missed'})")
+            out.append(
+                f"- LESS ViT-S r8 / r1 at {bands} bands {size} px: time **{t:.2f}x** "
+                f"(target at most 1.15x: {'met' if t <= 1.15 else 'missed'}), peak "
+                f"memory **{m:.2f}x** (target at most 1.1x: "
+                f"{'met' if m <= 1.1 else 'missed'})"
+            )
     return out
 
 
@@ -282,7 +300,9 @@ def report(rows, args) -> str:
         table(rows),
         "",
     ]
-    lines += ratios(rows, " +ckpt" if args.checkpointing else "") or ["- (no ratio: a configuration the targets need did not finish)"]
+    lines += ratios(rows, " +ckpt" if args.checkpointing else "") or [
+        "- (no ratio: a configuration the targets need did not finish)"
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -292,7 +312,7 @@ def record(text: str, path: Path, section: str = "encoders") -> None:
     if path.exists():
         old = path.read_text()
         if begin in old and end in old:
-            new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
+            new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
         else:
             new = old.rstrip() + "\n\n" + block + "\n"
     else:
@@ -305,24 +325,46 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--slow-s", type=float, default=30.0,
-                        help="after a warm pass this long, stop repeating")
-    parser.add_argument("--timeout-s", type=float, default=600.0,
-                        help="stop a configuration after this long (default 10 minutes)")
-    parser.add_argument("--memory-gb", type=float, default=20.0,
-                        help="cap on a CPU child's data segment (RLIMIT_DATA); 0 for none")
-    parser.add_argument("--only", default=None,
-                        help="run only models whose label contains this text")
-    parser.add_argument("--shapes", default=None,
-                        help="comma-separated BANDSxSIZE, e.g. 202x128 (default: all four)")
-    parser.add_argument("--checkpointing", action="store_true",
-                        help="run every model with gradient checkpointing")
-    parser.add_argument("--section", default="encoders",
-                        help="name of the marked block --record replaces")
-    parser.add_argument("--quick", action="store_true",
-                        help="one tiny model pair at 3 bands 32 px: checks the script runs")
-    parser.add_argument("--record", type=Path, default=None,
-                        help="write the table into this Markdown file (between markers)")
+    parser.add_argument(
+        "--slow-s", type=float, default=30.0, help="after a warm pass this long, stop repeating"
+    )
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=600.0,
+        help="stop a configuration after this long (default 10 minutes)",
+    )
+    parser.add_argument(
+        "--memory-gb",
+        type=float,
+        default=20.0,
+        help="cap on a CPU child's data segment (RLIMIT_DATA); 0 for none",
+    )
+    parser.add_argument(
+        "--only", default=None, help="run only models whose label contains this text"
+    )
+    parser.add_argument(
+        "--shapes",
+        default=None,
+        help="comma-separated BANDSxSIZE, e.g. 202x128 (default: all four)",
+    )
+    parser.add_argument(
+        "--checkpointing", action="store_true", help="run every model with gradient checkpointing"
+    )
+    parser.add_argument(
+        "--section", default="encoders", help="name of the marked block --record replaces"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one tiny model pair at 3 bands 32 px: checks the script runs",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="write the table into this Markdown file (between markers)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -343,9 +385,12 @@ def main(argv=None) -> int:
             print(f"{label:16s} {bands:3d} bands {size:3d} px ...", end=" ", flush=True)
             row = run_config(label, name, overrides, bands, size, args)
             rows.append(row)
-            print(f"forward {_warm_or_cold(row, 'forward')} s, "
-                  f"fwd+bwd {_warm_or_cold(row, 'train')} s, "
-                  f"peak {_fmt_mb(row, 'train_cold_peak_mb')} MiB [{row['status']}]", flush=True)
+            print(
+                f"forward {_warm_or_cold(row, 'forward')} s, "
+                f"fwd+bwd {_warm_or_cold(row, 'train')} s, "
+                f"peak {_fmt_mb(row, 'train_cold_peak_mb')} MiB [{row['status']}]",
+                flush=True,
+            )
     text = report(rows, args)
     print()
     print(text)

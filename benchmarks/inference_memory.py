@@ -106,9 +106,19 @@ def make_large_raster(path: Path, reps: tuple[int, int]) -> tuple[int, tuple[int
     block = s2["image"].numpy().astype(np.uint16)
     c, h, w = block.shape
     shape = (c, h * reps[0], w * reps[1])
-    profile = {"driver": "GTiff", "dtype": "uint16", "count": c, "height": shape[1],
-               "width": shape[2], "crs": s2["crs"], "transform": s2["transform"],
-               "tiled": True, "blockxsize": 512, "blockysize": 512, "nodata": 0}
+    profile = {
+        "driver": "GTiff",
+        "dtype": "uint16",
+        "count": c,
+        "height": shape[1],
+        "width": shape[2],
+        "crs": s2["crs"],
+        "transform": s2["transform"],
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "nodata": 0,
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.descriptions = tuple(s2["bands"])
         for i in range(reps[0]):
@@ -117,13 +127,24 @@ def make_large_raster(path: Path, reps: tuple[int, int]) -> tuple[int, tuple[int
     return c * shape[1] * shape[2] * 2, shape
 
 
-def run_child(raster: Path, out: Path, kind: str, budget_mb: int, stride: int,
-              quick: bool) -> dict:
+def run_child(raster: Path, out: Path, kind: str, budget_mb: int, stride: int, quick: bool) -> dict:
     pixel_tile = 64 if quick else 256
-    done = subprocess.run([sys.executable, "-c", CHILD, str(raster), str(out), kind,
-                           str(budget_mb), str(stride), "1" if quick else "0",
-                           str(pixel_tile)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(raster),
+            str(out),
+            kind,
+            str(budget_mb),
+            str(stride),
+            "1" if quick else "0",
+            str(pixel_tile),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{kind} prediction failed:\n{done.stderr}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -137,10 +158,15 @@ def run_child(raster: Path, out: Path, kind: str, budget_mb: int, stride: int,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    parser.add_argument("--budget-mb", type=int, default=None,
-                        help="memory allowance of the prediction (default 256; quick 48)")
-    parser.add_argument("--stride", type=int, default=64,
-                        help="scene classifier stride (64: one label per tile)")
+    parser.add_argument(
+        "--budget-mb",
+        type=int,
+        default=None,
+        help="memory allowance of the prediction (default 256; quick 48)",
+    )
+    parser.add_argument(
+        "--stride", type=int, default=64, help="scene classifier stride (64: one label per tile)"
+    )
     parser.add_argument("--record", type=Path, default=None, help="write a Markdown report")
     args = parser.parse_args(argv)
     # the raster is several times the allowance in both modes
@@ -154,20 +180,23 @@ def main(argv=None) -> int:
         gen_s = time.perf_counter() - t0
         raster_mb = nbytes / 2**20
         float_mb = raster_mb * 2
-        print(f"raster: {shape[0]} x {shape[1]} x {shape[2]} uint16, {raster_mb:.0f} MiB on "
-              f"disk, {float_mb:.0f} MiB as float32 ({float_mb / budget:.1f}x the {budget} MiB "
-              f"allowance); generated in {gen_s:.1f} s")
+        print(
+            f"raster: {shape[0]} x {shape[1]} x {shape[2]} uint16, {raster_mb:.0f} MiB on "
+            f"disk, {float_mb:.0f} MiB as float32 ({float_mb / budget:.1f}x the {budget} MiB "
+            f"allowance); generated in {gen_s:.1f} s"
+        )
         for kind in ("scene", "pixel"):
-            r = run_child(raster, Path(tmp) / f"{kind}.tif", kind, budget, args.stride,
-                          args.quick)
+            r = run_child(raster, Path(tmp) / f"{kind}.tif", kind, budget, args.stride, args.quick)
             results[kind] = r
             verdict = "within" if r["within"] else "OVER"
-            print(f"{kind:>5}: {r['tiles']} tiles in {r['blocks']} blocks of {r['block']} "
-                  f"cells, output {r['output_shape'][0]} x {r['output_shape'][1]}, "
-                  f"{r['seconds']:.1f} s; peak RSS grew {r['grown_mb']:.0f} MiB over the "
-                  f"{r['rss_before_mb']:.0f} MiB before the prediction: {verdict} the bound "
-                  f"of {r['bound_mb']:.0f} MiB ({budget} allowed + {r['model_batch_mb']:.0f} "
-                  f"for one batch through the model)")
+            print(
+                f"{kind:>5}: {r['tiles']} tiles in {r['blocks']} blocks of {r['block']} "
+                f"cells, output {r['output_shape'][0]} x {r['output_shape'][1]}, "
+                f"{r['seconds']:.1f} s; peak RSS grew {r['grown_mb']:.0f} MiB over the "
+                f"{r['rss_before_mb']:.0f} MiB before the prediction: {verdict} the bound "
+                f"of {r['bound_mb']:.0f} MiB ({budget} allowed + {r['model_batch_mb']:.0f} "
+                f"for one batch through the model)"
+            )
     if args.record:
         args.record.parent.mkdir(parents=True, exist_ok=True)
         args.record.write_text(report(results, shape, raster_mb, budget, gen_s, args))
@@ -202,7 +231,7 @@ def report(results: dict, shape, raster_mb: float, budget: int, gen_s: float, ar
         f"and what `predict` imports on first use); its RSS then is the baseline, and the "
         f"peak-RSS count is restarted "
         f"(`/proc/self/clear_refs`). One warm-up batch goes through the model (the peak "
-        f"it adds is the \"model batch\" column: `memory_mb` bounds what `predict` holds, "
+        f'it adds is the "model batch" column: `memory_mb` bounds what `predict` holds, '
         f"the model's forward pass comes on top and is set by `batch_size`), then "
         f"`predict(..., memory_mb={budget})` runs over the whole raster into "
         f"Cloud-Optimised GeoTIFF(s) on its grid.",
@@ -215,18 +244,21 @@ def report(results: dict, shape, raster_mb: float, budget: int, gen_s: float, ar
     ]
     tile = results["pixel"]["pixel_tile"]
     model = "LESS ViT-Ti (2 blocks, 64 wide)" if args.quick else "LESS ViT-Ti"
-    names = {"scene": f"{model} scene classifier, tile 64, stride {args.stride}",
-             "pixel": f"per-pixel 3x3 conv net, tile {tile}, margin 2, + probabilities"}
+    names = {
+        "scene": f"{model} scene classifier, tile 64, stride {args.stride}",
+        "pixel": f"per-pixel 3x3 conv net, tile {tile}, margin 2, + probabilities",
+    }
     for kind, r in results.items():
         lines.append(
             f"| {names[kind]} | {r['tiles']} | {r['blocks']} ({r['block']}) | "
             f"{r['output_shape'][0]} x {r['output_shape'][1]} | {r['seconds']:.1f} | "
             f"{r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r['grown_mb']:.0f} | "
             f"{r['bound_mb']:.0f} {'(within)' if r['within'] else '(**over**)'} | "
-            f"{r['model_batch_mb']:.0f} |")
+            f"{r['model_batch_mb']:.0f} |"
+        )
     lines += [
         "",
-        "\"Grown\" counts everything the process touched while predicting: the blocks, the "
+        '"Grown" counts everything the process touched while predicting: the blocks, the '
         "model's batches, GDAL's block cache (`memory_mb / 8`, at least 16 MiB), the COG "
         "conversion and what the allocator keeps. Default allocator settings, and no "
         "tracing (tracemalloc's own bookkeeping would count too).",

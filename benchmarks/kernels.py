@@ -55,7 +55,7 @@ from geofm.models.less_vit import perception_field_mask  # noqa: E402
 MODELS = {"ViT-S": (384, 6), "ViT-B": (768, 12)}
 BANDS = (13, 202)
 PATCHES = (64, 256, 1024)
-QUICK_MODELS = {"ViT-Ti/8": (48, 3)}   # b = 8
+QUICK_MODELS = {"ViT-Ti/8": (48, 3)}  # b = 8
 QUICK_BANDS = (3,)
 QUICK_PATCHES = (16, 64)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -91,8 +91,7 @@ def _guarded(fn, device, repeats):
     except torch.cuda.OutOfMemoryError:
         print("# out of memory", flush=True)
     except Exception as error:  # a kernel that fails must not cost the rest of the run
-        print(f"# failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}",
-              flush=True)
+        print(f"# failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}", flush=True)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return None
@@ -134,9 +133,14 @@ def _measure_backend(backend, fn, device, repeats, grad, inputs):
 def _pair(fn, device, repeats, grad_shape, inputs):
     """Time and memory of ``fn`` under both backends: forward and forward+backward."""
     grad = torch.randn(grad_shape, device=device, dtype=inputs[0].dtype)
-    return {backend: (_measure_backend(backend, fn, device, repeats, grad, inputs)
-                      if backend == "reference" or triton_runnable(device) else None)
-            for backend in ("reference", "triton")}
+    return {
+        backend: (
+            _measure_backend(backend, fn, device, repeats, grad, inputs)
+            if backend == "reference" or triton_runnable(device)
+            else None
+        )
+        for backend in ("reference", "triton")
+    }
 
 
 def _combine_case(name, dim, heads, C, N, batch, dtype, device, repeats):
@@ -151,13 +155,18 @@ def _combine_case(name, dim, heads, C, N, batch, dtype, device, repeats):
     out_shape = (batch, C + 1, N + 1, dim)
     result = _pair(lambda: kernels.kron_combine_proj(*inputs), device, repeats, out_shape, inputs)
     out_mib = torch.Size(out_shape).numel() * y_c.element_size() / MIB
-    return dict(op="combine", model=name, C=C, N=N, batch=batch, out_mib=out_mib,
-                **_flatten(result))
+    return dict(
+        op="combine", model=name, C=C, N=N, batch=batch, out_mib=out_mib, **_flatten(result)
+    )
 
 
 def bench_combine(models, bands, patches, batch, dtype, device, repeats):
-    return [_combine_case(name, dim, heads, C, N, batch, dtype, device, repeats)
-            for name, (dim, heads) in models.items() for C in bands for N in patches]
+    return [
+        _combine_case(name, dim, heads, C, N, batch, dtype, device, repeats)
+        for name, (dim, heads) in models.items()
+        for C in bands
+        for N in patches
+    ]
 
 
 def _attention_case(name, dim, heads, N, batch, dtype, device, repeats):
@@ -168,18 +177,31 @@ def _attention_case(name, dim, heads, N, batch, dtype, device, repeats):
     _, counts, _, _ = block_layout(mask, block, block)
     visited = counts.sum().item() / (-(-L // block)) ** 2
     g = torch.Generator(device=device).manual_seed(0)
-    qkv = [torch.randn(batch, heads, L, b, device=device, generator=g).to(dtype).requires_grad_()
-           for _ in range(3)]
-    result = _pair(lambda: kernels.masked_attention(*qkv, mask), device, repeats,
-                   (batch, heads, L, b), qkv)
-    return dict(op="attention", model=name, C="-", N=N, batch=batch,
-                out_mib=qkv[0].numel() * qkv[0].element_size() / MIB, visited=visited,
-                **_flatten(result))
+    qkv = [
+        torch.randn(batch, heads, L, b, device=device, generator=g).to(dtype).requires_grad_()
+        for _ in range(3)
+    ]
+    result = _pair(
+        lambda: kernels.masked_attention(*qkv, mask), device, repeats, (batch, heads, L, b), qkv
+    )
+    return dict(
+        op="attention",
+        model=name,
+        C="-",
+        N=N,
+        batch=batch,
+        out_mib=qkv[0].numel() * qkv[0].element_size() / MIB,
+        visited=visited,
+        **_flatten(result),
+    )
 
 
 def bench_attention(models, patches, batch, dtype, device, repeats):
-    return [_attention_case(name, dim, heads, N, batch, dtype, device, repeats)
-            for name, (dim, heads) in models.items() for N in patches]
+    return [
+        _attention_case(name, dim, heads, N, batch, dtype, device, repeats)
+        for name, (dim, heads) in models.items()
+        for N in patches
+    ]
 
 
 def _lora_layer_case(name, dim, C, N, batch, dtype, device, repeats, rank=8):
@@ -191,16 +213,32 @@ def _lora_layer_case(name, dim, C, N, batch, dtype, device, repeats, rank=8):
     bias = torch.zeros(4 * dim, device=device, dtype=dtype)
     a = (torch.randn(rank, dim, device=device, generator=g) / dim**0.5).to(dtype)
     bb = torch.randn(4 * dim, rank, device=device, generator=g).to(dtype)
-    inputs = [x, a.requires_grad_(), bb.requires_grad_()]   # frozen base, as in fine-tuning
-    result = _pair(lambda: kernels.lora_linear(x, w, bias, a, bb, 2.0), device, repeats,
-                   (rows_, 4 * dim), inputs)
-    return dict(op="LoRA fc1", model=name, C=C, N=N, batch=batch,
-                out_mib=rows_ * 4 * dim * x.element_size() / MIB, **_flatten(result))
+    inputs = [x, a.requires_grad_(), bb.requires_grad_()]  # frozen base, as in fine-tuning
+    result = _pair(
+        lambda: kernels.lora_linear(x, w, bias, a, bb, 2.0),
+        device,
+        repeats,
+        (rows_, 4 * dim),
+        inputs,
+    )
+    return dict(
+        op="LoRA fc1",
+        model=name,
+        C=C,
+        N=N,
+        batch=batch,
+        out_mib=rows_ * 4 * dim * x.element_size() / MIB,
+        **_flatten(result),
+    )
 
 
 def bench_lora_layer(models, bands, patches, batch, dtype, device, repeats):
-    return [_lora_layer_case(name, dim, C, N, batch, dtype, device, repeats)
-            for name, (dim, _) in models.items() for C in bands[:1] for N in patches[1:2]]
+    return [
+        _lora_layer_case(name, dim, C, N, batch, dtype, device, repeats)
+        for name, (dim, _) in models.items()
+        for C in bands[:1]
+        for N in patches[1:2]
+    ]
 
 
 def _step_case(backend, model_name, bands, size, batch, dtype, device, repeats):
@@ -215,8 +253,10 @@ def _step_case(backend, model_name, bands, size, batch, dtype, device, repeats):
     gsd = torch.full((batch,), 10.0, device=device)
 
     def step():
-        with kernels.use_backend(backend), torch.autocast(
-                device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with (
+            kernels.use_backend(backend),
+            torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32),
+        ):
             loss = model.forward_features(image, wl, gsd).float().square().mean()
         loss.backward()
         opt.step()
@@ -254,7 +294,7 @@ def lora_share(model_name, bands, size, batch, dtype, device, repeats):
     torch.manual_seed(0)
     model = create_model(model_name).to(device)
     model.validate_inputs = False
-    inject_lora(model, rank=8, skip_narrow=True)   # ViT-Ti has 6-wide layers
+    inject_lora(model, rank=8, skip_narrow=True)  # ViT-Ti has 6-wide layers
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name)
     layers = [layer for _, layer in lora_layers(model)]
@@ -268,7 +308,8 @@ def lora_share(model_name, bands, size, batch, dtype, device, repeats):
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    image.requires_grad_()   # a backward through every layer even with LoRA off
+    image.requires_grad_()  # a backward through every layer even with LoRA off
+
     def seconds(backend):
         with kernels.use_backend(backend):
             measured = _guarded(step, device, repeats)
@@ -313,20 +354,36 @@ def _ratio(num, den):
 
 
 def table(rows) -> str:
-    head = ("| op | model | C | N | batch | ref fwd ms | Triton fwd ms | fwd speed-up | "
-            "ref fwd+bwd ms | Triton fwd+bwd ms | fwd+bwd speed-up | ref peak fwd MiB | "
-            "Triton peak fwd MiB | output MiB | blocks visited |")
+    head = (
+        "| op | model | C | N | batch | ref fwd ms | Triton fwd ms | fwd speed-up | "
+        "ref fwd+bwd ms | Triton fwd+bwd ms | fwd+bwd speed-up | ref peak fwd MiB | "
+        "Triton peak fwd MiB | output MiB | blocks visited |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append("| " + " | ".join([
-            r["op"], r["model"], str(r["C"]), str(r["N"]), str(r["batch"]),
-            _ms(r["reference_fwd_s"]), _ms(r["triton_fwd_s"]),
-            _ratio(r["reference_fwd_s"], r["triton_fwd_s"]),
-            _ms(r["reference_bwd_s"]), _ms(r["triton_bwd_s"]),
-            _ratio(r["reference_bwd_s"], r["triton_bwd_s"]),
-            _mib(r["reference_fwd_mib"]), _mib(r["triton_fwd_mib"]), _mib(r["out_mib"]),
-            f"{r['visited']:.0%}" if "visited" in r else "-",
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["op"],
+                    r["model"],
+                    str(r["C"]),
+                    str(r["N"]),
+                    str(r["batch"]),
+                    _ms(r["reference_fwd_s"]),
+                    _ms(r["triton_fwd_s"]),
+                    _ratio(r["reference_fwd_s"], r["triton_fwd_s"]),
+                    _ms(r["reference_bwd_s"]),
+                    _ms(r["triton_bwd_s"]),
+                    _ratio(r["reference_bwd_s"], r["triton_bwd_s"]),
+                    _mib(r["reference_fwd_mib"]),
+                    _mib(r["triton_fwd_mib"]),
+                    _mib(r["out_mib"]),
+                    f"{r['visited']:.0%}" if "visited" in r else "-",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -336,48 +393,65 @@ NOT_RUN = "not run"
 def _step_text(step) -> str | None:
     if not step:
         return None
-    cells = [f"{b} {'out of memory' if s is None else s if s == NOT_RUN else _ms(s[0]) + ' ms'}"
-             for b, s in zip(("reference", "Triton"), step, strict=True)]
+    cells = [
+        f"{b} {'out of memory' if s is None else s if s == NOT_RUN else _ms(s[0]) + ' ms'}"
+        for b, s in zip(("reference", "Triton"), step, strict=True)
+    ]
     text = "- LESS ViT training step: " + ", ".join(cells)
     ref, tri = step
     if isinstance(ref, tuple) and isinstance(tri, tuple):
-        text += (f" ({_ratio(ref[0], tri[0])}; target: faster); peak {_mib(ref[1] / MIB)} "
-                 f"against {_mib(tri[1] / MIB)} MiB")
+        text += (
+            f" ({_ratio(ref[0], tri[0])}; target: faster); peak {_mib(ref[1] / MIB)} "
+            f"against {_mib(tri[1] / MIB)} MiB"
+        )
     return text + "."
 
 
 def targets(rows, step, device, quick) -> list[str]:
     step_line = [] if _step_text(step) is None else [_step_text(step)]
     if not any(r["triton_ran"] for r in rows):
-        return ["- Triton was not run (no CUDA device and no interpreter): the GPU figures "
-                "and the targets are still to be measured.", *step_line]
+        return [
+            "- Triton was not run (no CUDA device and no interpreter): the GPU figures "
+            "and the targets are still to be measured.",
+            *step_line,
+        ]
     if device.type != "cuda":
-        return ["- Triton ran in its CPU interpreter: these times check the script, not the "
-                "kernels' speed. The GPU figures and the targets are still to be measured.",
-                *step_line]
+        return [
+            "- Triton ran in its CPU interpreter: these times check the script, not the "
+            "kernels' speed. The GPU figures and the targets are still to be measured.",
+            *step_line,
+        ]
     out = []
     for r in rows:
         if quick:
             break
         if r["op"] == "combine" and (r["model"], r["C"], r["N"]) == ("ViT-B", 13, 256):
             extra = None if r["triton_fwd_mib"] is None else r["triton_fwd_mib"] - r["out_mib"]
-            out.append(f"- Fused combine, ViT-B, C = 13, N = 256, batch {r['batch']}: "
-                       f"{_ratio(r['reference_fwd_s'], r['triton_fwd_s'])} faster than the "
-                       f"reference (target 2x); peak beyond the output {_mib(extra)} MiB "
-                       "(target: none).")
+            out.append(
+                f"- Fused combine, ViT-B, C = 13, N = 256, batch {r['batch']}: "
+                f"{_ratio(r['reference_fwd_s'], r['triton_fwd_s'])} faster than the "
+                f"reference (target 2x); peak beyond the output {_mib(extra)} MiB "
+                "(target: none)."
+            )
         if r["op"] == "attention" and (r["model"], r["N"]) == ("ViT-B", 1024):
-            out.append(f"- Perception-field attention, ViT-B heads, N = 1024: "
-                       f"{_ratio(r['reference_fwd_s'], r['triton_fwd_s'])} faster forward, "
-                       f"{_ratio(r['reference_bwd_s'], r['triton_bwd_s'])} forward+backward "
-                       "than dense masked SDPA (target 5x).")
+            out.append(
+                f"- Perception-field attention, ViT-B heads, N = 1024: "
+                f"{_ratio(r['reference_fwd_s'], r['triton_fwd_s'])} faster forward, "
+                f"{_ratio(r['reference_bwd_s'], r['triton_bwd_s'])} forward+backward "
+                "than dense masked SDPA (target 5x)."
+            )
     return out + step_line
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                   help="bf16 on CUDA, fp32 on the CPU by default")
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="bf16 on CUDA, fp32 on the CPU by default",
+    )
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--step-batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
@@ -389,8 +463,9 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     only = set(args.only.split(","))
-    models, bands, patches = ((QUICK_MODELS, QUICK_BANDS, QUICK_PATCHES) if args.quick
-                              else (MODELS, BANDS, PATCHES))
+    models, bands, patches = (
+        (QUICK_MODELS, QUICK_BANDS, QUICK_PATCHES) if args.quick else (MODELS, BANDS, PATCHES)
+    )
     batch = 1 if args.quick else args.batch
     repeats = 1 if args.quick else args.repeats
     rows, results = [], {"step": None, "lora": None}
@@ -409,26 +484,38 @@ def main(argv=None) -> int:
         rows += bench_attention(models, patches, batch, dtype, device, repeats)
         report()
     if "lora-layer" in only:
-        rows += bench_lora_layer(models, bands, patches, 1 if args.quick else args.step_batch,
-                                 dtype, device, repeats)
+        rows += bench_lora_layer(
+            models, bands, patches, 1 if args.quick else args.step_batch, dtype, device, repeats
+        )
         report()
     if "step" in only:
-        results["step"] = (bench_step("less_vit_tiny", 3, 32, 1, dtype, device, 1) if args.quick
-                           else bench_step("less_vit_base", 13, 256, args.step_batch, dtype,
-                                           device, repeats))
+        results["step"] = (
+            bench_step("less_vit_tiny", 3, 32, 1, dtype, device, 1)
+            if args.quick
+            else bench_step("less_vit_base", 13, 256, args.step_batch, dtype, device, repeats)
+        )
         report()
     if "lora" in only:
-        lora_cfg = (("less_vit_tiny", 3, 32, 1) if args.quick else
-                    ("less_vit_base", 13, 256, args.step_batch) if device.type == "cuda" else
-                    ("less_vit_small", 13, 64, 4))
+        lora_cfg = (
+            ("less_vit_tiny", 3, 32, 1)
+            if args.quick
+            else ("less_vit_base", 13, 256, args.step_batch)
+            if device.type == "cuda"
+            else ("less_vit_small", 13, 64, 4)
+        )
         results["lora"] = (lora_cfg, lora_share(*lora_cfg, dtype, device, repeats))
     print(report())
     return 0
 
 
 def _report(rows, step, lora, device, dtype, repeats, args, argv) -> str:
-    mode = ("Triton interpreter" if interpreted() else
-            f"triton {kernels._common.triton.__version__}" if kernels.HAVE_TRITON else "no triton")
+    mode = (
+        "Triton interpreter"
+        if interpreted()
+        else f"triton {kernels._common.triton.__version__}"
+        if kernels.HAVE_TRITON
+        else "no triton"
+    )
     dtype_name = str(dtype).replace("torch.", "")
     lora_lines = []
     if lora is not None:
@@ -439,26 +526,32 @@ def _report(rows, step, lora, device, dtype, repeats, args, argv) -> str:
             f"with the low-rank paths off: they take "
             f"{'-' if share is None else f'{share:.0%}'} of the step, the most a fused "
             "LoRA linear could save."
-            + ("" if fused is None else f" With the kernels: {_ms(fused)} ms."))
-    return "\n".join([
-        f"### Kernels on {device.type.upper()}: {device_text(device.type)}",
-        "",
-        f"`python benchmarks/kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}`, "
-        f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {mode}, {dtype_name}, rank 1, "
-        f"a = 2, 640 m field at 10 m and 16 px patches, attention blocks of "
-        f"{default_block(32, dtype)} (head width 32). Times are "
-        f"medians of {repeats} warm runs; memory is the peak rise over the inputs in the first "
-        "run. The training step is "
-        + ("LESS ViT-Ti at 3 bands, 32 px, batch 1." if args.quick else
-           f"LESS ViT-B at 13 bands, 256 px, batch {args.step_batch}, AdamW"
-           + (f", {dtype_name} autocast." if dtype != torch.float32 else ".")),
-        "",
-        table(rows),
-        "",
-        *targets(rows, step, device, args.quick),
-        *lora_lines,
-        "",
-    ])
+            + ("" if fused is None else f" With the kernels: {_ms(fused)} ms.")
+        )
+    return "\n".join(
+        [
+            f"### Kernels on {device.type.upper()}: {device_text(device.type)}",
+            "",
+            f"`python benchmarks/kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}`, "
+            f"{time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {mode}, {dtype_name}, rank 1, "
+            f"a = 2, 640 m field at 10 m and 16 px patches, attention blocks of "
+            f"{default_block(32, dtype)} (head width 32). Times are "
+            f"medians of {repeats} warm runs; memory is the peak rise over the inputs in the first "
+            "run. The training step is "
+            + (
+                "LESS ViT-Ti at 3 bands, 32 px, batch 1."
+                if args.quick
+                else f"LESS ViT-B at 13 bands, 256 px, batch {args.step_batch}, AdamW"
+                + (f", {dtype_name} autocast." if dtype != torch.float32 else ".")
+            ),
+            "",
+            table(rows),
+            "",
+            *targets(rows, step, device, args.quick),
+            *lora_lines,
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

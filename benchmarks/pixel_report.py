@@ -25,31 +25,40 @@ def table(path: Path) -> str:
     means = {r["method"]: r for r in rows if r["seed"] == "mean"}
     stds = {r["method"]: r for r in rows if r["seed"] == "std"}
     split, fraction = rows[0]["split"], rows[0]["train_fraction"]
-    sizes = list(dict.fromkeys("/".join(r[k] for k in ("n_train", "n_val", "n_test"))
-                               for r in seeds if r["method"] == seeds[0]["method"]))
-    out = [f"**{path.name}**: {split} split, train fraction {fraction}; pixels per part "
-           f"(train/val/test, by seed) {', '.join(sizes)}.",
-           "",
-           "| method | seed | OA % | AA % | kappa | trainable params | train s |",
-           "|---|---|---|---|---|---|---|"]
+    sizes = list(
+        dict.fromkeys(
+            "/".join(r[k] for k in ("n_train", "n_val", "n_test"))
+            for r in seeds
+            if r["method"] == seeds[0]["method"]
+        )
+    )
+    out = [
+        f"**{path.name}**: {split} split, train fraction {fraction}; pixels per part "
+        f"(train/val/test, by seed) {', '.join(sizes)}.",
+        "",
+        "| method | seed | OA % | AA % | kappa | trainable params | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in seeds:
         params = f"{int(float(r['trainable_params'])):,}" if r["trainable_params"] else "-"
-        out.append(f"| {r['method']} ({r['mode']}) | {r['seed']} | {_pct(r['oa'])} | "
-                   f"{_pct(r['aa'])} | {float(r['kappa']):.4f} | {params} | "
-                   f"{float(r['train_seconds']):.1f} |")
+        out.append(
+            f"| {r['method']} ({r['mode']}) | {r['seed']} | {_pct(r['oa'])} | "
+            f"{_pct(r['aa'])} | {float(r['kappa']):.4f} | {params} | "
+            f"{float(r['train_seconds']):.1f} |"
+        )
     for method, m in means.items():
         s = stds[method]
         params = f"{int(float(m['trainable_params'])):,}" if m["trainable_params"] else "-"
-        out.append(f"| **{method} ({m['mode']})** | mean ± std | **{_pct(m['oa'])} ± "
-                   f"{_pct(s['oa'])}** | {_pct(m['aa'])} ± {_pct(s['aa'])} | "
-                   f"{float(m['kappa']):.4f} ± "
-                   f"{float(s['kappa']) if s['kappa'] else float('nan'):.4f} | {params} | "
-                   f"{float(m['train_seconds']):.1f} |")
-    out += ["", "| class | " + " | ".join(means) + " |",
-            "|---|" + "---|" * len(means)]
+        out.append(
+            f"| **{method} ({m['mode']})** | mean ± std | **{_pct(m['oa'])} ± "
+            f"{_pct(s['oa'])}** | {_pct(m['aa'])} ± {_pct(s['aa'])} | "
+            f"{float(m['kappa']):.4f} ± "
+            f"{float(s['kappa']) if s['kappa'] else float('nan'):.4f} | {params} | "
+            f"{float(m['train_seconds']):.1f} |"
+        )
+    out += ["", "| class | " + " | ".join(means) + " |", "|---|" + "---|" * len(means)]
     for c in classes:
-        out.append(f"| {c} | " + " | ".join(_pct(m[f"acc_{c}"]) for m in means.values())
-                   + " |")
+        out.append(f"| {c} | " + " | ".join(_pct(m[f"acc_{c}"]) for m in means.values()) + " |")
     methods = list(means)
     if len(methods) >= 2:
         a, b = methods[:2]
@@ -57,8 +66,11 @@ def table(path: Path) -> str:
         for r in seeds:
             by_seed.setdefault(r["seed"], {})[r["method"]] = float(r["oa"])
         wins = [s for s, v in by_seed.items() if v[a] > v[b]]
-        out += ["", f"{a} has the higher OA on {len(wins)} of {len(by_seed)} seeds "
-                f"({', '.join(wins) or 'none'})."]
+        out += [
+            "",
+            f"{a} has the higher OA on {len(wins)} of {len(by_seed)} seeds "
+            f"({', '.join(wins) or 'none'}).",
+        ]
     return "\n".join(out) + "\n"
 
 

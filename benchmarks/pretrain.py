@@ -28,10 +28,12 @@ sys.path.insert(0, str(HERE.parent))
 from encoders import _Peak, device_text, record  # noqa: E402
 
 SOURCES = {
-    "EuroSAT-MS 13 bands 64 px": {"path": "samples/eurosat_ms", "card": "eurosat_ms",
-                                  "size": 64},
-    "Salinas-A 204 bands 32 px": {"path": "samples/salinas_a/SalinasA_corrected.hdr",
-                                  "card": "salinas_a", "size": 32},
+    "EuroSAT-MS 13 bands 64 px": {"path": "samples/eurosat_ms", "card": "eurosat_ms", "size": 64},
+    "Salinas-A 204 bands 32 px": {
+        "path": "samples/salinas_a/SalinasA_corrected.hdr",
+        "card": "salinas_a",
+        "size": 32,
+    },
 }
 MODELS = {"LESS ViT-Ti": ("less_vit_tiny", {}), "LESS ViT-S": ("less_vit_small", {})}
 
@@ -44,13 +46,15 @@ def run_child(spec: dict) -> None:
 
     device = torch.device(spec["device"])
     torch.manual_seed(0)
-    data = PretrainDataModule([{**spec["source"], "windows": spec["batch"]}],
-                              batch_size=spec["batch"], val_windows=0)
+    data = PretrainDataModule(
+        [{**spec["source"], "windows": spec["batch"]}], batch_size=spec["batch"], val_windows=0
+    )
     data.setup()
     batch = next(iter(data.train_dataloader()))
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-    task = MAEPretrainTask(model=spec["model"], model_kwargs=spec["overrides"],
-                           **spec["decoder"]).to(device)
+    task = MAEPretrainTask(
+        model=spec["model"], model_kwargs=spec["overrides"], **spec["decoder"]
+    ).to(device)
     task.mae.encoder.validate_inputs = False
     optimizer = torch.optim.AdamW(task.parameters(), lr=1e-4)
     peak = _Peak(device)
@@ -70,8 +74,16 @@ def run_child(spec: dict) -> None:
     for _ in range(spec["steps"]):
         step()
     seconds = (time.perf_counter() - t0) / spec["steps"]
-    print(json.dumps({"samples_per_s": spec["batch"] / seconds, "step_s": seconds,
-                      "peak_mb": cold_peak / 2**20}), flush=True)
+    print(
+        json.dumps(
+            {
+                "samples_per_s": spec["batch"] / seconds,
+                "step_s": seconds,
+                "peak_mb": cold_peak / 2**20,
+            }
+        ),
+        flush=True,
+    )
 
 
 def main(argv=None) -> int:
@@ -96,11 +108,21 @@ def main(argv=None) -> int:
     rows = []
     for source_label, source in sources.items():
         for label, (name, overrides) in models.items():
-            spec = dict(model=name, overrides=overrides, source=source, batch=args.batch,
-                        steps=args.steps, device=args.device, decoder=decoder)
+            spec = dict(
+                model=name,
+                overrides=overrides,
+                source=source,
+                batch=args.batch,
+                steps=args.steps,
+                device=args.device,
+                decoder=decoder,
+            )
             print(f"{label:12s} {source_label} ...", end=" ", flush=True)
-            done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+            )
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
             if done.returncode != 0 or not lines:
                 result = {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:120]}
@@ -127,8 +149,10 @@ def main(argv=None) -> int:
         if "error" in r:
             lines.append(f"| {label} | {source_label} | - | - | - ({r['error']}) |")
         else:
-            lines.append(f"| {label} | {source_label} | {r['samples_per_s']:.2f} | "
-                         f"{r['step_s']:.2f} | {r['peak_mb']:,.0f} |")
+            lines.append(
+                f"| {label} | {source_label} | {r['samples_per_s']:.2f} | "
+                f"{r['step_s']:.2f} | {r['peak_mb']:,.0f} |"
+            )
     text = "\n".join(lines) + "\n"
     print()
     print(text)

@@ -47,8 +47,9 @@ def epoch_losses(metrics: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def held_out_eurosat(folder: Path) -> tuple[SceneFolderDataset, list[int], int]:
-    ds = SceneFolderDataset(folder, card="eurosat_ms",
-                            transforms=MAEScaleNormalize.from_card("eurosat_ms"))
+    ds = SceneFolderDataset(
+        folder, card="eurosat_ms", transforms=MAEScaleNormalize.from_card("eurosat_ms")
+    )
     bundled = {p.name for p in (REPO / "datasets" / "samples" / "eurosat_ms").rglob("*.tif")}
     keep = [i for i, p in enumerate(ds.files) if Path(p).name not in bundled]
     return ds, keep, len(ds) - len(keep)
@@ -63,15 +64,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     losses = epoch_losses(args.run / "metrics.csv")
-    name, kwargs, pretrained, ckpt = encoder_from_checkpoint(
-        args.run / "checkpoints" / "last.ckpt")
+    name, kwargs, pretrained, ckpt = encoder_from_checkpoint(args.run / "checkpoints" / "last.ckpt")
     torch.manual_seed(0)
     random_init = create_model(name, **kwargs)
 
     dataset, keep, excluded = held_out_eurosat(args.eurosat)
     if not keep:
-        raise SystemExit(f"every scene under {args.eurosat} was used in pretraining; point "
-                         "--eurosat at other EuroSAT-MS scenes")
+        raise SystemExit(
+            f"every scene under {args.eurosat} was used in pretraining; point "
+            "--eurosat at other EuroSAT-MS scenes"
+        )
     loader = DataLoader(Subset(dataset, keep), batch_size=16, collate_fn=collate_samples)
     scores = {}
     for label, model in (("pretrained", pretrained), ("random init", random_init)):
@@ -93,8 +95,9 @@ def main(argv=None) -> int:
     for key, points in losses.items():
         if points:
             (e0, v0), (e1, v1) = points[0], points[-1]
-            lines.append(f"| {key} | {v0:.4f} (epoch {e0}) | {v1:.4f} (epoch {e1}) | "
-                         f"{v1 / v0:.2f} |")
+            lines.append(
+                f"| {key} | {v0:.4f} (epoch {e0}) | {v1:.4f} (epoch {e1}) | {v1 / v0:.2f} |"
+            )
     lines += [
         "",
         f"## kNN probe on held-out EuroSAT-MS scenes (k = {args.k}, cosine, similarity-weighted"
@@ -110,16 +113,21 @@ def main(argv=None) -> int:
         lines.append(f"| {label} | {100 * acc:.1f}% |")
     chance = 100 / dataset.num_classes
     gain = 100 * (scores["pretrained"] - scores["random init"])
-    lines += ["", f"Chance is {chance:.0f}%. The pretrained encoder is {gain:+.1f} points from "
-              "the same architecture at random initialisation; with "
-              f"{len(keep)} scenes one scene is {100 / len(keep):.1f} points, so read "
-              "differences of a few points as noise."]
+    lines += [
+        "",
+        f"Chance is {chance:.0f}%. The pretrained encoder is {gain:+.1f} points from "
+        "the same architecture at random initialisation; with "
+        f"{len(keep)} scenes one scene is {100 / len(keep):.1f} points, so read "
+        "differences of a few points as noise.",
+    ]
     figures = []
     if args.record:
         folder = args.record.parent / args.record.stem
         folder.mkdir(parents=True, exist_ok=True)
-        for src in [args.run / "loss_curve.png",
-                    *sorted((args.run / "reconstructions").glob("*.png"))[-2:]]:
+        for src in [
+            args.run / "loss_curve.png",
+            *sorted((args.run / "reconstructions").glob("*.png"))[-2:],
+        ]:
             if src.is_file():
                 shutil.copy(src, folder / src.name)
                 figures.append(f"![{src.stem}]({folder.name}/{src.name})")

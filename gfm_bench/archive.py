@@ -103,8 +103,9 @@ def split_parts(zip_path: PathLike) -> list[Path]:
     if not zip_path.is_file():
         raise FileNotFoundError(f"archive not found: {zip_path}")
     pattern = re.compile(re.escape(zip_path.stem) + r"\.z(\d{2,})$", re.IGNORECASE)
-    numbers = sorted(int(m.group(1)) for p in zip_path.parent.iterdir()
-                     if (m := pattern.match(p.name)))
+    numbers = sorted(
+        int(m.group(1)) for p in zip_path.parent.iterdir() if (m := pattern.match(p.name))
+    )
     if not numbers:
         return [zip_path]
     missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
@@ -112,10 +113,12 @@ def split_parts(zip_path: PathLike) -> list[Path]:
         raise FileNotFoundError(
             f"split archive {zip_path}: part(s) "
             f"{', '.join(f'{zip_path.stem}.z{k:02d}' for k in missing)} missing (found "
-            f"{len(numbers)} of {numbers[-1]} parts); download them beside {zip_path.name}")
+            f"{len(numbers)} of {numbers[-1]} parts); download them beside {zip_path.name}"
+        )
     width = max(2, len(str(numbers[-1])))
-    return [zip_path.with_suffix(f".z{k:0{width}d}") for k in range(1, numbers[-1] + 1)] \
-        + [zip_path]
+    return [zip_path.with_suffix(f".z{k:0{width}d}") for k in range(1, numbers[-1] + 1)] + [
+        zip_path
+    ]
 
 
 class _JoinedParts(io.RawIOBase):
@@ -157,7 +160,7 @@ class _JoinedParts(io.RawIOBase):
             f = self._files[k]
             f.seek(self._pos - self.starts[k])
             want = min(len(view) - done, self.starts[k + 1] - self._pos)
-            got = f.readinto(view[done:done + want])
+            got = f.readinto(view[done : done + want])
             if not got:
                 break
             done += got
@@ -170,7 +173,7 @@ class _JoinedParts(io.RawIOBase):
         super().close()
 
 
-_EOCD = struct.Struct("<4s4H2LH")   # end of central directory record
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
 
 
 def _end_record(raw: _JoinedParts) -> tuple[int, int, int]:
@@ -181,18 +184,20 @@ def _end_record(raw: _JoinedParts) -> tuple[int, int, int]:
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < _EOCD.size:
         raise zipfile.BadZipFile("no end-of-central-directory record")
-    _, disk, cd_disk, _, _, _, cd_offset, _ = _EOCD.unpack(tail[at:at + _EOCD.size])
+    _, disk, cd_disk, _, _, _, cd_offset, _ = _EOCD.unpack(tail[at : at + _EOCD.size])
     return disk, cd_disk, cd_offset
 
 
 def _join_instructions(zip_path: Path, parts: list[Path], why: str) -> str:
     joined = zip_path.with_name(f"{zip_path.stem}-joined.zip")
-    return (f"cannot read the split archive {zip_path} ({len(parts)} parts: "
-            f"{parts[0].name} ... {parts[-1].name}) with Python's zipfile: {why}. Join the parts "
-            f"into one zip with Info-ZIP and extract that instead:\n"
-            f"    cd {zip_path.parent} && zip -s 0 {zip_path.name} --out {joined.name}\n"
-            f"then call safe_extract({str(joined)!r}, target) (a plain `cat` of the parts is a "
-            "valid zip only for some tools).")
+    return (
+        f"cannot read the split archive {zip_path} ({len(parts)} parts: "
+        f"{parts[0].name} ... {parts[-1].name}) with Python's zipfile: {why}. Join the parts "
+        f"into one zip with Info-ZIP and extract that instead:\n"
+        f"    cd {zip_path.parent} && zip -s 0 {zip_path.name} --out {joined.name}\n"
+        f"then call safe_extract({str(joined)!r}, target) (a plain `cat` of the parts is a "
+        "valid zip only for some tools)."
+    )
 
 
 class _PartsZipFile(zipfile.ZipFile):
@@ -227,28 +232,32 @@ def open_archive(zip_path: PathLike) -> zipfile.ZipFile:
         try:
             return zipfile.ZipFile(zip_path)
         except zipfile.BadZipFile as err:
-            raise ArchiveFormatError(f"{zip_path} is not a readable zip archive: {err}; "
-                                     "download it again") from None
+            raise ArchiveFormatError(
+                f"{zip_path} is not a readable zip archive: {err}; download it again"
+            ) from None
     raw = _JoinedParts(parts)
     try:
         _, cd_disk, cd_offset = _end_record(raw)
         if cd_disk >= len(parts):
-            raise zipfile.BadZipFile(f"the central directory is said to start on part "
-                                     f"{cd_disk + 1} of {len(parts)}")
+            raise zipfile.BadZipFile(
+                f"the central directory is said to start on part {cd_disk + 1} of {len(parts)}"
+            )
         raw.seek(0)
         zf = _PartsZipFile(raw)
         if zf.start_dir != raw.starts[cd_disk] + cd_offset:
             raise zipfile.BadZipFile("the central directory is not where the parts put it")
         for info in zf.infolist():
             if info.volume >= len(parts):
-                raise zipfile.BadZipFile(f"member {info.filename!r} is said to start on part "
-                                         f"{info.volume + 1} of {len(parts)}")
+                raise zipfile.BadZipFile(
+                    f"member {info.filename!r} is said to start on part "
+                    f"{info.volume + 1} of {len(parts)}"
+                )
             # zipfile added the offset of the central directory's part to every member;
             # a member's own offset counts from the start of its own part.
             info.header_offset += raw.starts[info.volume] - raw.starts[cd_disk]
         _reset_end_offsets(zf)
         for info in zf.infolist():
-            with zf.open(info):   # reads and checks the local header
+            with zf.open(info):  # reads and checks the local header
                 pass
     except (zipfile.BadZipFile, NotImplementedError, OSError, ValueError) as err:
         raw.close()
@@ -264,7 +273,7 @@ def _reset_end_offsets(zf: zipfile.ZipFile) -> None:
         return
     end = zf.start_dir
     for info in sorted(infos, key=lambda i: i.header_offset, reverse=True):
-        cast(Any, info)._end_offset = end   # CPython's own bound on the member's data
+        cast(Any, info)._end_offset = end  # CPython's own bound on the member's data
         end = info.header_offset
 
 
@@ -288,7 +297,7 @@ def member_problem(info: zipfile.ZipInfo, target: Path) -> str | None:
     if ".." in components:
         return "'..' component (would climb out of the target)"
     mode = info.external_attr >> 16
-    if info.create_system == 3 and mode:   # Unix permissions and file type
+    if info.create_system == 3 and mode:  # Unix permissions and file type
         kind = stat.S_IFMT(mode)
         if kind == stat.S_IFLNK:
             return "symbolic link"
@@ -300,17 +309,18 @@ def member_problem(info: zipfile.ZipInfo, target: Path) -> str | None:
     return None
 
 
-def layout_problems(infos: list[zipfile.ZipInfo], target: Path,
-                    reserved: Mapping[str, str]) -> list[tuple[str, str]]:
+def layout_problems(
+    infos: list[zipfile.ZipInfo], target: Path, reserved: Mapping[str, str]
+) -> list[tuple[str, str]]:
     """Members that clash: with each other (the same path twice; a file where another member
     needs a folder), with what is already in ``target`` (a file where a folder is needed, a
     folder where a file goes), or with a reserved name: a component beginning with
     :data:`RESERVED_PREFIX`, or a path in ``reserved`` (``{real path, casefolded: what it
     is}``)."""
     problems = []
-    first: dict[tuple[str, ...], str] = {}        # path -> the member that names it
+    first: dict[tuple[str, ...], str] = {}  # path -> the member that names it
     files: dict[tuple[str, ...], str] = {}
-    folders: dict[tuple[str, ...], str] = {}      # explicit, and the parents of every member
+    folders: dict[tuple[str, ...], str] = {}  # explicit, and the parents of every member
     for info in infos:
         name = info.filename
         key = Path(name).parts
@@ -318,14 +328,20 @@ def layout_problems(infos: list[zipfile.ZipInfo], target: Path,
             problems.append((name, "names the target folder itself"))
             continue
         if key in first:
-            problems.append((name, f"duplicate of member {first[key]!r} (both write "
-                                   f"{'/'.join(key)})"))
+            problems.append(
+                (name, f"duplicate of member {first[key]!r} (both write {'/'.join(key)})")
+            )
             continue
         first[key] = name
         # compared case-blind: on macOS and Windows '.GFM_BENCH.lock' is the lock
         if any(part.casefold().startswith(RESERVED_PREFIX) for part in key):
-            problems.append((name, f"reserved name: gfm_bench's own files (manifest, lock, "
-                                   f"markers) begin with {RESERVED_PREFIX!r}"))
+            problems.append(
+                (
+                    name,
+                    f"reserved name: gfm_bench's own files (manifest, lock, "
+                    f"markers) begin with {RESERVED_PREFIX!r}",
+                )
+            )
             continue
         what = reserved.get(os.path.realpath(target / name).casefold())
         if what is not None:
@@ -336,11 +352,11 @@ def layout_problems(infos: list[zipfile.ZipInfo], target: Path,
             folders.setdefault(key[:k], name)
     for key, name in files.items():
         if key in folders:
-            problems.append((name, f"is a file, but member {folders[key]!r} needs a folder "
-                                   "there"))
+            problems.append((name, f"is a file, but member {folders[key]!r} needs a folder there"))
         elif (target.joinpath(*key)).is_dir():
-            problems.append((name, f"is a file, but {target.joinpath(*key)} is a folder "
-                                   "already there"))
+            problems.append(
+                (name, f"is a file, but {target.joinpath(*key)} is a folder already there")
+            )
     for key, name in folders.items():
         path = target.joinpath(*key)
         if key not in files and (path.exists() or path.is_symlink()) and not path.is_dir():
@@ -372,8 +388,13 @@ def disk_budget(target: PathLike) -> DiskBudget:
     return DiskBudget(target, free, min(int(free * DISK_MARGIN_FRACTION), DISK_MARGIN_MAX))
 
 
-def size_problems(infos: list[zipfile.ZipInfo], archive_name: str, archive_bytes: int,
-                  budget: DiskBudget, max_ratio: float = MAX_RATIO) -> list[tuple[str, str]]:
+def size_problems(
+    infos: list[zipfile.ZipInfo],
+    archive_name: str,
+    archive_bytes: int,
+    budget: DiskBudget,
+    max_ratio: float = MAX_RATIO,
+) -> list[tuple[str, str]]:
     """Members, and the archive as a whole, whose declared sizes pass ``max_ratio`` (above
     :data:`RATIO_FLOOR`) or, in total, the ``budget`` of the target's disk."""
     problems = []
@@ -382,49 +403,76 @@ def size_problems(infos: list[zipfile.ZipInfo], archive_name: str, archive_bytes
         total += info.file_size
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > RATIO_FLOOR and ratio > max_ratio:
-            problems.append((info.filename, (
-                f"declares {info.file_size:,} bytes from {info.compress_size:,} compressed "
-                f"({ratio:,.0f}:1, more than the {max_ratio:g}:1 allowed: a zip bomb, or data "
-                "no dataset holds)")))
+            problems.append(
+                (
+                    info.filename,
+                    (
+                        f"declares {info.file_size:,} bytes from {info.compress_size:,} compressed "
+                        f"({ratio:,.0f}:1, more than the {max_ratio:g}:1 allowed: a zip bomb, or data "
+                        "no dataset holds)"
+                    ),
+                )
+            )
     ratio = total / max(archive_bytes, 1)
     if total > RATIO_FLOOR and ratio > max_ratio:
-        problems.append((archive_name, (
-            f"its members declare {total:,} bytes in all from {archive_bytes:,} bytes of "
-            f"archive ({ratio:,.0f}:1, more than the {max_ratio:g}:1 allowed: members that "
-            "overlap, or a zip bomb)")))
+        problems.append(
+            (
+                archive_name,
+                (
+                    f"its members declare {total:,} bytes in all from {archive_bytes:,} bytes of "
+                    f"archive ({ratio:,.0f}:1, more than the {max_ratio:g}:1 allowed: members that "
+                    "overlap, or a zip bomb)"
+                ),
+            )
+        )
     if total > budget.allowed:
-        problems.append((archive_name, (
-            f"its members declare {total:,} bytes in all, more than the {budget.allowed:,} "
-            f"bytes an extraction may use on the disk of {budget.target} ({budget.free:,} "
-            f"free, less a margin of {budget.margin:,}); free space there or extract "
-            "elsewhere")))
+        problems.append(
+            (
+                archive_name,
+                (
+                    f"its members declare {total:,} bytes in all, more than the {budget.allowed:,} "
+                    f"bytes an extraction may use on the disk of {budget.target} ({budget.free:,} "
+                    f"free, less a margin of {budget.margin:,}); free space there or extract "
+                    "elsewhere"
+                ),
+            )
+        )
     return problems
 
 
-def check_members(zf: zipfile.ZipFile, target: Path, zip_path: Path, *,
-                  parts: Iterable[Path] = (), reserved: Mapping[str, str] | None = None,
-                  max_ratio: float = MAX_RATIO) -> None:
+def check_members(
+    zf: zipfile.ZipFile,
+    target: Path,
+    zip_path: Path,
+    *,
+    parts: Iterable[Path] = (),
+    reserved: Mapping[str, str] | None = None,
+    max_ratio: float = MAX_RATIO,
+) -> None:
     """Raise :class:`UnsafeArchiveError` listing every problem of ``zf`` for ``target``:
     unsafe members (:func:`member_problem`), clashes (:func:`layout_problems`; the archive's
     ``parts`` and ``reserved`` paths may not be written) and sizes (:func:`size_problems`)."""
     parts = list(parts) or [zip_path]
-    reserved = {**{os.path.realpath(p).casefold(): f"{p.name}, the archive being extracted"
-                   for p in parts}, **(reserved or {})}
+    reserved = {
+        **{os.path.realpath(p).casefold(): f"{p.name}, the archive being extracted" for p in parts},
+        **(reserved or {}),
+    }
     infos = zf.infolist()
-    problems = [(i.filename, why) for i in infos
-                if (why := member_problem(i, target)) is not None]
+    problems = [(i.filename, why) for i in infos if (why := member_problem(i, target)) is not None]
     unsafe = {name for name, _ in problems}
-    problems += layout_problems([i for i in infos if i.filename not in unsafe], target,
-                                reserved)
-    problems += size_problems(infos, zip_path.name, sum(p.stat().st_size for p in parts),
-                              disk_budget(target), max_ratio)
+    problems += layout_problems([i for i in infos if i.filename not in unsafe], target, reserved)
+    problems += size_problems(
+        infos, zip_path.name, sum(p.stat().st_size for p in parts), disk_budget(target), max_ratio
+    )
     if problems:
         lines = [f"    {name!r}: {why}" for name, why in problems[:MAX_LISTED]]
         if len(problems) > MAX_LISTED:
             lines.append(f"    ... and {len(problems) - MAX_LISTED} more")
         raise UnsafeArchiveError(
             f"refusing to extract {zip_path}: {len(problems)} problem(s); nothing was "
-            f"written to {target}:\n" + "\n".join(lines), problems)
+            f"written to {target}:\n" + "\n".join(lines),
+            problems,
+        )
 
 
 def _signature(parts: list[Path]) -> list[list[Any]]:
@@ -435,9 +483,14 @@ def marker_path(zip_path: PathLike, target: PathLike) -> Path:
     return Path(target) / f"{MARKER_PREFIX}{Path(zip_path).name}.json"
 
 
-def safe_extract(zip_path: PathLike, target: PathLike, force: bool = False, *,
-                 max_ratio: float = MAX_RATIO,
-                 reserved: Iterable[PathLike] = ()) -> Path:
+def safe_extract(
+    zip_path: PathLike,
+    target: PathLike,
+    force: bool = False,
+    *,
+    max_ratio: float = MAX_RATIO,
+    reserved: Iterable[PathLike] = (),
+) -> Path:
     """Extract ``zip_path`` (and its ``.z01`` ... parts, if any) into ``target``, safely.
 
     Every member is checked first (:func:`check_members`); if any is unsafe, clashes, or the
@@ -481,15 +534,27 @@ def safe_extract(zip_path: PathLike, target: PathLike, force: bool = False, *,
                 return target
         except (ValueError, KeyError):
             pass
-    reserved_paths = {os.path.realpath(target / p).casefold():
-                      f"{Path(p).name}, a file kept there" for p in reserved}
+    reserved_paths = {
+        os.path.realpath(target / p).casefold(): f"{Path(p).name}, a file kept there"
+        for p in reserved
+    }
     with open_archive(zip_path) as zf:
-        check_members(zf, target, zip_path, parts=parts, reserved=reserved_paths,
-                      max_ratio=max_ratio)
+        check_members(
+            zf, target, zip_path, parts=parts, reserved=reserved_paths, max_ratio=max_ratio
+        )
         _extract_members(zf, target, zip_path)
         members = len(zf.infolist())
-    marker.write_text(json.dumps({"archive": zip_path.name, "parts": signature,
-                                  "members": members, "extracted_at": _now()}, indent=1))
+    marker.write_text(
+        json.dumps(
+            {
+                "archive": zip_path.name,
+                "parts": signature,
+                "members": members,
+                "extracted_at": _now(),
+            },
+            indent=1,
+        )
+    )
     return target
 
 
@@ -515,7 +580,7 @@ def _write_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Non
     with zf.open(info) as src, open(path, "wb") as out:
         while chunk := src.read(_COPY_CHUNK):
             written += len(chunk)
-            if written > info.file_size:   # checked before these bytes reach the disk
+            if written > info.file_size:  # checked before these bytes reach the disk
                 raise _SizeMismatch(info, written, more=True)
             out.write(chunk)
     if written != info.file_size:
@@ -530,7 +595,7 @@ def _extract_members(zf: zipfile.ZipFile, target: Path, zip_path: Path) -> None:
     archive leaves every file that was in ``target`` untouched. On any failure, what this
     extraction created is removed and the error names the archive and the member.
     """
-    staged: list[tuple[Path, Path, bool]] = []   # (written to, renamed onto, existed before)
+    staged: list[tuple[Path, Path, bool]] = []  # (written to, renamed onto, existed before)
     created_folders: list[Path] = []
     name = None
     try:
@@ -554,31 +619,40 @@ def _extract_members(zf: zipfile.ZipFile, target: Path, zip_path: Path) -> None:
             if partial.exists():
                 partial.unlink()
                 removed += 1
-            elif name is None and not existed and dest.exists():   # failed while renaming
+            elif name is None and not existed and dest.exists():  # failed while renaming
                 dest.unlink()
                 removed += 1
         for path in reversed(created_folders):
             try:
                 path.rmdir()
             except OSError:
-                pass   # not empty: something else was put there meanwhile
-        undone = (f"extraction stopped; the {removed} file(s) and {len(created_folders)} "
-                  f"folder(s) it had created were removed, and the files that were in "
-                  f"{target} before were left as they were")
+                pass  # not empty: something else was put there meanwhile
+        undone = (
+            f"extraction stopped; the {removed} file(s) and {len(created_folders)} "
+            f"folder(s) it had created were removed, and the files that were in "
+            f"{target} before were left as they were"
+        )
         if isinstance(err, _SizeMismatch):
             how = "more than" if err.more else f"{err.produced:,} bytes, not"
-            reason = (f"produced {how} the {err.info.file_size:,} bytes it declares "
-                      f"(declared sizes are what the limits were checked against)")
-            raise UnsafeArchiveError(f"refusing to extract {zip_path}: member {name!r} "
-                                     f"{reason}; {undone}", [(str(name), reason)]) from None
+            reason = (
+                f"produced {how} the {err.info.file_size:,} bytes it declares "
+                f"(declared sizes are what the limits were checked against)"
+            )
+            raise UnsafeArchiveError(
+                f"refusing to extract {zip_path}: member {name!r} {reason}; {undone}",
+                [(str(name), reason)],
+            ) from None
         if isinstance(err, (zipfile.BadZipFile, zlib.error, EOFError)):
-            raise ArchiveFormatError(f"cannot extract {zip_path}: member {name!r} is corrupt "
-                                     f"({err}); {undone}. Download the archive again") \
-                from err
+            raise ArchiveFormatError(
+                f"cannot extract {zip_path}: member {name!r} is corrupt "
+                f"({err}); {undone}. Download the archive again"
+            ) from err
         if isinstance(err, OSError):
             member = f" (member {name!r})" if name is not None else ""
-            message = f"could not extract {zip_path} into {target}{member}: " \
-                      f"{err.strerror or err}; {undone}"
+            message = (
+                f"could not extract {zip_path} into {target}{member}: "
+                f"{err.strerror or err}; {undone}"
+            )
             raise (OSError(err.errno, message) if err.errno else OSError(message)) from err
         raise
 

@@ -32,12 +32,20 @@ def _encoders(args) -> list:
         if spec["kind"] == "timm":
             bands = args.timm_bands
             if not bands:
-                raise SystemExit("gfm-bench: a timm encoder needs --timm-bands (the band names "
-                                 "it takes, in order, e.g. B02 B03 B04)")
+                raise SystemExit(
+                    "gfm-bench: a timm encoder needs --timm-bands (the band names "
+                    "it takes, in order, e.g. B02 B03 B04)"
+                )
             # the bands are part of the name, so runs on other bands are other rows
             name = f"timm/{spec['model']}[{'+'.join(bands)}]"
-            build = partial(build_encoder, "timm", spec["model"], spec["checkpoint"],
-                            bands=bands, wavelengths=None)
+            build = partial(
+                build_encoder,
+                "timm",
+                spec["model"],
+                spec["checkpoint"],
+                bands=bands,
+                wavelengths=None,
+            )
             out.append((name, build, spec["checkpoint"]))
             continue
         if spec["checkpoint"] is not None and not Path(spec["checkpoint"]).is_file():
@@ -61,8 +69,10 @@ def _cmd_run(args) -> int:
 
     entries = suite_entries(args.suite, args.datasets, args.protocols, args.label_fractions)
     if args.suite == "full" and args.data_root is None:
-        raise SystemExit("gfm-bench: --suite full reads the datasets from --data-root (one "
-                         "folder per dataset; `gfm-bench download NAME --root DIR` fetches one)")
+        raise SystemExit(
+            "gfm-bench: --suite full reads the datasets from --data-root (one "
+            "folder per dataset; `gfm-bench download NAME --root DIR` fetches one)"
+        )
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
 
     def load(entry):
@@ -72,20 +82,30 @@ def _cmd_run(args) -> int:
             return load_mini(entry.dataset, cache)
         from .datasets import load_bench_data
 
-        return load_bench_data(entry.dataset, Path(args.data_root) / entry.dataset,
-                               modalities=entry.modalities)
+        return load_bench_data(
+            entry.dataset, Path(args.data_root) / entry.dataset, modalities=entry.modalities
+        )
 
-    plan = RunPlan(entries=entries, encoders=_encoders(args), seeds=args.seeds,
-                   results=ResultsFile(args.output), resume=args.resume,
-                   lr_sweep=args.lr_sweep, device=args.device, progress=not args.no_progress,
-                   log=lambda msg: print(msg, flush=True))
+    plan = RunPlan(
+        entries=entries,
+        encoders=_encoders(args),
+        seeds=args.seeds,
+        results=ResultsFile(args.output),
+        resume=args.resume,
+        lr_sweep=args.lr_sweep,
+        device=args.device,
+        progress=not args.no_progress,
+        log=lambda msg: print(msg, flush=True),
+    )
     try:
         counts = run_suite(plan, load)
     except FileExistsError as err:
         print(f"gfm-bench: {err}", file=sys.stderr)
         return 2
-    print(f"finished: {counts['done']} runs written, {counts['skipped']} skipped "
-          f"(already in {args.output})")
+    print(
+        f"finished: {counts['done']} runs written, {counts['skipped']} skipped "
+        f"(already in {args.output})"
+    )
     if args.report:
         from .report import write_report
 
@@ -99,8 +119,7 @@ def _cmd_report(args) -> int:
     from .report import write_report
 
     figure = None if args.no_figure else (args.figure or Path(args.out).with_suffix(".png"))
-    out, fig = write_report(args.results, args.out, figure, n_boot=args.bootstrap,
-                            title=args.title)
+    out, fig = write_report(args.results, args.out, figure, n_boot=args.bootstrap, title=args.title)
     print(f"wrote {out}" + (f" and {fig}" if fig else ""))
     print(Path(out).read_text())
     return 0
@@ -110,8 +129,10 @@ def _cmd_datasets(args) -> int:
     from .datasets import DATASETS
     from .mini import MINI_DATASETS
 
-    print("GFM-Bench datasets (read from their GFM-Bench file layout; `gfm-bench download "
-          "NAME --root DIR` fetches one):")
+    print(
+        "GFM-Bench datasets (read from their GFM-Bench file layout; `gfm-bench download "
+        "NAME --root DIR` fetches one):"
+    )
     for name, spec in DATASETS.items():
         print(f"  {name:<12} {spec.task:<15} card {spec.card:<22} {spec.url}")
         for layout in spec.layouts:
@@ -127,10 +148,16 @@ def _cmd_download(args) -> int:
     from .hub import download
 
     try:
-        root = download(args.name, args.root, endpoint=args.endpoint, revision=args.revision,
-                        force=args.force, progress=not args.no_progress,
-                        deadline=args.timeout)
-    except DownloadError as err:   # the network's failure, said in one line: no traceback
+        root = download(
+            args.name,
+            args.root,
+            endpoint=args.endpoint,
+            revision=args.revision,
+            force=args.force,
+            progress=not args.no_progress,
+            deadline=args.timeout,
+        )
+    except DownloadError as err:  # the network's failure, said in one line: no traceback
         print(f"gfm-bench: {err}", file=sys.stderr)
         return 1
     print(f"{args.name} is ready in {root}")
@@ -141,30 +168,44 @@ def build_parser() -> argparse.ArgumentParser:
     from .protocols import PROTOCOLS
     from .suites import SUITES
 
-    parser = argparse.ArgumentParser(prog="gfm-bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="gfm-bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="evaluate encoders on a suite, appending to a results CSV")
     run.add_argument("--suite", choices=sorted(SUITES), default="mini")
-    run.add_argument("--encoder", action="append",
-                     help="NAME, NAME:ENCODER_FILE or timm:NAME (repeatable; default "
-                          "less_vit_tiny at random initialisation)")
-    run.add_argument("--no-control", action="store_true",
-                     help="do not add the random-initialisation row of each checkpoint")
+    run.add_argument(
+        "--encoder",
+        action="append",
+        help="NAME, NAME:ENCODER_FILE or timm:NAME (repeatable; default "
+        "less_vit_tiny at random initialisation)",
+    )
+    run.add_argument(
+        "--no-control",
+        action="store_true",
+        help="do not add the random-initialisation row of each checkpoint",
+    )
     run.add_argument("--timm-bands", nargs="+", help="bands a timm encoder takes, in order")
     run.add_argument("--datasets", nargs="+", help="only these datasets of the suite")
     run.add_argument("--protocols", nargs="+", choices=PROTOCOLS, help="only these protocols")
-    run.add_argument("--label-fractions", nargs="+", type=float,
-                     help="replace the suite's label fractions")
+    run.add_argument(
+        "--label-fractions", nargs="+", type=float, help="replace the suite's label fractions"
+    )
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     run.add_argument("--output", required=True, help="results CSV (appended under a lock)")
     run.add_argument("--resume", action="store_true", help="skip runs already in --output")
-    run.add_argument("--lr-sweep", action="store_true",
-                     help="the paper's learning-rate sweeps (chosen on val)")
+    run.add_argument(
+        "--lr-sweep", action="store_true", help="the paper's learning-rate sweeps (chosen on val)"
+    )
     run.add_argument("--data-root", help="folder holding one GFM-Bench folder per dataset")
-    run.add_argument("--cache-dir", help="where the mini suite writes its dataset tree "
-                                         "(default $GFM_BENCH_CACHE or ~/.cache/gfm_bench)")
+    run.add_argument(
+        "--cache-dir",
+        help="where the mini suite writes its dataset tree "
+        "(default $GFM_BENCH_CACHE or ~/.cache/gfm_bench)",
+    )
     run.add_argument("--device", default="cpu")
     run.add_argument("--report", help="also write this Markdown report (and a .png beside it)")
     run.add_argument("--no-progress", action="store_true")
@@ -186,13 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name")
     dl.add_argument("--root", required=True)
     dl.add_argument("--endpoint", help="Hub endpoint (default $HF_ENDPOINT or huggingface.co)")
-    dl.add_argument("--revision",
-                    help="branch, tag or commit of the Hub repository (default: the commit "
-                         "the dataset card pins, else main)")
-    dl.add_argument("--timeout", type=float, metavar="SECONDS",
-                    help="give up once the whole download has taken this long (default: no "
-                         "overall limit, 6 hours per file; a silent server is dropped after "
-                         "60 s either way)")
+    dl.add_argument(
+        "--revision",
+        help="branch, tag or commit of the Hub repository (default: the commit "
+        "the dataset card pins, else main)",
+    )
+    dl.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up once the whole download has taken this long (default: no "
+        "overall limit, 6 hours per file; a silent server is dropped after "
+        "60 s either way)",
+    )
     dl.add_argument("--force", action="store_true")
     dl.add_argument("--no-progress", action="store_true")
     dl.set_defaults(func=_cmd_download)

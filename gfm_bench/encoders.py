@@ -32,17 +32,29 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["BandMatchError", "EncoderAdapter", "GeofmEncoder", "TimmEncoder", "match_bands",
-           "build_encoder", "parse_encoder_spec"]
+__all__ = [
+    "BandMatchError",
+    "EncoderAdapter",
+    "GeofmEncoder",
+    "TimmEncoder",
+    "match_bands",
+    "build_encoder",
+    "parse_encoder_spec",
+]
 
 
 class BandMatchError(ValueError):
     """An encoder cannot take a dataset's bands; the message names them."""
 
 
-def match_bands(wanted: Sequence[str], wanted_wavelengths: Sequence[float] | None,
-                bands: Sequence[str], wavelengths: Sequence[float],
-                tolerance_nm: float = 15.0, who: str = "the encoder") -> list[int]:
+def match_bands(
+    wanted: Sequence[str],
+    wanted_wavelengths: Sequence[float] | None,
+    bands: Sequence[str],
+    wavelengths: Sequence[float],
+    tolerance_nm: float = 15.0,
+    who: str = "the encoder",
+) -> list[int]:
     """Indices into ``bands`` of each of ``wanted``: by name, else the nearest wavelength
     within ``tolerance_nm`` not already taken. Raises :class:`BandMatchError` otherwise."""
     bands = [str(b) for b in bands]
@@ -58,20 +70,28 @@ def match_bands(wanted: Sequence[str], wanted_wavelengths: Sequence[float] | Non
         found = None
         if wanted_wavelengths is not None:
             target = float(wanted_wavelengths[i])
-            free = [(abs(w - target), j) for j, w in enumerate(wl)
-                    if j not in taken and abs(w - target) <= tolerance_nm]
+            free = [
+                (abs(w - target), j)
+                for j, w in enumerate(wl)
+                if j not in taken and abs(w - target) <= tolerance_nm
+            ]
             if free:
                 found = min(free)[1]
         if found is None:
-            missing.append(name if wanted_wavelengths is None
-                           else f"{name} ({float(wanted_wavelengths[i]):g} nm)")
+            missing.append(
+                name
+                if wanted_wavelengths is None
+                else f"{name} ({float(wanted_wavelengths[i]):g} nm)"
+            )
         else:
             taken.append(found)
     if missing:
         have = ", ".join(f"{b} ({w:g} nm)" for b, w in zip(bands, wl, strict=True))
-        raise BandMatchError(f"{who} needs bands {', '.join(missing)}, which the data lacks "
-                             f"(matched by name, then by wavelength within {tolerance_nm:g} "
-                             f"nm); the data has: {have}")
+        raise BandMatchError(
+            f"{who} needs bands {', '.join(missing)}, which the data lacks "
+            f"(matched by name, then by wavelength within {tolerance_nm:g} "
+            f"nm); the data has: {have}"
+        )
     return taken
 
 
@@ -90,8 +110,14 @@ class EncoderAdapter(nn.Module):
         """Channel indices to feed the encoder, or None for all of them in order."""
         if self.input_bands is None:
             return None
-        return match_bands(self.input_bands, self.input_wavelengths, bands, wavelengths,
-                           self.wavelength_tolerance_nm, who=self.name)
+        return match_bands(
+            self.input_bands,
+            self.input_wavelengths,
+            bands,
+            wavelengths,
+            self.wavelength_tolerance_nm,
+            who=self.name,
+        )
 
     def _select(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         wl = torch.as_tensor(batch["wavelengths"], dtype=torch.float32)
@@ -110,9 +136,12 @@ class EncoderAdapter(nn.Module):
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "embed_dim": self.embed_dim,
-                "normalisation": self.normalisation,
-                "input_bands": None if self.input_bands is None else list(self.input_bands)}
+        return {
+            "name": self.name,
+            "embed_dim": self.embed_dim,
+            "normalisation": self.normalisation,
+            "input_bands": None if self.input_bands is None else list(self.input_bands),
+        }
 
 
 def _map_indices(depth: int, count: int = 4) -> list[int]:
@@ -130,8 +159,14 @@ class GeofmEncoder(EncoderAdapter):
 
     normalisation = "mae"
 
-    def __init__(self, model: str, checkpoint: str | os.PathLike | None = None,
-                 seed: int | None = 0, num_maps: int = 4, **overrides):
+    def __init__(
+        self,
+        model: str,
+        checkpoint: str | os.PathLike | None = None,
+        seed: int | None = 0,
+        num_maps: int = 4,
+        **overrides,
+    ):
         super().__init__()
         from geofm.models import create_model
 
@@ -140,14 +175,20 @@ class GeofmEncoder(EncoderAdapter):
                 torch.manual_seed(seed)
                 self.model = create_model(model, num_classes=0, **overrides)
         else:
-            self.model = create_model(model, checkpoint=None if checkpoint is None
-                                      else str(checkpoint), num_classes=0, **overrides)
+            self.model = create_model(
+                model,
+                checkpoint=None if checkpoint is None else str(checkpoint),
+                num_classes=0,
+                **overrides,
+            )
         from geofm.models.encoder import SpectralEncoder
 
         if not isinstance(self.model, SpectralEncoder):
-            raise ValueError(f"{model} is a {type(self.model).__name__}, not an encoder of "
-                             "images with global and dense features (LESS ViT or a baseline "
-                             "such as joint_vit, grouped_vit, stacked_vit)")
+            raise ValueError(
+                f"{model} is a {type(self.model).__name__}, not an encoder of "
+                "images with global and dense features (LESS ViT or a baseline "
+                "such as joint_vit, grouped_vit, stacked_vit)"
+            )
         self.name = model
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.embed_dim = int(self.model.embed_dim)
@@ -167,21 +208,25 @@ class GeofmEncoder(EncoderAdapter):
 
     def feature_maps(self, batch: dict) -> list[torch.Tensor]:
         image, wl = self._select(batch)
-        return self.model.forward_intermediates(image, wl, batch["gsd"],
-                                                indices=self.map_indices, norm=True,
-                                                intermediates_only=True)
+        return self.model.forward_intermediates(
+            image, wl, batch["gsd"], indices=self.map_indices, norm=True, intermediates_only=True
+        )
 
     def check_bands(self, bands, wavelengths):
         in_chans = getattr(self.model, "in_chans", None)
         if in_chans is not None and self.input_bands is None and len(bands) != in_chans:
             raise BandMatchError(
                 f"{self.name} is built for {in_chans} stacked bands and knows no band names; "
-                f"the data has {len(bands)}: {', '.join(map(str, bands))}")
+                f"the data has {len(bands)}: {', '.join(map(str, bands))}"
+            )
         return super().check_bands(bands, wavelengths)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "checkpoint": self.checkpoint,
-                "params": sum(p.numel() for p in self.model.parameters())}
+        return {
+            **super().describe(),
+            "checkpoint": self.checkpoint,
+            "params": sum(p.numel() for p in self.model.parameters()),
+        }
 
 
 class TimmEncoder(EncoderAdapter):
@@ -192,9 +237,17 @@ class TimmEncoder(EncoderAdapter):
     needed); with ``in_chans`` other than 3, timm adapts the first convolution.
     """
 
-    def __init__(self, model: str, bands: Sequence[str], wavelengths: Sequence[float] | None,
-                 pretrained: bool = False, checkpoint: str | os.PathLike | None = None,
-                 seed: int | None = 0, num_maps: int = 4, **kwargs):
+    def __init__(
+        self,
+        model: str,
+        bands: Sequence[str],
+        wavelengths: Sequence[float] | None,
+        pretrained: bool = False,
+        checkpoint: str | os.PathLike | None = None,
+        seed: int | None = 0,
+        num_maps: int = 4,
+        **kwargs,
+    ):
         super().__init__()
         import timm
 
@@ -202,14 +255,20 @@ class TimmEncoder(EncoderAdapter):
             raise ValueError("a timm encoder needs the list of bands it takes")
         self.name = f"timm/{model}"
         self.input_bands = tuple(str(b) for b in bands)
-        self.input_wavelengths = (None if wavelengths is None
-                                  else tuple(float(w) for w in wavelengths))
+        self.input_wavelengths = (
+            None if wavelengths is None else tuple(float(w) for w in wavelengths)
+        )
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            self.model = timm.create_model(model, pretrained=pretrained, num_classes=0,
-                                           in_chans=len(self.input_bands), **kwargs)
+            self.model = timm.create_model(
+                model,
+                pretrained=pretrained,
+                num_classes=0,
+                in_chans=len(self.input_bands),
+                **kwargs,
+            )
         if checkpoint is not None:
             from geofm.models.checkpoints import read_torch_file
 
@@ -219,8 +278,10 @@ class TimmEncoder(EncoderAdapter):
             state = state.get("state_dict", state)
             missing, unexpected = self.model.load_state_dict(state, strict=False)
             if unexpected or [k for k in missing if not k.startswith(("head", "fc."))]:
-                raise ValueError(f"{checkpoint} does not fit timm model {model}: missing "
-                                 f"{missing[:5]}, unexpected {unexpected[:5]}")
+                raise ValueError(
+                    f"{checkpoint} does not fit timm model {model}: missing "
+                    f"{missing[:5]}, unexpected {unexpected[:5]}"
+                )
         self.embed_dim = int(self.model.num_features)
         self.num_maps = num_maps
 
@@ -231,26 +292,40 @@ class TimmEncoder(EncoderAdapter):
     def feature_maps(self, batch: dict) -> list[torch.Tensor]:
         image, _ = self._select(batch)
         if not hasattr(self.model, "forward_intermediates"):
-            raise NotImplementedError(f"{self.name} has no forward_intermediates in this timm "
-                                      "version; it cannot feed a dense head")
-        return self.model.forward_intermediates(image, indices=self.num_maps,
-                                                intermediates_only=True)
+            raise NotImplementedError(
+                f"{self.name} has no forward_intermediates in this timm "
+                "version; it cannot feed a dense head"
+            )
+        return self.model.forward_intermediates(
+            image, indices=self.num_maps, intermediates_only=True
+        )
 
 
 def parse_encoder_spec(spec: str) -> dict[str, Any]:
     """``"less_vit_tiny"``, ``"less_vit_tiny:encoder.pt"``, ``"timm:resnet18"`` ->
     keyword arguments of :func:`build_encoder`."""
     name, _, ckpt = spec.removeprefix("timm:").partition(":")
-    return {"kind": "timm" if spec.startswith("timm:") else "geofm", "model": name,
-            "checkpoint": ckpt or None}
+    return {
+        "kind": "timm" if spec.startswith("timm:") else "geofm",
+        "model": name,
+        "checkpoint": ckpt or None,
+    }
 
 
-def build_encoder(kind: str, model: str, checkpoint=None, bands=None, wavelengths=None,
-                  seed: int | None = 0, **kwargs) -> EncoderAdapter:
+def build_encoder(
+    kind: str,
+    model: str,
+    checkpoint=None,
+    bands=None,
+    wavelengths=None,
+    seed: int | None = 0,
+    **kwargs,
+) -> EncoderAdapter:
     """An adapter by kind (``geofm`` or ``timm``); timm models take ``bands``."""
     if kind == "geofm":
         return GeofmEncoder(model, checkpoint=checkpoint, seed=seed, **kwargs)
     if kind == "timm":
-        return TimmEncoder(model, bands=bands, wavelengths=wavelengths, checkpoint=checkpoint,
-                           seed=seed, **kwargs)
+        return TimmEncoder(
+            model, bands=bands, wavelengths=wavelengths, checkpoint=checkpoint, seed=seed, **kwargs
+        )
     raise ValueError(f"unknown encoder kind {kind!r}; use 'geofm' or 'timm'")

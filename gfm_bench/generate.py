@@ -51,8 +51,9 @@ CRS = "EPSG:32632"
 # Writing helpers
 
 
-def write_tif(path: Path, array: np.ndarray, *, gsd: float = 10.0,
-              interleave: str = "pixel") -> None:
+def write_tif(
+    path: Path, array: np.ndarray, *, gsd: float = 10.0, interleave: str = "pixel"
+) -> None:
     """Write ``array`` ``(C, H, W)`` as a deflate-compressed GeoTIFF in UTM 32N.
 
     ``interleave="pixel"`` stores the bands as samples of one pixel, which is what makes
@@ -60,14 +61,30 @@ def write_tif(path: Path, array: np.ndarray, *, gsd: float = 10.0,
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     count, height, width = array.shape
-    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count,
-                       dtype=array.dtype, crs=CRS, compress="deflate", interleave=interleave,
-                       transform=from_origin(500_000, 5_300_000, gsd, gsd)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=count,
+        dtype=array.dtype,
+        crs=CRS,
+        compress="deflate",
+        interleave=interleave,
+        transform=from_origin(500_000, 5_300_000, gsd, gsd),
+    ) as dst:
         dst.write(array)
 
 
-def blocky(rng: np.random.Generator, bands: int, size: int, low: Sequence[float] | float,
-           high: Sequence[float] | float, block: int = 8) -> np.ndarray:
+def blocky(
+    rng: np.random.Generator,
+    bands: int,
+    size: int,
+    low: Sequence[float] | float,
+    high: Sequence[float] | float,
+    block: int = 8,
+) -> np.ndarray:
     """``(bands, size, size)`` float64: uniform values per band in [low, high), constant on
     ``block`` x ``block`` cells (compresses well, still varies over space)."""
     cells = -(-size // block)
@@ -77,13 +94,18 @@ def blocky(rng: np.random.Generator, bands: int, size: int, low: Sequence[float]
     return np.repeat(np.repeat(grid, block, axis=1), block, axis=2)[:, :size, :size]
 
 
-def label_grid(rng: np.random.Generator, values: Sequence[int], size: int, block: int = 16,
-               must: Sequence[int] = ()) -> np.ndarray:
+def label_grid(
+    rng: np.random.Generator,
+    values: Sequence[int],
+    size: int,
+    block: int = 16,
+    must: Sequence[int] = (),
+) -> np.ndarray:
     """``(size, size)`` labels drawn from ``values`` on ``block``-pixel cells; the first cells
     hold ``must`` in order, so every value listed there is present."""
     cells = -(-size // block)
     grid = rng.choice(np.asarray(values), size=cells * cells)
-    grid[:len(must)] = np.asarray(must)
+    grid[: len(must)] = np.asarray(must)
     grid = grid.reshape(cells, cells)
     return np.repeat(np.repeat(grid, block, axis=0), block, axis=1)[:size, :size]
 
@@ -118,11 +140,13 @@ def eurosat_old(root: Path, n: int, rng: np.random.Generator) -> None:
         raise ValueError(f"eurosat: n is the number of bundled samples per class, 1 to 3; got {n}")
     lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for cls in card.classes:
-        files = sorted((samples / cls).glob(f"{cls}_*.tif"),
-                       key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+        files = sorted(
+            (samples / cls).glob(f"{cls}_*.tif"), key=lambda p: int(p.stem.rsplit("_", 1)[1])
+        )
         if len(files) < n:
-            raise FileNotFoundError(f"eurosat: {len(files)} bundled samples of {cls} in "
-                                    f"{samples / cls}, {n} wanted")
+            raise FileNotFoundError(
+                f"eurosat: {len(files)} bundled samples of {cls} in {samples / cls}, {n} wanted"
+            )
         for k, src in enumerate(files[:n]):
             dest = root / "EuroSAT" / cls / src.name
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -133,8 +157,20 @@ def eurosat_old(root: Path, n: int, rng: np.random.Generator) -> None:
 
 
 # BigEarthNet: band -> pixel size (10 m: 120, 20 m: 60, 60 m: 20)
-_BEN_SIZES = {"B01": 20, "B02": 120, "B03": 120, "B04": 120, "B05": 60, "B06": 60, "B07": 60,
-              "B08": 120, "B8A": 60, "B09": 20, "B11": 60, "B12": 60}
+_BEN_SIZES = {
+    "B01": 20,
+    "B02": 120,
+    "B03": 120,
+    "B04": 120,
+    "B05": 60,
+    "B06": 60,
+    "B07": 60,
+    "B08": 120,
+    "B8A": 60,
+    "B09": 20,
+    "B11": 60,
+    "B12": 60,
+}
 
 
 def bigearthnet_old(root: Path, n: int, rng: np.random.Generator) -> None:
@@ -144,7 +180,7 @@ def bigearthnet_old(root: Path, n: int, rng: np.random.Generator) -> None:
     card = load_dataset_card("gfmbench_bigearthnet")
     names43 = list(card["classes_43"])
     to19 = {int(k): int(v) for k, v in card["label_mapping_43_to_19"].items()}
-    representative = {}   # a 43-class name for each of the 19 classes
+    representative = {}  # a 43-class name for each of the 19 classes
     for idx43, idx19 in sorted(to19.items()):
         representative.setdefault(idx19, names43[idx43])
     splits = _split_counts(n, 2, 2)
@@ -153,21 +189,26 @@ def bigearthnet_old(root: Path, n: int, rng: np.random.Generator) -> None:
     for i, split in enumerate(splits):
         s2 = f"S2A_MSIL2A_20170613T101031_{i}_{45 + i}"
         s1 = f"S1A_IW_GRDH_1SDV_20170613T165043_33UUP_{i}_{45 + i}"
-        if split == "train":   # deal the 19 classes round-robin over the training patches
+        if split == "train":  # deal the 19 classes round-robin over the training patches
             labels = [representative[k] for k in range(card.num_classes) if k % n_train == i]
         else:
             labels = [representative[int(k)] for k in rng.choice(card.num_classes, 2, False)]
         if i == 0:
-            labels.append("Airports")   # a 43-class label the 19-class mapping drops
+            labels.append("Airports")  # a 43-class label the 19-class mapping drops
         folder = root / "BigEarthNet-v1.0" / s2
         for band, size in _BEN_SIZES.items():
             level = 300 + 150 * card.band_names.index(band)
             data = blocky(rng, 1, size, level, level + 600, block=max(size // 15, 1))
-            write_tif(folder / f"{s2}_{band}.tif", data.astype(np.uint16),
-                      gsd=1200 / size)
-        (folder / f"{s2}_labels_metadata.json").write_text(json.dumps(
-            {"labels": labels, "acquisition_time": "2017-06-13 10:10:31",
-             "tile_source": "S2A_MSIL1C_20170613T101031_N0205_R022_T33UUP_20170613T101608"}))
+            write_tif(folder / f"{s2}_{band}.tif", data.astype(np.uint16), gsd=1200 / size)
+        (folder / f"{s2}_labels_metadata.json").write_text(
+            json.dumps(
+                {
+                    "labels": labels,
+                    "acquisition_time": "2017-06-13 10:10:31",
+                    "tile_source": "S2A_MSIL1C_20170613T101031_N0205_R022_T33UUP_20170613T101608",
+                }
+            )
+        )
         no_s1 = split == "val" and rows["val"]
         if no_s1:
             rows[split].append(f"{s2},nan")
@@ -238,17 +279,25 @@ def segmunich_final(root: Path, n: int, rng: np.random.Generator) -> None:
     write_csv(base / "metadata.csv", ("optical_path", "label_path", "split"), rows)
 
 
-_IGBP = list(range(18))   # raw MODIS IGBP codes 0-17 (0, 8, 9 and 15 map to 255)
+_IGBP = list(range(18))  # raw MODIS IGBP codes 0-17 (0, 8, 9 and 15 map to 255)
 
 
 def _dfc_images(rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
     s2 = blocky(rng, 13, size, 100, 3000).astype(np.uint16)
-    s1 = np.concatenate([blocky(rng, 1, size, -15.5, -9.5),       # VV
-                         blocky(rng, 1, size, -23.0, -17.0)]).astype(np.float32)   # VH
-    lc = np.concatenate([label_grid(rng, _IGBP, size, must=_IGBP)[None],
-                         label_grid(rng, range(1, 12), size)[None],
-                         label_grid(rng, range(1, 12), size)[None],
-                         label_grid(rng, range(1, 12), size)[None]]).astype(np.uint8)
+    s1 = np.concatenate(
+        [
+            blocky(rng, 1, size, -15.5, -9.5),  # VV
+            blocky(rng, 1, size, -23.0, -17.0),
+        ]
+    ).astype(np.float32)  # VH
+    lc = np.concatenate(
+        [
+            label_grid(rng, _IGBP, size, must=_IGBP)[None],
+            label_grid(rng, range(1, 12), size)[None],
+            label_grid(rng, range(1, 12), size)[None],
+            label_grid(rng, range(1, 12), size)[None],
+        ]
+    ).astype(np.uint8)
     return s2, s1, lc
 
 
@@ -257,10 +306,12 @@ def dfc2020_old(root: Path, n: int, rng: np.random.Generator) -> None:
     S2 13 bands uint16, S1 VV/VH float32 dB, lc 4 bands uint8 (band 1: IGBP 0-17)."""
     rows = []
     for i, split in enumerate(["train"] * n + ["test"] * 2):
-        roi, season = ("ROIs0000_test", "0") if split == "train" else \
-            ("ROIs0000_validation", "validation")
-        paths = {kind: f"{roi}/{kind}_{season}/{roi}_{kind}_0_p{i}.tif"
-                 for kind in ("lc", "s1", "s2")}
+        roi, season = (
+            ("ROIs0000_test", "0") if split == "train" else ("ROIs0000_validation", "validation")
+        )
+        paths = {
+            kind: f"{roi}/{kind}_{season}/{roi}_{kind}_0_p{i}.tif" for kind in ("lc", "s1", "s2")
+        }
         s2, s1, lc = _dfc_images(rng, 256)
         for kind, array in (("s2", s2), ("s1", s1), ("lc", lc)):
             write_tif(root / split / paths[kind], array)
@@ -274,8 +325,10 @@ def dfc2020_final(root: Path, n: int, rng: np.random.Generator) -> None:
     base = root / "DFC2020"
     rows = []
     for i, split in enumerate(_split_counts(n, 2, 3)):
-        paths = {kind: f"ROIs0000_autumn_{kind}_0/ROIs0000_autumn_{kind}_0_p{i}.tif"
-                 for kind in ("s2", "s1", "lc")}
+        paths = {
+            kind: f"ROIs0000_autumn_{kind}_0/ROIs0000_autumn_{kind}_0_p{i}.tif"
+            for kind in ("s2", "s1", "lc")
+        }
         s2, s1, lc = _dfc_images(rng, 96)
         for kind, array in (("s2", s2), ("s1", s1), ("lc", lc)):
             write_tif(base / paths[kind], array)
@@ -283,23 +336,28 @@ def dfc2020_final(root: Path, n: int, rng: np.random.Generator) -> None:
     write_csv(base / "metadata.csv", ("optical_path", "radar_path", "label_path", "split"), rows)
 
 
-_MARIDA_CODES = list(range(16))   # raw class codes 0-15 (0 -> 255; 12-15 -> Marine Water)
+_MARIDA_CODES = list(range(16))  # raw class codes 0-15 (0 -> 255; 12-15 -> Marine Water)
 
 
 def marida_old(root: Path, n: int, rng: np.random.Generator) -> None:
     """metadata.csv (filename, split) + patches/S2_<date>_<tile>/..._<k>.tif (11 bands float32
     reflectance, with NaN cells) and ..._<k>_cl.tif (uint8 codes 0-15)."""
-    names = ([f"1-12-19_48MYU_{k}" for k in range(n)] + ["14-9-18_16PCC_0", "18-9-20_16PCC_0",
-                                                         "18-9-20_16PCC_1"])
+    names = [f"1-12-19_48MYU_{k}" for k in range(n)] + [
+        "14-9-18_16PCC_0",
+        "18-9-20_16PCC_0",
+        "18-9-20_16PCC_1",
+    ]
     splits = ["train"] * n + ["val", "test", "test"]
     for name in names:
         image_path, label_path = marida_paths(root / "patches", name)
         image = blocky(rng, 11, 256, 0.005, 0.12).astype(np.float32)
-        image[0, 8:24, 8:24] = np.nan   # missing pixels, filled with the band mean on reading
+        image[0, 8:24, 8:24] = np.nan  # missing pixels, filled with the band mean on reading
         image[5, 100:116, 200:216] = np.nan
         write_tif(image_path, image)
-        write_tif(label_path, label_grid(rng, _MARIDA_CODES, 256, must=_MARIDA_CODES)
-                  .astype(np.uint8)[None])
+        write_tif(
+            label_path,
+            label_grid(rng, _MARIDA_CODES, 256, must=_MARIDA_CODES).astype(np.uint8)[None],
+        )
     write_csv(root / "metadata.csv", ("filename", "split"), list(zip(names, splits, strict=True)))
 
 
@@ -311,13 +369,22 @@ def nlcd_l_torchgeo(root: Path, n: int, rng: np.random.Generator) -> None:
     codes = list(load_dataset_card("gfmbench_nlcd_l").class_values)
     for k in range(n):
         folder = f"{k:07d}"
-        write_tif(root / "ssl4eo_l_etm_toa_benchmark" / folder / "all_bands.tif",
-                  blocky(rng, 9, 264, 20, 200, block=24).astype(np.uint8), gsd=30)
-        write_tif(root / "ssl4eo_l_oli_tirs_toa_benchmark" / folder / "all_bands.tif",
-                  blocky(rng, 11, 264, 20, 200, block=24).astype(np.uint8), gsd=30)
+        write_tif(
+            root / "ssl4eo_l_etm_toa_benchmark" / folder / "all_bands.tif",
+            blocky(rng, 9, 264, 20, 200, block=24).astype(np.uint8),
+            gsd=30,
+        )
+        write_tif(
+            root / "ssl4eo_l_oli_tirs_toa_benchmark" / folder / "all_bands.tif",
+            blocky(rng, 11, 264, 20, 200, block=24).astype(np.uint8),
+            gsd=30,
+        )
         mask = label_grid(rng, codes, 264, block=24, must=[*codes, 250])
-        write_tif(root / "ssl4eo_l_oli_nlcd" / folder / "nlcd_2019.tif",
-                  mask.astype(np.uint8)[None], gsd=30)
+        write_tif(
+            root / "ssl4eo_l_oli_nlcd" / folder / "nlcd_2019.tif",
+            mask.astype(np.uint8)[None],
+            gsd=30,
+        )
 
 
 Generator = Callable[[Path, int, np.random.Generator], None]
@@ -334,8 +401,9 @@ GENERATORS: dict[str, dict[str, tuple[Generator, int]]] = {
 """dataset -> layout -> (writer, default ``n``). The first layout is the default."""
 
 
-def generate(name: str, root: PathLike, layout: str | None = None, n: int | None = None,
-             seed: int = 0) -> Path:
+def generate(
+    name: str, root: PathLike, layout: str | None = None, n: int | None = None, seed: int = 0
+) -> Path:
     """Write a small tree of dataset ``name`` in ``layout`` under ``root``; return ``root``.
 
     ``layout`` defaults to the registry's first layout of the dataset. ``n`` is the number
@@ -347,8 +415,9 @@ def generate(name: str, root: PathLike, layout: str | None = None, n: int | None
     options = GENERATORS[name]
     layout = layout or next(iter(options))
     if layout not in options:
-        raise ValueError(f"{name}: no generator for layout {layout!r}; layouts: "
-                         f"{', '.join(options)}")
+        raise ValueError(
+            f"{name}: no generator for layout {layout!r}; layouts: {', '.join(options)}"
+        )
     writer, default_n = options[layout]
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -356,8 +425,9 @@ def generate(name: str, root: PathLike, layout: str | None = None, n: int | None
     return root
 
 
-def make_archive(name: str, tree_root: PathLike, out_dir: PathLike,
-                 part_size: int | None = None) -> list[Path]:
+def make_archive(
+    name: str, tree_root: PathLike, out_dir: PathLike, part_size: int | None = None
+) -> list[Path]:
     """Zip a tree of dataset ``name`` under the archive name its layout has on the Hub.
 
     The layout is found with :func:`~gfm_bench.datasets.check_root`; every file under
@@ -384,7 +454,7 @@ def make_archive(name: str, tree_root: PathLike, out_dir: PathLike,
     if part_size is None:
         return [zip_path]
     data = zip_path.read_bytes()
-    chunks = [data[i:i + part_size] for i in range(0, len(data), part_size)]
+    chunks = [data[i : i + part_size] for i in range(0, len(data), part_size)]
     outputs = []
     for k, chunk in enumerate(chunks[:-1], start=1):
         part = zip_path.with_suffix(f".z{k:02d}")
@@ -398,16 +468,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gfm_bench.generate",
         description="Write a small GFM-Bench file tree in a real layout (EuroSAT from the "
-                    "bundled real samples, the others synthetic), and optionally its zip.")
+        "bundled real samples, the others synthetic), and optionally its zip.",
+    )
     parser.add_argument("name", choices=sorted(GENERATORS))
     parser.add_argument("root", help="folder to write the tree into")
     parser.add_argument("--layout", help="layout to write (default: the dataset's first)")
     parser.add_argument("--n", type=int, help="number of training items")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--archive", metavar="OUT_DIR",
-                        help="also zip the tree under its Hub archive name into OUT_DIR")
-    parser.add_argument("--part-size", type=int, metavar="BYTES",
-                        help="with --archive: cut the zip into .z01 ... parts of this size")
+    parser.add_argument(
+        "--archive",
+        metavar="OUT_DIR",
+        help="also zip the tree under its Hub archive name into OUT_DIR",
+    )
+    parser.add_argument(
+        "--part-size",
+        type=int,
+        metavar="BYTES",
+        help="with --archive: cut the zip into .z01 ... parts of this size",
+    )
     args = parser.parse_args(argv)
     root = generate(args.name, args.root, layout=args.layout, n=args.n, seed=args.seed)
     found = check_root(args.name, root)

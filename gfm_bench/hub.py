@@ -83,8 +83,7 @@ def _card_pins(name: str, layout: Layout) -> tuple[dict[str, Any], dict[str, Any
     ``source.final_release``), and that section's name."""
     card = load_dataset_card(get_spec(name).card)
     source = card.extra.get("source") or {}
-    release = source.get("final_release") if isinstance(source.get("final_release"), dict) \
-        else {}
+    release = source.get("final_release") if isinstance(source.get("final_release"), dict) else {}
     # A layout fetched from the dataset's GFM-Bench repository is pinned by final_release
     # where the card has one (else by source itself, as for NLCD-L); an older (yuxuanw8)
     # archive by source.
@@ -127,9 +126,11 @@ def card_archive_revision(name: str, layout: Layout) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not COMMIT.fullmatch(value.strip().lower()):
-        raise ValueError(f"card of {name!r}: {where}.revision must be a Hub commit hash (40 "
-                         f"hex digits), got {value!r}; a branch or tag can move. Leave it "
-                         "null if no commit is known")
+        raise ValueError(
+            f"card of {name!r}: {where}.revision must be a Hub commit hash (40 "
+            f"hex digits), got {value!r}; a branch or tag can move. Leave it "
+            "null if no commit is known"
+        )
     return value.strip().lower()
 
 
@@ -149,8 +150,11 @@ class HubListing:
     @classmethod
     def from_json(cls, data: Any) -> HubListing:
         """Parse the API's answer; :class:`ValueError` names what is missing."""
-        if not isinstance(data, dict) or not isinstance(data.get("sha"), str) \
-                or not isinstance(data.get("siblings"), list):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("sha"), str)
+            or not isinstance(data.get("siblings"), list)
+        ):
             raise ValueError("not a Hub repository listing (no 'sha' and 'siblings')")
         sizes, sha256 = {}, {}
         for entry in data["siblings"]:
@@ -177,53 +181,71 @@ class _HubSource:
     end: float | None
 
     def url(self, file: str, revision: str | None = None) -> str:
-        return (f"{self.endpoint}/datasets/{self.repo_id}/resolve/"
-                f"{revision or self.revision}/{file}")
+        return f"{self.endpoint}/datasets/{self.repo_id}/resolve/{revision or self.revision}/{file}"
 
     @property
     def listing_url(self) -> str:
-        return (f"{self.endpoint}/api/datasets/{self.repo_id}/revision/"
-                f"{quote(self.revision, safe='')}?blobs=true")
+        return (
+            f"{self.endpoint}/api/datasets/{self.repo_id}/revision/"
+            f"{quote(self.revision, safe='')}?blobs=true"
+        )
 
     def time_left(self, what: str, url: str) -> float:
         if self.end is None:
             return DEFAULT_DEADLINE
         left = self.end - time.monotonic()
         if left <= 0:
-            raise DownloadError(f"{self.name}: the deadline of {self.deadline:g} s for the "
-                                f"whole download ran out before {what} was fetched from "
-                                f"{url}", url=url, dest=self.root / what)
+            raise DownloadError(
+                f"{self.name}: the deadline of {self.deadline:g} s for the "
+                f"whole download ran out before {what} was fetched from "
+                f"{url}",
+                url=url,
+                dest=self.root / what,
+            )
         return left
 
     def failed(self, what: str, err: DownloadError) -> DownloadError:
         ran_out = self.end is not None and time.monotonic() >= self.end
         limit = f" (the whole download was given {self.deadline:g} s)" if ran_out else ""
-        return DownloadError(f"{self.name}: could not download {what} from the dataset "
-                             f"repository {self.repo_id} at {self.endpoint} (revision "
-                             f"{self.revision}): {err.url}: {err.reason}{limit}",
-                             url=err.url, dest=err.dest, status=err.status,
-                             reason=f"{err.reason}{limit}")
+        return DownloadError(
+            f"{self.name}: could not download {what} from the dataset "
+            f"repository {self.repo_id} at {self.endpoint} (revision "
+            f"{self.revision}): {err.url}: {err.reason}{limit}",
+            url=err.url,
+            dest=err.dest,
+            status=err.status,
+            reason=f"{err.reason}{limit}",
+        )
 
     def listing(self) -> HubListing:
         url = self.listing_url
         left = self.time_left("the file listing", url)
         try:
-            body = fetch_bytes(url, f"the file listing of {self.repo_id}",
-                               timeout=min(DEFAULT_TIMEOUT, left), deadline=left)
+            body = fetch_bytes(
+                url,
+                f"the file listing of {self.repo_id}",
+                timeout=min(DEFAULT_TIMEOUT, left),
+                deadline=left,
+            )
         except DownloadError as err:
             raise self.failed("the file listing", err) from None
         try:
             listing = HubListing.from_json(json.loads(body))
         except ValueError as err:
-            raise DownloadError(f"{self.name}: {url} did not answer with a Hub repository "
-                                f"listing ({err}); check the endpoint (--endpoint, "
-                                f"${ENDPOINT_ENV})", url=url) from None
+            raise DownloadError(
+                f"{self.name}: {url} did not answer with a Hub repository "
+                f"listing ({err}); check the endpoint (--endpoint, "
+                f"${ENDPOINT_ENV})",
+                url=url,
+            ) from None
         if COMMIT.fullmatch(self.revision) and listing.commit != self.revision:
             raise DownloadError(
                 f"{self.name}: asked {self.endpoint} for {self.repo_id} at commit "
                 f"{self.revision}, and it answered for commit {listing.commit}; refusing "
                 "files that are not the pinned ones. Check the endpoint (--endpoint, "
-                f"${ENDPOINT_ENV})", url=url)
+                f"${ENDPOINT_ENV})",
+                url=url,
+            )
         return listing
 
 
@@ -235,52 +257,81 @@ def _files(hub: _HubSource, listing: HubListing, layout: Layout, archive: str) -
         raise DownloadError(
             f"{hub.name}: {archive} is not in the dataset repository {hub.repo_id} at "
             f"{hub.endpoint} (revision {hub.revision}, commit {listing.commit}); it holds "
-            + (", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
-               if held else "no files"),
-            url=hub.url(archive), dest=hub.root / archive, status=404, reason="not listed")
+            + (
+                ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
+                if held
+                else "no files"
+            ),
+            url=hub.url(archive),
+            dest=hub.root / archive,
+            status=404,
+            reason="not listed",
+        )
     parts: list[str] = []
     if layout.split_parts:
-        stem = re.escape(archive[:-len(".zip")] if archive.lower().endswith(".zip")
-                         else archive)
+        stem = re.escape(archive[: -len(".zip")] if archive.lower().endswith(".zip") else archive)
         parts = sorted(f for f in listing.sizes if re.fullmatch(stem + r"\.z\d{2,}", f))
     return parts + [archive]
 
 
-def _changed(path: Path, file: str, recorded: dict[str, Any], actual: str,
-             root: Path) -> ChecksumError:
+def _changed(
+    path: Path, file: str, recorded: dict[str, Any], actual: str, root: Path
+) -> ChecksumError:
     return ChecksumError(
-        path, "sha256", recorded["sha256"], actual,
+        path,
+        "sha256",
+        recorded["sha256"],
+        actual,
         f"{file} differs from the file first downloaded on "
         f"{recorded.get('downloaded_at', '?')} (revision {recorded.get('revision', '?')}) and "
         f"recorded in {root / MANIFEST_NAME}: it changed on the Hub or on disk. Nothing was "
         "extracted. To accept the new file, download again with force=True (command line: "
-        "--force).")
+        "--force).",
+    )
 
 
-def _sync_file(hub: _HubSource, listing: HubListing, file: str, pin: str | None,
-               manifest: dict[str, Any], force: bool, progress: bool) -> None:
+def _sync_file(
+    hub: _HubSource,
+    listing: HubListing,
+    file: str,
+    pin: str | None,
+    manifest: dict[str, Any],
+    force: bool,
+    progress: bool,
+) -> None:
     """Make ``root/file`` the file the listing names, verified, and record it in
     ``manifest``; a copy on disk that matches the best checksum known is kept."""
     dest = hub.root / file
     entry = manifest["files"].get(file)
-    recorded = entry if entry and entry.get("revision") == hub.revision and not force \
-        else None
+    recorded = entry if entry and entry.get("revision") == hub.revision and not force else None
     listed = listing.sha256.get(file)
     if pin is None and recorded and listed and listed != recorded["sha256"]:
-        raise _changed(dest, file, recorded, listed, hub.root)   # before any transfer
+        raise _changed(dest, file, recorded, listed, hub.root)  # before any transfer
     pin_algorithm, pin_digest = parse_checksum(pin) if pin else ("", "")
     if pin_algorithm == "sha256" and listed and listed != pin_digest:
-        raise ChecksumError(dest, "sha256", pin_digest, listed, hint=(
-            f"The Hub lists another file at {hub.revision} (commit {listing.commit}) than "
-            "the one pinned; nothing was downloaded"))
-    expected = pin or (f"sha256:{recorded['sha256']}" if recorded else None) \
+        raise ChecksumError(
+            dest,
+            "sha256",
+            pin_digest,
+            listed,
+            hint=(
+                f"The Hub lists another file at {hub.revision} (commit {listing.commit}) than "
+                "the one pinned; nothing was downloaded"
+            ),
+        )
+    expected = (
+        pin
+        or (f"sha256:{recorded['sha256']}" if recorded else None)
         or (f"sha256:{listed}" if listed else None)
+    )
     if dest.is_file() and expected:
         algorithm, digest = parse_checksum(expected)
         actual = file_digest(dest, algorithm)
         if actual == digest:
-            manifest["files"][file] = {**(recorded or _entry(hub, listing, file)),
-                                       "sha256": file_digest(dest, "sha256")}
+            manifest["files"][file] = {
+                **(recorded or _entry(hub, listing, file)),
+                "sha256": file_digest(dest, "sha256"),
+            }
             return
         if pin is None and recorded:
             raise _changed(dest, file, recorded, actual, hub.root)
@@ -289,33 +340,58 @@ def _sync_file(hub: _HubSource, listing: HubListing, file: str, pin: str | None,
         with warnings.catch_warnings():
             # a file in plain git has no SHA-256 listed: the manifest records it and checks
             # it from then on (that is documented, not warned for every part)
-            warnings.filterwarnings("ignore", "downloaded .* without verifying it",
-                                    UserWarning)
-            download_file(url, dest, expected, overwrite=True, progress=progress,
-                          mirror=False, deadline=hub.time_left(file, url))
+            warnings.filterwarnings("ignore", "downloaded .* without verifying it", UserWarning)
+            download_file(
+                url,
+                dest,
+                expected,
+                overwrite=True,
+                progress=progress,
+                mirror=False,
+                deadline=hub.time_left(file, url),
+            )
     except DownloadError as err:
         raise hub.failed(file, err) from None
     except ChecksumError as err:
         if pin is None and recorded:
             raise _changed(dest, file, recorded, err.actual, hub.root) from None
-        raise ChecksumError(dest, err.algorithm, err.expected, err.actual, hint=(
-            f"The corrupt download was removed; run the download again (it came from "
-            f"{url}).")) from None
-    manifest["files"][file] = {**_entry(hub, listing, file),
-                               "sha256": file_digest(dest, "sha256")}
+        raise ChecksumError(
+            dest,
+            err.algorithm,
+            err.expected,
+            err.actual,
+            hint=(
+                f"The corrupt download was removed; run the download again (it came from {url})."
+            ),
+        ) from None
+    manifest["files"][file] = {**_entry(hub, listing, file), "sha256": file_digest(dest, "sha256")}
 
 
 def _entry(hub: _HubSource, listing: HubListing, file: str) -> dict[str, Any]:
-    return {"size": (hub.root / file).stat().st_size, "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "repo_id": hub.repo_id, "revision": hub.revision, "commit": listing.commit,
-            "endpoint": hub.endpoint, "url": hub.url(file, listing.commit)}
+    return {
+        "size": (hub.root / file).stat().st_size,
+        "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "repo_id": hub.repo_id,
+        "revision": hub.revision,
+        "commit": listing.commit,
+        "endpoint": hub.endpoint,
+        "url": hub.url(file, listing.commit),
+    }
 
 
-def download(name: str, root: PathLike, endpoint: str | None = None,
-             revision: str | None = None, force: bool = False, progress: bool = True, *,
-             layout: str | None = None, repo_id: str | None = None,
-             checksums: Mapping[str, str] | None = None,
-             deadline: float | None = None) -> Path:
+def download(
+    name: str,
+    root: PathLike,
+    endpoint: str | None = None,
+    revision: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    *,
+    layout: str | None = None,
+    repo_id: str | None = None,
+    checksums: Mapping[str, str] | None = None,
+    deadline: float | None = None,
+) -> Path:
     """Download, verify and extract a GFM-Bench dataset into ``root``; check the result.
 
     Args:
@@ -361,19 +437,23 @@ def download(name: str, root: PathLike, endpoint: str | None = None,
     spec = get_spec(name)
     chosen = spec.layout(layout) if layout else spec.download_layout()
     if not chosen.archives:
-        raise ValueError(f"{name}: the {chosen.name} layout names no archive to download; "
-                         f"{spec.notes}")
+        raise ValueError(
+            f"{name}: the {chosen.name} layout names no archive to download; {spec.notes}"
+        )
     repo_id = repo_id or chosen.repo_id
     if repo_id is None:
-        raise ValueError(f"{name}: the {chosen.name} layout names no Hub repository; pass "
-                         "repo_id=")
+        raise ValueError(f"{name}: the {chosen.name} layout names no Hub repository; pass repo_id=")
     revision = revision or card_archive_revision(name, chosen) or "main"
     root = Path(root)
     hub = _HubSource(
-        name, repo_id,
+        name,
+        repo_id,
         revision.lower() if COMMIT.fullmatch(revision.lower()) else revision,
-        (endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT).rstrip("/"), root,
-        deadline, None if deadline is None else time.monotonic() + deadline)
+        (endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT).rstrip("/"),
+        root,
+        deadline,
+        None if deadline is None else time.monotonic() + deadline,
+    )
     root.mkdir(parents=True, exist_ok=True)
     pins = {**card_archive_checksums(name, chosen), **(checksums or {})}
     with FileLock(str(root / LOCK_NAME)):
@@ -385,12 +465,14 @@ def download(name: str, root: PathLike, endpoint: str | None = None,
                 _sync_file(hub, listing, file, pins.get(file), manifest, force, progress)
             _write_manifest(root, manifest)
             zip_path = root / archive
-            stale = sorted({p.name for p in split_parts(zip_path)}
-                           - {Path(file).name for file in files})
+            stale = sorted(
+                {p.name for p in split_parts(zip_path)} - {Path(file).name for file in files}
+            )
             if stale:
                 raise ArchiveFormatError(
                     f"{name}: {', '.join(stale)} beside {zip_path} are not parts of the "
-                    f"archive on the Hub any more; remove them and run the download again")
+                    f"archive on the Hub any more; remove them and run the download again"
+                )
             # no member may overwrite a file this dataset downloaded (the archive's own
             # parts and gfm_bench's files are refused by safe_extract itself)
             safe_extract(zip_path, root, force=force, reserved=list(manifest["files"]))

@@ -23,8 +23,17 @@ import torch
 
 from geofm.tasks.metrics import confusion_matrix, confusion_metrics
 
-__all__ = ["Score", "top1", "top1_from_confusion", "micro_map", "average_precision",
-           "segmentation_confusion", "miou_from_confusion", "miou", "METRICS"]
+__all__ = [
+    "Score",
+    "top1",
+    "top1_from_confusion",
+    "micro_map",
+    "average_precision",
+    "segmentation_confusion",
+    "miou_from_confusion",
+    "miou",
+    "METRICS",
+]
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,9 @@ def top1(y_true, y_pred, num_classes: int) -> Score:
         if pred.shape[1] != num_classes:
             raise ValueError(f"scores have {pred.shape[1]} columns for {num_classes} classes")
         pred = pred.argmax(axis=1)
-    return top1_from_confusion(confusion_matrix(_numpy(y_true).reshape(-1),
-                                                np.asarray(pred).reshape(-1), num_classes))
+    return top1_from_confusion(
+        confusion_matrix(_numpy(y_true).reshape(-1), np.asarray(pred).reshape(-1), num_classes)
+    )
 
 
 def top1_from_confusion(confusion: np.ndarray) -> Score:
@@ -89,8 +99,9 @@ def micro_map(y_true, scores) -> Score:
     """Micro-averaged AP in percent of multi-hot targets ``(n, K)`` and scores ``(n, K)``."""
     t, s = _numpy(y_true), _numpy(scores)
     if t.ndim != 2 or t.shape != s.shape:
-        raise ValueError(f"multi-label targets and scores must both be (n, K); got "
-                         f"{t.shape} and {s.shape}")
+        raise ValueError(
+            f"multi-label targets and scores must both be (n, K); got {t.shape} and {s.shape}"
+        )
     if not np.isin(t, (0, 1)).all():
         raise ValueError("multi-label targets must be 0/1")
     if t.shape[0] == 0:
@@ -100,13 +111,12 @@ def micro_map(y_true, scores) -> Score:
     return Score("micro_map", value, per_class, int(t.shape[0]))
 
 
-def segmentation_confusion(y_true, y_pred, num_classes: int, ignore_index: int = 255
-                           ) -> np.ndarray:
+def segmentation_confusion(y_true, y_pred, num_classes: int, ignore_index: int = 255) -> np.ndarray:
     """``(K, K)`` pixel counts (row = reference, column = prediction) over valid pixels."""
     t, p = _numpy(y_true).reshape(-1), _numpy(y_pred).reshape(-1)
     if t.shape != p.shape:
         raise ValueError(f"{t.size} reference pixels but {p.size} predicted pixels")
-    keep = t != ignore_index   # confusion_matrix checks the ids of the pixels kept
+    keep = t != ignore_index  # confusion_matrix checks the ids of the pixels kept
     return confusion_matrix(t[keep], p[keep], num_classes)
 
 

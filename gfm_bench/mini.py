@@ -29,10 +29,16 @@ from geofm.data.splits import spatially_disjoint_split
 
 from .protocols import BenchData
 
-__all__ = ["MINI_DATASETS", "load_mini", "eurosat_ms_mini", "salinas_a_pixels",
-           "salinas_a_tiles", "SalinasTiles"]
+__all__ = [
+    "MINI_DATASETS",
+    "load_mini",
+    "eurosat_ms_mini",
+    "salinas_a_pixels",
+    "salinas_a_tiles",
+    "SalinasTiles",
+]
 
-SALINAS_WINDOW = 16   # pixels: one 16-px patch per band for LESS ViT's default patch size
+SALINAS_WINDOW = 16  # pixels: one 16-px patch per band for LESS ViT's default patch size
 SALINAS_TILE = 16
 
 
@@ -42,8 +48,9 @@ def _samples() -> Path:
 
 def _salinas_scene():
     folder = _samples() / "salinas_a"
-    return read_scene(folder / "SalinasA_corrected.hdr", folder / "SalinasA_gt.mat",
-                      card="salinas_a")
+    return read_scene(
+        folder / "SalinasA_corrected.hdr", folder / "SalinasA_gt.mat", card="salinas_a"
+    )
 
 
 def eurosat_ms_mini(cache_dir: str | os.PathLike) -> BenchData:
@@ -60,9 +67,14 @@ def eurosat_ms_mini(cache_dir: str | os.PathLike) -> BenchData:
     return data
 
 
-def salinas_a_pixels(seed: int = 0, train: float = 0.4, val: float = 0.2,
-                     block_size: int = 24, max_train_per_class: int = 50,
-                     max_val: int = 300) -> BenchData:
+def salinas_a_pixels(
+    seed: int = 0,
+    train: float = 0.4,
+    val: float = 0.2,
+    block_size: int = 24,
+    max_train_per_class: int = 50,
+    max_val: int = 300,
+) -> BenchData:
     """Salinas-A windows (``SALINAS_WINDOW`` px, label = centre pixel), disjoint split.
 
     Windows are ``SALINAS_WINDOW + 1`` pixels wide around each labelled pixel and cropped to
@@ -77,22 +89,33 @@ def salinas_a_pixels(seed: int = 0, train: float = 0.4, val: float = 0.2,
     scene = _salinas_scene()
     radius = SALINAS_WINDOW // 2
     mask = scene["mask"].numpy()
-    split = spatially_disjoint_split(mask, radius, train=train, val=val,
-                                     block_size=block_size, seed=seed)
+    split = spatially_disjoint_split(
+        mask, radius, train=train, val=val, block_size=block_size, seed=seed
+    )
     coords = {p: split.coords(p) for p in ("train", "val", "test")}
     rng = np.random.default_rng(seed)
     labels = mask[coords["train"][:, 0], coords["train"][:, 1]]
-    keep = [rng.permutation(np.flatnonzero(labels == k))[:max_train_per_class]
-            for k in np.unique(labels)]
+    keep = [
+        rng.permutation(np.flatnonzero(labels == k))[:max_train_per_class]
+        for k in np.unique(labels)
+    ]
     coords["train"] = coords["train"][np.sort(np.concatenate(keep))]
     if len(coords["val"]) > max_val:
         coords["val"] = coords["val"][np.sort(rng.permutation(len(coords["val"]))[:max_val])]
     parts = {p: PixelPatchDataset(scene, c, radius=radius) for p, c in coords.items()}
     card = load_dataset_card("salinas_a")
-    return BenchData(name="salinas_a_pixels", task="classification",
-                     num_classes=card.num_classes, classes=card.classes, card=card,
-                     train=parts["train"], val=parts["val"], test=parts["test"],
-                     crop=SALINAS_WINDOW, train_labels=parts["train"].labels)
+    return BenchData(
+        name="salinas_a_pixels",
+        task="classification",
+        num_classes=card.num_classes,
+        classes=card.classes,
+        card=card,
+        train=parts["train"],
+        val=parts["val"],
+        test=parts["test"],
+        crop=SALINAS_WINDOW,
+        train_labels=parts["train"].labels,
+    )
 
 
 class SalinasTiles(Dataset):
@@ -107,34 +130,59 @@ class SalinasTiles(Dataset):
     def __getitem__(self, i: int) -> dict:
         r, c = (int(v) for v in self.origins[i])
         s = self.size
-        return make_sample(self.scene["image"][:, r:r + s, c:c + s], self.scene["wavelengths"],
-                           self.scene["gsd"], self.scene["bands"],
-                           mask=self.scene["mask"][r:r + s, c:c + s].clone())
+        return make_sample(
+            self.scene["image"][:, r : r + s, c : c + s],
+            self.scene["wavelengths"],
+            self.scene["gsd"],
+            self.scene["bands"],
+            mask=self.scene["mask"][r : r + s, c : c + s].clone(),
+        )
 
 
-def salinas_a_tiles(seed: int = 0, size: int = SALINAS_TILE, train: float = 0.6,
-                    val: float = 0.2, upscale: float = 4.0) -> BenchData:
+def salinas_a_tiles(
+    seed: int = 0,
+    size: int = SALINAS_TILE,
+    train: float = 0.6,
+    val: float = 0.2,
+    upscale: float = 4.0,
+) -> BenchData:
     """Salinas-A cut into ``size`` tiles (those with labelled pixels), split by tile at
     random (``seed``). The protocol resamples tiles by ``upscale`` (16 px become 64 px, a
     4 x 4 grid of 16-px patches), as the paper does with So2Sat's 32-px images."""
     scene = _salinas_scene()
     mask = scene["mask"]
     H, W = mask.shape
-    origins = [(r, c) for r in range(0, H - size + 1, size) for c in range(0, W - size + 1, size)
-               if bool((mask[r:r + size, c:c + size] != IGNORE_INDEX).any())]
+    origins = [
+        (r, c)
+        for r in range(0, H - size + 1, size)
+        for c in range(0, W - size + 1, size)
+        if bool((mask[r : r + size, c : c + size] != IGNORE_INDEX).any())
+    ]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(origins))
     n_train = round(train * len(origins))
     n_val = max(1, round(val * len(origins)))
-    pick = {"train": order[:n_train], "val": order[n_train:n_train + n_val],
-            "test": order[n_train + n_val:]}
-    parts = {p: SalinasTiles(scene, np.array([origins[i] for i in sorted(idx)]), size)
-             for p, idx in pick.items()}
+    pick = {
+        "train": order[:n_train],
+        "val": order[n_train : n_train + n_val],
+        "test": order[n_train + n_val :],
+    }
+    parts = {
+        p: SalinasTiles(scene, np.array([origins[i] for i in sorted(idx)]), size)
+        for p, idx in pick.items()
+    }
     card = load_dataset_card("salinas_a")
-    return BenchData(name="salinas_a_tiles", task="segmentation",
-                     num_classes=card.num_classes, classes=card.classes, card=card,
-                     train=parts["train"], val=parts["val"], test=parts["test"],
-                     upscale=upscale)
+    return BenchData(
+        name="salinas_a_tiles",
+        task="segmentation",
+        num_classes=card.num_classes,
+        classes=card.classes,
+        card=card,
+        train=parts["train"],
+        val=parts["val"],
+        test=parts["test"],
+        upscale=upscale,
+    )
 
 
 MINI_DATASETS = ("eurosat_ms_mini", "salinas_a_pixels", "salinas_a_tiles")
@@ -149,4 +197,3 @@ def load_mini(name: str, cache_dir: str | os.PathLike) -> BenchData:
     if name == "salinas_a_tiles":
         return salinas_a_tiles()
     raise ValueError(f"unknown mini dataset {name!r}; choose from {', '.join(MINI_DATASETS)}")
-

@@ -56,9 +56,20 @@ from .training import (
     targets,
 )
 
-__all__ = ["BenchData", "Outcome", "PROTOCOLS", "PAPER_SWEEPS", "label_fraction_indices",
-           "extract_features", "linear_probe", "knn", "finetune", "segmentation",
-           "run_protocol", "applicable"]
+__all__ = [
+    "BenchData",
+    "Outcome",
+    "PROTOCOLS",
+    "PAPER_SWEEPS",
+    "label_fraction_indices",
+    "extract_features",
+    "linear_probe",
+    "knn",
+    "finetune",
+    "segmentation",
+    "run_protocol",
+    "applicable",
+]
 
 PAPER_SWEEPS = {
     "linear_probe": (5e-3, 1e-2, 5e-2, 0.1, 0.3),
@@ -93,10 +104,11 @@ class BenchData:
     classes: Sequence[str] = ()
     crop: int | None = None
     upscale: float = 1.0
-    train_labels: np.ndarray | None = None   # for stratified label fractions (optional)
+    train_labels: np.ndarray | None = None  # for stratified label fractions (optional)
 
-    def statistics(self, max_samples: int = 256) -> tuple[Sequence[float], Sequence[float],
-                                                          Sequence[str]]:
+    def statistics(
+        self, max_samples: int = 256
+    ) -> tuple[Sequence[float], Sequence[float], Sequence[str]]:
         """Per-band mean, std and band names for normalisation: given, else the card's,
         else computed (with a warning) from up to ``max_samples`` training samples spread
         evenly over the split (NLCD-L, whose GFM-Bench statistics are not known)."""
@@ -111,14 +123,18 @@ class BenchData:
             sample = self.train[int(i)]
             image = sample["image"].double().flatten(1)
             total = total + image.sum(1)
-            total_sq = total_sq + (image ** 2).sum(1)
+            total_sq = total_sq + (image**2).sum(1)
             count += image.shape[1]
         mean = total / count
-        std = (total_sq / count - mean ** 2).clamp_min(0).sqrt().clamp_min(1e-6)
+        std = (total_sq / count - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
         self.mean, self.std = mean.tolist(), std.tolist()
         self.bands = tuple(sample["bands"])
-        warnings.warn(f"{self.name}: no normalisation statistics known; using those of "
-                      f"{len(picks)} training samples", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"{self.name}: no normalisation statistics known; using those of "
+            f"{len(picks)} training samples",
+            UserWarning,
+            stacklevel=2,
+        )
         return self.mean, self.std, self.bands
 
 
@@ -183,14 +199,26 @@ def label_fraction_indices(data: BenchData, fraction: float, seed: int) -> np.nd
     return np.sort(rng.choice(n, size=max(1, math.ceil(fraction * n)), replace=False))
 
 
-def extract_features(adapter: EncoderAdapter, ds: Dataset, task: str, batch_size: int = 64,
-                     device: str = "cpu", progress: bool = False, desc: str = "features"
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    adapter: EncoderAdapter,
+    ds: Dataset,
+    task: str,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = False,
+    desc: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Global features ``(n, D)`` (float32, CPU) and targets of every sample of ``ds``
     (:func:`geofm.tasks.probe.extract_features` with the adapter's ``features``)."""
-    return extract(adapter, sample_loader(ds, batch_size, shuffle=False), device,
-                   features=lambda model, batch: model.features(batch),
-                   target=lambda batch: targets(batch, task), progress=progress, desc=desc)
+    return extract(
+        adapter,
+        sample_loader(ds, batch_size, shuffle=False),
+        device,
+        features=lambda model, batch: model.features(batch),
+        target=lambda batch: targets(batch, task),
+        progress=progress,
+        desc=desc,
+    )
 
 
 def _score(task: str, targets: torch.Tensor, outputs: torch.Tensor, num_classes: int) -> Score:
@@ -204,11 +232,20 @@ def _score(task: str, targets: torch.Tensor, outputs: torch.Tensor, num_classes:
 # ---------------------------------------------------------------------------- linear probe
 
 
-def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-                 test: tuple[torch.Tensor, torch.Tensor], task: str, num_classes: int,
-                 lrs: Sequence[float] = (0.1,), epochs: int = 100, batch_size: int = 1024,
-                 weight_decay: float = 0.0, min_steps: int = 1000, seed: int = 0,
-                 device="cpu") -> Outcome:
+def linear_probe(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    task: str,
+    num_classes: int,
+    lrs: Sequence[float] = (0.1,),
+    epochs: int = 100,
+    batch_size: int = 1024,
+    weight_decay: float = 0.0,
+    min_steps: int = 1000,
+    seed: int = 0,
+    device="cpu",
+) -> Outcome:
     """A linear head on cached features, one per learning rate; the best on val is tested.
 
     Features are standardised with the training part's mean and standard deviation (a
@@ -227,28 +264,48 @@ def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tens
     best = None
     for lr in lrs:
         head = LinearOnFeatures(xtr.shape[1], num_classes, seed=seed)
-        probe = BenchTask(head, task, num_classes, lr=float(lr), weight_decay=weight_decay,
-                          optimizer="sgd")
+        probe = BenchTask(
+            head, task, num_classes, lr=float(lr), weight_decay=weight_decay, optimizer="sgd"
+        )
         # every epoch in one loader pass: the run is one Lightning epoch of all the steps
-        fit(probe, feature_loader(xtr, ytr, batch_size=batch_size, epochs=ran, seed=seed),
-            seed=seed, device=device)
+        fit(
+            probe,
+            feature_loader(xtr, ytr, batch_size=batch_size, epochs=ran, seed=seed),
+            seed=seed,
+            device=device,
+        )
         val_score = evaluate(probe, feature_loader(xva, yva), "val", device=device)
         if best is None or val_score.value > best[0].value:
             best = (val_score, float(lr), probe)
     val_score, lr, probe = best
     test_score = evaluate(probe, feature_loader(xte, yte), "test", device=device)
-    return Outcome(test_score, val_score, {"lr": lr, "lrs": list(map(float, lrs)),
-                                           "epochs": epochs, "epochs_run": ran,
-                                           "batch_size": batch_size, "min_steps": min_steps},
-                   time.perf_counter() - start)
+    return Outcome(
+        test_score,
+        val_score,
+        {
+            "lr": lr,
+            "lrs": list(map(float, lrs)),
+            "epochs": epochs,
+            "epochs_run": ran,
+            "batch_size": batch_size,
+            "min_steps": min_steps,
+        },
+        time.perf_counter() - start,
+    )
 
 
 # ---------------------------------------------------------------------------- kNN
 
 
-def knn(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-        test: tuple[torch.Tensor, torch.Tensor], task: str, num_classes: int,
-        ks: Sequence[int] = (20,), temperature: float = 0.07) -> Outcome:
+def knn(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    task: str,
+    num_classes: int,
+    ks: Sequence[int] = (20,),
+    temperature: float = 0.07,
+) -> Outcome:
     """Weighted cosine kNN on frozen features (:func:`geofm.tasks.probe.knn_scores`); with
     several ``ks`` the best on val is used."""
     if task not in ("classification", "multilabel"):
@@ -258,8 +315,9 @@ def knn(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch
     multilabel = task == "multilabel"
 
     def scores(queries: torch.Tensor, k: int) -> torch.Tensor:
-        return knn_scores(*train, queries, k, num_classes, temperature=temperature,
-                          multilabel=multilabel)
+        return knn_scores(
+            *train, queries, k, num_classes, temperature=temperature, multilabel=multilabel
+        )
 
     for k in ks:
         s = _score(task, val[1], scores(val[0], k), num_classes)
@@ -267,28 +325,48 @@ def knn(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch
             best = (s, int(k))
     val_score, k = best
     test_score = _score(task, test[1], scores(test[0], k), num_classes)
-    return Outcome(test_score, val_score,
-                   {"k": min(k, train[0].shape[0]), "ks": list(map(int, ks)),
-                    "temperature": temperature}, time.perf_counter() - start)
+    return Outcome(
+        test_score,
+        val_score,
+        {"k": min(k, train[0].shape[0]), "ks": list(map(int, ks)), "temperature": temperature},
+        time.perf_counter() - start,
+    )
 
 
 # ---------------------------------------------------------------------------- training loops
 
 
-def _fit(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *, mode: str,
-         lr: float, epochs: int, batch_size: int, weight_decay: float, warmup: float,
-         seed: int, device, progress: bool, seg_channels: int = 128, lora_rank: int = 8,
-         cache_features: bool = False) -> tuple[Score, Score, dict]:
+def _fit(
+    data: BenchData,
+    adapter: EncoderAdapter,
+    train_idx: np.ndarray,
+    *,
+    mode: str,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    weight_decay: float,
+    warmup: float,
+    seed: int,
+    device,
+    progress: bool,
+    seg_channels: int = 128,
+    lora_rank: int = 8,
+    cache_features: bool = False,
+) -> tuple[Score, Score, dict]:
     """Train head (+ encoder as ``mode`` says) and return (val, test, info) of the best
     validation epoch. ``cache_features`` (frozen segmentation only): compute the encoder's
     maps once, without training augmentation, and train the head on them."""
     task = data.task
     if task == "segmentation" and len(train_idx) < 2:
-        raise ValueError(f"{data.name}: UPerNet needs at least 2 training samples (batch "
-                         f"normalisation), the label fraction leaves {len(train_idx)}")
+        raise ValueError(
+            f"{data.name}: UPerNet needs at least 2 training samples (batch "
+            f"normalisation), the label fraction leaves {len(train_idx)}"
+        )
     cached = cache_features and mode == "frozen" and task == "segmentation"
-    train_ds = Subset(_Mapped(data.train, input_transform(data, adapter, train=not cached)),
-                      train_idx.tolist())
+    train_ds = Subset(
+        _Mapped(data.train, input_transform(data, adapter, train=not cached)), train_idx.tolist()
+    )
     val_ds = _Mapped(data.val, input_transform(data, adapter, train=False))
     test_ds = _Mapped(data.test, input_transform(data, adapter, train=False))
     with torch.random.fork_rng(devices=[]):
@@ -310,14 +388,15 @@ def _fit(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *, mod
         else:
             info["encoder_trainable"] = sum(p.numel() for p in adapter.parameters())
         adapter = adapter.to(device)
-        sample_batch = (batch_to(collate_samples([val_ds[0]]), device)
-                        if task == "segmentation" else None)
-        model = AdapterWithHead(adapter, task, data.num_classes, seg_channels,
-                                sample_batch).to(device)
+        sample_batch = (
+            batch_to(collate_samples([val_ds[0]]), device) if task == "segmentation" else None
+        )
+        model = AdapterWithHead(adapter, task, data.num_classes, seg_channels, sample_batch).to(
+            device
+        )
     info["head_params"] = sum(p.numel() for p in model.head.parameters())
     if cached:
-        loader = MapCache(model, train_ds, batch_size, device, True, seed, progress,
-                          "train maps")
+        loader = MapCache(model, train_ds, batch_size, device, True, seed, progress, "train maps")
         val_loader = MapCache(model, val_ds, batch_size, device, False)
         test_loader = MapCache(model, test_ds, batch_size, device, False)
     else:
@@ -325,32 +404,76 @@ def _fit(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *, mod
         val_loader = sample_loader(val_ds, batch_size, False)
         test_loader = sample_loader(test_ds, batch_size, False)
     info["cached_features"] = cached
-    bench = BenchTask(model, task, data.num_classes, lr=lr, weight_decay=weight_decay,
-                      warmup_fraction=warmup, frozen="adapter" if mode == "frozen" else None)
-    info["best_epoch"] = fit(bench, loader, val_loader, epochs=epochs, seed=seed,
-                             device=device, progress=progress)
+    bench = BenchTask(
+        model,
+        task,
+        data.num_classes,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_fraction=warmup,
+        frozen="adapter" if mode == "frozen" else None,
+    )
+    info["best_epoch"] = fit(
+        bench, loader, val_loader, epochs=epochs, seed=seed, device=device, progress=progress
+    )
     val_score = evaluate(bench, val_loader, "val", device=device)
     test_score = evaluate(bench, test_loader, "test", device=device, progress=progress)
     return val_score, test_score, info
 
 
-def finetune(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *,
-             lora: bool = False, lrs: Sequence[float] = (1e-4,), epochs: int = 10,
-             batch_size: int = 32, weight_decay: float = 0.01, warmup: float = 0.2,
-             lora_rank: int = 8, seed: int = 0, device="cpu", progress: bool = False) -> Outcome:
+def finetune(
+    data: BenchData,
+    adapter: EncoderAdapter,
+    train_idx: np.ndarray,
+    *,
+    lora: bool = False,
+    lrs: Sequence[float] = (1e-4,),
+    epochs: int = 10,
+    batch_size: int = 32,
+    weight_decay: float = 0.01,
+    warmup: float = 0.2,
+    lora_rank: int = 8,
+    seed: int = 0,
+    device="cpu",
+    progress: bool = False,
+) -> Outcome:
     """Fine-tune encoder and a linear head (all weights, or LoRA adapters plus the head)."""
     if data.task not in ("classification", "multilabel"):
         raise ValueError(f"fine-tuning with a linear head scores global labels, not {data.task}")
-    return _sweep(data, adapter, train_idx, "lora" if lora else "full", lrs, epochs=epochs,
-                  batch_size=batch_size, weight_decay=weight_decay, warmup=warmup,
-                  lora_rank=lora_rank, seed=seed, device=device, progress=progress)
+    return _sweep(
+        data,
+        adapter,
+        train_idx,
+        "lora" if lora else "full",
+        lrs,
+        epochs=epochs,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        lora_rank=lora_rank,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
 
 
-def segmentation(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray, *,
-                 frozen: bool = True, lrs: Sequence[float] = (1e-4,), epochs: int = 10,
-                 batch_size: int = 16, weight_decay: float = 0.01, warmup: float = 0.2,
-                 channels: int = 128, cache_features: bool = False, seed: int = 0,
-                 device="cpu", progress: bool = False) -> Outcome:
+def segmentation(
+    data: BenchData,
+    adapter: EncoderAdapter,
+    train_idx: np.ndarray,
+    *,
+    frozen: bool = True,
+    lrs: Sequence[float] = (1e-4,),
+    epochs: int = 10,
+    batch_size: int = 16,
+    weight_decay: float = 0.01,
+    warmup: float = 0.2,
+    channels: int = 128,
+    cache_features: bool = False,
+    seed: int = 0,
+    device="cpu",
+    progress: bool = False,
+) -> Outcome:
     """UPerNet on the encoder's feature maps, the encoder frozen or fine-tuned; mIoU.
 
     ``cache_features`` (frozen only) computes the maps of every split once and trains the
@@ -360,30 +483,53 @@ def segmentation(data: BenchData, adapter: EncoderAdapter, train_idx: np.ndarray
         raise ValueError(f"UPerNet segments masks; {data.name} is a {data.task} dataset")
     if cache_features and not frozen:
         raise ValueError("cache_features needs a frozen encoder (fine-tuning changes the maps)")
-    return _sweep(data, adapter, train_idx, "frozen" if frozen else "full", lrs, epochs=epochs,
-                  batch_size=batch_size, weight_decay=weight_decay, warmup=warmup,
-                  seg_channels=channels, cache_features=cache_features, seed=seed,
-                  device=device, progress=progress)
+    return _sweep(
+        data,
+        adapter,
+        train_idx,
+        "frozen" if frozen else "full",
+        lrs,
+        epochs=epochs,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        seg_channels=channels,
+        cache_features=cache_features,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
 
 
 def _sweep(data, adapter, train_idx, mode, lrs, **kwargs) -> Outcome:
     start = time.perf_counter()
     best = None
     for lr in lrs:
-        val_score, test_score, info = _fit(data, adapter, train_idx, mode=mode, lr=float(lr),
-                                           **kwargs)
+        val_score, test_score, info = _fit(
+            data, adapter, train_idx, mode=mode, lr=float(lr), **kwargs
+        )
         if best is None or val_score.value > best[0].value:
             best = (val_score, test_score, {**info, "lr": float(lr)})
     val_score, test_score, info = best
-    settings = {**info, "lrs": list(map(float, lrs)), "mode": mode,
-                **{k: kwargs[k] for k in ("epochs", "batch_size", "weight_decay", "warmup")}}
+    settings = {
+        **info,
+        "lrs": list(map(float, lrs)),
+        "mode": mode,
+        **{k: kwargs[k] for k in ("epochs", "batch_size", "weight_decay", "warmup")},
+    }
     return Outcome(test_score, val_score, settings, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------- dispatch
 
-PROTOCOLS = ("linear_probe", "knn", "finetune", "finetune_lora", "upernet_frozen",
-             "upernet_finetune")
+PROTOCOLS = (
+    "linear_probe",
+    "knn",
+    "finetune",
+    "finetune_lora",
+    "upernet_frozen",
+    "upernet_finetune",
+)
 
 
 def applicable(protocol: str, task: str) -> bool:
@@ -393,10 +539,18 @@ def applicable(protocol: str, task: str) -> bool:
     return (task == "segmentation") == protocol.startswith("upernet")
 
 
-def run_protocol(protocol: str, data: BenchData, adapter: EncoderAdapter, *,
-                 label_fraction: float = 1.0, seed: int = 0, settings: dict | None = None,
-                 device="cpu", progress: bool = False,
-                 feature_cache: dict | None = None) -> Outcome:
+def run_protocol(
+    protocol: str,
+    data: BenchData,
+    adapter: EncoderAdapter,
+    *,
+    label_fraction: float = 1.0,
+    seed: int = 0,
+    settings: dict | None = None,
+    device="cpu",
+    progress: bool = False,
+    feature_cache: dict | None = None,
+) -> Outcome:
     """Run one protocol on one dataset with one encoder, label fraction and seed.
 
     ``settings`` override the protocol's keyword defaults (``lrs``, ``epochs``, ``k`` ...).
@@ -418,22 +572,57 @@ def run_protocol(protocol: str, data: BenchData, adapter: EncoderAdapter, *,
         # hold these very ones (a rebuilt adapter or a reloaded dataset is extracted anew)
         if entry is None or entry[0] is not adapter or entry[1] is not data:
             tf = input_transform(data, adapter, train=False)
-            entry = (adapter, data,
-                     {part: extract_features(adapter, _Mapped(getattr(data, part), tf),
-                                             data.task, batch_size, device, progress,
-                                             f"{data.name} {part} features")
-                      for part in ("train", "val", "test")})
+            entry = (
+                adapter,
+                data,
+                {
+                    part: extract_features(
+                        adapter,
+                        _Mapped(getattr(data, part), tf),
+                        data.task,
+                        batch_size,
+                        device,
+                        progress,
+                        f"{data.name} {part} features",
+                    )
+                    for part in ("train", "val", "test")
+                },
+            )
             cache[key] = entry
         feats = entry[2]
         x, y = feats["train"]
         idx = torch.as_tensor(train_idx)
         train = (x[idx], y[idx])
         if protocol == "linear_probe":
-            return linear_probe(train, feats["val"], feats["test"], data.task, data.num_classes,
-                                seed=seed, device=device, **settings)
+            return linear_probe(
+                train,
+                feats["val"],
+                feats["test"],
+                data.task,
+                data.num_classes,
+                seed=seed,
+                device=device,
+                **settings,
+            )
         return knn(train, feats["val"], feats["test"], data.task, data.num_classes, **settings)
     if protocol in ("finetune", "finetune_lora"):
-        return finetune(data, adapter, train_idx, lora=protocol == "finetune_lora", seed=seed,
-                        device=device, progress=progress, **settings)
-    return segmentation(data, adapter, train_idx, frozen=protocol == "upernet_frozen", seed=seed,
-                        device=device, progress=progress, **settings)
+        return finetune(
+            data,
+            adapter,
+            train_idx,
+            lora=protocol == "finetune_lora",
+            seed=seed,
+            device=device,
+            progress=progress,
+            **settings,
+        )
+    return segmentation(
+        data,
+        adapter,
+        train_idx,
+        frozen=protocol == "upernet_frozen",
+        seed=seed,
+        device=device,
+        progress=progress,
+        **settings,
+    )

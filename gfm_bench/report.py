@@ -31,29 +31,66 @@ __all__ = ["PUBLISHED", "Cell", "aggregate", "bootstrap_ci", "markdown", "figure
 #: the GFM-Bench table (project page; arXiv v2 may differ slightly). BigEarthNet and So2Sat
 #: use 10% of the training labels. Segmentation numbers are mIoU of UPerNet fine-tuning.
 PUBLISHED: dict[tuple[str, str], dict[str, float]] = {
-    ("eurosat", "finetune"): {"SatMAE ViT-B": 98.78, "CROMA ViT-B": 98.83,
-                              "SpectralGPT ViT-B": 97.94, "LESS ViT-B": 98.06},
-    ("eurosat", "linear_probe"): {"SatMAE ViT-B": 96.04, "CROMA ViT-B": 95.87,
-                                  "SpectralGPT ViT-B": 90.57, "LESS ViT-B": 95.12},
-    ("bigearthnet", "finetune"): {"SatMAE ViT-B": 85.84, "CROMA ViT-B": 87.57,
-                                  "SpectralGPT ViT-B": 83.78, "LESS ViT-B": 86.08},
-    ("bigearthnet", "linear_probe"): {"SatMAE ViT-B": 78.69, "CROMA ViT-B": 84.90,
-                                      "SpectralGPT ViT-B": 73.29, "LESS ViT-B": 82.94},
-    ("so2sat", "finetune"): {"SatMAE ViT-B": 64.97, "CROMA ViT-B": 66.53,
-                             "SpectralGPT ViT-B": 61.63, "LESS ViT-B": 63.25},
-    ("so2sat", "linear_probe"): {"SatMAE ViT-B": 64.65, "CROMA ViT-B": 65.04,
-                                 "SpectralGPT ViT-B": 57.49, "LESS ViT-B": 64.66},
-    ("segmunich", "upernet_finetune"): {"SatMAE ViT-B": 44.87, "CROMA ViT-B": 39.61,
-                                        "SpectralGPT ViT-B": 44.73, "LESS ViT-B": 42.29},
-    ("dfc2020", "upernet_finetune"): {"SatMAE ViT-B": 52.84, "CROMA ViT-B": 49.48,
-                                      "SpectralGPT ViT-B": 48.23, "LESS ViT-B": 45.60},
-    ("marida", "upernet_finetune"): {"SatMAE ViT-B": 54.33, "CROMA ViT-B": 43.04,
-                                     "SpectralGPT ViT-B": 44.72, "LESS ViT-B": 55.64},
+    ("eurosat", "finetune"): {
+        "SatMAE ViT-B": 98.78,
+        "CROMA ViT-B": 98.83,
+        "SpectralGPT ViT-B": 97.94,
+        "LESS ViT-B": 98.06,
+    },
+    ("eurosat", "linear_probe"): {
+        "SatMAE ViT-B": 96.04,
+        "CROMA ViT-B": 95.87,
+        "SpectralGPT ViT-B": 90.57,
+        "LESS ViT-B": 95.12,
+    },
+    ("bigearthnet", "finetune"): {
+        "SatMAE ViT-B": 85.84,
+        "CROMA ViT-B": 87.57,
+        "SpectralGPT ViT-B": 83.78,
+        "LESS ViT-B": 86.08,
+    },
+    ("bigearthnet", "linear_probe"): {
+        "SatMAE ViT-B": 78.69,
+        "CROMA ViT-B": 84.90,
+        "SpectralGPT ViT-B": 73.29,
+        "LESS ViT-B": 82.94,
+    },
+    ("so2sat", "finetune"): {
+        "SatMAE ViT-B": 64.97,
+        "CROMA ViT-B": 66.53,
+        "SpectralGPT ViT-B": 61.63,
+        "LESS ViT-B": 63.25,
+    },
+    ("so2sat", "linear_probe"): {
+        "SatMAE ViT-B": 64.65,
+        "CROMA ViT-B": 65.04,
+        "SpectralGPT ViT-B": 57.49,
+        "LESS ViT-B": 64.66,
+    },
+    ("segmunich", "upernet_finetune"): {
+        "SatMAE ViT-B": 44.87,
+        "CROMA ViT-B": 39.61,
+        "SpectralGPT ViT-B": 44.73,
+        "LESS ViT-B": 42.29,
+    },
+    ("dfc2020", "upernet_finetune"): {
+        "SatMAE ViT-B": 52.84,
+        "CROMA ViT-B": 49.48,
+        "SpectralGPT ViT-B": 48.23,
+        "LESS ViT-B": 45.60,
+    },
+    ("marida", "upernet_finetune"): {
+        "SatMAE ViT-B": 54.33,
+        "CROMA ViT-B": 43.04,
+        "SpectralGPT ViT-B": 44.72,
+        "LESS ViT-B": 55.64,
+    },
 }
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 10000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 10000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean; one value gives ``(v, v)``."""
     v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
     if v.size == 0:
@@ -95,15 +132,32 @@ def aggregate(rows: Sequence[dict[str, str]], n_boot: int = 10000) -> list[Cell]
     for r in rows:
         if r["metric"] not in HEADLINES:
             continue
-        key = (encoder_label(r["model"], r["checkpoint_hash"]), r["dataset"], r["protocol"],
-               float(r["label_fraction"]), r["metric"], r["config_hash"])
+        key = (
+            encoder_label(r["model"], r["checkpoint_hash"]),
+            r["dataset"],
+            r["protocol"],
+            float(r["label_fraction"]),
+            r["metric"],
+            r["config_hash"],
+        )
         groups[key].append((int(r["seed"]), float(r["value"])))
     cells = []
     for (enc, ds, proto, frac, metric, cfg), items in groups.items():
         items.sort()
         values = tuple(v for _, v in items)
-        cells.append(Cell(enc, ds, proto, frac, metric, values, tuple(s for s, _ in items),
-                          bootstrap_ci(values, n_boot), cfg))
+        cells.append(
+            Cell(
+                enc,
+                ds,
+                proto,
+                frac,
+                metric,
+                values,
+                tuple(s for s, _ in items),
+                bootstrap_ci(values, n_boot),
+                cfg,
+            )
+        )
     cells.sort(key=lambda c: (c.dataset, c.protocol, c.label_fraction, c.encoder))
     return cells
 
@@ -122,11 +176,16 @@ def markdown(cells: Sequence[Cell]) -> str:
         out.append("|---|---|---|---|---|---|---|")
         for c in mine:
             lo, hi = c.ci
-            out.append(f"| {c.encoder} | {c.protocol} | {c.label_fraction:g} | "
-                       f"{c.config_hash[:6]} | {len(c.values)} | {c.mean:.2f} | "
-                       f"[{lo:.2f}, {hi:.2f}] |")
-        published = [(proto, PUBLISHED[(dataset, proto)]) for proto in
-                     sorted({c.protocol for c in mine}) if (dataset, proto) in PUBLISHED]
+            out.append(
+                f"| {c.encoder} | {c.protocol} | {c.label_fraction:g} | "
+                f"{c.config_hash[:6]} | {len(c.values)} | {c.mean:.2f} | "
+                f"[{lo:.2f}, {hi:.2f}] |"
+            )
+        published = [
+            (proto, PUBLISHED[(dataset, proto)])
+            for proto in sorted({c.protocol for c in mine})
+            if (dataset, proto) in PUBLISHED
+        ]
         if published:
             out.append("")
             out.append("Published (Si et al. 2025, GFM-Bench; ViT-B, pretrained at scale):")
@@ -147,32 +206,59 @@ def figure(cells: Sequence[Cell], path: str | os.PathLike) -> Path:
     datasets = sorted({c.dataset for c in cells})
     encoders = sorted({c.encoder for c in cells})
     colours = {e: plt.cm.tab10(i % 10) for i, e in enumerate(encoders)}
-    heights = [len({(c.protocol, c.label_fraction, c.config_hash) for c in cells
-                    if c.dataset == d}) for d in datasets]
-    fig, axes = plt.subplots(len(datasets), 1, squeeze=False, layout="constrained",
-                             figsize=(8, 1.2 + sum(0.55 * h * len(encoders) for h in heights)),
-                             gridspec_kw={"height_ratios": [max(h, 1) for h in heights]})
+    heights = [
+        len({(c.protocol, c.label_fraction, c.config_hash) for c in cells if c.dataset == d})
+        for d in datasets
+    ]
+    fig, axes = plt.subplots(
+        len(datasets),
+        1,
+        squeeze=False,
+        layout="constrained",
+        figsize=(8, 1.2 + sum(0.55 * h * len(encoders) for h in heights)),
+        gridspec_kw={"height_ratios": [max(h, 1) for h in heights]},
+    )
     for ax, dataset in zip(axes[:, 0], datasets, strict=True):
         mine = [c for c in cells if c.dataset == dataset]
         groups = sorted({(c.protocol, c.label_fraction, c.config_hash) for c in mine})
         bar = 0.8 / len(encoders)
         for gi, (proto, frac, cfg) in enumerate(groups):
             for ei, enc in enumerate(encoders):
-                cell = next((c for c in mine if (c.protocol, c.label_fraction, c.config_hash,
-                                                 c.encoder) == (proto, frac, cfg, enc)), None)
+                cell = next(
+                    (
+                        c
+                        for c in mine
+                        if (c.protocol, c.label_fraction, c.config_hash, c.encoder)
+                        == (proto, frac, cfg, enc)
+                    ),
+                    None,
+                )
                 if cell is None:
                     continue
                 y = gi + (ei - (len(encoders) - 1) / 2) * bar
                 lo, hi = cell.ci
-                ax.barh(y, cell.mean, height=bar * 0.9, color=colours[enc], alpha=0.7,
-                        label=enc if gi == 0 else None)
-                ax.errorbar(cell.mean, y, xerr=[[cell.mean - lo], [hi - cell.mean]],
-                            color="black", capsize=3, lw=1)
+                ax.barh(
+                    y,
+                    cell.mean,
+                    height=bar * 0.9,
+                    color=colours[enc],
+                    alpha=0.7,
+                    label=enc if gi == 0 else None,
+                )
+                ax.errorbar(
+                    cell.mean,
+                    y,
+                    xerr=[[cell.mean - lo], [hi - cell.mean]],
+                    color="black",
+                    capsize=3,
+                    lw=1,
+                )
                 ax.scatter(cell.values, [y] * len(cell.values), s=10, color="black", zorder=3)
         several = len({(p, f) for p, f, _ in groups}) < len(groups)
-        ax.set_yticks(range(len(groups)), [f"{p}\n{f:g} labels" + (f" ({c[:6]})" if several
-                                                                     else "")
-                                           for p, f, c in groups])
+        ax.set_yticks(
+            range(len(groups)),
+            [f"{p}\n{f:g} labels" + (f" ({c[:6]})" if several else "") for p, f, c in groups],
+        )
         ax.set_xlabel(_METRIC_NAMES.get(mine[0].metric, mine[0].metric))
         ax.set_title(dataset)
         ax.set_xlim(0, 100)
@@ -186,9 +272,13 @@ def figure(cells: Sequence[Cell], path: str | os.PathLike) -> Path:
     return path
 
 
-def write_report(results: str | os.PathLike, out: str | os.PathLike,
-                 figure_path: str | os.PathLike | None = None, n_boot: int = 10000,
-                 title: str = "GFM-Bench results") -> tuple[Path, Path | None]:
+def write_report(
+    results: str | os.PathLike,
+    out: str | os.PathLike,
+    figure_path: str | os.PathLike | None = None,
+    n_boot: int = 10000,
+    title: str = "GFM-Bench results",
+) -> tuple[Path, Path | None]:
     """Write ``out`` (Markdown) and, unless ``figure_path`` is None, the figure."""
     rows = ResultsFile(results).rows()
     cells = aggregate(rows, n_boot)
@@ -199,14 +289,16 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike,
     if figure_path is not None:
         fig = figure(cells, figure_path)
     commits = sorted({r["git_commit"] for r in rows})
-    text = [f"# {title}\n",
-            f"From `{Path(results).name}`: {len(cells)} cells, "
-            f"{sum(len(c.values) for c in cells)} runs; geofm commit(s) {', '.join(commits)}.",
-            "Cells: mean over seeds, 95% percentile-bootstrap interval of that mean "
-            f"({n_boot} resamples of the seeds). `config`: the first digits of the hash of "
-            "the run's settings (rows with different settings are kept apart). A zero-width "
-            "interval means the seeds agreed exactly: that protocol has no randomness at "
-            "that label fraction (kNN on all labels).\n"]
+    text = [
+        f"# {title}\n",
+        f"From `{Path(results).name}`: {len(cells)} cells, "
+        f"{sum(len(c.values) for c in cells)} runs; geofm commit(s) {', '.join(commits)}.",
+        "Cells: mean over seeds, 95% percentile-bootstrap interval of that mean "
+        f"({n_boot} resamples of the seeds). `config`: the first digits of the hash of "
+        "the run's settings (rows with different settings are kept apart). A zero-width "
+        "interval means the seeds agreed exactly: that protocol has no randomness at "
+        "that label fraction (kNN on all labels).\n",
+    ]
     if fig is not None:
         rel = os.path.relpath(fig, out.parent)
         text.append(f"![results]({rel})\n")

@@ -33,9 +33,22 @@ from geofm.data.download import file_digest
 
 __all__ = ["COLUMNS", "RunKey", "ResultsFile", "git_commit", "file_hash", "config_hash"]
 
-COLUMNS = ("model", "checkpoint_hash", "dataset", "protocol", "label_fraction", "seed",
-           "config_hash", "run_id", "metric", "value", "time_s", "git_commit", "config",
-           "timestamp")
+COLUMNS = (
+    "model",
+    "checkpoint_hash",
+    "dataset",
+    "protocol",
+    "label_fraction",
+    "seed",
+    "config_hash",
+    "run_id",
+    "metric",
+    "value",
+    "time_s",
+    "git_commit",
+    "config",
+    "timestamp",
+)
 
 
 def _canonical(config: Mapping[str, Any]) -> str:
@@ -60,11 +73,18 @@ def git_commit() -> str:
     ``"unknown"`` outside a git checkout."""
     root = Path(__file__).resolve().parents[1]
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
@@ -113,13 +133,16 @@ class ResultsFile:
         if header is None:
             return [], cut
         if tuple(header) != COLUMNS:
-            raise ValueError(f"{self.path} is not a gfm-bench results file: its header is "
-                             f"{header[:5]}..., expected {list(COLUMNS[:5])}...")
+            raise ValueError(
+                f"{self.path} is not a gfm-bench results file: its header is "
+                f"{header[:5]}..., expected {list(COLUMNS[:5])}..."
+            )
         rows = []
         for line_no, values in enumerate(reader, start=2):
             if len(values) != len(COLUMNS):
-                raise ValueError(f"{self.path}, line {line_no}: {len(values)} fields, expected "
-                                 f"{len(COLUMNS)}")
+                raise ValueError(
+                    f"{self.path}, line {line_no}: {len(values)} fields, expected {len(COLUMNS)}"
+                )
             rows.append(dict(zip(COLUMNS, values, strict=True)))
         return rows, cut
 
@@ -153,18 +176,29 @@ class ResultsFile:
                 os.replace(tmp, self.path)
             return dropped + int(cut)
 
-    def append_run(self, key: RunKey, headline: tuple[str, float],
-                   extra: Iterable[tuple[str, float]] = (), time_s: float = 0.0,
-                   config: Mapping[str, Any] | None = None) -> bool:
+    def append_run(
+        self,
+        key: RunKey,
+        headline: tuple[str, float],
+        extra: Iterable[tuple[str, float]] = (),
+        time_s: float = 0.0,
+        config: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Append one run's rows (``extra`` first, ``headline`` last) in one write.
 
         Returns False, writing nothing, when the run is already finished in the file (two
         processes racing on one run keep one copy).
         """
         stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        common = {**asdict(key), "label_fraction": f"{float(key.label_fraction):g}",
-                  "run_id": key.run_id, "time_s": f"{time_s:.2f}", "git_commit": git_commit(),
-                  "config": _canonical(config or {}), "timestamp": stamp}
+        common = {
+            **asdict(key),
+            "label_fraction": f"{float(key.label_fraction):g}",
+            "run_id": key.run_id,
+            "time_s": f"{time_s:.2f}",
+            "git_commit": git_commit(),
+            "config": _canonical(config or {}),
+            "timestamp": stamp,
+        }
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         for metric, value in [*extra, headline]:

@@ -57,28 +57,58 @@ _SEG = ("upernet_frozen", "upernet_finetune")
 
 SUITES: dict[str, tuple[Entry, ...]] = {
     "mini": (
-        Entry("eurosat_ms_mini", _GLOBAL, settings={
-            "knn": {"ks": (1,)},  # one training scene per class
-            "finetune": {"epochs": 5, "batch_size": 10, "lrs": (1e-4,)},
-            "finetune_lora": {"epochs": 5, "batch_size": 10, "lrs": (1e-3,)},
-        }),
-        Entry("salinas_a_pixels", ("linear_probe", "knn"), label_fractions=(0.1, 1.0),
-              settings={"knn": {"ks": (5,)}}),
-        Entry("salinas_a_tiles", ("upernet_frozen",), settings={
-            # the frozen encoder's maps are computed once; the head trains on them
-            "upernet_frozen": {"epochs": 40, "batch_size": 4, "lrs": (1e-3,), "channels": 64,
-                               "cache_features": True},
-        }),
+        Entry(
+            "eurosat_ms_mini",
+            _GLOBAL,
+            settings={
+                "knn": {"ks": (1,)},  # one training scene per class
+                "finetune": {"epochs": 5, "batch_size": 10, "lrs": (1e-4,)},
+                "finetune_lora": {"epochs": 5, "batch_size": 10, "lrs": (1e-3,)},
+            },
+        ),
+        Entry(
+            "salinas_a_pixels",
+            ("linear_probe", "knn"),
+            label_fractions=(0.1, 1.0),
+            settings={"knn": {"ks": (5,)}},
+        ),
+        Entry(
+            "salinas_a_tiles",
+            ("upernet_frozen",),
+            settings={
+                # the frozen encoder's maps are computed once; the head trains on them
+                "upernet_frozen": {
+                    "epochs": 40,
+                    "batch_size": 4,
+                    "lrs": (1e-3,),
+                    "channels": 64,
+                    "cache_features": True,
+                },
+            },
+        ),
     ),
     # The paper's protocols (Si et al., 2025): fine-tuning 10 epochs (20 for EuroSAT and So2Sat),
     # linear probing 100 epochs at batch 1024; BigEarthNet and So2Sat use 10% of train.
     "full": (
-        Entry("eurosat", _GLOBAL, settings={"finetune": {"epochs": 20},
-                                            "finetune_lora": {"epochs": 20}}),
-        Entry("bigearthnet", _GLOBAL, label_fractions=(0.1,), modalities=("optical", "radar"),
-              val_fraction=0.1),
-        Entry("so2sat", _GLOBAL, label_fractions=(0.1,), val_fraction=0.1,
-              settings={"finetune": {"epochs": 20}, "finetune_lora": {"epochs": 20}}),
+        Entry(
+            "eurosat",
+            _GLOBAL,
+            settings={"finetune": {"epochs": 20}, "finetune_lora": {"epochs": 20}},
+        ),
+        Entry(
+            "bigearthnet",
+            _GLOBAL,
+            label_fractions=(0.1,),
+            modalities=("optical", "radar"),
+            val_fraction=0.1,
+        ),
+        Entry(
+            "so2sat",
+            _GLOBAL,
+            label_fractions=(0.1,),
+            val_fraction=0.1,
+            settings={"finetune": {"epochs": 20}, "finetune_lora": {"epochs": 20}},
+        ),
         Entry("segmunich", _SEG),
         Entry("dfc2020", _SEG, modalities=("optical", "radar")),
         Entry("marida", _SEG),
@@ -87,9 +117,12 @@ SUITES: dict[str, tuple[Entry, ...]] = {
 }
 
 
-def suite_entries(suite: str, datasets: Sequence[str] | None = None,
-                  protocols: Sequence[str] | None = None,
-                  label_fractions: Sequence[float] | None = None) -> list[Entry]:
+def suite_entries(
+    suite: str,
+    datasets: Sequence[str] | None = None,
+    protocols: Sequence[str] | None = None,
+    label_fractions: Sequence[float] | None = None,
+) -> list[Entry]:
     """A suite's entries, narrowed to ``datasets``/``protocols``; ``label_fractions``
     replaces the suite's. Unknown names raise ``ValueError`` listing the valid ones."""
     if suite not in SUITES:
@@ -99,23 +132,28 @@ def suite_entries(suite: str, datasets: Sequence[str] | None = None,
     if datasets:
         bad = [d for d in datasets if d not in known]
         if bad:
-            raise ValueError(f"suite {suite} has no dataset {', '.join(bad)}; it has "
-                             f"{', '.join(known)}")
+            raise ValueError(
+                f"suite {suite} has no dataset {', '.join(bad)}; it has {', '.join(known)}"
+            )
         entries = [e for e in entries if e.dataset in datasets]
     if protocols:
         every = {p for e in SUITES[suite] for p in e.protocols}
         bad = [p for p in protocols if p not in every]
         if bad:
-            raise ValueError(f"suite {suite} runs no protocol {', '.join(bad)}; it runs "
-                             f"{', '.join(sorted(every))}")
-        entries = [dataclasses.replace(e, protocols=tuple(p for p in e.protocols
-                                                          if p in protocols))
-                   for e in entries]
+            raise ValueError(
+                f"suite {suite} runs no protocol {', '.join(bad)}; it runs "
+                f"{', '.join(sorted(every))}"
+            )
+        entries = [
+            dataclasses.replace(e, protocols=tuple(p for p in e.protocols if p in protocols))
+            for e in entries
+        ]
         entries = [e for e in entries if e.protocols]
     if label_fractions:
-        entries = [dataclasses.replace(e, label_fractions=tuple(float(f)
-                                                                for f in label_fractions))
-                   for e in entries]
+        entries = [
+            dataclasses.replace(e, label_fractions=tuple(float(f) for f in label_fractions))
+            for e in entries
+        ]
     return entries
 
 
@@ -187,41 +225,62 @@ def run_suite(plan: RunPlan, load_data: Callable[[Entry], BenchData]) -> dict[st
                 settings = _settings(entry, protocol, plan.lr_sweep)
                 for fraction in entry.label_fractions:
                     for seed in plan.seeds:
-                        keys.append(RunKey(name, weights, entry.dataset, protocol,
-                                           float(fraction), int(seed),
-                                           config_hash(_key_config(entry, settings))))
+                        keys.append(
+                            RunKey(
+                                name,
+                                weights,
+                                entry.dataset,
+                                protocol,
+                                float(fraction),
+                                int(seed),
+                                config_hash(_key_config(entry, settings)),
+                            )
+                        )
     done_already = [k for k in keys if k.run_id in finished]
     if done_already and not plan.resume:
         raise FileExistsError(
             f"{len(done_already)} of these {len(keys)} runs are already in "
-            f"{plan.results.path}; pass --resume to skip them, or write to another --output")
+            f"{plan.results.path}; pass --resume to skip them, or write to another --output"
+        )
     counts = {"done": 0, "skipped": len(done_already)}
     pending = {k.run_id for k in keys if k.run_id not in finished}
-    plan.log(f"{len(keys)} runs: {len(pending)} to do, {len(done_already)} already in "
-             f"{plan.results.path}")
+    plan.log(
+        f"{len(keys)} runs: {len(pending)} to do, {len(done_already)} already in "
+        f"{plan.results.path}"
+    )
     data_cache: dict[str, BenchData] = {}
     for (name, build, _), weights in zip(plan.encoders, hashes, strict=True):
-        todo = [k for k in keys if (k.model, k.checkpoint_hash) == (name, weights)
-                and k.run_id in pending]
+        todo = [
+            k
+            for k in keys
+            if (k.model, k.checkpoint_hash) == (name, weights) and k.run_id in pending
+        ]
         # A random initialisation is drawn anew for each seed (its spread then includes the
         # initialisation's); weights from a file are built once for every seed.
         if weights == "random-init":
-            groups = {s: [k for k in todo if k.seed == s] for s in dict.fromkeys(
-                k.seed for k in todo)}
+            groups = {
+                s: [k for k in todo if k.seed == s] for s in dict.fromkeys(k.seed for k in todo)
+            }
         else:
             groups = {None: todo}
         for init_seed, group in groups.items():
             adapter = build() if init_seed is None else build(seed=init_seed)
-            counts_group = _run_group(plan, group, adapter, name, weights, load_data,
-                                      data_cache)
+            counts_group = _run_group(plan, group, adapter, name, weights, load_data, data_cache)
             for k, v in counts_group.items():
                 counts[k] += v
             del adapter
     return counts
 
 
-def _run_group(plan: RunPlan, todo: list[RunKey], adapter: EncoderAdapter, name: str,
-               weights: str, load_data, data_cache: dict) -> dict[str, int]:
+def _run_group(
+    plan: RunPlan,
+    todo: list[RunKey],
+    adapter: EncoderAdapter,
+    name: str,
+    weights: str,
+    load_data,
+    data_cache: dict,
+) -> dict[str, int]:
     """The runs of one built encoder, dataset by dataset."""
     counts = {"done": 0, "skipped": 0}
     feature_cache: dict = {}
@@ -234,16 +293,27 @@ def _run_group(plan: RunPlan, todo: list[RunKey], adapter: EncoderAdapter, name:
         data = data_cache[entry.dataset]
         for key in mine:
             if not applicable(key.protocol, data.task):
-                raise ValueError(f"suite entry {entry.dataset} lists {key.protocol}, which "
-                                 f"does not apply to a {data.task} dataset")
+                raise ValueError(
+                    f"suite entry {entry.dataset} lists {key.protocol}, which "
+                    f"does not apply to a {data.task} dataset"
+                )
             settings = _settings(entry, key.protocol, plan.lr_sweep)
-            label = (f"{name} @{weights[:8]} | {key.dataset} | {key.protocol} | "
-                     f"{key.label_fraction:g} | seed {key.seed}")
+            label = (
+                f"{name} @{weights[:8]} | {key.dataset} | {key.protocol} | "
+                f"{key.label_fraction:g} | seed {key.seed}"
+            )
             start = time.perf_counter()
-            outcome = run_protocol(key.protocol, data, adapter,
-                                   label_fraction=key.label_fraction, seed=key.seed,
-                                   settings=settings, device=plan.device,
-                                   progress=plan.progress, feature_cache=feature_cache)
+            outcome = run_protocol(
+                key.protocol,
+                data,
+                adapter,
+                label_fraction=key.label_fraction,
+                seed=key.seed,
+                settings=settings,
+                device=plan.device,
+                progress=plan.progress,
+                feature_cache=feature_cache,
+            )
             seconds = time.perf_counter() - start
             extra = []
             if outcome.val is not None:
@@ -253,15 +323,22 @@ def _run_group(plan: RunPlan, todo: list[RunKey], adapter: EncoderAdapter, name:
                 names = None
             for cls, value in outcome.test.per_class_dict(names).items():
                 extra.append((f"{outcome.test.name}/{cls}", value))
-            config = {"settings": settings, "data": entry.data_variant(),
-                      "init_seed": key.seed if weights == "random-init" else None,
-                      "chosen": outcome.settings, "adapter": adapter.describe()}
-            written = plan.results.append_run(key, (outcome.test.name, outcome.test.value),
-                                              extra, seconds, config)
+            config = {
+                "settings": settings,
+                "data": entry.data_variant(),
+                "init_seed": key.seed if weights == "random-init" else None,
+                "chosen": outcome.settings,
+                "adapter": adapter.describe(),
+            }
+            written = plan.results.append_run(
+                key, (outcome.test.name, outcome.test.value), extra, seconds, config
+            )
             counts["done" if written else "skipped"] += 1
-            plan.log(f"{label}: {outcome.test.name} {outcome.test.value:.2f} "
-                     f"(val {outcome.val.value:.2f}) in {seconds:.1f} s"
-                     + ("" if written else " [already written by another process]"))
+            plan.log(
+                f"{label}: {outcome.test.name} {outcome.test.value:.2f} "
+                f"(val {outcome.val.value:.2f}) in {seconds:.1f} s"
+                + ("" if written else " [already written by another process]")
+            )
     return counts
 
 

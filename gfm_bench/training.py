@@ -30,8 +30,19 @@ from geofm.tasks.callbacks import BestWeights
 from .encoders import EncoderAdapter
 from .metrics import Score, micro_map, miou_from_confusion, top1_from_confusion
 
-__all__ = ["TASKS", "BenchTask", "AdapterWithHead", "LinearOnFeatures", "MapCache",
-           "EpochBatches", "sample_loader", "feature_loader", "targets", "fit", "evaluate"]
+__all__ = [
+    "TASKS",
+    "BenchTask",
+    "AdapterWithHead",
+    "LinearOnFeatures",
+    "MapCache",
+    "EpochBatches",
+    "sample_loader",
+    "feature_loader",
+    "targets",
+    "fit",
+    "evaluate",
+]
 
 TASKS = ("classification", "multilabel", "segmentation")
 
@@ -64,25 +75,36 @@ class BenchTask(BaseTask):
     :class:`~gfm_bench.metrics.Score` of each stage.
     """
 
-    def __init__(self, model: nn.Module, task: str, num_classes: int, *, lr: float,
-                 weight_decay: float = 0.0, warmup_fraction: float = 0.0,
-                 optimizer: str = "adamw", frozen: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        task: str,
+        num_classes: int,
+        *,
+        lr: float,
+        weight_decay: float = 0.0,
+        warmup_fraction: float = 0.0,
+        optimizer: str = "adamw",
+        frozen: str | None = None,
+    ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        super().__init__(lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction,
-                         optimizer=optimizer,
-                         num_classes=None if task == "multilabel" else num_classes,
-                         ignore_index=IGNORE_INDEX if task == "segmentation" else None)
+        super().__init__(
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_fraction=warmup_fraction,
+            optimizer=optimizer,
+            num_classes=None if task == "multilabel" else num_classes,
+            ignore_index=IGNORE_INDEX if task == "segmentation" else None,
+        )
         self.model, self.task, self.num_classes = model, task, num_classes
         if frozen is not None and not isinstance(getattr(model, frozen, None), nn.Module):
             raise ValueError(f"the model has no submodule {frozen!r} to keep frozen")
         self.frozen = frozen
-        if task == "multilabel":   # every score of a part, gathered from all processes
+        if task == "multilabel":  # every score of a part, gathered from all processes
             # NaN scores kept, not dropped (dropping one would shift every later score)
-            self.outputs = nn.ModuleDict({s: CatMetric(nan_strategy="disable")
-                                          for s in STAGES})
-            self.references = nn.ModuleDict({s: CatMetric(nan_strategy="disable")
-                                             for s in STAGES})
+            self.outputs = nn.ModuleDict({s: CatMetric(nan_strategy="disable") for s in STAGES})
+            self.references = nn.ModuleDict({s: CatMetric(nan_strategy="disable") for s in STAGES})
         if task == "segmentation":
             self.loss_fn: nn.Module = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         elif task == "multilabel":
@@ -106,8 +128,9 @@ class BenchTask(BaseTask):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         y = targets(batch, self.task)
         loss = self.loss_fn(self(batch), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=y.shape[0],
-                 sync_dist=True)
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, batch_size=y.shape[0], sync_dist=True
+        )
         return loss
 
     def _evaluate(self, batch: dict, stage: str) -> None:
@@ -131,12 +154,14 @@ class BenchTask(BaseTask):
             scores, refs = self.outputs[stage].compute(), self.references[stage].compute()
             self.outputs[stage].reset()
             self.references[stage].reset()
-            score = micro_map(refs.reshape(-1, self.num_classes).cpu(),
-                              scores.reshape(-1, self.num_classes).cpu())
+            score = micro_map(
+                refs.reshape(-1, self.num_classes).cpu(), scores.reshape(-1, self.num_classes).cpu()
+            )
         elif stage in self.confusions:
             cm = self.confusions.pop(stage).numpy()
-            score = (miou_from_confusion(cm) if self.task == "segmentation"
-                     else top1_from_confusion(cm))
+            score = (
+                miou_from_confusion(cm) if self.task == "segmentation" else top1_from_confusion(cm)
+            )
         else:
             return
         self.scores[stage] = score
@@ -159,8 +184,14 @@ class AdapterWithHead(nn.Module):
     on the feature maps (segmentation). A batch holding ``maps`` (from :class:`MapCache`)
     goes to the head directly."""
 
-    def __init__(self, adapter: EncoderAdapter, task: str, num_classes: int,
-                 seg_channels: int = 128, sample_batch: dict | None = None):
+    def __init__(
+        self,
+        adapter: EncoderAdapter,
+        task: str,
+        num_classes: int,
+        seg_channels: int = 128,
+        sample_batch: dict | None = None,
+    ):
         super().__init__()
         self.adapter, self.task = adapter, task
         if task == "segmentation":
@@ -173,8 +204,9 @@ class AdapterWithHead(nn.Module):
             self.same_stride = len({tuple(m.shape[-2:]) for m in maps}) == 1
             maps = self.four_maps(maps)
             dims = [m.shape[1] for m in maps]
-            self.head: nn.Module = UPerNet(dims, num_classes, same_stride=self.same_stride,
-                                           channels=seg_channels)
+            self.head: nn.Module = UPerNet(
+                dims, num_classes, same_stride=self.same_stride, channels=seg_channels
+            )
         else:
             self.head = nn.Linear(adapter.embed_dim, num_classes)
             nn.init.trunc_normal_(self.head.weight, std=0.02)
@@ -221,9 +253,15 @@ def sample_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) ->
     there is more than one batch: a batch of one sample breaks batch normalisation
     (UPerNet's heads)."""
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_samples,
-                      generator=gen, num_workers=0,
-                      drop_last=shuffle and len(ds) > batch_size)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=collate_samples,
+        generator=gen,
+        num_workers=0,
+        drop_last=shuffle and len(ds) > batch_size,
+    )
 
 
 class EpochBatches(Sampler):
@@ -233,8 +271,7 @@ class EpochBatches(Sampler):
 
     def __init__(self, n: int, batch_size: int, epochs: int, generator: torch.Generator):
         if n < 1 or batch_size < 1 or epochs < 1:
-            raise ValueError(f"need n, batch_size and epochs >= 1, got {n}, {batch_size}, "
-                             f"{epochs}")
+            raise ValueError(f"need n, batch_size and epochs >= 1, got {n}, {batch_size}, {epochs}")
         self.n, self.batch_size, self.epochs, self.generator = n, batch_size, epochs, generator
 
     @property
@@ -248,7 +285,7 @@ class EpochBatches(Sampler):
         for _ in range(self.epochs):
             order = torch.randperm(self.n, generator=self.generator)
             for s in range(self.steps_per_epoch):
-                yield order[s * self.batch_size:(s + 1) * self.batch_size]
+                yield order[s * self.batch_size : (s + 1) * self.batch_size]
 
 
 class _Rows(Dataset):
@@ -262,8 +299,14 @@ class _Rows(Dataset):
         return {"features": self.x[idx], "label": self.y[idx]}
 
 
-def feature_loader(x: torch.Tensor, y: torch.Tensor, *, batch_size: int | None = None,
-                   epochs: int = 1, seed: int = 0) -> DataLoader:
+def feature_loader(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int | None = None,
+    epochs: int = 1,
+    seed: int = 0,
+) -> DataLoader:
     """Batches ``{"features", "label"}`` of cached features: with ``batch_size``,
     ``epochs`` shuffled passes (:class:`EpochBatches`); without, all rows in one batch."""
     if batch_size is None:
@@ -278,8 +321,17 @@ class MapCache:
     (shuffled per epoch when ``shuffle``, the last partial batch dropped as by
     :func:`sample_loader`): training a head then costs the head alone."""
 
-    def __init__(self, model: AdapterWithHead, ds: Dataset, batch_size: int, device,
-                 shuffle: bool, seed: int = 0, progress: bool = False, desc: str = "maps"):
+    def __init__(
+        self,
+        model: AdapterWithHead,
+        ds: Dataset,
+        batch_size: int,
+        device,
+        shuffle: bool,
+        seed: int = 0,
+        progress: bool = False,
+        desc: str = "maps",
+    ):
         from geofm.tasks.probe import batch_to
 
         parts, masks = [], []
@@ -313,9 +365,8 @@ class MapCache:
         n = len(self.masks)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for s in self._stops():
-            idx = order[s:s + self.batch_size]
-            yield {"maps": [m[idx] for m in self.maps], "mask": self.masks[idx],
-                   "size": self.size}
+            idx = order[s : s + self.batch_size]
+            yield {"maps": [m[idx] for m in self.maps], "mask": self.masks[idx], "size": self.size}
 
 
 # ---------------------------------------------------------------------------------- running
@@ -336,34 +387,55 @@ def _quiet():
     return quiet_lightning(
         r".*validation_step` but have no `val_.*",
         # a frozen encoder is in eval mode on purpose (BenchTask.on_fit_start)
-        r".*module\(s\) in eval mode at the start.*")
+        r".*module\(s\) in eval mode at the start.*",
+    )
 
 
 def _trainer(device, progress: bool, **kwargs) -> pl.Trainer:
     accelerator, devices = _accelerator(device)
-    return pl.Trainer(accelerator=accelerator, devices=devices, logger=False,
-                      enable_checkpointing=False, enable_model_summary=False,
-                      enable_progress_bar=progress, num_sanity_val_steps=0, **kwargs)
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
-def fit(task: BenchTask, train, val=None, *, epochs: int = 1, seed: int = 0, device="cpu",
-        progress: bool = False) -> int | None:
+def fit(
+    task: BenchTask,
+    train,
+    val=None,
+    *,
+    epochs: int = 1,
+    seed: int = 0,
+    device="cpu",
+    progress: bool = False,
+) -> int | None:
     """Train ``task`` on the ``train`` batches for ``epochs`` passes; with ``val`` batches,
     score it after each epoch and end with the weights of the best (the earliest of equal
     ones), whose epoch is returned. The global random generator (random flips and crops
     of the training transform) is seeded with ``seed`` and restored afterwards."""
     best = BestWeights(monitor="val/score", tie_break=None) if val is not None else None
     with _quiet(), torch.random.fork_rng(devices=[]):
-        trainer = _trainer(device, progress, max_epochs=epochs,
-                           callbacks=[best] if best else [],
-                           limit_val_batches=None if val is not None else 0)
+        trainer = _trainer(
+            device,
+            progress,
+            max_epochs=epochs,
+            callbacks=[best] if best else [],
+            limit_val_batches=None if val is not None else 0,
+        )
         torch.manual_seed(seed)
         trainer.fit(task, train_dataloaders=train, val_dataloaders=val)
     return best.best_epoch if best else None
 
 
-def evaluate(task: BenchTask, batches, stage: str = "test", *, device="cpu",
-             progress: bool = False) -> Score:
+def evaluate(
+    task: BenchTask, batches, stage: str = "test", *, device="cpu", progress: bool = False
+) -> Score:
     """The :class:`~gfm_bench.metrics.Score` of ``task`` over every batch of a part."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")

@@ -23,8 +23,11 @@ __all__ = ["ViTPyramidNeck", "UPerNetHead", "UPerNet"]
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class ViTPyramidNeck(nn.Module):
@@ -35,8 +38,12 @@ class ViTPyramidNeck(nn.Module):
         if len(dims) != 4:
             raise ValueError(f"the ViT neck takes 4 maps, got {len(dims)}")
         d0, d1 = dims[0], dims[1]
-        self.up4 = nn.Sequential(nn.ConvTranspose2d(d0, d0, 2, stride=2), nn.BatchNorm2d(d0),
-                                 nn.GELU(), nn.ConvTranspose2d(d0, d0, 2, stride=2))
+        self.up4 = nn.Sequential(
+            nn.ConvTranspose2d(d0, d0, 2, stride=2),
+            nn.BatchNorm2d(d0),
+            nn.GELU(),
+            nn.ConvTranspose2d(d0, d0, 2, stride=2),
+        )
         self.up2 = nn.ConvTranspose2d(d1, d1, 2, stride=2)
         self.down2 = nn.MaxPool2d(2, ceil_mode=True)
 
@@ -47,8 +54,14 @@ class ViTPyramidNeck(nn.Module):
 class UPerNetHead(nn.Module):
     """PPM + FPN fusion over a pyramid of maps (finest first) -> class logits at the finest."""
 
-    def __init__(self, dims: Sequence[int], num_classes: int, channels: int = 128,
-                 pool_scales: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1):
+    def __init__(
+        self,
+        dims: Sequence[int],
+        num_classes: int,
+        channels: int = 128,
+        pool_scales: Sequence[int] = (1, 2, 3, 6),
+        dropout: float = 0.1,
+    ):
         super().__init__()
         top = dims[-1]
         self.pool_scales = tuple(pool_scales)
@@ -73,21 +86,23 @@ class UPerNetHead(nn.Module):
         laterals.append(self._ppm(maps[-1]))
         for i in range(len(laterals) - 1, 0, -1):  # top-down
             laterals[i - 1] = laterals[i - 1] + F.interpolate(
-                laterals[i], size=laterals[i - 1].shape[-2:], mode="bilinear",
-                align_corners=False)
+                laterals[i], size=laterals[i - 1].shape[-2:], mode="bilinear", align_corners=False
+            )
         outs = [conv(x) for conv, x in zip(self.fpn, laterals[:-1], strict=True)]
         outs.append(laterals[-1])
         size = outs[0].shape[-2:]
-        outs = [outs[0]] + [F.interpolate(o, size=size, mode="bilinear", align_corners=False)
-                            for o in outs[1:]]
+        outs = [outs[0]] + [
+            F.interpolate(o, size=size, mode="bilinear", align_corners=False) for o in outs[1:]
+        ]
         return self.classifier(self.dropout(self.fuse(torch.cat(outs, dim=1))))
 
 
 class UPerNet(nn.Module):
     """Neck (for same-stride maps) + head; ``forward(maps, size)`` -> logits at ``size``."""
 
-    def __init__(self, dims: Sequence[int], num_classes: int, same_stride: bool,
-                 channels: int = 128):
+    def __init__(
+        self, dims: Sequence[int], num_classes: int, same_stride: bool, channels: int = 128
+    ):
         super().__init__()
         self.neck = ViTPyramidNeck(dims) if same_stride else nn.Identity()
         self.head = UPerNetHead(dims, num_classes, channels=channels)

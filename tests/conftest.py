@@ -45,18 +45,31 @@ def s2_tile_dir() -> Path:
 
 
 # A LoLA-SpecViT small enough to train on Salinas-A in seconds (pixel-classification tests)
-TINY_LOLA = {"patch": 7, "components": 8, "conv_channels": [4, 8],
-             "conv_kernels": [[3, 3, 3], [3, 3, 3]], "conv_padding": "same",
-             "embed_dims": [16, 32], "depths": [1, 1], "num_heads": [2, 2], "window": 4}
+TINY_LOLA = {
+    "patch": 7,
+    "components": 8,
+    "conv_channels": [4, 8],
+    "conv_kernels": [[3, 3, 3], [3, 3, 3]],
+    "conv_padding": "same",
+    "embed_dims": [16, 32],
+    "depths": [1, 1],
+    "num_heads": [2, 2],
+    "window": 4,
+}
 
 
 def _tiny_lola_recipe() -> dict:
     import copy
 
-    return {"scene": {"card": "salinas_a",
-                      "cube": "{data}/samples/salinas_a/SalinasA_corrected.hdr",
-                      "gt": "{data}/samples/salinas_a/SalinasA_gt.mat"},
-            "model": {"kwargs": copy.deepcopy(TINY_LOLA)}, "train": {"epochs": 2}}
+    return {
+        "scene": {
+            "card": "salinas_a",
+            "cube": "{data}/samples/salinas_a/SalinasA_corrected.hdr",
+            "gt": "{data}/samples/salinas_a/SalinasA_gt.mat",
+        },
+        "model": {"kwargs": copy.deepcopy(TINY_LOLA)},
+        "train": {"epochs": 2},
+    }
 
 
 @pytest.fixture
@@ -72,9 +85,16 @@ def tiny_lola_checkpoint(tmp_path_factory) -> Path:
     from geofm.tasks.pixel_recipe import load_recipe
 
     out = tmp_path_factory.mktemp("lola")
-    results, _ = run_protocol(load_recipe(_tiny_lola_recipe()), "random", 0.05, [0],
-                              methods=["lola"], progress=False, save_dir=out,
-                              echo=lambda s: None)
+    results, _ = run_protocol(
+        load_recipe(_tiny_lola_recipe()),
+        "random",
+        0.05,
+        [0],
+        methods=["lola"],
+        progress=False,
+        save_dir=out,
+        echo=lambda s: None,
+    )
     return Path(results[0].details["checkpoint"])
 
 
@@ -82,16 +102,20 @@ def _sample_digests() -> dict[str, str]:
     import hashlib
 
     lines = (SAMPLES / "SHA256SUMS").read_text().splitlines()
-    return {name: hashlib.sha256((SAMPLES / name).read_bytes()).hexdigest()
-            for name in (line.split(maxsplit=1)[1] for line in lines)}
+    return {
+        name: hashlib.sha256((SAMPLES / name).read_bytes()).hexdigest()
+        for name in (line.split(maxsplit=1)[1] for line in lines)
+    }
 
 
 @pytest.fixture(scope="session", autouse=True)
 def bundled_samples_stay_unmodified():
     """Nothing geofm does may write to the shipped samples: every file matches its recorded
     checksum before the first test and again after the last."""
-    recorded = {line.split(maxsplit=1)[1]: line.split()[0]
-                for line in (SAMPLES / "SHA256SUMS").read_text().splitlines()}
+    recorded = {
+        line.split(maxsplit=1)[1]: line.split()[0]
+        for line in (SAMPLES / "SHA256SUMS").read_text().splitlines()
+    }
     assert _sample_digests() == recorded, "bundled samples differ from SHA256SUMS"
     yield
     assert _sample_digests() == recorded, "a test modified the bundled samples"

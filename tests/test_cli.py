@@ -26,23 +26,41 @@ def test_cards_lists_sensors_and_datasets(capsys):
 
 def test_plot_writes_a_png(tmp_path, salinas_a_dir):
     out = tmp_path / "salinas.png"
-    assert main(["plot", str(salinas_a_dir / "SalinasA_corrected.hdr"), "--card", "salinas_a",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                str(salinas_a_dir / "SalinasA_corrected.hdr"),
+                "--card",
+                "salinas_a",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 5000
 
 
 def test_demo_reads_every_bundled_sample_and_writes_its_figures(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     written = {p.name for p in tmp_path.iterdir()}
-    assert {"eurosat_ms_classes.png", "eurosat_ms_stats.yaml", "s2_t33uuu_rgb.png",
-            "landsat_rgb.png", "salinas_a.png", "salinas_a_spectra.png"} <= written
+    assert {
+        "eurosat_ms_classes.png",
+        "eurosat_ms_stats.yaml",
+        "s2_t33uuu_rgb.png",
+        "landsat_rgb.png",
+        "salinas_a.png",
+        "salinas_a_spectra.png",
+    } <= written
     out = capsys.readouterr().out
     assert "Salinas-A" in out and "5348 labelled px" in out
 
 
 def test_console_script_entry_point_runs():
-    done = subprocess.run([sys.executable, "-m", "geofm.cli", "--help"], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "geofm.cli", "--help"], capture_output=True, text=True, check=True
+    )
     assert "demo" in done.stdout and "stats" in done.stdout
 
 
@@ -93,25 +111,50 @@ def test_classify_pixels_takes_its_earlier_options_and_a_whole_new_scene(capsys)
     from geofm.cli.train import classify_pixels_argv, prepare_classify_pixels
 
     recipe_file = str(Path(__file__).resolve().parents[1] / "configs/classify/lola_salinas_a.yaml")
-    argv = ["--config", recipe_file, "--cube", "a.mat", "--gt",
-            "b.mat", "--epochs", "2", "--split", "disjoint", "--download"]
+    argv = [
+        "--config",
+        recipe_file,
+        "--cube",
+        "a.mat",
+        "--gt",
+        "b.mat",
+        "--epochs",
+        "2",
+        "--split",
+        "disjoint",
+        "--download",
+    ]
     out = classify_pixels_argv(argv)
     note = capsys.readouterr().err
     assert "--cube -> --scene.cube" in note and "--epochs -> --train.epochs" in note
     # the recipe's own scene keys are reset right after it, before what the user gave
     assert out[:2] == ["--config", recipe_file]
-    assert out[2:6] == ["--scene.card=null", "--scene.cube_key=null", "--scene.gt_key=null",
-                        "--scene.root=null"]
-    assert out[6:] == ["--scene.cube", "a.mat", "--scene.gt", "b.mat", "--train.epochs", "2",
-                       "--split.kind", "disjoint", "--scene.download=true"]
+    assert out[2:6] == [
+        "--scene.card=null",
+        "--scene.cube_key=null",
+        "--scene.gt_key=null",
+        "--scene.root=null",
+    ]
+    assert out[6:] == [
+        "--scene.cube",
+        "a.mat",
+        "--scene.gt",
+        "b.mat",
+        "--train.epochs",
+        "2",
+        "--split.kind",
+        "disjoint",
+        "--scene.download=true",
+    ]
     args, recipe = prepare_classify_pixels(argv)
     assert recipe.scene["card"] is None and recipe.scene["cube"] == "a.mat"
     assert recipe.scene["download"] is True and recipe.train["epochs"] == 2
     assert recipe.split["kind"] == "disjoint" and args.seeds == [0, 1, 2]
-    assert recipe.model["kwargs"]["patch"] == 7               # the rest is the recipe's
+    assert recipe.model["kwargs"]["patch"] == 7  # the rest is the recipe's
     # options given before the recipe file still win over it (files are read first)
-    args, recipe = prepare_classify_pixels(["--cube", "a.mat", "--gt", "b.mat", "--epochs", "2",
-                                            "--config", recipe_file])
+    args, recipe = prepare_classify_pixels(
+        ["--cube", "a.mat", "--gt", "b.mat", "--epochs", "2", "--config", recipe_file]
+    )
     assert recipe.scene["cube"] == "a.mat" and recipe.scene["card"] is None
     assert recipe.train["epochs"] == 2
     with pytest.raises(ValueError, match="--card, --cube-key and --gt-key describe a scene"):
@@ -121,5 +164,6 @@ def test_classify_pixels_takes_its_earlier_options_and_a_whole_new_scene(capsys)
     with pytest.raises(ValueError, match="--scene.cube and --scene.gt go together"):
         classify_pixels_argv(["--config", "r.yaml", "--scene.cube", "a.mat"])
     with pytest.raises(ValueError, match="--train-fraction or --train-per-class"):
-        prepare_classify_pixels(["--config", recipe_file,
-                                 "--train-fraction", "0.1", "--train-per-class", "5"])
+        prepare_classify_pixels(
+            ["--config", recipe_file, "--train-fraction", "0.1", "--train-per-class", "5"]
+        )

@@ -126,8 +126,10 @@ def complete_channels(measured: list[Channel]) -> dict[int, Channel]:
             continue
         same = [c for c in measured if c.spectrometer == spectrometer_of(number)]
         if len(same) < 2:
-            raise ValueError(f"cannot extrapolate channel {number}: fewer than two "
-                             f"measured channels in spectrometer {spectrometer_of(number)}")
+            raise ValueError(
+                f"cannot extrapolate channel {number}: fewer than two "
+                f"measured channels in spectrometer {spectrometer_of(number)}"
+            )
         a, b = sorted(same, key=lambda c: (abs(c.number - number), c.number))[:2]
         t = (number - a.number) / (b.number - a.number)
         out[number] = Channel(
@@ -169,13 +171,14 @@ def salinas_channels(measured: list[Channel]) -> list[Channel]:
 
 # --------------------------------------------------------------------------- YAML text
 
+
 def _fmt(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".") if x != int(x) else f"{int(x)}"
 
 
 def _flow_list(key: str, items: list[str], per_line: int = 10, indent: int = 2) -> str:
     pad = " " * indent
-    rows = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+    rows = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
     body = (",\n" + pad).join(rows)
     return f"{key}: [\n{pad}{body}]\n"
 
@@ -198,7 +201,7 @@ def aviris_sensor_yaml(measured: list[Channel]) -> str:
         "# AVIRIS is recalibrated every season: other flights have slightly different centres.\n",
         "name: aviris\n",
         "title: AVIRIS (1992 Indian Pines flight calibration)\n",
-        f"source: \"{SPC_SOURCE}\"\n",
+        f'source: "{SPC_SOURCE}"\n',
         "notes: >-\n"
         "  gsd_m is 20, the nominal pixel of the high-altitude ER-2 flights (20 km), which the\n"
         "  1992 Indian Pines scene is. AVIRIS GSD depends on flight altitude: about 4 m from\n"
@@ -226,16 +229,40 @@ def _band_block(channels: list[Channel]) -> str:
 
 
 INDIAN_PINES_CLASSES = [
-    "Alfalfa", "Corn-notill", "Corn-mintill", "Corn", "Grass-pasture", "Grass-trees",
-    "Grass-pasture-mowed", "Hay-windrowed", "Oats", "Soybean-notill", "Soybean-mintill",
-    "Soybean-clean", "Wheat", "Woods", "Buildings-Grass-Trees-Drives", "Stone-Steel-Towers",
+    "Alfalfa",
+    "Corn-notill",
+    "Corn-mintill",
+    "Corn",
+    "Grass-pasture",
+    "Grass-trees",
+    "Grass-pasture-mowed",
+    "Hay-windrowed",
+    "Oats",
+    "Soybean-notill",
+    "Soybean-mintill",
+    "Soybean-clean",
+    "Wheat",
+    "Woods",
+    "Buildings-Grass-Trees-Drives",
+    "Stone-Steel-Towers",
 ]
 
 SALINAS_CLASSES = [
-    "Brocoli_green_weeds_1", "Brocoli_green_weeds_2", "Fallow", "Fallow_rough_plow",
-    "Fallow_smooth", "Stubble", "Celery", "Grapes_untrained", "Soil_vinyard_develop",
-    "Corn_senesced_green_weeds", "Lettuce_romaine_4wk", "Lettuce_romaine_5wk",
-    "Lettuce_romaine_6wk", "Lettuce_romaine_7wk", "Vinyard_untrained",
+    "Brocoli_green_weeds_1",
+    "Brocoli_green_weeds_2",
+    "Fallow",
+    "Fallow_rough_plow",
+    "Fallow_smooth",
+    "Stubble",
+    "Celery",
+    "Grapes_untrained",
+    "Soil_vinyard_develop",
+    "Corn_senesced_green_weeds",
+    "Lettuce_romaine_4wk",
+    "Lettuce_romaine_5wk",
+    "Lettuce_romaine_6wk",
+    "Lettuce_romaine_7wk",
+    "Vinyard_untrained",
     "Vinyard_vertical_trellis",
 ]
 SALINAS_A_VALUES = [1, 10, 11, 12, 13, 14]
@@ -285,8 +312,7 @@ def _approx_note(channels: list[Channel]) -> str:
 def indian_pines_yaml(measured: list[Channel]) -> str:
     channels = indian_pines_channels(measured)
     return (
-        GENERATED
-        + "# Indian Pines: AVIRIS, 12 June 1992, NW Indiana (Purdue / EHU benchmark).\n"
+        GENERATED + "# Indian Pines: AVIRIS, 12 June 1992, NW Indiana (Purdue / EHU benchmark).\n"
         "name: indian_pines\n"
         "title: Indian Pines (AVIRIS 1992, 200-band corrected cube)\n"
         "task: pixel_classification\n"
@@ -295,11 +321,11 @@ def indian_pines_yaml(measured: list[Channel]) -> str:
         "# Exact wavelengths: the .spc is this flight's calibration. File order = the 220-entry\n"
         "# list minus 1-based entries 104-108, 150-163 and 220.\n"
         "wavelengths_approximate: false\n"
-        f"wavelength_source: \"{SPC_SOURCE}\"\n"
+        f'wavelength_source: "{SPC_SOURCE}"\n'
         + _band_block(channels)
         + f"rgb_bands: [{', '.join(rgb_names(channels))}]   # nearest to 650/550/450 nm\n"
         + _classes_block(INDIAN_PINES_CLASSES, list(range(1, 17)))
-        + f"class_names_source: \"{CLASS_NAME_SOURCE}\"\n"
+        + f'class_names_source: "{CLASS_NAME_SOURCE}"\n'
         "files:\n"
         "  image: {file: Indian_pines_corrected.mat, key: indian_pines_corrected}\n"
         "  labels: {file: Indian_pines_gt.mat, key: indian_pines_gt}\n"
@@ -310,11 +336,11 @@ def indian_pines_yaml(measured: list[Channel]) -> str:
         "  checksums:   # MD5s published by public loaders (see checksum_source)\n"
         "    Indian_pines_corrected.mat: md5:66dbc9f4a9b7c9b1445f60a87b505101\n"
         "    Indian_pines_gt.mat: md5:9414943dac1d80faaa9165c8b460510c\n"
-        f"  checksum_source: \"{CHECKSUM_SOURCE}\"\n"
+        f'  checksum_source: "{CHECKSUM_SOURCE}"\n'
         "licence: null\n"
-        "citation: \"Baumgardner, Biehl, Landgrebe. 220 Band AVIRIS Hyperspectral Image Data Set: "
+        'citation: "Baumgardner, Biehl, Landgrebe. 220 Band AVIRIS Hyperspectral Image Data Set: '
         "June 12, 1992 Indian Pine Test Site 3. Purdue University Research Repository, 2015. "
-        "doi:10.4231/R7RX991C\"\n"
+        'doi:10.4231/R7RX991C"\n'
         "notes: >-\n"
         "  The Purdue MultiSpec documentation gives the original 220-band values as calibrated\n"
         "  radiance, RV = (value - 1000) / 500 in W cm-2 nm-1 sr-1; that the EHU corrected cube\n"
@@ -354,14 +380,14 @@ def salinas_yaml(measured: list[Channel], *, subset: bool) -> str:
             "labelled_pixels: 5348   # of the bundled gt: 1: 391, 10: 1343, 11: 616, 12: 1525, "
             "13: 674, 14: 799\n"
             "source:\n"
-            "  image_envi: \"USGS-Astrogeology/PyHAT, libpyhat/examples/AVIRIS/ (ENVI copy)\"\n"
+            '  image_envi: "USGS-Astrogeology/PyHAT, libpyhat/examples/AVIRIS/ (ENVI copy)"\n'
             f"  page: {EHU_PAGE}\n"
             "  image_url: https://www.ehu.eus/ccwintco/uploads/1/1a/SalinasA_corrected.mat\n"
             "  labels_url: https://www.ehu.eus/ccwintco/uploads/a/aa/SalinasA_gt.mat\n"
             "  md5: null\n"
-            "licence: \"USGS public domain (cube); EHU benchmark, free for research (gt)\"\n"
-            "licence_source: \"the attribution table shipped with the samples "
-            "(samples/ATTRIBUTION.md)\"\n"
+            'licence: "USGS public domain (cube); EHU benchmark, free for research (gt)"\n'
+            'licence_source: "the attribution table shipped with the samples '
+            '(samples/ATTRIBUTION.md)"\n'
         )
         notes = (
             "notes: >-\n"
@@ -390,7 +416,7 @@ def salinas_yaml(measured: list[Channel], *, subset: bool) -> str:
             "  checksums:   # MD5s published by public loaders (see checksum_source)\n"
             "    Salinas_corrected.mat: md5:485d8802f4a6b4ebc0767d48dd0da06b\n"
             "    Salinas_gt.mat: md5:7b8da653a61bb0271b27b37fb926390f\n"
-            f"  checksum_source: \"{CHECKSUM_SOURCE}\"\n"
+            f'  checksum_source: "{CHECKSUM_SOURCE}"\n'
             "licence: null\n"
         )
         notes = (
@@ -403,12 +429,12 @@ def salinas_yaml(measured: list[Channel], *, subset: bool) -> str:
         GENERATED
         + head
         + _approx_note(channels)
-        + f"wavelength_source: \"{SPC_SOURCE}\"\n"
+        + f'wavelength_source: "{SPC_SOURCE}"\n'
         + _band_block(channels)
         + f"rgb_bands: [{', '.join(rgb_names(channels))}]   # nearest to 650/550/450 nm\n"
         + (salinas_a_statistics() if subset else "")
         + classes
-        + f"class_names_source: \"{CLASS_NAME_SOURCE}\"\n"
+        + f'class_names_source: "{CLASS_NAME_SOURCE}"\n'
         + files
         + notes
     )
@@ -436,8 +462,10 @@ def salinas_a_statistics(img: Path = SALINAS_A_IMG, bands: int = 204) -> str:
         f"  # Computed by this script from the bundled {img.name} (all {pixels} pixels,\n"
         "  # raw scaled radiance as stored), for normalisation in pretraining.\n"
         f"  source: datasets/scripts/make_aviris_card.py over samples/salinas_a/{img.name}\n"
-        + "  " + _flow_list("mean", mean, per_line=10, indent=4)
-        + "  " + _flow_list("std", std, per_line=10, indent=4)
+        + "  "
+        + _flow_list("mean", mean, per_line=10, indent=4)
+        + "  "
+        + _flow_list("std", std, per_line=10, indent=4)
     )
 
 
@@ -454,10 +482,15 @@ def render_all(measured: list[Channel]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spc", type=Path, help="AVIRIS .spc file (e.g. 92AV3C.spc)")
-    parser.add_argument("--datasets-dir", type=Path, default=DATASETS_DIR,
-                        help="the datasets/ folder to write into (default: %(default)s)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; fail if a card on disk differs")
+    parser.add_argument(
+        "--datasets-dir",
+        type=Path,
+        default=DATASETS_DIR,
+        help="the datasets/ folder to write into (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; fail if a card on disk differs"
+    )
     args = parser.parse_args(argv)
     return write_or_check(render_all(read_spc(args.spc)), args.datasets_dir, args.check)
 

@@ -44,7 +44,7 @@ def _fmt(x: float) -> str:
 
 
 def _flow_list(key: str, items: list[str], per_line: int = 10) -> str:
-    rows = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+    rows = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
     return f"{key}: [\n  " + ",\n  ".join(rows) + "]\n"
 
 
@@ -95,7 +95,8 @@ class GridCard:
             + _flow_list("bands", names)
             + _flow_list("wavelengths_nm", [_fmt(w) for w in wl])
             + f"rgb_bands: [{', '.join(rgb)}]   # nearest grid band to "
-            + "/".join(_fmt(t) for t in self.rgb_targets_nm) + " nm\n"
+            + "/".join(_fmt(t) for t in self.rgb_targets_nm)
+            + " nm\n"
             + _flow_list("classes", quoted, per_line=4)
             + f"class_values: [{', '.join(str(v) for v in range(1, k + 1))}]\n"
             + "ignore_values: [0]   # 0 = unlabelled in the gt file\n"
@@ -114,7 +115,7 @@ WHU_PAGE = "http://rsidea.whu.edu.cn/resource_WHUHi_sharing.htm"
 WHU_CITATION = (
     '"Zhong, Hu, Luo, Wang, Zhao, Zhang. WHU-Hi: UAV-borne hyperspectral with high spatial '
     "resolution (H2) benchmark datasets and classifier for precise crop identification based "
-    'on deep convolutional neural network with CRF. Remote Sensing of Environment 250, '
+    "on deep convolutional neural network with CRF. Remote Sensing of Environment 250, "
     '112012, 2020. doi:10.1016/j.rse.2020.112012"'
 )
 WHU_GRID_NOTE = (
@@ -146,8 +147,17 @@ CARDS = [
             "  860 nm (step 430/102 = 4.22 nm), so they are approximate, and bands are named\n"
             "  R001..R103 by position, not by ROSIS channel. FWHM unknown (omitted).\n"
         ),
-        classes=["Asphalt", "Meadows", "Gravel", "Trees", "Painted metal sheets", "Bare Soil",
-                 "Bitumen", "Self-Blocking Bricks", "Shadows"],
+        classes=[
+            "Asphalt",
+            "Meadows",
+            "Gravel",
+            "Trees",
+            "Painted metal sheets",
+            "Bare Soil",
+            "Bitumen",
+            "Self-Blocking Bricks",
+            "Shadows",
+        ],
         files=(
             "files:\n"
             "  image: {file: PaviaU.mat, key: paviaU}\n"
@@ -161,14 +171,14 @@ CARDS = [
             "  checksums:   # MD5s published by public loaders (see checksum_source)\n"
             "    PaviaU.mat: md5:165a3c7488995f54a19add47c7eed4cd\n"
             "    PaviaU_gt.mat: md5:b8c3ba44b077c26e24220463aa855bd3\n"
-            "  checksum_source: \"MD5s pinned by download scripts for the EHU files and their "
+            '  checksum_source: "MD5s pinned by download scripts for the EHU files and their '
             "HybridSN mirror (raw.githubusercontent.com/gokriznastic/HybridSN/master/data/); "
             "found by a code search, not by downloading; the sources agreeing may share one "
-            "origin\"\n"
+            'origin"\n'
         ),
         licence="null",
         citation='"Grupo de Inteligencia Computacional (UPV/EHU), Hyperspectral Remote Sensing '
-                 'Scenes (' + EHU_PAGE + ')."',
+        "Scenes (" + EHU_PAGE + ')."',
         notes=(
             "  Class names as on the UPV/EHU page and in common loaders (DeepHyperX-style\n"
             "  label_values). The checksums are MD5s that public download scripts pin; geofm has\n"
@@ -184,8 +194,17 @@ CARDS = [
         range_nm=(400.0, 1000.0),
         band_prefix="H",
         grid_note=WHU_GRID_NOTE,
-        classes=["Corn", "Cotton", "Sesame", "Broad-leaf soybean", "Narrow-leaf soybean", "Rice",
-                 "Water", "Roads and houses", "Mixed weed"],
+        classes=[
+            "Corn",
+            "Cotton",
+            "Sesame",
+            "Broad-leaf soybean",
+            "Narrow-leaf soybean",
+            "Rice",
+            "Water",
+            "Roads and houses",
+            "Mixed weed",
+        ],
         files=(
             "files:\n"
             "  image: {file: WHU_Hi_LongKou.mat, key: WHU_Hi_LongKou}\n"
@@ -205,11 +224,30 @@ CARDS = [
         range_nm=(400.0, 1000.0),
         band_prefix="H",
         grid_note=WHU_GRID_NOTE,
-        classes=["Red roof", "Road", "Bare soil", "Cotton", "Cotton firewood", "Rape",
-                 "Chinese cabbage", "Pakchoi", "Cabbage", "Tuber mustard",
-                 "Brassica parachinensis", "Brassica chinensis", "Small Brassica chinensis",
-                 "Lactuca sativa", "Celtuce", "Film covered lettuce", "Romaine lettuce",
-                 "Carrot", "White radish", "Garlic sprout", "Broad bean", "Tree"],
+        classes=[
+            "Red roof",
+            "Road",
+            "Bare soil",
+            "Cotton",
+            "Cotton firewood",
+            "Rape",
+            "Chinese cabbage",
+            "Pakchoi",
+            "Cabbage",
+            "Tuber mustard",
+            "Brassica parachinensis",
+            "Brassica chinensis",
+            "Small Brassica chinensis",
+            "Lactuca sativa",
+            "Celtuce",
+            "Film covered lettuce",
+            "Romaine lettuce",
+            "Carrot",
+            "White radish",
+            "Garlic sprout",
+            "Broad bean",
+            "Tree",
+        ],
         files=(
             "files:\n"
             "  image: {file: WHU_Hi_HongHu.mat, key: WHU_Hi_HongHu}\n"
@@ -229,10 +267,15 @@ def render_all() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets-dir", type=Path, default=DATASETS_DIR,
-                        help="the datasets/ folder to write into (default: %(default)s)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; fail if a card on disk differs")
+    parser.add_argument(
+        "--datasets-dir",
+        type=Path,
+        default=DATASETS_DIR,
+        help="the datasets/ folder to write into (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; fail if a card on disk differs"
+    )
     args = parser.parse_args(argv)
     return write_or_check(render_all(), args.datasets_dir, args.check)
 

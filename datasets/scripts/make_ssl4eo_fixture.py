@@ -29,15 +29,26 @@ def write_fixture(root: Path, locations: int = 4, seasons: int = 1, seed: int = 
     rng = np.random.default_rng(seed)
     for loc in range(locations):
         for s in range(seasons):
-            folder = root / "s2c" / f"{loc:07d}" / f"2021{3 * s + 1:02d}15T101031_2021{3 * s + 1:02d}15T101025_T32UPU"
+            folder = (
+                root
+                / "s2c"
+                / f"{loc:07d}"
+                / f"2021{3 * s + 1:02d}15T101031_2021{3 * s + 1:02d}15T101025_T32UPU"
+            )
             folder.mkdir(parents=True, exist_ok=True)
             transform = from_origin(600000 + 3000 * loc, 5300000, 10, 10)
             for band, mean in zip(BANDS, MEANS, strict=True):
                 data = rng.normal(mean, 0.3 * mean + 5, (SIZE, SIZE)).clip(0, 65535)
                 _write(folder / f"{band}.tif", data.astype(np.uint16), transform)
-            s1 = root / "s1" / f"{loc:07d}" / (
-                f"S1A_IW_GRDH_1SDV_2021{3 * s + 1:02d}15T053129_2021{3 * s + 1:02d}15T053154_"
-                "036998_045A8B_1F3C")
+            s1 = (
+                root
+                / "s1"
+                / f"{loc:07d}"
+                / (
+                    f"S1A_IW_GRDH_1SDV_2021{3 * s + 1:02d}15T053129_2021{3 * s + 1:02d}15T053154_"
+                    "036998_045A8B_1F3C"
+                )
+            )
             s1.mkdir(parents=True, exist_ok=True)
             for band, (mean, spread) in S1_BANDS.items():
                 data = rng.normal(mean, spread, (SIZE, SIZE)).astype(np.float32)
@@ -46,8 +57,17 @@ def write_fixture(root: Path, locations: int = 4, seasons: int = 1, seed: int = 
 
 
 def _write(path: Path, data: np.ndarray, transform) -> None:
-    with rasterio.open(path, "w", driver="GTiff", width=SIZE, height=SIZE, count=1,
-                       dtype=data.dtype.name, crs="EPSG:32632", transform=transform) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=SIZE,
+        height=SIZE,
+        count=1,
+        dtype=data.dtype.name,
+        crs="EPSG:32632",
+        transform=transform,
+    ) as dst:
         dst.write(data, 1)
 
 

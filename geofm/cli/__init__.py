@@ -37,9 +37,11 @@ from geofm.cli import data, mapping, train
 from geofm.cli.errors import configured, reported
 
 #: commands configured by a parser of their own (LightningCLI, the recipe's): prepare, run
-CONFIGURED = {"pretrain": (train.prepare_pretrain, train.fit_pretraining),
-              "classify-scenes": (train.prepare_classify_scenes, train.run_classify_scenes),
-              "classify-pixels": (train.prepare_classify_pixels, train.run_classify_pixels)}
+CONFIGURED = {
+    "pretrain": (train.prepare_pretrain, train.fit_pretraining),
+    "classify-scenes": (train.prepare_classify_scenes, train.run_classify_scenes),
+    "classify-pixels": (train.prepare_classify_pixels, train.run_classify_pixels),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="RGB composite of a raster or cube as PNG")
     p.add_argument("path")
     p.add_argument("--card", default=None)
-    p.add_argument("--out", default=None,
-                   help="PNG to write (default: <input name>.rgb.png in this folder)")
+    p.add_argument(
+        "--out", default=None, help="PNG to write (default: <input name>.rgb.png in this folder)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=data.cmd_plot)
 
@@ -89,18 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=train.cmd_export)
 
     # listed for --help only: `geofm classify-pixels ...` goes to the recipe parser first
-    sub.add_parser("classify-pixels", add_help=False,
-                   help="hyperspectral pixel classification: splits, seeds, metrics (recipe "
-                        "YAML with dotted overrides; see --help)")
+    sub.add_parser(
+        "classify-pixels",
+        add_help=False,
+        help="hyperspectral pixel classification: splits, seeds, metrics (recipe "
+        "YAML with dotted overrides; see --help)",
+    )
 
-    p = sub.add_parser("map", help="class map of a raster of any size from any classifier "
-                                   "(COG; PNG and NetCDF on request)")
-    p.add_argument("paths", nargs="+", metavar="IN OUT",
-                   help="the raster to map (GeoTIFF, JPEG 2000, folder of band files, ENVI "
-                        "or .mat) and the class map to write (Cloud-Optimised GeoTIFF); with "
-                        "--training-scene, OUT only")
-    p.add_argument("--training-scene", action="store_true",
-                   help="pixel classifiers: map the scene the model was trained on")
+    p = sub.add_parser(
+        "map",
+        help="class map of a raster of any size from any classifier "
+        "(COG; PNG and NetCDF on request)",
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="IN OUT",
+        help="the raster to map (GeoTIFF, JPEG 2000, folder of band files, ENVI "
+        "or .mat) and the class map to write (Cloud-Optimised GeoTIFF); with "
+        "--training-scene, OUT only",
+    )
+    p.add_argument(
+        "--training-scene",
+        action="store_true",
+        help="pixel classifiers: map the scene the model was trained on",
+    )
     mapping.add_map_options(p)
     p.set_defaults(func=mapping.cmd_map)
 
@@ -124,10 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=mapping.cmd_predict)
 
     # listed for --help only: these go to LightningCLI before this parser
-    sub.add_parser("classify-scenes", add_help=False,
-                   help="fine-tune an encoder on scenes (LightningCLI; see --help)")
-    sub.add_parser("pretrain", add_help=False,
-                   help="masked-autoencoder pretraining (LightningCLI; see --help)")
+    sub.add_parser(
+        "classify-scenes",
+        add_help=False,
+        help="fine-tune an encoder on scenes (LightningCLI; see --help)",
+    )
+    sub.add_parser(
+        "pretrain", add_help=False, help="masked-autoencoder pretraining (LightningCLI; see --help)"
+    )
     return parser
 
 

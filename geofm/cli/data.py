@@ -15,8 +15,9 @@ def _open_any(path: str, card: str | None):
     from geofm.data.readers import open_raster
 
     p = Path(path)
-    envi = p.suffix.lower() == ".hdr" or (p.suffix.lower() == ".img"
-                                          and p.with_suffix(".hdr").is_file())
+    envi = p.suffix.lower() == ".hdr" or (
+        p.suffix.lower() == ".img" and p.with_suffix(".hdr").is_file()
+    )
     if envi or p.suffix.lower() == ".mat":
         return open_cube(p, card=card)
     return open_raster(p, card=card)
@@ -28,10 +29,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     if args.out:
         check_outputs([args.out], args.paths, args.overwrite)
-    stats = compute_statistics(args.paths, tile=args.tile, percentiles=args.percentiles,
-                               progress=not args.no_progress, card=args.card)
-    text = yaml.safe_dump({"statistics": stats}, sort_keys=False, default_flow_style=None,
-                          width=100)
+    stats = compute_statistics(
+        args.paths,
+        tile=args.tile,
+        percentiles=args.percentiles,
+        progress=not args.no_progress,
+        card=args.card,
+    )
+    text = yaml.safe_dump(
+        {"statistics": stats}, sort_keys=False, default_flow_style=None, width=100
+    )
     if args.out:
         write_atomic(args.out, lambda part: part.write_text(text))
         print(f"wrote {args.out}", file=sys.stderr)
@@ -98,10 +105,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # EuroSAT-MS: statistics over all patches (compared with the card), one patch per class.
     eurosat = load_dataset_card("eurosat_ms")
-    stats = compute_statistics([samples / "eurosat_ms"], card="eurosat_ms",
-                               progress=not args.no_progress)
+    stats = compute_statistics(
+        [samples / "eurosat_ms"], card="eurosat_ms", progress=not args.no_progress
+    )
     (out / "eurosat_ms_stats.yaml").write_text(
-        yaml.safe_dump({"statistics": stats}, sort_keys=False, default_flow_style=None))
+        yaml.safe_dump({"statistics": stats}, sort_keys=False, default_flow_style=None)
+    )
     fig = Figure(figsize=(12, 5.5), layout="constrained")
     axes = fig.subplots(2, 5).ravel()
     # One stretch for all patches, from the statistics just computed, so that colours
@@ -116,45 +125,70 @@ def cmd_demo(args: argparse.Namespace) -> int:
     fig.suptitle("EuroSAT-MS bundled samples (B04/B03/B02, 2-98% stretch over all patches)")
     fig.savefig(out / "eurosat_ms_classes.png", dpi=110)
     cirrus = eurosat.band_names.index("B10")
-    rows.append(("EuroSAT-MS", f"{n_files} GeoTIFFs, 13 x 64 x 64",
-                 f"B10 mean {stats['mean'][cirrus]:.1f} DN (card {eurosat.mean[cirrus]:.1f})",
-                 "eurosat_ms_classes.png, eurosat_ms_stats.yaml"))
+    rows.append(
+        (
+            "EuroSAT-MS",
+            f"{n_files} GeoTIFFs, 13 x 64 x 64",
+            f"B10 mean {stats['mean'][cirrus]:.1f} DN (card {eurosat.mean[cirrus]:.1f})",
+            "eurosat_ms_classes.png, eurosat_ms_stats.yaml",
+        )
+    )
 
     # Sentinel-2 L1C tile: 13 JPEG 2000 bands at 10/20/60 m stacked on the 10 m grid.
     s2 = open_raster(samples / "s2_l1c_t33uuu" / "IMG_DATA")
     plot_rgb(s2, title="Sentinel-2 L1C T33UUU 2017-02-16, 13 bands on the 10 m grid").savefig(
-        out / "s2_t33uuu_rgb.png", dpi=110)
-    rows.append(("Sentinel-2 tile", _shape(s2), f"{s2['crs']}, GSD {s2['gsd']:.0f} m",
-                 "s2_t33uuu_rgb.png"))
+        out / "s2_t33uuu_rgb.png", dpi=110
+    )
+    rows.append(
+        ("Sentinel-2 tile", _shape(s2), f"{s2['crs']}, GSD {s2['gsd']:.0f} m", "s2_t33uuu_rgb.png")
+    )
 
     # Landsat-7 subset with nodata borders.
     landsat = open_raster(samples / "landsat_rgb" / "RGB.byte.tif", card="landsat_rgb")
     plot_rgb(landsat, title="Landsat-7 ETM+ subset (nodata in black)").savefig(
-        out / "landsat_rgb.png", dpi=110)
+        out / "landsat_rgb.png", dpi=110
+    )
     valid = float(landsat["valid"].float().mean()) * 100
-    rows.append(("Landsat-7", _shape(landsat), f"{valid:.1f}% valid, GSD {landsat['gsd']:.0f} m",
-                 "landsat_rgb.png"))
+    rows.append(
+        (
+            "Landsat-7",
+            _shape(landsat),
+            f"{valid:.1f}% valid, GSD {landsat['gsd']:.0f} m",
+            "landsat_rgb.png",
+        )
+    )
 
     # Salinas-A: hyperspectral cube with its ground truth.
     salinas = load_dataset_card("salinas_a")
     cube = open_envi(samples / "salinas_a" / "SalinasA_corrected.hdr", card="salinas_a")
-    cube["mask"] = torch.from_numpy(read_label_mat(samples / "salinas_a" / "SalinasA_gt.mat",
-                                                   card="salinas_a"))
+    cube["mask"] = torch.from_numpy(
+        read_label_mat(samples / "salinas_a" / "SalinasA_gt.mat", card="salinas_a")
+    )
     plot_sample(cube, classes=salinas.classes, title="Salinas-A (AVIRIS, 204 bands)").savefig(
-        out / "salinas_a.png", dpi=110)
+        out / "salinas_a.png", dpi=110
+    )
     plot_class_spectra(cube, salinas.classes, ylabel="radiance (scaled DN)").savefig(
-        out / "salinas_a_spectra.png", dpi=110)
+        out / "salinas_a_spectra.png", dpi=110
+    )
     labelled = int((cube["mask"] != 255).sum())
-    rows.append(("Salinas-A", _shape(cube), f"{labelled} labelled px, "
-                 f"{len(salinas.classes)} classes", "salinas_a.png, salinas_a_spectra.png"))
+    rows.append(
+        (
+            "Salinas-A",
+            _shape(cube),
+            f"{labelled} labelled px, {len(salinas.classes)} classes",
+            "salinas_a.png, salinas_a_spectra.png",
+        )
+    )
 
     header = ("sample", "shape", "check", "outputs")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
     for row in [header, *rows]:
-        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:3], widths, strict=True))
-              + "  " + row[3])
-    print(f"wrote {len(list(out.iterdir()))} files to {out} in "
-          f"{time.perf_counter() - start:.1f} s")
+        print(
+            "  ".join(f"{cell:<{w}}" for cell, w in zip(row[:3], widths, strict=True))
+            + "  "
+            + row[3]
+        )
+    print(f"wrote {len(list(out.iterdir()))} files to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -165,15 +199,21 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern)
     if not names:
-        raise ValueError(f"no registered model matches {args.pattern!r}; "
-                         f"registered: {', '.join(list_models())}")
+        raise ValueError(
+            f"no registered model matches {args.pattern!r}; registered: {', '.join(list_models())}"
+        )
     print(f"{'model':<20} {'params':>8} {'width':>5} {'depth':>5} {'heads':>5}  notes")
     for name in names:
         with torch.device("meta"):  # sizes only: nothing is allocated or initialised
             model = create_model(name)
         cfg = model.config
-        notes = ", ".join(f"{k} {cfg[k]}" for k in ("rank", "perception_radius_m",
-                                                    "bands_per_group", "in_chans") if k in cfg)
-        print(f"{name:<20} {model.num_params / 1e6:7.1f}M {cfg['embed_dim']:>5} "
-              f"{cfg['depth']:>5} {cfg['num_heads']:>5}  {notes}")
+        notes = ", ".join(
+            f"{k} {cfg[k]}"
+            for k in ("rank", "perception_radius_m", "bands_per_group", "in_chans")
+            if k in cfg
+        )
+        print(
+            f"{name:<20} {model.num_params / 1e6:7.1f}M {cfg['embed_dim']:>5} "
+            f"{cfg['depth']:>5} {cfg['num_heads']:>5}  {notes}"
+        )
     return 0

@@ -6,8 +6,15 @@ import argparse
 import sys
 
 #: what a command reports without a traceback: the input or its configuration is wrong
-USER_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, ValueError, KeyError,
-               OSError, argparse.ArgumentError)
+USER_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    ValueError,
+    KeyError,
+    OSError,
+    argparse.ArgumentError,
+)
 
 
 def _report(command: str, err: BaseException) -> int:

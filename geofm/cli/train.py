@@ -22,10 +22,16 @@ def _lightning_cli(cli_class, task, argv: Sequence[str], prog: str, description:
         # `geofm pretrain|classify-scenes ...` passes its own arguments on; Lightning warns
         # when sys.argv holds more than the args given, which is always the case here
         warnings.filterwarnings("ignore", message=".*args parameter is intended")
-        return cli_class(task, LightningDataModule, subclass_mode_data=True, args=list(argv),
-                         run=False, seed_everything_default=0,
-                         save_config_kwargs={"overwrite": True},
-                         parser_kwargs={"prog": prog, "description": description})
+        return cli_class(
+            task,
+            LightningDataModule,
+            subclass_mode_data=True,
+            args=list(argv),
+            run=False,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": prog, "description": description},
+        )
 
 
 def prepare_pretrain(argv: Sequence[str]):
@@ -38,11 +44,19 @@ def prepare_pretrain(argv: Sequence[str]):
 
     class PretrainCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
-            parser.add_argument("--ckpt_path", default=None,
-                                help="checkpoint to resume from (same run, same step count)")
+            parser.add_argument(
+                "--ckpt_path",
+                default=None,
+                help="checkpoint to resume from (same run, same step count)",
+            )
 
-    cli = _lightning_cli(PretrainCLI, MAEPretrainTask, argv, "geofm pretrain",
-                         "Masked-autoencoder pretraining of LESS ViT.")
+    cli = _lightning_cli(
+        PretrainCLI,
+        MAEPretrainTask,
+        argv,
+        "geofm pretrain",
+        "Masked-autoencoder pretraining of LESS ViT.",
+    )
     ckpt_path = cli.config.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
@@ -63,9 +77,10 @@ def fit_pretraining(prepared) -> int:
     cli, ckpt_path = prepared
     # errors from here on come with their traceback: they are not configuration errors
     # (data problems at setup still raise FileNotFoundError/ValueError naming the file)
-    with allowed_globals():   # a resumed checkpoint is read without running code
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path,
-                        weights_only=True)
+    with allowed_globals():  # a resumed checkpoint is read without running code
+        cli.trainer.fit(
+            cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True
+        )
     return 0
 
 
@@ -76,14 +91,21 @@ def prepare_classify_scenes(argv: Sequence[str]):
 
     from geofm.tasks.scene import SceneClassificationTask
 
-    cli = _lightning_cli(LightningCLI, SceneClassificationTask, argv, "geofm classify-scenes",
-                         "Fine-tune an encoder on labelled scenes.")
+    cli = _lightning_cli(
+        LightningCLI,
+        SceneClassificationTask,
+        argv,
+        "geofm classify-scenes",
+        "Fine-tune an encoder on labelled scenes.",
+    )
     _check_writable(cli.trainer)
     cli.datamodule.setup("fit")
     num_classes = getattr(cli.datamodule, "num_classes", None)
     if num_classes is not None and num_classes != cli.model.hparams.num_classes:
-        raise ValueError(f"the data has {num_classes} classes but model.num_classes is "
-                         f"{cli.model.hparams.num_classes}")
+        raise ValueError(
+            f"the data has {num_classes} classes but model.num_classes is "
+            f"{cli.model.hparams.num_classes}"
+        )
     return cli
 
 
@@ -94,9 +116,10 @@ def run_classify_scenes(cli) -> int:
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=data)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    with allowed_globals():   # the checkpoint is read without running code
-        trainer.test(model, datamodule=data, ckpt_path=best or None, verbose=False,
-                     weights_only=True)
+    with allowed_globals():  # the checkpoint is read without running code
+        trainer.test(
+            model, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True
+        )
     cm = model.test_confusion
     if cm is None:
         print("no test scenes: nothing to report", file=sys.stderr)
@@ -105,8 +128,10 @@ def run_classify_scenes(cli) -> int:
     total = int(cm.sum())
     acc = float(cm.diag().sum()) / max(total, 1)
     width = max(len(c) for c in classes)
-    print(f"\ntest accuracy {100 * acc:.1f}% on {total} scenes "
-          f"(checkpoint {best or 'of the last epoch'})")
+    print(
+        f"\ntest accuracy {100 * acc:.1f}% on {total} scenes "
+        f"(checkpoint {best or 'of the last epoch'})"
+    )
     print("confusion matrix (rows: true class, columns: predicted, in the same order)")
     for name, row in zip(classes, cm.tolist(), strict=True):
         print(f"  {name:<{width}} " + " ".join(f"{v:3d}" for v in row))
@@ -131,14 +156,22 @@ def _check_writable(trainer) -> None:
             probe.write_bytes(b"x" * 4096)
             probe.unlink()
         except OSError as err:
-            raise PermissionError(f"cannot write run outputs to {folder}: {err.strerror or err}; "
-                                  "choose another --trainer.default_root_dir") from None
+            raise PermissionError(
+                f"cannot write run outputs to {folder}: {err.strerror or err}; "
+                "choose another --trainer.default_root_dir"
+            ) from None
 
 
 #: classify-pixels options of earlier releases -> their place in the recipe dialect
-PIXEL_ALIASES = {"--cube": "--scene.cube", "--gt": "--scene.gt", "--cube-key": "--scene.cube_key",
-                 "--gt-key": "--scene.gt_key", "--card": "--scene.card",
-                 "--epochs": "--train.epochs", "--split": "--split.kind"}
+PIXEL_ALIASES = {
+    "--cube": "--scene.cube",
+    "--gt": "--scene.gt",
+    "--cube-key": "--scene.cube_key",
+    "--gt-key": "--scene.gt_key",
+    "--card": "--scene.card",
+    "--epochs": "--train.epochs",
+    "--split": "--split.kind",
+}
 
 
 def classify_pixels_argv(argv: Sequence[str]) -> list[str]:
@@ -156,11 +189,11 @@ def classify_pixels_argv(argv: Sequence[str]) -> list[str]:
         name, eq, value = arg.partition("=")
         following = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
         if name == "--config":
-            configs += [arg] if eq else argv[i:i + 2]
+            configs += [arg] if eq else argv[i : i + 2]
             i += 1 if eq else 2
             continue
         if name == "--split" and following not in ("random", "disjoint"):
-            rest.append(arg)          # the recipe's split section, given whole
+            rest.append(arg)  # the recipe's split section, given whole
         elif name in PIXEL_ALIASES:
             renamed.append(f"{name} -> {PIXEL_ALIASES[name]}")
             legacy.add(name)
@@ -172,21 +205,35 @@ def classify_pixels_argv(argv: Sequence[str]) -> list[str]:
             rest.append(arg)
         i += 1
     if renamed:
-        print("note: renamed options of geofm classify-pixels (the old names go in the next "
-              f"release): {', '.join(renamed)}", file=sys.stderr)
+        print(
+            "note: renamed options of geofm classify-pixels (the old names go in the next "
+            f"release): {', '.join(renamed)}",
+            file=sys.stderr,
+        )
     given = {a.partition("=")[0] for a in rest if a.startswith("--")}
     scene = given & {"--scene.cube", "--scene.gt"}
     if legacy & {"--card", "--cube-key", "--gt-key"} and not scene:
-        raise ValueError("--card, --cube-key and --gt-key describe a scene given by --cube and "
-                         "--gt (to change the recipe's own scene: --scene.card ...)")
+        raise ValueError(
+            "--card, --cube-key and --gt-key describe a scene given by --cube and "
+            "--gt (to change the recipe's own scene: --scene.card ...)"
+        )
     resets = []
     if scene:
         if len(scene) == 1:
-            raise ValueError("--scene.cube and --scene.gt go together: the cube and its "
-                             "ground truth")
-        resets = [f"--scene.{key}={value}" for key, value in (
-            ("card", "null"), ("cube_key", "null"), ("gt_key", "null"), ("root", "null"),
-            ("download", "false")) if f"--scene.{key}" not in given]
+            raise ValueError(
+                "--scene.cube and --scene.gt go together: the cube and its ground truth"
+            )
+        resets = [
+            f"--scene.{key}={value}"
+            for key, value in (
+                ("card", "null"),
+                ("cube_key", "null"),
+                ("gt_key", "null"),
+                ("root", "null"),
+                ("download", "false"),
+            )
+            if f"--scene.{key}" not in given
+        ]
     return configs + resets + rest
 
 
@@ -194,9 +241,11 @@ def prepare_classify_pixels(argv: Sequence[str]):
     """The parsed command (recipe dialect plus the run's options) and its checked recipe."""
     from geofm.tasks.pixel_recipe import add_run_options, recipe_from_namespace, recipe_parser
 
-    parser = recipe_parser(prog="geofm classify-pixels",
-                           description="Hyperspectral pixel classification: LoLA-SpecViT and "
-                                       "the RBF-SVM baseline on the same splits and seeds.")
+    parser = recipe_parser(
+        prog="geofm classify-pixels",
+        description="Hyperspectral pixel classification: LoLA-SpecViT and "
+        "the RBF-SVM baseline on the same splits and seeds.",
+    )
     add_run_options(parser)
     args = parser.parse_args(classify_pixels_argv(argv))
     configs = [str(c) for c in (args.get("config") or []) if c is not None]
@@ -216,48 +265,69 @@ def cmd_classify_pixels(args, recipe) -> int:
     output = Path(args.output)
     save_dir = Path(args.save_dir) if args.save_dir else output.parent / "models"
     if args.resume and args.overwrite:
-        raise ValueError("--resume continues the runs in --output; --overwrite replaces them: "
-                         "pass one of them")
+        raise ValueError(
+            "--resume continues the runs in --output; --overwrite replaces them: pass one of them"
+        )
     # what an interrupted run of the same command finished (refused if it is another run)
     split = recipe.split["kind"]
-    done = read_results(output.with_suffix(".json"), recipe, split, train) \
-        if args.resume else []
+    done = read_results(output.with_suffix(".json"), recipe, split, train) if args.resume else []
     if args.resume and output.with_suffix(".json").exists() != output.exists():
-        raise FileNotFoundError(f"--resume needs both {output} and "
-                                f"{output.with_suffix('.json')}; one of them is missing")
+        raise FileNotFoundError(
+            f"--resume needs both {output} and "
+            f"{output.with_suffix('.json')}; one of them is missing"
+        )
     finished = {(r.method, r.seed) for r in done}
-    models = [save_dir / checkpoint_name(recipe, split, train, s) for s in args.seeds
-              if "lola" in (args.methods or ["lola"]) and ("lola", s) not in finished]
+    models = [
+        save_dir / checkpoint_name(recipe, split, train, s)
+        for s in args.seeds
+        if "lola" in (args.methods or ["lola"]) and ("lola", s) not in finished
+    ]
     # every output checked before any work: none is an input, none is replaced unasked (a
     # resumed run replaces its own results files and the models of seeds it had not ended)
-    check_outputs([output, output.with_suffix(".json"), *models], recipe_inputs(recipe),
-                  args.overwrite or args.resume)
+    check_outputs(
+        [output, output.with_suffix(".json"), *models],
+        recipe_inputs(recipe),
+        args.overwrite or args.resume,
+    )
     start = time.perf_counter()
     results, classes = run_protocol(
-        recipe, split, train, args.seeds, methods=args.methods,
-        progress=not args.no_progress, save_dir=save_dir, done=done,
+        recipe,
+        split,
+        train,
+        args.seeds,
+        methods=args.methods,
+        progress=not args.no_progress,
+        save_dir=save_dir,
+        done=done,
         # each seed's rows are written as soon as it ends: an interruption loses no seed
-        on_seed=lambda so_far, names: write_results(output, so_far, names, recipe))
+        on_seed=lambda so_far, names: write_results(output, so_far, names, recipe),
+    )
     rows = summarise(results, classes)
-    print(f"\n{'method':<6} {'mode':<5} {'split':<9} {'OA %':>14} {'AA %':>14} "
-          f"{'kappa':>15} {'trainable':>10} {'train s':>8}")
+    print(
+        f"\n{'method':<6} {'mode':<5} {'split':<9} {'OA %':>14} {'AA %':>14} "
+        f"{'kappa':>15} {'trainable':>10} {'train s':>8}"
+    )
     means = [r for r in rows if r["seed"] == "mean"]
     stds = {(r["method"], r["mode"]): r for r in rows if r["seed"] == "std"}
+
     def spread(value, scale: float, digits: int) -> str:
         return "-" if value is None else f"{scale * value:.{digits}f}"
 
     for m in means:
         s = stds[(m["method"], m["mode"])]
         params = "-" if m["trainable_params"] is None else f"{int(m['trainable_params']):,}"
-        print(f"{m['method']:<6} {m['mode']:<5} {m['split']:<9} "
-              f"{100 * m['oa']:7.2f} ± {spread(s['oa'], 100, 2):>4} {100 * m['aa']:7.2f} ± "
-              f"{spread(s['aa'], 100, 2):>4} {m['kappa']:7.4f} ± {spread(s['kappa'], 1, 4):>6} "
-              f"{params:>10} {m['train_seconds']:8.1f}")
-    models = (f" and the models in {save_dir}" if any(r.method == "lola" for r in results)
-              else "")
+        print(
+            f"{m['method']:<6} {m['mode']:<5} {m['split']:<9} "
+            f"{100 * m['oa']:7.2f} ± {spread(s['oa'], 100, 2):>4} {100 * m['aa']:7.2f} ± "
+            f"{spread(s['aa'], 100, 2):>4} {m['kappa']:7.4f} ± {spread(s['kappa'], 1, 4):>6} "
+            f"{params:>10} {m['train_seconds']:8.1f}"
+        )
+    models = f" and the models in {save_dir}" if any(r.method == "lola" for r in results) else ""
     seeds = sorted({r.seed for r in results})
-    print(f"mean ± sample std over seeds {' '.join(map(str, seeds))}; wrote {output} and "
-          f"{output.with_suffix('.json')}{models} ({time.perf_counter() - start:.0f} s)")
+    print(
+        f"mean ± sample std over seeds {' '.join(map(str, seeds))}; wrote {output} and "
+        f"{output.with_suffix('.json')}{models} ({time.perf_counter() - start:.0f} s)"
+    )
     return 0
 
 

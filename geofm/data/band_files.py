@@ -42,8 +42,9 @@ def match_band_name(name: str, card: SensorCard | DatasetCard) -> str | None:
     return next((c for c in candidates if c in card.band_names), None)
 
 
-def sensor_for_band_files(names: Sequence[str | None], card: CardLike | None,
-                          files: Sequence[Path]) -> SensorCard | DatasetCard:
+def sensor_for_band_files(
+    names: Sequence[str | None], card: CardLike | None, files: Sequence[Path]
+) -> SensorCard | DatasetCard:
     """The card that names the bands of ``files``: ``card`` when given, else Sentinel-2 when
     every band ``names[i]`` (read from the name of ``files[i]``) is a Sentinel-2 band.
 
@@ -56,7 +57,8 @@ def sensor_for_band_files(names: Sequence[str | None], card: CardLike | None,
         return sentinel2
     raise ValueError(
         f"cannot tell the sensor of files whose names hold bands {list(names)} (e.g. "
-        f"{files[0].name}); pass card='<sensor card>', e.g. card='landsat8_9_oli'")
+        f"{files[0].name}); pass card='<sensor card>', e.g. card='landsat8_9_oli'"
+    )
 
 
 def band_names_of_files(files: Sequence[Path], card: SensorCard | DatasetCard) -> list[str]:
@@ -73,7 +75,8 @@ def band_names_of_files(files: Sequence[Path], card: SensorCard | DatasetCard) -
         if name is None:
             raise UnknownBandError(
                 f"the band of {f.name} ({raw or 'no _B<n> in its name'}) is not a band of "
-                f"{card.name!r}; valid bands: {', '.join(card.band_names)}")
+                f"{card.name!r}; valid bands: {', '.join(card.band_names)}"
+            )
         names.append(name)
     refuse_duplicate_bands(names, files)
     return names
@@ -87,7 +90,8 @@ def refuse_duplicate_bands(names: Sequence[str], files: Sequence[Path]) -> None:
         if name in first:
             raise ValueError(
                 f"two files hold band {name}: {first[name]} and {f}; a band set takes one "
-                "file per band: move or rename one of them")
+                "file per band: move or rename one of them"
+            )
         first[name] = f
 
 

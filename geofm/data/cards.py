@@ -235,8 +235,21 @@ def load_sensor(name: str) -> SensorCard:
 
 
 _DATASET_FIELDS = {
-    "name", "title", "task", "sensor", "bands", "wavelengths_nm", "fwhm_nm", "gsd_m", "classes",
-    "class_values", "ignore_values", "scale", "nodata", "statistics", "rgb_bands",
+    "name",
+    "title",
+    "task",
+    "sensor",
+    "bands",
+    "wavelengths_nm",
+    "fwhm_nm",
+    "gsd_m",
+    "classes",
+    "class_values",
+    "ignore_values",
+    "scale",
+    "nodata",
+    "statistics",
+    "rgb_bands",
     "wavelengths_approximate",
 }
 
@@ -268,8 +281,9 @@ def load_dataset_card(name: str) -> DatasetCard:
     mean, std = stats.get("mean"), stats.get("std")
     for key, values in (("mean", mean), ("std", std)):
         if values is not None and len(values) != len(bands):
-            raise ValueError(f"{path}: statistics.{key} has {len(values)} values for "
-                             f"{len(bands)} bands")
+            raise ValueError(
+                f"{path}: statistics.{key} has {len(values)} values for {len(bands)} bands"
+            )
     if std is not None and min(std) <= 0:
         raise ValueError(f"{path}: statistics.std must be positive, got {std}")
     task = raw.get("task")
@@ -286,7 +300,8 @@ def load_dataset_card(name: str) -> DatasetCard:
         gsd_m=float(raw["gsd_m"]),
         sensor=sensor_name,
         classes=tuple(raw.get("classes", ())),
-        class_values=None if raw.get("class_values") is None
+        class_values=None
+        if raw.get("class_values") is None
         else tuple(int(v) for v in raw["class_values"]),
         ignore_values=tuple(int(v) for v in raw.get("ignore_values", ())),
         scale=float(raw.get("scale", 1.0)),
@@ -300,8 +315,9 @@ def load_dataset_card(name: str) -> DatasetCard:
     )
     card.select(card.rgb_bands)
     if card.class_values is not None and len(card.class_values) != len(card.classes):
-        raise ValueError(f"{path}: {len(card.class_values)} class_values for "
-                         f"{len(card.classes)} classes")
+        raise ValueError(
+            f"{path}: {len(card.class_values)} class_values for {len(card.classes)} classes"
+        )
     return card
 
 

@@ -55,9 +55,14 @@ class _SplitLoaders(L.LightningDataModule):
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         if part not in self.parts:
             raise RuntimeError(f"no {part} data yet: call setup() first")
-        return DataLoader(self.parts[part], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, collate_fn=self.collate_fn,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.parts[part],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -90,11 +95,21 @@ class SceneFolderDataModule(_SplitLoaders):
     After :meth:`setup`, ``split`` holds the indices into ``targets`` of each part.
     """
 
-    def __init__(self, root: PathLike, card: str | DatasetCard = "eurosat_ms",
-                 batch_size: int = 32, val_fraction: float = 0.2, test_fraction: float = 0.2,
-                 seed: int = 0, num_workers: int = 0, train_transforms: Transform | None = None,
-                 eval_transforms: Transform | None = None, bands: Sequence[str] | None = None,
-                 classes: Sequence[str] | None = None, augment: bool = False) -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        card: str | DatasetCard = "eurosat_ms",
+        batch_size: int = 32,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        num_workers: int = 0,
+        train_transforms: Transform | None = None,
+        eval_transforms: Transform | None = None,
+        bands: Sequence[str] | None = None,
+        classes: Sequence[str] | None = None,
+        augment: bool = False,
+    ) -> None:
         super().__init__(batch_size, num_workers)
         if augment and train_transforms is None:
             from geofm.data.transforms import (
@@ -104,14 +119,16 @@ class SceneFolderDataModule(_SplitLoaders):
                 RandomVerticalFlip,
             )
 
-            train_transforms = Compose([RandomHorizontalFlip(), RandomVerticalFlip(),
-                                        RandomRotate90()])
+            train_transforms = Compose(
+                [RandomHorizontalFlip(), RandomVerticalFlip(), RandomRotate90()]
+            )
         for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= f < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {f}")
         if val_fraction + test_fraction >= 1.0:
-            raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + "
-                             f"{test_fraction}")
+            raise ValueError(
+                f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
+            )
         self.save_hyperparameters(ignore=["train_transforms", "eval_transforms", "card"])
         self.root, self.card, self.bands, self.classes = root, card, bands, classes
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
@@ -119,8 +136,9 @@ class SceneFolderDataModule(_SplitLoaders):
         self.split = None
 
     def _dataset(self, transforms: Transform | None) -> SceneFolderDataset:
-        return SceneFolderDataset(self.root, card=self.card, bands=self.bands,
-                                  transforms=transforms, classes=self.classes)
+        return SceneFolderDataset(
+            self.root, card=self.card, bands=self.bands, transforms=transforms, classes=self.classes
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.parts:
@@ -128,12 +146,15 @@ class SceneFolderDataModule(_SplitLoaders):
         train_ds = self._dataset(self.train_transforms)
         eval_ds = self._dataset(self.eval_transforms)
         train = 1.0 - self.val_fraction - self.test_fraction
-        self.split = stratified_split(train_ds.targets, train=train, val=self.val_fraction,
-                                      seed=self.seed)
+        self.split = stratified_split(
+            train_ds.targets, train=train, val=self.val_fraction, seed=self.seed
+        )
         self.dataset = eval_ds
-        self.parts = {"train": Subset(train_ds, self.split.train.tolist()),
-                      "val": Subset(eval_ds, self.split.val.tolist()),
-                      "test": Subset(eval_ds, self.split.test.tolist())}
+        self.parts = {
+            "train": Subset(train_ds, self.split.train.tolist()),
+            "val": Subset(eval_ds, self.split.val.tolist()),
+            "test": Subset(eval_ds, self.split.test.tolist()),
+        }
 
     @property
     def num_classes(self) -> int:
@@ -167,12 +188,16 @@ def _source_files(path: str) -> list[Path]:
     if not p.exists() and not p.is_absolute() and (data_dir() / p).exists():
         p = data_dir() / p
     if not p.exists():
-        raise FileNotFoundError(f"pretraining source not found: {path} (also looked in "
-                                f"{data_dir()})")
+        raise FileNotFoundError(
+            f"pretraining source not found: {path} (also looked in {data_dir()})"
+        )
     if p.is_file():
         return [p]
-    files = sorted(f for f in p.rglob("*") if f.is_file() and (
-        f.suffix.lower() in RASTER_SUFFIXES or f.suffix.lower() == ".hdr"))
+    files = sorted(
+        f
+        for f in p.rglob("*")
+        if f.is_file() and (f.suffix.lower() in RASTER_SUFFIXES or f.suffix.lower() == ".hdr")
+    )
     if not files:
         raise FileNotFoundError(f"no GeoTIFF, JPEG 2000 or ENVI (.hdr) files under {p}")
     return files
@@ -196,15 +221,22 @@ class PretrainDataModule(L.LightningDataModule):
     refused with a message saying how to compute them (``geofm stats``).
     """
 
-    def __init__(self, sources: Sequence[PretrainSource | dict], batch_size: int = 8,
-                 val_windows: int = 8, flips: bool = True, num_workers: int = 0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        sources: Sequence[PretrainSource | dict],
+        batch_size: int = 8,
+        val_windows: int = 8,
+        flips: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         _check_batch_size(batch_size)
         if not sources:
             raise ValueError("PretrainDataModule needs at least one source")
-        self.sources = [s if isinstance(s, PretrainSource) else PretrainSource(**s)
-                        for s in sources]
+        self.sources = [
+            s if isinstance(s, PretrainSource) else PretrainSource(**s) for s in sources
+        ]
         self.batch_size, self.val_windows = batch_size, val_windows
         self.flips, self.num_workers, self.seed = flips, num_workers, seed
         self.parts: dict[str, list[Dataset]] = {}
@@ -217,13 +249,27 @@ class PretrainDataModule(L.LightningDataModule):
         train, val = [], []
         for k, src in enumerate(self.sources):
             files = _source_files(src.path)
-            train.append(RandomWindowDataset(files, src.size, src.windows, card=src.card,
-                                             seed=self.seed * 1000 + k,
-                                             transforms=mae_transforms([src.card], self.flips)))
+            train.append(
+                RandomWindowDataset(
+                    files,
+                    src.size,
+                    src.windows,
+                    card=src.card,
+                    seed=self.seed * 1000 + k,
+                    transforms=mae_transforms([src.card], self.flips),
+                )
+            )
             if self.val_windows:
-                val.append(RandomWindowDataset(files, src.size, self.val_windows, card=src.card,
-                                               seed=self.seed * 1000 + k + 500,
-                                               transforms=mae_transforms([src.card], False)))
+                val.append(
+                    RandomWindowDataset(
+                        files,
+                        src.size,
+                        self.val_windows,
+                        card=src.card,
+                        seed=self.seed * 1000 + k + 500,
+                        transforms=mae_transforms([src.card], False),
+                    )
+                )
         self.parts = {"train": train, "val": val}
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
@@ -232,12 +278,16 @@ class PretrainDataModule(L.LightningDataModule):
         if part not in self.parts:
             raise RuntimeError(f"no {part} data yet: call setup() first")
         datasets = self.parts[part]
-        sampler = BandSetBatchSampler.for_datasets(datasets, batch_size=self.batch_size,
-                                                   shuffle=shuffle, seed=self.seed,
-                                                   with_epoch=True)
-        return DataLoader(EpochConcatDataset(datasets), batch_sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=collate_samples,
-                          persistent_workers=self.num_workers > 0)
+        sampler = BandSetBatchSampler.for_datasets(
+            datasets, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed, with_epoch=True
+        )
+        return DataLoader(
+            EpochConcatDataset(datasets),
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -265,9 +315,11 @@ def mae_transforms(cards: Sequence[str], flips: bool):
     for name in cards:
         card = as_dataset_card(name)
         if card.mean is None or card.std is None:
-            raise ValueError(f"dataset card {card.name!r} has no normalisation statistics. "
-                             f"Compute them with `geofm stats <files> --card {card.name}` and "
-                             "add them to the card")
+            raise ValueError(
+                f"dataset card {card.name!r} has no normalisation statistics. "
+                f"Compute them with `geofm stats <files> --card {card.name}` and "
+                "add them to the card"
+            )
         mean += card.mean
         std += card.std
         bands += card.band_names
@@ -283,14 +335,16 @@ def pretrain_data_config(sources: Sequence[PretrainSource]) -> list[dict[str, An
     entries = []
     for src in sources:
         card = as_dataset_card(src.card)
-        entries.append({
-            "card": card.name,
-            "bands": list(card.band_names),
-            "wavelengths_nm": [float(w) for w in card.wavelengths_nm],
-            "gsd_m": float(card.gsd_m),
-            "window_px": int(src.size),
-            "normalisation": "(x - (mean - 2 std)) / (4 std), clipped to [0, 1]",
-            "mean": [float(v) for v in card.mean] if card.mean else None,
-            "std": [float(v) for v in card.std] if card.std else None,
-        })
+        entries.append(
+            {
+                "card": card.name,
+                "bands": list(card.band_names),
+                "wavelengths_nm": [float(w) for w in card.wavelengths_nm],
+                "gsd_m": float(card.gsd_m),
+                "window_px": int(src.size),
+                "normalisation": "(x - (mean - 2 std)) / (4 std), clipped to [0, 1]",
+                "mean": [float(v) for v in card.mean] if card.mean else None,
+                "std": [float(v) for v in card.std] if card.std else None,
+            }
+        )
     return entries

@@ -62,9 +62,14 @@ class SceneFolderDataset(Dataset):
             is not in the card, or no raster files are found.
     """
 
-    def __init__(self, root: PathLike, card: str | DatasetCard = "eurosat_ms",
-                 bands: Sequence[str] | None = None, transforms: Transform | None = None,
-                 classes: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        card: str | DatasetCard = "eurosat_ms",
+        bands: Sequence[str] | None = None,
+        transforms: Transform | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
         self.root = Path(root)
         if not self.root.exists() and not self.root.is_absolute():
             from geofm.data.cards import data_dir
@@ -73,7 +78,8 @@ class SceneFolderDataset(Dataset):
                 self.root = data_dir() / self.root
         if not self.root.is_dir():
             raise FileNotFoundError(
-                f"dataset root not found: {self.root} (expected one folder per class)")
+                f"dataset root not found: {self.root} (expected one folder per class)"
+            )
         self.card = as_dataset_card(card)
         if bands is not None:
             self.card.select(bands)  # an unknown name raises with the valid names
@@ -90,8 +96,10 @@ class SceneFolderDataset(Dataset):
             return tuple(known)
         unknown = [c for c in classes if c not in known]
         if unknown:
-            raise ValueError(f"classes {unknown} are not in card {self.card.name!r}; "
-                             f"its classes: {', '.join(known)}")
+            raise ValueError(
+                f"classes {unknown} are not in card {self.card.name!r}; "
+                f"its classes: {', '.join(known)}"
+            )
         return tuple(classes)
 
     def _scan(self) -> tuple[list[Path], list[int]]:
@@ -100,7 +108,8 @@ class SceneFolderDataset(Dataset):
         if strangers:
             raise ValueError(
                 f"folders {strangers} in {self.root} are not classes of card "
-                f"{self.card.name!r}; its classes: {', '.join(self.card.classes)}")
+                f"{self.card.name!r}; its classes: {', '.join(self.card.classes)}"
+            )
         files: list[Path] = []
         targets: list[int] = []
         for folder in folders:
@@ -112,7 +121,8 @@ class SceneFolderDataset(Dataset):
         if not files:
             raise ValueError(
                 f"no {'/'.join(sorted(RASTER_SUFFIXES))} files in the class folders of {self.root} "
-                f"(looked for classes {', '.join(self.classes)})")
+                f"(looked for classes {', '.join(self.classes)})"
+            )
         return files, targets
 
     @property
@@ -134,8 +144,10 @@ class SceneFolderDataset(Dataset):
         return plot_sample(sample, classes=self.classes, title=title)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(root={str(self.root)!r}, card={self.card.name!r}, "
-                f"{len(self)} scenes, {self.num_classes} classes)")
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, card={self.card.name!r}, "
+            f"{len(self)} scenes, {self.num_classes} classes)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,7 +166,8 @@ def _check_grids(image: torch.Tensor, mask: torch.Tensor) -> None:
     if tuple(mask.shape) != tuple(image.shape[1:]):
         raise ValueError(
             f"label map is {mask.shape[0]} x {mask.shape[1]} (H x W) but the image grid is "
-            f"{image.shape[1]} x {image.shape[2]} (image shape {tuple(image.shape)})")
+            f"{image.shape[1]} x {image.shape[2]} (image shape {tuple(image.shape)})"
+        )
 
 
 def _check_coords(coords: np.ndarray, mask: torch.Tensor) -> None:
@@ -164,18 +177,22 @@ def _check_coords(coords: np.ndarray, mask: torch.Tensor) -> None:
     outside = (coords[:, 0] < 0) | (coords[:, 0] >= h) | (coords[:, 1] < 0) | (coords[:, 1] >= w)
     if outside.any():
         r, c = coords[np.argmax(outside)]
-        raise ValueError(f"{int(outside.sum())} coords lie outside the {h} x {w} scene, "
-                         f"e.g. ({r}, {c})")
+        raise ValueError(
+            f"{int(outside.sum())} coords lie outside the {h} x {w} scene, e.g. ({r}, {c})"
+        )
     labels = mask.numpy()[coords[:, 0], coords[:, 1]] if coords.size else np.zeros(0)
     unlabelled = labels == IGNORE_INDEX
     if unlabelled.any():
         r, c = coords[np.argmax(unlabelled)]
-        raise ValueError(f"{int(unlabelled.sum())} coords are unlabelled pixels "
-                         f"({IGNORE_INDEX} in the label map), e.g. ({r}, {c})")
+        raise ValueError(
+            f"{int(unlabelled.sum())} coords are unlabelled pixels "
+            f"({IGNORE_INDEX} in the label map), e.g. ({r}, {c})"
+        )
 
 
-def crop_window(array: torch.Tensor, row: int, col: int, radius: int,
-                fill: float | int) -> tuple[torch.Tensor, torch.Tensor]:
+def crop_window(
+    array: torch.Tensor, row: int, col: int, radius: int, fill: float | int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``(2r+1) x (2r+1)`` window of ``array`` (``(..., H, W)``) centred on (row, col).
 
     Returns ``(window (..., w, w), inside (w, w) bool)``; the part of the window outside the
@@ -189,8 +206,8 @@ def crop_window(array: torch.Tensor, row: int, col: int, radius: int,
     rs, re_ = max(r0, 0), min(r0 + size, h)
     cs, ce = max(c0, 0), min(c0 + size, w)
     if rs < re_ and cs < ce:
-        out[..., rs - r0:re_ - r0, cs - c0:ce - c0] = array[..., rs:re_, cs:ce]
-        inside[rs - r0:re_ - r0, cs - c0:ce - c0] = True
+        out[..., rs - r0 : re_ - r0, cs - c0 : ce - c0] = array[..., rs:re_, cs:ce]
+        inside[rs - r0 : re_ - r0, cs - c0 : ce - c0] = True
     return out, inside
 
 
@@ -219,9 +236,14 @@ class PixelPatchDataset(Dataset):
     scene share its memory.
     """
 
-    def __init__(self, scene: Sample, coords: np.ndarray | Sequence[Sequence[int]] | None = None,
-                 radius: int = 4, mask: np.ndarray | torch.Tensor | None = None,
-                 transforms: Transform | None = None) -> None:
+    def __init__(
+        self,
+        scene: Sample,
+        coords: np.ndarray | Sequence[Sequence[int]] | None = None,
+        radius: int = 4,
+        mask: np.ndarray | torch.Tensor | None = None,
+        transforms: Transform | None = None,
+    ) -> None:
         if radius < 0:
             raise ValueError(f"radius must be >= 0, got {radius}")
         labels = mask if mask is not None else scene.get("mask")
@@ -246,15 +268,30 @@ class PixelPatchDataset(Dataset):
         _check_coords(self.coords, self.mask)
 
     @classmethod
-    def from_files(cls, cube_path: PathLike, gt_path: PathLike,
-                   card: str | DatasetCard | None = None, radius: int = 4,
-                   coords: np.ndarray | None = None, *, cube_key: str | None = None,
-                   gt_key: str | None = None, wavelengths: Sequence[float] | None = None,
-                   gsd: float | None = None,
-                   transforms: Transform | None = None) -> PixelPatchDataset:
+    def from_files(
+        cls,
+        cube_path: PathLike,
+        gt_path: PathLike,
+        card: str | DatasetCard | None = None,
+        radius: int = 4,
+        coords: np.ndarray | None = None,
+        *,
+        cube_key: str | None = None,
+        gt_key: str | None = None,
+        wavelengths: Sequence[float] | None = None,
+        gsd: float | None = None,
+        transforms: Transform | None = None,
+    ) -> PixelPatchDataset:
         """Read a cube (ENVI or ``.mat``) and its ``.mat`` ground truth; see :func:`read_scene`."""
-        scene = read_scene(cube_path, gt_path, card, cube_key=cube_key, gt_key=gt_key,
-                           wavelengths=wavelengths, gsd=gsd)
+        scene = read_scene(
+            cube_path,
+            gt_path,
+            card,
+            cube_key=cube_key,
+            gt_key=gt_key,
+            wavelengths=wavelengths,
+            gsd=gsd,
+        )
         return cls(scene, coords, radius=radius, transforms=transforms)
 
     @property
@@ -279,13 +316,20 @@ class PixelPatchDataset(Dataset):
         if self.scene_transform is not None:
             extra["transform"] = self.scene_transform @ Affine.translation(col - r, row - r)
             extra["crs"] = self.crs
-        sample = make_sample(image, self.wavelengths, self.gsd, self.bands, mask=mask,
-                             valid=valid, label=self.mask[row, col].clone(),
-                             center=torch.tensor([row, col], dtype=torch.int64), **extra)
+        sample = make_sample(
+            image,
+            self.wavelengths,
+            self.gsd,
+            self.bands,
+            mask=mask,
+            valid=valid,
+            label=self.mask[row, col].clone(),
+            center=torch.tensor([row, col], dtype=torch.int64),
+            **extra,
+        )
         return self.transforms(sample) if self.transforms is not None else sample
 
-    def plot(self, sample: Sample, classes: Sequence[str] | None = None,
-             title: str | None = None):
+    def plot(self, sample: Sample, classes: Sequence[str] | None = None, title: str | None = None):
         """RGB composite of a window and, given ``classes``, the label map under it."""
         from geofm.data.plot import plot_sample
 
@@ -293,13 +337,22 @@ class PixelPatchDataset(Dataset):
 
     def __repr__(self) -> str:
         c, h, w = self.image.shape
-        return (f"{type(self).__name__}({len(self)} pixels of a {c} x {h} x {w} scene, "
-                f"window {self.window_size} x {self.window_size})")
+        return (
+            f"{type(self).__name__}({len(self)} pixels of a {c} x {h} x {w} scene, "
+            f"window {self.window_size} x {self.window_size})"
+        )
 
 
-def read_scene(cube_path: PathLike, gt_path: PathLike, card: str | DatasetCard | None = None, *,
-               cube_key: str | None = None, gt_key: str | None = None,
-               wavelengths: Sequence[float] | None = None, gsd: float | None = None) -> Sample:
+def read_scene(
+    cube_path: PathLike,
+    gt_path: PathLike,
+    card: str | DatasetCard | None = None,
+    *,
+    cube_key: str | None = None,
+    gt_key: str | None = None,
+    wavelengths: Sequence[float] | None = None,
+    gsd: float | None = None,
+) -> Sample:
     """A whole labelled scene: the cube as a sample plus ``mask`` ``(H, W)``.
 
     The cube is ENVI (``.hdr`` or its binary) or MATLAB ``.mat`` (array ``cube_key``); the

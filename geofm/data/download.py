@@ -100,14 +100,17 @@ class ChecksumError(ValueError):
     message names all four, plus what to do about it.
     """
 
-    def __init__(self, path: PathLike, algorithm: str, expected: str, actual: str,
-                 hint: str = "") -> None:
+    def __init__(
+        self, path: PathLike, algorithm: str, expected: str, actual: str, hint: str = ""
+    ) -> None:
         self.path = Path(path)
         self.algorithm = algorithm
         self.expected = expected
         self.actual = actual
-        message = (f"checksum mismatch for {self.path}: expected {algorithm} {expected}, "
-                   f"got {algorithm} {actual}")
+        message = (
+            f"checksum mismatch for {self.path}: expected {algorithm} {expected}, "
+            f"got {algorithm} {actual}"
+        )
         super().__init__(f"{message}. {hint}" if hint else message)
 
 
@@ -119,8 +122,15 @@ class DownloadError(OSError):
     ``reason`` (what went wrong, without the URL or advice; the message when not given).
     """
 
-    def __init__(self, message: str, *, url: str, dest: PathLike | None = None,
-                 status: int | None = None, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        dest: PathLike | None = None,
+        status: int | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.url = url
         self.dest = None if dest is None else Path(dest)
@@ -163,18 +173,24 @@ def parse_checksum(text: str) -> tuple[str, str]:
         algorithm, _, digest = value.partition(":")
         algorithm, digest = algorithm.strip(), digest.strip()
         if algorithm not in CHECKSUM_ALGORITHMS:
-            raise ValueError(f"unsupported checksum algorithm {algorithm!r} in {text!r}; "
-                             f"use one of {', '.join(CHECKSUM_ALGORITHMS)}")
+            raise ValueError(
+                f"unsupported checksum algorithm {algorithm!r} in {text!r}; "
+                f"use one of {', '.join(CHECKSUM_ALGORITHMS)}"
+            )
     else:
         digest = value
         by_length = {n: a for a, n in CHECKSUM_ALGORITHMS.items()}
         if len(digest) not in by_length:
-            raise ValueError(f"cannot tell the algorithm of checksum {text!r}: write it as "
-                             "'sha256:<64 hex digits>' or 'md5:<32 hex digits>'")
+            raise ValueError(
+                f"cannot tell the algorithm of checksum {text!r}: write it as "
+                "'sha256:<64 hex digits>' or 'md5:<32 hex digits>'"
+            )
         algorithm = by_length[len(digest)]
     if not _HEX.fullmatch(digest) or len(digest) != CHECKSUM_ALGORITHMS[algorithm]:
-        raise ValueError(f"checksum {text!r} is not a {algorithm} digest: expected "
-                         f"{CHECKSUM_ALGORITHMS[algorithm]} hex digits")
+        raise ValueError(
+            f"checksum {text!r} is not a {algorithm} digest: expected "
+            f"{CHECKSUM_ALGORITHMS[algorithm]} hex digits"
+        )
     return algorithm, digest
 
 
@@ -195,8 +211,10 @@ def _scheme(url: str) -> str:
 
 def _check_scheme(url: str, what: str = "URL") -> None:
     if _scheme(url) not in URL_SCHEMES:
-        raise ValueError(f"cannot download {what} {url!r}: only "
-                         f"{', '.join(s + '://' for s in URL_SCHEMES)} URLs are supported")
+        raise ValueError(
+            f"cannot download {what} {url!r}: only "
+            f"{', '.join(s + '://' for s in URL_SCHEMES)} URLs are supported"
+        )
 
 
 def resolve_url(url: str) -> str:
@@ -217,8 +235,10 @@ def resolve_url(url: str) -> str:
         return url
     name = posixpath.basename(urlsplit(url).path)
     if not name:
-        raise ValueError(f"{MIRROR_ENV} is set to {mirror!r}, but the URL {url!r} has no file "
-                         "name to look up on the mirror")
+        raise ValueError(
+            f"{MIRROR_ENV} is set to {mirror!r}, but the URL {url!r} has no file "
+            "name to look up on the mirror"
+        )
     if _scheme(mirror) not in URL_SCHEMES:
         mirror = Path(mirror).expanduser().resolve().as_uri()
     return mirror.rstrip("/") + "/" + name
@@ -236,8 +256,7 @@ def _check_limits(timeout: float, deadline: float | None) -> None:
     if not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if deadline is not None and not deadline > 0:
-        raise ValueError(f"deadline must be a positive number of seconds or None, got "
-                         f"{deadline!r}")
+        raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
 
 
 class _Deadline:
@@ -297,10 +316,10 @@ class _Deadline:
 
     @staticmethod
     def _cut(sock: socket.socket) -> None:
-        try:   # the plain-socket method, so that an SSL socket's state is left alone
+        try:  # the plain-socket method, so that an SSL socket's state is left alone
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
         except OSError:
-            pass   # already closed
+            pass  # already closed
 
     def _expire(self) -> None:
         with self._lock:
@@ -391,13 +410,19 @@ def download_file(
     if checksum is not None:
         parse_checksum(checksum)  # a malformed checksum fails before any network access
     if dest.is_dir():
-        raise IsADirectoryError(f"cannot download {url} to {dest}: it is a folder; give the "
-                                "path of the file to write")
+        raise IsADirectoryError(
+            f"cannot download {url} to {dest}: it is a folder; give the path of the file to write"
+        )
     if dest.exists() and not overwrite:
         if checksum is not None:
-            verify_file(dest, checksum, hint=(
-                f"The existing file was kept; remove it, or pass overwrite=True, to download "
-                f"it again from {url}"))
+            verify_file(
+                dest,
+                checksum,
+                hint=(
+                    f"The existing file was kept; remove it, or pass overwrite=True, to download "
+                    f"it again from {url}"
+                ),
+            )
         return dest
     fetch_url = resolve_url(url) if mirror else url
     _check_scheme(fetch_url, f"URL (from {MIRROR_ENV})")
@@ -407,31 +432,55 @@ def download_file(
     via = "" if fetch_url == url else f" (mirror of {url}, {MIRROR_ENV} is set)"
     try:
         with open(part, "wb") as out:
-            _stream(fetch_url, out, failure=f"could not download {fetch_url}{via}",
-                    advice=f"Download it by hand and place it at {dest}", dest=dest,
-                    desc=desc, progress=progress, timeout=timeout, deadline=deadline,
-                    chunk_size=chunk_size)
+            _stream(
+                fetch_url,
+                out,
+                failure=f"could not download {fetch_url}{via}",
+                advice=f"Download it by hand and place it at {dest}",
+                dest=dest,
+                desc=desc,
+                progress=progress,
+                timeout=timeout,
+                deadline=deadline,
+                chunk_size=chunk_size,
+            )
         if checksum is not None:
             algorithm, expected = parse_checksum(checksum)
             actual = file_digest(part, algorithm)
             if actual != expected:
-                raise ChecksumError(dest, algorithm, expected, actual, hint=(
-                    f"The file downloaded from {fetch_url} is not the one expected and was "
-                    "deleted" + (f"; the existing {dest} was kept" if dest.exists() else "")))
+                raise ChecksumError(
+                    dest,
+                    algorithm,
+                    expected,
+                    actual,
+                    hint=(
+                        f"The file downloaded from {fetch_url} is not the one expected and was "
+                        "deleted" + (f"; the existing {dest} was kept" if dest.exists() else "")
+                    ),
+                )
         else:
             sha256 = file_digest(part, "sha256")
             warnings.warn(
                 f"downloaded {fetch_url} to {dest} without verifying it: no checksum is known. "
                 f"Its sha256 is {sha256}; pin it with checksum='sha256:{sha256}' (dataset "
-                "cards: source.checksums)", UserWarning, stacklevel=2)
+                "cards: source.checksums)",
+                UserWarning,
+                stacklevel=2,
+            )
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
     return dest
 
 
-def fetch_bytes(url: str, what: str, *, timeout: float = DEFAULT_TIMEOUT,
-                deadline: float | None = DEFAULT_DEADLINE, limit: int = 64 << 20) -> bytes:
+def fetch_bytes(
+    url: str,
+    what: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    deadline: float | None = DEFAULT_DEADLINE,
+    limit: int = 64 << 20,
+) -> bytes:
     """The body of ``url`` (a small answer, such as a Hub API listing), under the same
     ``timeout`` and ``deadline`` as :func:`download_file`; ``$GEOFM_DOWNLOAD_MIRROR`` does
     not apply. ``what`` names the answer in errors.
@@ -443,22 +492,43 @@ def fetch_bytes(url: str, what: str, *, timeout: float = DEFAULT_TIMEOUT,
     _check_scheme(url)
     _check_limits(timeout, deadline)
     out = BytesIO()
-    _stream(url, out, failure=f"could not read {what} from {url}", timeout=timeout,
-            deadline=deadline, limit=limit)
+    _stream(
+        url,
+        out,
+        failure=f"could not read {what} from {url}",
+        timeout=timeout,
+        deadline=deadline,
+        limit=limit,
+    )
     return out.getvalue()
 
 
-def _stream(url: str, out: BinaryIO, *, failure: str, advice: str = "",
-            dest: Path | None = None, desc: str = "", progress: bool = False,
-            timeout: float, deadline: float | None, chunk_size: int = 1 << 20,
-            limit: int | None = None) -> None:
+def _stream(
+    url: str,
+    out: BinaryIO,
+    *,
+    failure: str,
+    advice: str = "",
+    dest: Path | None = None,
+    desc: str = "",
+    progress: bool = False,
+    timeout: float,
+    deadline: float | None,
+    chunk_size: int = 1 << 20,
+    limit: int | None = None,
+) -> None:
     """Write the body of ``url`` into ``out``; network failures, the deadline and a body
     over ``limit`` bytes become :class:`DownloadError` (message: ``failure``, the reason,
     then ``advice``)."""
 
     def failed(reason: str, status: int | None = None) -> DownloadError:
-        return DownloadError(f"{failure}: {reason}" + (f". {advice}" if advice else ""),
-                             url=url, dest=dest, status=status, reason=reason)
+        return DownloadError(
+            f"{failure}: {reason}" + (f". {advice}" if advice else ""),
+            url=url,
+            dest=dest,
+            status=status,
+            reason=reason,
+        )
 
     request = Request(url, headers={"User-Agent": "geofm-downloader (urllib)"})
     clock = _Deadline(deadline)
@@ -466,8 +536,15 @@ def _stream(url: str, out: BinaryIO, *, failure: str, advice: str = "",
     try:
         with clock, clock.opener().open(request, timeout=clock.wait(timeout)) as response:
             total = _content_length(response)
-            with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                      disable=not progress, leave=False) as bar:
+            with tqdm(
+                total=total,
+                desc=desc,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                disable=not progress,
+                leave=False,
+            ) as bar:
                 while not clock.passed() and (chunk := response.read(chunk_size)):
                     received += len(chunk)
                     if limit is not None and received > limit:
@@ -481,13 +558,14 @@ def _stream(url: str, out: BinaryIO, *, failure: str, advice: str = "",
         # a connection cut at the deadline fails in many ways: all of them are the deadline
         if isinstance(err, DownloadError) or not clock.passed():
             if not isinstance(err, _NETWORK_ERRORS):
-                raise   # writing the output failed, or the limit: not the network's doing
+                raise  # writing the output failed, or the limit: not the network's doing
             raise failed(_reason(err)) from err
     if clock.expired and (total is None or received != total):
-        assert deadline is not None   # only a deadline expires
-        raise failed(f"gave up at the deadline of {_seconds(deadline)} for the whole "
-                     f"transfer, after {received} "
-                     + (f"of {total} bytes" if total is not None else "bytes"))
+        assert deadline is not None  # only a deadline expires
+        raise failed(
+            f"gave up at the deadline of {_seconds(deadline)} for the whole "
+            f"transfer, after {received} " + (f"of {total} bytes" if total is not None else "bytes")
+        )
     if total is not None and received != total:
         raise failed(f"the connection ended after {received} of {total} bytes")
 
@@ -526,8 +604,9 @@ def card_checksums(card: str | DatasetCard) -> dict[str, str]:
     card = load_dataset_card(card) if isinstance(card, str) else card
     raw = _card_section(card, "source").get("checksums") or {}
     if not isinstance(raw, dict):
-        raise ValueError(f"card {card.name!r}: source.checksums must map file names to "
-                         f"checksums, got {raw!r}")
+        raise ValueError(
+            f"card {card.name!r}: source.checksums must map file names to checksums, got {raw!r}"
+        )
     out = {}
     for name, value in raw.items():
         if value is None:
@@ -580,12 +659,16 @@ def fetch_card_files(
     checksums = card_checksums(card)
     image_entry = next((files[k] for k in IMAGE_ENTRIES if isinstance(files.get(k), dict)), None)
     labels_entry = files.get("labels") if isinstance(files.get("labels"), dict) else None
-    if image_entry is None or labels_entry is None or not all(
-            e.get("file") for e in (image_entry, labels_entry)):
+    if (
+        image_entry is None
+        or labels_entry is None
+        or not all(e.get("file") for e in (image_entry, labels_entry))
+    ):
         raise ValueError(
             f"card {card.name!r} does not name an image and a labels file (files.image or "
             f"files.image_mat, and files.labels, each with a 'file'); its files: "
-            f"{', '.join(files) or 'none'}")
+            f"{', '.join(files) or 'none'}"
+        )
 
     roles = {"image": image_entry, "labels": labels_entry}
     paths = {role: root / str(entry["file"]) for role, entry in roles.items()}
@@ -599,14 +682,20 @@ def fetch_card_files(
         lines = [f"  {paths[r]} ({r}): no public URL; {where}" for r in no_url]
         raise FileNotFoundError(
             f"{card.name}: {len(no_url)} file(s) missing under {root} that geofm cannot "
-            "download:\n" + "\n".join(lines) + "\nDownload them by hand"
-            + (f" from {page}" if page else "") + " and place them at those paths.")
+            "download:\n"
+            + "\n".join(lines)
+            + "\nDownload them by hand"
+            + (f" from {page}" if page else "")
+            + " and place them at those paths."
+        )
     if missing and not download:
         lines = [f"  {paths[r]} ({r}) from {urls[r]}" for r in missing]
         raise FileNotFoundError(
-            f"{card.name}: {len(missing)} file(s) missing under {root}:\n" + "\n".join(lines)
+            f"{card.name}: {len(missing)} file(s) missing under {root}:\n"
+            + "\n".join(lines)
             + "\nPass download=True (command line: --scene.download true) to download them, "
-            "or download them by hand and place them at those paths.")
+            "or download them by hand and place them at those paths."
+        )
 
     for role in roles:
         name = paths[role].name
@@ -614,10 +703,19 @@ def fetch_card_files(
         if role in missing:
             download_file(str(urls[role]), paths[role], checksum, progress=progress)
         elif checksum is not None:
-            verify_file(paths[role], checksum, hint=(
-                f"The file was kept; it is not the {card.name} {role} file the card expects. "
-                "Remove it to download it again"
-                + (f" from {urls[role]}" if urls[role] else f" by hand from {page or 'its source'}")))
+            verify_file(
+                paths[role],
+                checksum,
+                hint=(
+                    f"The file was kept; it is not the {card.name} {role} file the card expects. "
+                    "Remove it to download it again"
+                    + (
+                        f" from {urls[role]}"
+                        if urls[role]
+                        else f" by hand from {page or 'its source'}"
+                    )
+                ),
+            )
     return SceneFiles(
         image=paths["image"],
         labels=paths["labels"],

@@ -32,8 +32,15 @@ PathLike = str | os.PathLike
 
 # ENVI "data type" codes -> numpy dtypes (ENVI header documentation, L3Harris).
 ENVI_DTYPES = {
-    1: np.uint8, 2: np.int16, 3: np.int32, 4: np.float32, 5: np.float64,
-    12: np.uint16, 13: np.uint32, 14: np.int64, 15: np.uint64,
+    1: np.uint8,
+    2: np.int16,
+    3: np.int32,
+    4: np.float32,
+    5: np.float64,
+    12: np.uint16,
+    13: np.uint32,
+    14: np.int64,
+    15: np.uint64,
 }
 
 
@@ -60,19 +67,28 @@ def read_envi_header(path: PathLike) -> dict[str, Any]:
     for key in ("samples", "lines", "bands"):
         if key not in header:
             raise ValueError(f"ENVI header {path} has no '{key}'")
-    for key, default in (("samples", None), ("lines", None), ("bands", None),
-                         ("header offset", "0"), ("data type", None), ("byte order", "0")):
+    for key, default in (
+        ("samples", None),
+        ("lines", None),
+        ("bands", None),
+        ("header offset", "0"),
+        ("data type", None),
+        ("byte order", "0"),
+    ):
         if key in header or default is not None:
             try:
                 header[key] = int(header.get(key, default))
             except ValueError:
-                raise ValueError(f"ENVI header {path}: '{key}' is not a whole number: "
-                                 f"{header.get(key)!r}") from None
+                raise ValueError(
+                    f"ENVI header {path}: '{key}' is not a whole number: {header.get(key)!r}"
+                ) from None
             if header[key] < 0 or (key in ("samples", "lines", "bands") and header[key] == 0):
                 raise ValueError(f"ENVI header {path}: '{key} = {header[key]}' is not a size")
     if header["byte order"] not in (0, 1):
-        raise ValueError(f"ENVI header {path}: 'byte order = {header['byte order']}' is "
-                         "neither 0 (little-endian) nor 1 (big-endian)")
+        raise ValueError(
+            f"ENVI header {path}: 'byte order = {header['byte order']}' is "
+            "neither 0 (little-endian) nor 1 (big-endian)"
+        )
     header.setdefault("interleave", "bsq")
     header["interleave"] = header["interleave"].lower()
     return header
@@ -83,8 +99,9 @@ def _envi_binary(hdr: Path) -> Path:
         candidate = hdr.with_suffix(suffix)
         if candidate.is_file() and candidate != hdr:
             return candidate
-    raise FileNotFoundError(f"no binary file beside ENVI header {hdr} (tried .img, .dat, .raw, "
-                            ".bin and no extension)")
+    raise FileNotFoundError(
+        f"no binary file beside ENVI header {hdr} (tried .img, .dat, .raw, .bin and no extension)"
+    )
 
 
 def envi_paths(path: PathLike) -> tuple[Path, Path]:
@@ -101,7 +118,9 @@ def envi_paths(path: PathLike) -> tuple[Path, Path]:
     if not path.is_file():
         raise FileNotFoundError(f"ENVI binary file not found: {path}")
     if not hdr.is_file():
-        raise FileNotFoundError(f"no ENVI header for {path} (looked for {path.with_suffix('.hdr')})")
+        raise FileNotFoundError(
+            f"no ENVI header for {path} (looked for {path.with_suffix('.hdr')})"
+        )
     return hdr, path
 
 
@@ -111,12 +130,16 @@ def envi_memmap(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     header = read_envi_header(hdr_path)
     code = header.get("data type")
     if code not in ENVI_DTYPES:
-        raise ValueError(f"{hdr_path}: ENVI data type {code} is not supported "
-                         f"(supported: {sorted(ENVI_DTYPES)})")
+        raise ValueError(
+            f"{hdr_path}: ENVI data type {code} is not supported (supported: {sorted(ENVI_DTYPES)})"
+        )
     dtype = np.dtype(ENVI_DTYPES[code]).newbyteorder(">" if header["byte order"] == 1 else "<")
     b, h, w = header["bands"], header["lines"], header["samples"]
-    shapes = {"bsq": ((b, h, w), (0, 1, 2)), "bil": ((h, b, w), (1, 0, 2)),
-              "bip": ((h, w, b), (2, 0, 1))}
+    shapes = {
+        "bsq": ((b, h, w), (0, 1, 2)),
+        "bil": ((h, b, w), (1, 0, 2)),
+        "bip": ((h, w, b), (2, 0, 1)),
+    }
     if header["interleave"] not in shapes:
         raise ValueError(f"{hdr_path}: unknown interleave {header['interleave']!r}")
     shape, axes = shapes[header["interleave"]]
@@ -128,7 +151,8 @@ def envi_memmap(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
             f"{header['header offset']} + {b} bands x {h} lines x {w} samples x "
             f"{dtype.itemsize} bytes of {dtype.name}); a file "
             f"{'shorter' if size < expected else 'longer'} than its header says would be "
-            f"read wrongly: fix the header {hdr_path} or the file")
+            f"read wrongly: fix the header {hdr_path} or the file"
+        )
     raw = np.memmap(bin_path, dtype=dtype, mode="r", offset=header["header offset"], shape=shape)
     return raw.transpose(axes), header
 
@@ -144,8 +168,9 @@ def _envi_wavelengths(header: dict[str, Any]) -> list[float] | None:
     return wls
 
 
-def _select_bands(cube_bands: int, names: list[str], wls: list[float],
-                  bands: Sequence[str] | Sequence[int] | None) -> list[int]:
+def _select_bands(
+    cube_bands: int, names: list[str], wls: list[float], bands: Sequence[str] | Sequence[int] | None
+) -> list[int]:
     if bands is None:
         return list(range(cube_bands))
     if all(isinstance(b, int | np.integer) for b in bands):
@@ -157,13 +182,19 @@ def _select_bands(cube_bands: int, names: list[str], wls: list[float],
     if missing:
         shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
         raise UnknownBandError(
-            f"unknown bands {missing}; this cube has {len(names)} bands: {shown}")
+            f"unknown bands {missing}; this cube has {len(names)} bands: {shown}"
+        )
     return [names.index(b) for b in bands]
 
 
-def cube_band_metadata(n: int, card: DatasetCard | None, wavelengths: Sequence[float] | None,
-                       from_file: list[float] | None, file_names: list[str] | None,
-                       where: str) -> tuple[list[str], list[float]]:
+def cube_band_metadata(
+    n: int,
+    card: DatasetCard | None,
+    wavelengths: Sequence[float] | None,
+    from_file: list[float] | None,
+    file_names: list[str] | None,
+    where: str,
+) -> tuple[list[str], list[float]]:
     """Band names and wavelengths (nm) of the ``n`` bands of a cube, ``n`` of each.
 
     Wavelengths: ``wavelengths`` if given, else ``from_file`` (the file's own, with its band
@@ -179,17 +210,24 @@ def cube_band_metadata(n: int, card: DatasetCard | None, wavelengths: Sequence[f
     elif card is not None:
         wls, names = card.wavelengths_nm, list(card.band_names)
     else:
-        raise ValueError(f"{where} has no wavelengths; pass card='<dataset card>' "
-                         "or wavelengths=[...]")
+        raise ValueError(
+            f"{where} has no wavelengths; pass card='<dataset card>' or wavelengths=[...]"
+        )
     check_band_metadata(n, wls)
     if names is None or len(names) != n:
         names = [f"{w:.1f}nm" for w in wls]
     return list(names), wls
 
 
-def open_envi(path: PathLike, bands: Sequence[str] | Sequence[int] | None = None,
-              window: WindowLike | None = None, *, card: str | DatasetCard | None = None,
-              wavelengths: Sequence[float] | None = None, gsd: float | None = None) -> Sample:
+def open_envi(
+    path: PathLike,
+    bands: Sequence[str] | Sequence[int] | None = None,
+    window: WindowLike | None = None,
+    *,
+    card: str | DatasetCard | None = None,
+    wavelengths: Sequence[float] | None = None,
+    gsd: float | None = None,
+) -> Sample:
     """Read an ENVI cube (or a window of it) into a sample.
 
     Wavelengths: ``wavelengths`` if given, else the header's ``wavelength`` field, else the
@@ -198,16 +236,27 @@ def open_envi(path: PathLike, bands: Sequence[str] | Sequence[int] | None = None
     """
     cube, header = envi_memmap(path)
     card_obj = as_dataset_card(card)
-    names, wls = cube_band_metadata(cube.shape[0], card_obj, wavelengths,
-                                    _envi_wavelengths(header), header.get("band names"),
-                                    str(path))
+    names, wls = cube_band_metadata(
+        cube.shape[0],
+        card_obj,
+        wavelengths,
+        _envi_wavelengths(header),
+        header.get("band names"),
+        str(path),
+    )
     idx = _select_bands(cube.shape[0], names, wls, bands)
     _, h, w = cube.shape
     win = checked_window(window, w, h, str(path))
     native = cube.dtype.newbyteorder("=")
     data, inside = read_window(
-        lambda v: np.asarray(cube[idx, v.row_off:v.row_off + v.height,
-                                  v.col_off:v.col_off + v.width], dtype=native), win, w, h)
+        lambda v: np.asarray(
+            cube[idx, v.row_off : v.row_off + v.height, v.col_off : v.col_off + v.width],
+            dtype=native,
+        ),
+        win,
+        w,
+        h,
+    )
     valid = valid_mask(data, [envi_nodata(header)] * len(idx)) & inside
     gsd_m = gsd if gsd is not None else envi_gsd(header)
     if gsd_m is None:
@@ -215,8 +264,7 @@ def open_envi(path: PathLike, bands: Sequence[str] | Sequence[int] | None = None
     if gsd_m is None:
         raise ValueError(f"{path} has no pixel size in its header; pass gsd=... or card=...")
     scale = card_obj.scale if card_obj is not None else 1.0
-    return finish_sample(data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m,
-                         scale)
+    return finish_sample(data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m, scale)
 
 
 def envi_nodata(header: dict[str, Any]) -> float | None:
@@ -240,14 +288,28 @@ def envi_gsd(header: dict[str, Any]) -> float | None:
 # --------------------------------------------------------------------------------------------
 # MATLAB .mat
 
+
 def _is_hdf5(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(520)
     return b"\x89HDF\r\n\x1a\n" in head[:8] or head[512:520] == b"\x89HDF\r\n\x1a\n"
 
 
-_MAT_NUMERIC = frozenset({"double", "single", "int8", "uint8", "int16", "uint16", "int32",
-                          "uint32", "int64", "uint64", "logical"})
+_MAT_NUMERIC = frozenset(
+    {
+        "double",
+        "single",
+        "int8",
+        "uint8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+        "logical",
+    }
+)
 """MATLAB classes read as arrays (not ``char``, ``cell``, ``struct``, ``sparse``)."""
 
 
@@ -267,9 +329,13 @@ def mat_variables(path: PathLike) -> dict[str, tuple[int, ...]]:
 
         try:
             with h5py.File(path, "r") as f:
-                return {key: tuple(reversed(item.shape)) for key, item in f.items()
-                        if isinstance(item, h5py.Dataset) and item.dtype.kind in "uifb"
-                        and _h5_class(item) != "char"}
+                return {
+                    key: tuple(reversed(item.shape))
+                    for key, item in f.items()
+                    if isinstance(item, h5py.Dataset)
+                    and item.dtype.kind in "uifb"
+                    and _h5_class(item) != "char"
+                }
         except (OSError, RuntimeError, ValueError) as err:
             raise _mat_error(path, err, True) from err
     import scipy.io
@@ -282,8 +348,19 @@ def mat_variables(path: PathLike) -> dict[str, tuple[int, ...]]:
     return {name: tuple(shape) for name, shape, cls in listing if cls in _MAT_NUMERIC}
 
 
-_MAT_ITEMSIZE = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
-                 "int32": 4, "uint32": 4, "int64": 8, "uint64": 8, "logical": 1}
+_MAT_ITEMSIZE = {
+    "double": 8,
+    "single": 4,
+    "int8": 1,
+    "uint8": 1,
+    "int16": 2,
+    "uint16": 2,
+    "int32": 4,
+    "uint32": 4,
+    "int64": 8,
+    "uint64": 8,
+    "logical": 1,
+}
 
 
 def read_limit() -> int:
@@ -302,9 +379,11 @@ def _check_read_size(path: Path, key: str, shape: Sequence[int], index, itemsize
     counts = [len(range(*i.indices(n))) for i, n in zip(index, shape, strict=True)]
     size = math.prod(counts) * itemsize
     if size > read_limit():
-        raise ValueError(f"array {key!r} in {path} is {' x '.join(map(str, shape))} values "
-                         f"of {itemsize} bytes: reading {size:,} bytes would take more than "
-                         f"half this machine's memory ({read_limit():,} bytes)")
+        raise ValueError(
+            f"array {key!r} in {path} is {' x '.join(map(str, shape))} values "
+            f"of {itemsize} bytes: reading {size:,} bytes would take more than "
+            f"half this machine's memory ({read_limit():,} bytes)"
+        )
 
 
 def _h5_class(item: Any) -> str | None:
@@ -312,8 +391,7 @@ def _h5_class(item: Any) -> str | None:
     return cls.decode() if isinstance(cls, bytes) else cls
 
 
-def read_mat_array(path: PathLike, key: str,
-                   index: tuple[slice, ...] | None = None) -> np.ndarray:
+def read_mat_array(path: PathLike, key: str, index: tuple[slice, ...] | None = None) -> np.ndarray:
     """The array ``key`` of a ``.mat`` file in MATLAB's (row, column, ...) order, and only
     it; ``index`` (slices in that order) reads part of it: from a v7.3 (HDF5) file only
     that part is read."""
@@ -330,9 +408,11 @@ def read_mat_array(path: PathLike, key: str,
             with h5py.File(path, "r") as f:
                 item = f[key]
                 if item.external or item.is_virtual:
-                    raise ValueError(f"array {key!r} in {path} keeps its data in other files "
-                                     "(HDF5 external or virtual storage): refused, a .mat "
-                                     "file holds its own data")
+                    raise ValueError(
+                        f"array {key!r} in {path} keeps its data in other files "
+                        "(HDF5 external or virtual storage): refused, a .mat "
+                        "file holds its own data"
+                    )
                 _check_read_size(path, key, variables[key], index, item.dtype.itemsize)
                 # v7.3 files store arrays transposed: index the stored axes in reverse
                 out = item[()] if index is None else item[tuple(reversed(index))]
@@ -367,12 +447,11 @@ class MissingArrayError(KeyError):
 _MAT_WANTED = {
     2: "labels are 2-D (rows, columns): pass the key of the ground-truth array",
     3: "a cube is 3-D (rows, columns, bands): pass the key of the cube; labels are read "
-       "with read_label_mat",
+    "with read_label_mat",
 }
 
 
-def mat_key(shapes: dict[str, tuple[int, ...]], key: str | None, ndim: int,
-            path: PathLike) -> str:
+def mat_key(shapes: dict[str, tuple[int, ...]], key: str | None, ndim: int, path: PathLike) -> str:
     """The array to read: ``key`` if it has ``ndim`` dimensions, else the only array with
     ``ndim`` dimensions; errors name the file and list its arrays with their shapes."""
     if key is not None:
@@ -383,19 +462,30 @@ def mat_key(shapes: dict[str, tuple[int, ...]], key: str | None, ndim: int,
             raise ValueError(
                 f"array {key!r} in {path} has {len(shape)} dimensions "
                 f"({' x '.join(map(str, shape))}), not {ndim}; {_MAT_WANTED.get(ndim, '')} "
-                f"(arrays: {shapes})")
+                f"(arrays: {shapes})"
+            )
         return key
     found = [k for k, v in shapes.items() if len(v) == ndim]
     if len(found) != 1:
-        raise MissingArrayError(f"{path} has {len(found)} arrays with {ndim} dimensions; say "
-                                f"which to read with key=...; arrays: {shapes}")
+        raise MissingArrayError(
+            f"{path} has {len(found)} arrays with {ndim} dimensions; say "
+            f"which to read with key=...; arrays: {shapes}"
+        )
     return found[0]
 
 
-def open_mat(path: PathLike, key: str | None = None, *, card: str | DatasetCard | None = None,
-             wavelengths: Sequence[float] | None = None, gsd: float | None = None,
-             bands: Sequence[str] | Sequence[int] | None = None, window: WindowLike | None = None,
-             gt_path: PathLike | None = None, gt_key: str | None = None) -> Sample:
+def open_mat(
+    path: PathLike,
+    key: str | None = None,
+    *,
+    card: str | DatasetCard | None = None,
+    wavelengths: Sequence[float] | None = None,
+    gsd: float | None = None,
+    bands: Sequence[str] | Sequence[int] | None = None,
+    window: WindowLike | None = None,
+    gt_path: PathLike | None = None,
+    gt_key: str | None = None,
+) -> Sample:
     """Read a ``(H, W, C)`` cube from a ``.mat`` file into a sample.
 
     ``key`` names the array (default: the file's only 3-D array); no other array is read,
@@ -413,8 +503,11 @@ def open_mat(path: PathLike, key: str | None = None, *, card: str | DatasetCard 
     win = checked_window(window, w, h, str(path))
 
     def read(v) -> np.ndarray:
-        part = read_mat_array(path, key, (slice(v.row_off, v.row_off + v.height),
-                                          slice(v.col_off, v.col_off + v.width)))
+        part = read_mat_array(
+            path,
+            key,
+            (slice(v.row_off, v.row_off + v.height), slice(v.col_off, v.col_off + v.width)),
+        )
         return np.moveaxis(part, -1, 0)[idx]
 
     data, inside = read_window(read, win, w, h)
@@ -423,19 +516,25 @@ def open_mat(path: PathLike, key: str | None = None, *, card: str | DatasetCard 
     if gt_path is not None:
         gt = read_label_mat(gt_path, gt_key, card_obj)
         if gt.shape != (h, w):
-            raise ValueError(f"labels in {gt_path} are {gt.shape[0]} x {gt.shape[1]} but the "
-                             f"cube in {path} is {h} x {w}")
+            raise ValueError(
+                f"labels in {gt_path} are {gt.shape[0]} x {gt.shape[1]} but the "
+                f"cube in {path} is {h} x {w}"
+            )
         labels, _ = read_window(
-            lambda v: gt[None, v.row_off:v.row_off + v.height, v.col_off:v.col_off + v.width],
-            win, w, h)
+            lambda v: gt[None, v.row_off : v.row_off + v.height, v.col_off : v.col_off + v.width],
+            win,
+            w,
+            h,
+        )
         labels[0][~inside] = IGNORE_INDEX
         extra["mask"] = torch.from_numpy(labels[0])
     gsd_m = gsd if gsd is not None else (card_obj.gsd_m if card_obj is not None else None)
     if gsd_m is None:
         raise ValueError(f"{path} carries no pixel size; pass gsd=... or card=...")
     scale = card_obj.scale if card_obj is not None else 1.0
-    return finish_sample(data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m,
-                         scale, **extra)
+    return finish_sample(
+        data, valid, [names[i] for i in idx], [wls[i] for i in idx], gsd_m, scale, **extra
+    )
 
 
 def remap_labels(raw: np.ndarray, card: DatasetCard | None) -> np.ndarray:
@@ -450,8 +549,10 @@ def remap_labels(raw: np.ndarray, card: DatasetCard | None) -> np.ndarray:
     values = np.unique(raw)
     unknown = [int(v) for v in values if int(v) not in lut]
     if unknown:
-        raise ValueError(f"label values {unknown} are not classes of {card.name!r} "
-                         f"(known raw values: {sorted(lut)})")
+        raise ValueError(
+            f"label values {unknown} are not classes of {card.name!r} "
+            f"(known raw values: {sorted(lut)})"
+        )
     return apply_label_lookup(raw, lut)
 
 
@@ -465,8 +566,9 @@ def apply_label_lookup(raw: np.ndarray, lookup: dict[int, int]) -> np.ndarray:
     return out
 
 
-def read_label_mat(path: PathLike, key: str | None = None,
-                   card: str | DatasetCard | None = None) -> np.ndarray:
+def read_label_mat(
+    path: PathLike, key: str | None = None, card: str | DatasetCard | None = None
+) -> np.ndarray:
     """Read a ``(H, W)`` ground-truth array and remap it with the card (int64, 255 = ignore)."""
     path = Path(path)
     gt = read_mat_array(path, mat_key(mat_variables(path), key, 2, path))

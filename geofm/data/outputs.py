@@ -39,8 +39,11 @@ def input_files(path: PathLike) -> list[Path]:
     if p.is_dir():
         return [f for f in p.rglob("*") if f.is_file()]
     files = [p]
-    header = p if p.suffix.lower() == ".hdr" else next(
-        (h for h in (p.with_suffix(".hdr"), Path(f"{p}.hdr")) if h.is_file()), None)
+    header = (
+        p
+        if p.suffix.lower() == ".hdr"
+        else next((h for h in (p.with_suffix(".hdr"), Path(f"{p}.hdr")) if h.is_file()), None)
+    )
     if header is not None:
         from geofm.data.hyperspectral import envi_paths
 
@@ -51,8 +54,9 @@ def input_files(path: PathLike) -> list[Path]:
     return files
 
 
-def check_outputs(outputs: Iterable[PathLike], inputs: Iterable[PathLike | None] = (),
-                  overwrite: bool = False) -> list[Path]:
+def check_outputs(
+    outputs: Iterable[PathLike], inputs: Iterable[PathLike | None] = (), overwrite: bool = False
+) -> list[Path]:
     """Refuse, before any work, outputs that cannot or must not be written; returns them.
 
     Raises :class:`InputOverwriteError` for an output that is an input file (whatever
@@ -72,12 +76,15 @@ def check_outputs(outputs: Iterable[PathLike], inputs: Iterable[PathLike | None]
             out = existing.get(_file_id(source))
             if out is not None:
                 how = "" if out == source else f" ({source} by another path or a link)"
-                raise InputOverwriteError(f"output {out} is the input {source}{how}: geofm "
-                                          "never writes over an input; choose another output")
+                raise InputOverwriteError(
+                    f"output {out} is the input {source}{how}: geofm "
+                    "never writes over an input; choose another output"
+                )
     existing = [str(o) for o in outs if o.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite "
-                              "(overwrite=True) to replace them")
+        raise FileExistsError(
+            f"{', '.join(existing)} exist; pass --overwrite (overwrite=True) to replace them"
+        )
     return outs
 
 

@@ -22,16 +22,20 @@ from geofm.data.sample import IGNORE_INDEX, Sample, check_sample
 RGB_NM = (640.0, 550.0, 470.0)
 
 
-def nearest_band_indices(wavelengths: Sequence[float] | torch.Tensor,
-                         targets_nm: Sequence[float] = RGB_NM) -> list[int]:
+def nearest_band_indices(
+    wavelengths: Sequence[float] | torch.Tensor, targets_nm: Sequence[float] = RGB_NM
+) -> list[int]:
     """Index of the band nearest in wavelength to each target."""
     wl = np.asarray(torch.as_tensor(wavelengths, dtype=torch.float64))
     return [int(np.argmin(np.abs(wl - t))) for t in targets_nm]
 
 
-def rgb_composite(sample: Sample, targets_nm: Sequence[float] = RGB_NM,
-                  stretch: tuple[float, float] = (2.0, 98.0),
-                  limits: Sequence[tuple[float, float]] | None = None) -> np.ndarray:
+def rgb_composite(
+    sample: Sample,
+    targets_nm: Sequence[float] = RGB_NM,
+    stretch: tuple[float, float] = (2.0, 98.0),
+    limits: Sequence[tuple[float, float]] | None = None,
+) -> np.ndarray:
     """An ``(H, W, 3)`` float array in [0, 1]: nearest-wavelength bands, percentile stretch.
 
     ``limits`` gives fixed ``(low, high)`` values for red, green and blue instead of this
@@ -43,8 +47,11 @@ def rgb_composite(sample: Sample, targets_nm: Sequence[float] = RGB_NM,
     check_sample(sample)
     idx = nearest_band_indices(sample["wavelengths"], targets_nm)
     rgb = sample["image"][idx].detach().cpu().numpy().astype(np.float64)
-    valid = (np.ones(rgb.shape[1:], bool) if sample.get("valid") is None
-             else torch.as_tensor(sample["valid"]).cpu().numpy())
+    valid = (
+        np.ones(rgb.shape[1:], bool)
+        if sample.get("valid") is None
+        else torch.as_tensor(sample["valid"]).cpu().numpy()
+    )
     out = np.zeros(rgb.shape[1:] + (3,))
     for c in range(3):
         values = rgb[c][valid]
@@ -64,24 +71,33 @@ def _axes(ax: Axes | None, figsize=(5, 5)) -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
-def plot_rgb(sample: Sample, ax: Axes | None = None, title: str | None = None,
-             targets_nm: Sequence[float] = RGB_NM,
-             limits: Sequence[tuple[float, float]] | None = None) -> Figure:
+def plot_rgb(
+    sample: Sample,
+    ax: Axes | None = None,
+    title: str | None = None,
+    targets_nm: Sequence[float] = RGB_NM,
+    limits: Sequence[tuple[float, float]] | None = None,
+) -> Figure:
     """Show the RGB composite (see :func:`rgb_composite`); the title names the bands used."""
     _, h, w = sample["image"].shape
     fig, ax = _axes(ax, figsize=(7.0, min(7.0 * h / w, 10.0) + 0.5))
     ax.imshow(rgb_composite(sample, targets_nm, limits=limits))
     idx = nearest_band_indices(sample["wavelengths"], targets_nm)
-    used = ", ".join(f"{sample['bands'][i]} ({float(sample['wavelengths'][i]):.0f} nm)"
-                     for i in idx)
+    used = ", ".join(
+        f"{sample['bands'][i]} ({float(sample['wavelengths'][i]):.0f} nm)" for i in idx
+    )
     ax.set_title(title or f"RGB: {used}", fontsize=9)
     ax.set_axis_off()
     return fig
 
 
-def plot_spectra(sample: Sample, pixels: Sequence[tuple[int, int]],
-                 labels: Sequence[str] | None = None, ax: Axes | None = None,
-                 ylabel: str = "value") -> Figure:
+def plot_spectra(
+    sample: Sample,
+    pixels: Sequence[tuple[int, int]],
+    labels: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    ylabel: str = "value",
+) -> Figure:
     """Spectra (value against wavelength) of the pixels ``(row, col)``."""
     check_sample(sample)
     fig, ax = _axes(ax, figsize=(7, 4))
@@ -106,8 +122,11 @@ def class_colors(num_classes: int) -> np.ndarray:
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"] if num_classes <= 20 else colormaps["hsv"]
-    return cmap(np.linspace(0, 1, num_classes, endpoint=num_classes > 20)
-                if num_classes > 20 else np.arange(num_classes) / 20 + 1 / 40)
+    return cmap(
+        np.linspace(0, 1, num_classes, endpoint=num_classes > 20)
+        if num_classes > 20
+        else np.arange(num_classes) / 20 + 1 / 40
+    )
 
 
 def class_colour_table(num_classes: int) -> dict[int, tuple[int, int, int, int]]:
@@ -123,9 +142,13 @@ def _check_class_ids(mask: np.ndarray, classes: Sequence[str], ignore_index: int
         raise ValueError(f"class ids {bad.tolist()} in the map but only {k} class names")
 
 
-def plot_class_map(mask: torch.Tensor | np.ndarray, classes: Sequence[str],
-                   ax: Axes | None = None, title: str | None = None,
-                   ignore_index: int = IGNORE_INDEX) -> Figure:
+def plot_class_map(
+    mask: torch.Tensor | np.ndarray,
+    classes: Sequence[str],
+    ax: Axes | None = None,
+    title: str | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> Figure:
     """A class map with a legend; ``ignore_index`` pixels are left white."""
     m = np.asarray(torch.as_tensor(mask).cpu())
     _check_class_ids(m, classes, ignore_index)
@@ -133,18 +156,29 @@ def plot_class_map(mask: torch.Tensor | np.ndarray, classes: Sequence[str],
     fig, ax = _axes(ax, figsize=(6, 5))
     colours = class_colors(k)
     shown = np.ma.masked_equal(m, ignore_index)
-    ax.imshow(shown, cmap=mcolors.ListedColormap(colours), vmin=-0.5, vmax=k - 0.5,
-              interpolation="nearest")
+    ax.imshow(
+        shown,
+        cmap=mcolors.ListedColormap(colours),
+        vmin=-0.5,
+        vmax=k - 0.5,
+        interpolation="nearest",
+    )
     present = sorted(int(v) for v in np.unique(m) if v != ignore_index)
-    ax.legend(handles=[Patch(color=colours[i], label=classes[i]) for i in present],
-              loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    ax.legend(
+        handles=[Patch(color=colours[i], label=classes[i]) for i in present],
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_title(title or "classes", fontsize=9)
     ax.set_axis_off()
     return fig
 
 
-def plot_sample(sample: Sample, classes: Sequence[str] | None = None,
-                title: str | None = None) -> Figure:
+def plot_sample(
+    sample: Sample, classes: Sequence[str] | None = None, title: str | None = None
+) -> Figure:
     """RGB composite, and beside it the class map when the sample has a ``mask``."""
     has_mask = sample.get("mask") is not None and classes is not None
     fig = Figure(figsize=(10 if has_mask else 5, 5), layout="constrained")
@@ -159,8 +193,13 @@ def plot_sample(sample: Sample, classes: Sequence[str] | None = None,
     return fig
 
 
-def plot_class_spectra(sample: Sample, classes: Sequence[str], ax: Axes | None = None,
-                       ignore_index: int = IGNORE_INDEX, ylabel: str = "value") -> Figure:
+def plot_class_spectra(
+    sample: Sample,
+    classes: Sequence[str],
+    ax: Axes | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    ylabel: str = "value",
+) -> Figure:
     """Mean spectrum of each class in ``sample["mask"]``, with a band of one standard deviation."""
     check_sample(sample)
     if sample.get("mask") is None:
@@ -184,9 +223,13 @@ def plot_class_spectra(sample: Sample, classes: Sequence[str], ax: Axes | None =
     return fig
 
 
-def plot_split_layout(mask: torch.Tensor | np.ndarray, coords: dict[str, np.ndarray],
-                      ax: Axes | None = None, title: str | None = None,
-                      ignore_index: int = IGNORE_INDEX) -> Figure:
+def plot_split_layout(
+    mask: torch.Tensor | np.ndarray,
+    coords: dict[str, np.ndarray],
+    ax: Axes | None = None,
+    title: str | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> Figure:
     """Where the train, val and test pixels of a split lie; labelled pixels in no part (the
     buffer of a spatially disjoint split) are grey, unlabelled pixels white."""
     m = np.asarray(torch.as_tensor(mask).cpu())
@@ -198,14 +241,22 @@ def plot_split_layout(mask: torch.Tensor | np.ndarray, coords: dict[str, np.ndar
         layout[c[:, 0], c[:, 1]] = k
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#b0b0b0"]
     fig, ax = _axes(ax, figsize=(6, 5))
-    ax.imshow(np.ma.masked_equal(layout, -1), cmap=mcolors.ListedColormap(colours),
-              vmin=-0.5, vmax=3.5, interpolation="nearest")
+    ax.imshow(
+        np.ma.masked_equal(layout, -1),
+        cmap=mcolors.ListedColormap(colours),
+        vmin=-0.5,
+        vmax=3.5,
+        interpolation="nearest",
+    )
     counts = [int((layout == k).sum()) for k in range(4)]
-    labels = [f"{p} ({n})" for p, n in zip(parts, counts, strict=False)] + [
-        f"buffer ({counts[3]})"]
-    ax.legend(handles=[Patch(color=c, label=lab) for c, lab in zip(colours, labels,
-                                                                   strict=True)],
-              loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    labels = [f"{p} ({n})" for p, n in zip(parts, counts, strict=False)] + [f"buffer ({counts[3]})"]
+    ax.legend(
+        handles=[Patch(color=c, label=lab) for c, lab in zip(colours, labels, strict=True)],
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_title(title or "split", fontsize=9)
     ax.set_axis_off()
     return fig

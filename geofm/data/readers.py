@@ -66,6 +66,7 @@ RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".jp2"})
 # --------------------------------------------------------------------------------------------
 # Files and windows
 
+
 def _check_readable(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"raster file not found: {path}")
@@ -89,8 +90,10 @@ def reading(path: PathLike) -> Iterator[None]:
     try:
         yield
     except (RasterioError, CPLE_BaseError) as err:
-        raise OSError(f"cannot read the pixels of {path} (the file may be truncated or "
-                      f"damaged): {_gdal_detail(err)}") from err
+        raise OSError(
+            f"cannot read the pixels of {path} (the file may be truncated or "
+            f"damaged): {_gdal_detail(err)}"
+        ) from err
 
 
 def open_dataset(path: PathLike) -> rasterio.DatasetReader:
@@ -105,8 +108,9 @@ def open_dataset(path: PathLike) -> rasterio.DatasetReader:
 
 def raster_files(folder: Path) -> list[Path]:
     """The GeoTIFF and JPEG 2000 files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES
+    )
 
 
 def as_window(window: WindowLike | None) -> Window | None:
@@ -123,8 +127,12 @@ def checked_window(window: WindowLike | None, width: int, height: int, what: str
     win = Window(*(int(round(v)) for v in win.flatten()))
     if win.width <= 0 or win.height <= 0:
         raise ValueError(f"window {win} has no pixels")
-    if (win.col_off >= width or win.row_off >= height
-            or win.col_off + win.width <= 0 or win.row_off + win.height <= 0):
+    if (
+        win.col_off >= width
+        or win.row_off >= height
+        or win.col_off + win.width <= 0
+        or win.row_off + win.height <= 0
+    ):
         raise ValueError(
             f"window (col_off={win.col_off}, row_off={win.row_off}, width={win.width}, "
             f"height={win.height}) lies outside {what}, which is {width} x {height} "
@@ -133,8 +141,9 @@ def checked_window(window: WindowLike | None, width: int, height: int, what: str
     return win
 
 
-def read_window(read: Callable[[Window], np.ndarray], win: Window, width: int,
-                height: int) -> tuple[np.ndarray, np.ndarray]:
+def read_window(
+    read: Callable[[Window], np.ndarray], win: Window, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Read ``win`` of a ``width x height`` grid through ``read`` (which only ever gets a
     window inside the grid and returns ``(C, h, w)``); the part of ``win`` outside the grid
     is 0 in the data and False in the returned ``inside`` mask ``(H, W)``."""
@@ -147,8 +156,8 @@ def read_window(read: Callable[[Window], np.ndarray], win: Window, width: int,
     data = np.zeros((part.shape[0], win.height, win.width), dtype=part.dtype)
     inside = np.zeros((win.height, win.width), dtype=bool)
     rs, cs = r0 - win.row_off, c0 - win.col_off
-    data[:, rs:rs + inner.height, cs:cs + inner.width] = part
-    inside[rs:rs + inner.height, cs:cs + inner.width] = True
+    data[:, rs : rs + inner.height, cs : cs + inner.width] = part
+    inside[rs : rs + inner.height, cs : cs + inner.width] = True
     return data, inside
 
 
@@ -179,24 +188,33 @@ def valid_mask(data: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
     return valid
 
 
-def finish_sample(data: np.ndarray, valid: np.ndarray, names: Sequence[str],
-                  wavelengths: Sequence[float], gsd: float, scale: float,
-                  **extra: Any) -> Sample:
+def finish_sample(
+    data: np.ndarray,
+    valid: np.ndarray,
+    names: Sequence[str],
+    wavelengths: Sequence[float],
+    gsd: float,
+    scale: float,
+    **extra: Any,
+) -> Sample:
     """A sample from raw ``(C, H, W)`` data: scaled to float32, invalid pixels set to 0."""
     image = data.astype(np.float32, copy=False)
     if scale != 1.0:
         image = image * np.float32(scale)
     if not valid.all():
         image = np.where(valid[None], image, np.float32(0.0))
-    return make_sample(np.ascontiguousarray(image), wavelengths, gsd, names,
-                       valid=torch.from_numpy(valid), **extra)
+    return make_sample(
+        np.ascontiguousarray(image), wavelengths, gsd, names, valid=torch.from_numpy(valid), **extra
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Band order of one file
 
-def _file_order(card: SensorCard | DatasetCard, count: int,
-                descriptions: Sequence[str | None]) -> list[str] | None:
+
+def _file_order(
+    card: SensorCard | DatasetCard, count: int, descriptions: Sequence[str | None]
+) -> list[str] | None:
     """Band names in file order: a dataset card's list, else the file's descriptions."""
     if isinstance(card, DatasetCard) and len(card.bands) == count:
         return list(card.band_names)
@@ -224,31 +242,41 @@ def _resolve_bands(
     # band names from here on (integers were taken as indexes above)
     names_wanted = cast("Sequence[str] | None", bands)
     if wavelengths is not None:
-        check_band_metadata(len(indexes), wavelengths,
-                            None if names_wanted is None else list(names_wanted))
-        names = list(names_wanted) if names_wanted is not None else [
-            descriptions[i - 1] or f"band_{i}" for i in indexes]
+        check_band_metadata(
+            len(indexes), wavelengths, None if names_wanted is None else list(names_wanted)
+        )
+        names = (
+            list(names_wanted)
+            if names_wanted is not None
+            else [descriptions[i - 1] or f"band_{i}" for i in indexes]
+        )
         return names, [float(w) for w in wavelengths], indexes
     if card is None:
         raise ValueError(
             "no wavelengths for this raster: pass card='<dataset or sensor card>' "
-            "(see geofm.data.list_dataset_cards()) or wavelengths=[...]")
+            "(see geofm.data.list_dataset_cards()) or wavelengths=[...]"
+        )
     card = as_card(card)
     order = _file_order(card, count, descriptions)
     if names_wanted is None:
         if order is None:
-            why = ("it is a sensor card" if isinstance(card, SensorCard)
-                   else f"it lists {len(card.bands)} bands")
+            why = (
+                "it is a sensor card"
+                if isinstance(card, SensorCard)
+                else f"it lists {len(card.bands)} bands"
+            )
             raise ValueError(
                 f"card {card.name!r} does not say in which order this file stores its {count} "
-                f"bands ({why}); pass bands=[...] naming them in file order, or a dataset card")
+                f"bands ({why}); pass bands=[...] naming them in file order, or a dataset card"
+            )
         selected = card.select([order[i - 1] for i in indexes])
     elif order is not None:
         missing = [b for b in names_wanted if b not in order]
         if missing:
             card.select(missing)  # an unknown name lists the card's valid names
             raise UnknownBandError(
-                f"bands {missing} are not in this file; it holds {', '.join(order)}")
+                f"bands {missing} are not in this file; it holds {', '.join(order)}"
+            )
         indexes = [order.index(b) + 1 for b in names_wanted]
         selected = card.select(names_wanted)
     else:
@@ -257,12 +285,14 @@ def _resolve_bands(
             raise ValueError(
                 f"{len(selected)} band names for a file with {count} bands and no band order "
                 "known from a dataset card; name all bands in file order, or pass integer "
-                "band indexes with wavelengths=[...]")
+                "band indexes with wavelengths=[...]"
+            )
     return [b.name for b in selected], [b.wavelength_nm for b in selected], indexes
 
 
 # --------------------------------------------------------------------------------------------
 # open_raster
+
 
 def open_raster(
     path_or_paths: PathLike | Sequence[PathLike],
@@ -300,8 +330,10 @@ def open_raster(
         ``valid`` (H, W), ``crs`` and ``transform`` (of the window read).
     """
     if isinstance(bands, str):
-        raise TypeError(f"bands must be a sequence of band names, got the string {bands!r}; "
-                        f"write bands=[{bands!r}]")
+        raise TypeError(
+            f"bands must be a sequence of band names, got the string {bands!r}; "
+            f"write bands=[{bands!r}]"
+        )
     resampling = _resampling(resampling)
     _check_gsd(gsd)
     # for band files: open_band_files refuses band indexes itself, with a message
@@ -312,16 +344,24 @@ def open_raster(
             files = raster_files(path)
             if not files:
                 raise FileNotFoundError(f"no .tif or .jp2 files in folder {path}")
-            return open_band_files(sort_band_files(files, card), band_names, window, gsd,
-                                   card=card, wavelengths=wavelengths, resampling=resampling)
+            return open_band_files(
+                sort_band_files(files, card),
+                band_names,
+                window,
+                gsd,
+                card=card,
+                wavelengths=wavelengths,
+                resampling=resampling,
+            )
         return _open_single(path, bands, window, gsd, card, wavelengths, resampling)
     paths = [Path(p) for p in path_or_paths]
     if not paths:
         raise ValueError("open_raster got an empty list of paths")
     if len(paths) == 1 and band_name_from_filename(paths[0]) is None:
         return _open_single(paths[0], bands, window, gsd, card, wavelengths, resampling)
-    return open_band_files(paths, band_names, window, gsd, card=card, wavelengths=wavelengths,
-                           resampling=resampling)
+    return open_band_files(
+        paths, band_names, window, gsd, card=card, wavelengths=wavelengths, resampling=resampling
+    )
 
 
 def _check_gsd(gsd: float | None) -> None:
@@ -335,12 +375,15 @@ def _resampling(resampling: Resampling | str) -> Resampling:
     try:
         return Resampling[resampling]
     except KeyError:
-        raise ValueError(f"unknown resampling {resampling!r}; choose from "
-                         f"{', '.join(r.name for r in Resampling)}") from None
+        raise ValueError(
+            f"unknown resampling {resampling!r}; choose from "
+            f"{', '.join(r.name for r in Resampling)}"
+        ) from None
 
 
-def _target_grid(src_transform: Affine, width: int, height: int,
-                 gsd: float | None) -> tuple[Affine, int, int]:
+def _target_grid(
+    src_transform: Affine, width: int, height: int, gsd: float | None
+) -> tuple[Affine, int, int]:
     if gsd is None:
         return src_transform, width, height
     factor = gsd_of(src_transform) / gsd
@@ -353,28 +396,54 @@ def _open_single(path: Path, bands, window, gsd, card, wavelengths, resampling) 
     with open_dataset(path) as src:
         descriptions = [d if d else None for d in src.descriptions]
         names, wls, indexes = _resolve_bands(src.count, card, bands, wavelengths, descriptions)
-        nodata = [card_nodata if src.nodatavals[i - 1] is None else src.nodatavals[i - 1]
-                  for i in indexes]
+        nodata = [
+            card_nodata if src.nodatavals[i - 1] is None else src.nodatavals[i - 1] for i in indexes
+        ]
         transform, width, height = _target_grid(src.transform, src.width, src.height, gsd)
         win = checked_window(window, width, height, str(path))
         with reading(path):
             if gsd is None:
-                data, inside = read_window(lambda w: src.read(indexes, window=w), win, width,
-                                           height)
+                data, inside = read_window(
+                    lambda w: src.read(indexes, window=w), win, width, height
+                )
             else:
-                data, inside = _read_resampled(src, indexes, transform, width, height, win,
-                                               resampling)
+                data, inside = _read_resampled(
+                    src, indexes, transform, width, height, win, resampling
+                )
         out_transform = rasterio.windows.transform(win, transform)
         valid = valid_mask(data, nodata) & inside
-        return finish_sample(data, valid, names, wls, gsd_of(out_transform), scale,
-                             crs=src.crs, transform=out_transform)
+        return finish_sample(
+            data,
+            valid,
+            names,
+            wls,
+            gsd_of(out_transform),
+            scale,
+            crs=src.crs,
+            transform=out_transform,
+        )
 
 
-def _read_resampled(src, indexes: list[int], transform: Affine, width: int, height: int,
-                    win: Window, resampling: Resampling) -> tuple[np.ndarray, np.ndarray]:
+def _read_resampled(
+    src,
+    indexes: list[int],
+    transform: Affine,
+    width: int,
+    height: int,
+    win: Window,
+    resampling: Resampling,
+) -> tuple[np.ndarray, np.ndarray]:
     """Read ``indexes`` of ``src`` warped onto the grid (transform, width, height)."""
-    with WarpedVRT(src, crs=src.crs, transform=transform, width=width, height=height,
-                   resampling=resampling, src_nodata=src.nodata, nodata=src.nodata) as vrt:
+    with WarpedVRT(
+        src,
+        crs=src.crs,
+        transform=transform,
+        width=width,
+        height=height,
+        resampling=resampling,
+        src_nodata=src.nodata,
+        nodata=src.nodata,
+    ) as vrt:
         return read_window(lambda w: vrt.read(indexes, window=w), win, width, height)
 
 
@@ -410,8 +479,10 @@ def open_band_files(
     for p in files:
         _check_readable(p)
     if bands is not None and not all(isinstance(b, str) for b in bands):
-        raise ValueError("band indexes select channels of one file; for a set of band files "
-                         "pass band names (bands=['B04', ...]) or a list of the files wanted")
+        raise ValueError(
+            "band indexes select channels of one file; for a set of band files "
+            "pass band names (bands=['B04', ...]) or a list of the files wanted"
+        )
     if wavelengths is not None:
         check_band_metadata(len(files), wavelengths)
         if bands is not None:
@@ -420,8 +491,7 @@ def open_band_files(
         refuse_duplicate_bands(names, files)
         wls = [float(w) for w in wavelengths]
     else:
-        card_obj = sensor_for_band_files([band_name_from_filename(p) for p in files], card,
-                                         files)
+        card_obj = sensor_for_band_files([band_name_from_filename(p) for p in files], card, files)
         names = band_names_of_files(files, card_obj)
         if bands is not None:
             card_obj.select(bands)  # unknown names list the card's valid bands
@@ -429,7 +499,8 @@ def open_band_files(
             if missing:
                 raise UnknownBandError(
                     f"no file for bands {missing} among {len(files)} files; the files hold "
-                    f"{', '.join(names)}")
+                    f"{', '.join(names)}"
+                )
             files = [files[names.index(b)] for b in bands]
             names = list(bands)
         wls = [b.wavelength_nm for b in card_obj.select(names)]
@@ -450,17 +521,29 @@ def open_band_files(
         valid = np.ones((win.height, win.width), dtype=bool)
         for i, (s, p) in enumerate(zip(sources, files, strict=True)):
             with reading(p):
-                band, inside = _read_resampled(s, [1], transform, width, height, win,
-                                               resampling)
+                band, inside = _read_resampled(s, [1], transform, width, height, win, resampling)
             data[i] = band[0]
             nodata = card_nodata if s.nodata is None else s.nodata
             valid &= valid_mask(band, [nodata]) & inside
-            valid &= footprint_mask(s.transform, s.width, s.height,
-                                    rasterio.windows.transform(win, transform), win.width,
-                                    win.height)
+            valid &= footprint_mask(
+                s.transform,
+                s.width,
+                s.height,
+                rasterio.windows.transform(win, transform),
+                win.width,
+                win.height,
+            )
         out_transform = rasterio.windows.transform(win, transform)
-        return finish_sample(data, valid, names, wls, gsd_of(out_transform), scale,
-                             crs=ref.crs, transform=out_transform)
+        return finish_sample(
+            data,
+            valid,
+            names,
+            wls,
+            gsd_of(out_transform),
+            scale,
+            crs=ref.crs,
+            transform=out_transform,
+        )
     finally:
         for s in sources:
             s.close()
@@ -475,16 +558,23 @@ def _check_overlap(src, path: Path, ref, ref_path: Path) -> None:
         raise ValueError(
             f"{path} does not overlap the grid of the band set: it covers (left, bottom, "
             f"right, top) = {tuple(a)}, the grid (of {ref_path.name}) covers {tuple(b)} "
-            f"in {ref.crs}; it belongs to another scene or tile: remove it from the set")
+            f"in {ref.crs}; it belongs to another scene or tile: remove it from the set"
+        )
 
 
-def footprint_mask(src_transform: Affine, src_width: int, src_height: int,
-                   transform: Affine, width: int, height: int) -> np.ndarray:
+def footprint_mask(
+    src_transform: Affine,
+    src_width: int,
+    src_height: int,
+    transform: Affine,
+    width: int,
+    height: int,
+) -> np.ndarray:
     """``(height, width)`` True where the centre of a pixel of the grid (``transform``)
     falls inside a file of ``src_width x src_height`` pixels on ``src_transform``."""
     to_src = ~src_transform @ transform
     cols, rows = np.arange(width) + 0.5, np.arange(height) + 0.5
-    if to_src.b == 0 and to_src.d == 0:       # no rotation: a product of two axes
+    if to_src.b == 0 and to_src.d == 0:  # no rotation: a product of two axes
         x = to_src.a * cols + to_src.c
         y = to_src.e * rows + to_src.f
         return ((y >= 0) & (y < src_height))[:, None] & ((x >= 0) & (x < src_width))[None, :]

@@ -40,26 +40,41 @@ class BandMismatchError(ValueError):
 
 def _as_float_tensor(x: Any, name: str) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if not torch.is_floating_point(t) and t.dtype not in (torch.uint8, torch.int8, torch.int16,
-                                                          torch.int32, torch.int64):
+    if not torch.is_floating_point(t) and t.dtype not in (
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+    ):
         raise TypeError(f"{name} must be numeric, got dtype {t.dtype}")
     return t.to(torch.float32)
 
 
-def check_band_metadata(num_channels: int, wavelengths: Sequence[float] | torch.Tensor,
-                        bands: Sequence[str] | None = None) -> None:
+def check_band_metadata(
+    num_channels: int,
+    wavelengths: Sequence[float] | torch.Tensor,
+    bands: Sequence[str] | None = None,
+) -> None:
     """Raise :class:`BandMismatchError` unless wavelengths (and bands) match the channels."""
     n_wl = len(wavelengths)
     if n_wl != num_channels:
-        raise BandMismatchError(f"{n_wl} wavelengths given for an image with {num_channels} "
-                                "channels")
+        raise BandMismatchError(
+            f"{n_wl} wavelengths given for an image with {num_channels} channels"
+        )
     if bands is not None and len(bands) != num_channels:
-        raise BandMismatchError(f"{len(bands)} band names given for an image with "
-                                f"{num_channels} channels")
+        raise BandMismatchError(
+            f"{len(bands)} band names given for an image with {num_channels} channels"
+        )
 
 
-def make_sample(image: Any, wavelengths: Sequence[float] | torch.Tensor | np.ndarray,
-                gsd: float, bands: Sequence[str] | None = None, **extra: Any) -> Sample:
+def make_sample(
+    image: Any,
+    wavelengths: Sequence[float] | torch.Tensor | np.ndarray,
+    gsd: float,
+    bands: Sequence[str] | None = None,
+    **extra: Any,
+) -> Sample:
     """Build a validated sample from an image ``(C, H, W)`` and its band metadata.
 
     ``bands`` defaults to ``("band_1", ...)``. Extra keys (``label``, ``mask``, ``valid``,
@@ -71,8 +86,13 @@ def make_sample(image: Any, wavelengths: Sequence[float] | torch.Tensor | np.nda
     wl = _as_float_tensor(wavelengths, "wavelengths").reshape(-1)
     if bands is None:
         bands = tuple(f"band_{i + 1}" for i in range(img.shape[0]))
-    sample: Sample = {"image": img, "wavelengths": wl, "gsd": float(gsd),
-                      "bands": tuple(str(b) for b in bands), **extra}
+    sample: Sample = {
+        "image": img,
+        "wavelengths": wl,
+        "gsd": float(gsd),
+        "bands": tuple(str(b) for b in bands),
+        **extra,
+    }
     check_sample(sample)
     return sample
 
@@ -84,8 +104,10 @@ def check_sample(sample: Mapping[str, Any]) -> None:
             raise KeyError(f"sample has no {key!r} (keys: {sorted(sample)})")
     image = sample["image"]
     if not isinstance(image, torch.Tensor) or image.ndim != 3:
-        raise ValueError(f"sample['image'] must be a (C, H, W) tensor, got {type(image).__name__}"
-                         f" with shape {tuple(getattr(image, 'shape', ()))}")
+        raise ValueError(
+            f"sample['image'] must be a (C, H, W) tensor, got {type(image).__name__}"
+            f" with shape {tuple(getattr(image, 'shape', ()))}"
+        )
     c, h, w = image.shape
     check_band_metadata(c, sample["wavelengths"], sample["bands"])
     gsd = sample["gsd"]
@@ -95,8 +117,9 @@ def check_sample(sample: Mapping[str, Any]) -> None:
         if key in sample and sample[key] is not None:
             shape = tuple(sample[key].shape)
             if shape != (h, w):
-                raise ValueError(f"sample[{key!r}] has shape {shape} but the image grid is "
-                                 f"{(h, w)}")
+                raise ValueError(
+                    f"sample[{key!r}] has shape {shape} but the image grid is {(h, w)}"
+                )
 
 
 def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -113,10 +136,12 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     first = samples[0]
     for i, s in enumerate(samples[1:], start=1):
         if tuple(s["bands"]) != tuple(first["bands"]) or not torch.equal(
-                torch.as_tensor(s["wavelengths"]), torch.as_tensor(first["wavelengths"])):
+            torch.as_tensor(s["wavelengths"]), torch.as_tensor(first["wavelengths"])
+        ):
             raise BandMismatchError(
                 f"a batch must share one band set: sample 0 has bands {tuple(first['bands'])}, "
-                f"sample {i} has {tuple(s['bands'])}")
+                f"sample {i} has {tuple(s['bands'])}"
+            )
     batch: dict[str, Any] = {
         "image": torch.stack([s["image"] for s in samples]),
         "wavelengths": torch.as_tensor(first["wavelengths"], dtype=torch.float32),

@@ -56,8 +56,10 @@ class LeakageError(AssertionError):
 def _as_label_array(labels: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
     arr = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if arr.ndim != 1:
-        raise ValueError(f"labels must be 1-D, got shape {arr.shape}; for a label map pass "
-                         "mask.ravel() or use labelled_pixels(mask)")
+        raise ValueError(
+            f"labels must be 1-D, got shape {arr.shape}; for a label map pass "
+            "mask.ravel() or use labelled_pixels(mask)"
+        )
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"labels must be integers, got dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)
@@ -65,8 +67,9 @@ def _as_label_array(labels: Sequence[int] | np.ndarray | torch.Tensor) -> np.nda
 
 def _check_part_size(size: float | int, name: str) -> None:
     if isinstance(size, bool) or not isinstance(size, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a fraction (float) or a per-class count (int), "
-                        f"got {size!r}")
+        raise TypeError(
+            f"{name} must be a fraction (float) or a per-class count (int), got {size!r}"
+        )
     if isinstance(size, float | np.floating) and not 0.0 <= size <= 1.0:
         raise ValueError(f"{name} as a fraction must lie in [0, 1], got {size}")
     if isinstance(size, int | np.integer) and size < 0:
@@ -86,7 +89,7 @@ def _largest_remainder(n: int, fractions: Sequence[float]) -> list[int]:
     exact = [f * n for f in fractions]
     sizes = [int(math.floor(x)) for x in exact]
     by_remainder = sorted(range(len(exact)), key=lambda i: sizes[i] - exact[i])
-    for i in by_remainder[:n - sum(sizes)]:
+    for i in by_remainder[: n - sum(sizes)]:
         sizes[i] += 1
     return sizes
 
@@ -119,11 +122,16 @@ def _check_counts_fit(counts: dict[int, int], train: float | int, val: float | i
         listed = ", ".join(f"class {c}: {n}" for c, n in sorted(small.items()))
         raise ValueError(
             f"too few members to give train {need_train}, val {need_val} and test at least 1 "
-            f"per class (needs {need}); {listed}")
+            f"per class (needs {need}); {listed}"
+        )
 
 
-def stratified_split(labels: Sequence[int] | np.ndarray | torch.Tensor, train: float | int = 0.6,
-                     val: float | int = 0.2, seed: int = 0) -> Split:
+def stratified_split(
+    labels: Sequence[int] | np.ndarray | torch.Tensor,
+    train: float | int = 0.6,
+    val: float | int = 0.2,
+    seed: int = 0,
+) -> Split:
     """Split items at random, class by class.
 
     Args:
@@ -158,17 +166,20 @@ def stratified_split(labels: Sequence[int] | np.ndarray | torch.Tensor, train: f
         members = rng.permutation(np.flatnonzero(arr == c))
         n_train, n_val = _part_sizes(members.size, train, val)
         parts["train"].append(members[:n_train])
-        parts["val"].append(members[n_train:n_train + n_val])
-        parts["test"].append(members[n_train + n_val:])
+        parts["val"].append(members[n_train : n_train + n_val])
+        parts["test"].append(members[n_train + n_val :])
     split = Split(*(np.sort(np.concatenate(parts[p])).astype(np.int64) for p in PARTS))
-    wanted = {"val": _is_count(val) or val > 0,
-              "test": _is_count(train) or _is_count(val) or train + val < 1.0 - 1e-9}
+    wanted = {
+        "val": _is_count(val) or val > 0,
+        "test": _is_count(train) or _is_count(val) or train + val < 1.0 - 1e-9,
+    }
     empty = [p for p in ("val", "test") if wanted[p] and getattr(split, p).size == 0]
     if empty:
         raise ValueError(
             f"the {' and '.join(empty)} part would be empty: per-class sizes "
             f"{dict(zip(classes.tolist(), counts.tolist(), strict=True))} with train={train}, "
-            f"val={val} round to nothing; use larger fractions or per-class counts")
+            f"val={val} round to nothing; use larger fractions or per-class counts"
+        )
     return split
 
 
@@ -204,8 +215,7 @@ def window_contains(points: np.ndarray, radius: int) -> np.ndarray:
     rows, cols = np.arange(h), np.arange(w)
     r0, r1 = np.clip(rows - radius, 0, h), np.clip(rows + radius + 1, 0, h)
     c0, c1 = np.clip(cols - radius, 0, w), np.clip(cols + radius + 1, 0, w)
-    total = (integral[r1][:, c1] - integral[r0][:, c1]
-             - integral[r1][:, c0] + integral[r0][:, c0])
+    total = integral[r1][:, c1] - integral[r0][:, c1] - integral[r1][:, c0] + integral[r0][:, c0]
     return total > 0
 
 
@@ -241,8 +251,9 @@ class SpatialSplit:
         lines = ["class " + " ".join(f"{p:>7}" for p in PARTS)]
         for k in range(self.class_counts.shape[1]):
             lines.append(f"{k:>5} " + " ".join(f"{n:>7}" for n in self.class_counts[:, k]))
-        lines.append(f"buffer dropped {self.dropped['val']} val and {self.dropped['test']} "
-                     "test pixels")
+        lines.append(
+            f"buffer dropped {self.dropped['val']} val and {self.dropped['test']} test pixels"
+        )
         return "\n".join(lines)
 
 
@@ -261,8 +272,9 @@ def _block_class_counts(mask: np.ndarray, blocks: np.ndarray, num_classes: int) 
     return counts.reshape(-1, num_classes)
 
 
-def _assign_blocks(block_counts: np.ndarray, fractions: np.ndarray,
-                   rng: np.random.Generator, max_passes: int = 20) -> np.ndarray:
+def _assign_blocks(
+    block_counts: np.ndarray, fractions: np.ndarray, rng: np.random.Generator, max_passes: int = 20
+) -> np.ndarray:
     """Assign blocks to parts so each part gets close to its share of every class.
 
     The objective is ``sum_{p, k} ((A[p, k] - f_p * N_k) / N_k) ** 2``, with ``A[p, k]`` the
@@ -280,13 +292,13 @@ def _assign_blocks(block_counts: np.ndarray, fractions: np.ndarray,
         ``(num_blocks,)`` int64 part of each block.
     """
     totals = np.maximum(block_counts.sum(0), 1).astype(np.float64)
-    rel = block_counts / totals                     # (num_blocks, K) share of each class
-    deficit = -fractions[:, None] * np.ones_like(totals)[None, :]   # (3, K): A/N - f
+    rel = block_counts / totals  # (num_blocks, K) share of each class
+    deficit = -fractions[:, None] * np.ones_like(totals)[None, :]  # (3, K): A/N - f
     closed = fractions == 0
     part_of = np.full(block_counts.shape[0], -1, dtype=np.int64)
     order = [b for b in rng.permutation(block_counts.shape[0]) if block_counts[b].sum() > 0]
     for b in order:
-        increase = ((deficit + rel[b]) ** 2 - deficit ** 2).sum(1)
+        increase = ((deficit + rel[b]) ** 2 - deficit**2).sum(1)
         increase[closed] = np.inf
         p = int(np.argmin(increase))
         part_of[b] = p
@@ -296,9 +308,9 @@ def _assign_blocks(block_counts: np.ndarray, fractions: np.ndarray,
         for b in order:
             p = part_of[b]
             removal = ((deficit[p] - rel[b]) ** 2 - deficit[p] ** 2).sum()
-            addition = ((deficit + rel[b]) ** 2 - deficit ** 2).sum(1)
+            addition = ((deficit + rel[b]) ** 2 - deficit**2).sum(1)
             addition[closed] = np.inf
-            addition[p] = -removal            # staying put changes nothing
+            addition[p] = -removal  # staying put changes nothing
             q = int(np.argmin(addition))
             if q != p and removal + addition[q] < -1e-12:
                 deficit[p] -= rel[b]
@@ -313,8 +325,10 @@ def _assign_blocks(block_counts: np.ndarray, fractions: np.ndarray,
 def _check_fractions(train: float, val: float) -> np.ndarray:
     for name, f in (("train", train), ("val", val)):
         if isinstance(f, bool) or not isinstance(f, float | np.floating):
-            raise TypeError(f"{name} must be a fraction of each class's pixels (float) for a "
-                            f"spatial split, got {f!r}; blocks cannot give exact counts")
+            raise TypeError(
+                f"{name} must be a fraction of each class's pixels (float) for a "
+                f"spatial split, got {f!r}; blocks cannot give exact counts"
+            )
         if not 0.0 <= f <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {f}")
     if train <= 0.0 or train + val >= 1.0:
@@ -322,25 +336,38 @@ def _check_fractions(train: float, val: float) -> np.ndarray:
     return np.array([train, val, 1.0 - train - val])
 
 
-def _check_spatial_parts(kept: np.ndarray, present: np.ndarray, fractions: np.ndarray,
-                         block_size: int, buffer: int) -> None:
+def _check_spatial_parts(
+    kept: np.ndarray, present: np.ndarray, fractions: np.ndarray, block_size: int, buffer: int
+) -> None:
     """Refuse a split with an empty part or a class that training never sees."""
-    hint = (f"try a smaller block_size (now {block_size} px) or buffer (now {buffer} px); "
-            "a scene this small may not allow a disjoint split at this window size")
+    hint = (
+        f"try a smaller block_size (now {block_size} px) or buffer (now {buffer} px); "
+        "a scene this small may not allow a disjoint split at this window size"
+    )
     totals = kept.sum(axis=1)
     empty = [PARTS[p] for p in range(3) if fractions[p] > 0 and totals[p] == 0]
     if empty:
-        raise ValueError(f"the spatial split leaves {' and '.join(empty)} empty (kept pixels "
-                         f"train/val/test: {totals.tolist()}); {hint}")
+        raise ValueError(
+            f"the spatial split leaves {' and '.join(empty)} empty (kept pixels "
+            f"train/val/test: {totals.tolist()}); {hint}"
+        )
     unseen = [c for c in np.flatnonzero(present) if kept[0, c] == 0]
     if unseen:
-        raise ValueError(f"classes {[int(c) for c in unseen]} have no training pixel in the "
-                         f"spatial split; {hint}")
+        raise ValueError(
+            f"classes {[int(c) for c in unseen]} have no training pixel in the "
+            f"spatial split; {hint}"
+        )
 
 
-def spatially_disjoint_split(mask: np.ndarray | torch.Tensor, radius: int, train: float = 0.5,
-                             val: float = 0.1, block_size: int | None = None, seed: int = 0,
-                             buffer: int | None = None) -> SpatialSplit:
+def spatially_disjoint_split(
+    mask: np.ndarray | torch.Tensor,
+    radius: int,
+    train: float = 0.5,
+    val: float = 0.1,
+    block_size: int | None = None,
+    seed: int = 0,
+    buffer: int | None = None,
+) -> SpatialSplit:
     """Split a label map into spatially disjoint train / val / test pixels with a buffer.
 
     Method:
@@ -394,8 +421,9 @@ def spatially_disjoint_split(mask: np.ndarray | torch.Tensor, radius: int, train
         raise ValueError(f"the label map {arr.shape} has no labelled pixels (all {IGNORE_INDEX})")
     num_classes = int(arr[labelled].max()) + 1
     blocks = _block_ids(arr.shape, block_size)
-    part_of_block = _assign_blocks(_block_class_counts(arr, blocks, num_classes), fractions,
-                                   np.random.default_rng(seed))
+    part_of_block = _assign_blocks(
+        _block_class_counts(arr, blocks, num_classes), fractions, np.random.default_rng(seed)
+    )
     block_part = part_of_block[blocks]
     in_part = [labelled & (block_part == p) for p in range(3)]
     near_train = window_contains(in_part[0], buffer)
@@ -404,15 +432,22 @@ def spatially_disjoint_split(mask: np.ndarray | torch.Tensor, radius: int, train
     test_kept = in_part[2] & ~near_train & ~near_val
     kept = [in_part[0], val_kept, test_kept]
     class_counts = np.stack([np.bincount(arr[k], minlength=num_classes) for k in kept])
-    _check_spatial_parts(class_counts, np.bincount(arr[labelled], minlength=num_classes),
-                         fractions, block_size, buffer)
+    _check_spatial_parts(
+        class_counts,
+        np.bincount(arr[labelled], minlength=num_classes),
+        fractions,
+        block_size,
+        buffer,
+    )
     return SpatialSplit(
         train=np.argwhere(kept[0]).astype(np.int64),
         val=np.argwhere(kept[1]).astype(np.int64),
         test=np.argwhere(kept[2]).astype(np.int64),
         block_part=block_part.astype(np.int8),
-        dropped={"val": int(in_part[1].sum() - val_kept.sum()),
-                 "test": int(in_part[2].sum() - test_kept.sum())},
+        dropped={
+            "val": int(in_part[1].sum() - val_kept.sum()),
+            "test": int(in_part[2].sum() - test_kept.sum()),
+        },
         class_counts=class_counts.astype(np.int64),
         target_fractions=fractions,
     )
@@ -460,4 +495,5 @@ def check_no_leakage(train_coords: np.ndarray, test_coords: np.ndarray, radius: 
     raise LeakageError(
         f"{leaks.size} of {len(test_coords)} test pixels have a training pixel in their "
         f"{2 * radius + 1} x {2 * radius + 1} window; e.g. test pixel ({r}, {c}) and training "
-        f"pixel ({int(inside[0, 0])}, {int(inside[0, 1])})")
+        f"pixel ({int(inside[0, 0])}, {int(inside[0, 1])})"
+    )

@@ -100,8 +100,7 @@ class BandStatistics:
             if values.dtype in _EXACT_KINDS:
                 info = np.iinfo(values.dtype)
                 self._hist_offset = -int(info.min)
-                self._hist = np.zeros((self.num_bands, int(info.max) - int(info.min) + 1),
-                                      np.int64)
+                self._hist = np.zeros((self.num_bands, int(info.max) - int(info.min) + 1), np.int64)
         elif values.dtype != self._dtype:
             raise ValueError(f"inputs mix data types {self._dtype} and {values.dtype}")
         # One band at a time keeps the float64 copies to one band of one window.
@@ -117,8 +116,9 @@ class BandStatistics:
             self.minimum[c] = min(self.minimum[c], v.min())
             self.maximum[c] = max(self.maximum[c], v.max())
             if self._hist is not None:
-                self._hist[c] += np.bincount(values[c].astype(np.int64) + self._hist_offset,
-                                             minlength=self._hist.shape[1])
+                self._hist[c] += np.bincount(
+                    values[c].astype(np.int64) + self._hist_offset, minlength=self._hist.shape[1]
+                )
         if self._hist is None:
             self._update_reservoir(values)
 
@@ -127,12 +127,16 @@ class BandStatistics:
         # the `reservoir` smallest keys are kept (the same keys for every band of a pixel).
         keys = self._rng.random(values.shape[1])
         all_keys = np.concatenate([self._keys, keys])
-        keep = (np.argpartition(all_keys, self.reservoir)[:self.reservoir]
-                if all_keys.size > self.reservoir else np.arange(all_keys.size))
+        keep = (
+            np.argpartition(all_keys, self.reservoir)[: self.reservoir]
+            if all_keys.size > self.reservoir
+            else np.arange(all_keys.size)
+        )
         self._keys = all_keys[keep]
         for c in range(self.num_bands):
-            self._samples[c] = np.concatenate([self._samples[c],
-                                               values[c].astype(np.float64)])[keep]
+            self._samples[c] = np.concatenate([self._samples[c], values[c].astype(np.float64)])[
+                keep
+            ]
 
     @property
     def std(self) -> np.ndarray:
@@ -165,8 +169,9 @@ def _looks_like_band_set(folder: Path) -> bool:
 
 
 def _is_envi(path: Path) -> bool:
-    return path.suffix.lower() == ".hdr" or (path.suffix.lower() not in RASTER_SUFFIXES
-                                             and path.with_suffix(".hdr").is_file())
+    return path.suffix.lower() == ".hdr" or (
+        path.suffix.lower() not in RASTER_SUFFIXES and path.with_suffix(".hdr").is_file()
+    )
 
 
 def expand_paths(paths: Iterable[PathLike]) -> list[Path]:
@@ -179,8 +184,9 @@ def expand_paths(paths: Iterable[PathLike]) -> list[Path]:
             if _looks_like_band_set(p):
                 out.append(p)
                 continue
-            found = sorted(q for q in p.rglob("*")
-                           if q.suffix.lower() in RASTER_SUFFIXES | {".hdr"})
+            found = sorted(
+                q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES | {".hdr"}
+            )
             band_sets = {q.parent for q in found if _looks_like_band_set(q.parent)}
             out.extend(sorted(band_sets))
             out.extend(q for q in found if q.parent not in band_sets)
@@ -208,8 +214,10 @@ def _names_from_card(card: str | None, count: int, path: Path) -> tuple[str, ...
         return None
     card_obj = as_card(card)
     if not isinstance(card_obj, DatasetCard):
-        raise ValueError(f"{card!r} is a sensor card, which does not say in which order "
-                         f"{path.name} stores its bands; pass a dataset card")
+        raise ValueError(
+            f"{card!r} is a sensor card, which does not say in which order "
+            f"{path.name} stores its bands; pass a dataset card"
+        )
     if len(card_obj.bands) != count:
         raise ValueError(f"card {card!r} has {len(card_obj.bands)} bands, {path} has {count}")
     return card_obj.band_names
@@ -217,8 +225,9 @@ def _names_from_card(card: str | None, count: int, path: Path) -> tuple[str, ...
 
 def _band_set_input(folder: Path, tile: int, card: str | None) -> _Input:
     files = sort_band_files(raster_files(folder), card)
-    names = band_names_of_files(files, sensor_for_band_files(
-        [band_name_from_filename(f) for f in files], card, files))
+    names = band_names_of_files(
+        files, sensor_for_band_files([band_name_from_filename(f) for f in files], card, files)
+    )
     grids = []
     for f in files:
         with open_dataset(f) as src:
@@ -231,6 +240,7 @@ def _band_set_input(folder: Path, tile: int, card: str | None) -> _Input:
             s = open_band_files(files, window=win, card=card, resampling=Resampling.nearest)
             # Nearest resampling keeps the integer values: give them their dtype back.
             yield s["image"].numpy().astype(dtype), s["valid"].numpy()
+
     return _Input(folder, len(files), tuple(names), windows, blocks)
 
 
@@ -239,16 +249,22 @@ def _envi_input(path: Path, tile: int, card: str | None) -> _Input:
     c, height, width = cube.shape
     windows = list(iter_windows(width, height, tile))
     names = _names_from_card(card, c, path) or (
-        tuple(header["band names"]) if len(header.get("band names", ())) == c else None)
+        tuple(header["band names"]) if len(header.get("band names", ())) == c else None
+    )
     nodata = [envi_nodata(header)] * c
 
     def blocks():
         cube, _ = envi_memmap(path)
         native = cube.dtype.newbyteorder("=")
         for win in windows:
-            data = np.asarray(cube[:, win.row_off:win.row_off + win.height,
-                                   win.col_off:win.col_off + win.width], dtype=native)
+            data = np.asarray(
+                cube[
+                    :, win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width
+                ],
+                dtype=native,
+            )
             yield data, valid_mask(data, nodata)
+
     return _Input(path, c, names, windows, blocks)
 
 
@@ -264,9 +280,9 @@ def _raster_input(path: Path, tile: int, card: str | None) -> _Input:
             indexes = list(range(1, src.count + 1))
             for win in windows:
                 with reading(path):
-                    data, _ = read_window(lambda w: src.read(indexes, window=w), win, width,
-                                          height)
+                    data, _ = read_window(lambda w: src.read(indexes, window=w), win, width, height)
                 yield data, valid_mask(data, list(src.nodatavals))
+
     return _Input(path, count, names, windows, blocks)
 
 
@@ -278,9 +294,13 @@ def _plan(path: Path, tile: int, card: str | None) -> _Input:
     return _raster_input(path, tile, card)
 
 
-def compute_statistics(paths: Iterable[PathLike], tile: int = 512,
-                       percentiles: Sequence[float] = (1, 2, 50, 98, 99), progress: bool = True,
-                       card: str | None = None) -> dict:
+def compute_statistics(
+    paths: Iterable[PathLike],
+    tile: int = 512,
+    percentiles: Sequence[float] = (1, 2, 50, 98, 99),
+    progress: bool = True,
+    card: str | None = None,
+) -> dict:
     """Stream over ``paths`` by windows and return statistics in the dataset-card format.
 
     Every input must have the same number of bands. Returns a dict with ``mean``, ``std``,
@@ -297,8 +317,10 @@ def compute_statistics(paths: Iterable[PathLike], tile: int = 512,
     counts = {i.num_bands for i in inputs}
     if len(counts) != 1:
         detail = ", ".join(f"{i.path.name}: {i.num_bands}" for i in inputs[:10])
-        raise ValueError(f"the inputs have different band counts ({detail}); "
-                         "compute statistics for one band set at a time")
+        raise ValueError(
+            f"the inputs have different band counts ({detail}); "
+            "compute statistics for one band set at a time"
+        )
     name_sets = {i.band_names for i in inputs if i.band_names is not None}
     if len(name_sets) > 1:
         raise ValueError(f"the inputs hold different bands: {sorted(name_sets)}")
@@ -320,15 +342,18 @@ def compute_statistics(paths: Iterable[PathLike], tile: int = 512,
     names = next(iter(name_sets), None)
     out = {} if names is None else {"bands": list(names)}
     return out | {
-        "source": (f"geofm stats over {len(files)} input(s), {int(stats.count.max())} valid "
-                   f"pixels, {_dt.date.today().isoformat()}"),
+        "source": (
+            f"geofm stats over {len(files)} input(s), {int(stats.count.max())} valid "
+            f"pixels, {_dt.date.today().isoformat()}"
+        ),
         "count": stats.count.tolist(),
         "mean": [round(float(v), 6) for v in stats.mean],
         "std": [round(float(v), 6) for v in stats.std],
         "min": [float(v) for v in stats.minimum],
         "max": [float(v) for v in stats.maximum],
-        "percentiles": {f"p{q:g}": [float(v) for v in row] for q, row in zip(percentiles, pct,
-                                                                          strict=True)},
+        "percentiles": {
+            f"p{q:g}": [float(v) for v in row] for q, row in zip(percentiles, pct, strict=True)
+        },
         "percentiles_exact": stats.percentiles_exact,
     }
 
@@ -367,13 +392,16 @@ class SceneInfo:
 
     def describe(self) -> str:
         """The text ``geofm info`` prints."""
-        lines = [f"image      {len(self.bands)} bands x {self.height} x {self.width} px, "
-                 f"GSD {self.gsd:.2f} m"]
+        lines = [
+            f"image      {len(self.bands)} bands x {self.height} x {self.width} px, "
+            f"GSD {self.gsd:.2f} m"
+        ]
         shown = list(zip(self.bands, self.wavelengths, strict=True))
         if len(shown) > 16:
             shown = shown[:8] + [("...", float("nan"))] + shown[-4:]
-        lines.append("bands      " + ", ".join(
-            n if n == "..." else f"{n} ({w:.1f} nm)" for n, w in shown))
+        lines.append(
+            "bands      " + ", ".join(n if n == "..." else f"{n} ({w:.1f} nm)" for n, w in shown)
+        )
         if self.crs is not None and self.transform is not None:
             t = self.transform
             lines.append(f"crs        {self.crs}")
@@ -381,8 +409,11 @@ class SceneInfo:
         valid = f"valid      {self.valid_fraction * 100:.1f}% of pixels"
         if self.sampled:
             h, w = self.sample_shape
-            how = ("the file's overviews" if self.overviews
-                   else f"every {_ordinal(self.step)} row and column")
+            how = (
+                "the file's overviews"
+                if self.overviews
+                else f"every {_ordinal(self.step)} row and column"
+            )
             valid += f" (estimated from a sample of {h} x {w} px: {how})"
         lines.append(valid)
         return "\n".join(lines)
@@ -403,8 +434,9 @@ def _sampled(n: int, step: int) -> int:
     return -(-n // step)
 
 
-def scene_info(path: PathLike, card: str | None = None,
-               max_values: int = INFO_SAMPLE_VALUES) -> SceneInfo:
+def scene_info(
+    path: PathLike, card: str | None = None, max_values: int = INFO_SAMPLE_VALUES
+) -> SceneInfo:
     """Describe a raster file, band folder, ENVI cube or ``.mat`` cube without reading every
     pixel: metadata from headers, the valid share from at most ``max_values`` values
     (overviews where a raster has them, else every n-th row and column)."""
@@ -420,13 +452,31 @@ def scene_info(path: PathLike, card: str | None = None,
     return _raster_info(path, card, max_values)
 
 
-def _head_info(path: Path, head: dict[str, Any], height: int, width: int, valid: np.ndarray,
-               step: int, overviews: bool = False, gsd: float | None = None) -> SceneInfo:
+def _head_info(
+    path: Path,
+    head: dict[str, Any],
+    height: int,
+    width: int,
+    valid: np.ndarray,
+    step: int,
+    overviews: bool = False,
+    gsd: float | None = None,
+) -> SceneInfo:
     """A :class:`SceneInfo` from the sample of the first pixel and the grid's size."""
-    return SceneInfo(path, tuple(head["bands"]), tuple(float(w) for w in head["wavelengths"]),
-                     height, width, float(head["gsd"] if gsd is None else gsd),
-                     head.get("crs"), head.get("transform"), float(valid.mean()),
-                     (int(valid.shape[0]), int(valid.shape[1])), step, overviews)
+    return SceneInfo(
+        path,
+        tuple(head["bands"]),
+        tuple(float(w) for w in head["wavelengths"]),
+        height,
+        width,
+        float(head["gsd"] if gsd is None else gsd),
+        head.get("crs"),
+        head.get("transform"),
+        float(valid.mean()),
+        (int(valid.shape[0]), int(valid.shape[1])),
+        step,
+        overviews,
+    )
 
 
 def _raster_info(path: Path, card: str | None, max_values: int) -> SceneInfo:
@@ -458,8 +508,7 @@ def _band_set_info(folder: Path, card: str | None, max_values: int) -> SceneInfo
     if step == 1:
         sample = open_band_files(files, card=card, resampling=Resampling.bilinear)
     else:
-        sample = open_band_files(files, gsd=fine * step, card=card,
-                                 resampling=Resampling.nearest)
+        sample = open_band_files(files, gsd=fine * step, card=card, resampling=Resampling.nearest)
     return _head_info(folder, head, h, w, sample["valid"].numpy(), step)
 
 
@@ -471,7 +520,7 @@ def _envi_info(path: Path, card: str | None, max_values: int) -> SceneInfo:
     nodata = envi_nodata(header)
     native = cube.dtype.newbyteorder("=")
     valid = np.ones((_sampled(h, step), _sampled(w, step)), dtype=bool)
-    for b in range(c):       # one band at a time: the memory of one sampled band
+    for b in range(c):  # one band at a time: the memory of one sampled band
         band = np.asarray(cube[b, ::step, ::step], dtype=native)
         valid &= valid_mask(band[None], [nodata])
     return _head_info(path, head, h, w, valid, step)

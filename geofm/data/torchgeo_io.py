@@ -35,11 +35,14 @@ def import_class(path: str) -> type:
     try:
         found = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
-        raise ValueError(f"cannot import {path!r}; give a dotted path such as "
-                         "'torchgeo.datasets.SSL4EOS12'") from None
+        raise ValueError(
+            f"cannot import {path!r}; give a dotted path such as 'torchgeo.datasets.SSL4EOS12'"
+        ) from None
     if not (isinstance(found, type) and issubclass(found, Dataset)):
-        raise ValueError(f"{path!r} is not a dataset class (a torch.utils.data.Dataset); "
-                         "give one such as 'torchgeo.datasets.SSL4EOS12'")
+        raise ValueError(
+            f"{path!r} is not a dataset class (a torch.utils.data.Dataset); "
+            "give one such as 'torchgeo.datasets.SSL4EOS12'"
+        )
     return found
 
 
@@ -58,9 +61,13 @@ class TorchGeoSamples(Dataset):
     at random, as in the LESS ViT recipe ("one random season").
     """
 
-    def __init__(self, parts: Sequence[tuple[Dataset, str]], crop: int | None = None,
-                 transforms: Callable[[Sample], Sample] | None = None,
-                 random_crop: bool = True) -> None:
+    def __init__(
+        self,
+        parts: Sequence[tuple[Dataset, str]],
+        crop: int | None = None,
+        transforms: Callable[[Sample], Sample] | None = None,
+        random_crop: bool = True,
+    ) -> None:
         from geofm.data.transforms import CenterCrop, RandomCrop
 
         if not parts:
@@ -79,12 +86,14 @@ class TorchGeoSamples(Dataset):
         image = torch.as_tensor(dataset[index]["image"]).float()
         bands = len(card.bands)
         if image.ndim != 3 or image.shape[0] % bands:
-            raise ValueError(f"{type(dataset).__name__}[{index}] has an image of shape "
-                             f"{tuple(image.shape)}, not a whole number of {card.name}'s "
-                             f"{bands} bands")
+            raise ValueError(
+                f"{type(dataset).__name__}[{index}] has an image of shape "
+                f"{tuple(image.shape)}, not a whole number of {card.name}'s "
+                f"{bands} bands"
+            )
         seasons = image.shape[0] // bands
         k = int(torch.randint(seasons, ())) if seasons > 1 else 0
-        return image[k * bands:(k + 1) * bands]
+        return image[k * bands : (k + 1) * bands]
 
     def __getitem__(self, index: int) -> Sample:
         images = [self._season(dataset, card, index) for dataset, card in self.parts]
@@ -92,9 +101,12 @@ class TorchGeoSamples(Dataset):
         if len(shapes) > 1:
             raise ValueError(f"paired images of item {index} differ in size: {sorted(shapes)}")
         cards = [card for _, card in self.parts]
-        sample = make_sample(torch.cat(images),
-                             [w for c in cards for w in c.wavelengths_nm],
-                             cards[0].gsd_m, [b for c in cards for b in c.band_names])
+        sample = make_sample(
+            torch.cat(images),
+            [w for c in cards for w in c.wavelengths_nm],
+            cards[0].gsd_m,
+            [b for c in cards for b in c.band_names],
+        )
         if self.crop is not None:
             sample = self.crop(sample)
         return self.transforms(sample) if self.transforms else sample
@@ -116,11 +128,20 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
         batch_size, num_workers, flips, seed: as usual.
     """
 
-    def __init__(self, dataset_class: str, dataset_kwargs: dict[str, Any] | None = None,
-                 card: str = "ssl4eo_s12_l1c", paired: list[dict[str, Any]] | None = None,
-                 crop: int | None = 128,
-                 num_samples: int | None = None, val_samples: int = 0, batch_size: int = 8,
-                 num_workers: int = 0, flips: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        dataset_class: str,
+        dataset_kwargs: dict[str, Any] | None = None,
+        card: str = "ssl4eo_s12_l1c",
+        paired: list[dict[str, Any]] | None = None,
+        crop: int | None = 128,
+        num_samples: int | None = None,
+        val_samples: int = 0,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        flips: bool = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -152,30 +173,46 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
         if self.parts:  # already set up (geofm pretrain checks the data before fit)
             return
         datasets = [self._build(self.dataset_class, self.dataset_kwargs)]
-        datasets += [self._build(p.get("dataset_class", self.dataset_class),
-                                 p.get("dataset_kwargs", {})) for p in self.paired]
-        total = len(datasets[0]) if self.num_samples is None else min(self.num_samples,
-                                                                       len(datasets[0]))
+        datasets += [
+            self._build(p.get("dataset_class", self.dataset_class), p.get("dataset_kwargs", {}))
+            for p in self.paired
+        ]
+        total = (
+            len(datasets[0])
+            if self.num_samples is None
+            else min(self.num_samples, len(datasets[0]))
+        )
         if self.val_samples >= total:
-            raise ValueError(f"val_samples={self.val_samples} leaves nothing of {total} to "
-                             "train on")
+            raise ValueError(
+                f"val_samples={self.val_samples} leaves nothing of {total} to train on"
+            )
         cards = self._cards()
 
         def part(indices, train):
-            return TorchGeoSamples([(Subset(d, indices), c) for d, c in
-                                    zip(datasets, cards, strict=True)],
-                                   self.crop, mae_transforms(cards, self.flips and train),
-                                   random_crop=train)
+            return TorchGeoSamples(
+                [(Subset(d, indices), c) for d, c in zip(datasets, cards, strict=True)],
+                self.crop,
+                mae_transforms(cards, self.flips and train),
+                random_crop=train,
+            )
 
-        self.parts = {"train": part(range(total - self.val_samples), True),
-                      "val": part(range(total - self.val_samples, total), False)}
+        self.parts = {
+            "train": part(range(total - self.val_samples), True),
+            "val": part(range(total - self.val_samples, total), False),
+        }
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         if part not in self.parts:
             raise RuntimeError(f"no {part} data yet: call setup() first")
-        return DataLoader(self.parts[part], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, collate_fn=collate_samples,
-                          persistent_workers=self.num_workers > 0, drop_last=shuffle)
+        return DataLoader(
+            self.parts[part],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -184,6 +221,11 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False) if self.val_samples else []
 
     def data_config(self) -> list[dict[str, Any]]:
-        return pretrain_data_config([
-            PretrainSource(path=str(self.dataset_kwargs.get("root")), card=card,
-                           size=self.crop or 0) for card in self._cards()])
+        return pretrain_data_config(
+            [
+                PretrainSource(
+                    path=str(self.dataset_kwargs.get("root")), card=card, size=self.crop or 0
+                )
+                for card in self._cards()
+            ]
+        )

@@ -38,10 +38,26 @@ from affine import Affine
 from geofm.data.cards import DatasetCard, SensorCard, UnknownBandError, as_card
 from geofm.data.sample import BandMismatchError, Sample, check_sample
 
-__all__ = ["CenterCrop", "Compose", "MAEScaleNormalize", "Normalize", "RandomBandSubset",
-           "RandomCrop", "RandomHorizontalFlip", "RandomRotate90", "RandomVerticalFlip",
-           "Resize", "SampleTransform", "SelectBands", "crop", "hflip", "resize", "rot90",
-           "select_bands", "vflip"]
+__all__ = [
+    "CenterCrop",
+    "Compose",
+    "MAEScaleNormalize",
+    "Normalize",
+    "RandomBandSubset",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomRotate90",
+    "RandomVerticalFlip",
+    "Resize",
+    "SampleTransform",
+    "SelectBands",
+    "crop",
+    "hflip",
+    "resize",
+    "rot90",
+    "select_bands",
+    "vflip",
+]
 
 PER_PIXEL_KEYS = ("mask", "valid")
 """Keys holding an ``(H, W)`` grid that moves with ``image``."""
@@ -66,8 +82,11 @@ class SampleTransform:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
-                         if not k.startswith("_") and k != "generator")
+        args = ", ".join(
+            f"{k}={v!r}"
+            for k, v in vars(self).items()
+            if not k.startswith("_") and k != "generator"
+        )
         return f"{type(self).__name__}({args})"
 
 
@@ -100,8 +119,9 @@ def _grid_size(sample: Mapping[str, Any]) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _apply_to_grids(sample: Mapping[str, Any], op: Callable[[torch.Tensor], torch.Tensor],
-                    pixel_map: Affine) -> Sample:
+def _apply_to_grids(
+    sample: Mapping[str, Any], op: Callable[[torch.Tensor], torch.Tensor], pixel_map: Affine
+) -> Sample:
     """Run ``op`` (acting on the last two axes) on image, mask and valid.
 
     ``pixel_map`` maps output pixel coordinates ``(col, row)`` to input pixel coordinates;
@@ -132,8 +152,10 @@ def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
 
 def _check_crop_fits(height: int, width: int, h: int, w: int) -> None:
     if height > h or width > w:
-        raise ValueError(f"a crop of {height} x {width} pixels (height x width) is larger than "
-                         f"the image, which is {h} x {w}")
+        raise ValueError(
+            f"a crop of {height} x {width} pixels (height x width) is larger than "
+            f"the image, which is {h} x {w}"
+        )
 
 
 def crop(sample: Mapping[str, Any], top: int, left: int, height: int, width: int) -> Sample:
@@ -148,12 +170,14 @@ def crop(sample: Mapping[str, Any], top: int, left: int, height: int, width: int
     if height <= 0 or width <= 0:
         raise ValueError(f"a crop needs a positive size, got {height} x {width} (height x width)")
     if not (0 <= top <= h - height and 0 <= left <= w - width):
-        raise ValueError(f"a {height} x {width} crop at row {top}, column {left} does not fit "
-                         f"inside the {h} x {w} image")
+        raise ValueError(
+            f"a {height} x {width} crop at row {top}, column {left} does not fit "
+            f"inside the {h} x {w} image"
+        )
 
     def op(x: torch.Tensor) -> torch.Tensor:
         # A copy, so that a small crop does not keep a whole scene's storage alive.
-        return x[..., top:top + height, left:left + width].clone()
+        return x[..., top : top + height, left : left + width].clone()
 
     return _apply_to_grids(sample, op, Affine.translation(left, top))
 
@@ -162,15 +186,17 @@ def hflip(sample: Mapping[str, Any]) -> Sample:
     """Mirror left-right (reverse the columns); the affine's column axis is reflected."""
     _, w = _grid_size(sample)
     # Output column x came from input column w - x (pixel corner coordinates).
-    return _apply_to_grids(sample, lambda x: torch.flip(x, dims=(-1,)),
-                           Affine(-1.0, 0.0, w, 0.0, 1.0, 0.0))
+    return _apply_to_grids(
+        sample, lambda x: torch.flip(x, dims=(-1,)), Affine(-1.0, 0.0, w, 0.0, 1.0, 0.0)
+    )
 
 
 def vflip(sample: Mapping[str, Any]) -> Sample:
     """Mirror top-bottom (reverse the rows); the affine's row axis is reflected."""
     h, _ = _grid_size(sample)
-    return _apply_to_grids(sample, lambda x: torch.flip(x, dims=(-2,)),
-                           Affine(1.0, 0.0, 0.0, 0.0, -1.0, h))
+    return _apply_to_grids(
+        sample, lambda x: torch.flip(x, dims=(-2,)), Affine(1.0, 0.0, 0.0, 0.0, -1.0, h)
+    )
 
 
 def rot90(sample: Mapping[str, Any], k: int) -> Sample:
@@ -213,8 +239,9 @@ def resize(sample: Mapping[str, Any], size: int | Sequence[int], antialias: bool
     h, w = _grid_size(sample)
     out = dict(sample)
     image = sample["image"]
-    out["image"] = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear",
-                                 align_corners=False, antialias=antialias)[0].to(image.dtype)
+    out["image"] = F.interpolate(
+        image[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=antialias
+    )[0].to(image.dtype)
     rows, cols = _nearest_indices(h, new_h), _nearest_indices(w, new_w)
     if sample.get("mask") is not None:
         out["mask"] = torch.as_tensor(sample["mask"])[rows[:, None], cols[None, :]]
@@ -223,9 +250,13 @@ def resize(sample: Mapping[str, Any], size: int | Sequence[int], antialias: bool
         # Interpolating the invalid indicator gives exactly 0 where no invalid pixel has
         # weight (the weights are non-negative), unlike testing the valid weight against 1,
         # which float32 rounding of the weights blurs.
-        weight_on_invalid = F.interpolate((~valid)[None, None].float(), size=(new_h, new_w),
-                                          mode="bilinear", align_corners=False,
-                                          antialias=antialias)[0, 0]
+        weight_on_invalid = F.interpolate(
+            (~valid)[None, None].float(),
+            size=(new_h, new_w),
+            mode="bilinear",
+            align_corners=False,
+            antialias=antialias,
+        )[0, 0]
         out["valid"] = valid[rows[:, None], cols[None, :]] & (weight_on_invalid == 0)
     x_scale, y_scale = w / new_w, h / new_h
     out["gsd"] = float(sample["gsd"]) * math.sqrt(x_scale * y_scale)
@@ -313,17 +344,26 @@ class Resize(SampleTransform):
     ``gsd`` and ``transform`` follow the change of pixel size.
     """
 
-    def __init__(self, size: int | Sequence[int] | None = None, *,
-                 scale: float | Sequence[float] | None = None, antialias: bool = True):
+    def __init__(
+        self,
+        size: int | Sequence[int] | None = None,
+        *,
+        scale: float | Sequence[float] | None = None,
+        antialias: bool = True,
+    ):
         if (size is None) == (scale is None):
             raise ValueError("Resize takes exactly one of size=(height, width) and scale=factor")
         self.size = None if size is None else _pair(size, "resize size")
         if scale is not None:
-            pair = (float(scale), float(scale)) if isinstance(scale, int | float) \
+            pair = (
+                (float(scale), float(scale))
+                if isinstance(scale, int | float)
                 else tuple(float(s) for s in scale)
+            )
             if len(pair) != 2 or min(pair) <= 0:
-                raise ValueError(f"scale is a positive factor or (height, width) factors, "
-                                 f"got {scale!r}")
+                raise ValueError(
+                    f"scale is a positive factor or (height, width) factors, got {scale!r}"
+                )
             scale = pair
         self.scale = scale
         self.antialias = antialias
@@ -374,8 +414,9 @@ def select_bands(sample: Mapping[str, Any], names: Sequence[str]) -> Sample:
     bands = tuple(sample["bands"])
     missing = [n for n in names if n not in bands]
     if missing:
-        raise UnknownBandError(f"unknown bands {missing}; the sample's bands are: "
-                               f"{', '.join(bands)}")
+        raise UnknownBandError(
+            f"unknown bands {missing}; the sample's bands are: {', '.join(bands)}"
+        )
     return _take_channels(sample, [bands.index(n) for n in names])
 
 
@@ -398,8 +439,9 @@ class RandomBandSubset(SampleTransform):
     ``image`` ``(C, H, W)`` -> ``(n, H, W)``; ``wavelengths`` and ``bands`` follow.
     """
 
-    def __init__(self, min_bands: int, max_bands: int | None = None,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self, min_bands: int, max_bands: int | None = None, generator: torch.Generator | None = None
+    ):
         if int(min_bands) != min_bands or min_bands < 1:
             raise ValueError(f"min_bands must be a whole number >= 1, got {min_bands}")
         if max_bands is not None and max_bands < min_bands:
@@ -411,8 +453,10 @@ class RandomBandSubset(SampleTransform):
     def apply(self, sample: Mapping[str, Any]) -> Sample:
         c = int(sample["image"].shape[0])
         if self.min_bands > c:
-            raise BandMismatchError(f"RandomBandSubset keeps at least {self.min_bands} bands but "
-                                    f"the image has {c} channels")
+            raise BandMismatchError(
+                f"RandomBandSubset keeps at least {self.min_bands} bands but "
+                f"the image has {c} channels"
+            )
         upper = c if self.max_bands is None else min(self.max_bands, c)
         n = int(torch.randint(self.min_bands, upper + 1, (1,), generator=self.generator))
         keep = torch.randperm(c, generator=self.generator)[:n].sort().values
@@ -441,13 +485,19 @@ class Normalize(SampleTransform):
     Pixels outside ``valid`` are normalised like the rest; ``valid`` still marks them.
     """
 
-    def __init__(self, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor,
-                 bands: Sequence[str] | None = None):
+    def __init__(
+        self,
+        mean: Sequence[float] | torch.Tensor,
+        std: Sequence[float] | torch.Tensor,
+        bands: Sequence[str] | None = None,
+    ):
         self.mean = _statistics_arg(mean, "mean")
         self.std = _statistics_arg(std, "std")
         if len(self.mean) != len(self.std):
-            raise ValueError(f"{len(self.mean)} means and {len(self.std)} standard deviations; "
-                             "give one of each per band")
+            raise ValueError(
+                f"{len(self.mean)} means and {len(self.std)} standard deviations; "
+                "give one of each per band"
+            )
         if min(self.std, default=1.0) <= 0:
             raise ValueError(f"standard deviations must be positive, got {self.std}")
         self.bands = None if bands is None else _band_names_arg(bands, type(self).__name__)
@@ -468,7 +518,8 @@ class Normalize(SampleTransform):
             raise ValueError(
                 f"{kind} card {card_obj.name!r} has no normalisation statistics (a dataset card's "
                 "'statistics: {mean: [...], std: [...]}'); pass mean and std to "
-                f"{cls.__name__}(mean, std, bands) instead")
+                f"{cls.__name__}(mean, std, bands) instead"
+            )
         names = list(card_obj.band_names) if bands is None else list(bands)
         indices = card_obj.band_indices(names)
         return cls([mean[i] for i in indices], [std[i] for i in indices], bands=names)
@@ -477,8 +528,10 @@ class Normalize(SampleTransform):
         c = int(sample["image"].shape[0])
         if self.bands is None:
             if len(self.mean) != c:
-                raise BandMismatchError(f"{type(self).__name__} has statistics for {len(self.mean)}"
-                                        f" bands but the image has {c} channels")
+                raise BandMismatchError(
+                    f"{type(self).__name__} has statistics for {len(self.mean)}"
+                    f" bands but the image has {c} channels"
+                )
             indices = list(range(c))
         else:
             names = tuple(sample["bands"])
@@ -486,7 +539,8 @@ class Normalize(SampleTransform):
             if missing:
                 raise UnknownBandError(
                     f"{type(self).__name__} has no statistics for bands {missing}; it has "
-                    f"statistics for: {', '.join(self.bands)}")
+                    f"statistics for: {', '.join(self.bands)}"
+                )
             indices = [self.bands.index(n) for n in names]
         dtype = sample["image"].dtype
         mean = torch.tensor([self.mean[i] for i in indices], dtype=dtype)[:, None, None]

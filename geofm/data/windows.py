@@ -47,7 +47,8 @@ def scene_header(path: PathLike) -> tuple[int, int, int]:
     raise ValueError(
         f"{path}: random windows are read from GeoTIFF/JPEG 2000 files or ENVI cubes "
         f"(.hdr); got {path.suffix or 'no suffix'}. Convert .mat cubes with geofm.data.open_mat "
-        "and save them as GeoTIFF")
+        "and save them as GeoTIFF"
+    )
 
 
 class RandomWindowDataset(Dataset):
@@ -71,9 +72,16 @@ class RandomWindowDataset(Dataset):
     After ``max_failures`` failures in a row the read raises, naming the files.
     """
 
-    def __init__(self, paths: Sequence[PathLike], size: int, length: int | None = None,
-                 card: str | DatasetCard | SensorCard | None = None, seed: int = 0,
-                 transforms: Transform | None = None, max_failures: int = 10) -> None:
+    def __init__(
+        self,
+        paths: Sequence[PathLike],
+        size: int,
+        length: int | None = None,
+        card: str | DatasetCard | SensorCard | None = None,
+        seed: int = 0,
+        transforms: Transform | None = None,
+        max_failures: int = 10,
+    ) -> None:
         if not paths:
             raise ValueError("RandomWindowDataset needs at least one scene")
         if size < 1 or (length is not None and length < 1):
@@ -91,9 +99,13 @@ class RandomWindowDataset(Dataset):
                     raise ValueError(
                         f"{p} has {count} band(s) but card {as_card(card).name!r} has "
                         f"{expected}; random windows are read from files holding every band "
-                        "(stack single-band files first)")
-        small = [(p, s) for p, s in zip(self.paths, self.shapes, strict=True)
-                 if s[0] < size or s[1] < size]
+                        "(stack single-band files first)"
+                    )
+        small = [
+            (p, s)
+            for p, s in zip(self.paths, self.shapes, strict=True)
+            if s[0] < size or s[1] < size
+        ]
         if small:
             p, (h, w) = small[0]
             raise ValueError(f"{p} is {h} x {w} pixels, smaller than the {size} x {size} window")
@@ -103,8 +115,7 @@ class RandomWindowDataset(Dataset):
         self.seed, self.epoch = seed, 0
         self.transforms = transforms
         self.max_failures = max_failures
-        self._counts = np.array([(h - size + 1) * (w - size + 1) for h, w in self.shapes],
-                                float)
+        self._counts = np.array([(h - size + 1) * (w - size + 1) for h, w in self.shapes], float)
         self._weights = self._counts / self._counts.sum()
         self.unreadable: set[Path] = set()
         # one read now, so that a configuration error (a card that does not fit, no
@@ -127,8 +138,9 @@ class RandomWindowDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def window(self, index: int, attempt: int = 0, epoch: int | None = None
-               ) -> tuple[Path, tuple[int, int, int, int]]:
+    def window(
+        self, index: int, attempt: int = 0, epoch: int | None = None
+    ) -> tuple[Path, tuple[int, int, int, int]]:
         """The scene and ``(col_off, row_off, width, height)`` of window ``index`` in
         ``epoch`` (default: :attr:`epoch`); ``attempt`` > 0: the replacement drawn after
         that many failed reads."""
@@ -166,8 +178,10 @@ class RandomWindowDataset(Dataset):
             if skipped:
                 sample["skipped"] = tuple(skipped)
             return self.transforms(sample) if self.transforms else sample
-        raise RuntimeError(f"{self.max_failures} reads in a row failed for window {index}; "
-                           f"unreadable files: {sorted(map(str, self.unreadable))[:5]}")
+        raise RuntimeError(
+            f"{self.max_failures} reads in a row failed for window {index}; "
+            f"unreadable files: {sorted(map(str, self.unreadable))[:5]}"
+        )
 
     def _mark_unreadable(self, path: Path, err: Exception) -> None:
         self.unreadable.add(path)
@@ -175,12 +189,13 @@ class RandomWindowDataset(Dataset):
         self._counts[k] = 0.0
         if self._counts.sum() > 0:
             self._weights = self._counts / self._counts.sum()
-        warnings.warn(f"skipping unreadable file {path}: {type(err).__name__}: {err}",
-                      stacklevel=3)
+        warnings.warn(f"skipping unreadable file {path}: {type(err).__name__}: {err}", stacklevel=3)
 
     def __repr__(self) -> str:
-        return (f"RandomWindowDataset({len(self.paths)} scene(s), {self.length} windows of "
-                f"{self.size} px)")
+        return (
+            f"RandomWindowDataset({len(self.paths)} scene(s), {self.length} windows of "
+            f"{self.size} px)"
+        )
 
 
 class EpochConcatDataset(ConcatDataset):
@@ -233,14 +248,23 @@ class BandSetBatchSampler(Sampler[list]):
     sees every sensor throughout rather than one after another.
     """
 
-    def __init__(self, keys: Sequence[Hashable], batch_size: int, shuffle: bool = True,
-                 drop_last: bool = False, seed: int = 0, num_replicas: int | None = None,
-                 rank: int | None = None, with_epoch: bool = False) -> None:
+    def __init__(
+        self,
+        keys: Sequence[Hashable],
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        with_epoch: bool = False,
+    ) -> None:
         if isinstance(keys, Sampler) or not isinstance(keys, Sequence):
             raise TypeError(
                 "BandSetBatchSampler takes the band-set key of every index, not a sampler; "
                 "it shards batches across processes itself, so run the trainer with "
-                "use_distributed_sampler=False (trainer.use_distributed_sampler: false)")
+                "use_distributed_sampler=False (trainer.use_distributed_sampler: false)"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         groups: dict[Hashable, list[int]] = {}
@@ -261,8 +285,9 @@ class BandSetBatchSampler(Sampler[list]):
         self.sampler = _EpochHook(self)
 
     @classmethod
-    def for_datasets(cls, datasets: ConcatDataset | Sequence[Dataset], **kwargs
-                     ) -> BandSetBatchSampler:
+    def for_datasets(
+        cls, datasets: ConcatDataset | Sequence[Dataset], **kwargs
+    ) -> BandSetBatchSampler:
         """One band set per dataset of a concatenation (each dataset holds one band set)."""
         parts = datasets.datasets if isinstance(datasets, ConcatDataset) else datasets
         keys = [k for k, ds in enumerate(parts) for _ in range(len(ds))]
@@ -279,14 +304,14 @@ class BandSetBatchSampler(Sampler[list]):
             if self.shuffle:
                 order = [group[i] for i in torch.randperm(len(group), generator=generator)]
             for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size]
+                batch = order[start : start + self.batch_size]
                 if len(batch) == self.batch_size or not self.drop_last:
                     batches.append(batch)
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
         if self.num_replicas > 1:  # equal shares; the few left over are dropped this epoch
             share = len(batches) // self.num_replicas
-            batches = batches[self.rank::self.num_replicas][:share]
+            batches = batches[self.rank :: self.num_replicas][:share]
         return batches
 
     def __iter__(self) -> Iterator[list]:

@@ -32,16 +32,20 @@ def to_xarray(sample: Sample) -> xr.DataArray:
     c, h, w = image.shape
     transform = sample.get("transform")
     if transform is not None and (transform.b != 0 or transform.d != 0):
-        raise ValueError("to_xarray needs a north-up transform (no rotation terms); got "
-                         f"{transform!r}")
+        raise ValueError(
+            f"to_xarray needs a north-up transform (no rotation terms); got {transform!r}"
+        )
     if transform is not None:
         ys, xs = pixel_centres(transform, h, w)
     else:
         ys, xs = np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64)
     coords: dict[str, Any] = {
         "band": ("band", list(sample["bands"])),
-        "wavelength": ("band", sample["wavelengths"].detach().cpu().numpy().astype(np.float32),
-                       {"units": "nm"}),
+        "wavelength": (
+            "band",
+            sample["wavelengths"].detach().cpu().numpy().astype(np.float32),
+            {"units": "nm"},
+        ),
         "y": ("y", ys),
         "x": ("x", xs),
     }
@@ -76,8 +80,10 @@ def from_xarray(da: xr.DataArray, *, gsd: float | None = None) -> Sample:
         raise ValueError(f"from_xarray needs dims ('band', 'y', 'x'), got {da.dims}")
     da = da.transpose("band", "y", "x")
     if "wavelength" not in da.coords:
-        raise ValueError("the DataArray has no 'wavelength' coordinate along 'band'; add one "
-                         "with da.assign_coords(wavelength=('band', [...]))")
+        raise ValueError(
+            "the DataArray has no 'wavelength' coordinate along 'band'; add one "
+            "with da.assign_coords(wavelength=('band', [...]))"
+        )
     wavelengths = np.asarray(da.coords["wavelength"].values, dtype=np.float32)
     # (check_band_metadata only takes the length; an array is as good as a sequence)
     check_band_metadata(da.sizes["band"], cast("Sequence[float]", wavelengths))
@@ -93,14 +99,16 @@ def from_xarray(da: xr.DataArray, *, gsd: float | None = None) -> Sample:
     if gsd is None and transform is not None:
         gsd = gsd_of(transform)
     if gsd is None:
-        raise ValueError("no GSD: the DataArray has no 'gsd' attribute and no transform; "
-                         "pass gsd=...")
+        raise ValueError(
+            "no GSD: the DataArray has no 'gsd' attribute and no transform; pass gsd=..."
+        )
     extra: dict[str, Any] = {}
     image = np.asarray(da.values)
     if "valid" in da.coords:
         extra["valid"] = torch.from_numpy(np.asarray(da.coords["valid"].values, dtype=bool))
-    elif da.rio.nodata is not None or (np.issubdtype(image.dtype, np.floating)
-                                       and not np.isfinite(image).all()):
+    elif da.rio.nodata is not None or (
+        np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all()
+    ):
         valid = valid_mask(image, [da.rio.nodata] * len(image))
         image = np.where(valid[None], image, 0)
         extra["valid"] = torch.from_numpy(valid)
@@ -108,8 +116,9 @@ def from_xarray(da: xr.DataArray, *, gsd: float | None = None) -> Sample:
         extra["mask"] = torch.from_numpy(np.asarray(da.coords["mask"].values, dtype=np.int64))
     for key in ("label", "center"):
         if key in da.attrs:
-            extra[key] = torch.as_tensor(np.asarray(da.attrs[key],
-                                                    dtype=da.attrs.get(f"{key}_dtype", "int64")))
+            extra[key] = torch.as_tensor(
+                np.asarray(da.attrs[key], dtype=da.attrs.get(f"{key}_dtype", "int64"))
+            )
     if transform is not None:
         extra["transform"] = transform
     if crs is not None:

@@ -71,8 +71,9 @@ class Prediction:
         return self.crs is not None
 
 
-def _estimate_mb(block: int, plan: TilePlan, bands: int, classes: int,
-                 batch_size: int = 1) -> float:
+def _estimate_mb(
+    block: int, plan: TilePlan, bands: int, classes: int, batch_size: int = 1
+) -> float:
     """Memory held for one block, in MiB: the input window read (float32, plus the
     reader's uint16 and scaling copies: counted as three float32 copies), the
     accumulators (float32 sums, weights and probabilities, the int64 argmax) and one
@@ -88,11 +89,11 @@ def _estimate_mb(block: int, plan: TilePlan, bands: int, classes: int,
         # end); any other block a core over each edge
         core = T - 2 * plan.margin
         side_in = block + 2 * plan.margin + core * (1 if block % plan.step == 0 else 2)
-    inputs = 3 * 4 * bands * side_in ** 2
-    accum = (4 * (classes + 1) + 4 * classes + 8) * block ** 2
+    inputs = 3 * 4 * bands * side_in**2
+    accum = (4 * (classes + 1) + 4 * classes + 8) * block**2
     core = plan.tile - 2 * plan.margin if plan.kind == "pixel" else 1
-    batch = 2 * 4 * batch_size * (bands * plan.tile ** 2 + classes * core ** 2)
-    return (inputs + accum + batch) / 2 ** 20
+    batch = 2 * 4 * batch_size * (bands * plan.tile**2 + classes * core**2)
+    return (inputs + accum + batch) / 2**20
 
 
 BLOCK_SIDES = (1, 2, 4, 8, *range(16, 4097, 16))
@@ -112,8 +113,9 @@ def block_budget_mb(memory_mb: float) -> float:
     return memory_mb / 2 - max(0.0, gdal_cache_mb(memory_mb) - memory_mb / 8)
 
 
-def choose_block(plan: TilePlan, bands: int, classes: int, memory_mb: float,
-                 batch_size: int = 1) -> int:
+def choose_block(
+    plan: TilePlan, bands: int, classes: int, memory_mb: float, batch_size: int = 1
+) -> int:
     """The largest block side (output cells, from :data:`BLOCK_SIDES`) whose buffers fit
     :func:`block_budget_mb`. No larger than the output grid needs, and rounded down to
     whole steps of the tile grid when it spans one."""
@@ -126,14 +128,15 @@ def choose_block(plan: TilePlan, bands: int, classes: int, memory_mb: float,
             f"memory_mb={memory_mb:g} is too small for {bands}-band tiles of {plan.tile} px "
             f"in batches of {batch_size}: one tile's block needs {need:.0f} MiB of the "
             f"{max(budget, 0):.0f} MiB left once GDAL's cache ({gdal_cache_mb(memory_mb)} "
-            "MiB) and the allocator's margin are kept")
+            "MiB) and the allocator's margin are kept"
+        )
     best = 1
     steps = range(plan.step, 4097, plan.step) if plan.step > 1 else ()
     for side in sorted({*BLOCK_SIDES, *steps}):
         if _estimate_mb(side, plan, bands, classes, batch_size) > budget:
             if side % plan.step == 0 or plan.step == 1:
                 break
-            continue                       # a whole number of steps may still fit
+            continue  # a whole number of steps may still fit
         best = side
         if side >= max(plan.shape):
             break
@@ -218,22 +221,29 @@ def predict(
         # an earlier run's probabilities beside the map would no longer describe it; no
         # output may be the scene or the checkpoint (refused even with overwrite)
         scene_path = scene if isinstance(scene, str | os.PathLike) else None
-        check_outputs([out, probabilities_path(out)], [scene_path, predictor.checkpoint],
-                      overwrite)
+        check_outputs([out, probabilities_path(out)], [scene_path, predictor.checkpoint], overwrite)
         if not out.parent.is_dir():
             raise FileNotFoundError(f"output folder {out.parent} does not exist")
     if not 0.0 <= min_valid <= 1.0:
         raise ValueError(f"min_valid must lie in [0, 1], got {min_valid}")
     card = card if card is not None else predictor.card
-    source = open_source(scene, card=card, gsd=gsd, cube_key=cube_key,
-                         wavelengths=predictor.wavelengths)
+    source = open_source(
+        scene, card=card, gsd=gsd, cube_key=cube_key, wavelengths=predictor.wavelengths
+    )
     source.select(predictor.bands, by_count=predictor.cardless)
     if stride is not None and predictor.kind != "scene":
         raise ValueError("stride is for scene classifiers; pixel classifiers take overlap")
     if overlap and predictor.kind != "pixel":
         raise ValueError("overlap is for pixel classifiers; scene classifiers take stride")
-    plan = plan_tiles(source.height, source.width, predictor.kind, predictor.tile,
-                      stride=stride, margin=predictor.margin, overlap=overlap)
+    plan = plan_tiles(
+        source.height,
+        source.width,
+        predictor.kind,
+        predictor.tile,
+        stride=stride,
+        margin=predictor.margin,
+        overlap=overlap,
+    )
     classes = predictor.classes
     batch_size = batch_size or (32 if plan.kind == "scene" else 1)
     if batch_size < 1:
@@ -244,40 +254,72 @@ def predict(
         raise ValueError(f"block must be a positive number of cells, got {block}")
     footprint = max(t.out_stop - t.out_start for t in (*plan.rows, *plan.cols))
     if block < footprint and block < max(plan.shape):
-        warnings.warn(f"blocks of {block} cells are smaller than a tile's {footprint}: each "
-                      f"tile is run for up to {-(-footprint // block) + 1}^2 blocks; give "
-                      "more memory_mb or a smaller batch_size", stacklevel=2)
+        warnings.warn(
+            f"blocks of {block} cells are smaller than a tile's {footprint}: each "
+            f"tile is run for up to {-(-footprint // block) + 1}^2 blocks; give "
+            "more memory_mb or a smaller batch_size",
+            stacklevel=2,
+        )
     crs, transform = _output_grid(source, plan)
     if source.crs is None:
         where = str(out) if out is not None else "the result"
         unit = "pixels" if source.transform is None else "own (unnamed) map units"
-        units = (f"coordinates in the scene's {unit}" if plan.factor == 1 else
-                 f"in the scene's {unit}, cells of {plan.factor} x {plan.factor} pixels")
-        warnings.warn(f"{source.name} has no CRS: {where} is on the scene's own grid (no "
-                      f"CRS; {units})", NotGeoreferencedWarning, stacklevel=2)
+        units = (
+            f"coordinates in the scene's {unit}"
+            if plan.factor == 1
+            else f"in the scene's {unit}, cells of {plan.factor} x {plan.factor} pixels"
+        )
+        warnings.warn(
+            f"{source.name} has no CRS: {where} is on the scene's own grid (no CRS; {units})",
+            NotGeoreferencedWarning,
+            stacklevel=2,
+        )
     blocks = list(_blocks(plan.shape, block))
-    total = sum(len(plan.touching("rows", r0, r1)) * len(plan.touching("cols", c0, c1))
-                for r0, r1, c0, c1 in blocks)
+    total = sum(
+        len(plan.touching("rows", r0, r1)) * len(plan.touching("cols", c0, c1))
+        for r0, r1, c0, c1 in blocks
+    )
     run = 0
     counts = np.zeros(len(classes) + 1, dtype=np.int64)
-    gdal_cache = gdal_cache_mb(memory_mb) * 2 ** 20
+    gdal_cache = gdal_cache_mb(memory_mb) * 2**20
     sink: GeoTIFFSink | MemorySink | None = None
     try:
         device = predictor.device
         wavelengths = torch.tensor(source.wavelengths, dtype=torch.float32, device=device)
         if out is not None:
-            tags = {"model": predictor.name, "kind": plan.kind,
-                    "cell_pixels": str(plan.factor), "source": source.name}
-            sink = GeoTIFFSink(out, plan.shape, classes, crs=crs, transform=transform,
-                               probabilities=probabilities, tags=tags)
+            tags = {
+                "model": predictor.name,
+                "kind": plan.kind,
+                "cell_pixels": str(plan.factor),
+                "source": source.name,
+            }
+            sink = GeoTIFFSink(
+                out,
+                plan.shape,
+                classes,
+                crs=crs,
+                transform=transform,
+                probabilities=probabilities,
+                tags=tags,
+            )
         else:
             sink = MemorySink(plan.shape, classes, probabilities)
-        with rasterio.Env(GDAL_CACHEMAX=gdal_cache), \
-                tqdm(total=total, disable=not progress, desc="predicting", unit="tile") as bar:
+        with (
+            rasterio.Env(GDAL_CACHEMAX=gdal_cache),
+            tqdm(total=total, disable=not progress, desc="predicting", unit="tile") as bar,
+        ):
             for r0, r1, c0, c1 in blocks:
-                labels, probs, ran = _predict_block(predictor, source, plan, (r0, r1, c0, c1),
-                                                    wavelengths, batch_size, min_valid,
-                                                    probabilities, bar)
+                labels, probs, ran = _predict_block(
+                    predictor,
+                    source,
+                    plan,
+                    (r0, r1, c0, c1),
+                    wavelengths,
+                    batch_size,
+                    min_valid,
+                    probabilities,
+                    bar,
+                )
                 run += ran
                 ids = labels.ravel().astype(np.int64)
                 counts += np.bincount(np.minimum(ids, len(classes)), minlength=len(classes) + 1)
@@ -291,34 +333,47 @@ def predict(
         # an earlier run's probabilities would no longer match the map beside them
         probabilities_path(out).unlink(missing_ok=True)
     if run == 0:
-        warnings.warn(f"no tile of {source.name} was classified: every tile has less than "
-                      f"min_valid={min_valid:g} of valid pixels; the map is all nodata",
-                      stacklevel=2)
+        warnings.warn(
+            f"no tile of {source.name} was classified: every tile has less than "
+            f"min_valid={min_valid:g} of valid pixels; the map is all nodata",
+            stacklevel=2,
+        )
     if isinstance(sink, GeoTIFFSink):
         label_da, prob_da = _open_written(written, classes)
     else:
         label_da = _dataarray(sink.labels, crs, transform, classes, sink.nodata)
         prob_da = None
         if sink.probs is not None:
-            prob_da = xr.DataArray(sink.probs, dims=("class", "y", "x"),
-                                   coords={"class": classes, "y": label_da.y, "x": label_da.x},
-                                   name="probability")
+            prob_da = xr.DataArray(
+                sink.probs,
+                dims=("class", "y", "x"),
+                coords={"class": classes, "y": label_da.y, "x": label_da.x},
+                name="probability",
+            )
             if crs is not None:
                 prob_da = prob_da.rio.write_crs(crs)
     label_da.attrs.update(model=predictor.name, kind=plan.kind, cell_pixels=plan.factor)
-    return Prediction(label_da, prob_da, list(classes), transform, crs, paths, run,
-                      len(blocks), block, counts)
+    return Prediction(
+        label_da, prob_da, list(classes), transform, crs, paths, run, len(blocks), block, counts
+    )
 
 
 def _tile_batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
-def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
-                   bounds: tuple[int, int, int, int], wavelengths: torch.Tensor,
-                   batch_size: int, min_valid: float, probabilities: bool, bar
-                   ) -> tuple[np.ndarray, np.ndarray | None, int]:
+def _predict_block(
+    predictor: Predictor,
+    source: SceneSource,
+    plan: TilePlan,
+    bounds: tuple[int, int, int, int],
+    wavelengths: torch.Tensor,
+    batch_size: int,
+    min_valid: float,
+    probabilities: bool,
+    bar,
+) -> tuple[np.ndarray, np.ndarray | None, int]:
     r0, r1, c0, c1 = bounds
     rows = plan.touching("rows", r0, r1)
     cols = plan.touching("cols", c0, c1)
@@ -338,16 +393,19 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
     for ri in rows:
         for ci in cols:
             rt, ct = plan.rows[ri], plan.cols[ci]
-            tv = valid[rt.start - in_r0:rt.start - in_r0 + T, ct.start - in_c0:ct.start - in_c0 + T]
+            tv = valid[
+                rt.start - in_r0 : rt.start - in_r0 + T, ct.start - in_c0 : ct.start - in_c0 + T
+            ]
             if plan.kind == "scene":
                 # the share of valid pixels among those of the tile inside the scene (a
                 # scene smaller than a tile is all a tile can see of it)
-                inside = ((min(rt.start + T, source.height) - max(rt.start, 0))
-                          * (min(ct.start + T, source.width) - max(ct.start, 0)))
+                inside = (min(rt.start + T, source.height) - max(rt.start, 0)) * (
+                    min(ct.start + T, source.width) - max(ct.start, 0)
+                )
                 usable = tv.any() and tv.sum() >= min_valid * inside
             else:
                 m = plan.margin
-                usable = tv[m:T - m, m:T - m].any()
+                usable = tv[m : T - m, m : T - m].any()
             if usable:
                 todo.append((ri, ci))
             else:
@@ -355,26 +413,39 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
     ran = 0
     for batch in _tile_batches(todo, batch_size):
         crops = [(plan.rows[ri].start - in_r0, plan.cols[ci].start - in_c0) for ri, ci in batch]
-        x = torch.from_numpy(np.stack([image[:, a:a + T, b:b + T] for a, b in crops]))
-        v = torch.from_numpy(np.stack([valid[a:a + T, b:b + T] for a, b in crops]))
-        out = (predictor(x.to(device), v.to(device), wavelengths, source.gsd)
-               .detach().float().cpu().numpy())
+        x = torch.from_numpy(np.stack([image[:, a : a + T, b : b + T] for a, b in crops]))
+        v = torch.from_numpy(np.stack([valid[a : a + T, b : b + T] for a, b in crops]))
+        out = (
+            predictor(x.to(device), v.to(device), wavelengths, source.gsd)
+            .detach()
+            .float()
+            .cpu()
+            .numpy()
+        )
         for (ri, ci), p in zip(batch, out, strict=True):
             if not np.isfinite(p).all():
-                continue                    # the model gave no answer for this tile
+                continue  # the model gave no answer for this tile
             rt, ct = plan.rows[ri], plan.cols[ci]
             # the tile's cells inside this block, in tile and in block coordinates
             ya, yb = max(rt.out_start, r0), min(rt.out_stop, r1)
             xa, xb = max(ct.out_start, c0), min(ct.out_stop, c1)
-            w = np.outer(rt.weights[ya - rt.out_start:yb - rt.out_start],
-                         ct.weights[xa - ct.out_start:xb - ct.out_start])
+            w = np.outer(
+                rt.weights[ya - rt.out_start : yb - rt.out_start],
+                ct.weights[xa - ct.out_start : xb - ct.out_start],
+            )
             if plan.kind == "scene":
                 contrib = p[:, None, None] * w
             else:
-                contrib = p[:, ya - rt.out_start:yb - rt.out_start,
-                            xa - ct.out_start:xb - ct.out_start] * w
-            acc[:, ya - r0:yb - r0, xa - c0:xb - c0] += contrib
-            weight[ya - r0:yb - r0, xa - c0:xb - c0] += w
+                contrib = (
+                    p[
+                        :,
+                        ya - rt.out_start : yb - rt.out_start,
+                        xa - ct.out_start : xb - ct.out_start,
+                    ]
+                    * w
+                )
+            acc[:, ya - r0 : yb - r0, xa - c0 : xb - c0] += contrib
+            weight[ya - r0 : yb - r0, xa - c0 : xb - c0] += w
         ran += len(batch)
         bar.update(len(batch))
     cell_valid = _cell_validity(valid, plan, bounds, (in_r0, in_c0), source)
@@ -391,8 +462,13 @@ def _predict_block(predictor: Predictor, source: SceneSource, plan: TilePlan,
     return labels, prob, ran
 
 
-def _cell_validity(valid: np.ndarray, plan: TilePlan, bounds: tuple[int, int, int, int],
-                   origin: tuple[int, int], source: SceneSource) -> np.ndarray:
+def _cell_validity(
+    valid: np.ndarray,
+    plan: TilePlan,
+    bounds: tuple[int, int, int, int],
+    origin: tuple[int, int],
+    source: SceneSource,
+) -> np.ndarray:
     """Which output cells of the block hold at least one valid scene pixel."""
     r0, r1, c0, c1 = bounds
     f = plan.factor
@@ -404,12 +480,13 @@ def _cell_validity(valid: np.ndarray, plan: TilePlan, bounds: tuple[int, int, in
         return part
     h, w = r1 - r0, c1 - c0
     padded = np.zeros((h * f, w * f), dtype=bool)
-    padded[:part.shape[0], :part.shape[1]] = part
+    padded[: part.shape[0], : part.shape[1]] = part
     return cast(np.ndarray, padded.reshape(h, f, w, f).any(axis=(1, 3)))
 
 
-def _dataarray(labels: np.ndarray, crs: Any, transform: Affine | None, classes: list[str],
-               nodata: int) -> xr.DataArray:
+def _dataarray(
+    labels: np.ndarray, crs: Any, transform: Affine | None, classes: list[str], nodata: int
+) -> xr.DataArray:
     import rioxarray  # noqa: F401  (registers the .rio accessor)
 
     h, w = labels.shape
@@ -420,9 +497,12 @@ def _dataarray(labels: np.ndarray, crs: Any, transform: Affine | None, classes: 
     else:
         ys, xs = np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64)
     da = xr.DataArray(labels, dims=("y", "x"), coords={"y": ys, "x": xs}, name="class_id")
-    da.attrs.update(classes="\n".join(classes), nodata=nodata,
-                    flag_values=np.arange(len(classes)),
-                    flag_meanings=" ".join(c.replace(" ", "_") for c in classes))
+    da.attrs.update(
+        classes="\n".join(classes),
+        nodata=nodata,
+        flag_values=np.arange(len(classes)),
+        flag_meanings=" ".join(c.replace(" ", "_") for c in classes),
+    )
     if transform is not None:
         da = da.rio.write_transform(transform)
     if crs is not None:
@@ -430,16 +510,18 @@ def _dataarray(labels: np.ndarray, crs: Any, transform: Affine | None, classes: 
     return da
 
 
-def _open_written(paths: list[Path], classes: list[str]
-                  ) -> tuple[xr.DataArray, xr.DataArray | None]:
+def _open_written(
+    paths: list[Path], classes: list[str]
+) -> tuple[xr.DataArray, xr.DataArray | None]:
     """The written COGs as lazily loaded DataArrays (rioxarray)."""
     import rioxarray
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         # one GeoTIFF each: open_rasterio returns a DataArray (not a Dataset or a list)
-        labels = cast(xr.DataArray, rioxarray.open_rasterio(paths[0], mask_and_scale=False)
-                      ).squeeze("band", drop=True)
+        labels = cast(
+            xr.DataArray, rioxarray.open_rasterio(paths[0], mask_and_scale=False)
+        ).squeeze("band", drop=True)
         labels.name = "class_id"
         labels.attrs["classes"] = "\n".join(classes)
         probs = None
@@ -448,4 +530,3 @@ def _open_written(paths: list[Path], classes: list[str]
             probs = probs.assign_coords({"class": classes})
             probs.name = "probability"
     return labels, probs
-

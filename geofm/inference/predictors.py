@@ -58,9 +58,16 @@ class Predictor:
     #: class, in class order (to read a ground truth of that scene); ``None`` otherwise
     label_values: list[int] | None = None
 
-    def __init__(self, model: nn.Module, classes: Sequence[str], bands: Sequence[str] | None,
-                 tile: int, wavelengths: Sequence[float] | None = None,
-                 name: str = "", cardless: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: Sequence[str],
+        bands: Sequence[str] | None,
+        tile: int,
+        wavelengths: Sequence[float] | None = None,
+        name: str = "",
+        cardless: bool = False,
+    ) -> None:
         if tile < 1:
             raise ValueError(f"tile must be a positive number of pixels, got {tile}")
         if not classes:
@@ -83,14 +90,17 @@ class Predictor:
         param = next(self.model.parameters(), None)
         return param.device if param is not None else torch.device("cpu")
 
-    def __call__(self, image: torch.Tensor, valid: torch.Tensor, wavelengths: torch.Tensor,
-                 gsd: float) -> torch.Tensor:  # pragma: no cover - abstract
+    def __call__(
+        self, image: torch.Tensor, valid: torch.Tensor, wavelengths: torch.Tensor, gsd: float
+    ) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __repr__(self) -> str:
         bands = "any bands" if self.bands is None else f"{len(self.bands)} bands"
-        return (f"{type(self).__name__}({self.name}, {self.kind} classifier, {bands}, "
-                f"{self.num_classes} classes, tile {self.tile})")
+        return (
+            f"{type(self).__name__}({self.name}, {self.kind} classifier, {bands}, "
+            f"{self.num_classes} classes, tile {self.tile})"
+        )
 
 
 class ScenePredictor(Predictor):
@@ -103,9 +113,16 @@ class ScenePredictor(Predictor):
 
     kind = "scene"
 
-    def __init__(self, model: nn.Module, classes: Sequence[str], bands: Sequence[str] | None,
-                 tile: int, *, preprocess: Callable[[torch.Tensor, torch.Tensor],
-                                                    torch.Tensor] | None = None, **kwargs):
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: Sequence[str],
+        bands: Sequence[str] | None,
+        tile: int,
+        *,
+        preprocess: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        **kwargs,
+    ):
         super().__init__(model, classes, bands, tile, **kwargs)
         self.preprocess = preprocess
 
@@ -129,25 +146,37 @@ class CentrePixelPredictor(Predictor):
 
     kind = "pixel"
 
-    def __init__(self, model: nn.Module, classes: Sequence[str], bands: Sequence[str] | None,
-                 tile: int = 64, *, batch_size: int = 1024, **kwargs):
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: Sequence[str],
+        bands: Sequence[str] | None,
+        tile: int = 64,
+        *,
+        batch_size: int = 1024,
+        **kwargs,
+    ):
         for attr in ("reduction", "forward_reduced", "head", "patch"):
             if not hasattr(model, attr):
-                raise TypeError(f"{type(model).__name__} is not a centre-pixel window "
-                                f"classifier (it has no {attr!r})")
-        self.margin = int(cast(Any, model).patch) // 2   # duck-typed: checked above
+                raise TypeError(
+                    f"{type(model).__name__} is not a centre-pixel window "
+                    f"classifier (it has no {attr!r})"
+                )
+        self.margin = int(cast(Any, model).patch) // 2  # duck-typed: checked above
         if tile <= 2 * self.margin:
-            raise ValueError(f"a tile of {tile} pixels leaves no core around the "
-                             f"{model.patch} x {model.patch} windows of this model; use a "
-                             f"tile of at least {2 * self.margin + 1}")
+            raise ValueError(
+                f"a tile of {tile} pixels leaves no core around the "
+                f"{model.patch} x {model.patch} windows of this model; use a "
+                f"tile of at least {2 * self.margin + 1}"
+            )
         super().__init__(model, classes, bands, tile, **kwargs)
         self.batch_size = int(batch_size)
 
     @torch.no_grad()
     def __call__(self, image, valid, wavelengths, gsd):
-        model: Any = self.model      # a window classifier (checked in __init__)
+        model: Any = self.model  # a window classifier (checked in __init__)
         p, r = int(model.patch), self.margin
-        scores = model.reduction(image.float(), valid)                 # (B, K', T, T)
+        scores = model.reduction(image.float(), valid)  # (B, K', T, T)
         B, Kr, T, _ = scores.shape
         core = T - 2 * r
         out = torch.empty(B, self.num_classes, core, core, device=scores.device)
@@ -156,8 +185,8 @@ class CentrePixelPredictor(Predictor):
         for b in range(B):
             for r0 in range(0, core, rows):
                 r1 = min(r0 + rows, core)
-                band = scores[b, :, r0:r1 + p - 1]                     # (K', n + p - 1, T)
-                windows = band.unfold(1, p, 1).unfold(2, p, 1)         # (K', n, core, p, p)
+                band = scores[b, :, r0 : r1 + p - 1]  # (K', n + p - 1, T)
+                windows = band.unfold(1, p, 1).unfold(2, p, 1)  # (K', n, core, p, p)
                 windows = windows.permute(1, 2, 0, 3, 4).reshape(-1, Kr, p, p)
                 logits = model.head(model.forward_reduced(windows)).float()
                 out[b, :, r0:r1] = logits.softmax(-1).reshape(r1 - r0, core, -1).permute(2, 0, 1)
@@ -171,23 +200,33 @@ class DensePredictor(Predictor):
 
     kind = "pixel"
 
-    def __init__(self, model: nn.Module, classes: Sequence[str], bands: Sequence[str] | None,
-                 tile: int, margin: int = 0, *,
-                 call: Callable[..., torch.Tensor] | None = None, **kwargs):
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: Sequence[str],
+        bands: Sequence[str] | None,
+        tile: int,
+        margin: int = 0,
+        *,
+        call: Callable[..., torch.Tensor] | None = None,
+        **kwargs,
+    ):
         if margin < 0 or tile <= 2 * margin:
-            raise ValueError(f"a tile of {tile} pixels leaves no core inside a margin of "
-                             f"{margin}")
+            raise ValueError(f"a tile of {tile} pixels leaves no core inside a margin of {margin}")
         super().__init__(model, classes, bands, tile, **kwargs)
         self.margin = int(margin)
         self.call = call
 
     @torch.no_grad()
     def __call__(self, image, valid, wavelengths, gsd):
-        out = (self.call(self.model, image, wavelengths, gsd) if self.call is not None
-               else self.model(image))
+        out = (
+            self.call(self.model, image, wavelengths, gsd)
+            if self.call is not None
+            else self.model(image)
+        )
         m = self.margin
         if m:
-            out = out[..., m:out.shape[-2] - m, m:out.shape[-1] - m]
+            out = out[..., m : out.shape[-2] - m, m : out.shape[-1] - m]
         return out.float().softmax(1)
 
 
@@ -195,9 +234,14 @@ class DensePredictor(Predictor):
 # From files
 
 
-def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
-                   tile: int | None = None, device: str | torch.device = "cpu",
-                   batch_size: int = 1024) -> Predictor:
+def load_predictor(
+    checkpoint: str | os.PathLike,
+    model: str | None = None,
+    *,
+    tile: int | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 1024,
+) -> Predictor:
     """A predictor from a ``geofm classify-scenes`` checkpoint (``.ckpt``) or a
     ``geofm classify-pixels`` model (``.pt``).
 
@@ -212,10 +256,16 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
 
         _check_name(path, model, payload.get("model"))
         net, ckpt = load_classifier(path, ckpt=payload)
-        predictor: Predictor = CentrePixelPredictor(net.to(device), ckpt["classes"], ckpt["bands"],
-                                         tile=tile or 64, batch_size=batch_size,
-                                         wavelengths=ckpt.get("wavelengths"),
-                                         name=ckpt["model"], cardless=not ckpt.get("card"))
+        predictor: Predictor = CentrePixelPredictor(
+            net.to(device),
+            ckpt["classes"],
+            ckpt["bands"],
+            tile=tile or 64,
+            batch_size=batch_size,
+            wavelengths=ckpt.get("wavelengths"),
+            name=ckpt["model"],
+            cardless=not ckpt.get("card"),
+        )
         predictor.card = ckpt.get("card") or None
         predictor.checkpoint = path
         # raw ground-truth values of a scene without a card, in class order
@@ -230,15 +280,20 @@ def load_predictor(checkpoint: str | os.PathLike, model: str | None = None, *,
     task = SceneClassificationTask.from_checkpoint(path, payload=payload)
     meta = payload["geofm_scene"]
     _check_name(path, model, meta.get("model"))
-    predictor = ScenePredictor(task.to(device), meta["classes"], meta["bands"],
-                               tile=tile or int(meta["tile"]), wavelengths=meta["wavelengths"],
-                               name=meta["model"])
+    predictor = ScenePredictor(
+        task.to(device),
+        meta["classes"],
+        meta["bands"],
+        tile=tile or int(meta["tile"]),
+        wavelengths=meta["wavelengths"],
+        name=meta["model"],
+    )
     predictor.checkpoint = path
     return predictor
 
 
 def _check_name(path: Path, wanted: str | None, found: str | None) -> None:
     if wanted is not None and wanted != found:
-        raise ValueError(f"--model {wanted!r} does not match {path}, which holds a {found!r} "
-                         "classifier")
-
+        raise ValueError(
+            f"--model {wanted!r} does not match {path}, which holds a {found!r} classifier"
+        )

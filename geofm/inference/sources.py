@@ -77,15 +77,18 @@ class SceneSource:
             raise BandMatchError(
                 f"{self.name} lacks bands the model needs: missing {', '.join(missing)} "
                 f"(the model takes {len(wanted)} bands: {', '.join(wanted)}; the scene has "
-                f"{len(have)}: {', '.join(have)})")
+                f"{len(have)}: {', '.join(have)})"
+            )
         self._select([have.index(b) for b in wanted])
 
     def _select(self, indices: list[int]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.name}: {len(self.bands)} bands x {self.height} x "
-                f"{self.width} px, GSD {self.gsd:g} m, crs {self.crs})")
+        return (
+            f"{type(self).__name__}({self.name}: {len(self.bands)} bands x {self.height} x "
+            f"{self.width} px, GSD {self.gsd:g} m, crs {self.crs})"
+        )
 
 
 class ArraySource(SceneSource):
@@ -99,8 +102,11 @@ class ArraySource(SceneSource):
         image = tensor.float().numpy()
         c, self.height, self.width = image.shape
         valid = sample.get("valid")
-        valid = (np.ones((self.height, self.width), dtype=bool) if valid is None
-                 else torch.as_tensor(valid).bool().numpy())
+        valid = (
+            np.ones((self.height, self.width), dtype=bool)
+            if valid is None
+            else torch.as_tensor(valid).bool().numpy()
+        )
         # as the file readers do: NaN or infinite pixels are invalid, invalid pixels are 0
         self.valid = valid & np.isfinite(image).all(0)
         self.image = np.where(self.valid[None], image, np.float32(0.0))
@@ -128,8 +134,9 @@ class ArraySource(SceneSource):
 class FileSource(SceneSource):
     """A raster, band-file folder or ENVI cube on disk, read window by window."""
 
-    def __init__(self, path: PathLike, *, card: str | None = None,
-                 gsd: float | None = None) -> None:
+    def __init__(
+        self, path: PathLike, *, card: str | None = None, gsd: float | None = None
+    ) -> None:
         self.path = Path(path)
         self.name = str(self.path)
         self.card = card
@@ -145,7 +152,7 @@ class FileSource(SceneSource):
         self.georeferenced_grid = not self.envi and self.transform is not None
         self.declared_gsd = gsd
         if gsd is not None and self.georeferenced_grid:
-            self.target_gsd = gsd           # resample as each window is read
+            self.target_gsd = gsd  # resample as each window is read
         self.bands = list(head["bands"])
         self.wavelengths = [float(w) for w in torch.as_tensor(head["wavelengths"])]
         # read again only when it was read on another grid than the one used from now on
@@ -164,8 +171,11 @@ class FileSource(SceneSource):
             self.gsd = float(head["gsd"])
         else:
             # a grid with no map units: the GSD is what the caller or the card says
-            self.gsd = float(self.declared_gsd if self.declared_gsd is not None
-                             else _card_gsd(self.card) or head["gsd"])
+            self.gsd = float(
+                self.declared_gsd
+                if self.declared_gsd is not None
+                else _card_gsd(self.card) or head["gsd"]
+            )
 
     def _open(self, window: Window) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"window": window, "card": self.card}
@@ -179,8 +189,8 @@ class FileSource(SceneSource):
 
         # one band file of a set (..._B02.jp2): its band comes from its name
         target: Path | list[Path] = (
-            [self.path] if self.path.is_file() and band_name_from_filename(self.path)
-            else self.path)
+            [self.path] if self.path.is_file() and band_name_from_filename(self.path) else self.path
+        )
         with warnings.catch_warnings():
             # no georeferencing is reported once, by the caller, not on every window
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -218,20 +228,24 @@ class FileSource(SceneSource):
         self.wavelengths = [self.wavelengths[i] for i in indices]
         self.bands = names
         self._bands_arg = names
-        self._grid()          # a subset of a band folder may sit on a coarser grid
+        self._grid()  # a subset of a band folder may sit on a coarser grid
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         sample = self._open(window)
         image = sample["image"].numpy()
-        valid = sample["valid"].numpy() if sample.get("valid") is not None else \
-            np.ones(image.shape[1:], dtype=bool)
+        valid = (
+            sample["valid"].numpy()
+            if sample.get("valid") is not None
+            else np.ones(image.shape[1:], dtype=bool)
+        )
         return image, valid
 
 
 def _is_envi(path: Path) -> bool:
     suffix = path.suffix.lower()
-    return suffix == ".hdr" or (suffix in (".img", ".dat", ".raw", ".bin")
-                                and path.with_suffix(".hdr").is_file())
+    return suffix == ".hdr" or (
+        suffix in (".img", ".dat", ".raw", ".bin") and path.with_suffix(".hdr").is_file()
+    )
 
 
 def _envi_size(path: Path) -> tuple[int, int]:
@@ -254,9 +268,14 @@ def _is_identity(transform: Affine | None) -> bool:
     return transform is None or Affine(*transform[:6]) == Affine.identity()
 
 
-def open_source(scene: PathLike | dict[str, Any] | SceneSource, *, card: str | None = None,
-                gsd: float | None = None, cube_key: str | None = None,
-                wavelengths: Sequence[float] | None = None) -> SceneSource:
+def open_source(
+    scene: PathLike | dict[str, Any] | SceneSource,
+    *,
+    card: str | None = None,
+    gsd: float | None = None,
+    cube_key: str | None = None,
+    wavelengths: Sequence[float] | None = None,
+) -> SceneSource:
     """A :class:`SceneSource` for a path (raster, band folder, ENVI, ``.mat``), a sample
     dict or a source (returned as is)."""
     if isinstance(scene, SceneSource):

@@ -66,8 +66,9 @@ def _starts(extent: int, size: int, step: int) -> list[int]:
     return starts
 
 
-def axis_tiles(extent: int, kind: str, tile: int, stride: int | None = None, margin: int = 0,
-               overlap: int = 0) -> tuple[list[AxisTile], int]:
+def axis_tiles(
+    extent: int, kind: str, tile: int, stride: int | None = None, margin: int = 0, overlap: int = 0
+) -> tuple[list[AxisTile], int]:
     """The tiles along one axis of ``extent`` input pixels and the output length.
 
     ``kind`` is ``"scene"`` (``stride`` divides ``tile``; output cells of ``stride``
@@ -79,8 +80,10 @@ def axis_tiles(extent: int, kind: str, tile: int, stride: int | None = None, mar
     if kind == "scene":
         stride = tile if stride is None else stride
         if stride < 1 or tile < 1 or tile % stride:
-            raise ValueError(f"the stride ({stride}) must divide the tile ({tile}): the output "
-                             "grid has one cell per stride")
+            raise ValueError(
+                f"the stride ({stride}) must divide the tile ({tile}): the output "
+                "grid has one cell per stride"
+            )
         cells = math.ceil(extent / stride)
         lo = np.arange(cells) * stride
         centres: np.ndarray = (lo + np.minimum(lo + stride, extent)) / 2.0  # cell centres, px
@@ -94,17 +97,18 @@ def axis_tiles(extent: int, kind: str, tile: int, stride: int | None = None, mar
     if kind == "pixel":
         core = tile - 2 * margin
         if margin < 0 or core < 1:
-            raise ValueError(f"a tile of {tile} pixels leaves no core inside a margin of "
-                             f"{margin} on each side")
+            raise ValueError(
+                f"a tile of {tile} pixels leaves no core inside a margin of {margin} on each side"
+            )
         if not 0 <= overlap < core:
-            raise ValueError(f"overlap must lie in [0, {core}) (the core of the tile), "
-                             f"got {overlap}")
+            raise ValueError(
+                f"overlap must lie in [0, {core}) (the core of the tile), got {overlap}"
+            )
         tiles = []
         for c0 in _starts(extent, core, core - overlap):
             c1 = min(c0 + core, extent)
             centres = np.arange(c0, c1) + 0.5
-            tiles.append(AxisTile(c0 - margin, c0, c1,
-                                  _tent(centres, (c0 + c1) / 2.0, core / 2.0)))
+            tiles.append(AxisTile(c0 - margin, c0, c1, _tent(centres, (c0 + c1) / 2.0, core / 2.0)))
         return tiles, extent
     raise ValueError(f"kind must be 'scene' or 'pixel', got {kind!r}")
 
@@ -139,12 +143,27 @@ class TilePlan:
         return [i for i, t in enumerate(tiles) if t.out_start < hi and t.out_stop > lo]
 
 
-def plan_tiles(height: int, width: int, kind: str, tile: int, stride: int | None = None,
-               margin: int = 0, overlap: int = 0) -> TilePlan:
+def plan_tiles(
+    height: int,
+    width: int,
+    kind: str,
+    tile: int,
+    stride: int | None = None,
+    margin: int = 0,
+    overlap: int = 0,
+) -> TilePlan:
     """Lay tiles over a ``height x width`` scene (see the module docstring)."""
     rows, n_rows = axis_tiles(height, kind, tile, stride, margin, overlap)
     cols, n_cols = axis_tiles(width, kind, tile, stride, margin, overlap)
     factor = (tile if stride is None else stride) if kind == "scene" else 1
     step = 1 if kind == "scene" else tile - 2 * margin - overlap
-    return TilePlan(kind, tile, tuple(rows), tuple(cols), (n_rows, n_cols), factor,
-                    margin if kind == "pixel" else 0, step)
+    return TilePlan(
+        kind,
+        tile,
+        tuple(rows),
+        tuple(cols),
+        (n_rows, n_cols),
+        factor,
+        margin if kind == "pixel" else 0,
+        step,
+    )

@@ -43,18 +43,18 @@ def probabilities_path(out: Path) -> Path:
 class MemorySink:
     """Collect the whole prediction in numpy arrays (for scenes that fit in memory)."""
 
-    def __init__(self, shape: tuple[int, int], classes: Sequence[str],
-                 probabilities: bool) -> None:
+    def __init__(self, shape: tuple[int, int], classes: Sequence[str], probabilities: bool) -> None:
         dtype, self.nodata = label_dtype(len(classes))
         self.labels = np.full(shape, self.nodata, dtype=dtype)
-        self.probs = (np.full((len(classes), *shape), np.nan, dtype=np.float32)
-                      if probabilities else None)
+        self.probs = (
+            np.full((len(classes), *shape), np.nan, dtype=np.float32) if probabilities else None
+        )
 
     def write(self, row: int, col: int, labels: np.ndarray, probs: np.ndarray | None) -> None:
         h, w = labels.shape
-        self.labels[row:row + h, col:col + w] = labels
+        self.labels[row : row + h, col : col + w] = labels
         if self.probs is not None and probs is not None:
-            self.probs[:, row:row + h, col:col + w] = probs
+            self.probs[:, row : row + h, col : col + w] = probs
 
     def finish(self) -> list[Path]:
         return []
@@ -70,15 +70,30 @@ class GeoTIFFSink:
     then carry the pixel grid only.
     """
 
-    def __init__(self, out: Path, shape: tuple[int, int], classes: Sequence[str], *,
-                 crs: Any, transform: Affine | None, probabilities: bool,
-                 tags: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        out: Path,
+        shape: tuple[int, int],
+        classes: Sequence[str],
+        *,
+        crs: Any,
+        transform: Affine | None,
+        probabilities: bool,
+        tags: dict[str, str] | None = None,
+    ) -> None:
         self.out = Path(out)
         self.dtype, self.nodata = label_dtype(len(classes))
         h, w = shape
-        base: dict[str, Any] = {"driver": "GTiff", "height": h, "width": w, "tiled": True,
-                                "blockxsize": 256, "blockysize": 256, "compress": "deflate",
-                                "BIGTIFF": "IF_SAFER"}
+        base: dict[str, Any] = {
+            "driver": "GTiff",
+            "height": h,
+            "width": w,
+            "tiled": True,
+            "blockxsize": 256,
+            "blockysize": 256,
+            "compress": "deflate",
+            "BIGTIFF": "IF_SAFER",
+        }
         if crs is not None:
             base["crs"] = crs
         if transform is not None:
@@ -89,8 +104,9 @@ class GeoTIFFSink:
         self.partial = [p.with_name(f".{p.name}.partial.tif") for p in self.finals]
         self.staged = [p.with_name(f".{p.name}.cog.tif") for p in self.finals]
         self.probs = None
-        self.labels = self._create(self.partial[0], count=1, dtype=self.dtype,
-                                   nodata=self.nodata, **base)
+        self.labels = self._create(
+            self.partial[0], count=1, dtype=self.dtype, nodata=self.nodata, **base
+        )
         try:
             if self.dtype == np.uint8:
                 from geofm.data.plot import class_colour_table
@@ -100,9 +116,14 @@ class GeoTIFFSink:
             self.labels.update_tags(classes="\n".join(classes), **(tags or {}))
             self.labels.set_band_description(1, "class id")
             if probabilities:
-                self.probs = self._create(self.partial[1], count=len(classes),
-                                          dtype="float32", nodata=float("nan"), predictor=3,
-                                          **base)
+                self.probs = self._create(
+                    self.partial[1],
+                    count=len(classes),
+                    dtype="float32",
+                    nodata=float("nan"),
+                    predictor=3,
+                    **base,
+                )
                 for i, c in enumerate(classes):
                     self.probs.set_band_description(i + 1, c)
                 self.probs.update_tags(classes="\n".join(classes), **(tags or {}))
@@ -147,11 +168,19 @@ class GeoTIFFSink:
         # the class map gets overviews (nearest class: cheap, and what a GIS shows zoomed
         # out); the probabilities none: averaging K float bands at every level costs more
         # memory and time than the map itself, and is rarely looked at zoomed out
-        for partial, staged, overviews in zip(self.partial, self.staged, ("AUTO", "NONE"),
-                                              strict=False):
-            rasterio.shutil.copy(partial, staged, driver="COG", COMPRESS="DEFLATE",
-                                 BLOCKSIZE=256, OVERVIEWS=overviews,
-                                 OVERVIEW_RESAMPLING="NEAREST", BIGTIFF="IF_SAFER")
+        for partial, staged, overviews in zip(
+            self.partial, self.staged, ("AUTO", "NONE"), strict=False
+        ):
+            rasterio.shutil.copy(
+                partial,
+                staged,
+                driver="COG",
+                COMPRESS="DEFLATE",
+                BLOCKSIZE=256,
+                OVERVIEWS=overviews,
+                OVERVIEW_RESAMPLING="NEAREST",
+                BIGTIFF="IF_SAFER",
+            )
 
     def abort(self) -> None:
         """Close and remove whatever is left of the partial and staged files."""

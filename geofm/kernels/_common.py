@@ -23,9 +23,22 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
     triton = None
     tl = None
 
-__all__ = ["triton", "tl", "HAVE_TRITON", "TRITON_FAILURES", "is_triton_failure", "interpreted",
-           "dot_precision", "acc_dtype", "next_pow2", "check_runnable", "record_failure",
-           "has_failed", "failures", "reset_failures"]
+__all__ = [
+    "triton",
+    "tl",
+    "HAVE_TRITON",
+    "TRITON_FAILURES",
+    "is_triton_failure",
+    "interpreted",
+    "dot_precision",
+    "acc_dtype",
+    "next_pow2",
+    "check_runnable",
+    "record_failure",
+    "has_failed",
+    "failures",
+    "reset_failures",
+]
 
 HAVE_TRITON = triton is not None
 
@@ -34,9 +47,11 @@ def _failures() -> tuple[type[BaseException], ...]:
     """Triton's own errors (a kernel that does not compile for this GPU, a block that needs
     more shared memory than it has), where this triton version defines them."""
     kinds = []
-    for module, name in (("triton.errors", "TritonError"),
-                         ("triton.compiler.errors", "CompilationError"),
-                         ("triton.runtime.errors", "OutOfResources")):
+    for module, name in (
+        ("triton.errors", "TritonError"),
+        ("triton.compiler.errors", "CompilationError"),
+        ("triton.runtime.errors", "OutOfResources"),
+    ):
         try:
             kinds.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):
@@ -98,7 +113,8 @@ def check_runnable(*tensors: torch.Tensor) -> None:
         raise RuntimeError(
             "a Triton kernel was asked for on CPU tensors; set TRITON_INTERPRET=1 before geofm "
             "is imported to run it in Triton's interpreter (slow: for tests), or use the "
-            "reference backend")
+            "reference backend"
+        )
     raise RuntimeError(f"the Triton kernels run on CUDA tensors, got {sorted(devices)}")
 
 

@@ -81,8 +81,11 @@ if triton is not None:
     @triton.jit
     def _rows(ptr, offs_r, offs_d, s_r, s_d, r_ok, d_ok):
         """A (rows, DP) tile; rows or columns out of range read as zero."""
-        return tl.load(ptr + offs_r[:, None] * s_r + offs_d[None, :] * s_d,
-                       mask=r_ok[:, None] & d_ok[None, :], other=0.0)
+        return tl.load(
+            ptr + offs_r[:, None] * s_r + offs_d[None, :] * s_d,
+            mask=r_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
 
     @triton.jit
     def _open(M, offs_q, offs_k, s_ml, s_mk, q_ok, k_ok, HAS_MASK: tl.constexpr):
@@ -101,16 +104,55 @@ if triton is not None:
 
     @triton.jit
     def _attn_fwd(
-        Q, K, V, M, LUT, CNT, Out, Lse, scale, L, H,
-        s_qb, s_qh, s_ql, s_qd, s_kb, s_kh, s_kl, s_kd, s_vb, s_vh, s_vl, s_vd,
-        s_mb, s_mh, s_ml, s_mk, s_tb, s_th, s_tq, s_tk, s_cb, s_ch, s_cq,
-        s_ob, s_oh, s_ol, s_od,
-        DH: tl.constexpr, DP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
-        HAS_MASK: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+        Q,
+        K,
+        V,
+        M,
+        LUT,
+        CNT,
+        Out,
+        Lse,
+        scale,
+        L,
+        H,
+        s_qb,
+        s_qh,
+        s_ql,
+        s_qd,
+        s_kb,
+        s_kh,
+        s_kl,
+        s_kd,
+        s_vb,
+        s_vh,
+        s_vl,
+        s_vd,
+        s_mb,
+        s_mh,
+        s_ml,
+        s_mk,
+        s_tb,
+        s_th,
+        s_tq,
+        s_tk,
+        s_cb,
+        s_ch,
+        s_cq,
+        s_ob,
+        s_oh,
+        s_ol,
+        s_od,
+        DH: tl.constexpr,
+        DP: tl.constexpr,
+        BQ: tl.constexpr,
+        BK: tl.constexpr,
+        HAS_MASK: tl.constexpr,
+        ACC: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):
         """One query block against the key blocks its listing names, online softmax."""
         pid_bh = tl.program_id(0).to(tl.int64)
-        pid_q = tl.program_id(1).to(tl.int64)   # row offsets as L x L mask strides: 64-bit
+        pid_q = tl.program_id(1).to(tl.int64)  # row offsets as L x L mask strides: 64-bit
         bi = pid_bh // H
         hi = pid_bh % H
         offs_q = pid_q * BQ + tl.arange(0, BQ)
@@ -128,8 +170,9 @@ if triton is not None:
             k_ok = offs_k < L
             k = _rows(K + bi * s_kb + hi * s_kh, offs_k, offs_d, s_kl, s_kd, k_ok, d_ok)
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=ACC) * scale
-            valid = _open(M + bi * s_mb + hi * s_mh, offs_q, offs_k, s_ml, s_mk, q_ok, k_ok,
-                          HAS_MASK)
+            valid = _open(
+                M + bi * s_mb + hi * s_mh, offs_q, offs_k, s_ml, s_mk, q_ok, k_ok, HAS_MASK
+            )
             s = tl.where(valid, s, -float("inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_safe = tl.where(m_new == -float("inf"), 0.0, m_new)
@@ -141,19 +184,64 @@ if triton is not None:
             acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
             m_i = m_new
         out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-        tl.store(Out + bi * s_ob + hi * s_oh + offs_q[:, None] * s_ol + offs_d[None, :] * s_od,
-                 out.to(Out.dtype.element_ty), mask=q_ok[:, None] & d_ok[None, :])
+        tl.store(
+            Out + bi * s_ob + hi * s_oh + offs_q[:, None] * s_ol + offs_d[None, :] * s_od,
+            out.to(Out.dtype.element_ty),
+            mask=q_ok[:, None] & d_ok[None, :],
+        )
         lse = tl.where(l_i > 0, m_i + tl.log(tl.where(l_i > 0, l_i, 1.0)), float("inf"))
         tl.store(Lse + pid_bh * L + offs_q, lse, mask=q_ok)
 
     @triton.jit
     def _attn_bwd_dkdv(
-        Q, K, V, M, LUT, CNT, dO, Lse, Delta, dK, dV, scale, L, H,
-        s_qb, s_qh, s_ql, s_qd, s_kb, s_kh, s_kl, s_kd, s_vb, s_vh, s_vl, s_vd,
-        s_mb, s_mh, s_ml, s_mk, s_tb, s_th, s_tq, s_tk, s_cb, s_ch, s_cq,
-        s_gb, s_gh, s_gl, s_gd,
-        DH: tl.constexpr, DP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
-        HAS_MASK: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+        Q,
+        K,
+        V,
+        M,
+        LUT,
+        CNT,
+        dO,
+        Lse,
+        Delta,
+        dK,
+        dV,
+        scale,
+        L,
+        H,
+        s_qb,
+        s_qh,
+        s_ql,
+        s_qd,
+        s_kb,
+        s_kh,
+        s_kl,
+        s_kd,
+        s_vb,
+        s_vh,
+        s_vl,
+        s_vd,
+        s_mb,
+        s_mh,
+        s_ml,
+        s_mk,
+        s_tb,
+        s_th,
+        s_tq,
+        s_tk,
+        s_cb,
+        s_ch,
+        s_cq,
+        s_gb,
+        s_gh,
+        s_gl,
+        s_gd,
+        DH: tl.constexpr,
+        DP: tl.constexpr,
+        BQ: tl.constexpr,
+        BK: tl.constexpr,
+        HAS_MASK: tl.constexpr,
+        ACC: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):
         """One key block: dV = sum P^T dO and dK = scale * sum dS^T Q over the query blocks
         that see it (LUT and CNT are the transposed listing here)."""
@@ -178,8 +266,9 @@ if triton is not None:
             do = _rows(dO + bi * s_gb + hi * s_gh, offs_q, offs_d, s_gl, s_gd, q_ok, d_ok)
             lse = tl.load(Lse + pid_bh * L + offs_q, mask=q_ok, other=float("inf"))
             delta = tl.load(Delta + pid_bh * L + offs_q, mask=q_ok, other=0.0)
-            valid = _open(M + bi * s_mb + hi * s_mh, offs_q, offs_k, s_ml, s_mk, q_ok, k_ok,
-                          HAS_MASK)
+            valid = _open(
+                M + bi * s_mb + hi * s_mh, offs_q, offs_k, s_ml, s_mk, q_ok, k_ok, HAS_MASK
+            )
             p = _probabilities(q, k, lse, valid, scale, ACC, PRECISION)
             dv = tl.dot(tl.trans(p).to(do.dtype), do, dv, input_precision=PRECISION)
             dp = tl.dot(do, tl.trans(v), input_precision=PRECISION, out_dtype=ACC)
@@ -187,23 +276,70 @@ if triton is not None:
             dk = tl.dot(tl.trans(ds).to(q.dtype), q, dk, input_precision=PRECISION)
         dk = dk * scale
         kd_mask = k_ok[:, None] & d_ok[None, :]
-        tl.store(dK + pid_bh * L * DH + offs_k[:, None] * DH + offs_d[None, :],
-                 dk.to(dK.dtype.element_ty), mask=kd_mask)
-        tl.store(dV + pid_bh * L * DH + offs_k[:, None] * DH + offs_d[None, :],
-                 dv.to(dV.dtype.element_ty), mask=kd_mask)
+        tl.store(
+            dK + pid_bh * L * DH + offs_k[:, None] * DH + offs_d[None, :],
+            dk.to(dK.dtype.element_ty),
+            mask=kd_mask,
+        )
+        tl.store(
+            dV + pid_bh * L * DH + offs_k[:, None] * DH + offs_d[None, :],
+            dv.to(dV.dtype.element_ty),
+            mask=kd_mask,
+        )
 
     @triton.jit
     def _attn_bwd_dq(
-        Q, K, V, M, LUT, CNT, dO, Lse, Delta, dQ, scale, L, H,
-        s_qb, s_qh, s_ql, s_qd, s_kb, s_kh, s_kl, s_kd, s_vb, s_vh, s_vl, s_vd,
-        s_mb, s_mh, s_ml, s_mk, s_tb, s_th, s_tq, s_tk, s_cb, s_ch, s_cq,
-        s_gb, s_gh, s_gl, s_gd,
-        DH: tl.constexpr, DP: tl.constexpr, BQ: tl.constexpr, BK: tl.constexpr,
-        HAS_MASK: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+        Q,
+        K,
+        V,
+        M,
+        LUT,
+        CNT,
+        dO,
+        Lse,
+        Delta,
+        dQ,
+        scale,
+        L,
+        H,
+        s_qb,
+        s_qh,
+        s_ql,
+        s_qd,
+        s_kb,
+        s_kh,
+        s_kl,
+        s_kd,
+        s_vb,
+        s_vh,
+        s_vl,
+        s_vd,
+        s_mb,
+        s_mh,
+        s_ml,
+        s_mk,
+        s_tb,
+        s_th,
+        s_tq,
+        s_tk,
+        s_cb,
+        s_ch,
+        s_cq,
+        s_gb,
+        s_gh,
+        s_gl,
+        s_gd,
+        DH: tl.constexpr,
+        DP: tl.constexpr,
+        BQ: tl.constexpr,
+        BK: tl.constexpr,
+        HAS_MASK: tl.constexpr,
+        ACC: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):
         """One query block: dQ = scale * sum dS K over the key blocks it sees."""
         pid_bh = tl.program_id(0).to(tl.int64)
-        pid_q = tl.program_id(1).to(tl.int64)   # row offsets as L x L mask strides: 64-bit
+        pid_q = tl.program_id(1).to(tl.int64)  # row offsets as L x L mask strides: 64-bit
         bi = pid_bh // H
         hi = pid_bh % H
         offs_q = pid_q * BQ + tl.arange(0, BQ)
@@ -222,15 +358,19 @@ if triton is not None:
             k_ok = offs_k < L
             k = _rows(K + bi * s_kb + hi * s_kh, offs_k, offs_d, s_kl, s_kd, k_ok, d_ok)
             v = _rows(V + bi * s_vb + hi * s_vh, offs_k, offs_d, s_vl, s_vd, k_ok, d_ok)
-            valid = _open(M + bi * s_mb + hi * s_mh, offs_q, offs_k, s_ml, s_mk, q_ok, k_ok,
-                          HAS_MASK)
+            valid = _open(
+                M + bi * s_mb + hi * s_mh, offs_q, offs_k, s_ml, s_mk, q_ok, k_ok, HAS_MASK
+            )
             p = _probabilities(q, k, lse, valid, scale, ACC, PRECISION)
             dp = tl.dot(do, tl.trans(v), input_precision=PRECISION, out_dtype=ACC)
             ds = p * (dp - delta[:, None])
             dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
         dq = dq * scale
-        tl.store(dQ + pid_bh * L * DH + offs_q[:, None] * DH + offs_d[None, :],
-                 dq.to(dQ.dtype.element_ty), mask=q_ok[:, None] & d_ok[None, :])
+        tl.store(
+            dQ + pid_bh * L * DH + offs_q[:, None] * DH + offs_d[None, :],
+            dq.to(dQ.dtype.element_ty),
+            mask=q_ok[:, None] & d_ok[None, :],
+        )
 
 
 def _broadcast_strides(t: torch.Tensor, dims: int) -> list[int]:
@@ -245,14 +385,21 @@ def _prepare_mask(mask: torch.Tensor | None, B: int, H: int, L: int, device):
         raise TypeError(f"the mask must be boolean (True = may attend), got {mask.dtype}")
     while mask.ndim < 4:
         mask = mask[None]
-    if (mask.ndim != 4 or mask.shape[0] not in (1, B) or mask.shape[1] not in (1, H)
-            or mask.shape[2] not in (1, L) or mask.shape[3] not in (1, L)):
-        raise ValueError(f"the mask {tuple(mask.shape)} does not broadcast to (B={B}, H={H}, "
-                         f"L={L}, L={L}) over batch and heads")
+    if (
+        mask.ndim != 4
+        or mask.shape[0] not in (1, B)
+        or mask.shape[1] not in (1, H)
+        or mask.shape[2] not in (1, L)
+        or mask.shape[3] not in (1, L)
+    ):
+        raise ValueError(
+            f"the mask {tuple(mask.shape)} does not broadcast to (B={B}, H={H}, "
+            f"L={L}, L={L}) over batch and heads"
+        )
     if mask.device != device:
         raise ValueError(f"the mask is on {mask.device}, the queries on {device}")
     mask = mask.expand(mask.shape[0], mask.shape[1], L, L)
-    return mask.view(torch.uint8), mask   # the same bytes, read as 0/1: no copy
+    return mask.view(torch.uint8), mask  # the same bytes, read as 0/1: no copy
 
 
 class _Layout:
@@ -268,37 +415,54 @@ class _Layout:
 
     @classmethod
     def of(cls, mask, B, H, L, device, block_q, block_k) -> _Layout:
-        if mask is None:   # dense: cheap to list, and must not evict the masked layout
+        if mask is None:  # dense: cheap to list, and must not evict the masked layout
             return cls(mask, B, H, L, device, block_q, block_k)
-        key = (B, H, L, device, block_q, block_k, mask.data_ptr(), mask._version,
-               tuple(mask.shape), mask.stride())
+        key = (
+            B,
+            H,
+            L,
+            device,
+            block_q,
+            block_k,
+            mask.data_ptr(),
+            mask._version,
+            tuple(mask.shape),
+            mask.stride(),
+        )
         last = cls._last
         if last is not None and last[0] is mask and last[1] == key:
             return last[2]
         layout = cls(mask, B, H, L, device, block_q, block_k)
-        cls._last = (mask, key, layout)   # holds the mask, so its identity stays its own
+        cls._last = (mask, key, layout)  # holds the mask, so its identity stays its own
         return layout
 
     def __init__(self, mask, B, H, L, device, block_q, block_k):
         self.u8, bool_mask = _prepare_mask(mask, B, H, L, device)
         self.lut, self.cnt, self.lut_t, self.cnt_t = block_layout(bool_mask, block_q, block_k)
-        m = self.u8 if self.u8 is not None else torch.zeros(1, 1, 1, 1, dtype=torch.uint8,
-                                                            device=device)
+        m = (
+            self.u8
+            if self.u8 is not None
+            else torch.zeros(1, 1, 1, 1, dtype=torch.uint8, device=device)
+        )
         self.m = m
         self.m_strides = _broadcast_strides(m, 2)
 
     def args(self, transposed: bool = False):
         lut, cnt = (self.lut_t, self.cnt_t) if transposed else (self.lut, self.cnt)
-        return ([self.m, lut, cnt],
-                [*self.m_strides, *_broadcast_strides(lut, 2), *_broadcast_strides(cnt, 2)])
+        return (
+            [self.m, lut, cnt],
+            [*self.m_strides, *_broadcast_strides(lut, 2), *_broadcast_strides(cnt, 2)],
+        )
 
 
 def _check(q, k, v):
     if not (q.ndim == k.ndim == v.ndim == 4):
         raise ValueError("q, k and v must be (B, H, L, d)")
     if not (q.shape == k.shape == v.shape):
-        raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} must "
-                         "have one shape (self-attention with one head width)")
+        raise ValueError(
+            f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} must "
+            "have one shape (self-attention with one head width)"
+        )
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     check_runnable(q, k, v)
@@ -313,13 +477,35 @@ class _BlockSparseAttention(torch.autograd.Function):
         lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
         lse = torch.empty(B * H, L, device=q.device, dtype=lse_dtype)
         tensors, strides = layout.args()
-        meta = dict(DH=d, DP=next_pow2(d), BQ=block_q, BK=block_k, HAS_MASK=mask is not None,
-                    ACC=acc_dtype(q.dtype), PRECISION=dot_precision(q.dtype),
-                    num_warps=num_warps)
+        meta = dict(
+            DH=d,
+            DP=next_pow2(d),
+            BQ=block_q,
+            BK=block_k,
+            HAS_MASK=mask is not None,
+            ACC=acc_dtype(q.dtype),
+            PRECISION=dot_precision(q.dtype),
+            num_warps=num_warps,
+        )
         if out.numel():
             grid = (B * H, triton.cdiv(L, block_q))
-            _attn_fwd[grid](q, k, v, *tensors, out, lse, scale, L, H, *q.stride(), *k.stride(),
-                            *v.stride(), *strides, *out.stride(), **meta)
+            _attn_fwd[grid](
+                q,
+                k,
+                v,
+                *tensors,
+                out,
+                lse,
+                scale,
+                L,
+                H,
+                *q.stride(),
+                *k.stride(),
+                *v.stride(),
+                *strides,
+                *out.stride(),
+                **meta,
+            )
         # the mask is saved too, so that changing it in place before the backward is an error
         ctx.save_for_backward(q, k, v, out, lse, mask)
         ctx.layout, ctx.scale, ctx.meta, ctx.fallback = layout, scale, meta, fallback
@@ -344,10 +530,14 @@ class _BlockSparseAttention(torch.autograd.Function):
                 record_failure("masked_attention backward", q.dtype, error)
                 # the forward stays on the reference from now on too
                 record_failure("masked_attention", q.dtype, error)
-                warnings.warn(f"geofm.kernels: the Triton backward of masked_attention failed "
-                              f"on this device in {q.dtype} ({type(error).__name__}); its "
-                              "gradients, and masked_attention in that dtype from now on, "
-                              "come from the PyTorch reference", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"geofm.kernels: the Triton backward of masked_attention failed "
+                    f"on this device in {q.dtype} ({type(error).__name__}); its "
+                    "gradients, and masked_attention in that dtype from now on, "
+                    "come from the PyTorch reference",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 dq, dk, dv = _reference_grads(q, k, v, mask, ctx.scale, grad_out)
         return dq, dk, dv, None, None, None, None, None, None
 
@@ -361,27 +551,62 @@ def _kernels_backward(ctx, saved, grad_out, delta, dq, dk, dv):
     common = (*q.stride(), *k.stride(), *v.stride())
     tensors_t, strides_t = layout.args(transposed=True)
     _attn_bwd_dkdv[(B * H, triton.cdiv(L, meta["BK"]))](
-        q, k, v, *tensors_t, grad_out, lse, delta, dk, dv, scale, L, H, *common, *strides_t,
-        *grad_out.stride(), **meta)
+        q,
+        k,
+        v,
+        *tensors_t,
+        grad_out,
+        lse,
+        delta,
+        dk,
+        dv,
+        scale,
+        L,
+        H,
+        *common,
+        *strides_t,
+        *grad_out.stride(),
+        **meta,
+    )
     tensors, strides = layout.args()
     _attn_bwd_dq[(B * H, triton.cdiv(L, meta["BQ"]))](
-        q, k, v, *tensors, grad_out, lse, delta, dq, scale, L, H, *common, *strides,
-        *grad_out.stride(), **meta)
+        q,
+        k,
+        v,
+        *tensors,
+        grad_out,
+        lse,
+        delta,
+        dq,
+        scale,
+        L,
+        H,
+        *common,
+        *strides,
+        *grad_out.stride(),
+        **meta,
+    )
 
 
 def _reference_grads(q, k, v, mask, scale, grad_out):
     """Gradients of dense SDPA with the mask, recomputed (the backward's fall-back)."""
     inputs = [t.detach().requires_grad_() for t in (q, k, v)]
     with torch.enable_grad():
-        out = torch.nn.functional.scaled_dot_product_attention(*inputs, attn_mask=mask,
-                                                               scale=scale)
+        out = torch.nn.functional.scaled_dot_product_attention(*inputs, attn_mask=mask, scale=scale)
     return torch.autograd.grad(out, inputs, grad_out)
 
 
 def block_sparse_attention_triton(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-    scale: float | None = None, *, block_q: int | None = None, block_k: int | None = None,
-    num_warps: int = 4, fallback: bool = False,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    *,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    num_warps: int = 4,
+    fallback: bool = False,
 ) -> torch.Tensor:
     """Attention that skips key blocks the boolean mask closes wholly; equals dense SDPA.
 
@@ -396,5 +621,4 @@ def block_sparse_attention_triton(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     block_q = block_q or default_block(q.shape[-1], q.dtype)
     block_k = block_k or default_block(q.shape[-1], q.dtype)
-    return _BlockSparseAttention.apply(q, k, v, mask, scale, block_q, block_k, num_warps,
-                                       fallback)
+    return _BlockSparseAttention.apply(q, k, v, mask, scale, block_q, block_k, num_warps, fallback)

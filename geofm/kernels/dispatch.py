@@ -22,8 +22,16 @@ from .reference import (
     masked_attention_reference,
 )
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "use_backend", "triton_selected",
-           "kron_combine_proj", "masked_attention", "lora_linear"]
+__all__ = [
+    "BACKENDS",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "triton_selected",
+    "kron_combine_proj",
+    "masked_attention",
+    "lora_linear",
+]
 
 BACKENDS = ("auto", "triton", "reference")
 
@@ -69,8 +77,12 @@ def triton_selected(*tensors: torch.Tensor, op: str | None = None) -> bool:
         return False
     if backend == "triton":
         return True
-    return (HAVE_TRITON and not interpreted() and not has_failed(op, run_dtype(tensors[0]))
-            and all(t.is_cuda for t in tensors))
+    return (
+        HAVE_TRITON
+        and not interpreted()
+        and not has_failed(op, run_dtype(tensors[0]))
+        and all(t.is_cuda for t in tensors)
+    )
 
 
 def run_dtype(t: torch.Tensor) -> torch.dtype:
@@ -92,9 +104,12 @@ def _run(op: str, kernel, reference, *args, **kwargs):
             raise
         dtype = args[0].dtype
         first_line = record_failure(op, dtype, error)
-        warnings.warn(f"geofm.kernels: the Triton kernel for {op} failed on this device in "
-                      f"{dtype} ({first_line}); it runs its PyTorch reference from now on",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"geofm.kernels: the Triton kernel for {op} failed on this device in "
+            f"{dtype} ({first_line}); it runs its PyTorch reference from now on",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return reference(*args)
 
 
@@ -106,13 +121,17 @@ def _autocast(*tensors):
     device = tensors[0].device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
-        return tuple(t.to(dtype) if t is not None and t.dtype in _AUTOCASTABLE else t
-                     for t in tensors)
+        return tuple(
+            t.to(dtype) if t is not None and t.dtype in _AUTOCASTABLE else t for t in tensors
+        )
     return tensors
 
 
 def kron_combine_proj(
-    y_c: torch.Tensor, y_s: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+    y_c: torch.Tensor,
+    y_s: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The LESS Kronecker combine and its output projection, ``Linear(D, O)``.
 
@@ -127,12 +146,22 @@ def kron_combine_proj(
 
     y_c, y_s, weight, bias = _autocast(y_c, y_s, weight, bias)
     with torch.autocast(y_c.device.type, enabled=False):
-        return _run("kron_combine_proj", kron_combine_proj_triton, kron_combine_proj_reference,
-                    y_c, y_s, weight, bias)
+        return _run(
+            "kron_combine_proj",
+            kron_combine_proj_triton,
+            kron_combine_proj_reference,
+            y_c,
+            y_s,
+            weight,
+            bias,
+        )
 
 
 def masked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """Scaled dot-product attention with an optional boolean mask (True = may attend).
@@ -145,14 +174,17 @@ def masked_attention(
     """
     backend = get_backend()
     # float64 attention does not lower to sm_80/sm_90 MMA: the reference serves it under auto
-    use = (triton_selected(q, k, v, op="masked_attention")
-           and (mask is not None or backend == "triton")
-           and (q.dtype != torch.float64 or backend == "triton"))
+    use = (
+        triton_selected(q, k, v, op="masked_attention")
+        and (mask is not None or backend == "triton")
+        and (q.dtype != torch.float64 or backend == "triton")
+    )
     if use and dropout_p > 0:
         if backend == "triton":
             raise NotImplementedError(
                 "the Triton attention kernel has no dropout: set attn_drop to 0 or use the "
-                "reference backend")
+                "reference backend"
+            )
         use = False
     if not use:
         return masked_attention_reference(q, k, v, mask, dropout_p)
@@ -160,14 +192,25 @@ def masked_attention(
 
     q, k, v = _autocast(q, k, v)
     with torch.autocast(q.device.type, enabled=False):
-        return _run("masked_attention", block_sparse_attention_triton,
-                    masked_attention_reference, q, k, v, mask,
-                    fallback=backend == "auto")
+        return _run(
+            "masked_attention",
+            block_sparse_attention_triton,
+            masked_attention_reference,
+            q,
+            k,
+            v,
+            mask,
+            fallback=backend == "auto",
+        )
 
 
 def lora_linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor,
-    lora_b: torch.Tensor, scaling: float,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    scaling: float,
 ) -> torch.Tensor:
     """A LoRA linear layer, ``x W^T + b + scaling * (x A^T) B^T`` (no LoRA dropout).
 
@@ -180,5 +223,14 @@ def lora_linear(
 
     x, weight, bias, lora_a, lora_b = _autocast(x, weight, bias, lora_a, lora_b)
     with torch.autocast(x.device.type, enabled=False):
-        return _run("lora_linear", lora_linear_triton, lora_linear_reference, x, weight, bias,
-                    lora_a, lora_b, scaling)
+        return _run(
+            "lora_linear",
+            lora_linear_triton,
+            lora_linear_reference,
+            x,
+            weight,
+            bias,
+            lora_a,
+            lora_b,
+            scaling,
+        )

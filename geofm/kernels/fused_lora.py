@@ -25,10 +25,34 @@ if triton is not None:
 
     @triton.jit
     def _lora_linear_fwd(
-        X, W, Bias, A, Bm, Y, M, N, K, R, scaling,
-        s_xm, s_xk, s_wn, s_wk, s_ar, s_ak, s_bn, s_br, s_ym, s_yn,
-        RP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-        HAS_BIAS: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+        X,
+        W,
+        Bias,
+        A,
+        Bm,
+        Y,
+        M,
+        N,
+        K,
+        R,
+        scaling,
+        s_xm,
+        s_xk,
+        s_wn,
+        s_wk,
+        s_ar,
+        s_ak,
+        s_bn,
+        s_br,
+        s_ym,
+        s_yn,
+        RP: tl.constexpr,
+        BM: tl.constexpr,
+        BN: tl.constexpr,
+        BK: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        ACC: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):
         pid_m = tl.program_id(0)
         pid_n = tl.program_id(1)
@@ -44,23 +68,38 @@ if triton is not None:
         for k0 in range(0, K, BK):
             offs_k = k0 + tl.arange(0, BK)
             k_ok = offs_k < K
-            x = tl.load(X + offs_m[:, None] * s_xm + offs_k[None, :] * s_xk,
-                        mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            w_t = tl.load(W + offs_n[None, :] * s_wn + offs_k[:, None] * s_wk,
-                          mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-            a_t = tl.load(A + offs_r[None, :] * s_ar + offs_k[:, None] * s_ak,
-                          mask=k_ok[:, None] & r_ok[None, :], other=0.0)
+            x = tl.load(
+                X + offs_m[:, None] * s_xm + offs_k[None, :] * s_xk,
+                mask=m_ok[:, None] & k_ok[None, :],
+                other=0.0,
+            )
+            w_t = tl.load(
+                W + offs_n[None, :] * s_wn + offs_k[:, None] * s_wk,
+                mask=k_ok[:, None] & n_ok[None, :],
+                other=0.0,
+            )
+            a_t = tl.load(
+                A + offs_r[None, :] * s_ar + offs_k[:, None] * s_ak,
+                mask=k_ok[:, None] & r_ok[None, :],
+                other=0.0,
+            )
             acc = tl.dot(x, w_t, acc, input_precision=PRECISION)
             xa = tl.dot(x, a_t, xa, input_precision=PRECISION)
-        b_t = tl.load(Bm + offs_n[None, :] * s_bn + offs_r[:, None] * s_br,
-                      mask=r_ok[:, None] & n_ok[None, :], other=0.0)
+        b_t = tl.load(
+            Bm + offs_n[None, :] * s_bn + offs_r[:, None] * s_br,
+            mask=r_ok[:, None] & n_ok[None, :],
+            other=0.0,
+        )
         # x A^T is rounded to the input dtype as the reference's middle GEMM output is
         low = tl.dot(xa.to(b_t.dtype), b_t, input_precision=PRECISION, out_dtype=ACC)
         acc += low * scaling
         if HAS_BIAS:
             acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0).to(ACC)[None, :]
-        tl.store(Y + offs_m[:, None] * s_ym + offs_n[None, :] * s_yn, acc.to(Y.dtype.element_ty),
-                 mask=m_ok[:, None] & n_ok[None, :])
+        tl.store(
+            Y + offs_m[:, None] * s_ym + offs_n[None, :] * s_yn,
+            acc.to(Y.dtype.element_ty),
+            mask=m_ok[:, None] & n_ok[None, :],
+        )
 
 
 def _forward(x2, weight, bias, lora_a, lora_b, scaling, block_m, block_n, block_k, num_warps):
@@ -74,10 +113,29 @@ def _forward(x2, weight, bias, lora_a, lora_b, scaling, block_m, block_n, block_
     block_k = min(block_k, next_pow2(K))
     grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n))
     _lora_linear_fwd[grid](
-        x2, weight, bias if bias is not None else weight, lora_a, lora_b, y, M, N, K, R,
-        float(scaling), *x2.stride(), *weight.stride(), *lora_a.stride(), *lora_b.stride(),
-        *y.stride(), RP=next_pow2(R), BM=block_m, BN=block_n, BK=block_k,
-        HAS_BIAS=bias is not None, ACC=acc_dtype(x2.dtype), PRECISION=dot_precision(x2.dtype),
+        x2,
+        weight,
+        bias if bias is not None else weight,
+        lora_a,
+        lora_b,
+        y,
+        M,
+        N,
+        K,
+        R,
+        float(scaling),
+        *x2.stride(),
+        *weight.stride(),
+        *lora_a.stride(),
+        *lora_b.stride(),
+        *y.stride(),
+        RP=next_pow2(R),
+        BM=block_m,
+        BN=block_n,
+        BK=block_k,
+        HAS_BIAS=bias is not None,
+        ACC=acc_dtype(x2.dtype),
+        PRECISION=dot_precision(x2.dtype),
         num_warps=num_warps,
     )
     return y
@@ -98,7 +156,7 @@ class _LoRALinear(torch.autograd.Function):
         s = ctx.scaling
         g = grad_y.reshape(-1, grad_y.shape[-1])
         need_x, need_w, need_b, need_a, need_bb = ctx.needs_input_grad[:5]
-        gb = g @ lora_b if (need_x or need_a) else None           # (M, r)
+        gb = g @ lora_b if (need_x or need_a) else None  # (M, r)
         grad_x = grad_w = grad_bias = grad_a = grad_bb = None
         if need_x:
             grad_x = (g @ weight + (gb @ lora_a) * s).reshape(ctx.x_shape)
@@ -114,9 +172,17 @@ class _LoRALinear(torch.autograd.Function):
 
 
 def lora_linear_triton(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor,
-    lora_b: torch.Tensor, scaling: float, *, block_m: int = 64, block_n: int = 64,
-    block_k: int = 64, num_warps: int = 4,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    scaling: float,
+    *,
+    block_m: int = 64,
+    block_n: int = 64,
+    block_k: int = 64,
+    num_warps: int = 4,
 ) -> torch.Tensor:
     """``F.linear(x, weight, bias) + scaling * F.linear(F.linear(x, lora_a), lora_b)`` in
     one Triton kernel. x: (..., in); weight: (out, in); lora_a: (r, in); lora_b: (out, r);
@@ -125,14 +191,19 @@ def lora_linear_triton(
     n_out, n_in = weight.shape
     r = lora_a.shape[0]
     if x.shape[-1] != n_in or lora_a.shape != (r, n_in) or lora_b.shape != (n_out, r):
-        raise ValueError(f"shapes do not compose: x {tuple(x.shape)}, weight "
-                         f"{tuple(weight.shape)}, lora_A {tuple(lora_a.shape)}, lora_B "
-                         f"{tuple(lora_b.shape)}")
+        raise ValueError(
+            f"shapes do not compose: x {tuple(x.shape)}, weight "
+            f"{tuple(weight.shape)}, lora_A {tuple(lora_a.shape)}, lora_B "
+            f"{tuple(lora_b.shape)}"
+        )
     if bias is not None and bias.shape != (n_out,):
         raise ValueError(f"bias must be ({n_out},), got {tuple(bias.shape)}")
     dtypes = {t.dtype for t in (x, weight, bias, lora_a, lora_b) if t is not None}
     if len(dtypes) != 1:
-        raise TypeError(f"x, weight, bias and the LoRA factors must share one dtype, got "
-                        f"{sorted(map(str, dtypes))}")
-    return _LoRALinear.apply(x, weight, bias, lora_a, lora_b, float(scaling),
-                             (block_m, block_n, block_k, num_warps))
+        raise TypeError(
+            f"x, weight, bias and the LoRA factors must share one dtype, got "
+            f"{sorted(map(str, dtypes))}"
+        )
+    return _LoRALinear.apply(
+        x, weight, bias, lora_a, lora_b, float(scaling), (block_m, block_n, block_k, num_warps)
+    )

@@ -37,14 +37,41 @@ if triton is not None:
 
     @triton.jit
     def _kron_proj_fwd(
-        yc, ys, w, bias, out, C1, N1, n_out, H,
-        s_yc_b, s_yc_h, s_yc_r, s_yc_c, s_yc_i,
-        s_ys_b, s_ys_h, s_ys_r, s_ys_n, s_ys_j,
-        s_w_o, s_w_d,
-        s_out_b, s_out_c, s_out_n, s_out_o,
-        R: tl.constexpr, A: tl.constexpr, BW: tl.constexpr, BB: tl.constexpr,
-        BN: tl.constexpr, BO: tl.constexpr, HAS_BIAS: tl.constexpr,
-        LOOP_RANK: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+        yc,
+        ys,
+        w,
+        bias,
+        out,
+        C1,
+        N1,
+        n_out,
+        H,
+        s_yc_b,
+        s_yc_h,
+        s_yc_r,
+        s_yc_c,
+        s_yc_i,
+        s_ys_b,
+        s_ys_h,
+        s_ys_r,
+        s_ys_n,
+        s_ys_j,
+        s_w_o,
+        s_w_d,
+        s_out_b,
+        s_out_c,
+        s_out_n,
+        s_out_o,
+        R: tl.constexpr,
+        A: tl.constexpr,
+        BW: tl.constexpr,
+        BB: tl.constexpr,
+        BN: tl.constexpr,
+        BO: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        LOOP_RANK: tl.constexpr,
+        ACC: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):
         pid_bc = tl.program_id(0)
         pid_n = tl.program_id(1)
@@ -80,24 +107,32 @@ if triton is not None:
                     left = tl.zeros((BN, BB), dtype=ACC)
                     for k in tl.static_range(R):
                         coef = tl.load(yc_row + head * s_yc_h + k * s_yc_r + i * s_yc_i)
-                        y_t = tl.load(ys_rows + head * s_ys_h + k * s_ys_r, mask=ys_mask,
-                                      other=0.0)
+                        y_t = tl.load(ys_rows + head * s_ys_h + k * s_ys_r, mask=ys_mask, other=0.0)
                         left += coef.to(ACC) * y_t.to(ACC)
                     w_t = tl.load(w_head + (i * BW) * s_w_d, mask=w_mask, other=0.0)
                     acc = tl.dot(left.to(w_t.dtype), w_t, acc, input_precision=PRECISION)
         if HAS_BIAS:
             acc += tl.load(bias + offs_o, mask=o_ok, other=0.0).to(ACC)[None, :]
-        dst = out + bi * s_out_b + ci * s_out_c + offs_n[:, None] * s_out_n + offs_o[None, :] * s_out_o
+        dst = (
+            out
+            + bi * s_out_b
+            + ci * s_out_c
+            + offs_n[:, None] * s_out_n
+            + offs_o[None, :] * s_out_o
+        )
         tl.store(dst, acc.to(out.dtype.element_ty), mask=n_ok[:, None] & o_ok[None, :])
 
 
 def _check_shapes(y_c, y_s, weight, bias):
     if y_c.ndim != 5 or y_s.ndim != 5:
-        raise ValueError(f"y_c and y_s must be (B, h, r, L, width), got {tuple(y_c.shape)} and "
-                         f"{tuple(y_s.shape)}")
+        raise ValueError(
+            f"y_c and y_s must be (B, h, r, L, width), got {tuple(y_c.shape)} and "
+            f"{tuple(y_s.shape)}"
+        )
     if y_c.shape[:3] != y_s.shape[:3]:
-        raise ValueError(f"y_c {tuple(y_c.shape)} and y_s {tuple(y_s.shape)} disagree on "
-                         "(batch, heads, rank)")
+        raise ValueError(
+            f"y_c {tuple(y_c.shape)} and y_s {tuple(y_s.shape)} disagree on (batch, heads, rank)"
+        )
     h, a, b = y_c.shape[1], y_c.shape[-1], y_s.shape[-1]
     if weight.ndim != 2 or weight.shape[1] != h * a * b:
         raise ValueError(f"weight must be (O, h*a*b = {h * a * b}), got {tuple(weight.shape)}")
@@ -109,8 +144,10 @@ def _forward(y_c, y_s, weight, bias, block_n: int, block_o: int, num_warps: int)
     check_runnable(*(t for t in (y_c, y_s, weight, bias) if t is not None))
     dtype = y_c.dtype
     if not (y_s.dtype == weight.dtype == dtype and (bias is None or bias.dtype == dtype)):
-        raise TypeError("y_c, y_s, weight and bias must share one dtype, got "
-                        f"{[t.dtype for t in (y_c, y_s, weight, bias) if t is not None]}")
+        raise TypeError(
+            "y_c, y_s, weight and bias must share one dtype, got "
+            f"{[t.dtype for t in (y_c, y_s, weight, bias) if t is not None]}"
+        )
     B, h, r, C1, a = y_c.shape
     N1, b = y_s.shape[-2:]
     n_out = weight.shape[0]
@@ -121,10 +158,29 @@ def _forward(y_c, y_s, weight, bias, block_n: int, block_o: int, num_warps: int)
     block_o = min(block_o, next_pow2(n_out))
     grid = (B * C1, triton.cdiv(N1, block_n), triton.cdiv(n_out, block_o))
     _kron_proj_fwd[grid](
-        y_c, y_s, weight, bias if bias is not None else weight, out, C1, N1, n_out, h,
-        *y_c.stride(), *y_s.stride(), *weight.stride(), *out.stride(),
-        R=r, A=a, BW=b, BB=next_pow2(b), BN=block_n, BO=block_o, HAS_BIAS=bias is not None,
-        LOOP_RANK=r <= a, ACC=acc_dtype(dtype), PRECISION=dot_precision(dtype),
+        y_c,
+        y_s,
+        weight,
+        bias if bias is not None else weight,
+        out,
+        C1,
+        N1,
+        n_out,
+        h,
+        *y_c.stride(),
+        *y_s.stride(),
+        *weight.stride(),
+        *out.stride(),
+        R=r,
+        A=a,
+        BW=b,
+        BB=next_pow2(b),
+        BN=block_n,
+        BO=block_o,
+        HAS_BIAS=bias is not None,
+        LOOP_RANK=r <= a,
+        ACC=acc_dtype(dtype),
+        PRECISION=dot_precision(dtype),
         num_warps=num_warps,
     )
     return out
@@ -139,8 +195,10 @@ class _KronCombineProj(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         y_c, y_s, weight, bias = ctx.saved_tensors
-        inputs = [t.detach().requires_grad_(need) if t is not None else None
-                  for t, need in zip((y_c, y_s, weight, bias), ctx.needs_input_grad[:4], strict=True)]
+        inputs = [
+            t.detach().requires_grad_(need) if t is not None else None
+            for t, need in zip((y_c, y_s, weight, bias), ctx.needs_input_grad[:4], strict=True)
+        ]
         wanted = [t for t in inputs if t is not None and t.requires_grad]
         grads = {}
         if wanted:
@@ -153,8 +211,13 @@ class _KronCombineProj(torch.autograd.Function):
 
 
 def kron_combine_proj_triton(
-    y_c: torch.Tensor, y_s: torch.Tensor, weight: torch.Tensor,
-    bias: torch.Tensor | None = None, *, block_n: int = 64, block_o: int = 64,
+    y_c: torch.Tensor,
+    y_s: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    block_n: int = 64,
+    block_o: int = 64,
     num_warps: int = 4,
 ) -> torch.Tensor:
     """``Linear(kronecker_combine(y_c, y_s))`` in one Triton kernel.

@@ -11,8 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["kronecker_combine", "kron_combine_proj_reference", "masked_attention_reference",
-           "lora_linear_reference"]
+__all__ = [
+    "kronecker_combine",
+    "kron_combine_proj_reference",
+    "masked_attention_reference",
+    "lora_linear_reference",
+]
 
 
 def kronecker_combine(y_c: torch.Tensor, y_s: torch.Tensor) -> torch.Tensor:
@@ -33,7 +37,10 @@ def kronecker_combine(y_c: torch.Tensor, y_s: torch.Tensor) -> torch.Tensor:
 
 
 def kron_combine_proj_reference(
-    y_c: torch.Tensor, y_s: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+    y_c: torch.Tensor,
+    y_s: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The LESS output projection of the Kronecker combine: ``Linear(kronecker_combine)``.
 
@@ -44,21 +51,28 @@ def kron_combine_proj_reference(
 
 
 def masked_attention_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-    dropout_p: float = 0.0, scale: float | None = None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention with an optional boolean mask (True = may attend).
 
     q, k, v: (B, H, L, d); mask broadcastable to (B, H, L, L). This is
     :func:`torch.nn.functional.scaled_dot_product_attention`, dense whatever the mask.
     """
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                          scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
 
 
 def lora_linear_reference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lora_a: torch.Tensor,
-    lora_b: torch.Tensor, scaling: float,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    scaling: float,
 ) -> torch.Tensor:
     """A LoRA linear layer (Hu et al., 2022): ``x W^T + b + scaling * (x A^T) B^T``.
 

@@ -35,15 +35,33 @@ __all__ = ["JointViT", "GroupedViT", "StackedViT"]
 class _FullAttentionEncoder(SpectralEncoder):
     """Standard ViT blocks over the flattened token grid."""
 
-    def _build_blocks(self, embed_dim, depth, num_heads, mlp_ratio, qkv_bias, attn_drop_rate,
-                      proj_drop_rate, drop_path_rate, init_values):
+    def _build_blocks(
+        self,
+        embed_dim,
+        depth,
+        num_heads,
+        mlp_ratio,
+        qkv_bias,
+        attn_drop_rate,
+        proj_drop_rate,
+        drop_path_rate,
+        init_values,
+    ):
         check_heads(embed_dim, num_heads)
         # timm annotates norm_layer as a class; a partial of one is called the same way
         norm_layer = cast("type[nn.Module]", LayerNorm)
         self.blocks = nn.ModuleList(
-            Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                  proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values,
-                  drop_path=dpr, norm_layer=norm_layer)
+            Block(
+                dim=embed_dim,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate,
+                attn_drop=attn_drop_rate,
+                init_values=init_values,
+                drop_path=dpr,
+                norm_layer=norm_layer,
+            )
             for dpr in drop_path_rates(drop_path_rate, depth)
         )
         self.norm = LayerNorm(embed_dim)
@@ -56,18 +74,37 @@ class _FullAttentionEncoder(SpectralEncoder):
 class JointViT(_FullAttentionEncoder):
     """Full attention over all (C+1)(N+1) band-patch tokens (Channel-ViT style)."""
 
-    def __init__(self, patch_size: int = 16, embed_dim: int = 768, depth: int = 12,
-                 num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 num_classes: int = 0, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 proj_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 init_values: float | None = None):
+    def __init__(
+        self,
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        num_classes: int = 0,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        init_values: float | None = None,
+    ):
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.patch_size, self.embed_dim = patch_size, embed_dim
         self.tokenizer = BandTokenizer(patch_size, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        self._build_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, attn_drop_rate,
-                           proj_drop_rate, drop_path_rate, init_values)
+        self._build_blocks(
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            qkv_bias,
+            attn_drop_rate,
+            proj_drop_rate,
+            drop_path_rate,
+            init_values,
+        )
         self._init_head(num_classes, drop_rate)
         self.apply(init_weights)
 
@@ -78,11 +115,22 @@ class JointViT(_FullAttentionEncoder):
 class GroupedViT(_FullAttentionEncoder):
     """Band groups as tokens (SatMAE style) with full attention over (G+1)(N+1) tokens."""
 
-    def __init__(self, patch_size: int = 16, embed_dim: int = 768, depth: int = 12,
-                 num_heads: int = 12, bands_per_group: int = 4, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, num_classes: int = 0, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, init_values: float | None = None):
+    def __init__(
+        self,
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        bands_per_group: int = 4,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        num_classes: int = 0,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        init_values: float | None = None,
+    ):
         super().__init__()
         if bands_per_group < 1:
             raise ValueError(f"bands_per_group must be at least 1, got {bands_per_group}")
@@ -92,8 +140,17 @@ class GroupedViT(_FullAttentionEncoder):
         self.patch_embed = GroupPatchEmbed(patch_size, embed_dim, bands_per_group)
         self.grid = TokenGrid(embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        self._build_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, attn_drop_rate,
-                           proj_drop_rate, drop_path_rate, init_values)
+        self._build_blocks(
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            qkv_bias,
+            attn_drop_rate,
+            proj_drop_rate,
+            drop_path_rate,
+            init_values,
+        )
         self._init_head(num_classes, drop_rate)
         self.apply(init_weights)
 
@@ -128,19 +185,39 @@ class StackedViT(_FullAttentionEncoder):
     Its token grid has a single row: (B, 1, N+1, D), the global CLS at ``[0, 0]``.
     """
 
-    def __init__(self, in_chans: int = 13, patch_size: int = 16, embed_dim: int = 768,
-                 depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, num_classes: int = 0, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, init_values: float | None = None):
+    def __init__(
+        self,
+        in_chans: int = 13,
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        num_classes: int = 0,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        init_values: float | None = None,
+    ):
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.patch_size, self.embed_dim, self.in_chans = patch_size, embed_dim, in_chans
         self.patch_embed = nn.Linear(in_chans * patch_size * patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        self._build_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, attn_drop_rate,
-                           proj_drop_rate, drop_path_rate, init_values)
+        self._build_blocks(
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            qkv_bias,
+            attn_drop_rate,
+            proj_drop_rate,
+            drop_path_rate,
+            init_values,
+        )
         self._init_head(num_classes, drop_rate)
         self.apply(init_weights)
         nn.init.normal_(self.cls_token, std=0.02)

@@ -95,8 +95,12 @@ METADATA_TYPES = (dict, list, tuple, str, int, float, bool, type(None), torch.Te
 #: Classes beyond torch's own that a file may name. Lightning checkpoints keep the data
 #: module's hyperparameters, and those are often paths; building a path runs no code of
 #: the file's choosing. Nothing else is allowed.
-ALLOWED_GLOBALS = (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath,
-                   pathlib.WindowsPath)
+ALLOWED_GLOBALS = (
+    pathlib.PurePosixPath,
+    pathlib.PureWindowsPath,
+    pathlib.PosixPath,
+    pathlib.WindowsPath,
+)
 
 #: Architecture sizes checked against the registry before anything is built: a file may ask
 #: for at most SIZE_SLACK times the largest value any registered model uses (a list, one value
@@ -154,8 +158,9 @@ def read_torch_file(path: str | os.PathLike) -> Any:
         head = f.read(4)
     # torch.save writes a zip archive (older torch: a pickle of protocol 2 or later)
     if not head.startswith((b"PK\x03\x04", b"\x80")):
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a zip archive "
-                              "nor a pickle)")
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle)"
+        )
     if head.startswith(b"PK"):
         _check_stored(path)
     try:
@@ -167,9 +172,12 @@ def read_torch_file(path: str | os.PathLike) -> Any:
             raise CheckpointError(
                 f"{path} was not loaded: it names {', '.join(sorted(set(names)))}, which "
                 "unpickling would import and run. geofm files hold only tensors and plain "
-                "values; geofm never runs code from a checkpoint") from None
-        raise CheckpointError(f"{path} is not a checkpoint geofm can read: it holds pickle "
-                              "data other than tensors and plain values") from err
+                "values; geofm never runs code from a checkpoint"
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a checkpoint geofm can read: it holds pickle "
+            "data other than tensors and plain values"
+        ) from err
     except NotImplementedError as err:  # a WindowsPath on Linux, a PosixPath on Windows
         raise CheckpointError(f"{path} cannot be read on this system ({err})") from err
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
@@ -182,14 +190,19 @@ def _check_stored(path: Path) -> None:
     inflate into a huge tensor."""
     try:
         with zipfile.ZipFile(path) as zf:
-            packed = [i.filename for i in zf.infolist() if i.compress_type != zipfile.ZIP_STORED
-                      or i.file_size > i.compress_size]
+            packed = [
+                i.filename
+                for i in zf.infolist()
+                if i.compress_type != zipfile.ZIP_STORED or i.file_size > i.compress_size
+            ]
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise CheckpointError(f"{path} is truncated or corrupt ({_first_line(err)})") from err
     if packed:
-        raise CheckpointError(f"{path} holds compressed entries ({', '.join(packed[:3])}), "
-                              "which torch.save never writes: it was repacked, and is refused "
-                              "unread (a small file could inflate into a huge tensor)")
+        raise CheckpointError(
+            f"{path} holds compressed entries ({', '.join(packed[:3])}), "
+            "which torch.save never writes: it was repacked, and is refused "
+            "unread (a small file could inflate into a huge tensor)"
+        )
 
 
 def _first_line(err: BaseException) -> str:
@@ -209,8 +222,9 @@ def file_kind(payload: Mapping[str, Any]) -> tuple[str | None, int | None, str |
     # Lightning checkpoints of geofm before the tag existed
     if "geofm_scene" in payload:
         return "scene", 1, None
-    if "geofm_data" in payload or any(str(k).startswith("mae.encoder.")
-                                      for k in (payload.get("state_dict") or {})):
+    if "geofm_data" in payload or any(
+        str(k).startswith("mae.encoder.") for k in (payload.get("state_dict") or {})
+    ):
         return "pretraining", 1, None
     return None, None, None
 
@@ -234,28 +248,36 @@ def read_checkpoint(path: str | os.PathLike, *kinds: str) -> tuple[str, dict[str
         what = f" (format {tag!r})" if tag is not None else ""
         raise CheckpointError(f"{path} is not a geofm file{what}; expected {wanted}")
     if kind not in kinds:
-        hint = ("; `geofm export` turns it into an encoder file"
-                if kind == "pretraining" and "encoder" in kinds else "")
+        hint = (
+            "; `geofm export` turns it into an encoder file"
+            if kind == "pretraining" and "encoder" in kinds
+            else ""
+        )
         raise CheckpointError(f"{path} is {_DESCRIPTIONS[kind]}, not {wanted}{hint}")
     newest = FORMATS[kind][1]
     if version is None or version > newest:
-        raise CheckpointError(f"{path} was written by a newer geofm (format {tag!r}; this "
-                              f"geofm reads {format_tag(kind)} and older): upgrade geofm")
+        raise CheckpointError(
+            f"{path} was written by a newer geofm (format {tag!r}; this "
+            f"geofm reads {format_tag(kind)} and older): upgrade geofm"
+        )
     return kind, payload
 
 
-def require(payload: Mapping[str, Any], path: str | os.PathLike,
-            fields: Mapping[str, type | tuple[type, ...]]) -> None:
+def require(
+    payload: Mapping[str, Any],
+    path: str | os.PathLike,
+    fields: Mapping[str, type | tuple[type, ...]],
+) -> None:
     """Refuse a file whose ``fields`` are missing or of another type (a damaged or
     hand-edited file), naming the first that is wrong."""
     for key, kind in fields.items():
         if key not in payload:
             raise CheckpointError(f"{path} lacks {key!r}: it is damaged or not written by geofm")
         if not isinstance(payload[key], kind):
-            names = kind.__name__ if isinstance(kind, type) else "/".join(
-                k.__name__ for k in kind)
-            raise CheckpointError(f"{path}: {key!r} is a {type(payload[key]).__name__}, "
-                                  f"expected {names}")
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise CheckpointError(
+                f"{path}: {key!r} is a {type(payload[key]).__name__}, expected {names}"
+            )
 
 
 # --------------------------------------------------------------------------- writing
@@ -268,16 +290,19 @@ def check_plain(value: Any, where: str) -> None:
     if kind in (dict, collections.OrderedDict):
         for k, v in value.items():
             if type(k) not in (str, int):
-                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}; geofm files "
-                                "hold str or int keys")
+                raise TypeError(
+                    f"{where}: key {k!r} is a {type(k).__name__}; geofm files hold str or int keys"
+                )
             check_plain(v, f"{where}.{k}")
     elif kind in (list, tuple, torch.Size):
         for i, v in enumerate(value):
             check_plain(v, f"{where}[{i}]")
     elif kind not in METADATA_TYPES:
-        raise TypeError(f"{where} is a {kind.__module__}.{kind.__name__}; geofm files hold "
-                        "tensors and plain values only (convert it with int(), float(), "
-                        "str(), .tolist() or torch.as_tensor())")
+        raise TypeError(
+            f"{where} is a {kind.__module__}.{kind.__name__}; geofm files hold "
+            "tensors and plain values only (convert it with int(), float(), "
+            "str(), .tolist() or torch.as_tensor())"
+        )
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike, kind: str) -> Path:
@@ -340,7 +365,7 @@ def _integers(value: Any) -> list[int]:
     if isinstance(value, int):
         return [value]
     if isinstance(value, (list, tuple)):
-        return [i for v in value[:MAX_LIST_LENGTH + 1] for i in _integers(v)]
+        return [i for v in value[: MAX_LIST_LENGTH + 1] for i in _integers(v)]
     return []
 
 
@@ -350,13 +375,18 @@ def _size_total(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         return value
     if isinstance(value, (list, tuple)) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
         return sum(value)
     return None
 
 
-def check_architecture(path: str | os.PathLike, name: str, config: Mapping[str, Any],
-                       prepare: Callable[[nn.Module], Any] | None = None) -> nn.Module:
+def check_architecture(
+    path: str | os.PathLike,
+    name: str,
+    config: Mapping[str, Any],
+    prepare: Callable[[nn.Module], Any] | None = None,
+) -> nn.Module:
     """The model ``create_model(name, **config)`` would build, on the ``meta`` device,
     after refusing what would not fit in memory; shapes only, nothing allocated.
 
@@ -380,16 +410,21 @@ def check_config(path: str | os.PathLike, name: str, config: Mapping[str, Any]) 
     :data:`SIZE_KEYS` beyond :data:`SIZE_SLACK` times the registry's largest and lists
     longer than :data:`MAX_LIST_LENGTH`."""
     if not isinstance(name, str) or not is_model(name):
-        raise CheckpointError(f"{path} holds a model {name!r} that this geofm does not know "
-                              f"(registered: {', '.join(list_models())})")
+        raise CheckpointError(
+            f"{path} holds a model {name!r} that this geofm does not know "
+            f"(registered: {', '.join(list_models())})"
+        )
     if not isinstance(config, Mapping):
-        raise CheckpointError(f"{path}: its architecture is a {type(config).__name__}, "
-                              "not a mapping of keywords")
+        raise CheckpointError(
+            f"{path}: its architecture is a {type(config).__name__}, not a mapping of keywords"
+        )
     limits = registry_limits()
     for key, value in config.items():
         if isinstance(value, (list, tuple)) and len(value) > MAX_LIST_LENGTH:
-            raise CheckpointError(f"{path}: {key} has {len(value)} entries, more than "
-                                  f"{MAX_LIST_LENGTH} (one per stage or layer)")
+            raise CheckpointError(
+                f"{path}: {key} has {len(value)} entries, more than "
+                f"{MAX_LIST_LENGTH} (one per stage or layer)"
+            )
         singular = key[:-1] if key.endswith("s") and key not in SIZE_KEYS else key
         total = _size_total(value)
         if singular in limits.sizes and total is not None:
@@ -397,25 +432,31 @@ def check_config(path: str | os.PathLike, name: str, config: Mapping[str, Any]) 
             if not math.isfinite(total) or total > bound:
                 raise CheckpointError(
                     f"{path}: {key} {value} is beyond the registry's range (its largest "
-                    f"{singular} is {limits.sizes[singular]}; at most {bound} is accepted)")
+                    f"{singular} is {limits.sizes[singular]}; at most {bound} is accepted)"
+                )
         # counts, not distances: perception_radius_m may be 5000 (metres)
-        too_large = [] if key.endswith("_m") else [v for v in _integers(value)
-                                                     if abs(v) > MAX_INTEGER]
+        too_large = (
+            [] if key.endswith("_m") else [v for v in _integers(value) if abs(v) > MAX_INTEGER]
+        )
         if too_large:
             what = "is" if too_large[0] == value else f"holds {too_large[0]},"
-            raise CheckpointError(f"{path}: {key} {value} {what} more than any architecture "
-                                  f"takes (at most {MAX_INTEGER})")
+            raise CheckpointError(
+                f"{path}: {key} {value} {what} more than any architecture "
+                f"takes (at most {MAX_INTEGER})"
+            )
 
 
-def build_on_meta(path: str | os.PathLike, build: Callable[[], nn.Module], what: str = ""
-                  ) -> nn.Module:
+def build_on_meta(
+    path: str | os.PathLike, build: Callable[[], nn.Module], what: str = ""
+) -> nn.Module:
     """``build()`` on the ``meta`` device; a constructor's refusal names the file."""
     try:
         with torch.device("meta"):
             return build()
     except (TypeError, ValueError, KeyError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: the model it describes cannot be built{' ' + what} "
-                              f"({err})") from err
+        raise CheckpointError(
+            f"{path}: the model it describes cannot be built{' ' + what} ({err})"
+        ) from err
 
 
 def model_bytes(model: nn.Module) -> int:
@@ -435,12 +476,14 @@ def check_parameters(path: str | os.PathLike, model: nn.Module) -> nn.Module:
         raise CheckpointError(
             f"{path}: the model it describes takes {size:,} bytes ({count:,} parameters, and "
             f"buffers), more than {allowed:,} ({PARAMETER_SLACK} x the largest registered "
-            f"model, {limits.largest})")
+            f"model, {limits.largest})"
+        )
     return model
 
 
-def state_mismatches(model: nn.Module, state: Mapping[str, Any],
-                     skip: Sequence[str] = ()) -> list[str]:
+def state_mismatches(
+    model: nn.Module, state: Mapping[str, Any], skip: Sequence[str] = ()
+) -> list[str]:
     """What keeps ``state`` from loading into ``model`` (any device, ``meta`` included):
     keys it lacks or adds and shapes that differ, ignoring keys starting with ``skip``."""
     own = model.state_dict()
@@ -454,61 +497,84 @@ def state_mismatches(model: nn.Module, state: Mapping[str, Any],
         elif not isinstance(value, torch.Tensor):
             problems.append(f"{key}: a {type(value).__name__}, not a tensor")
         elif tuple(own[key].shape) != tuple(value.shape):
-            problems.append(f"{key}: checkpoint {tuple(value.shape)} vs model "
-                            f"{tuple(own[key].shape)}")
-    problems += [f"{k} (missing from the checkpoint)" for k in own
-                 if k not in state and not (skipped and k.startswith(skipped))]
+            problems.append(
+                f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}"
+            )
+    problems += [
+        f"{k} (missing from the checkpoint)"
+        for k in own
+        if k not in state and not (skipped and k.startswith(skipped))
+    ]
     return problems
 
 
-def check_shapes(path: str | os.PathLike, model: nn.Module, state: Mapping[str, Any],
-                 skip: Iterable[str] = ()) -> None:
+def check_shapes(
+    path: str | os.PathLike, model: nn.Module, state: Mapping[str, Any], skip: Iterable[str] = ()
+) -> None:
     """Refuse ``state`` unless it loads into ``model`` key for key and shape for shape."""
     if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: its weights are a {type(state).__name__}, not a "
-                              "mapping of tensors")
+        raise CheckpointError(
+            f"{path}: its weights are a {type(state).__name__}, not a mapping of tensors"
+        )
     problems = state_mismatches(model, state, tuple(skip))
     if problems:
         more = f" and {len(problems) - 8} more" if len(problems) > 8 else ""
-        raise CheckpointError(f"{path}: its weights do not fit the model it describes: "
-                              + "; ".join(problems[:8]) + more)
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model it describes: "
+            + "; ".join(problems[:8])
+            + more
+        )
 
 
 # --------------------------------------------------------------------------- encoder files
 #: Constructor keywords that do not change the weights' shapes or meaning.
-TRAINING_ONLY = frozenset({"num_classes", "drop_rate", "attn_drop_rate", "proj_drop_rate",
-                           "drop_path_rate"})
+TRAINING_ONLY = frozenset(
+    {"num_classes", "drop_rate", "attn_drop_rate", "proj_drop_rate", "drop_path_rate"}
+)
 
 
-def save_encoder(model: nn.Module, name: str, path: str | os.PathLike,
-                 data: Any = None, source: str = "") -> Path:
+def save_encoder(
+    model: nn.Module, name: str, path: str | os.PathLike, data: Any = None, source: str = ""
+) -> Path:
     """Write ``model``'s weights and configuration (``model.config``) as an encoder file:
 
-        {"format": "geofm-encoder/1", "model": registry name, "config": architecture
-         keywords, "state_dict": encoder weights, "data": what the encoder was trained on
-         (bands, wavelengths, GSD, normalisation), "source": where the weights came from}
+    {"format": "geofm-encoder/1", "model": registry name, "config": architecture
+     keywords, "state_dict": encoder weights, "data": what the encoder was trained on
+     (bands, wavelengths, GSD, normalisation), "source": where the weights came from}
     """
-    return save_checkpoint({"model": name, "config": dict(getattr(model, "config", {})),
-                            "state_dict": {k: v.detach().cpu()
-                                           for k, v in model.state_dict().items()},
-                            "data": data, "source": source}, path, "encoder")
+    return save_checkpoint(
+        {
+            "model": name,
+            "config": dict(getattr(model, "config", {})),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "data": data,
+            "source": source,
+        },
+        path,
+        "encoder",
+    )
 
 
-def read_encoder(path: str | os.PathLike, name: str, overrides: Mapping[str, Any]
-                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_encoder(
+    path: str | os.PathLike, name: str, overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """An encoder file checked against the model ``name`` with ``overrides`` before anything
     is allocated; returns ``(contents, the keywords to build it with)``."""
     _, payload = read_checkpoint(path, "encoder")
     require(payload, path, {"model": str, "config": dict, "state_dict": dict})
     if payload["model"] != name:
         raise CheckpointError(f"{path} holds {payload['model']!r} weights, not {name!r}")
-    differ = {k: (payload["config"].get(k), v) for k, v in overrides.items()
-              if k not in TRAINING_ONLY and k in payload["config"]
-              and payload["config"][k] != v}
+    differ = {
+        k: (payload["config"].get(k), v)
+        for k, v in overrides.items()
+        if k not in TRAINING_ONLY and k in payload["config"] and payload["config"][k] != v
+    }
     if differ:
         detail = ", ".join(f"{k}: file {a!r}, model {b!r}" for k, (a, b) in differ.items())
-        raise CheckpointError(f"{path} was saved from another architecture ({detail}); "
-                              "build the model without those overrides")
+        raise CheckpointError(
+            f"{path} was saved from another architecture ({detail}); "
+            "build the model without those overrides"
+        )
     config = {**payload["config"], **overrides}
     meta = check_architecture(path, name, config)
     check_shapes(path, meta, payload["state_dict"], skip=("head.",))

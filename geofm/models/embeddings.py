@@ -34,8 +34,9 @@ SAR_PSEUDO_WAVELENGTHS_NM = (5500.0, 5700.0)
 
 def radar_bands(wavelengths_nm: torch.Tensor) -> torch.Tensor:
     """Which bands are SAR, by the pseudo-wavelength convention. wavelengths: (C,) -> bool (C,)."""
-    sar = torch.tensor(SAR_PSEUDO_WAVELENGTHS_NM, dtype=wavelengths_nm.dtype,
-                       device=wavelengths_nm.device)
+    sar = torch.tensor(
+        SAR_PSEUDO_WAVELENGTHS_NM, dtype=wavelengths_nm.dtype, device=wavelengths_nm.device
+    )
     return (wavelengths_nm[:, None] == sar).any(dim=1)
 
 
@@ -49,7 +50,9 @@ def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
     if dim % 2:
         raise ValueError(f"a sine-cosine code needs an even width, got {dim}")
     half = dim // 2
-    omega = 1.0 / 10000.0 ** (torch.arange(half, dtype=torch.float64, device=positions.device) / half)
+    omega = 1.0 / 10000.0 ** (
+        torch.arange(half, dtype=torch.float64, device=positions.device) / half
+    )
     phase = positions.to(torch.float64).reshape(-1, 1) * omega
     return torch.cat([phase.sin(), phase.cos()], dim=1)
 
@@ -76,7 +79,10 @@ def grid_sincos_2d(grid_hw: tuple[int, int], gsd_m: torch.Tensor, dim: int) -> t
 
 
 def positional_channel_parts(
-    wavelengths_nm: torch.Tensor, grid_hw: tuple[int, int], gsd_m: torch.Tensor, dim: int,
+    wavelengths_nm: torch.Tensor,
+    grid_hw: tuple[int, int],
+    gsd_m: torch.Tensor,
+    dim: int,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two halves of :func:`positional_channel_embedding`, ready to broadcast-add:

@@ -107,9 +107,7 @@ class SpectralEncoder(nn.Module):
         if wl.ndim != 1:
             raise InputError(f"wavelengths must be (C,) or (B, C), got shape {tuple(wl.shape)}")
         if wl.shape[0] != C:
-            raise BandCountError(
-                f"image has {C} bands but {wl.shape[0]} wavelengths were given"
-            )
+            raise BandCountError(f"image has {C} bands but {wl.shape[0]} wavelengths were given")
         if not bool(torch.isfinite(wl).all()) or bool((wl <= 0).any()):
             raise InputError(f"wavelengths must be positive nanometres, got [{_describe(wl)}]")
         p = self.patch_size
@@ -249,4 +247,3 @@ def check_heads(embed_dim: int, num_heads: int, dims_per_head: int = 1) -> None:
             f"embed_dim {embed_dim} is not divisible by num_heads x dims_per_head = "
             f"{num_heads} x {dims_per_head}"
         )
-

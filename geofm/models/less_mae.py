@@ -32,9 +32,14 @@ from .less_vit import LayerNorm, LESSBlock, LESSViT, by_modality, perception_fie
 __all__ = ["LESSMAE", "MAEOutput", "random_keep", "patchify", "unpatchify", "masked_losses"]
 
 
-def random_keep(batch: int, total: int, ratio: float, min_keep: int = 1,
-                generator: torch.Generator | None = None,
-                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def random_keep(
+    batch: int,
+    total: int,
+    ratio: float,
+    min_keep: int = 1,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw which of ``total`` items each sample keeps when ``ratio`` of them are masked.
 
     Returns kept indices (B, K), sorted, and a boolean mask (B, total), True = removed.
@@ -59,9 +64,13 @@ def unpatchify(patches: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
     return x.reshape(B, C, h * p, w * p)
 
 
-def masked_losses(pred: torch.Tensor, target: torch.Tensor, removed_positions: torch.Tensor,
-                  removed_bands: torch.Tensor, valid: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_losses(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    removed_positions: torch.Tensor,
+    removed_bands: torch.Tensor,
+    valid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Position loss and band loss of a reconstruction.
 
     pred, target: (B, C, N, P) pixels per (band, patch); removed_positions: (B, N) and
@@ -130,10 +139,13 @@ class LESSMAE(nn.Module):
         self.min_bands_kept = min_bands_kept
         self.norm_pix_loss = norm_pix_loss
         if isinstance(decoder_radius_m, str) and decoder_radius_m != "encoder":
-            raise ValueError(f"decoder_radius_m must be a radius in metres, None (no limit) "
-                             f"or 'encoder' (the encoder's), got {decoder_radius_m!r}")
-        self.decoder_radius_m = (encoder.perception_radius_m if decoder_radius_m == "encoder"
-                                 else decoder_radius_m)
+            raise ValueError(
+                f"decoder_radius_m must be a radius in metres, None (no limit) "
+                f"or 'encoder' (the encoder's), got {decoder_radius_m!r}"
+            )
+        self.decoder_radius_m = (
+            encoder.perception_radius_m if decoder_radius_m == "encoder" else decoder_radius_m
+        )
         rank = encoder.rank if decoder_rank is None else decoder_rank
         self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, decoder_dim))
@@ -147,8 +159,13 @@ class LESSMAE(nn.Module):
         pixels = self.patch_size**2
         self.optical_head = nn.Linear(decoder_dim, pixels)
         self.radar_head = nn.Linear(decoder_dim, pixels)
-        for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm,
-                       self.optical_head, self.radar_head):
+        for module in (
+            self.decoder_embed,
+            self.decoder_blocks,
+            self.decoder_norm,
+            self.optical_head,
+            self.radar_head,
+        ):
             module.apply(init_weights)
         for token in (self.mask_token, self.channel_mask_token, self.spatial_mask_token):
             nn.init.normal_(token, std=0.02)
@@ -158,18 +175,27 @@ class LESSMAE(nn.Module):
         return names | {n for n, _ in self.named_parameters() if n.endswith("mask_token")}
 
     # ------------------------------------------------------------------ pieces
-    def draw_masks(self, batch: int, bands: int, patches: int, device,
-                   generator: torch.Generator | None = None):
+    def draw_masks(
+        self, batch: int, bands: int, patches: int, device, generator: torch.Generator | None = None
+    ):
         """Kept and removed bands and positions, drawn independently per sample."""
-        kept_bands, removed_bands = random_keep(batch, bands, self.band_mask_ratio,
-                                                self.min_bands_kept, generator, device)
-        kept_patches, removed_positions = random_keep(batch, patches, self.mask_ratio, 1,
-                                                      generator, device)
+        kept_bands, removed_bands = random_keep(
+            batch, bands, self.band_mask_ratio, self.min_bands_kept, generator, device
+        )
+        kept_patches, removed_positions = random_keep(
+            batch, patches, self.mask_ratio, 1, generator, device
+        )
         return kept_bands, removed_bands, kept_patches, removed_positions
 
-    def decode(self, latent: torch.Tensor, kept_bands: torch.Tensor, kept_patches: torch.Tensor,
-               wavelengths: torch.Tensor, grid_hw: tuple[int, int], gsd: torch.Tensor
-               ) -> torch.Tensor:
+    def decode(
+        self,
+        latent: torch.Tensor,
+        kept_bands: torch.Tensor,
+        kept_patches: torch.Tensor,
+        wavelengths: torch.Tensor,
+        grid_hw: tuple[int, int],
+        gsd: torch.Tensor,
+    ) -> torch.Tensor:
         """latent: (B, Kc+1, Kn+1, D) -> pixels (B, C, N, p*p) for every band and patch."""
         B = latent.shape[0]
         C, N = wavelengths.shape[0], grid_hw[0] * grid_hw[1]
@@ -179,9 +205,11 @@ class LESSMAE(nn.Module):
         cols = torch.arange(N + 1, device=y.device)[None, None, :, None]
         dtype = torch.promote_types(y.dtype, self.mask_token.dtype)  # float32 under autocast
         y = y.to(dtype)
-        grid = torch.where(rows == 0, self.channel_mask_token.to(dtype),
-                           torch.where(cols == 0, self.spatial_mask_token.to(dtype),
-                                       self.mask_token.to(dtype)))
+        grid = torch.where(
+            rows == 0,
+            self.channel_mask_token.to(dtype),
+            torch.where(cols == 0, self.spatial_mask_token.to(dtype), self.mask_token.to(dtype)),
+        )
         grid = grid.expand(B, C + 1, N + 1, Dd).clone()
         zero = kept_bands.new_zeros(B, 1)
         row_idx = torch.cat([zero, kept_bands + 1], dim=1)  # (B, Kc+1)
@@ -206,34 +234,54 @@ class LESSMAE(nn.Module):
         """
         target = patchify(image, self.patch_size)
         if self.norm_pix_loss:
-            w = (torch.ones_like(target[:, :1]) if valid_px is None
-                 else valid_px[:, None].to(target.dtype))
+            w = (
+                torch.ones_like(target[:, :1])
+                if valid_px is None
+                else valid_px[:, None].to(target.dtype)
+            )
             count = w.sum(dim=-1, keepdim=True)
             mean = (target * w).sum(dim=-1, keepdim=True) / count.clamp_min(1.0)
             # unbiased, as MAE's; a patch with one counted pixel gets variance 0
             var = ((target - mean).square() * w).sum(dim=-1, keepdim=True) / (
-                count - 1.0).clamp_min(1.0)
+                count - 1.0
+            ).clamp_min(1.0)
             target = (target - mean) / (var + 1e-6).sqrt()
         return target
 
     # ------------------------------------------------------------------ forward
-    def forward(self, image: torch.Tensor, wavelengths, gsd, valid: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> MAEOutput:
+    def forward(
+        self,
+        image: torch.Tensor,
+        wavelengths,
+        gsd,
+        valid: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MAEOutput:
         wl, gsd_t = self.encoder.check_inputs(image, wavelengths, gsd)
         B, C, H, W = image.shape
         p = self.patch_size
         grid_hw = (H // p, W // p)
         N = grid_hw[0] * grid_hw[1]
         if C < self.min_bands_kept:
-            raise ValueError(f"the MAE keeps at least {self.min_bands_kept} bands; this image "
-                             f"has {C}")
+            raise ValueError(
+                f"the MAE keeps at least {self.min_bands_kept} bands; this image has {C}"
+            )
         kept_bands, removed_bands, kept_patches, removed_positions = self.draw_masks(
-            B, C, N, image.device, generator)
+            B, C, N, image.device, generator
+        )
         latent = self.encoder.encode_kept(image, wl, gsd_t, kept_bands, kept_patches)
         pred = self.decode(latent, kept_bands, kept_patches, wl, grid_hw, gsd_t)
         valid_px = None if valid is None else patchify(valid[:, None].float(), p)[:, 0]
         target = self.target(image, valid_px)
-        position_loss, band_loss = masked_losses(pred, target, removed_positions, removed_bands,
-                                                 valid_px)
-        return MAEOutput(position_loss + band_loss, position_loss, band_loss, pred, target,
-                         removed_positions, removed_bands)
+        position_loss, band_loss = masked_losses(
+            pred, target, removed_positions, removed_bands, valid_px
+        )
+        return MAEOutput(
+            position_loss + band_loss,
+            position_loss,
+            band_loss,
+            pred,
+            target,
+            removed_positions,
+            removed_bands,
+        )

@@ -62,7 +62,10 @@ VIT_SIZES = {
 
 # --------------------------------------------------------------------------- building blocks
 def perception_field_mask(
-    grid_hw: tuple[int, int], patch_size: int, gsd_m: torch.Tensor, radius_m: float,
+    grid_hw: tuple[int, int],
+    patch_size: int,
+    gsd_m: torch.Tensor,
+    radius_m: float,
     patches: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Which spatial tokens may attend to which: a disk of ``radius_m`` metres on the ground.
@@ -81,7 +84,7 @@ def perception_field_mask(
             gsd = gsd[:1]
     rows, cols = patches // w, patches % w
     # squared distances in grid units are integers: compare exactly, not after a sqrt
-    d2 = ((rows[:, :, None] - rows[:, None, :]) ** 2 + (cols[:, :, None] - cols[:, None, :]) ** 2)
+    d2 = (rows[:, :, None] - rows[:, None, :]) ** 2 + (cols[:, :, None] - cols[:, None, :]) ** 2
     step = patch_size * gsd.reshape(-1, 1, 1)
     inside = d2.to(torch.float64) * step**2 <= float(radius_m) ** 2  # (B', L, L)
     n = patches.shape[1]
@@ -106,7 +109,11 @@ class AttentionPool(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ):
         super().__init__()
@@ -153,16 +160,27 @@ class SpectralSpatialPool(nn.Module):
     """
 
     def __init__(
-        self, dim: int, channel_dim: int, spatial_dim: int, num_heads: int,
-        qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0,
+        self,
+        dim: int,
+        channel_dim: int,
+        spatial_dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
     ):
         super().__init__()
         self.channel_in = nn.Linear(dim, channel_dim)
         self.spatial_in = nn.Linear(dim, spatial_dim)
         self.channel_norm = LayerNorm(channel_dim)
         self.spatial_norm = LayerNorm(spatial_dim)
-        pool = partial(AttentionPool, num_heads=num_heads, qkv_bias=qkv_bias,
-                       attn_drop=attn_drop, proj_drop=proj_drop)
+        pool = partial(
+            AttentionPool,
+            num_heads=num_heads,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=proj_drop,
+        )
         self.channel_pool = pool(channel_dim)
         self.spatial_pool = pool(spatial_dim)
 
@@ -181,7 +199,12 @@ class LowRankBranch(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, head_dim: int, rank: int = 1, qkv_bias: bool = True,
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int,
+        rank: int = 1,
+        qkv_bias: bool = True,
         attn_drop: float = 0.0,
     ):
         super().__init__()
@@ -222,9 +245,12 @@ def _plain_linear(module: nn.Module) -> bool:
     """A bare ``nn.Linear`` that no hook watches and whose ``forward`` is its class's, so
     that applying its weight directly is the same as calling it (a hook could prune, shard,
     offload, observe or replace the call)."""
-    return (type(module) is nn.Linear and "forward" not in vars(module)
-            and not any(getattr(module, name, None) for name in _HOOKS)
-            and not any(getattr(_global_hooks, "_global" + name, None) for name in _HOOKS))
+    return (
+        type(module) is nn.Linear
+        and "forward" not in vars(module)
+        and not any(getattr(module, name, None) for name in _HOOKS)
+        and not any(getattr(_global_hooks, "_global" + name, None) for name in _HOOKS)
+    )
 
 
 class LESSAttention(nn.Module):
@@ -235,16 +261,23 @@ class LESSAttention(nn.Module):
     """
 
     def __init__(
-        self, dim: int, num_heads: int, dims_per_head: int = 2, rank: int = 1,
-        qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0,
+        self,
+        dim: int,
+        num_heads: int,
+        dims_per_head: int = 2,
+        rank: int = 1,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
     ):
         super().__init__()
         check_heads(dim, num_heads, dims_per_head)
         a = dims_per_head
         b = dim // (num_heads * a)
         self.num_heads, self.rank = num_heads, rank
-        self.pool = SpectralSpatialPool(dim, num_heads * a, num_heads * b, num_heads, qkv_bias,
-                                        attn_drop, proj_drop)
+        self.pool = SpectralSpatialPool(
+            dim, num_heads * a, num_heads * b, num_heads, qkv_bias, attn_drop, proj_drop
+        )
         self.channel_norm = LayerNorm(num_heads * a)
         self.spatial_norm = LayerNorm(num_heads * b)
         self.channel_branch = LowRankBranch(num_heads * a, num_heads, a, rank, qkv_bias, attn_drop)
@@ -276,14 +309,23 @@ class LESSBlock(nn.Module):
     """Pre-norm LESS attention and MLP, each with LayerScale and DropPath."""
 
     def __init__(
-        self, dim: int, num_heads: int, dims_per_head: int = 2, rank: int = 1,
-        mlp_ratio: float = 4.0, qkv_bias: bool = True, attn_drop: float = 0.0,
-        proj_drop: float = 0.0, drop_path: float = 0.0, init_values: float | None = None,
+        self,
+        dim: int,
+        num_heads: int,
+        dims_per_head: int = 2,
+        rank: int = 1,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        init_values: float | None = None,
     ):
         super().__init__()
         self.norm1 = LayerNorm(dim)
-        self.attn = LESSAttention(dim, num_heads, dims_per_head, rank, qkv_bias, attn_drop,
-                                  proj_drop)
+        self.attn = LESSAttention(
+            dim, num_heads, dims_per_head, rank, qkv_bias, attn_drop, proj_drop
+        )
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = LayerNorm(dim)
@@ -297,8 +339,9 @@ class LESSBlock(nn.Module):
 
 
 # --------------------------------------------------------------------------- the model
-def by_modality(x: torch.Tensor, wavelengths: torch.Tensor, optical: nn.Module,
-                radar: nn.Module) -> torch.Tensor:
+def by_modality(
+    x: torch.Tensor, wavelengths: torch.Tensor, optical: nn.Module, radar: nn.Module
+) -> torch.Tensor:
     """Apply ``optical`` to the optical bands of ``x`` (dim 1) and ``radar`` to the SAR ones.
 
     Both modules always run, the one without bands on an empty slice, so that every
@@ -329,16 +372,25 @@ class TokenGrid(nn.Module):
         for token in (self.cls_token, self.channel_cls_token, self.spatial_cls_token):
             nn.init.normal_(token, std=0.02)
 
-    def forward(self, x: torch.Tensor, wavelengths: torch.Tensor, grid_hw: tuple[int, int],
-                gsd: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        wavelengths: torch.Tensor,
+        grid_hw: tuple[int, int],
+        gsd: torch.Tensor,
+    ) -> torch.Tensor:
         B, R, N, D = x.shape
         # the residual stream stays in the parameters' precision (float32 under bf16
         # autocast, as in timm's ViT); only the matrix products run in bf16
         dtype = torch.promote_types(x.dtype, self.cls_token.dtype)
-        top = torch.cat([self.cls_token.to(dtype).expand(B, 1, 1, D),
-                         self.channel_cls_token.to(dtype).expand(B, 1, N, D)], dim=2)
-        body = torch.cat([self.spatial_cls_token.to(dtype).expand(B, R, 1, D),
-                          x.to(dtype)], dim=2)
+        top = torch.cat(
+            [
+                self.cls_token.to(dtype).expand(B, 1, 1, D),
+                self.channel_cls_token.to(dtype).expand(B, 1, N, D),
+            ],
+            dim=2,
+        )
+        body = torch.cat([self.spatial_cls_token.to(dtype).expand(B, R, 1, D), x.to(dtype)], dim=2)
         x = torch.cat([top, body], dim=1)
         pos, chan = positional_channel_parts(wavelengths, grid_hw, gsd, D, dtype)
         return x + pos + chan
@@ -403,8 +455,18 @@ class LESSViT(SpectralEncoder):
         self.tokenizer = BandTokenizer(patch_size, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
         self.blocks = nn.ModuleList(
-            LESSBlock(embed_dim, num_heads, dims_per_head, rank, mlp_ratio, qkv_bias,
-                      attn_drop_rate, proj_drop_rate, dpr, init_values)
+            LESSBlock(
+                embed_dim,
+                num_heads,
+                dims_per_head,
+                rank,
+                mlp_ratio,
+                qkv_bias,
+                attn_drop_rate,
+                proj_drop_rate,
+                dpr,
+                init_values,
+            )
             for dpr in drop_path_rates(drop_path_rate, depth)
         )
         self.norm = LayerNorm(embed_dim)
@@ -420,8 +482,14 @@ class LESSViT(SpectralEncoder):
         x = self.pos_drop(self.tokenizer(image, wavelengths, gsd))
         return x, self.spatial_mask(self.grid_size(image, self.patch_size), gsd)
 
-    def forward_masked(self, image: torch.Tensor, wavelengths, gsd, kept_bands: torch.Tensor,
-                       kept_patches: torch.Tensor) -> torch.Tensor:
+    def forward_masked(
+        self,
+        image: torch.Tensor,
+        wavelengths,
+        gsd,
+        kept_bands: torch.Tensor,
+        kept_patches: torch.Tensor,
+    ) -> torch.Tensor:
         """Encode only some bands and patches of each sample (masked-autoencoder input).
 
         kept_bands: (B, Kc) band indices; kept_patches: (B, Kn) row-major patch indices.
@@ -440,8 +508,14 @@ class LESSViT(SpectralEncoder):
                 raise InputError(f"{name} must index 0..{total - 1}")
         return self.encode_kept(image, wl, gsd_t, kept_bands, kept_patches)
 
-    def encode_kept(self, image: torch.Tensor, wavelengths: torch.Tensor, gsd: torch.Tensor,
-                    kept_bands: torch.Tensor, kept_patches: torch.Tensor) -> torch.Tensor:
+    def encode_kept(
+        self,
+        image: torch.Tensor,
+        wavelengths: torch.Tensor,
+        gsd: torch.Tensor,
+        kept_bands: torch.Tensor,
+        kept_patches: torch.Tensor,
+    ) -> torch.Tensor:
         """:meth:`forward_masked` for inputs already checked: ``wavelengths`` (C,) and
         ``gsd`` (B,) as :meth:`check_inputs` returns them, indices in range (the
         masked autoencoder draws them itself and checks its batch once)."""
@@ -456,8 +530,9 @@ class LESSViT(SpectralEncoder):
         x = x.gather(2, cols[:, None, :, None].expand(-1, x.shape[1], -1, D))
         mask = None
         if self.perception_radius_m is not None:
-            mask = perception_field_mask(grid_hw, self.patch_size, gsd,
-                                         self.perception_radius_m, patches=kept_patches)
+            mask = perception_field_mask(
+                grid_hw, self.patch_size, gsd, self.perception_radius_m, patches=kept_patches
+            )
         for block in self.blocks:
             x = self._block(block, x, mask)
         return self.norm(x)

@@ -78,8 +78,9 @@ class SpectralReduction(nn.Module):
     def __init__(self, bands: int, components: int, whiten: bool = False) -> None:
         super().__init__()
         if components < 1 or components > bands:
-            raise ValueError(f"PCA components must lie in 1..{bands} (the band count), "
-                             f"got {components}")
+            raise ValueError(
+                f"PCA components must lie in 1..{bands} (the band count), got {components}"
+            )
         self.bands, self.components, self.whiten = bands, components, whiten
         self.register_buffer("mean", torch.zeros(bands))
         self.register_buffer("basis", torch.eye(bands)[:, :components].clone())
@@ -92,8 +93,7 @@ class SpectralReduction(nn.Module):
         """Fit on ``(N, C)`` spectra (float64 internally); returns ``self``."""
         x = torch.as_tensor(pixels).to(torch.float64)
         if x.ndim != 2 or x.shape[1] != self.bands:
-            raise ValueError(f"PCA expects (pixels, {self.bands}) spectra, got "
-                             f"{tuple(x.shape)}")
+            raise ValueError(f"PCA expects (pixels, {self.bands}) spectra, got {tuple(x.shape)}")
         if x.shape[0] < 2:
             raise ValueError(f"PCA needs at least 2 pixels to fit, got {x.shape[0]}")
         if not torch.isfinite(x).all():
@@ -123,13 +123,19 @@ class SpectralReduction(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         if not bool(self.fitted):
-            raise RuntimeError("the spectral reduction is not fitted: call fit(pixels) with "
-                               "training spectra (LoLASpecViT.fit_reduction) before use")
+            raise RuntimeError(
+                "the spectral reduction is not fitted: call fit(pixels) with "
+                "training spectra (LoLASpecViT.fit_reduction) before use"
+            )
         if x.shape[1] != self.bands:
-            raise ValueError(f"the model's PCA was fitted on {self.bands} bands, the input "
-                             f"has {x.shape[1]}")
-        scores = torch.einsum("bchw,ck->bkhw", x - self.mean[:, None, None].to(x.dtype),
-                              (self.basis / self.scale).to(x.dtype))
+            raise ValueError(
+                f"the model's PCA was fitted on {self.bands} bands, the input has {x.shape[1]}"
+            )
+        scores = torch.einsum(
+            "bchw,ck->bkhw",
+            x - self.mean[:, None, None].to(x.dtype),
+            (self.basis / self.scale).to(x.dtype),
+        )
         if valid is not None:
             scores = scores * valid[:, None].to(scores.dtype)
         return scores
@@ -157,8 +163,9 @@ def _padded(size: int, window: int) -> int:
     return -(-size // window) * window
 
 
-def shifted_window_mask(height: int, width: int, window: int, shift: int,
-                        device: torch.device | None = None) -> torch.Tensor:
+def shifted_window_mask(
+    height: int, width: int, window: int, shift: int, device: torch.device | None = None
+) -> torch.Tensor:
     """Which keys each query may attend to in the (shifted) windows of a ``height x width`` map.
 
     The map is padded at the bottom and right to multiples of ``window`` and rolled by
@@ -178,8 +185,8 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int,
         # 2 the part wrapped around from the start of the axis
         ids = torch.zeros(padded, dtype=torch.long, device=device)
         if shift:
-            ids[padded - window:padded - shift] = 1
-            ids[padded - shift:] = 2
+            ids[padded - window : padded - shift] = 1
+            ids[padded - shift :] = 2
         return ids
 
     def padding(size: int, padded: int) -> torch.Tensor:
@@ -190,7 +197,7 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int,
     rows, cols = regions(height, hp), regions(width, wp)
     region = rows[:, None] * 3 + cols[None, :]
     pad = padding(height, hp)[:, None] | padding(width, wp)[None, :]
-    region_w = window_partition(region[None, :, :, None], window)[0, :, :, 0]   # (nW, L)
+    region_w = window_partition(region[None, :, :, None], window)[0, :, :, 0]  # (nW, L)
     pad_w = window_partition(pad[None, :, :, None], window)[0, :, :, 0]
     allowed = (region_w[:, :, None] == region_w[:, None, :]) & ~pad_w[:, None, :]
     eye = torch.eye(window**2, dtype=torch.bool, device=device)
@@ -206,8 +213,15 @@ class WindowAttention(nn.Module):
 
     relative_index: torch.Tensor  # a buffer, registered in __init__
 
-    def __init__(self, dim: int, num_heads: int, window: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
@@ -218,11 +232,11 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self.relative_bias = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         trunc_normal_(self.relative_bias, std=0.02)
-        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window),
-                                            indexing="ij")).flatten(1)       # (2, L)
-        rel = coords[:, :, None] - coords[:, None, :] + window - 1             # (2, L, L)
-        self.register_buffer("relative_index", rel[0] * (2 * window - 1) + rel[1],
-                             persistent=False)
+        coords = torch.stack(
+            torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+        ).flatten(1)  # (2, L)
+        rel = coords[:, :, None] - coords[:, None, :] + window - 1  # (2, L, L)
+        self.register_buffer("relative_index", rel[0] * (2 * window - 1) + rel[1], persistent=False)
 
     def no_weight_decay(self) -> set[str]:
         """The position-bias table is not decayed (as Swin's, Liu et al., ICCV 2021)."""
@@ -231,18 +245,20 @@ class WindowAttention(nn.Module):
     def position_bias(self) -> torch.Tensor:
         """``(heads, L, L)`` bias added to the logits."""
         L = self.window**2
-        return self.relative_bias[self.relative_index.reshape(-1)].reshape(L, L, -1).permute(
-            2, 0, 1)
+        return (
+            self.relative_bias[self.relative_index.reshape(-1)].reshape(L, L, -1).permute(2, 0, 1)
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, nW, L, D = x.shape
         h = self.num_heads
         q, k, v = self.qkv(x).reshape(B, nW, L, 3, h, D // h).permute(3, 0, 1, 4, 2, 5)
-        bias = self.position_bias().to(q.dtype)[None, None]                   # (1,1,h,L,L)
+        bias = self.position_bias().to(q.dtype)[None, None]  # (1,1,h,L,L)
         if mask is not None:
             bias = bias.masked_fill(~mask[None, :, None], float("-inf"))
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.0)
+            q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.0
+        )
         out = out.transpose(2, 3).reshape(B, nW, L, D)
         return self.proj_drop(self.proj(out))
 
@@ -269,9 +285,18 @@ class WindowBlock(nn.Module):
     the window are padded, with the padding masked out of the attention.
     """
 
-    def __init__(self, dim: int, num_heads: int, window: int, shift: bool,
-                 mlp_ratio: float = 2.0, qkv_bias: bool = True, drop: float = 0.0,
-                 attn_drop: float = 0.0, drop_path: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        shift: bool,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
         super().__init__()
         if window < 1:
             raise ValueError(f"window must be >= 1 token, got {window}")
@@ -299,14 +324,15 @@ class WindowBlock(nn.Module):
         B, H, W, D = x.shape
         window, shift = self.window, self.shift_for(H, W)
         if window > max(H, W):
-            raise ValueError(f"a {H} x {W} map is smaller than the {window}-token window; "
-                             "use a smaller window for this stage")
+            raise ValueError(
+                f"a {H} x {W} map is smaller than the {window}-token window; "
+                "use a smaller window for this stage"
+            )
         hp, wp = _padded(H, window), _padded(W, window)
         x = F.pad(x, (0, 0, 0, wp - W, 0, hp - H))
         if shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        windows = self.attn(window_partition(x, window), self._mask(H, W, window, shift,
-                                                                    x.device))
+        windows = self.attn(window_partition(x, window), self._mask(H, W, window, shift, x.device))
         x = window_reverse(windows, window, hp, wp)
         if shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
@@ -329,8 +355,9 @@ class PatchMerging(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, D = x.shape
         x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]],
-                      dim=-1)
+        x = torch.cat(
+            [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1
+        )
         return self.reduction(self.norm(x))
 
 
@@ -389,23 +416,34 @@ class LoLASpecViT(nn.Module):
     ) -> None:
         super().__init__()
         if patch < 1 or patch % 2 == 0:
-            raise ValueError(f"patch must be an odd number of pixels (the centre pixel is "
-                             f"classified), got {patch}")
+            raise ValueError(
+                f"patch must be an odd number of pixels (the centre pixel is "
+                f"classified), got {patch}"
+            )
         if len(conv_channels) != len(conv_kernels):
-            raise ValueError(f"{len(conv_channels)} conv channel counts but "
-                             f"{len(conv_kernels)} kernels")
+            raise ValueError(
+                f"{len(conv_channels)} conv channel counts but {len(conv_kernels)} kernels"
+            )
         if not len(embed_dims) == len(depths) == len(num_heads):
-            raise ValueError(f"embed_dims {list(embed_dims)}, depths {list(depths)} and "
-                             f"num_heads {list(num_heads)} must have one entry per stage")
+            raise ValueError(
+                f"embed_dims {list(embed_dims)}, depths {list(depths)} and "
+                f"num_heads {list(num_heads)} must have one entry per stage"
+            )
         one_window = isinstance(window, int)
         windows = [window] * len(depths) if isinstance(window, int) else list(window)
         if len(windows) != len(depths):
             raise ValueError(f"{len(windows)} windows for {len(depths)} stages")
         self.bands, self.num_classes, self.patch = bands, num_classes, patch
         #: the architecture in the registry's terms (``geofm models`` prints it)
-        self.config = {"bands": bands, "num_classes": num_classes, "patch": patch,
-                       "components": components, "embed_dim": embed_dims[-1],
-                       "depth": sum(depths), "num_heads": num_heads[-1]}
+        self.config = {
+            "bands": bands,
+            "num_classes": num_classes,
+            "patch": patch,
+            "components": components,
+            "embed_dim": embed_dims[-1],
+            "depth": sum(depths),
+            "num_heads": num_heads[-1],
+        }
         self.reduction = SpectralReduction(bands, components, whiten)
 
         if conv_padding not in ("valid", "same"):
@@ -415,38 +453,60 @@ class LoLASpecViT(nn.Module):
         for out, kernel in zip(conv_channels, conv_kernels, strict=True):
             ks, kh, kw = kernel
             if kh != kw or kh % 2 == 0 or ks > spectral or kh > size:
-                raise ValueError(f"the 3-D kernel {tuple(kernel)} does not fit a "
-                                 f"{spectral} x {size} x {size} input (components x window; "
-                                 "square, odd spatial kernels)")
+                raise ValueError(
+                    f"the 3-D kernel {tuple(kernel)} does not fit a "
+                    f"{spectral} x {size} x {size} input (components x window; "
+                    "square, odd spatial kernels)"
+                )
             pad: int | tuple[int, int, int] = (0, kh // 2, kw // 2) if conv_padding == "same" else 0
-            layers += [nn.Conv3d(channels, out, (ks, kh, kw), padding=pad),
-                       nn.BatchNorm3d(out), nn.SiLU()]
+            layers += [
+                nn.Conv3d(channels, out, (ks, kh, kw), padding=pad),
+                nn.BatchNorm3d(out),
+                nn.SiLU(),
+            ]
             spectral, channels = spectral - ks + 1, out
             size = size if conv_padding == "same" else size - kh + 1
         self.frontend = nn.Sequential(*layers)
         self.feature_size = size
-        self.patch_embed = nn.Sequential(nn.Conv2d(channels * spectral, embed_dims[0], 1),
-                                         nn.BatchNorm2d(embed_dims[0]), nn.SiLU())
+        self.patch_embed = nn.Sequential(
+            nn.Conv2d(channels * spectral, embed_dims[0], 1),
+            nn.BatchNorm2d(embed_dims[0]),
+            nn.SiLU(),
+        )
 
         total = sum(depths)
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         self.stages = nn.ModuleList()
         self.merges = nn.ModuleList()
         k, size_s = 0, size
-        for s, (dim, depth, heads, win) in enumerate(zip(embed_dims, depths, num_heads, windows,
-                                                         strict=True)):
+        for s, (dim, depth, heads, win) in enumerate(
+            zip(embed_dims, depths, num_heads, windows, strict=True)
+        ):
             if s > 0:
                 self.merges.append(PatchMerging(embed_dims[s - 1], dim))
                 size_s = -(-size_s // 2)
             if one_window:
-                win = min(win, size_s)       # later, smaller maps: one window covers them
+                win = min(win, size_s)  # later, smaller maps: one window covers them
             if win > size_s:
-                raise ValueError(f"stage {s} works on a {size_s} x {size_s} map; its window "
-                                 f"{win} is larger than the map (use window <= {size_s})")
-            self.stages.append(nn.ModuleList(
-                WindowBlock(dim, heads, win, shift=bool(i % 2), mlp_ratio=mlp_ratio,
-                            drop=drop_rate, attn_drop=attn_drop_rate, drop_path=rates[k + i])
-                for i in range(depth)))
+                raise ValueError(
+                    f"stage {s} works on a {size_s} x {size_s} map; its window "
+                    f"{win} is larger than the map (use window <= {size_s})"
+                )
+            self.stages.append(
+                nn.ModuleList(
+                    WindowBlock(
+                        dim,
+                        heads,
+                        win,
+                        shift=bool(i % 2),
+                        mlp_ratio=mlp_ratio,
+                        drop=drop_rate,
+                        attn_drop=attn_drop_rate,
+                        drop_path=rates[k + i],
+                    )
+                    for i in range(depth)
+                )
+            )
             k += depth
         if pool not in ("mean", "center", "both"):
             raise ValueError(f"pool must be 'mean', 'center' or 'both', got {pool!r}")
@@ -472,10 +532,15 @@ class LoLASpecViT(nn.Module):
         return self
 
     def check_input(self, image: torch.Tensor) -> None:
-        if image.ndim != 4 or image.shape[1] != self.bands or image.shape[2:] != (
-                self.patch, self.patch):
-            raise ValueError(f"LoLA-SpecViT expects (batch, {self.bands}, {self.patch}, "
-                             f"{self.patch}) windows, got {tuple(image.shape)}")
+        if (
+            image.ndim != 4
+            or image.shape[1] != self.bands
+            or image.shape[2:] != (self.patch, self.patch)
+        ):
+            raise ValueError(
+                f"LoLA-SpecViT expects (batch, {self.bands}, {self.patch}, "
+                f"{self.patch}) windows, got {tuple(image.shape)}"
+            )
 
     def forward_reduced(self, scores: torch.Tensor) -> torch.Tensor:
         """Pooled features (``(B, embed_dims[-1])``, twice that for ``pool="both"``) of windows already reduced by
@@ -483,11 +548,13 @@ class LoLASpecViT(nn.Module):
         reduces it once and crops windows of the scores, instead of reducing every window."""
         K = self.reduction.components
         if scores.ndim != 4 or scores.shape[1:] != (K, self.patch, self.patch):
-            raise ValueError(f"expected ({K}, {self.patch}, {self.patch}) reduced windows, got "
-                             f"{tuple(scores.shape)}")
-        x = self.frontend(scores[:, None])                              # (B, c, k', s, s)
-        x = self.patch_embed(x.flatten(1, 2))                          # (B, D, s, s)
-        x = x.permute(0, 2, 3, 1)                                      # (B, s, s, D)
+            raise ValueError(
+                f"expected ({K}, {self.patch}, {self.patch}) reduced windows, got "
+                f"{tuple(scores.shape)}"
+            )
+        x = self.frontend(scores[:, None])  # (B, c, k', s, s)
+        x = self.patch_embed(x.flatten(1, 2))  # (B, D, s, s)
+        x = x.permute(0, 2, 3, 1)  # (B, s, s, D)
         for s, blocks in enumerate(self.stages):
             if s > 0:
                 x = self.merges[s - 1](x)
@@ -504,8 +571,9 @@ class LoLASpecViT(nn.Module):
         center = x[:, rows, cols].mean(dim=(1, 2))
         return center if self.pool == "center" else torch.cat([mean, center], dim=-1)
 
-    def forward_features(self, image: torch.Tensor,
-                         valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_features(
+        self, image: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Pooled features ``(B, embed_dims[-1])`` of raw ``(B, bands, patch, patch)`` windows."""
         self.check_input(image)
         return self.forward_reduced(self.reduction(image.float(), valid))
@@ -518,8 +586,13 @@ class LoLASpecViT(nn.Module):
         self.head = nn.Linear(self.head.in_features, num_classes)
         self._init(self.head)
 
-    def to_lora(self, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-                targets: Sequence[str] = LOLA_LORA_TARGETS) -> list[str]:
+    def to_lora(
+        self,
+        rank: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.0,
+        targets: Sequence[str] = LOLA_LORA_TARGETS,
+    ) -> list[str]:
         """``lora`` mode: inject LoRA into ``targets`` and freeze all but LoRA, norms and head.
 
         The spectral reduction is a fixed transform (buffers), refitted per scene.

@@ -79,15 +79,26 @@ class LoRALinear(nn.Linear):
     layer; :meth:`unmerge` takes it out again (to float rounding).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 rank: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        rank: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.0,
+        device=None,
+        dtype=None,
+    ) -> None:
         if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
             raise ValueError(f"LoRA rank must be a whole number >= 1, got {rank!r}")
         if rank > min(in_features, out_features):
-            raise ValueError(f"LoRA rank {rank} exceeds min(in, out) = "
-                             f"{min(in_features, out_features)} of a {in_features} -> "
-                             f"{out_features} layer: the update would not be low-rank")
+            raise ValueError(
+                f"LoRA rank {rank} exceeds min(in, out) = "
+                f"{min(in_features, out_features)} of a {in_features} -> "
+                f"{out_features} layer: the update would not be low-rank"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"LoRA dropout must lie in [0, 1), got {dropout}")
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
@@ -100,12 +111,21 @@ class LoRALinear(nn.Linear):
         self.merged = False
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int = 8, alpha: float = 16.0,
-                    dropout: float = 0.0) -> LoRALinear:
+    def from_linear(
+        cls, linear: nn.Linear, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0
+    ) -> LoRALinear:
         """A LoRA layer sharing ``linear``'s weight and bias tensors (not copies)."""
         w = linear.weight
-        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                    rank=rank, alpha=alpha, dropout=dropout, device=w.device, dtype=w.dtype)
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            rank=rank,
+            alpha=alpha,
+            dropout=dropout,
+            device=w.device,
+            dtype=w.dtype,
+        )
         layer.weight = linear.weight
         layer.bias = linear.bias
         layer.train(linear.training)
@@ -129,8 +149,7 @@ class LoRALinear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         if isinstance(self.lora_dropout, nn.Identity) or not self.training:
             # base GEMM and update: fused in Triton on CUDA (geofm.kernels)
-            return lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B,
-                               self.scaling)
+            return lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scaling)
         out = F.linear(x, self.weight, self.bias)
         low = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
         return out + low * self.scaling
@@ -155,13 +174,16 @@ class LoRALinear(nn.Linear):
 
     def set_multiplier(self, value: float) -> None:
         if self.merged:
-            raise RuntimeError("cannot change the LoRA multiplier of a merged layer: its "
-                               "update is folded into the weight; unmerge first")
+            raise RuntimeError(
+                "cannot change the LoRA multiplier of a merged layer: its "
+                "update is folded into the weight; unmerge first"
+            )
         self.multiplier = float(value)
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, rank={self.rank}, alpha={self.alpha:g}"
-                + (", merged" if self.merged else ""))
+        return f"{super().extra_repr()}, rank={self.rank}, alpha={self.alpha:g}" + (
+            ", merged" if self.merged else ""
+        )
 
 
 def effective_weight(linear: nn.Linear) -> torch.Tensor:
@@ -223,8 +245,10 @@ def inject_lora(
     linear_names: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, LoRALinear):
-            raise ValueError(f"{name} already has LoRA; inject once (remove_lora first to "
-                             "inject again with other settings)")
+            raise ValueError(
+                f"{name} already has LoRA; inject once (remove_lora first to "
+                "inject again with other settings)"
+            )
         if isinstance(module, nn.Linear):
             linear_names.append(name)
         if not name or not any(_matches(name, t) for t in targets):
@@ -233,18 +257,22 @@ def inject_lora(
             continue
         if not isinstance(module, nn.Linear):
             if any(_matches(name, t) and any(c in t for c in "*?[") for t in targets):
-                continue      # a glob may also cover containers; only linear layers count
-            raise ValueError(f"LoRA target {name!r} is a {type(module).__name__}, not "
-                             "nn.Linear; LoRA here adapts linear layers only")
+                continue  # a glob may also cover containers; only linear layers count
+            raise ValueError(
+                f"LoRA target {name!r} is a {type(module).__name__}, not "
+                "nn.Linear; LoRA here adapts linear layers only"
+            )
         if skip_narrow and min(module.in_features, module.out_features) <= rank:
             continue
         chosen.append(name)
     if not chosen:
         shown = ", ".join(linear_names[:12]) + (" ..." if len(linear_names) > 12 else "")
-        raise ValueError(f"no linear layer matches the LoRA targets {list(targets)}; this "
-                         f"model's linear layers: {shown or 'none'}")
+        raise ValueError(
+            f"no linear layer matches the LoRA targets {list(targets)}; this "
+            f"model's linear layers: {shown or 'none'}"
+        )
     for name in chosen:
-        layer = cast(nn.Linear, model.get_submodule(name))   # chosen: linear layers only
+        layer = cast(nn.Linear, model.get_submodule(name))  # chosen: linear layers only
         _set_submodule(model, name, LoRALinear.from_linear(layer, rank, alpha, dropout))
     return chosen
 
@@ -293,8 +321,13 @@ def remove_lora(model: nn.Module, merge: bool = True) -> list[str]:
             layer.merge()
         elif layer.merged:
             layer.unmerge()
-        plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                          device=layer.weight.device, dtype=layer.weight.dtype)
+        plain = nn.Linear(
+            layer.in_features,
+            layer.out_features,
+            bias=layer.bias is not None,
+            device=layer.weight.device,
+            dtype=layer.weight.dtype,
+        )
         plain.weight, plain.bias = layer.weight, layer.bias
         plain.train(layer.training)
         _set_submodule(model, name, plain)
@@ -314,8 +347,9 @@ def freeze_except_lora(model: nn.Module, train: Iterable[str] = ("norm", "head")
     for p in model.parameters():
         p.requires_grad_(False)
     for name, module in model.named_modules():
-        keep = (("norm" in train and isinstance(module, norms))
-                or (name and any(_matches(name, t) for t in train if t != "norm")))
+        keep = ("norm" in train and isinstance(module, norms)) or (
+            name and any(_matches(name, t) for t in train if t != "norm")
+        )
         if keep:
             for p in module.parameters():
                 p.requires_grad_(True)

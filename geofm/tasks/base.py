@@ -44,16 +44,14 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from geofm.tasks.metrics import confusion_metrics
 
-__all__ = ["BaseTask", "Optimisation", "warmup_cosine", "quiet_lightning", "OPTIMIZERS",
-           "STAGES"]
+__all__ = ["BaseTask", "Optimisation", "warmup_cosine", "quiet_lightning", "OPTIMIZERS", "STAGES"]
 
 #: the evaluation stages a task keeps metrics for
 STAGES = ("val", "test")
 OPTIMIZERS = ("adamw", "sgd")
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_factor: float = 0.0
-                  ) -> float:
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_factor: float = 0.0) -> float:
     """Learning-rate factor: linear from ``1 / warmup_steps`` to 1 over ``warmup_steps``,
     then cosine to ``min_factor`` at ``total_steps`` (and ``min_factor`` after it)."""
     if warmup_steps > 0 and step < warmup_steps:
@@ -146,23 +144,43 @@ class BaseTask(pl.LightningModule):
         ignore_index: a reference class id the matrices leave out (unlabelled pixels).
     """
 
-    def __init__(self, *, lr: float, weight_decay: float,
-                 betas: Sequence[float] = (0.9, 0.999), warmup_fraction: float = 0.0,
-                 min_lr_factor: float = 0.0, optimizer: str = "adamw", momentum: float = 0.9,
-                 num_classes: int | None = None, ignore_index: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        lr: float,
+        weight_decay: float,
+        betas: Sequence[float] = (0.9, 0.999),
+        warmup_fraction: float = 0.0,
+        min_lr_factor: float = 0.0,
+        optimizer: str = "adamw",
+        momentum: float = 0.9,
+        num_classes: int | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
         super().__init__()
         # (Optimisation checks that there are two betas)
-        self.optimisation = Optimisation(float(lr), float(weight_decay),
-                                         cast("tuple[float, float]",
-                                              tuple(float(b) for b in betas)),
-                                         float(warmup_fraction), float(min_lr_factor),
-                                         optimizer, float(momentum))
+        self.optimisation = Optimisation(
+            float(lr),
+            float(weight_decay),
+            cast("tuple[float, float]", tuple(float(b) for b in betas)),
+            float(warmup_fraction),
+            float(min_lr_factor),
+            optimizer,
+            float(momentum),
+        )
         if num_classes is not None and num_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
         # torchmetrics states are not saved in checkpoints: old ones load unchanged
-        self.confusion = None if num_classes is None else nn.ModuleDict(
-            {stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
-             for stage in STAGES})
+        self.confusion = (
+            None
+            if num_classes is None
+            else nn.ModuleDict(
+                {
+                    stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+                    for stage in STAGES
+                }
+            )
+        )
         #: the last confusion matrix of each stage, ``(K, K)`` int64 on the CPU, rows the
         #: reference class, columns the prediction, summed over all processes
         self.confusions: dict[str, torch.Tensor] = {}
@@ -184,8 +202,9 @@ class BaseTask(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.optimisation
-        groups = param_groups_weight_decay(self, o.weight_decay,
-                                           no_weight_decay_list=self.no_weight_decay())
+        groups = param_groups_weight_decay(
+            self, o.weight_decay, no_weight_decay_list=self.no_weight_decay()
+        )
         # decayed group first, as geofm's optimisers have always been built: a checkpoint
         # saved before the base task existed resumes with its groups in the same order
         groups = sorted((g for g in groups if g["params"]), key=lambda g: g["weight_decay"] == 0)
@@ -195,18 +214,18 @@ class BaseTask(pl.LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = self.warmup_steps(total)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, total, warmup, o.min_lr_factor))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+            optimizer, lambda step: warmup_cosine(step, total, warmup, o.min_lr_factor)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # ------------------------------------------------------------------ metrics
-    def update_confusion(self, stage: str, preds: torch.Tensor, target: torch.Tensor
-                         ) -> None:
+    def update_confusion(self, stage: str, preds: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch's predicted and reference class ids (``(B,)``, or ``(B, H, W)`` for
         masks) to ``stage``'s matrix."""
         if self.confusion is None:
-            raise ValueError(f"{type(self).__name__} was built without num_classes: it keeps "
-                             "no confusion matrix")
+            raise ValueError(
+                f"{type(self).__name__} was built without num_classes: it keeps no confusion matrix"
+            )
         metric = cast(MulticlassConfusionMatrix, self.confusion[stage])
         metric.update(preds.detach(), target.detach())
 
@@ -218,15 +237,18 @@ class BaseTask(pl.LightningModule):
         # DDP (a process skipping it would leave the others waiting)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*compute.*before.*update.*")
-            cm = metric.compute().detach().cpu().long()   # every process's samples
+            cm = metric.compute().detach().cpu().long()  # every process's samples
         metric.reset()
-        if int(cm.sum()) == 0:          # no sample on any process: nothing to report
+        if int(cm.sum()) == 0:  # no sample on any process: nothing to report
             return
         self.confusions[stage] = cm
         m = confusion_metrics(cm.numpy())
         # the same value on every process (its mean over them is itself)
-        self.log_dict({f"{stage}/oa": m.oa, f"{stage}/aa": m.aa, f"{stage}/kappa": m.kappa},
-                      prog_bar=stage == "val", sync_dist=True)
+        self.log_dict(
+            {f"{stage}/oa": m.oa, f"{stage}/aa": m.aa, f"{stage}/kappa": m.kappa},
+            prog_bar=stage == "val",
+            sync_dist=True,
+        )
 
     def on_validation_epoch_end(self) -> None:
         self._log_confusion("val")

@@ -17,8 +17,15 @@ from matplotlib.figure import Figure
 from geofm.models.less_mae import unpatchify
 from geofm.models.lora import lora_layers
 
-__all__ = ["BestWeights", "CyclicLoRAScale", "LossCurve", "MAEReconstructionFigures",
-           "SamplesPerSecond", "cosine_restarts", "run_dir"]
+__all__ = [
+    "BestWeights",
+    "CyclicLoRAScale",
+    "LossCurve",
+    "MAEReconstructionFigures",
+    "SamplesPerSecond",
+    "cosine_restarts",
+    "run_dir",
+]
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
@@ -39,13 +46,19 @@ class MAEReconstructionFigures(pl.Callback):
         self.every_n_epochs, self.seed = every_n_epochs, seed
         self._batches: dict[int, dict[str, Any]] = {}
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                                dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         bands = int(batch["image"].shape[1])
         if bands not in self._batches:
-            self._batches[bands] = {k: (v[:1].detach().cpu() if torch.is_tensor(v) and
-                                        v.ndim and v.shape[0] == batch["image"].shape[0]
-                                        else v) for k, v in batch.items()}
+            self._batches[bands] = {
+                k: (
+                    v[:1].detach().cpu()
+                    if torch.is_tensor(v) and v.ndim and v.shape[0] == batch["image"].shape[0]
+                    else v
+                )
+                for k, v in batch.items()
+            }
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -90,8 +103,12 @@ class MAEReconstructionFigures(pl.Callback):
         names = batch.get("bands") or tuple(f"band {i}" for i in range(C))
 
         def sample(img):
-            return {"image": img.cpu(), "wavelengths": wavelengths, "gsd": 1.0,
-                    "bands": tuple(names)}
+            return {
+                "image": img.cpu(),
+                "wavelengths": wavelengths,
+                "gsd": 1.0,
+                "bands": tuple(names),
+            }
 
         rgb_in = rgb_composite(sample(image))
         idx = [int(i) for i in nearest_band_indices(wavelengths, RGB_NM)]
@@ -102,8 +119,12 @@ class MAEReconstructionFigures(pl.Callback):
 
         fig = Figure(figsize=(13, 3.4), layout="constrained")
         axes = fig.subplots(1, 4, width_ratios=[1, 1, 1, 1.6])
-        for ax, img, name in zip(axes[:3], (rgb_in, masked, rgb_rec),
-                                 ("input", "masked input", "reconstruction"), strict=True):
+        for ax, img, name in zip(
+            axes[:3],
+            (rgb_in, masked, rgb_rec),
+            ("input", "masked input", "reconstruction"),
+            strict=True,
+        ):
             ax.imshow(img)
             ax.set_title(name)
             ax.axis("off")
@@ -124,8 +145,7 @@ class MAEReconstructionFigures(pl.Callback):
         ax.plot(wl, truth, color="0.2", lw=1.2, label="truth")
         ax.plot(wl, model, color="tab:red", lw=1.0, label="reconstruction")
         gone = removed_band.cpu()[order]
-        ax.scatter(wl[gone], model[gone], s=10, color="tab:red", zorder=3,
-                   label="removed bands")
+        ax.scatter(wl[gone], model[gone], s=10, color="tab:red", zorder=3, label="removed bands")
         ax.set_xlabel("wavelength (nm)")
         ax.set_title(f"pixel ({r}, {c}) of the {where}")
         ax.legend(fontsize=8, loc="best")
@@ -188,19 +208,25 @@ class SamplesPerSecond(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._times.append((time.perf_counter() - self._start, int(batch["image"].shape[0])))
-        self._times = self._times[-self.window:]
+        self._times = self._times[-self.window :]
         seconds = sum(t for t, _ in self._times)
         if seconds > 0:
-            pl_module.log("train/samples_per_s", sum(n for _, n in self._times) / seconds,
-                          prog_bar=True, on_step=True, on_epoch=False)
+            pl_module.log(
+                "train/samples_per_s",
+                sum(n for _, n in self._times) / seconds,
+                prog_bar=True,
+                on_step=True,
+                on_epoch=False,
+            )
 
 
 # --------------------------------------------------------------------------------------------
 # Fine-tuning
 
 
-def cosine_restarts(step: int, period: int, period_mult: int = 1, low: float = 0.0,
-                    high: float = 1.0) -> float:
+def cosine_restarts(
+    step: int, period: int, period_mult: int = 1, low: float = 0.0, high: float = 1.0
+) -> float:
     """A cosine cycle with warm restarts (SGDR, Loshchilov and Hutter, ICLR 2017).
 
     Cycle ``i`` lasts ``T_i = period * period_mult**i`` steps; at ``t`` steps into it the
@@ -238,8 +264,14 @@ class CyclicLoRAScale(pl.Callback):
     ``history`` keeps ``(step, multiplier)`` of every training step, for plots and tests.
     """
 
-    def __init__(self, period_epochs: float = 10.0, period_mult: int = 1, low: float = 0.5,
-                 high: float = 1.0, eval_multiplier: float | None = None) -> None:
+    def __init__(
+        self,
+        period_epochs: float = 10.0,
+        period_mult: int = 1,
+        low: float = 0.5,
+        high: float = 1.0,
+        eval_multiplier: float | None = None,
+    ) -> None:
         if period_epochs <= 0:
             raise ValueError(f"period_epochs must be > 0, got {period_epochs}")
         if not 0.0 <= low <= high:
@@ -295,15 +327,18 @@ class BestWeights(pl.Callback):
             return
         metrics = trainer.callback_metrics
         if self.monitor not in metrics:
-            raise KeyError(f"BestWeights monitors {self.monitor!r}, which the task does not log"
-                           f"; logged: {sorted(metrics)}")
+            raise KeyError(
+                f"BestWeights monitors {self.monitor!r}, which the task does not log"
+                f"; logged: {sorted(metrics)}"
+            )
         score = float(metrics[self.monitor])
         tie = float(metrics[self.tie_break]) if self.tie_break in metrics else 0.0
         key = (score, -tie)
         if self.best is None or key > self.best:
             self.best, self.best_epoch = key, trainer.current_epoch
-            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in
-                                        pl_module.state_dict().items()})
+            self.state = copy.deepcopy(
+                {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
+            )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.state is not None:

@@ -31,11 +31,16 @@ def encoder_from_checkpoint(checkpoint: str | os.PathLike):
     require(ckpt, checkpoint, {"hyper_parameters": dict, "state_dict": dict})
     hp = ckpt["hyper_parameters"]
     name = hp.get("model")
-    state = {k[len(ENCODER_PREFIX):]: v for k, v in ckpt["state_dict"].items()
-             if k.startswith(ENCODER_PREFIX)}
+    state = {
+        k[len(ENCODER_PREFIX) :]: v
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith(ENCODER_PREFIX)
+    }
     if name is None or not state:
-        raise CheckpointError(f"{checkpoint} is not a geofm MAE pretraining checkpoint (no "
-                         "hyper_parameters.model or no mae.encoder.* weights)")
+        raise CheckpointError(
+            f"{checkpoint} is not a geofm MAE pretraining checkpoint (no "
+            "hyper_parameters.model or no mae.encoder.* weights)"
+        )
     kwargs = hp.get("model_kwargs") or {}
     check_shapes(checkpoint, check_architecture(checkpoint, name, kwargs), state)
     encoder = create_model(name, **kwargs)
@@ -43,8 +48,9 @@ def encoder_from_checkpoint(checkpoint: str | os.PathLike):
     return name, kwargs, encoder, ckpt
 
 
-def export_encoder(checkpoint: str | os.PathLike, out: str | os.PathLike,
-                   overwrite: bool = False) -> Path:
+def export_encoder(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False
+) -> Path:
     """Write the encoder of an MAE pretraining checkpoint, with its data configuration.
 
     The result loads with ``create_model(<model>, checkpoint=out)``.
@@ -52,6 +58,11 @@ def export_encoder(checkpoint: str | os.PathLike, out: str | os.PathLike,
     out = Path(out)
     check_outputs([out], [checkpoint], overwrite)
     name, _, encoder, ckpt = encoder_from_checkpoint(checkpoint)
-    return save_encoder(encoder, name, out, data=ckpt.get("geofm_data"),
-                        source=f"{Path(checkpoint).name}: epoch {ckpt.get('epoch')}, "
-                               f"step {ckpt.get('global_step')}")
+    return save_encoder(
+        encoder,
+        name,
+        out,
+        data=ckpt.get("geofm_data"),
+        source=f"{Path(checkpoint).name}: epoch {ckpt.get('epoch')}, "
+        f"step {ckpt.get('global_step')}",
+    )

@@ -39,37 +39,74 @@ class MAEPretrainTask(BaseTask):
         min_lr_factor: where the cosine ends, as a fraction of ``lr``.
     """
 
-    def __init__(self, model: str = "less_vit_tiny", model_kwargs: dict[str, Any] | None = None,
-                 decoder_dim: int = 512, decoder_depth: int = 4, decoder_heads: int = 16,
-                 mask_ratio: float = 0.75, band_mask_ratio: float = 0.5, min_bands_kept: int = 2,
-                 norm_pix_loss: bool = False, lr: float = 1e-4,
-                 betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.05,
-                 warmup_fraction: float = 0.05, min_lr_factor: float = 0.0):
-        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas,
-                         warmup_fraction=warmup_fraction, min_lr_factor=min_lr_factor)
+    def __init__(
+        self,
+        model: str = "less_vit_tiny",
+        model_kwargs: dict[str, Any] | None = None,
+        decoder_dim: int = 512,
+        decoder_depth: int = 4,
+        decoder_heads: int = 16,
+        mask_ratio: float = 0.75,
+        band_mask_ratio: float = 0.5,
+        min_bands_kept: int = 2,
+        norm_pix_loss: bool = False,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.05,
+        warmup_fraction: float = 0.05,
+        min_lr_factor: float = 0.0,
+    ):
+        super().__init__(
+            lr=lr,
+            weight_decay=weight_decay,
+            betas=betas,
+            warmup_fraction=warmup_fraction,
+            min_lr_factor=min_lr_factor,
+        )
         self.save_hyperparameters()
         encoder = create_model(model, **(model_kwargs or {}))
-        self.mae = LESSMAE(encoder, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
-                           decoder_heads=decoder_heads, mask_ratio=mask_ratio,
-                           band_mask_ratio=band_mask_ratio, min_bands_kept=min_bands_kept,
-                           norm_pix_loss=norm_pix_loss)
+        self.mae = LESSMAE(
+            encoder,
+            decoder_dim=decoder_dim,
+            decoder_depth=decoder_depth,
+            decoder_heads=decoder_heads,
+            mask_ratio=mask_ratio,
+            band_mask_ratio=band_mask_ratio,
+            min_bands_kept=min_bands_kept,
+            norm_pix_loss=norm_pix_loss,
+        )
 
     @property
     def encoder(self):
         return self.mae.encoder
 
-    def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None
-                ) -> MAEOutput:
-        return self.mae(batch["image"], batch["wavelengths"], batch["gsd"],
-                        valid=batch.get("valid"), generator=generator)
+    def forward(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> MAEOutput:
+        return self.mae(
+            batch["image"],
+            batch["wavelengths"],
+            batch["gsd"],
+            valid=batch.get("valid"),
+            generator=generator,
+        )
 
     def _log_losses(self, stage: str, out: MAEOutput, batch_size: int) -> None:
         on_step = stage == "train"
-        self.log(f"{stage}/loss", out.loss, prog_bar=True, on_step=on_step, on_epoch=True,
-                 batch_size=batch_size, sync_dist=not on_step)
-        self.log_dict({f"{stage}/position_loss": out.position_loss,
-                       f"{stage}/band_loss": out.band_loss},
-                      on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self.log(
+            f"{stage}/loss",
+            out.loss,
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=not on_step,
+        )
+        self.log_dict(
+            {f"{stage}/position_loss": out.position_loss, f"{stage}/band_loss": out.band_loss},
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=True,
+        )
 
     def _train_generator(self, batch, batch_idx: int) -> torch.Generator:
         """Masks drawn from (epoch, batch, rank): different on every process (seeding all
@@ -81,8 +118,14 @@ class MAEPretrainTask(BaseTask):
         out = self(batch, generator=self._train_generator(batch, batch_idx))
         self._log_losses("train", out, batch["image"].shape[0])
         # unreadable files the data passed over (each also warned about, by name)
-        self.log("train/skipped_reads", float(len(batch.get("skipped", ()))), on_step=False,
-                 on_epoch=True, reduce_fx="sum", sync_dist=True)
+        self.log(
+            "train/skipped_reads",
+            float(len(batch.get("skipped", ()))),
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="sum",
+            sync_dist=True,
+        )
         return out.loss
 
     def validation_step(self, batch, batch_idx):

@@ -13,8 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ClassificationMetrics", "classification_metrics", "confusion_matrix",
-           "confusion_metrics"]
+__all__ = [
+    "ClassificationMetrics",
+    "classification_metrics",
+    "confusion_matrix",
+    "confusion_metrics",
+]
 
 
 def _labels(x, name: str) -> np.ndarray:
@@ -34,10 +38,13 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     for name, arr in (("y_true", t), ("y_pred", p)):
         bad = arr[(arr < 0) | (arr >= num_classes)]
         if bad.size:
-            raise ValueError(f"{name} holds class ids {sorted(set(bad.tolist()))[:5]} outside "
-                             f"0..{num_classes - 1}")
+            raise ValueError(
+                f"{name} holds class ids {sorted(set(bad.tolist()))[:5]} outside "
+                f"0..{num_classes - 1}"
+            )
     return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(
-        num_classes, num_classes)
+        num_classes, num_classes
+    )
 
 
 @dataclass(frozen=True)
@@ -81,5 +88,6 @@ def confusion_metrics(cm: np.ndarray) -> ClassificationMetrics:
     oa = correct.sum() / n
     expected = (support.astype(np.float64) * cm.sum(0)).sum() / float(n) ** 2
     kappa = 1.0 if expected == 1.0 else (oa - expected) / (1.0 - expected)
-    return ClassificationMetrics(float(oa), float(np.nanmean(per_class)), float(kappa),
-                                 per_class.astype(np.float64), cm)
+    return ClassificationMetrics(
+        float(oa), float(np.nanmean(per_class)), float(kappa), per_class.astype(np.float64), cm
+    )

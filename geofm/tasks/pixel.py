@@ -25,12 +25,20 @@ import torch.nn.functional as F
 
 from geofm.tasks.base import BaseTask
 
-__all__ = ["PixelClassificationTask", "ReducedWindows", "drop_context", "scale_brightness",
-           "augment_windows", "classify_pixels", "svm_baseline"]
+__all__ = [
+    "PixelClassificationTask",
+    "ReducedWindows",
+    "drop_context",
+    "scale_brightness",
+    "augment_windows",
+    "classify_pixels",
+    "svm_baseline",
+]
 
 
-def drop_context(image: torch.Tensor, p: float,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def drop_context(
+    image: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """With probability ``p`` per window, zero every pixel farther than a random radius
     (0 .. r - 1, Chebyshev distance) from the centre, as outside the scene.
 
@@ -47,13 +55,17 @@ def drop_context(image: torch.Tensor, p: float,
     keep = torch.randint(0, r, (B,), generator=generator)
     keep = torch.where(hit, keep, torch.full_like(keep, r))
     offsets = (torch.arange(P) - r).abs()
-    dist = torch.maximum(offsets[:, None], offsets[None, :])          # (P, P)
-    inside = dist[None] <= keep[:, None, None]                        # (B, P, P)
+    dist = torch.maximum(offsets[:, None], offsets[None, :])  # (P, P)
+    inside = dist[None] <= keep[:, None, None]  # (B, P, P)
     return image * inside[:, None].to(device=image.device, dtype=image.dtype)
 
 
-def scale_brightness(scores: torch.Tensor, offset: torch.Tensor, spread: float,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def scale_brightness(
+    scores: torch.Tensor,
+    offset: torch.Tensor,
+    spread: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Multiply each window's raw spectra by a random factor in ``[1 - spread, 1 + spread]``
     (illumination, slope, moisture), computed on PCA scores.
 
@@ -71,9 +83,9 @@ def scale_brightness(scores: torch.Tensor, offset: torch.Tensor, spread: float,
     return (a * scores + (a - 1) * offset[None, :, None, None]) * present
 
 
-def augment_windows(image: torch.Tensor, valid: torch.Tensor | None,
-                    generator: torch.Generator | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def augment_windows(
+    image: torch.Tensor, valid: torch.Tensor | None, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Each window gets one of the 8 symmetries of the square (rotations by 90 degrees, with
     or without a flip); the centre pixel, whose class is the label, stays the centre."""
     choice = torch.randint(0, 8, (image.shape[0],), generator=generator)
@@ -111,17 +123,28 @@ class PixelClassificationTask(BaseTask):
     validation part); :class:`~geofm.tasks.callbacks.BestWeights` monitors ``val/oa``.
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, lr: float = 1e-3,
-                 weight_decay: float = 0.05, warmup_epochs: float = 5.0,
-                 label_smoothing: float = 0.1, augment: bool = True,
-                 reduced_inputs: bool = False, context_dropout: float = 0.0,
-                 brightness: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_epochs: float = 5.0,
+        label_smoothing: float = 0.1,
+        augment: bool = True,
+        reduced_inputs: bool = False,
+        context_dropout: float = 0.0,
+        brightness: float = 0.0,
+    ) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, num_classes=num_classes)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
         self.model, self.num_classes = model, num_classes
-        self.warmup_epochs, self.label_smoothing, self.augment = (warmup_epochs,
-                                                                   label_smoothing, augment)
+        self.warmup_epochs, self.label_smoothing, self.augment = (
+            warmup_epochs,
+            label_smoothing,
+            augment,
+        )
         self.reduced_inputs = reduced_inputs
         if not 0.0 <= context_dropout <= 1.0:
             raise ValueError(f"context_dropout must lie in [0, 1], got {context_dropout}")
@@ -143,22 +166,37 @@ class PixelClassificationTask(BaseTask):
             image, valid = augment_windows(image, valid)
         if self.context_dropout > 0:
             if not self.reduced_inputs:
-                raise ValueError("context_dropout works on reduced windows (zeros there mean "
-                                 "'no data'); set reduced_inputs=True")
+                raise ValueError(
+                    "context_dropout works on reduced windows (zeros there mean "
+                    "'no data'); set reduced_inputs=True"
+                )
             image = drop_context(image, self.context_dropout)
         if self.brightness > 0:
             image = scale_brightness(image, self.model.reduction.offset(), self.brightness)
         logits = self(image, valid)
         loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=image.shape[0], sync_dist=True)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=image.shape[0],
+            sync_dist=True,
+        )
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch["image"], batch.get("valid"))
         loss = F.cross_entropy(logits, batch["label"])
-        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=logits.shape[0],
-                 sync_dist=True)
+        self.log(
+            "val/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=logits.shape[0],
+            sync_dist=True,
+        )
         self.update_confusion("val", logits.argmax(1), batch["label"])
 
     def warmup_steps(self, total_steps: int) -> int:
@@ -189,15 +227,19 @@ class ReducedWindows(torch.utils.data.Dataset):
     Items are dicts with ``image`` ``(K, patch, patch)`` and ``label`` (int64 scalar).
     """
 
-    def __init__(self, scores: torch.Tensor, coords: np.ndarray, labels: np.ndarray | None,
-                 patch: int) -> None:
+    def __init__(
+        self, scores: torch.Tensor, coords: np.ndarray, labels: np.ndarray | None, patch: int
+    ) -> None:
         if patch < 1 or patch % 2 == 0:
             raise ValueError(f"patch must be odd, got {patch}")
         r = patch // 2
         self.padded = F.pad(torch.as_tensor(scores).float(), (r, r, r, r))
         self.coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
-        self.labels = (np.full(len(self.coords), -1, dtype=np.int64) if labels is None
-                       else np.asarray(labels, dtype=np.int64))
+        self.labels = (
+            np.full(len(self.coords), -1, dtype=np.int64)
+            if labels is None
+            else np.asarray(labels, dtype=np.int64)
+        )
         if len(self.labels) != len(self.coords):
             raise ValueError(f"{len(self.coords)} coords but {len(self.labels)} labels")
         self.patch = patch
@@ -207,7 +249,7 @@ class ReducedWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         r, c = self.coords[index]
-        window = self.padded[:, r:r + self.patch, c:c + self.patch]
+        window = self.padded[:, r : r + self.patch, c : c + self.patch]
         return {"image": window, "label": torch.tensor(self.labels[index])}
 
 
@@ -216,10 +258,16 @@ class ReducedWindows(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def classify_pixels(model: nn.Module, image: torch.Tensor, coords: np.ndarray,
-                    valid: torch.Tensor | None = None, *, batch_size: int = 512,
-                    probabilities: bool = False, progress: bool = False,
-                    ) -> tuple[np.ndarray, np.ndarray | None]:
+def classify_pixels(
+    model: nn.Module,
+    image: torch.Tensor,
+    coords: np.ndarray,
+    valid: torch.Tensor | None = None,
+    *,
+    batch_size: int = 512,
+    probabilities: bool = False,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Classify chosen pixels of a scene with a LoLA-SpecViT (or any model with
     ``reduction``, ``forward_reduced``, ``head`` and ``patch``): what the pixel protocol
     scores. A map of a whole scene, of any size, is :func:`geofm.inference.predict`.
@@ -244,17 +292,20 @@ def classify_pixels(model: nn.Module, image: torch.Tensor, coords: np.ndarray,
     valid_t = torch.ones(H, W, dtype=torch.bool) if valid is None else torch.as_tensor(valid)
     scores = model.reduction(image[None].float().to(device), valid_t[None].to(device))[0]
     r = model.patch // 2
-    padded = F.pad(scores, (r, r, r, r))                          # zeros outside the scene
-    coords_t = torch.as_tensor(np.asarray(coords, dtype=np.int64).reshape(-1, 2),
-                               device=device)
+    padded = F.pad(scores, (r, r, r, r))  # zeros outside the scene
+    coords_t = torch.as_tensor(np.asarray(coords, dtype=np.int64).reshape(-1, 2), device=device)
     offsets = torch.arange(model.patch, device=device)
     preds, probs = [], []
-    for start in tqdm(range(0, len(coords_t), batch_size), disable=not progress,
-                      desc="classifying pixels", unit="batch"):
-        chunk = coords_t[start:start + batch_size]
-        rows = (chunk[:, 0, None] + offsets)[:, :, None]          # (n, p, 1)
-        cols = (chunk[:, 1, None] + offsets)[:, None, :]          # (n, 1, p)
-        windows = padded[:, rows, cols].permute(1, 0, 2, 3)       # (n, K, p, p)
+    for start in tqdm(
+        range(0, len(coords_t), batch_size),
+        disable=not progress,
+        desc="classifying pixels",
+        unit="batch",
+    ):
+        chunk = coords_t[start : start + batch_size]
+        rows = (chunk[:, 0, None] + offsets)[:, :, None]  # (n, p, 1)
+        cols = (chunk[:, 1, None] + offsets)[:, None, :]  # (n, 1, p)
+        windows = padded[:, rows, cols].permute(1, 0, 2, 3)  # (n, K, p, p)
         logits = model.head(model.forward_reduced(windows))
         preds.append(logits.argmax(1).cpu())
         if probabilities:
@@ -268,10 +319,15 @@ def classify_pixels(model: nn.Module, image: torch.Tensor, coords: np.ndarray,
 # Baseline
 
 
-def svm_baseline(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int = 0,
-                 C_grid: Sequence[float] = (1.0, 10.0, 100.0, 1000.0, 10000.0),
-                 gamma_grid: Sequence[float | str] = ("scale", 1e-3, 1e-2, 1e-1),
-                 folds: int = 3) -> tuple[np.ndarray, dict[str, Any]]:
+def svm_baseline(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    seed: int = 0,
+    C_grid: Sequence[float] = (1.0, 10.0, 100.0, 1000.0, 10000.0),
+    gamma_grid: Sequence[float | str] = ("scale", 1e-3, 1e-2, 1e-1),
+    folds: int = 3,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """RBF SVM on standardised spectra; ``C`` and ``gamma`` by stratified cross-validation
     on the training part only.
 
@@ -289,15 +345,22 @@ def svm_baseline(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, s
     smallest = int(np.bincount(train_y)[np.unique(train_y)].min()) if train_y.size else 0
     k = min(folds, int(smallest))
     if k >= 2:
-        search = GridSearchCV(pipe, {"svc__C": list(C_grid), "svc__gamma": list(gamma_grid)},
-                              cv=StratifiedKFold(k, shuffle=True, random_state=seed), n_jobs=1)
+        search = GridSearchCV(
+            pipe,
+            {"svc__C": list(C_grid), "svc__gamma": list(gamma_grid)},
+            cv=StratifiedKFold(k, shuffle=True, random_state=seed),
+            n_jobs=1,
+        )
         search.fit(train_x, train_y)
         best = search.best_estimator_
-        info = {"C": search.best_params_["svc__C"], "gamma": search.best_params_["svc__gamma"],
-                "cv_accuracy": float(search.best_score_), "folds": k}
+        info = {
+            "C": search.best_params_["svc__C"],
+            "gamma": search.best_params_["svc__gamma"],
+            "cv_accuracy": float(search.best_score_),
+            "folds": k,
+        }
     else:
         pipe.set_params(svc__C=100.0, svc__gamma="scale")
         best = pipe.fit(train_x, train_y)
         info = {"C": 100.0, "gamma": "scale", "cv_accuracy": float("nan"), "folds": 0}
     return best.predict(test_x).astype(np.int64), info
-

@@ -32,8 +32,14 @@ from geofm.models.checkpoints import (
 if TYPE_CHECKING:
     from geofm.tasks.pixel_recipe import PixelRecipe
 
-__all__ = ["architecture_from_base", "build_classifier", "load_classifier", "read_classifier",
-           "save_classifier", "warn_if_base_saw_scene"]
+__all__ = [
+    "architecture_from_base",
+    "build_classifier",
+    "load_classifier",
+    "read_classifier",
+    "save_classifier",
+    "warn_if_base_saw_scene",
+]
 
 
 def architecture_from_base(model: dict[str, Any]) -> dict[str, Any]:
@@ -45,17 +51,22 @@ def architecture_from_base(model: dict[str, Any]) -> dict[str, Any]:
     base_path = expand_data_path(model["base_checkpoint"])
     base = read_classifier(base_path)
     if base["model"] != model["name"]:
-        raise ValueError(f"base checkpoint {base_path} holds a {base['model']!r}, the recipe "
-                         f"asks for {model['name']!r}")
+        raise ValueError(
+            f"base checkpoint {base_path} holds a {base['model']!r}, the recipe "
+            f"asks for {model['name']!r}"
+        )
     if model["kwargs"] and model["kwargs"] != base["kwargs"]:
-        raise ValueError(f"in lora mode the architecture comes from the base checkpoint; the "
-                         f"recipe's model.kwargs {model['kwargs']} differ from the base's "
-                         f"{base['kwargs']}: remove them or make them equal")
+        raise ValueError(
+            f"in lora mode the architecture comes from the base checkpoint; the "
+            f"recipe's model.kwargs {model['kwargs']} differ from the base's "
+            f"{base['kwargs']}: remove them or make them equal"
+        )
     return dict(base["kwargs"])
 
 
-def build_classifier(recipe: PixelRecipe, bands: int, num_classes: int
-                     ) -> tuple[torch.nn.Module, dict[str, Any]]:
+def build_classifier(
+    recipe: PixelRecipe, bands: int, num_classes: int
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The recipe's model for a scene with ``bands`` bands and ``num_classes`` classes.
 
     ``lora`` mode: the architecture and weights come from ``model.base_checkpoint``; the
@@ -70,27 +81,37 @@ def build_classifier(recipe: PixelRecipe, bands: int, num_classes: int
     base_path = expand_data_path(m["base_checkpoint"])
     base = read_classifier(base_path)
     if kwargs != base["kwargs"]:
-        raise ValueError(f"the recipe's model.kwargs {kwargs} are not the architecture of the "
-                         f"base checkpoint {base_path} ({base['kwargs']})")
+        raise ValueError(
+            f"the recipe's model.kwargs {kwargs} are not the architecture of the "
+            f"base checkpoint {base_path} ({base['kwargs']})"
+        )
     skip = ["reduction."]
     if base["num_classes"] != num_classes:
         skip.append("head.")
     # checked on the meta device before the model is allocated
-    meta = check_architecture(base_path, m["name"], {"bands": bands, "num_classes": num_classes,
-                                                     **kwargs})
+    meta = check_architecture(
+        base_path, m["name"], {"bands": bands, "num_classes": num_classes, **kwargs}
+    )
     problems = state_mismatches(meta, base["state_dict"], skip)
     if problems:
-        raise CheckpointError(f"base checkpoint {base_path} does not fit this model: "
-                              + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else ""))
+        raise CheckpointError(
+            f"base checkpoint {base_path} does not fit this model: "
+            + "; ".join(problems[:8])
+            + (" ..." if len(problems) > 8 else "")
+        )
     model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
-    state = {k: v for k, v in base["state_dict"].items()
-             if not any(k.startswith(s) for s in skip)}
+    state = {k: v for k, v in base["state_dict"].items() if not any(k.startswith(s) for s in skip)}
     model.load_state_dict(state, strict=False)
     lora = dict(m["lora"])
-    model.to_lora(rank=int(lora["rank"]), alpha=float(lora["alpha"]),
-                  dropout=float(lora.get("dropout", 0.0)))
-    return model, {"name": m["name"], "kwargs": kwargs, "lora": lora,
-                   "base_checkpoint": str(base_path)}
+    model.to_lora(
+        rank=int(lora["rank"]), alpha=float(lora["alpha"]), dropout=float(lora.get("dropout", 0.0))
+    )
+    return model, {
+        "name": m["name"],
+        "kwargs": kwargs,
+        "lora": lora,
+        "base_checkpoint": str(base_path),
+    }
 
 
 def warn_if_base_saw_scene(record: dict[str, Any], scene: dict[str, Any]) -> None:
@@ -100,10 +121,14 @@ def warn_if_base_saw_scene(record: dict[str, Any], scene: dict[str, Any]) -> Non
     mine = (scene.get("source_files") or {}).get("cube")
     theirs = (base.get("source_files") or {}).get("cube")
     if mine and theirs and Path(mine).resolve() == Path(theirs).resolve():
-        warnings.warn(f"the base checkpoint {record['base_checkpoint']} was trained on this "
-                      f"scene ({mine}); pixels it learned from may be test pixels of this "
-                      "split, so the test scores can be optimistic. Use a base trained on "
-                      "another scene for an honest evaluation.", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"the base checkpoint {record['base_checkpoint']} was trained on this "
+            f"scene ({mine}); pixels it learned from may be test pixels of this "
+            "split, so the test scores can be optimistic. Use a base trained on "
+            "another scene for an honest evaluation.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def read_classifier(path: Path | str) -> dict[str, Any]:
@@ -114,27 +139,52 @@ def read_classifier(path: Path | str) -> dict[str, Any]:
 
 
 def _require_fields(ckpt: dict[str, Any], path: Path | str) -> None:
-    require(ckpt, path, {"model": str, "kwargs": dict, "num_classes": int, "classes": list,
-                         "bands": list, "state_dict": dict, "lora": (dict, type(None))})
+    require(
+        ckpt,
+        path,
+        {
+            "model": str,
+            "kwargs": dict,
+            "num_classes": int,
+            "classes": list,
+            "bands": list,
+            "state_dict": dict,
+            "lora": (dict, type(None)),
+        },
+    )
 
 
-def save_classifier(path: Path, model: torch.nn.Module, record: dict[str, Any],
-                    scene: dict[str, Any], classes: Sequence[str], extra: dict[str, Any]
-                    ) -> Path:
-    return save_checkpoint({
-        "model": record["name"], "kwargs": record["kwargs"],
-        "lora": record["lora"], "num_classes": len(classes), "classes": list(classes),
-        "bands": list(scene["bands"]),
-        "wavelengths": torch.as_tensor(scene["wavelengths"]).tolist(),
-        "wavelengths_known": bool(scene.get("wavelengths_known", True)),
-        "label_values": scene.get("label_values"), "ignore_values": scene.get("ignore_values"),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **extra,
-    }, path, "pixel")
+def save_classifier(
+    path: Path,
+    model: torch.nn.Module,
+    record: dict[str, Any],
+    scene: dict[str, Any],
+    classes: Sequence[str],
+    extra: dict[str, Any],
+) -> Path:
+    return save_checkpoint(
+        {
+            "model": record["name"],
+            "kwargs": record["kwargs"],
+            "lora": record["lora"],
+            "num_classes": len(classes),
+            "classes": list(classes),
+            "bands": list(scene["bands"]),
+            "wavelengths": torch.as_tensor(scene["wavelengths"]).tolist(),
+            "wavelengths_known": bool(scene.get("wavelengths_known", True)),
+            "label_values": scene.get("label_values"),
+            "ignore_values": scene.get("ignore_values"),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            **extra,
+        },
+        path,
+        "pixel",
+    )
 
 
-def load_classifier(path: Path | str, merge: bool = True,
-                    ckpt: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict]:
+def load_classifier(
+    path: Path | str, merge: bool = True, ckpt: dict[str, Any] | None = None
+) -> tuple[torch.nn.Module, dict]:
     """A classifier written by :func:`run_protocol` and its checkpoint record.
 
     LoRA models are rebuilt with their LoRA layers; with ``merge`` the updates are folded
@@ -151,13 +201,18 @@ def load_classifier(path: Path | str, merge: bool = True,
     lora = ckpt["lora"]
 
     def add_lora(model: torch.nn.Module) -> None:
-        model.to_lora(rank=int(lora["rank"]), alpha=float(lora["alpha"]),
-                      dropout=float(lora.get("dropout", 0.0)))
+        model.to_lora(
+            rank=int(lora["rank"]),
+            alpha=float(lora["alpha"]),
+            dropout=float(lora.get("dropout", 0.0)),
+        )
 
     # shapes and size checked on the meta device before anything is allocated
-    check_shapes(path, check_architecture(path, ckpt["model"], config,
-                                          prepare=add_lora if lora else None),
-                 ckpt["state_dict"])
+    check_shapes(
+        path,
+        check_architecture(path, ckpt["model"], config, prepare=add_lora if lora else None),
+        ckpt["state_dict"],
+    )
     model = create_model(ckpt["model"], **config)
     if lora:
         add_lora(model)
@@ -168,4 +223,3 @@ def load_classifier(path: Path | str, merge: bool = True,
         if merge:
             merge_lora(model)
     return model.eval(), ckpt
-

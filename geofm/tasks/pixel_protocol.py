@@ -35,8 +35,16 @@ from geofm.tasks.pixel_models import build_classifier, save_classifier, warn_if_
 from geofm.tasks.pixel_recipe import PixelRecipe, RecipeError
 from geofm.tasks.pixel_results import SeedResult
 
-__all__ = ["METHODS", "SPLITS", "check_window_fits", "checkpoint_name", "load_recipe_scene",
-           "make_split", "run_protocol", "run_seed"]
+__all__ = [
+    "METHODS",
+    "SPLITS",
+    "check_window_fits",
+    "checkpoint_name",
+    "load_recipe_scene",
+    "make_split",
+    "run_protocol",
+    "run_seed",
+]
 
 SPLITS = ("random", "disjoint")
 METHODS = ("lola", "svm")
@@ -54,27 +62,32 @@ def load_recipe_scene(recipe: PixelRecipe, progress: bool = True) -> dict[str, A
     cube_key, gt_key = sc["cube_key"], sc["gt_key"]
     if cube is None or gt is None:
         if card is None or not sc["root"]:
-            raise RecipeError(f"{recipe.source}: give scene.cube and scene.gt, or scene.card "
-                              "and scene.root (where the card's files are or will be "
-                              "downloaded)")
+            raise RecipeError(
+                f"{recipe.source}: give scene.cube and scene.gt, or scene.card "
+                "and scene.root (where the card's files are or will be "
+                "downloaded)"
+            )
         from geofm.data.download import fetch_card_files
 
-        files = fetch_card_files(card, expand_data_path(sc["root"]), download=bool(sc["download"]),
-                                 progress=progress)
+        files = fetch_card_files(
+            card, expand_data_path(sc["root"]), download=bool(sc["download"]), progress=progress
+        )
         cube, gt = cube or files.image, gt or files.labels
         cube_key = cube_key or files.image_key
         gt_key = gt_key or files.labels_key
     if card is not None:
         scene = read_scene(cube, gt, card, cube_key=cube_key, gt_key=gt_key)
     else:
-        scene = _read_uncarded(Path(cube), Path(gt), cube_key, gt_key,
-                               recipe.scene.get("ignore_values", [0]))
+        scene = _read_uncarded(
+            Path(cube), Path(gt), cube_key, gt_key, recipe.scene.get("ignore_values", [0])
+        )
     scene["source_files"] = {"cube": str(Path(cube).resolve()), "gt": str(Path(gt).resolve())}
     return scene
 
 
-def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | None,
-                   ignore_values: Sequence[int]) -> dict[str, Any]:
+def _read_uncarded(
+    cube: Path, gt: Path, cube_key: str | None, gt_key: str | None, ignore_values: Sequence[int]
+) -> dict[str, Any]:
     """A scene geofm has no card for (``--cube``/``--gt`` without ``--card``).
 
     Ground truth: ``ignore_values`` (default 0, the convention of the public scenes) are
@@ -93,11 +106,12 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
         read_mat_array,
     )
 
-    if cube.suffix.lower() == ".mat":            # .mat files carry no band metadata
-        variables = mat_variables(cube)            # headers only: nothing else is read
+    if cube.suffix.lower() == ".mat":  # .mat files carry no band metadata
+        variables = mat_variables(cube)  # headers only: nothing else is read
         bands = variables[mat_key(variables, cube_key, 3, cube)][-1]
-        scene = open_cube(cube, key=cube_key,
-                          wavelengths=[float(b) for b in range(1, bands + 1)], gsd=1.0)
+        scene = open_cube(
+            cube, key=cube_key, wavelengths=[float(b) for b in range(1, bands + 1)], gsd=1.0
+        )
         known = False
     else:
         _, header = envi_memmap(cube)
@@ -111,8 +125,10 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
         raise ValueError(f"{gt} has no labelled pixels (all values in {list(ignore_values)})")
     mask = apply_label_lookup(raw, {v: k for k, v in enumerate(values)})
     if mask.shape != tuple(scene["image"].shape[1:]):
-        raise ValueError(f"labels in {gt} are {mask.shape[0]} x {mask.shape[1]} but the cube in "
-                         f"{cube} is {scene['image'].shape[1]} x {scene['image'].shape[2]}")
+        raise ValueError(
+            f"labels in {gt} are {mask.shape[0]} x {mask.shape[1]} but the cube in "
+            f"{cube} is {scene['image'].shape[1]} x {scene['image'].shape[2]}"
+        )
     scene["mask"] = torch.from_numpy(mask)
     scene["classes"] = [f"class {v}" for v in values]
     scene["label_values"] = values
@@ -124,13 +140,21 @@ def _read_uncarded(cube: Path, gt: Path, cube_key: str | None, gt_key: str | Non
 def check_window_fits(scene: dict[str, Any], patch: int) -> None:
     _, H, W = scene["image"].shape
     if patch > min(H, W):
-        raise ValueError(f"the model's {patch} x {patch} pixel window is larger than the "
-                         f"{H} x {W} scene")
+        raise ValueError(
+            f"the model's {patch} x {patch} pixel window is larger than the {H} x {W} scene"
+        )
 
 
-def make_split(mask: np.ndarray, kind: str, train_fraction: float | int, val_fraction: float,
-               radius: int, seed: int, block_size: int | None = None,
-               buffer: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def make_split(
+    mask: np.ndarray,
+    kind: str,
+    train_fraction: float | int,
+    val_fraction: float,
+    radius: int,
+    seed: int,
+    block_size: int | None = None,
+    buffer: int | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Coordinates ``{"train", "val", "test"}`` (each ``(N, 2)``) and a description.
 
     ``train_fraction``: a share of each class (float), or for the random split a number of
@@ -142,12 +166,15 @@ def make_split(mask: np.ndarray, kind: str, train_fraction: float | int, val_fra
     """
     if kind not in SPLITS:
         raise ValueError(f"unknown split {kind!r}; choose one of {', '.join(SPLITS)}")
-    per_class = isinstance(train_fraction, int | np.integer) and not isinstance(train_fraction,
-                                                                                 bool)
+    per_class = isinstance(train_fraction, int | np.integer) and not isinstance(
+        train_fraction, bool
+    )
     if per_class:
         if kind != "random":
-            raise ValueError(f"the {kind} split gives whole blocks to each part, so it takes a "
-                             f"train fraction, not {train_fraction} pixels per class")
+            raise ValueError(
+                f"the {kind} split gives whole blocks to each part, so it takes a "
+                f"train fraction, not {train_fraction} pixels per class"
+            )
         if train_fraction < 1:
             raise ValueError(f"pixels per class must be >= 1, got {train_fraction}")
     elif not 0.0 < train_fraction < 1.0:
@@ -155,27 +182,41 @@ def make_split(mask: np.ndarray, kind: str, train_fraction: float | int, val_fra
     info: dict[str, Any] = {"split": kind}
     if kind == "random":
         coords, labels = labelled_pixels(mask)
-        parts = stratified_split(labels, train=train_fraction if per_class
-                                 else float(train_fraction), val=float(val_fraction), seed=seed)
+        parts = stratified_split(
+            labels,
+            train=train_fraction if per_class else float(train_fraction),
+            val=float(val_fraction),
+            seed=seed,
+        )
         out = {p: coords[getattr(parts, p)] for p in ("train", "val", "test")}
     else:
-        sp = spatially_disjoint_split(mask, radius, train=float(train_fraction),
-                                      val=float(val_fraction), block_size=block_size,
-                                      seed=seed, buffer=buffer)
+        sp = spatially_disjoint_split(
+            mask,
+            radius,
+            train=float(train_fraction),
+            val=float(val_fraction),
+            block_size=block_size,
+            seed=seed,
+            buffer=buffer,
+        )
         out = {p: sp.coords(p) for p in ("train", "val", "test")}
         info["dropped_by_buffer"] = sp.dropped
     num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
-    counts = {p: np.bincount(mask[c[:, 0], c[:, 1]], minlength=num_classes)
-              for p, c in out.items()}
+    counts = {p: np.bincount(mask[c[:, 0], c[:, 1]], minlength=num_classes) for p, c in out.items()}
     present = np.bincount(mask[mask != IGNORE_INDEX], minlength=num_classes) > 0
-    short = [(k, int(counts["train"][k]), int(counts["test"][k]))
-             for k in np.flatnonzero(present) if counts["train"][k] == 0 or counts["test"][k] == 0]
+    short = [
+        (k, int(counts["train"][k]), int(counts["test"][k]))
+        for k in np.flatnonzero(present)
+        if counts["train"][k] == 0 or counts["test"][k] == 0
+    ]
     if short:
         listed = "; ".join(f"class {k}: {tr} train, {te} test pixels" for k, tr, te in short)
         total = np.bincount(mask[mask != IGNORE_INDEX], minlength=num_classes)
-        raise ValueError(f"the {kind} split with train {'count' if per_class else 'fraction'} "
-                         f"{train_fraction} leaves a class without training or test pixels "
-                         f"({listed}; labelled pixels per class: {total.tolist()})")
+        raise ValueError(
+            f"the {kind} split with train {'count' if per_class else 'fraction'} "
+            f"{train_fraction} leaves a class without training or test pixels "
+            f"({listed}; labelled pixels per class: {total.tolist()})"
+        )
     info["counts"] = {p: c.tolist() for p, c in counts.items()}
     return out, info
 
@@ -183,16 +224,28 @@ def make_split(mask: np.ndarray, kind: str, train_fraction: float | int, val_fra
 # --------------------------------------------------------------------------------------------
 # Models and checkpoints
 
+
 def _loader(dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int):
     g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                       num_workers=num_workers,
-                                       generator=g, drop_last=False)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=g,
+        drop_last=False,
+    )
 
 
-def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np.ndarray],
-                num_classes: int, seed: int, progress: bool, log_dir: Path | None
-                ) -> tuple[torch.nn.Module, dict[str, Any], float, dict[str, Any]]:
+def _train_lola(
+    recipe: PixelRecipe,
+    scene: dict[str, Any],
+    coords: dict[str, np.ndarray],
+    num_classes: int,
+    seed: int,
+    progress: bool,
+    log_dir: Path | None,
+) -> tuple[torch.nn.Module, dict[str, Any], float, dict[str, Any]]:
     import lightning.pytorch as pl
 
     from geofm.tasks.callbacks import BestWeights, CyclicLoRAScale
@@ -220,12 +273,18 @@ def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np
         return ReducedWindows(scores, c, mask[c[:, 0], c[:, 1]], recipe.patch)
 
     # the recipe's types are checked when it is read (geofm.tasks.pixel_recipe)
-    task = PixelClassificationTask(model, num_classes, lr=t["lr"],
-                                   weight_decay=t["weight_decay"],
-                                   warmup_epochs=t["warmup_epochs"],
-                                   label_smoothing=t["label_smoothing"], augment=t["augment"],
-                                   reduced_inputs=True, context_dropout=t["context_dropout"],
-                                   brightness=t["brightness"])
+    task = PixelClassificationTask(
+        model,
+        num_classes,
+        lr=t["lr"],
+        weight_decay=t["weight_decay"],
+        warmup_epochs=t["warmup_epochs"],
+        label_smoothing=t["label_smoothing"],
+        augment=t["augment"],
+        reduced_inputs=True,
+        context_dropout=t["context_dropout"],
+        brightness=t["brightness"],
+    )
     best = BestWeights()
     callbacks: list[pl.Callback] = [best]
     if recipe.model["mode"] == "lora":
@@ -239,43 +298,72 @@ def _train_lola(recipe: PixelRecipe, scene: dict[str, Any], coords: dict[str, np
         from lightning.pytorch.loggers import CSVLogger
 
         logger = CSVLogger(str(log_dir), name="", version=None)
-    trainer = pl.Trainer(max_epochs=t["epochs"], accelerator=t["accelerator"], devices=1,
-                         logger=logger, enable_checkpointing=False, callbacks=callbacks,
-                         enable_model_summary=False, enable_progress_bar=progress,
-                         num_sanity_val_steps=0, log_every_n_steps=1, deterministic=False)
+    trainer = pl.Trainer(
+        max_epochs=t["epochs"],
+        accelerator=t["accelerator"],
+        devices=1,
+        logger=logger,
+        enable_checkpointing=False,
+        callbacks=callbacks,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        deterministic=False,
+    )
     bs, nw = t["batch_size"], t["num_workers"]
     start = time.perf_counter()
     with quiet_lightning():
-        trainer.fit(task, _loader(windows("train"), bs, True, nw, seed),
-                    _loader(windows("val"), 4 * bs, False, nw, seed))
+        trainer.fit(
+            task,
+            _loader(windows("train"), bs, True, nw, seed),
+            _loader(windows("val"), 4 * bs, False, nw, seed),
+        )
     seconds = time.perf_counter() - start
-    details = {"best_epoch": best.best_epoch,
-               "best_val_oa": None if best.best is None else best.best[0],
-               "epochs": t["epochs"],
-               "pca_explained": float(model.reduction.explained.sum())}
+    details = {
+        "best_epoch": best.best_epoch,
+        "best_val_oa": None if best.best is None else best.best[0],
+        "epochs": t["epochs"],
+        "pca_explained": float(model.reduction.explained.sum()),
+    }
     return model.eval(), record, seconds, details
 
 
-def run_seed(recipe: PixelRecipe, scene: dict[str, Any], split: str, train_fraction: float,
-             seed: int, methods: Sequence[str] = ("lola",), num_classes: int | None = None,
-             progress: bool = True, save_dir: Path | None = None) -> list[SeedResult]:
+def run_seed(
+    recipe: PixelRecipe,
+    scene: dict[str, Any],
+    split: str,
+    train_fraction: float,
+    seed: int,
+    methods: Sequence[str] = ("lola",),
+    num_classes: int | None = None,
+    progress: bool = True,
+    save_dir: Path | None = None,
+) -> list[SeedResult]:
     """Split the scene with ``seed``, train and test each method; one result per method."""
     from geofm.tasks.pixel import classify_pixels, svm_baseline
 
     check_window_fits(scene, recipe.patch)
     mask = torch.as_tensor(scene["mask"]).numpy()
-    coords, info = make_split(mask, split, train_fraction,
-                              recipe.split["val_fraction"], recipe.radius, seed,
-                              recipe.split["block_size"], recipe.split["buffer"])
+    coords, info = make_split(
+        mask,
+        split,
+        train_fraction,
+        recipe.split["val_fraction"],
+        recipe.radius,
+        seed,
+        recipe.split["block_size"],
+        recipe.split["buffer"],
+    )
     if num_classes is None:
         num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
     if save_dir is not None:
         from geofm.data.plot import plot_split_layout
 
         save_dir.mkdir(parents=True, exist_ok=True)
-        plot_split_layout(mask, coords, title=f"{split} split, train fraction "
-                          f"{train_fraction:g}, seed {seed}").savefig(
-            save_dir / f"split_{split}_f{train_fraction:g}_seed{seed}.png", dpi=110)
+        plot_split_layout(
+            mask, coords, title=f"{split} split, train fraction {train_fraction:g}, seed {seed}"
+        ).savefig(save_dir / f"split_{split}_f{train_fraction:g}_seed{seed}.png", dpi=110)
     test = coords["test"]
     y_test = mask[test[:, 0], test[:, 1]]
     results = []
@@ -286,39 +374,77 @@ def run_seed(recipe: PixelRecipe, scene: dict[str, Any], split: str, train_fract
             image = torch.as_tensor(scene["image"]).float().numpy()
             tr = coords["train"]
             start = time.perf_counter()
-            preds, svm_info = svm_baseline(image[:, tr[:, 0], tr[:, 1]].T,
-                                           mask[tr[:, 0], tr[:, 1]],
-                                           image[:, test[:, 0], test[:, 1]].T, seed=seed)
+            preds, svm_info = svm_baseline(
+                image[:, tr[:, 0], tr[:, 1]].T,
+                mask[tr[:, 0], tr[:, 1]],
+                image[:, test[:, 0], test[:, 1]].T,
+                seed=seed,
+            )
             seconds = time.perf_counter() - start
-            results.append(SeedResult("svm", "rbf", split, train_fraction, seed,
-                                      classification_metrics(y_test, preds, num_classes),
-                                      None, None, seconds, info["counts"], svm_info))
+            results.append(
+                SeedResult(
+                    "svm",
+                    "rbf",
+                    split,
+                    train_fraction,
+                    seed,
+                    classification_metrics(y_test, preds, num_classes),
+                    None,
+                    None,
+                    seconds,
+                    info["counts"],
+                    svm_info,
+                )
+            )
             continue
         log_dir = None if save_dir is None else save_dir / "logs" / f"{split}_seed{seed}"
-        model, record, seconds, details = _train_lola(recipe, scene, coords, num_classes,
-                                                       seed, progress, log_dir)
-        preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), test,
-                                   scene.get("valid"))
+        model, record, seconds, details = _train_lola(
+            recipe, scene, coords, num_classes, seed, progress, log_dir
+        )
+        preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), test, scene.get("valid"))
         counts = parameter_counts(model)
         metrics = classification_metrics(y_test, preds, num_classes)
         details.update({k: v for k, v in info.items() if k != "counts"})
         if save_dir is not None:
             classes = _class_names(scene, num_classes)
             name = checkpoint_name(recipe, split, train_fraction, seed)
-            details["checkpoint"] = str(save_classifier(
-                save_dir / name, model, record, scene, classes,
-                {"split": split, "seed": seed, "train_fraction": train_fraction,
-                 "card": scene.get("card"), "recipe": recipe.as_dict(),
-                 "source_files": scene.get("source_files"),
-                 "test_oa": metrics.oa}))
-        results.append(SeedResult("lola", recipe.model["mode"], split, train_fraction, seed,
-                                  metrics, counts.trainable, counts.total, seconds,
-                                  info["counts"], details))
+            details["checkpoint"] = str(
+                save_classifier(
+                    save_dir / name,
+                    model,
+                    record,
+                    scene,
+                    classes,
+                    {
+                        "split": split,
+                        "seed": seed,
+                        "train_fraction": train_fraction,
+                        "card": scene.get("card"),
+                        "recipe": recipe.as_dict(),
+                        "source_files": scene.get("source_files"),
+                        "test_oa": metrics.oa,
+                    },
+                )
+            )
+        results.append(
+            SeedResult(
+                "lola",
+                recipe.model["mode"],
+                split,
+                train_fraction,
+                seed,
+                metrics,
+                counts.trainable,
+                counts.total,
+                seconds,
+                info["counts"],
+                details,
+            )
+        )
     return results
 
 
-def checkpoint_name(recipe: PixelRecipe, split: str, train_fraction: float | int,
-                    seed: int) -> str:
+def checkpoint_name(recipe: PixelRecipe, split: str, train_fraction: float | int, seed: int) -> str:
     """File name of the model :func:`run_seed` saves for this run."""
     return f"lola_{recipe.model['mode']}_{split}_f{train_fraction:g}_seed{seed}.pt"
 
@@ -334,12 +460,19 @@ def _class_names(scene: dict[str, Any], num_classes: int) -> list[str]:
 # Many seeds
 
 
-def run_protocol(recipe: PixelRecipe, split: str, train_fraction: float, seeds: Sequence[int],
-                 methods: Sequence[str] | None = None, progress: bool = True,
-                 save_dir: Path | None = None, scene: dict[str, Any] | None = None,
-                 echo=print, done: Sequence[SeedResult] = (),
-                 on_seed: Callable[[list[SeedResult], list[str]], Any] | None = None
-                 ) -> tuple[list[SeedResult], list[str]]:
+def run_protocol(
+    recipe: PixelRecipe,
+    split: str,
+    train_fraction: float,
+    seeds: Sequence[int],
+    methods: Sequence[str] | None = None,
+    progress: bool = True,
+    save_dir: Path | None = None,
+    scene: dict[str, Any] | None = None,
+    echo=print,
+    done: Sequence[SeedResult] = (),
+    on_seed: Callable[[list[SeedResult], list[str]], Any] | None = None,
+) -> tuple[list[SeedResult], list[str]]:
     """Every method on every seed; returns the results and the class names.
 
     ``done``: results of an earlier, interrupted run of the same protocol (see
@@ -372,14 +505,17 @@ def run_protocol(recipe: PixelRecipe, split: str, train_fraction: float, seeds: 
         if not todo:
             echo(f"seed {seed}: {', '.join(methods)} done in the earlier run, kept")
             continue
-        for res in run_seed(recipe, scene, split, train_fraction, seed, todo, num_classes,
-                            progress, save_dir):
+        for res in run_seed(
+            recipe, scene, split, train_fraction, seed, todo, num_classes, progress, save_dir
+        ):
             results.append(res)
             m = res.metrics
-            echo(f"{res.method:<5} {res.split:<8} seed {seed}: OA {100 * m.oa:6.2f}%  AA "
-                 f"{100 * m.aa:6.2f}%  kappa {m.kappa:.4f}  ({res.train_seconds:.0f} s, "
-                 f"{sum(res.counts['train'])} train / {sum(res.counts['val'])} val / "
-                 f"{sum(res.counts['test'])} test pixels)")
+            echo(
+                f"{res.method:<5} {res.split:<8} seed {seed}: OA {100 * m.oa:6.2f}%  AA "
+                f"{100 * m.aa:6.2f}%  kappa {m.kappa:.4f}  ({res.train_seconds:.0f} s, "
+                f"{sum(res.counts['train'])} train / {sum(res.counts['val'])} val / "
+                f"{sum(res.counts['test'])} test pixels)"
+            )
         if on_seed is not None:
             on_seed(list(results), classes)
     return results, classes

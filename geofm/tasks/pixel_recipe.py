@@ -32,9 +32,21 @@ from typing import Any, Literal
 from geofm.data.cards import expand_data_path
 from geofm.models.checkpoints import check_plain
 
-__all__ = ["LoRASchedule", "LoRASettings", "ModelSection", "PixelRecipe", "RecipeError",
-           "SceneSection", "SplitSection", "TrainSection", "add_run_options", "load_recipe",
-           "recipe_from_namespace", "recipe_inputs", "recipe_parser"]
+__all__ = [
+    "LoRASchedule",
+    "LoRASettings",
+    "ModelSection",
+    "PixelRecipe",
+    "RecipeError",
+    "SceneSection",
+    "SplitSection",
+    "TrainSection",
+    "add_run_options",
+    "load_recipe",
+    "recipe_from_namespace",
+    "recipe_inputs",
+    "recipe_parser",
+]
 
 
 class RecipeError(ValueError):
@@ -122,8 +134,12 @@ class TrainSection:
     accelerator: str = "auto"
 
 
-SECTIONS = {"scene": SceneSection, "split": SplitSection, "model": ModelSection,
-            "train": TrainSection}
+SECTIONS = {
+    "scene": SceneSection,
+    "split": SplitSection,
+    "model": ModelSection,
+    "train": TrainSection,
+}
 
 
 @dataclass
@@ -147,8 +163,13 @@ class PixelRecipe:
         return self.patch // 2
 
     def as_dict(self) -> dict[str, Any]:
-        return {"scene": self.scene, "split": self.split, "model": self.model,
-                "train": self.train, "baselines": self.baselines}
+        return {
+            "scene": self.scene,
+            "split": self.split,
+            "model": self.model,
+            "train": self.train,
+            "baselines": self.baselines,
+        }
 
 
 def recipe_parser(**kwargs: Any):
@@ -158,14 +179,21 @@ def recipe_parser(**kwargs: Any):
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     kwargs.setdefault("exit_on_error", False)
-    kwargs.setdefault("allow_abbrev", False)    # a typo is an error, not a guess
+    kwargs.setdefault("allow_abbrev", False)  # a typo is an error, not a guess
     parser = ArgumentParser(**kwargs)
-    parser.add_argument("--config", action=ActionConfigFile,
-                        help="recipe YAML, e.g. configs/classify/lola_salinas_a.yaml")
+    parser.add_argument(
+        "--config",
+        action=ActionConfigFile,
+        help="recipe YAML, e.g. configs/classify/lola_salinas_a.yaml",
+    )
     for name, section in SECTIONS.items():
         parser.add_class_arguments(section, name, help=section.__doc__)
-    parser.add_argument("--baselines", type=list[Literal["svm"]], default=[],
-                        help="baselines run beside the model on the same splits")
+    parser.add_argument(
+        "--baselines",
+        type=list[Literal["svm"]],
+        default=[],
+        help="baselines run beside the model on the same splits",
+    )
     return parser
 
 
@@ -175,23 +203,49 @@ def add_run_options(parser) -> None:
     by ``--print_config`` holds them too; :func:`load_recipe` reads such a file's recipe."""
     from jsonargparse.typing import PositiveInt
 
-    parser.add_argument("--train-fraction", type=float, default=0.05,
-                        help="share of each class's labelled pixels for training")
-    parser.add_argument("--train-per-class", type=PositiveInt | None, default=None,
-                        help="pixels of each class for training (random split only), instead "
-                             "of --train-fraction")
+    parser.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.05,
+        help="share of each class's labelled pixels for training",
+    )
+    parser.add_argument(
+        "--train-per-class",
+        type=PositiveInt | None,
+        default=None,
+        help="pixels of each class for training (random split only), instead of --train-fraction",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--output", type=str, default="outputs/classify/results.csv",
-                        help="results CSV; a JSON with confusion matrices goes beside it")
-    parser.add_argument("--methods", type=Literal["lola", "svm"], nargs="+", default=None,
-                        help="default: lola and the recipe's baselines")
-    parser.add_argument("--save-dir", type=str | None, default=None,
-                        help="where the trained models go (default: models/ beside --output)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --output and saved models of the same runs")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run: keep the seeds --output already "
-                             "holds and run the others (same recipe and options)")
+    parser.add_argument(
+        "--output",
+        type=str,
+        default="outputs/classify/results.csv",
+        help="results CSV; a JSON with confusion matrices goes beside it",
+    )
+    parser.add_argument(
+        "--methods",
+        type=Literal["lola", "svm"],
+        nargs="+",
+        default=None,
+        help="default: lola and the recipe's baselines",
+    )
+    parser.add_argument(
+        "--save-dir",
+        type=str | None,
+        default=None,
+        help="where the trained models go (default: models/ beside --output)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output and saved models of the same runs",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: keep the seeds --output already "
+        "holds and run the others (same recipe and options)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -210,12 +264,17 @@ def _plain(value: Any) -> Any:
 
 def recipe_from_namespace(ns: Any, source: str = "<dict>") -> PixelRecipe:
     """The checked recipe of a parsed namespace (of :func:`recipe_parser`)."""
-    recipe = PixelRecipe(**{name: _plain(ns[name]) for name in SECTIONS},
-                         baselines=list(ns["baselines"] or []), source=source)
+    recipe = PixelRecipe(
+        **{name: _plain(ns[name]) for name in SECTIONS},
+        baselines=list(ns["baselines"] or []),
+        source=source,
+    )
     where = recipe.source
     if recipe.model["mode"] == "lora" and not recipe.model["base_checkpoint"]:
-        raise RecipeError(f"{where}: lora mode adapts a frozen base model: set "
-                          "model.base_checkpoint to a checkpoint written by classify-pixels")
+        raise RecipeError(
+            f"{where}: lora mode adapts a frozen base model: set "
+            "model.base_checkpoint to a checkpoint written by classify-pixels"
+        )
     if recipe.model["mode"] == "lora":
         from geofm.tasks.pixel_models import architecture_from_base
 
@@ -225,7 +284,7 @@ def recipe_from_namespace(ns: Any, source: str = "<dict>") -> PixelRecipe:
             raise RecipeError(f"{where}: {err}") from None
     if recipe.patch < 1 or recipe.patch % 2 == 0:
         raise RecipeError(f"{where}: model.kwargs.patch must be odd, got {recipe.patch}")
-    try:   # the recipe is saved with every model: refused now, not after training
+    try:  # the recipe is saved with every model: refused now, not after training
         check_plain(recipe.as_dict(), "recipe")
     except TypeError as err:
         raise RecipeError(f"{where}: {err}") from None
@@ -235,7 +294,7 @@ def recipe_from_namespace(ns: Any, source: str = "<dict>") -> PixelRecipe:
 def load_recipe(source: str | Path | dict[str, Any]) -> PixelRecipe:
     """Read and check a recipe from a YAML file or a dict (:func:`recipe_parser`)."""
     parser = recipe_parser()
-    add_run_options(parser)        # a printed command configuration holds them too
+    add_run_options(parser)  # a printed command configuration holds them too
     try:
         if isinstance(source, dict):
             where = "<dict>"
@@ -254,6 +313,11 @@ def recipe_inputs(recipe: PixelRecipe) -> list[Path]:
     """The files a recipe reads (its YAML, cube, ground truth, download root, base
     model): what no output may be."""
     sc, m = recipe.scene, recipe.model
-    paths = [None if recipe.source.startswith("<") else recipe.source, sc["cube"], sc["gt"],
-             sc["root"], m.get("base_checkpoint")]
+    paths = [
+        None if recipe.source.startswith("<") else recipe.source,
+        sc["cube"],
+        sc["gt"],
+        sc["root"],
+        m.get("base_checkpoint"),
+    ]
     return [expand_data_path(p) for p in paths if p]

@@ -38,13 +38,24 @@ class SeedResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def row(self, classes: Sequence[str]) -> dict[str, Any]:
-        row = {"method": self.method, "mode": self.mode, "split": self.split,
-               "train_fraction": self.train_fraction, "seed": self.seed}
+        row = {
+            "method": self.method,
+            "mode": self.mode,
+            "split": self.split,
+            "train_fraction": self.train_fraction,
+            "seed": self.seed,
+        }
         row.update({k: round(v, 6) for k, v in self.metrics.as_dict(classes).items()})
-        row.update({"trainable_params": self.trainable_params, "total_params":
-                    self.total_params, "train_seconds": round(self.train_seconds, 2),
-                    "n_train": sum(self.counts["train"]), "n_val": sum(self.counts["val"]),
-                    "n_test": sum(self.counts["test"])})
+        row.update(
+            {
+                "trainable_params": self.trainable_params,
+                "total_params": self.total_params,
+                "train_seconds": round(self.train_seconds, 2),
+                "n_train": sum(self.counts["train"]),
+                "n_val": sum(self.counts["val"]),
+                "n_test": sum(self.counts["test"]),
+            }
+        )
         return row
 
 
@@ -54,15 +65,24 @@ def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dic
     rows = [r.row(classes) for r in results]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["method"], row["mode"], row["split"], row["train_fraction"]),
-                          []).append(row)
+        groups.setdefault(
+            (row["method"], row["mode"], row["split"], row["train_fraction"]), []
+        ).append(row)
     out = list(rows)
-    numeric = [k for k in rows[0] if k not in ("method", "mode", "split", "train_fraction",
-                                               "seed")] if rows else []
+    numeric = (
+        [k for k in rows[0] if k not in ("method", "mode", "split", "train_fraction", "seed")]
+        if rows
+        else []
+    )
     for (method, mode, split, fraction), members in groups.items():
         for stat in ("mean", "std"):
-            row: dict[str, Any] = {"method": method, "mode": mode, "split": split,
-                                   "train_fraction": fraction, "seed": stat}
+            row: dict[str, Any] = {
+                "method": method,
+                "mode": mode,
+                "split": split,
+                "train_fraction": fraction,
+                "seed": stat,
+            }
             for key in numeric:
                 values = [m[key] for m in members if m[key] is not None]
                 if not values:
@@ -74,14 +94,17 @@ def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dic
                 else:
                     finite = arr[~np.isnan(arr)]
                     # one seed has no spread: left empty rather than a misleading 0
-                    row[key] = (round(float(np.std(finite, ddof=1)), 6) if len(finite) > 1
-                                else None)
+                    row[key] = round(float(np.std(finite, ddof=1)), 6) if len(finite) > 1 else None
             out.append(row)
     return out
 
 
-def write_results(path: Path, results: Sequence[SeedResult], classes: Sequence[str],
-                  recipe: PixelRecipe | None = None) -> list[dict[str, Any]]:
+def write_results(
+    path: Path,
+    results: Sequence[SeedResult],
+    classes: Sequence[str],
+    recipe: PixelRecipe | None = None,
+) -> list[dict[str, Any]]:
     """The CSV (per seed, then mean and std) and a JSON beside it with the confusion
     matrices, per-run details and (``recipe``) the recipe, from which :func:`read_results`
     can rebuild the results. Each file is replaced atomically. Returns the rows."""
@@ -94,20 +117,34 @@ def write_results(path: Path, results: Sequence[SeedResult], classes: Sequence[s
             writer.writerows(rows)
 
     recipe_dict = None if recipe is None else jsonable(recipe.as_dict())
-    detail = [{"method": r.method, "mode": r.mode, "split": r.split, "seed": r.seed,
-               "train_fraction": r.train_fraction, "classes": list(classes),
-               "confusion": r.metrics.confusion.tolist(), "counts": r.counts,
-               "trainable_params": r.trainable_params, "total_params": r.total_params,
-               "train_seconds": r.train_seconds, "recipe": recipe_dict,
-               "details": jsonable(r.details)} for r in results]
+    detail = [
+        {
+            "method": r.method,
+            "mode": r.mode,
+            "split": r.split,
+            "seed": r.seed,
+            "train_fraction": r.train_fraction,
+            "classes": list(classes),
+            "confusion": r.metrics.confusion.tolist(),
+            "counts": r.counts,
+            "trainable_params": r.trainable_params,
+            "total_params": r.total_params,
+            "train_seconds": r.train_seconds,
+            "recipe": recipe_dict,
+            "details": jsonable(r.details),
+        }
+        for r in results
+    ]
     write_atomic(path, write_csv)
-    write_atomic(path.with_suffix(".json"),
-                 lambda part: part.write_text(json.dumps(detail, indent=1)))
+    write_atomic(
+        path.with_suffix(".json"), lambda part: part.write_text(json.dumps(detail, indent=1))
+    )
     return rows
 
 
-def read_results(path: Path, recipe: PixelRecipe, split: str, train_fraction: float
-                 ) -> list[SeedResult]:
+def read_results(
+    path: Path, recipe: PixelRecipe, split: str, train_fraction: float
+) -> list[SeedResult]:
     """The results a :func:`write_results` JSON holds, to resume that run; refused unless
     they were made with this recipe, split and training share."""
     path = Path(path)
@@ -116,26 +153,45 @@ def read_results(path: Path, recipe: PixelRecipe, split: str, train_fraction: fl
     try:
         entries = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a classify-pixels results JSON ({err}); move it "
-                         "away or run without --resume") from err
+        raise ValueError(
+            f"{path} is not a classify-pixels results JSON ({err}); move it "
+            "away or run without --resume"
+        ) from err
     mine = jsonable(recipe.as_dict())
     out = []
     for i, e in enumerate(entries if isinstance(entries, list) else [None]):
         if not isinstance(e, dict) or "trainable_params" not in e or "recipe" not in e:
-            raise ValueError(f"{path}: entry {i} lacks what resuming needs (written by an "
-                             "older geofm?); run without --resume, with --overwrite")
+            raise ValueError(
+                f"{path}: entry {i} lacks what resuming needs (written by an "
+                "older geofm?); run without --resume, with --overwrite"
+            )
         if e["recipe"] != mine:
-            raise ValueError(f"{path} holds runs of another recipe (or of a geofm before "
-                             "recipes named their split.kind); resume with the same recipe and "
-                             "options, or write to another --output")
+            raise ValueError(
+                f"{path} holds runs of another recipe (or of a geofm before "
+                "recipes named their split.kind); resume with the same recipe and "
+                "options, or write to another --output"
+            )
         if e["split"] != split or float(e["train_fraction"]) != float(train_fraction):
-            raise ValueError(f"{path} holds runs of split {e['split']!r} with training share "
-                             f"{e['train_fraction']}, not {split!r} with {train_fraction}; "
-                             "resume with the same options, or write to another --output")
-        out.append(SeedResult(e["method"], e["mode"], e["split"], e["train_fraction"],
-                              int(e["seed"]), confusion_metrics(np.asarray(e["confusion"])),
-                              e["trainable_params"], e["total_params"],
-                              float(e["train_seconds"]), e["counts"], e["details"]))
+            raise ValueError(
+                f"{path} holds runs of split {e['split']!r} with training share "
+                f"{e['train_fraction']}, not {split!r} with {train_fraction}; "
+                "resume with the same options, or write to another --output"
+            )
+        out.append(
+            SeedResult(
+                e["method"],
+                e["mode"],
+                e["split"],
+                e["train_fraction"],
+                int(e["seed"]),
+                confusion_metrics(np.asarray(e["confusion"])),
+                e["trainable_params"],
+                e["total_params"],
+                float(e["train_seconds"]),
+                e["counts"],
+                e["details"],
+            )
+        )
     return out
 
 

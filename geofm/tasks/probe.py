@@ -12,8 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["batch_to", "encoder_features", "extract_features", "knn_scores",
-           "knn_leave_one_out"]
+__all__ = ["batch_to", "encoder_features", "extract_features", "knn_scores", "knn_leave_one_out"]
 
 
 def batch_to(batch: dict[str, Any], device) -> dict[str, Any]:
@@ -31,11 +30,16 @@ def encoder_features(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Ten
 
 
 @torch.no_grad()
-def extract_features(model: torch.nn.Module, batches: Iterable[dict[str, Any]], device="cpu",
-                     *, features: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None,
-                     target: str | Callable[[dict], torch.Tensor] = "label",
-                     progress: bool = False, desc: str = "features",
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    model: torch.nn.Module,
+    batches: Iterable[dict[str, Any]],
+    device="cpu",
+    *,
+    features: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None,
+    target: str | Callable[[dict], torch.Tensor] = "label",
+    progress: bool = False,
+    desc: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``(n, D)`` (float32, CPU) and targets ``(n, ...)`` of collated batches.
 
     Args:
@@ -65,9 +69,17 @@ def extract_features(model: torch.nn.Module, batches: Iterable[dict[str, Any]], 
     return torch.cat(feats), torch.cat(targets)
 
 
-def knn_scores(bank: torch.Tensor, bank_targets: torch.Tensor, queries: torch.Tensor, k: int,
-               num_classes: int, *, temperature: float = 0.07, multilabel: bool = False,
-               exclude_self: bool = False) -> torch.Tensor:
+def knn_scores(
+    bank: torch.Tensor,
+    bank_targets: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    num_classes: int,
+    *,
+    temperature: float = 0.07,
+    multilabel: bool = False,
+    exclude_self: bool = False,
+) -> torch.Tensor:
     """Class scores ``(m, K)`` from the ``k`` most cosine-similar bank entries, each voting
     with weight ``exp(similarity / temperature)`` (Wu et al., "Unsupervised Feature Learning
     via Non-Parametric Instance Discrimination", CVPR 2018; the kNN of DINO).
@@ -88,8 +100,10 @@ def knn_scores(bank: torch.Tensor, bank_targets: torch.Tensor, queries: torch.Te
     sim = F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T
     if exclude_self:
         if queries.shape[0] != bank.shape[0]:
-            raise ValueError(f"exclude_self needs the bank as queries: {queries.shape[0]} "
-                             f"queries, {bank.shape[0]} bank entries")
+            raise ValueError(
+                f"exclude_self needs the bank as queries: {queries.shape[0]} "
+                f"queries, {bank.shape[0]} bank entries"
+            )
         sim.fill_diagonal_(-float("inf"))
     top, idx = sim.topk(k, dim=1)
     weight = (top / temperature).exp()
@@ -101,10 +115,18 @@ def knn_scores(bank: torch.Tensor, bank_targets: torch.Tensor, queries: torch.Te
     return votes
 
 
-def knn_leave_one_out(features: torch.Tensor, labels: torch.Tensor, k: int = 5,
-                      temperature: float = 0.07) -> float:
+def knn_leave_one_out(
+    features: torch.Tensor, labels: torch.Tensor, k: int = 5, temperature: float = 0.07
+) -> float:
     """Top-1 accuracy of leave-one-out weighted cosine kNN over one labelled set."""
     labels = labels.long()
-    scores = knn_scores(features, labels, features, k, int(labels.max()) + 1,
-                        temperature=temperature, exclude_self=True)
+    scores = knn_scores(
+        features,
+        labels,
+        features,
+        k,
+        int(labels.max()) + 1,
+        temperature=temperature,
+        exclude_self=True,
+    )
     return float((scores.argmax(1) == labels).float().mean())

@@ -62,58 +62,86 @@ class SceneClassificationTask(BaseTask):
         lr, weight_decay, warmup_fraction, label_smoothing: the optimisation.
     """
 
-    def __init__(self, model: str = "less_vit_tiny", num_classes: int = 10,
-                 classes: Sequence[str] | None = None, card: str = "eurosat_ms",
-                 bands: Sequence[str] | None = None, model_kwargs: dict[str, Any] | None = None,
-                 encoder_checkpoint: str | None = None, lora: dict[str, Any] | None = None,
-                 normalization: str = "mae_scale", tile: int = 64, lr: float = 1e-3,
-                 weight_decay: float = 0.05, warmup_fraction: float = 0.1,
-                 label_smoothing: float = 0.1) -> None:
-        super().__init__(lr=lr, weight_decay=weight_decay, warmup_fraction=warmup_fraction,
-                         num_classes=num_classes)
+    def __init__(
+        self,
+        model: str = "less_vit_tiny",
+        num_classes: int = 10,
+        classes: Sequence[str] | None = None,
+        card: str = "eurosat_ms",
+        bands: Sequence[str] | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        encoder_checkpoint: str | None = None,
+        lora: dict[str, Any] | None = None,
+        normalization: str = "mae_scale",
+        tile: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        warmup_fraction: float = 0.1,
+        label_smoothing: float = 0.1,
+    ) -> None:
+        super().__init__(
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_fraction=warmup_fraction,
+            num_classes=num_classes,
+        )
         from geofm.data.cards import as_dataset_card
 
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got "
-                             f"{normalization!r}")
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+            )
         if classes is not None and len(classes) != num_classes:
             raise ValueError(f"{len(classes)} class names for num_classes={num_classes}")
         card_obj = as_dataset_card(card)
         if card_obj.mean is None or card_obj.std is None:
-            raise ValueError(f"dataset card {card_obj.name!r} has no normalisation statistics;"
-                             f" compute them with `geofm stats <files> --card {card_obj.name}`")
+            raise ValueError(
+                f"dataset card {card_obj.name!r} has no normalisation statistics;"
+                f" compute them with `geofm stats <files> --card {card_obj.name}`"
+            )
         bands = list(card_obj.band_names) if bands is None else list(bands)
         idx = card_obj.band_indices(bands)
         if classes is None and len(card_obj.classes or ()) == num_classes:
             classes = card_obj.classes
-        classes = list(classes) if classes is not None else [f"class_{i}"
-                                                             for i in range(num_classes)]
+        classes = (
+            list(classes) if classes is not None else [f"class_{i}" for i in range(num_classes)]
+        )
         self.save_hyperparameters()
         self.classes = classes
         self.bands = bands
-        self.register_buffer("wavelengths", torch.tensor(
-            [card_obj.wavelengths_nm[i] for i in idx], dtype=torch.float32))
+        self.register_buffer(
+            "wavelengths",
+            torch.tensor([card_obj.wavelengths_nm[i] for i in idx], dtype=torch.float32),
+        )
         self.register_buffer("mean", torch.tensor([card_obj.mean[i] for i in idx]))
         self.register_buffer("std", torch.tensor([card_obj.std[i] for i in idx]))
         self.gsd_m = float(card_obj.gsd_m) if card_obj.gsd_m else None
         kwargs = dict(model_kwargs or {})
-        self.encoder = create_model(model, checkpoint=encoder_checkpoint,
-                                    num_classes=num_classes, **kwargs)
+        self.encoder = create_model(
+            model, checkpoint=encoder_checkpoint, num_classes=num_classes, **kwargs
+        )
         from geofm.models.encoder import SpectralEncoder
 
         if not isinstance(self.encoder, SpectralEncoder):
-            raise ValueError(f"{model!r} is not a scene encoder (it is a "
-                             f"{type(self.encoder).__name__}); scene classification takes the "
-                             "registry's LESS ViT, joint, grouped and stacked ViTs")
+            raise ValueError(
+                f"{model!r} is not a scene encoder (it is a "
+                f"{type(self.encoder).__name__}); scene classification takes the "
+                "registry's LESS ViT, joint, grouped and stacked ViTs"
+            )
         #: the encoder's whole architecture (an encoder file brings its own)
-        self.model_config = {k: v for k, v in getattr(self.encoder, "config", {}).items()
-                             if k != "num_classes"}
+        self.model_config = {
+            k: v for k, v in getattr(self.encoder, "config", {}).items() if k != "num_classes"
+        }
         if lora:
             from geofm.models.lora import freeze_except_lora, inject_lora
 
-            inject_lora(self.encoder, rank=int(lora.get("rank", 8)),
-                        alpha=float(lora.get("alpha", 16.0)),
-                        dropout=float(lora.get("dropout", 0.0)), skip_narrow=True)
+            inject_lora(
+                self.encoder,
+                rank=int(lora.get("rank", 8)),
+                alpha=float(lora.get("alpha", 16.0)),
+                dropout=float(lora.get("dropout", 0.0)),
+                skip_narrow=True,
+            )
             freeze_except_lora(self.encoder)
 
     @property
@@ -132,8 +160,10 @@ class SceneClassificationTask(BaseTask):
     def forward(self, image: torch.Tensor, wavelengths=None, gsd=None) -> torch.Tensor:
         """Logits of raw scenes ``(B, C, H, W)`` holding :attr:`bands` in order."""
         if image.shape[1] != len(self.bands):
-            raise ValueError(f"the classifier takes {len(self.bands)} bands "
-                             f"({', '.join(self.bands)}), got an image with {image.shape[1]}")
+            raise ValueError(
+                f"the classifier takes {len(self.bands)} bands "
+                f"({', '.join(self.bands)}), got an image with {image.shape[1]}"
+            )
         wavelengths = self.wavelengths if wavelengths is None else wavelengths
         gsd = (self.gsd_m or 10.0) if gsd is None else gsd
         return self.encoder(self.normalize(image.float()), wavelengths, gsd)
@@ -146,18 +176,30 @@ class SceneClassificationTask(BaseTask):
         h, w = batch["image"].shape[-2:]
         if (h, w) != (self.hparams.tile, self.hparams.tile):
             # inference tiles a scene with `tile`: it must be the size the model learnt on
-            raise ValueError(f"scenes are {h} x {w} pixels but tile={self.hparams.tile}; set "
-                             f"model.tile to the scene size ({h}) or crop the scenes to it")
+            raise ValueError(
+                f"scenes are {h} x {w} pixels but tile={self.hparams.tile}; set "
+                f"model.tile to the scene size ({h}) or crop the scenes to it"
+            )
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         self._check_batch(batch)
         logits = self(batch["image"], batch["wavelengths"], batch["gsd"])
         target = batch["label"]
-        loss = F.cross_entropy(logits, target, label_smoothing=(
-            self.hparams.label_smoothing if stage == "train" else 0.0))
-        self.log(f"{stage}/loss", loss, prog_bar=stage != "test", on_step=False,
-                 on_epoch=True, batch_size=target.shape[0], sync_dist=True)
-        if stage != "train":   # OA, AA and kappa at the epoch's end (BaseTask)
+        loss = F.cross_entropy(
+            logits,
+            target,
+            label_smoothing=(self.hparams.label_smoothing if stage == "train" else 0.0),
+        )
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=stage != "test",
+            on_step=False,
+            on_epoch=True,
+            batch_size=target.shape[0],
+            sync_dist=True,
+        )
+        if stage != "train":  # OA, AA and kappa at the epoch's end (BaseTask)
             self.update_confusion(stage, logits.argmax(1), target)
         return loss
 
@@ -174,27 +216,34 @@ class SceneClassificationTask(BaseTask):
     def scene_metadata(self) -> dict[str, Any]:
         """What inference needs to know, as plain values (see the module docstring)."""
         hp = self.hparams
-        return {"model": hp.model, "model_config": dict(self.model_config),
-                "classes": list(self.classes), "bands": list(self.bands),
-                "wavelengths": [float(w) for w in self.wavelengths.tolist()],
-                "gsd_m": self.gsd_m, "tile": int(hp.tile), "card": hp.card,
-                "normalization": hp.normalization, "lora": hp.lora}
+        return {
+            "model": hp.model,
+            "model_config": dict(self.model_config),
+            "classes": list(self.classes),
+            "bands": list(self.bands),
+            "wavelengths": [float(w) for w in self.wavelengths.tolist()],
+            "gsd_m": self.gsd_m,
+            "tile": int(hp.tile),
+            "card": hp.card,
+            "normalization": hp.normalization,
+            "lora": hp.lora,
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         tag_lightning_checkpoint(checkpoint, "scene")
         checkpoint["geofm_scene"] = self.scene_metadata()
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, payload: dict[str, Any] | None = None,
-                        merge: bool = True) -> SceneClassificationTask:
+    def from_checkpoint(
+        cls, path: str | os.PathLike, payload: dict[str, Any] | None = None, merge: bool = True
+    ) -> SceneClassificationTask:
         """The task of a checkpoint, in eval mode; LoRA updates merged into the weights
         with ``merge`` (same outputs, the base model's cost). The file is read without
         running code and checked before the model is allocated
         (:mod:`geofm.models.checkpoints`); ``payload``: its contents when already read."""
         if payload is None:
             _, payload = read_checkpoint(path, "scene")
-        require(payload, path, {"geofm_scene": dict, "hyper_parameters": dict,
-                                "state_dict": dict})
+        require(payload, path, {"geofm_scene": dict, "hyper_parameters": dict, "state_dict": dict})
         import inspect
 
         accepted = inspect.signature(cls.__init__).parameters
@@ -203,8 +252,9 @@ class SceneClassificationTask(BaseTask):
         # the weights and architecture come from the checkpoint: the encoder file it
         # started from need not exist any more
         hp["encoder_checkpoint"] = None
-        hp["model_kwargs"] = dict(payload["geofm_scene"].get("model_config") or
-                                  hp.get("model_kwargs") or {})
+        hp["model_kwargs"] = dict(
+            payload["geofm_scene"].get("model_config") or hp.get("model_kwargs") or {}
+        )
         # sizes checked before the task (its encoder, head and LoRA) is built on the meta
         # device, where its parameters and shapes are checked before it is allocated
         check_config(path, hp.get("model", accepted["model"].default), hp["model_kwargs"])

@@ -53,10 +53,23 @@ PathLike = str | os.PathLike
 DATASETS: dict[str, DatasetSpec] = SPECS
 """The registry: dataset name -> :class:`DatasetSpec`."""
 
-__all__ = ["DATASETS", "SPLITS", "NINE_CROPS", "DatasetNotFoundError", "DatasetSpec",
-           "FoundLayout", "GFMBenchDataset", "Layout", "UnverifiedLayoutWarning",
-           "check_root", "get_spec", "heldout_val_split", "list_datasets", "load_bench_data",
-           "open_split"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "NINE_CROPS",
+    "DatasetNotFoundError",
+    "DatasetSpec",
+    "FoundLayout",
+    "GFMBenchDataset",
+    "Layout",
+    "UnverifiedLayoutWarning",
+    "check_root",
+    "get_spec",
+    "heldout_val_split",
+    "list_datasets",
+    "load_bench_data",
+    "open_split",
+]
 
 
 def list_datasets() -> list[str]:
@@ -75,8 +88,9 @@ def open_split(name: str, root: PathLike, split: str, **kwargs) -> GFMBenchDatas
     return get_spec(name).reader_class()(root, split, **kwargs)
 
 
-def load_bench_data(name: str, root: PathLike, modalities: Sequence[str] = ("optical",),
-                    compat: bool = False) -> BenchData:
+def load_bench_data(
+    name: str, root: PathLike, modalities: Sequence[str] = ("optical",), compat: bool = False
+) -> BenchData:
     """Train, val and test splits of a dataset as :class:`gfm_bench.protocols.BenchData`.
 
     ``mean``/``std``/``bands`` describe the channels the samples carry (optical and radar
@@ -89,13 +103,22 @@ def load_bench_data(name: str, root: PathLike, modalities: Sequence[str] = ("opt
 
     spec = get_spec(name)
     card = load_dataset_card(spec.card)
-    splits = {s: open_split(name, root, s, modalities=modalities, compat=compat)
-              for s in SPLITS}
+    splits = {s: open_split(name, root, s, modalities=modalities, compat=compat) for s in SPLITS}
     train = splits["train"]
     protocol = card.extra.get("protocol") or {}
     return BenchData(
-        name=name, task=card.task, num_classes=card.num_classes, train=train, val=splits["val"],
-        test=splits["test"], card=card, mean=train.mean, std=train.std, bands=train.bands,
-        classes=card.classes, crop=None if protocol.get("crop") is None else int(protocol["crop"]),
+        name=name,
+        task=card.task,
+        num_classes=card.num_classes,
+        train=train,
+        val=splits["val"],
+        test=splits["test"],
+        card=card,
+        mean=train.mean,
+        std=train.std,
+        bands=train.bands,
+        classes=card.classes,
+        crop=None if protocol.get("crop") is None else int(protocol["crop"]),
         upscale=float(protocol.get("upscale", 1.0)),
-        train_labels=getattr(train, "labels", None) if card.task == "classification" else None)
+        train_labels=getattr(train, "labels", None) if card.task == "classification" else None,
+    )

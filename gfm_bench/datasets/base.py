@@ -47,11 +47,13 @@ VAL_SEED = 42
 VAL_FRACTION_TRAIN = 0.9
 
 PATCH = 96
-PATCH_STEP = 80   # 96-px crops with a 16-px overlap
+PATCH_STEP = 80  # 96-px crops with a 16-px overlap
 FULL_SIZE = 256
 NINE_CROPS: tuple[tuple[int, int], ...] = tuple(
-    (row, col) for row in range(0, FULL_SIZE - PATCH + 1, PATCH_STEP)
-    for col in range(0, FULL_SIZE - PATCH + 1, PATCH_STEP))
+    (row, col)
+    for row in range(0, FULL_SIZE - PATCH + 1, PATCH_STEP)
+    for col in range(0, FULL_SIZE - PATCH + 1, PATCH_STEP)
+)
 """``(row_off, col_off)`` of the 9 crops of a 256 x 256 image, in the scripts' order."""
 
 
@@ -79,9 +81,15 @@ def check_split(split: str) -> str:
     return split
 
 
-def read_raster(path: Path, *, what: str, bands: int | None = None,
-                size: tuple[int, int] | None = None, window: Window | None = None,
-                out_shape: tuple[int, int] | None = None) -> np.ndarray:
+def read_raster(
+    path: Path,
+    *,
+    what: str,
+    bands: int | None = None,
+    size: tuple[int, int] | None = None,
+    window: Window | None = None,
+    out_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Read every band of a GeoTIFF as float32 ``(C, H, W)`` (rasterio gives C x H x W
     whatever the interleave; tifffile, which the scripts use, gives H x W x C).
 
@@ -98,8 +106,10 @@ def read_raster(path: Path, *, what: str, bands: int | None = None,
         if bands is not None and src.count != bands:
             raise ValueError(f"{what} file {path} has {src.count} bands, expected {bands}")
         if size is not None and (src.height, src.width) != tuple(size):
-            raise ValueError(f"{what} file {path} is {src.height} x {src.width} pixels, "
-                             f"expected {size[0]} x {size[1]}")
+            raise ValueError(
+                f"{what} file {path} is {src.height} x {src.width} pixels, "
+                f"expected {size[0]} x {size[1]}"
+            )
         kwargs: dict[str, Any] = {"out_dtype": "float32"}
         if window is not None:
             kwargs["window"] = window
@@ -117,8 +127,9 @@ def as_label_values(values: np.ndarray, path: Path) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def remap_labels(raw: np.ndarray, mapping: Mapping[int, int], path: Path,
-                 unknown: int | None = None) -> np.ndarray:
+def remap_labels(
+    raw: np.ndarray, mapping: Mapping[int, int], path: Path, unknown: int | None = None
+) -> np.ndarray:
     """Raw label values -> class ids (int64) through ``mapping``.
 
     A value the mapping lacks becomes ``unknown``, or, when ``unknown`` is None, raises a
@@ -128,8 +139,10 @@ def remap_labels(raw: np.ndarray, mapping: Mapping[int, int], path: Path,
     values, inverse = np.unique(raw, return_inverse=True)
     lacking = [int(v) for v in values if int(v) not in mapping]
     if lacking and unknown is None:
-        raise ValueError(f"label file {path} holds values {lacking} that the label mapping "
-                         f"does not know (it maps {sorted(mapping)})")
+        raise ValueError(
+            f"label file {path} holds values {lacking} that the label mapping "
+            f"does not know (it maps {sorted(mapping)})"
+        )
     lut = np.array([mapping.get(int(v), unknown) for v in values], dtype=np.int64)
     out[...] = lut[inverse.reshape(raw.shape)]
     return out
@@ -164,11 +177,18 @@ class GFMBenchDataset(Dataset):
     name: ClassVar[str] = ""
     has_radar: ClassVar[bool] = False
     radar_reason: ClassVar[str] = "it has no radar channels"
-    compat_reason: ClassVar[str] = ("its card records no gfmbench_compat_* band labelling: the "
-                                    "script's band names and wavelengths equal the true ones")
+    compat_reason: ClassVar[str] = (
+        "its card records no gfmbench_compat_* band labelling: the "
+        "script's band names and wavelengths equal the true ones"
+    )
 
-    def __init__(self, root: PathLike, split: str = "train",
-                 modalities: Sequence[str] = ("optical",), compat: bool = False) -> None:
+    def __init__(
+        self,
+        root: PathLike,
+        split: str = "train",
+        modalities: Sequence[str] = ("optical",),
+        compat: bool = False,
+    ) -> None:
         self.spec = get_spec(self.name)
         self.card: DatasetCard = load_dataset_card(self.spec.card)
         self.split = check_split(split)
@@ -181,7 +201,7 @@ class GFMBenchDataset(Dataset):
         self.wavelengths = torch.tensor(wavelengths, dtype=torch.float32)
         self.mean: tuple[float, ...] | None = None if mean is None else tuple(mean)
         self.std: tuple[float, ...] | None = None if std is None else tuple(std)
-        self.gsd = float(self.card.gsd_m)   # metres per pixel, as the files deliver it
+        self.gsd = float(self.card.gsd_m)  # metres per pixel, as the files deliver it
         self.root = Path(root)
         found: FoundLayout = check_root(self.name, self.root)
         self.layout: str = found.layout.name
@@ -192,24 +212,30 @@ class GFMBenchDataset(Dataset):
 
     def _check_modalities(self, modalities: Sequence[str]) -> tuple[str, ...]:
         if isinstance(modalities, str):
-            raise TypeError(f"modalities must be a sequence such as ('optical',), got the "
-                            f"string {modalities!r}")
+            raise TypeError(
+                f"modalities must be a sequence such as ('optical',), got the string {modalities!r}"
+            )
         mods = tuple(modalities)
         unknown = [m for m in mods if m not in MODALITIES]
         if not mods or unknown or len(set(mods)) != len(mods):
             raise ValueError(f"modalities must be distinct names from {MODALITIES}, got {mods}")
         if "radar" in mods and not self.has_radar:
-            raise ValueError(f"{self.name} has no radar modality: {self.radar_reason}; use "
-                             "modalities=('optical',)")
+            raise ValueError(
+                f"{self.name} has no radar modality: {self.radar_reason}; use "
+                "modalities=('optical',)"
+            )
         return mods
 
     def optical_channels(self) -> tuple[list[str], list[float], list | None, list | None]:
         """Names, wavelengths (nm), mean and std of the optical channels, in file order
         (mean and std None where the card has no statistics)."""
         card = self.card
-        return (list(card.band_names), list(card.wavelengths_nm),
-                None if card.mean is None else list(card.mean),
-                None if card.std is None else list(card.std))
+        return (
+            list(card.band_names),
+            list(card.wavelengths_nm),
+            None if card.mean is None else list(card.mean),
+            None if card.std is None else list(card.std),
+        )
 
     def radar_channels(self) -> tuple[list[str], list[float], list[float], list[float]]:
         """Names, pseudo-wavelengths, mean and std of the radar channels, in file order."""
@@ -217,8 +243,12 @@ class GFMBenchDataset(Dataset):
         sensor = load_sensor(self.card["radar_bands"]["sensor"])
         stats = self.card["radar_statistics"]
         order = [list(stats["bands"]).index(n) for n in names]
-        return (names, sensor.wavelengths(names), [stats["mean"][i] for i in order],
-                [stats["std"][i] for i in order])
+        return (
+            names,
+            sensor.wavelengths(names),
+            [stats["mean"][i] for i in order],
+            [stats["std"][i] for i in order],
+        )
 
     def _channels(self) -> tuple[list[str], list[float], list | None, list | None]:
         parts = {"optical": self.optical_channels, "radar": self.radar_channels}
@@ -250,8 +280,7 @@ class GFMBenchDataset(Dataset):
     def __getitem__(self, index: int) -> Sample:
         n = len(self)
         if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {self.name} {self.split} "
-                             f"({n} items)")
+            raise IndexError(f"index {index} out of range for {self.name} {self.split} ({n} items)")
         index = index % n
         arrays = self._read(index)
         image = np.concatenate([arrays[m] for m in self.modalities], axis=0)
@@ -262,8 +291,13 @@ class GFMBenchDataset(Dataset):
             label = arrays["label"]
             dtype = torch.float32 if np.ndim(label) else torch.int64
             extra["label"] = torch.as_tensor(label, dtype=dtype)
-        return make_sample(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
-                           self.wavelengths, self.gsd, self.bands, **extra)
+        return make_sample(
+            torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+            self.wavelengths,
+            self.gsd,
+            self.bands,
+            **extra,
+        )
 
     # -- conveniences ---------------------------------------------------------------------
 
@@ -286,6 +320,8 @@ class GFMBenchDataset(Dataset):
         return plot_sample(sample, classes=self.classes, title=title)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
-                f"layout={self.layout!r}, modalities={self.modalities}, compat={self.compat}, "
-                f"{len(self)} items, {len(self.bands)} channels)")
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+            f"layout={self.layout!r}, modalities={self.modalities}, compat={self.compat}, "
+            f"{len(self)} items, {len(self.bands)} channels)"
+        )

@@ -78,14 +78,17 @@ class BigEarthNet(GFMBenchDataset):
                     continue
                 parts = [p.strip() for p in line.split(",")]
                 if len(parts) != 2:
-                    raise ValueError(f"{split_file}, line {number}: expected 'S2name,S1name', "
-                                     f"got {line!r}")
+                    raise ValueError(
+                        f"{split_file}, line {number}: expected 'S2name,S1name', got {line!r}"
+                    )
                 s2, s1 = parts
                 self.s2_folders.append(self.base / "BigEarthNet-v1.0" / s2)
-                self.s1_folders.append(None if s1.lower() == "nan"
-                                       else self.base / "BigEarthNet-S1-v1.0" / s1)
+                self.s1_folders.append(
+                    None if s1.lower() == "nan" else self.base / "BigEarthNet-S1-v1.0" / s1
+                )
         self.rows_without_radar = np.array(
-            [i for i, s1 in enumerate(self.s1_folders) if s1 is None], dtype=np.int64)
+            [i for i, s1 in enumerate(self.s1_folders) if s1 is None], dtype=np.int64
+        )
         self._class43 = {name: i for i, name in enumerate(self.card["classes_43"])}
         self._to19 = card_mapping(self.card["label_mapping_43_to_19"])
 
@@ -99,34 +102,41 @@ class BigEarthNet(GFMBenchDataset):
         missing = [b for b in expected if b not in by_band]
         extra = sorted(set(by_band) - set(expected))
         if missing or extra:
-            raise ValueError(f"BigEarthNet {what} folder {folder}: expected bands "
-                             f"{', '.join(expected)}; missing {missing or 'none'}, "
-                             f"unexpected {extra or 'none'}")
+            raise ValueError(
+                f"BigEarthNet {what} folder {folder}: expected bands "
+                f"{', '.join(expected)}; missing {missing or 'none'}, "
+                f"unexpected {extra or 'none'}"
+            )
         return [by_band[b] for b in expected]
 
     def _read_optical(self, index: int) -> np.ndarray:
         files = self._band_files(self.s2_folders[index], list(self.card.band_names), "S2")
-        return np.concatenate([read_raster(p, what="BigEarthNet S2 band", bands=1,
-                                           out_shape=SIZE) for p in files])
+        return np.concatenate(
+            [read_raster(p, what="BigEarthNet S2 band", bands=1, out_shape=SIZE) for p in files]
+        )
 
     def _read_radar(self, index: int) -> np.ndarray:
         folder = self.s1_folders[index]
-        if folder is None:   # 'nan' in the split file: zero-filled (module docs)
+        if folder is None:  # 'nan' in the split file: zero-filled (module docs)
             return np.zeros((2, *SIZE), dtype=np.float32)
         # The files sorted by name give VH, VV: the order the script stacks them in.
         files = sorted(self._band_files(folder, ["VH", "VV"], "S1"), key=lambda p: p.name)
         if [band_suffix(p) for p in files] != list(self.card["radar_bands"]["bands"]):
-            raise ValueError(f"BigEarthNet S1 folder {folder}: files sort as "
-                             f"{[p.name for p in files]}, not in the card's radar order")
-        return np.concatenate([read_raster(p, what="BigEarthNet S1 band", bands=1,
-                                           out_shape=SIZE) for p in files])
+            raise ValueError(
+                f"BigEarthNet S1 folder {folder}: files sort as "
+                f"{[p.name for p in files]}, not in the card's radar order"
+            )
+        return np.concatenate(
+            [read_raster(p, what="BigEarthNet S1 band", bands=1, out_shape=SIZE) for p in files]
+        )
 
     def _read_label(self, index: int) -> np.ndarray:
         folder = self.s2_folders[index]
         found = sorted(folder.glob("*_labels_metadata.json")) or sorted(folder.glob("*.json"))
         if not found:
-            raise FileNotFoundError(f"no *_labels_metadata.json in the BigEarthNet S2 folder "
-                                    f"{folder}")
+            raise FileNotFoundError(
+                f"no *_labels_metadata.json in the BigEarthNet S2 folder {folder}"
+            )
         with open(found[0], encoding="utf-8") as f:
             names = json.load(f)["labels"]
         unknown = [n for n in names if n not in self._class43]

@@ -56,13 +56,17 @@ class DFC2020(GFMBenchDataset):
     def _index(self) -> None:
         with open(self.base / "metadata.csv", newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        self.items: list[tuple[Path, Path, Path]] = []   # (optical, radar, label)
+        self.items: list[tuple[Path, Path, Path]] = []  # (optical, radar, label)
         if self.layout == "final":
             self.crops_per_image = 1
             for row in rows:
                 if row["split"].strip() == self.split:
-                    self.items.append(tuple(self.base / row[k].strip() for k in
-                                            ("optical_path", "radar_path", "label_path")))
+                    self.items.append(
+                        tuple(
+                            self.base / row[k].strip()
+                            for k in ("optical_path", "radar_path", "label_path")
+                        )
+                    )
         else:
             self.crops_per_image = len(NINE_CROPS)
             source = "test" if self.split == "test" else "train"
@@ -71,8 +75,10 @@ class DFC2020(GFMBenchDataset):
                 train, val = heldout_val_split(len(chosen))
                 chosen = [chosen[i] for i in (train if self.split == "train" else val)]
             folder = self.base / source
-            self.items = [tuple(folder / row[k].strip() for k in ("s2_path", "s1_path", "lc_path"))
-                          for row in chosen]
+            self.items = [
+                tuple(folder / row[k].strip() for k in ("s2_path", "s1_path", "lc_path"))
+                for row in chosen
+            ]
         self._mapping = card_mapping(self.card["label_mapping"])
 
     def __len__(self) -> int:
@@ -87,16 +93,19 @@ class DFC2020(GFMBenchDataset):
             kwargs = {"size": (FULL_SIZE, FULL_SIZE), "window": crop_window(crop)}
         out = {}
         if "optical" in self.modalities:
-            out["optical"] = read_raster(optical_path, what="DFC2020 S2", **kwargs,
-                                         bands=len(self.card.bands))
+            out["optical"] = read_raster(
+                optical_path, what="DFC2020 S2", **kwargs, bands=len(self.card.bands)
+            )
         if "radar" in self.modalities:
             out["radar"] = read_raster(radar_path, what="DFC2020 S1", bands=2, **kwargs)
         raw = read_raster(label_path, what="DFC2020 label", **kwargs)[0]
         mask = remap_labels(as_label_values(raw, label_path), self._mapping, label_path)
         for name, array in out.items():
             if array.shape[1:] != mask.shape:
-                raise ValueError(f"DFC2020 item {index}: the {name} image is "
-                                 f"{array.shape[1]} x {array.shape[2]} but the label "
-                                 f"{mask.shape[0]} x {mask.shape[1]} ({label_path})")
+                raise ValueError(
+                    f"DFC2020 item {index}: the {name} image is "
+                    f"{array.shape[1]} x {array.shape[2]} but the label "
+                    f"{mask.shape[0]} x {mask.shape[1]} ({label_path})"
+                )
         out["mask"] = mask
         return out

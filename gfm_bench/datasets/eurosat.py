@@ -54,8 +54,10 @@ class EuroSAT(GFMBenchDataset):
                 name = line.replace(".jpg", ".tif")
                 label = name.split("_")[0]
                 if label not in classes:
-                    raise ValueError(f"{split_file}, line {number}: {line!r} names the class "
-                                     f"{label!r}, which is not one of {', '.join(classes)}")
+                    raise ValueError(
+                        f"{split_file}, line {number}: {line!r} names the class "
+                        f"{label!r}, which is not one of {', '.join(classes)}"
+                    )
                 self.files.append(self.base / "EuroSAT" / label / name)
                 labels.append(classes.index(label))
         self.labels = np.asarray(labels, dtype=np.int64)

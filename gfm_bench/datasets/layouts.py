@@ -97,8 +97,10 @@ class Layout:
                     have = csv_columns(base / option)
                     lacking = [c for c in wanted if c not in have]
                     if lacking:
-                        out.append(f"{option} with columns {', '.join(wanted)} (it has "
-                                   f"{', '.join(have) or 'no header'})")
+                        out.append(
+                            f"{option} with columns {', '.join(wanted)} (it has "
+                            f"{', '.join(have) or 'no header'})"
+                        )
         return out
 
 
@@ -147,8 +149,10 @@ class DatasetSpec:
         for layout in self.layouts:
             if layout.name == name:
                 return layout
-        raise ValueError(f"{self.name}: no layout {name!r}; its layouts: "
-                         f"{', '.join(x.name for x in self.layouts)}")
+        raise ValueError(
+            f"{self.name}: no layout {name!r}; its layouts: "
+            f"{', '.join(x.name for x in self.layouts)}"
+        )
 
     def download_layout(self) -> Layout:
         """The first layout that names an archive to download."""
@@ -172,151 +176,254 @@ SPECS: dict[str, DatasetSpec] = {}
 
 # The class folders of the EuroSAT tree (the card's classes; kept here so that checking a
 # folder does not need the cards).
-_EUROSAT_CLASSES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
-                    "Pasture", "PermanentCrop", "Residential", "River", "SeaLake")
+_EUROSAT_CLASSES = (
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
+)
 
 
 def _register(spec: DatasetSpec) -> None:
     SPECS[spec.name] = spec
 
 
-_register(DatasetSpec(
-    name="eurosat", title="EuroSAT", card="gfmbench_eurosat", task="classification",
-    repo_id="GFM-Bench/EuroSAT", archives=("EuroSAT.zip",), folder="EuroSAT",
-    reader="gfm_bench.datasets.eurosat:EuroSAT",
-    layouts=(Layout(
-        name="old",
-        summary="eurosat-{train,val,test}.txt + EuroSAT/<Class>/<Class>_<n>.tif",
-        status=f"{_OLD}; {_FINAL_UNSEEN} (GFM-Bench/EuroSAT's EuroSAT.zip has the size of "
-               "torchgeo's EuroSATallBands.zip, whose tree differs), so the old zip of "
-               "yuxuanw8/EuroSAT is the one fetched",
-        verified=True,
-        required=("eurosat-train.txt", "eurosat-val.txt", "eurosat-test.txt", "EuroSAT/",
-                  *(f"EuroSAT/{c}/" for c in _EUROSAT_CLASSES)),
-        repo_id="yuxuanw8/EuroSAT", archives=("EuroSAT.zip",)),),
-))
+_register(
+    DatasetSpec(
+        name="eurosat",
+        title="EuroSAT",
+        card="gfmbench_eurosat",
+        task="classification",
+        repo_id="GFM-Bench/EuroSAT",
+        archives=("EuroSAT.zip",),
+        folder="EuroSAT",
+        reader="gfm_bench.datasets.eurosat:EuroSAT",
+        layouts=(
+            Layout(
+                name="old",
+                summary="eurosat-{train,val,test}.txt + EuroSAT/<Class>/<Class>_<n>.tif",
+                status=f"{_OLD}; {_FINAL_UNSEEN} (GFM-Bench/EuroSAT's EuroSAT.zip has the size of "
+                "torchgeo's EuroSATallBands.zip, whose tree differs), so the old zip of "
+                "yuxuanw8/EuroSAT is the one fetched",
+                verified=True,
+                required=(
+                    "eurosat-train.txt",
+                    "eurosat-val.txt",
+                    "eurosat-test.txt",
+                    "EuroSAT/",
+                    *(f"EuroSAT/{c}/" for c in _EUROSAT_CLASSES),
+                ),
+                repo_id="yuxuanw8/EuroSAT",
+                archives=("EuroSAT.zip",),
+            ),
+        ),
+    )
+)
 
-_register(DatasetSpec(
-    name="bigearthnet", title="BigEarthNet", card="gfmbench_bigearthnet", task="multilabel",
-    repo_id="GFM-Bench/BigEarthNet", archives=(), folder="BigEarthNet",
-    reader="gfm_bench.datasets.bigearthnet:BigEarthNet",
-    notes="GFM-Bench/BigEarthNet holds data/bigearthnet_part_* (178 GB) in a layout not seen "
-          "('S2 upsampled to 120 and concatenated'); only the older BigEarthNet.zip tree is read.",
-    layouts=(Layout(
-        name="old",
-        summary="bigearthnet-{train,val,test}.csv (or -350k.csv) + BigEarthNet-v1.0/<S2patch>/ "
+_register(
+    DatasetSpec(
+        name="bigearthnet",
+        title="BigEarthNet",
+        card="gfmbench_bigearthnet",
+        task="multilabel",
+        repo_id="GFM-Bench/BigEarthNet",
+        archives=(),
+        folder="BigEarthNet",
+        reader="gfm_bench.datasets.bigearthnet:BigEarthNet",
+        notes="GFM-Bench/BigEarthNet holds data/bigearthnet_part_* (178 GB) in a layout not seen "
+        "('S2 upsampled to 120 and concatenated'); only the older BigEarthNet.zip tree is read.",
+        layouts=(
+            Layout(
+                name="old",
+                summary="bigearthnet-{train,val,test}.csv (or -350k.csv) + BigEarthNet-v1.0/<S2patch>/ "
                 "+ BigEarthNet-S1-v1.0/<S1patch>/",
-        status=f"{_OLD}; {_FINAL_UNSEEN}",
-        verified=True,
-        required=("bigearthnet-train.csv|bigearthnet-train-350k.csv",
-                  "bigearthnet-val.csv|bigearthnet-val-350k.csv",
-                  "bigearthnet-test.csv|bigearthnet-test-350k.csv",
-                  "BigEarthNet-v1.0/", "BigEarthNet-S1-v1.0/"),
-        repo_id="yuxuanw8/BigEarthNet", archives=("BigEarthNet.zip",)),),
-))
+                status=f"{_OLD}; {_FINAL_UNSEEN}",
+                verified=True,
+                required=(
+                    "bigearthnet-train.csv|bigearthnet-train-350k.csv",
+                    "bigearthnet-val.csv|bigearthnet-val-350k.csv",
+                    "bigearthnet-test.csv|bigearthnet-test-350k.csv",
+                    "BigEarthNet-v1.0/",
+                    "BigEarthNet-S1-v1.0/",
+                ),
+                repo_id="yuxuanw8/BigEarthNet",
+                archives=("BigEarthNet.zip",),
+            ),
+        ),
+    )
+)
 
-_register(DatasetSpec(
-    name="so2sat", title="So2Sat", card="gfmbench_so2sat", task="classification",
-    repo_id="GFM-Bench/So2Sat", archives=("So2Sat.zip",), folder="So2Sat",
-    reader="gfm_bench.datasets.so2sat:So2Sat",
-    notes="The final GFM-Bench/So2Sat script reads tif + csv files in a layout not seen.",
-    layouts=(Layout(
-        name="old",
-        summary="culture_10/{training,testing}.h5 (So2Sat LCZ42 version 3, culture_10)",
-        status=f"{_OLD} (So2Sat.zip sits in the yuxuanw8/EuroSAT repository); {_FINAL_UNSEEN}",
-        verified=True,
-        required=("culture_10/training.h5", "culture_10/testing.h5"),
-        repo_id="yuxuanw8/EuroSAT", archives=("So2Sat.zip",)),),
-))
+_register(
+    DatasetSpec(
+        name="so2sat",
+        title="So2Sat",
+        card="gfmbench_so2sat",
+        task="classification",
+        repo_id="GFM-Bench/So2Sat",
+        archives=("So2Sat.zip",),
+        folder="So2Sat",
+        reader="gfm_bench.datasets.so2sat:So2Sat",
+        notes="The final GFM-Bench/So2Sat script reads tif + csv files in a layout not seen.",
+        layouts=(
+            Layout(
+                name="old",
+                summary="culture_10/{training,testing}.h5 (So2Sat LCZ42 version 3, culture_10)",
+                status=f"{_OLD} (So2Sat.zip sits in the yuxuanw8/EuroSAT repository); {_FINAL_UNSEEN}",
+                verified=True,
+                required=("culture_10/training.h5", "culture_10/testing.h5"),
+                repo_id="yuxuanw8/EuroSAT",
+                archives=("So2Sat.zip",),
+            ),
+        ),
+    )
+)
 
-_register(DatasetSpec(
-    name="segmunich", title="SegMunich", card="gfmbench_segmunich", task="segmentation",
-    repo_id="GFM-Bench/SegMunich", archives=("SegMunich.zip",), folder="SegMunich",
-    reader="gfm_bench.datasets.segmunich:SegMunich",
-    layouts=(
-        Layout(
-            name="final",
-            summary="SegMunich/metadata.csv (optical_path, label_path, split) + train/ val/ test/",
-            status="final GFM-Bench packaging, partly confirmed (file names and columns; "
-                   "whether labels are stored raw or already remapped is not, and both are read)",
-            verified=False,
-            required=("metadata.csv", "train/", "val/", "test/"),
-            columns={"metadata.csv": ("optical_path", "label_path", "split")},
-            repo_id="GFM-Bench/SegMunich", archives=("SegMunich.zip",)),
-        Layout(
-            name="old",
-            summary="dataset/metadata.csv (id, source) + {train,test}/{img,label}/<id>.tif",
-            status=_OLD,
-            verified=True,
-            required=("dataset/metadata.csv", "train/img/", "train/label/", "test/img/",
-                      "test/label/"),
-            columns={"dataset/metadata.csv": ("id", "source")},
-            repo_id="yuxuanw8/SegMunich", archives=("SegMunich.zip",)),
-    ),
-))
+_register(
+    DatasetSpec(
+        name="segmunich",
+        title="SegMunich",
+        card="gfmbench_segmunich",
+        task="segmentation",
+        repo_id="GFM-Bench/SegMunich",
+        archives=("SegMunich.zip",),
+        folder="SegMunich",
+        reader="gfm_bench.datasets.segmunich:SegMunich",
+        layouts=(
+            Layout(
+                name="final",
+                summary="SegMunich/metadata.csv (optical_path, label_path, split) + train/ val/ test/",
+                status="final GFM-Bench packaging, partly confirmed (file names and columns; "
+                "whether labels are stored raw or already remapped is not, and both are read)",
+                verified=False,
+                required=("metadata.csv", "train/", "val/", "test/"),
+                columns={"metadata.csv": ("optical_path", "label_path", "split")},
+                repo_id="GFM-Bench/SegMunich",
+                archives=("SegMunich.zip",),
+            ),
+            Layout(
+                name="old",
+                summary="dataset/metadata.csv (id, source) + {train,test}/{img,label}/<id>.tif",
+                status=_OLD,
+                verified=True,
+                required=(
+                    "dataset/metadata.csv",
+                    "train/img/",
+                    "train/label/",
+                    "test/img/",
+                    "test/label/",
+                ),
+                columns={"dataset/metadata.csv": ("id", "source")},
+                repo_id="yuxuanw8/SegMunich",
+                archives=("SegMunich.zip",),
+            ),
+        ),
+    )
+)
 
-_register(DatasetSpec(
-    name="dfc2020", title="DFC2020", card="gfmbench_dfc2020", task="segmentation",
-    repo_id="GFM-Bench/DFC2020", archives=("data/DFC2020.zip",), folder="DFC2020",
-    reader="gfm_bench.datasets.dfc2020:DFC2020",
-    layouts=(
-        Layout(
-            name="final",
-            summary="DFC2020/metadata.csv (optical_path, radar_path, label_path, split), "
-                    "pre-cut 96-px tiles",
-            status="final GFM-Bench packaging, partly confirmed (split zip data/DFC2020.z01.. "
-                   "+ data/DFC2020.zip, metadata.csv columns)",
-            verified=False,
-            required=("metadata.csv",),
-            columns={"metadata.csv": ("optical_path", "radar_path", "label_path", "split")},
-            repo_id="GFM-Bench/DFC2020", archives=("data/DFC2020.zip",), split_parts=True),
-        Layout(
-            name="old",
-            summary="metadata.csv (lc_path, s1_path, s2_path, split) + train/ + test/, "
-                    "256-px images cut into 9 crops of 96 px",
-            status=_OLD,
-            verified=True,
-            required=("metadata.csv", "train/", "test/"),
-            columns={"metadata.csv": ("lc_path", "s1_path", "s2_path", "split")},
-            repo_id="yuxuanw8/DFC2020", archives=("DFC2020.zip",)),
-    ),
-))
+_register(
+    DatasetSpec(
+        name="dfc2020",
+        title="DFC2020",
+        card="gfmbench_dfc2020",
+        task="segmentation",
+        repo_id="GFM-Bench/DFC2020",
+        archives=("data/DFC2020.zip",),
+        folder="DFC2020",
+        reader="gfm_bench.datasets.dfc2020:DFC2020",
+        layouts=(
+            Layout(
+                name="final",
+                summary="DFC2020/metadata.csv (optical_path, radar_path, label_path, split), "
+                "pre-cut 96-px tiles",
+                status="final GFM-Bench packaging, partly confirmed (split zip data/DFC2020.z01.. "
+                "+ data/DFC2020.zip, metadata.csv columns)",
+                verified=False,
+                required=("metadata.csv",),
+                columns={"metadata.csv": ("optical_path", "radar_path", "label_path", "split")},
+                repo_id="GFM-Bench/DFC2020",
+                archives=("data/DFC2020.zip",),
+                split_parts=True,
+            ),
+            Layout(
+                name="old",
+                summary="metadata.csv (lc_path, s1_path, s2_path, split) + train/ + test/, "
+                "256-px images cut into 9 crops of 96 px",
+                status=_OLD,
+                verified=True,
+                required=("metadata.csv", "train/", "test/"),
+                columns={"metadata.csv": ("lc_path", "s1_path", "s2_path", "split")},
+                repo_id="yuxuanw8/DFC2020",
+                archives=("DFC2020.zip",),
+            ),
+        ),
+    )
+)
 
-_register(DatasetSpec(
-    name="marida", title="MARIDA", card="gfmbench_marida", task="segmentation",
-    repo_id="GFM-Bench/MARIDA", archives=(), folder="MARIDA",
-    reader="gfm_bench.datasets.marida:MARIDA",
-    notes="The files of the final GFM-Bench/MARIDA packaging are not known.",
-    layouts=(Layout(
-        name="old",
-        summary="metadata.csv (filename, split) + patches/S2_<date>_<tile>/S2_<date>_<tile>_<n>"
+_register(
+    DatasetSpec(
+        name="marida",
+        title="MARIDA",
+        card="gfmbench_marida",
+        task="segmentation",
+        repo_id="GFM-Bench/MARIDA",
+        archives=(),
+        folder="MARIDA",
+        reader="gfm_bench.datasets.marida:MARIDA",
+        notes="The files of the final GFM-Bench/MARIDA packaging are not known.",
+        layouts=(
+            Layout(
+                name="old",
+                summary="metadata.csv (filename, split) + patches/S2_<date>_<tile>/S2_<date>_<tile>_<n>"
                 "{,_cl}.tif, 256-px images cut into 9 crops of 96 px",
-        status=f"{_OLD}; {_FINAL_UNSEEN}",
-        verified=True,
-        required=("metadata.csv", "patches/"),
-        columns={"metadata.csv": ("filename", "split")},
-        repo_id="yuxuanw8/MARIDA", archives=("MARIDA.zip",)),),
-))
+                status=f"{_OLD}; {_FINAL_UNSEEN}",
+                verified=True,
+                required=("metadata.csv", "patches/"),
+                columns={"metadata.csv": ("filename", "split")},
+                repo_id="yuxuanw8/MARIDA",
+                archives=("MARIDA.zip",),
+            ),
+        ),
+    )
+)
 
-_register(DatasetSpec(
-    name="nlcd_l", title="SSL4EO-L-Benchmark (NLCD-L)", card="gfmbench_nlcd_l",
-    task="segmentation", repo_id="GFM-Bench/SSL4EO-L-Benchmark",
-    archives=("SSL4EOLBenchmark.zip",), folder="SSL4EOLBenchmark",
-    reader="gfm_bench.datasets.nlcd_l:NLCDL",
-    notes="PROBABLE LAYOUT, UNVERIFIED: the GFM-Bench script and zip tree were not seen; the "
-          "reader follows the torchgeo SSL4EO-L benchmark tree.",
-    layouts=(Layout(
-        name="torchgeo",
-        summary="ssl4eo_l_etm_toa_benchmark/**/all_bands.tif (9 bands) + "
+_register(
+    DatasetSpec(
+        name="nlcd_l",
+        title="SSL4EO-L-Benchmark (NLCD-L)",
+        card="gfmbench_nlcd_l",
+        task="segmentation",
+        repo_id="GFM-Bench/SSL4EO-L-Benchmark",
+        archives=("SSL4EOLBenchmark.zip",),
+        folder="SSL4EOLBenchmark",
+        reader="gfm_bench.datasets.nlcd_l:NLCDL",
+        notes="PROBABLE LAYOUT, UNVERIFIED: the GFM-Bench script and zip tree were not seen; the "
+        "reader follows the torchgeo SSL4EO-L benchmark tree.",
+        layouts=(
+            Layout(
+                name="torchgeo",
+                summary="ssl4eo_l_etm_toa_benchmark/**/all_bands.tif (9 bands) + "
                 "ssl4eo_l_oli_tirs_toa_benchmark/**/all_bands.tif (11 bands) + "
                 "ssl4eo_l_{oli,etm}_nlcd/**/nlcd_2019.tif",
-        status="probable layout, unverified (torchgeo SSL4EO-L benchmark tree; the GFM-Bench "
-               "SSL4EOLBenchmark.zip tree is unknown)",
-        verified=False,
-        required=("ssl4eo_l_etm_toa_benchmark/", "ssl4eo_l_oli_tirs_toa_benchmark/",
-                  "ssl4eo_l_oli_nlcd/|ssl4eo_l_etm_nlcd/"),
-        repo_id="GFM-Bench/SSL4EO-L-Benchmark", archives=("SSL4EOLBenchmark.zip",)),),
-))
+                status="probable layout, unverified (torchgeo SSL4EO-L benchmark tree; the GFM-Bench "
+                "SSL4EOLBenchmark.zip tree is unknown)",
+                verified=False,
+                required=(
+                    "ssl4eo_l_etm_toa_benchmark/",
+                    "ssl4eo_l_oli_tirs_toa_benchmark/",
+                    "ssl4eo_l_oli_nlcd/|ssl4eo_l_etm_nlcd/",
+                ),
+                repo_id="GFM-Bench/SSL4EO-L-Benchmark",
+                archives=("SSL4EOLBenchmark.zip",),
+            ),
+        ),
+    )
+)
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -324,8 +431,9 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return SPECS[name]
     except KeyError:
-        raise KeyError(f"no GFM-Bench dataset {name!r}; known: {', '.join(sorted(SPECS))}") \
-            from None
+        raise KeyError(
+            f"no GFM-Bench dataset {name!r}; known: {', '.join(sorted(SPECS))}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,8 +454,11 @@ def candidate_folders(root: Path, folder: str) -> list[Path]:
     if (root / folder).is_dir():
         out.append(root / folder)
     if root.is_dir():
-        out += sorted(p for p in root.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and p.name != folder)
+        out += sorted(
+            p
+            for p in root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name != folder
+        )
     return out
 
 
@@ -360,14 +471,19 @@ def _listed(entries: list[str], indent: str = "    ") -> str:
 
 def how_to_get(spec: DatasetSpec, root: Path) -> str:
     """The lines of an error message that say how to download a dataset."""
-    lines = [f"Download and extract it with:  gfm-bench download {spec.name} --root {root}",
-             f"  (Python: gfm_bench.hub.download({spec.name!r}, {str(root)!r}))",
-             f"Dataset page: {spec.url}"]
+    lines = [
+        f"Download and extract it with:  gfm-bench download {spec.name} --root {root}",
+        f"  (Python: gfm_bench.hub.download({spec.name!r}, {str(root)!r}))",
+        f"Dataset page: {spec.url}",
+    ]
     layout = next((x for x in spec.layouts if x.archives), None)
     if layout is not None:
         parts = " (with its split parts .z01, .z02, ...)" if layout.split_parts else ""
-        lines.append(f"Archive(s) read by this reader ({layout.name} layout): "
-                     + ", ".join(layout.archive_urls()) + parts)
+        lines.append(
+            f"Archive(s) read by this reader ({layout.name} layout): "
+            + ", ".join(layout.archive_urls())
+            + parts
+        )
     if spec.notes:
         lines.append(f"Note: {spec.notes}")
     return "\n".join(lines)
@@ -396,8 +512,13 @@ def check_root(name: str, root: PathLike) -> FoundLayout:
         raise DatasetNotFoundError(
             f"GFM-Bench {spec.title} ({spec.name}): the root {root} {what}.\n"
             f"Expected ({spec.layouts[0].name} layout: {spec.layouts[0].summary}):\n"
-            + _listed(list(missing)) + "\n" + how_to_get(spec, root),
-            name=name, root=root, missing=missing)
+            + _listed(list(missing))
+            + "\n"
+            + how_to_get(spec, root),
+            name=name,
+            root=root,
+            missing=missing,
+        )
     best: tuple[int, Layout, Path, list[str]] | None = None
     for layout in spec.layouts:
         for base in candidate_folders(root, spec.folder):
@@ -412,15 +533,19 @@ def check_root(name: str, root: PathLike) -> FoundLayout:
         head = f"GFM-Bench {spec.title} ({spec.name}) was not found under {root}."
     else:
         _, layout, base, missing = best
-        head = (f"GFM-Bench {spec.title} ({spec.name}) under {root} is incomplete: "
-                f"{base} looks like the {layout.name} layout but lacks {len(missing)} of "
-                f"{len(layout.required)} required entries.")
-    head += (f"\nLooked in {root}, {root / spec.folder} and the other direct sub-folders "
-             f"of {root}.")
+        head = (
+            f"GFM-Bench {spec.title} ({spec.name}) under {root} is incomplete: "
+            f"{base} looks like the {layout.name} layout but lacks {len(missing)} of "
+            f"{len(layout.required)} required entries."
+        )
+    head += f"\nLooked in {root}, {root / spec.folder} and the other direct sub-folders of {root}."
     others = [x for x in spec.layouts if x is not layout]
-    text = (f"{head}\nMissing (relative to {base}; {layout.name} layout: {layout.summary}):\n"
-            + _listed(missing))
+    text = (
+        f"{head}\nMissing (relative to {base}; {layout.name} layout: {layout.summary}):\n"
+        + _listed(missing)
+    )
     if others:
         text += "\nAlso accepted: " + "; ".join(f"{x.name} layout: {x.summary}" for x in others)
-    raise DatasetNotFoundError(text + "\n" + how_to_get(spec, root),
-                               name=name, root=root, missing=tuple(missing))
+    raise DatasetNotFoundError(
+        text + "\n" + how_to_get(spec, root), name=name, root=root, missing=tuple(missing)
+    )

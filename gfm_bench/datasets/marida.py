@@ -54,14 +54,19 @@ class MARIDA(GFMBenchDataset):
 
     name = "marida"
     radar_reason = "MARIDA is Sentinel-2 only"
-    compat_reason = ("the script's band-name list (gfmbench_compat_bands) has 10 names for "
-                     "the 11 channels (it omits B8), so it cannot label the image; its "
-                     "wavelengths equal the true ones")
+    compat_reason = (
+        "the script's band-name list (gfmbench_compat_bands) has 10 names for "
+        "the 11 channels (it omits B8), so it cannot label the image; its "
+        "wavelengths equal the true ones"
+    )
 
     def _index(self) -> None:
         with open(self.base / "metadata.csv", newline="", encoding="utf-8") as f:
-            names = [row["filename"].strip() for row in csv.DictReader(f)
-                     if row["split"].strip() == self.split]
+            names = [
+                row["filename"].strip()
+                for row in csv.DictReader(f)
+                if row["split"].strip() == self.split
+            ]
         self.items = [marida_paths(self.base / "patches", n) for n in names]
         self.crops_per_image = len(NINE_CROPS)
         self._mapping = card_mapping(self.card["label_mapping"])
@@ -75,8 +80,9 @@ class MARIDA(GFMBenchDataset):
         image_path, label_path = self.items[image_index]
         window = crop_window(crop)
         size = (FULL_SIZE, FULL_SIZE)
-        image = read_raster(image_path, what="MARIDA image", bands=len(self.card.bands),
-                            size=size, window=window)
+        image = read_raster(
+            image_path, what="MARIDA image", bands=len(self.card.bands), size=size, window=window
+        )
         image = np.where(np.isnan(image), self._fill, image)
         raw = read_raster(label_path, what="MARIDA label", bands=1, size=size, window=window)
         mask = remap_labels(as_label_values(raw[0], label_path), self._mapping, label_path)

@@ -56,8 +56,7 @@ def torchgeo_split(n: int, split: str) -> np.ndarray:
 
 def sample_folders(image_root: Path) -> dict[str, Path]:
     """``{relative sample folder (posix): all_bands.tif path}`` under an image root."""
-    return {p.parent.relative_to(image_root).as_posix(): p
-            for p in image_root.rglob(IMAGE_NAME)}
+    return {p.parent.relative_to(image_root).as_posix(): p for p in image_root.rglob(IMAGE_NAME)}
 
 
 class NLCDL(GFMBenchDataset):
@@ -65,14 +64,19 @@ class NLCDL(GFMBenchDataset):
 
     name = "nlcd_l"
     radar_reason = "NLCD-L is Landsat optical and thermal only"
-    compat_reason = ("the GFM-Bench script of this dataset was not seen, so how it labels the "
-                     "channels is unknown")
+    compat_reason = (
+        "the GFM-Bench script of this dataset was not seen, so how it labels the "
+        "channels is unknown"
+    )
 
     def _index(self) -> None:
         warnings.warn(
             f"nlcd_l: reading {self.base} with the PROBABLE, UNVERIFIED layout of the torchgeo "
             "SSL4EO-L benchmark; the GFM-Bench SSL4EOLBenchmark.zip tree, channel wavelengths "
-            "and statistics are unknown", UnverifiedLayoutWarning, stacklevel=3)
+            "and statistics are unknown",
+            UnverifiedLayoutWarning,
+            stacklevel=3,
+        )
         etm = sample_folders(self.base / ETM_DIR)
         oli = sample_folders(self.base / OLI_DIR)
         if set(etm) != set(oli):
@@ -80,7 +84,8 @@ class NLCDL(GFMBenchDataset):
             raise ValueError(
                 f"nlcd_l: the ETM+ and OLI/TIRS sample folders under {self.base} do not pair up: "
                 f"{len(only_etm)} only in {ETM_DIR} (e.g. {only_etm[:3]}), {len(only_oli)} only "
-                f"in {OLI_DIR} (e.g. {only_oli[:3]})")
+                f"in {OLI_DIR} (e.g. {only_oli[:3]})"
+            )
         if not etm:
             raise ValueError(f"nlcd_l: no {IMAGE_NAME} under {self.base / ETM_DIR}")
         mask_dir = next(d for d in MASK_DIRS if (self.base / d).is_dir())
@@ -96,9 +101,7 @@ class NLCDL(GFMBenchDataset):
     def _read(self, index: int) -> dict[str, np.ndarray]:
         etm_path, oli_path, mask_path = self.items[index]
         etm = read_raster(etm_path, what="ETM+ TOA image", bands=ETM_BANDS)
-        oli = read_raster(oli_path, what="OLI/TIRS TOA image", bands=OLI_BANDS,
-                          size=etm.shape[1:])
+        oli = read_raster(oli_path, what="OLI/TIRS TOA image", bands=OLI_BANDS, size=etm.shape[1:])
         raw = read_raster(mask_path, what="NLCD mask", bands=1, size=etm.shape[1:])[0]
-        mask = remap_labels(as_label_values(raw, mask_path), self._mapping, mask_path,
-                            unknown=0)
+        mask = remap_labels(as_label_values(raw, mask_path), self._mapping, mask_path, unknown=0)
         return {"optical": np.concatenate([etm, oli]), "mask": mask}

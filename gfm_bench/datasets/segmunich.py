@@ -58,8 +58,12 @@ class SegMunich(GFMBenchDataset):
             with open(self.base / "metadata.csv", newline="", encoding="utf-8") as f:
                 for row in csv.DictReader(f):
                     if row["split"].strip() == self.split:
-                        self.items.append((self.base / row["optical_path"].strip(),
-                                           self.base / row["label_path"].strip()))
+                        self.items.append(
+                            (
+                                self.base / row["optical_path"].strip(),
+                                self.base / row["label_path"].strip(),
+                            )
+                        )
         else:
             with open(self.base / "dataset" / "metadata.csv", newline="", encoding="utf-8") as f:
                 rows = list(csv.DictReader(f))
@@ -69,8 +73,7 @@ class SegMunich(GFMBenchDataset):
                 train, val = heldout_val_split(len(ids))
                 ids = [ids[i] for i in (train if self.split == "train" else val)]
             folder = self.base / source
-            self.items = [(folder / "img" / f"{i}.tif", folder / "label" / f"{i}.tif")
-                          for i in ids]
+            self.items = [(folder / "img" / f"{i}.tif", folder / "label" / f"{i}.tif") for i in ids]
         self._mapping = segmunich_label_mapping(self.card.class_values)
 
     def __len__(self) -> int:

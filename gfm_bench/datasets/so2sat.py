@@ -35,13 +35,16 @@ class So2Sat(GFMBenchDataset):
     """GFM-Bench So2Sat reader (see the module docs). ``labels``: class ids of the split."""
 
     name = "so2sat"
-    radar_reason = ("its 8 sen1 channels have no verified band names or wavelengths (the "
-                    "script gives them dummy ones), so only the Sentinel-2 channels are read")
+    radar_reason = (
+        "its 8 sen1 channels have no verified band names or wavelengths (the "
+        "script gives them dummy ones), so only the Sentinel-2 channels are read"
+    )
 
     def _index(self) -> None:
         train_file = self.base / "culture_10" / "training.h5"
-        self.file = self.base / "culture_10" / ("testing.h5" if self.split == "test"
-                                                else "training.h5")
+        self.file = (
+            self.base / "culture_10" / ("testing.h5" if self.split == "test" else "training.h5")
+        )
         with h5py.File(train_file if self.split != "test" else self.file, "r") as f:
             self._check_keys(f)
             onehot = f["label"][()]
@@ -57,13 +60,16 @@ class So2Sat(GFMBenchDataset):
     def _check_keys(self, f: h5py.File) -> None:
         missing = [k for k in ("sen2", "label") if k not in f]
         if missing:
-            raise ValueError(f"So2Sat file {f.filename} lacks the keys {missing} "
-                             f"(it has {sorted(f)})")
+            raise ValueError(
+                f"So2Sat file {f.filename} lacks the keys {missing} (it has {sorted(f)})"
+            )
         n, h, w, c = f["sen2"].shape
         if c != len(self.card.bands) or f["label"].shape != (n, self.num_classes):
-            raise ValueError(f"So2Sat file {f.filename}: sen2 has shape {f['sen2'].shape} and "
-                             f"label {f['label'].shape}; expected (N, H, W, "
-                             f"{len(self.card.bands)}) and (N, {self.num_classes})")
+            raise ValueError(
+                f"So2Sat file {f.filename}: sen2 has shape {f['sen2'].shape} and "
+                f"label {f['label'].shape}; expected (N, H, W, "
+                f"{len(self.card.bands)}) and (N, {self.num_classes})"
+            )
 
     def _h5(self) -> h5py.File:
         # One handle per process: h5py handles must not cross a DataLoader fork.
@@ -82,5 +88,4 @@ class So2Sat(GFMBenchDataset):
 
     def _read(self, index: int) -> dict[str, np.ndarray]:
         s2 = self._h5()["sen2"][int(self.indices[index])]
-        return {"optical": np.moveaxis(s2, -1, 0).astype(np.float32),
-                "label": self.labels[index]}
+        return {"optical": np.moveaxis(s2, -1, 0).astype(np.float32), "label": self.labels[index]}

@@ -10,14 +10,30 @@ from gfm_bench.results import ResultsFile
 
 def test_run_resume_and_report_on_bundled_eurosat(tmp_path, capsys):
     out = tmp_path / "results.csv"
-    args = ["run", "--suite", "mini", "--datasets", "eurosat_ms_mini", "--protocols", "knn",
-            "linear_probe", "--seeds", "0", "--output", str(out), "--cache-dir",
-            str(tmp_path / "cache"), "--no-progress"]
+    args = [
+        "run",
+        "--suite",
+        "mini",
+        "--datasets",
+        "eurosat_ms_mini",
+        "--protocols",
+        "knn",
+        "linear_probe",
+        "--seeds",
+        "0",
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
     assert main(args) == 0
     rows = ResultsFile(out).rows()
     heads = [r for r in rows if r["metric"] == "top1"]
     assert {(r["protocol"], r["checkpoint_hash"]) for r in heads} == {
-        ("knn", "random-init"), ("linear_probe", "random-init")}
+        ("knn", "random-init"),
+        ("linear_probe", "random-init"),
+    }
     assert len([r for r in rows if r["metric"].startswith("top1/")]) == 2 * 10
     # the tree was written in the GFM-Bench EuroSAT layout from the 30 bundled scenes
     tree = tmp_path / "cache" / "eurosat_ms_mini"
@@ -45,8 +61,22 @@ def test_run_errors_name_the_problem(tmp_path, capsys):
         main(base + ["--encoder", "less_vit_tiny:missing.pt"])
     with pytest.raises(SystemExit, match="--timm-bands"):
         main(base + ["--encoder", "timm:resnet18"])
-    assert main(base + ["--suite", "full", "--data-root", str(tmp_path), "--datasets",
-                        "eurosat", "--protocols", "knn"]) == 2
+    assert (
+        main(
+            base
+            + [
+                "--suite",
+                "full",
+                "--data-root",
+                str(tmp_path),
+                "--datasets",
+                "eurosat",
+                "--protocols",
+                "knn",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "gfm-bench download eurosat" in err
 
@@ -55,9 +85,23 @@ def test_run_errors_name_the_problem(tmp_path, capsys):
 def test_the_whole_mini_suite_runs_and_reports(tmp_path):
     """The command of docs/gfm_bench.md at random initialisation (about 4 minutes)."""
     out = tmp_path / "mini.csv"
-    assert main(["run", "--suite", "mini", "--output", str(out), "--cache-dir",
-                 str(tmp_path / "cache"), "--no-progress", "--report",
-                 str(tmp_path / "mini.md")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--suite",
+                "mini",
+                "--output",
+                str(out),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--no-progress",
+                "--report",
+                str(tmp_path / "mini.md"),
+            ]
+        )
+        == 0
+    )
     heads = [r for r in ResultsFile(out).rows() if r["metric"] in ("top1", "miou")]
     assert len(heads) == 27  # EuroSAT 4 protocols, Salinas 2 x 2 fractions, tiles 1: x 3 seeds
     assert "salinas_a_tiles (mIoU %)" in (tmp_path / "mini.md").read_text()

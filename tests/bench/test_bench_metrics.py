@@ -44,8 +44,7 @@ def test_micro_map_matches_sklearn(seed):
     s = micro_map(y, scores)
     assert s.value == pytest.approx(100 * average_precision_score(y, scores, average="micro"))
     for k in (0, 2, 7):
-        assert s.per_class[k] == pytest.approx(
-            100 * average_precision_score(y[:, k], scores[:, k]))
+        assert s.per_class[k] == pytest.approx(100 * average_precision_score(y[:, k], scores[:, k]))
     assert np.isnan(s.per_class[4])
 
 
@@ -53,7 +52,8 @@ def test_average_precision_ties_and_edge_cases():
     # one threshold admits both tied items at once: precision 1/2 at recall 1
     assert average_precision([1, 0], [0.5, 0.5]) == pytest.approx(0.5)
     assert average_precision([1, 0, 1], [0.9, 0.8, 0.1]) == pytest.approx(
-        average_precision_score([1, 0, 1], [0.9, 0.8, 0.1]))
+        average_precision_score([1, 0, 1], [0.9, 0.8, 0.1])
+    )
     assert np.isnan(average_precision([0, 0], [0.2, 0.1]))
     with pytest.raises(ValueError, match="0/1"):
         micro_map(np.full((2, 3), 2), np.zeros((2, 3)))

@@ -38,8 +38,7 @@ class Synthetic(torch.utils.data.Dataset):
             if task == "classification":
                 extra["label"] = torch.tensor(k)
             elif task == "multilabel":
-                extra["label"] = torch.tensor([1.0 if j <= k else 0.0
-                                               for j in range(num_classes)])
+                extra["label"] = torch.tensor([1.0 if j <= k else 0.0 for j in range(num_classes)])
             else:
                 mask = (image[0] > image[0].median()).long() * (k % num_classes)
                 mask[:2] = 255
@@ -54,10 +53,19 @@ class Synthetic(torch.utils.data.Dataset):
 
 
 def data(task, n=12, **kw):
-    return BenchData(name=f"synthetic_{task}", task=task, num_classes=3,
-                     train=Synthetic(n, task), val=Synthetic(6, task, seed=1),
-                     test=Synthetic(6, task, seed=2), mean=[0.5] * 4, std=[0.3] * 4,
-                     bands=S2, classes=("a", "b", "c"), **kw)
+    return BenchData(
+        name=f"synthetic_{task}",
+        task=task,
+        num_classes=3,
+        train=Synthetic(n, task),
+        val=Synthetic(6, task, seed=1),
+        test=Synthetic(6, task, seed=2),
+        mean=[0.5] * 4,
+        std=[0.3] * 4,
+        bands=S2,
+        classes=("a", "b", "c"),
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +85,12 @@ def test_match_bands_by_name_then_wavelength():
 
 def test_timm_encoder_takes_its_bands_and_names_missing_ones():
     enc = TimmEncoder("resnet18", bands=["B04", "B03", "B02"], wavelengths=None)
-    batch = {"image": torch.rand(2, 4, 32, 32), "wavelengths": torch.tensor(S2_WL),
-             "gsd": torch.tensor([10.0, 10.0]), "bands": tuple(S2)}
+    batch = {
+        "image": torch.rand(2, 4, 32, 32),
+        "wavelengths": torch.tensor(S2_WL),
+        "gsd": torch.tensor([10.0, 10.0]),
+        "bands": tuple(S2),
+    }
     assert enc.features(batch).shape == (2, enc.embed_dim)
     maps = enc.feature_maps(batch)
     assert len(maps) == 4 and maps[0].shape[0] == 2
@@ -94,8 +106,12 @@ def test_stacked_vit_without_band_names_refuses_other_band_counts():
 
 
 def test_geofm_adapter_features_and_maps(tiny):
-    batch = {"image": torch.rand(2, 4, 32, 32), "wavelengths": torch.tensor(S2_WL),
-             "gsd": torch.tensor([10.0, 10.0]), "bands": tuple(S2)}
+    batch = {
+        "image": torch.rand(2, 4, 32, 32),
+        "wavelengths": torch.tensor(S2_WL),
+        "gsd": torch.tensor([10.0, 10.0]),
+        "bands": tuple(S2),
+    }
     assert tiny.features(batch).shape == (2, 192)
     maps = tiny.feature_maps(batch)
     assert [tuple(m.shape) for m in maps] == [(2, 192, 2, 2)] * 2  # depth 2: two maps
@@ -126,8 +142,7 @@ def test_global_protocols_run_end_to_end(tiny, protocol, task):
     assert out.test.name == out.val.name == name
     assert 0.0 <= out.test.value <= 100.0 and len(out.test.per_class) == 3
     if protocol == "finetune_lora":
-        assert 0 < out.settings["encoder_trainable"] < sum(
-            p.numel() for p in tiny.parameters())
+        assert 0 < out.settings["encoder_trainable"] < sum(p.numel() for p in tiny.parameters())
     if protocol == "linear_probe":
         assert out.settings["lr"] in (0.01, 0.1)
 
@@ -141,23 +156,31 @@ def test_linear_probe_learns_separable_features_and_picks_lr_on_val():
         x[:, 0] += 4.0 * y  # one informative feature among noise
         return x, y
 
-    out = linear_probe(part(600), part(60), part(60), "classification", 3, lrs=(1e-6, 0.1),
-                       epochs=50)
+    out = linear_probe(
+        part(600), part(60), part(60), "classification", 3, lrs=(1e-6, 0.1), epochs=50
+    )
     assert out.test.value > 90.0 and out.settings["lr"] == 0.1  # 1e-6 barely moves
     assert out.val.value > 90.0
 
 
-@pytest.mark.parametrize("protocol,cache", [("upernet_frozen", False), ("upernet_frozen", True),
-                                            ("upernet_finetune", False)])
+@pytest.mark.parametrize(
+    "protocol,cache",
+    [("upernet_frozen", False), ("upernet_frozen", True), ("upernet_finetune", False)],
+)
 def test_segmentation_protocols_run_end_to_end(tiny, protocol, cache):
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
-    out = run_protocol(protocol, data("segmentation", crop=32), tiny, seed=0,
-                       settings={"epochs": 2, "batch_size": 4, "channels": 16,
-                                 "cache_features": cache})
+    out = run_protocol(
+        protocol,
+        data("segmentation", crop=32),
+        tiny,
+        seed=0,
+        settings={"epochs": 2, "batch_size": 4, "channels": 16, "cache_features": cache},
+    )
     assert out.settings["cached_features"] is cache
     assert out.test.name == "miou" and 0.0 <= out.test.value <= 100.0
-    assert out.settings["encoder_trainable"] == (0 if protocol == "upernet_frozen" else
-                                                 sum(p.numel() for p in tiny.parameters()))
+    assert out.settings["encoder_trainable"] == (
+        0 if protocol == "upernet_frozen" else sum(p.numel() for p in tiny.parameters())
+    )
     for k, v in tiny.state_dict().items():  # the caller's encoder is never modified
         torch.testing.assert_close(v, before[k])
 
@@ -169,8 +192,9 @@ def test_protocol_task_mismatch_and_band_errors(tiny):
     with pytest.raises(ValueError, match="unknown protocol"):
         applicable("svm", "classification")
     with pytest.raises(ValueError, match="cache_features needs a frozen encoder"):
-        run_protocol("upernet_finetune", data("segmentation"), tiny,
-                     settings={"cache_features": True})
+        run_protocol(
+            "upernet_finetune", data("segmentation"), tiny, settings={"cache_features": True}
+        )
     timm_enc = TimmEncoder("resnet18", bands=["B04", "B11"], wavelengths=[664.6, 1613.7])
     with pytest.raises(BandMatchError, match="B11"):
         run_protocol("knn", data("classification"), timm_enc)
@@ -208,8 +232,12 @@ def test_metrics_refuse_negative_ids():
 def test_every_baseline_gives_features_and_maps(model):
     extra = {"in_chans": 4} if model.startswith("stacked") else {}
     enc = GeofmEncoder(model, depth=1, **extra)
-    batch = {"image": torch.rand(2, 4, 32, 32), "wavelengths": torch.tensor(S2_WL),
-             "gsd": torch.tensor([10.0, 10.0]), "bands": tuple(S2)}
+    batch = {
+        "image": torch.rand(2, 4, 32, 32),
+        "wavelengths": torch.tensor(S2_WL),
+        "gsd": torch.tensor([10.0, 10.0]),
+        "bands": tuple(S2),
+    }
     assert enc.features(batch).shape == (2, 192)
     assert enc.feature_maps(batch)[0].shape == (2, 192, 2, 2)
 

@@ -11,14 +11,26 @@ from gfm_bench.results import COLUMNS, ResultsFile, RunKey, config_hash
 
 
 def key(seed=0, protocol="knn", cfg=None):
-    return RunKey("less_vit_tiny", "random-init", "eurosat", protocol, 1.0, seed,
-                  config_hash(cfg or {"k": 20}))
+    return RunKey(
+        "less_vit_tiny",
+        "random-init",
+        "eurosat",
+        protocol,
+        1.0,
+        seed,
+        config_hash(cfg or {"k": 20}),
+    )
 
 
 def test_rows_have_every_column_and_headline_last(tmp_path):
     res = ResultsFile(tmp_path / "r.csv")
-    assert res.append_run(key(), ("top1", 91.5), [("val_top1", 90.0), ("top1/Forest", 100.0)],
-                          time_s=1.5, config={"k": 20})
+    assert res.append_run(
+        key(),
+        ("top1", 91.5),
+        [("val_top1", 90.0), ("top1/Forest", 100.0)],
+        time_s=1.5,
+        config={"k": 20},
+    )
     with open(tmp_path / "r.csv") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == COLUMNS
@@ -38,8 +50,7 @@ def test_a_finished_run_is_not_written_twice(tmp_path):
 def test_config_and_fraction_are_part_of_the_key():
     assert key(cfg={"k": 20}).run_id != key(cfg={"k": 5}).run_id
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
-    other = RunKey("less_vit_tiny", "random-init", "eurosat", "knn", 0.1, 0,
-                   config_hash({"k": 20}))
+    other = RunKey("less_vit_tiny", "random-init", "eurosat", "knn", 0.1, 0, config_hash({"k": 20}))
     assert other.run_id != key().run_id
 
 

@@ -40,8 +40,9 @@ def test_salinas_mini_splits_are_disjoint_and_leak_free():
 
 def test_suite_entries_filters_and_errors():
     entries = suite_entries("mini", ["salinas_a_pixels"], ["knn"], [0.5])
-    assert entries == [Entry("salinas_a_pixels", ("knn",), (0.5,),
-                             suites.SUITES["mini"][1].settings)]
+    assert entries == [
+        Entry("salinas_a_pixels", ("knn",), (0.5,), suites.SUITES["mini"][1].settings)
+    ]
     with pytest.raises(ValueError, match="has no dataset nope"):
         suite_entries("mini", ["nope"])
     with pytest.raises(ValueError, match="runs no protocol"):
@@ -51,10 +52,23 @@ def test_suite_entries_filters_and_errors():
 
 
 def _plan(path, resume=False, seeds=(0, 1)):
-    entries = [Entry("salinas_a_pixels", ("knn", "linear_probe"), (1.0,),
-                     {"knn": {"ks": (5,)}, "linear_probe": {"min_steps": 100}})]
-    return RunPlan(entries, [("less_vit_tiny", TINY, None)], seeds, ResultsFile(path),
-                   resume=resume, progress=False, log=lambda m: None)
+    entries = [
+        Entry(
+            "salinas_a_pixels",
+            ("knn", "linear_probe"),
+            (1.0,),
+            {"knn": {"ks": (5,)}, "linear_probe": {"min_steps": 100}},
+        )
+    ]
+    return RunPlan(
+        entries,
+        [("less_vit_tiny", TINY, None)],
+        seeds,
+        ResultsFile(path),
+        resume=resume,
+        progress=False,
+        log=lambda m: None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +98,14 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path, salinas, m
     counts = run_suite(_plan(path, resume=True), lambda entry: salinas)
     assert counts == {"done": 2, "skipped": 2}
     rows = ResultsFile(path).rows()
-    assert rows[:len(first)] == first  # finished rows untouched
+    assert rows[: len(first)] == first  # finished rows untouched
     heads = [(r["protocol"], r["seed"]) for r in rows if r["metric"] == "top1"]
-    assert sorted(heads) == [("knn", "0"), ("knn", "1"), ("linear_probe", "0"),
-                             ("linear_probe", "1")]
+    assert sorted(heads) == [
+        ("knn", "0"),
+        ("knn", "1"),
+        ("linear_probe", "0"),
+        ("linear_probe", "1"),
+    ]
     per_class = [r for r in rows if r["metric"].startswith("top1/")]
     assert len(per_class) == 4 * 6
     assert {r["metric"] for r in per_class} == {f"top1/{c}" for c in salinas.classes}
@@ -108,18 +126,24 @@ def test_bootstrap_interval_and_report(tmp_path):
     assert 1.0 <= lo < 2.0 < hi <= 3.0
     res = ResultsFile(tmp_path / "r.csv")
     for seed, (a, b) in enumerate([(80.0, 60.0), (82.0, 61.0), (84.0, 59.0)]):
-        for model, hash_, value in (("less_vit_tiny", "abcdef123456", a),
-                                    ("less_vit_tiny", "random-init", b)):
-            res.append_run(RunKey(model, hash_, "eurosat", "linear_probe", 1.0, seed, "c"),
-                           ("top1", value), [("val_top1", value - 1)])
+        for model, hash_, value in (
+            ("less_vit_tiny", "abcdef123456", a),
+            ("less_vit_tiny", "random-init", b),
+        ):
+            res.append_run(
+                RunKey(model, hash_, "eurosat", "linear_probe", 1.0, seed, "c"),
+                ("top1", value),
+                [("val_top1", value - 1)],
+            )
     cells = aggregate(res.rows(), n_boot=2000)
     assert [c.encoder for c in cells] == ["less_vit_tiny (random init)", "less_vit_tiny @abcdef12"]
     assert cells[1].mean == pytest.approx(82.0) and cells[1].values == (80.0, 82.0, 84.0)
     text = markdown(cells)
     assert "| less_vit_tiny @abcdef12 | linear_probe | 1 | c | 3 | 82.00 |" in text
     assert "LESS ViT-B 95.12" in text  # the published linear probe beside it
-    out, fig = write_report(tmp_path / "r.csv", tmp_path / "report.md", tmp_path / "report.png",
-                            n_boot=500)
+    out, fig = write_report(
+        tmp_path / "r.csv", tmp_path / "report.md", tmp_path / "report.png", n_boot=500
+    )
     assert fig.stat().st_size > 5000 and "![results](report.png)" in out.read_text()
     with pytest.raises(ValueError, match="no finished run"):
         write_report(tmp_path / "empty.csv", tmp_path / "x.md", None)
@@ -133,8 +157,10 @@ def test_data_variants_are_part_of_the_key_and_val_fraction_cuts_val(salinas):
     plain = Entry("bigearthnet", ("knn",))
     radar = dataclasses.replace(plain, modalities=("optical", "radar"), val_fraction=0.1)
     assert _key_config(plain, {"k": 1}) == {"k": 1}  # defaults leave old keys unchanged
-    assert _key_config(radar, {"k": 1})["data"] == {"modalities": ["optical", "radar"],
-                                                   "val_fraction": 0.1}
+    assert _key_config(radar, {"k": 1})["data"] == {
+        "modalities": ["optical", "radar"],
+        "val_fraction": 0.1,
+    }
     cut = load_entry(dataclasses.replace(plain, val_fraction=0.1), lambda e: salinas)
     assert len(cut.val) == 30 and len(salinas.val) == 300 and cut.test is salinas.test
     full = suites.SUITES["full"]
@@ -144,7 +170,18 @@ def test_data_variants_are_part_of_the_key_and_val_fraction_cuts_val(salinas):
 def test_timm_encoder_rows_are_named_by_their_bands():
     from gfm_bench.cli import _encoders, build_parser
 
-    args = build_parser().parse_args(["run", "--output", "x.csv", "--encoder", "timm:resnet18",
-                                      "--timm-bands", "B04", "B03", "B02"])
-    (name, _, ckpt), = _encoders(args)
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--output",
+            "x.csv",
+            "--encoder",
+            "timm:resnet18",
+            "--timm-bands",
+            "B04",
+            "B03",
+            "B02",
+        ]
+    )
+    ((name, _, ckpt),) = _encoders(args)
     assert name == "timm/resnet18[B04+B03+B02]" and ckpt is None

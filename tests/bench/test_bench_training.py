@@ -39,11 +39,11 @@ def _rows(n: int) -> torch.Tensor:
 def test_epoch_batches_are_one_permutation_per_epoch():
     sampler = EpochBatches(10, 4, 3, torch.Generator().manual_seed(5))
     batches = list(sampler)
-    assert len(sampler) == len(batches) == 9           # 3 batches (4, 4, 2) per epoch
+    assert len(sampler) == len(batches) == 9  # 3 batches (4, 4, 2) per epoch
     g = torch.Generator().manual_seed(5)
     for e in range(3):
         order = torch.randperm(10, generator=g)
-        assert torch.equal(torch.cat(batches[3 * e:3 * e + 3]), order)
+        assert torch.equal(torch.cat(batches[3 * e : 3 * e + 3]), order)
     with pytest.raises(ValueError, match="got 0, 4, 3"):
         EpochBatches(0, 4, 3, g)
 
@@ -54,7 +54,8 @@ def test_classification_score_is_top1_of_the_whole_part():
     task = BenchTask(Fixed(logits), "classification", 4, lr=0.1)
     # batches of 5 rows: the score is over all 23, not a mean over batches
     loader = torch.utils.data.DataLoader(
-        [{"features": _rows(23)[i], "label": y[i]} for i in range(23)], batch_size=5)
+        [{"features": _rows(23)[i], "label": y[i]} for i in range(23)], batch_size=5
+    )
     score = evaluate(task, loader, "test")
     expected = top1(y, logits, 4)
     assert score.name == "top1" and score.value == pytest.approx(expected.value)
@@ -66,11 +67,12 @@ def test_segmentation_score_is_miou_without_ignored_pixels():
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(6, 3, 4, 4, generator=g)
     mask = torch.randint(0, 3, (6, 4, 4), generator=g)
-    mask[:, 0] = 255                                  # unlabelled pixels
+    mask[:, 0] = 255  # unlabelled pixels
     model = Fixed(logits)
     task = BenchTask(model, "segmentation", 3, lr=0.1)
     loader = torch.utils.data.DataLoader(
-        [{"features": _rows(6)[i], "mask": mask[i]} for i in range(6)], batch_size=4)
+        [{"features": _rows(6)[i], "mask": mask[i]} for i in range(6)], batch_size=4
+    )
     score = evaluate(task, loader, "val")
     expected = miou(mask, logits.argmax(1), 3)
     assert score.name == "miou" and score.value == pytest.approx(expected.value)
@@ -105,12 +107,16 @@ def test_fit_ends_with_the_weights_of_the_best_validation_epoch(monkeypatch):
     import gfm_bench.training as training
 
     real = training._trainer
-    monkeypatch.setattr(training, "_trainer",
-                        lambda *a, **k: real(*a, **{**k, "callbacks": k["callbacks"] + [snaps]}))
-    best = fit(task, feature_loader(x, y, batch_size=8, epochs=1), feature_loader(xv, y[:30]),
-               epochs=6)
+    monkeypatch.setattr(
+        training,
+        "_trainer",
+        lambda *a, **k: real(*a, **{**k, "callbacks": k["callbacks"] + [snaps]}),
+    )
+    best = fit(
+        task, feature_loader(x, y, batch_size=8, epochs=1), feature_loader(xv, y[:30]), epochs=6
+    )
     assert len(snaps.scores) == 6 and len(set(snaps.scores)) > 1
-    assert best == int(np.argmax(snaps.scores))       # the earliest of equal best scores
+    assert best == int(np.argmax(snaps.scores))  # the earliest of equal best scores
     for k, v in task.state_dict().items():
         torch.testing.assert_close(v, snaps.states[best][k])
 
@@ -121,8 +127,11 @@ def test_bench_task_errors_name_what_is_wrong():
     with pytest.raises(ValueError, match="no submodule 'adapter'"):
         BenchTask(nn.Linear(2, 2), "classification", 2, lr=0.1, frozen="adapter")
     with pytest.raises(ValueError, match="'cpu' or 'cuda"):
-        fit(BenchTask(LinearOnFeatures(2, 2), "classification", 2, lr=0.1),
-            feature_loader(torch.zeros(2, 2), torch.tensor([0, 1])), device="meta")
+        fit(
+            BenchTask(LinearOnFeatures(2, 2), "classification", 2, lr=0.1),
+            feature_loader(torch.zeros(2, 2), torch.tensor([0, 1])),
+            device="meta",
+        )
 
 
 class Modes(nn.Module):
@@ -143,7 +152,7 @@ class Modes(nn.Module):
 @pytest.mark.parametrize("frozen", [None, "adapter"])
 def test_training_modes_are_set_whatever_mode_the_model_arrives_in(frozen):
     x, y = torch.randn(8, 2), torch.arange(8) % 2
-    model = Modes().eval()                    # e.g. after its maps were sized or cached
+    model = Modes().eval()  # e.g. after its maps were sized or cached
     task = BenchTask(model, "classification", 2, lr=0.1, frozen=frozen)
     fit(task, feature_loader(x, y, batch_size=4, epochs=1), feature_loader(x, y), epochs=2)
     # a frozen adapter stays in eval mode (its dropout off) while the head trains

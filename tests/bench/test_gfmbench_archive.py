@@ -32,7 +32,7 @@ def tree_listing(folder: Path) -> list[str]:
 
 def symlink_info(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name)
-    info.create_system = 3   # Unix
+    info.create_system = 3  # Unix
     info.external_attr = (stat.S_IFLNK | 0o777) << 16
     return info
 
@@ -45,13 +45,16 @@ def write_zip(path: Path, members: list[tuple[zipfile.ZipInfo | str, bytes]]) ->
 
 
 def test_a_zip_slip_archive_is_refused_before_anything_is_written(tmp_path):
-    zip_path = write_zip(tmp_path / "evil.zip", [
-        ("good.txt", b"fine"),
-        ("../evil", b"outside"),
-        ("/abs", b"absolute"),
-        (symlink_info("link"), b"/etc/passwd"),
-    ])
-    with zipfile.ZipFile(zip_path) as zf:   # the names survived writing
+    zip_path = write_zip(
+        tmp_path / "evil.zip",
+        [
+            ("good.txt", b"fine"),
+            ("../evil", b"outside"),
+            ("/abs", b"absolute"),
+            (symlink_info("link"), b"/etc/passwd"),
+        ],
+    )
+    with zipfile.ZipFile(zip_path) as zf:  # the names survived writing
         assert zf.namelist() == ["good.txt", "../evil", "/abs", "link"]
     before = tree_listing(tmp_path)
     target = tmp_path / "out"
@@ -61,19 +64,22 @@ def test_a_zip_slip_archive_is_refused_before_anything_is_written(tmp_path):
     message = str(info.value)
     assert "'..' component" in message and "absolute path" in message
     assert "symbolic link" in message and "nothing was written" in message
-    assert tree_listing(tmp_path) == before   # no target folder, no evil file, no marker
+    assert tree_listing(tmp_path) == before  # no target folder, no evil file, no marker
     assert not (tmp_path / "evil").exists()
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("../evil", "'..' component"),
-    ("a/../../evil", "'..' component"),
-    ("..\\evil", "'..' component"),
-    ("/etc/evil", "absolute path"),
-    ("\\evil", "absolute path"),
-    ("C:/evil", "drive letter"),
-    ("c:evil", "drive letter"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("../evil", "'..' component"),
+        ("a/../../evil", "'..' component"),
+        ("..\\evil", "'..' component"),
+        ("/etc/evil", "absolute path"),
+        ("\\evil", "absolute path"),
+        ("C:/evil", "drive letter"),
+        ("c:evil", "drive letter"),
+    ],
+)
 def test_each_kind_of_unsafe_name_is_refused(tmp_path, name, reason):
     zip_path = write_zip(tmp_path / "evil.zip", [("ok/a.txt", b"a"), (name, b"x")])
     target = tmp_path / "out"
@@ -109,10 +115,9 @@ def test_extraction_writes_the_tree_and_a_marker_that_skips_the_next_run(tmp_pat
     target = tmp_path / "out"
     assert safe_extract(zip_path, target) == target
     assert marker_path(zip_path, target).is_file()
-    assert tree_listing(target) == sorted(tree_listing(tree)
-                                          + [marker_path(zip_path, target).name])
+    assert tree_listing(target) == sorted(tree_listing(tree) + [marker_path(zip_path, target).name])
     (target / "metadata.csv").write_text("edited")
-    safe_extract(zip_path, target)   # unchanged archive: skipped
+    safe_extract(zip_path, target)  # unchanged archive: skipped
     assert (target / "metadata.csv").read_text() == "edited"
     safe_extract(zip_path, target, force=True)
     assert (target / "metadata.csv").read_bytes() == (tree / "metadata.csv").read_bytes()
@@ -121,8 +126,7 @@ def test_extraction_writes_the_tree_and_a_marker_that_skips_the_next_run(tmp_pat
 def test_byte_split_parts_are_joined(tmp_path):
     tree = generate("dfc2020", tmp_path / "tree", layout="final")
     outputs = make_archive("dfc2020", tree, tmp_path / "hub", part_size=30_000)
-    assert [p.suffix for p in outputs] == [f".z{k:02d}" for k in range(1, len(outputs))] \
-        + [".zip"]
+    assert [p.suffix for p in outputs] == [f".z{k:02d}" for k in range(1, len(outputs))] + [".zip"]
     assert split_parts(outputs[-1]) == outputs
     target = safe_extract(outputs[-1], tmp_path / "out")
     for rel in tree_listing(tree):
@@ -135,11 +139,12 @@ def test_info_zip_spanned_parts_are_rebased_and_read(tmp_path):
     tree = generate("dfc2020", tmp_path / "tree", layout="final")
     hub = tmp_path / "hub"
     hub.mkdir()
-    subprocess.run(["zip", "-q", "-r", "-s", "64k", str(hub / "DFC2020.zip"), "DFC2020"],
-                   cwd=tree, check=True)
+    subprocess.run(
+        ["zip", "-q", "-r", "-s", "64k", str(hub / "DFC2020.zip"), "DFC2020"], cwd=tree, check=True
+    )
     parts = split_parts(hub / "DFC2020.zip")
     assert len(parts) >= 3 and (hub / "DFC2020.z01").read_bytes()[:4] == b"PK\x07\x08"
-    joined = tmp_path / "cat.zip"   # a plain concatenation: zipfile misplaces the members
+    joined = tmp_path / "cat.zip"  # a plain concatenation: zipfile misplaces the members
     joined.write_bytes(b"".join(p.read_bytes() for p in parts))
     with zipfile.ZipFile(joined) as zf, pytest.raises(zipfile.BadZipFile):
         zf.read(zf.infolist()[0])
@@ -159,7 +164,7 @@ def test_a_missing_part_is_named(tmp_path):
 def test_unreadable_parts_explain_how_to_join_them(tmp_path):
     tree = generate("dfc2020", tmp_path / "tree", layout="final")
     outputs = make_archive("dfc2020", tree, tmp_path / "hub", part_size=30_000)
-    outputs[0].write_bytes(bytes(outputs[0].stat().st_size))   # zeros: no local headers
+    outputs[0].write_bytes(bytes(outputs[0].stat().st_size))  # zeros: no local headers
     target = tmp_path / "out"
     with pytest.raises(ArchiveFormatError, match=r"zip -s 0 DFC2020\.zip --out"):
         safe_extract(outputs[-1], target)
@@ -175,28 +180,49 @@ def test_cards_pin_no_archive_checksums_yet():
 
 def test_a_checksum_pinned_in_the_card_is_found_for_the_right_archive(monkeypatch):
     card = load_dataset_card("gfmbench_dfc2020")
-    source = {**card["source"], "md5": "ab" * 16,
-              "final_release": {**card["source"]["final_release"], "sha256": "cd" * 32}}
+    source = {
+        **card["source"],
+        "md5": "ab" * 16,
+        "final_release": {**card["source"]["final_release"], "sha256": "cd" * 32},
+    }
     pinned = dataclasses.replace(card, extra={**card.extra, "source": source})
     monkeypatch.setattr(gfm_bench.hub, "load_dataset_card", lambda name: pinned)
     spec = DATASETS["dfc2020"]
-    assert card_archive_checksums("dfc2020", spec.layout("old")) == \
-        {"DFC2020.zip": "md5:" + "ab" * 16}
-    assert card_archive_checksums("dfc2020", spec.layout("final")) == \
-        {"data/DFC2020.zip": "sha256:" + "cd" * 32}
+    assert card_archive_checksums("dfc2020", spec.layout("old")) == {
+        "DFC2020.zip": "md5:" + "ab" * 16
+    }
+    assert card_archive_checksums("dfc2020", spec.layout("final")) == {
+        "data/DFC2020.zip": "sha256:" + "cd" * 32
+    }
 
 
 def test_the_generate_command_writes_a_tree_and_its_split_archive(tmp_path, capsys):
-    assert main(["dfc2020", str(tmp_path / "tree"), "--layout", "final", "--n", "2",
-                 "--archive", str(tmp_path / "hub"), "--part-size", "30000"]) == 0
+    assert (
+        main(
+            [
+                "dfc2020",
+                str(tmp_path / "tree"),
+                "--layout",
+                "final",
+                "--n",
+                "2",
+                "--archive",
+                str(tmp_path / "hub"),
+                "--part-size",
+                "30000",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "wrote the final layout" in out and "DFC2020.z01" in out
     assert (tmp_path / "tree" / "DFC2020" / "metadata.csv").is_file()
     parts = split_parts(tmp_path / "hub" / "data" / "DFC2020.zip")
     assert len(parts) > 1
     target = safe_extract(parts[-1], tmp_path / "out")
-    assert (target / "DFC2020" / "metadata.csv").read_bytes() == \
-        (tmp_path / "tree" / "DFC2020" / "metadata.csv").read_bytes()
+    assert (target / "DFC2020" / "metadata.csv").read_bytes() == (
+        tmp_path / "tree" / "DFC2020" / "metadata.csv"
+    ).read_bytes()
 
 
 def test_a_file_that_is_not_a_zip_is_named(tmp_path):

@@ -35,15 +35,15 @@ LAYOUTS = [(name, layout) for name, layouts in GENERATORS.items() for layout in 
 
 # (train, val, test) lengths of the generated trees with their default n
 SIZES = {
-    ("eurosat", "old"): (10, 10, 10),           # 3 real samples per class, one per split
+    ("eurosat", "old"): (10, 10, 10),  # 3 real samples per class, one per split
     ("bigearthnet", "old"): (6, 2, 2),
-    ("so2sat", "old"): (18, 2, 5),              # 20 training rows: 90/10 held out
+    ("so2sat", "old"): (18, 2, 5),  # 20 training rows: 90/10 held out
     ("segmunich", "final"): (6, 2, 2),
-    ("segmunich", "old"): (9, 1, 3),            # 10 train rows: 90/10 held out
-    ("dfc2020", "final"): (6, 2, 3),            # pre-cut tiles
-    ("dfc2020", "old"): (81, 9, 18),            # 9 / 1 / 2 images x 9 crops
-    ("marida", "old"): (18, 9, 18),             # 2 / 1 / 2 images x 9 crops
-    ("nlcd_l", "torchgeo"): (14, 3, 3),         # 20 samples: 70/15/15
+    ("segmunich", "old"): (9, 1, 3),  # 10 train rows: 90/10 held out
+    ("dfc2020", "final"): (6, 2, 3),  # pre-cut tiles
+    ("dfc2020", "old"): (81, 9, 18),  # 9 / 1 / 2 images x 9 crops
+    ("marida", "old"): (18, 9, 18),  # 2 / 1 / 2 images x 9 crops
+    ("nlcd_l", "torchgeo"): (14, 3, 3),  # 20 samples: 70/15/15
 }
 
 RADAR = {"bigearthnet", "dfc2020"}
@@ -56,9 +56,11 @@ def tree(tmp_path_factory):
 
     def get(name: str, layout: str):
         if (name, layout) not in made:
-            made[name, layout] = generate(name, tmp_path_factory.mktemp(f"{name}_{layout}"),
-                                          layout=layout)
+            made[name, layout] = generate(
+                name, tmp_path_factory.mktemp(f"{name}_{layout}"), layout=layout
+            )
         return made[name, layout]
+
     return get
 
 
@@ -78,8 +80,15 @@ def split(name, root, which, **kwargs):
 
 
 def test_registry_lists_the_seven_datasets_with_their_cards():
-    assert list_datasets() == ["bigearthnet", "dfc2020", "eurosat", "marida", "nlcd_l",
-                               "segmunich", "so2sat"]
+    assert list_datasets() == [
+        "bigearthnet",
+        "dfc2020",
+        "eurosat",
+        "marida",
+        "nlcd_l",
+        "segmunich",
+        "so2sat",
+    ]
     for name, spec in DATASETS.items():
         card = load_dataset_card(spec.card)
         assert spec.task == card.task
@@ -93,8 +102,9 @@ def test_registry_lists_the_seven_datasets_with_their_cards():
 
 
 def test_only_the_nlcd_layout_is_marked_probable():
-    probable = {(n, x.name) for n, s in DATASETS.items() for x in s.layouts
-                if "probable" in x.status}
+    probable = {
+        (n, x.name) for n, s in DATASETS.items() for x in s.layouts if "probable" in x.status
+    }
     assert probable == {("nlcd_l", "torchgeo")}
     assert "UNVERIFIED" in DATASETS["nlcd_l"].notes
 
@@ -152,7 +162,7 @@ def test_generated_tree_loads_as_bench_data(tree, name, layout):
     if card.task == "classification":
         labels = data.train_labels
         assert labels is not None and len(labels) == len(data.train)
-        assert set(labels.tolist()) == set(range(card.num_classes))   # every class in train
+        assert set(labels.tolist()) == set(range(card.num_classes))  # every class in train
         assert [int(data.train[i]["label"]) for i in range(3)] == labels[:3].tolist()
     else:
         assert data.train_labels is None
@@ -210,7 +220,7 @@ def test_heldout_split_is_the_scripts_global_seed_shuffle():
 def test_segmunich_old_val_is_held_out_of_the_train_rows(tree):
     root = tree("segmunich", "old")
     train, val, test = (split("segmunich", root, s) for s in ("train", "val", "test"))
-    ids = lambda d: [p.stem for p, _ in d.items]   # noqa: E731
+    ids = lambda d: [p.stem for p, _ in d.items]  # noqa: E731
     keep, held = heldout_val_split(10)
     assert ids(train) == [str(i) for i in keep] and ids(val) == [str(i) for i in held]
     assert ids(test) == ["10", "11", "12"]
@@ -225,13 +235,15 @@ def test_nlcd_split_is_torchgeos_seed_0_shuffle_70_15_15(tree):
         np.random.shuffle(order)
     finally:
         np.random.set_state(state)
-    assert np.array_equal(np.concatenate([torchgeo_split(20, s) for s in
-                                          ("train", "val", "test")]), order)
-    assert [len(torchgeo_split(25000, s)) for s in ("train", "val", "test")] == \
-        [17500, 3750, 3750]
+    assert np.array_equal(
+        np.concatenate([torchgeo_split(20, s) for s in ("train", "val", "test")]), order
+    )
+    assert [len(torchgeo_split(25000, s)) for s in ("train", "val", "test")] == [17500, 3750, 3750]
     root = tree("nlcd_l", "torchgeo")
-    folders = [[etm.parent.name for etm, _, _ in split("nlcd_l", root, s).items]
-               for s in ("train", "val", "test")]
+    folders = [
+        [etm.parent.name for etm, _, _ in split("nlcd_l", root, s).items]
+        for s in ("train", "val", "test")
+    ]
     assert sorted(sum(folders, [])) == [f"{k:07d}" for k in range(20)]
     assert folders[0] == [f"{k:07d}" for k in order[:14]]
 
@@ -253,7 +265,7 @@ def test_each_256_image_gives_nine_96_px_crops(tree, name):
         full = src.read().astype(np.float32)
     for k, (row, col) in enumerate(NINE_CROPS):
         image = data[9 + k]["image"].numpy()
-        expected = full[:, row:row + 96, col:col + 96]
+        expected = full[:, row : row + 96, col : col + 96]
         if name == "marida":
             expected = np.where(np.isnan(expected), image, expected)
         assert image.shape == (len(data.card.bands), 96, 96)
@@ -263,7 +275,7 @@ def test_each_256_image_gives_nine_96_px_crops(tree, name):
 def test_dfc2020_old_val_is_held_out_on_images_before_patching(tree):
     root = tree("dfc2020", "old")
     train, val = split("dfc2020", root, "train"), split("dfc2020", root, "val")
-    names = lambda d: [p.name for p, _, _ in d.items]   # noqa: E731
+    names = lambda d: [p.name for p, _, _ in d.items]  # noqa: E731
     keep, held = heldout_val_split(10)
     assert names(train) == [f"ROIs0000_test_s2_0_p{i}.tif" for i in keep]
     assert names(val) == [f"ROIs0000_test_s2_0_p{i}.tif" for i in held]
@@ -285,11 +297,11 @@ def test_dfc2020_labels_follow_the_card_igbp_mapping(tree, layout):
     for index in range(0, len(data), 7 if layout == "old" else 1):
         image, crop = divmod(index, data.crops_per_image)
         row, col = NINE_CROPS[crop] if layout == "old" else (0, 0)
-        raw = raw_band(data.items[image][2])[row:row + 96, col:col + 96]
+        raw = raw_band(data.items[image][2])[row : row + 96, col : col + 96]
         mask = data[index]["mask"].numpy()
         assert np.array_equal(mask, np.vectorize(mapping.get)(raw))
         seen |= set(np.unique(raw).tolist())
-    assert {0, 8, 9, 15} & seen   # raw values that must become 255 were exercised
+    assert {0, 8, 9, 15} & seen  # raw values that must become 255 were exercised
     assert mapping[8] == mapping[9] == mapping[15] == mapping[0] == 255
 
 
@@ -299,7 +311,7 @@ def test_dfc2020_radar_is_vv_then_vh(tree):
     assert sample["bands"] == ("VV", "VH")
     assert sample["wavelengths"].tolist() == [5500.0, 5700.0]
     vv, vh = sample["image"]
-    assert vv.mean() > vh.mean()   # VV backscatter is stronger than VH
+    assert vv.mean() > vh.mean()  # VV backscatter is stronger than VH
     assert data.mean == pytest.approx([-12.54847273, -20.19237134])
 
 
@@ -308,7 +320,7 @@ def test_marida_fills_nan_with_the_band_mean_and_merges_codes(tree):
     image_path, label_path = data.items[0]
     with rasterio.open(image_path) as src:
         assert np.isnan(src.read(1)[8:24, 8:24]).all()
-    sample = data[0]   # crop (0, 0) holds the NaN cell of band 0
+    sample = data[0]  # crop (0, 0) holds the NaN cell of band 0
     assert torch.all(sample["image"][0, 8:24, 8:24] == torch.tensor(data.card.mean[0]))
     raw = raw_band(label_path)[:96, :96]
     mask = sample["mask"].numpy()
@@ -327,16 +339,29 @@ def test_segmunich_labels_follow_the_card_class_values(tree, layout):
     mask = data[0]["mask"].numpy()
     for k, value in enumerate(class_values):
         assert (raw == value).any() and np.all(mask[raw == value] == k)
-    assert set(np.unique(mask).tolist()) == set(range(13))   # no ignore value, 13 classes
+    assert set(np.unique(mask).tolist()) == set(range(13))  # no ignore value, 13 classes
 
 
 def test_segmunich_mapping_reads_raw_and_remapped_labels_alike():
     card = load_dataset_card("gfmbench_segmunich")
     mapping = segmunich_label_mapping(card.class_values)
-    script = {21: 1, 22: 2, 23: 3, 31: 4, 32: 6, 33: 7, 41: 8, 13: 9, 14: 10,
-              0: 0, 5: 5, 11: 11, 12: 12}
+    script = {
+        21: 1,
+        22: 2,
+        23: 3,
+        31: 4,
+        32: 6,
+        33: 7,
+        41: 8,
+        13: 9,
+        14: 10,
+        0: 0,
+        5: 5,
+        11: 11,
+        12: 12,
+    }
     assert {k: mapping[k] for k in script} == script
-    assert all(mapping[k] == k for k in range(13))   # already-remapped values are kept
+    assert all(mapping[k] == k for k in range(13))  # already-remapped values are kept
     with pytest.raises(ValueError, match=r"values \[99\]"):
         remap_labels(np.array([[0, 99]]), mapping, path="x.tif")
 
@@ -368,8 +393,8 @@ def test_nlcd_stacks_etm_then_oli_and_maps_codes_to_ordinals(tree):
     raw, mask = raw_band(mask_path), sample["mask"].numpy()
     for k, code in enumerate(data.card.class_values):
         assert np.all(mask[raw == code] == k)
-    assert (raw == 250).any() and np.all(mask[raw == 250] == 0)   # not an NLCD code
-    assert data.mean is None   # the card has no statistics for NLCD-L
+    assert (raw == 250).any() and np.all(mask[raw == 250] == 0)  # not an NLCD code
+    assert data.mean is None  # the card has no statistics for NLCD-L
 
 
 # ----------------------------------------------------------------------------- band truth
@@ -382,22 +407,23 @@ def test_eurosat_reads_the_real_samples_in_true_band_order(tree, samples_dir):
         np.testing.assert_array_equal(sample["image"].numpy(), src.read().astype(np.float32))
     assert sample["bands"][8:] == ("B09", "B10", "B11", "B12", "B8A")
     assert sample["wavelengths"][8:].tolist() == pytest.approx(
-        [945.1, 1373.5, 1613.7, 2202.4, 864.7])
+        [945.1, 1373.5, 1613.7, 2202.4, 864.7]
+    )
     means = torch.stack([data[i]["image"].mean(dim=(1, 2)) for i in range(len(data))]).mean(0)
-    assert sample["bands"][int(means.argmin())] == "B10"   # the cirrus band is darkest
+    assert sample["bands"][int(means.argmin())] == "B10"  # the cirrus band is darkest
 
 
 def test_eurosat_compat_reproduces_the_scripts_wrong_wavelengths(tree):
     root = tree("eurosat", "old")
     true, compat = split("eurosat", root, "test"), split("eurosat", root, "test", compat=True)
     a, b = true[3], compat[3]
-    assert torch.equal(a["image"], b["image"])   # same data, other labels
+    assert torch.equal(a["image"], b["image"])  # same data, other labels
     card = true.card
     assert b["wavelengths"].tolist() == pytest.approx(card["gfmbench_compat_wavelengths_nm"])
     assert b["bands"] == tuple(card["gfmbench_compat_bands"])
     differ = (a["wavelengths"] != b["wavelengths"]).nonzero().flatten().tolist()
     assert differ == [8, 9, 10, 11, 12]
-    assert compat.mean == true.mean   # statistics are in file order either way
+    assert compat.mean == true.mean  # statistics are in file order either way
 
 
 def test_bigearthnet_radar_is_vh_vv_named_truly_and_compat_reproduces_the_swap(tree):
@@ -409,13 +435,13 @@ def test_bigearthnet_radar_is_vh_vv_named_truly_and_compat_reproduces_the_swap(t
     assert b["bands"][-2:] == ("VV", "VH") and b["wavelengths"][-2:].tolist() == [5500, 5700]
     assert torch.equal(a["image"], b["image"])
     vh, vv = a["image"][-2], a["image"][-1]
-    assert vh.mean() < -15 < vv.mean()   # generated VH about -20 dB, VV about -12.5 dB
+    assert vh.mean() < -15 < vv.mean()  # generated VH about -20 dB, VV about -12.5 dB
     assert true.mean[-2:] == pytest.approx([-20.19237134, -12.54847273])
     assert compat.mean[-2:] == pytest.approx([-12.54847273, -20.19237134])
     s1 = true.s1_folders[0]
     with rasterio.open(next(s1.glob("*_VH.tif"))) as src:
         assert src.dtypes[0] == "float32"
-    assert not torch.equal(vh, vh.round())   # dB read as float, not truncated to int32
+    assert not torch.equal(vh, vh.round())  # dB read as float, not truncated to int32
     assert a["bands"][:12] == true.card.band_names
 
 
@@ -426,13 +452,13 @@ def test_bigearthnet_labels_are_19_class_multi_hot(tree):
     union = torch.zeros(19)
     for i in range(len(data)):
         union += data[i]["label"]
-    assert bool((union > 0).all())   # every class appears in train
+    assert bool((union > 0).all())  # every class appears in train
     names = json.loads(next(data.s2_folders[0].glob("*.json")).read_text())["labels"]
-    assert "Airports" in names   # a 43-class label without a 19-class counterpart...
+    assert "Airports" in names  # a 43-class label without a 19-class counterpart...
     index43 = {n: i for i, n in enumerate(card["classes_43"])}
     mapping = {int(k): int(v) for k, v in card["label_mapping_43_to_19"].items()}
     expected = sorted({mapping[index43[n]] for n in names if index43[n] in mapping})
-    assert data[0]["label"].nonzero().flatten().tolist() == expected   # ...is dropped
+    assert data[0]["label"].nonzero().flatten().tolist() == expected  # ...is dropped
 
 
 def test_bigearthnet_rows_without_s1_are_zero_filled_and_listed(tree):

@@ -47,11 +47,17 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
             return self._send(404, b"", {"X-Error-Code": "RepoNotFound"})
         if "file" not in match.groupdict():
             files = sorted(p for p in repo.rglob("*") if p.is_file())
-            siblings = [{"rfilename": p.relative_to(repo).as_posix(), "size": p.stat().st_size,
-                         "lfs": {"sha256": file_digest(p), "size": p.stat().st_size}}
-                        for p in files]
-            return self._send(200, json.dumps({"id": match["repo"], "sha": COMMIT,
-                                               "siblings": siblings}).encode())
+            siblings = [
+                {
+                    "rfilename": p.relative_to(repo).as_posix(),
+                    "size": p.stat().st_size,
+                    "lfs": {"sha256": file_digest(p), "size": p.stat().st_size},
+                }
+                for p in files
+            ]
+            return self._send(
+                200, json.dumps({"id": match["repo"], "sha": COMMIT, "siblings": siblings}).encode()
+            )
         file = repo / match["file"]
         if not file.is_file():
             return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
@@ -91,8 +97,9 @@ def hub(tmp_path, serve_http):
     root.mkdir()
     requests: list[tuple[str, str]] = []
     corrupt: set[str] = set()
-    handler = type("Handler", (_HubHandler,), {"root": root, "requests": requests,
-                                               "corrupt": corrupt})
+    handler = type(
+        "Handler", (_HubHandler,), {"root": root, "requests": requests, "corrupt": corrupt}
+    )
     with serve_http(handler) as url:
         yield Hub(root, url, requests, corrupt)
 
@@ -103,8 +110,15 @@ def no_endpoint_env(monkeypatch):
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
 
 
-def publish(hub: Hub, tmp_path: Path, name: str, layout: str | None = None,
-            part_size: int | None = None, n: int | None = None, seed: int = 0) -> list[Path]:
+def publish(
+    hub: Hub,
+    tmp_path: Path,
+    name: str,
+    layout: str | None = None,
+    part_size: int | None = None,
+    n: int | None = None,
+    seed: int = 0,
+) -> list[Path]:
     """Generate a tree, zip it and put the archive(s) in the repository of its layout."""
     tree = generate(name, tmp_path / f"tree_{name}_{seed}", layout=layout, n=n, seed=seed)
     repo_id = check_root(name, tree).layout.repo_id
@@ -117,8 +131,10 @@ def test_download_with_endpoint_argument_fetches_extracts_and_records(hub, tmp_p
     assert download("eurosat", root, endpoint=hub.url, progress=False) == root
     assert check_root("eurosat", root).layout.name == "old"
     # the listing of the revision asked, then the file at the commit it resolved to
-    assert hub.requests == [("GET", "/api/datasets/yuxuanw8/EuroSAT/revision/main"),
-                            ("GET", f"/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip")]
+    assert hub.requests == [
+        ("GET", "/api/datasets/yuxuanw8/EuroSAT/revision/main"),
+        ("GET", f"/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip"),
+    ]
     entry = read_manifest(root)["files"]["EuroSAT.zip"]
     assert entry["sha256"] == file_digest(zip_path) == file_digest(root / "EuroSAT.zip")
     assert entry["repo_id"] == "yuxuanw8/EuroSAT" and entry["endpoint"] == hub.url
@@ -145,7 +161,7 @@ def test_download_fetches_the_split_parts_the_hub_lists(hub, tmp_path):
     assert check_root("dfc2020", root).layout.name == "final"
     gets = [path for _, path in hub.requests[1:]]
     expected = [f"data/DFC2020.z{k:02d}" for k in range(1, len(outputs))] + ["data/DFC2020.zip"]
-    assert [g.rsplit(f"/{COMMIT}/", 1)[1] for g in gets] == expected   # no probing
+    assert [g.rsplit(f"/{COMMIT}/", 1)[1] for g in gets] == expected  # no probing
     assert set(read_manifest(root)["files"]) == set(expected)
     sample = load_bench_data("dfc2020", root).test[0]
     assert sample["image"].shape == (13, 96, 96)
@@ -166,10 +182,17 @@ def test_a_corrupt_download_is_refused_removed_and_not_extracted(hub, tmp_path):
 def test_a_pin_the_hub_listing_contradicts_is_refused_before_any_transfer(hub, tmp_path):
     publish(hub, tmp_path, "eurosat")
     root = tmp_path / "data"
-    with pytest.raises(ChecksumError, match="The Hub lists another file .* than the one "
-                                            "pinned; nothing was downloaded"):
-        download("eurosat", root, endpoint=hub.url, progress=False,
-                 checksums={"EuroSAT.zip": "sha256:" + "0" * 64})
+    with pytest.raises(
+        ChecksumError,
+        match="The Hub lists another file .* than the one pinned; nothing was downloaded",
+    ):
+        download(
+            "eurosat",
+            root,
+            endpoint=hub.url,
+            progress=False,
+            checksums={"EuroSAT.zip": "sha256:" + "0" * 64},
+        )
     assert [path for _, path in hub.requests] == ["/api/datasets/yuxuanw8/EuroSAT/revision/main"]
     assert not (root / "EuroSAT.zip").exists()
     assert not (root / "eurosat-train.txt").exists() and not (root / "EuroSAT").exists()
@@ -179,8 +202,13 @@ def test_a_pin_the_hub_listing_contradicts_is_refused_before_any_transfer(hub, t
 def test_a_pinned_checksum_that_matches_is_accepted(hub, tmp_path):
     (zip_path,) = publish(hub, tmp_path, "marida")
     md5 = hashlib.md5(zip_path.read_bytes()).hexdigest()
-    base = download("marida", tmp_path / "data", endpoint=hub.url, progress=False,
-                    checksums={"MARIDA.zip": f"md5:{md5}"})
+    base = download(
+        "marida",
+        tmp_path / "data",
+        endpoint=hub.url,
+        progress=False,
+        checksums={"MARIDA.zip": f"md5:{md5}"},
+    )
     assert check_root("marida", base).layout.name == "old"
 
 
@@ -189,7 +217,7 @@ def test_a_file_changed_on_the_hub_is_detected_by_the_manifest(hub, tmp_path):
     root = tmp_path / "data"
     download("so2sat", root, endpoint=hub.url, progress=False)
     first = read_manifest(root)["files"]["So2Sat.zip"]["sha256"]
-    (new_zip,) = publish(hub, tmp_path, "so2sat", seed=1)   # the Hub now serves other bytes
+    (new_zip,) = publish(hub, tmp_path, "so2sat", seed=1)  # the Hub now serves other bytes
     with pytest.raises(ChecksumError, match="differs from the file first downloaded"):
         download("so2sat", root, endpoint=hub.url, progress=False)
     assert read_manifest(root)["files"]["So2Sat.zip"]["sha256"] == first
@@ -201,7 +229,7 @@ def test_a_file_changed_on_disk_is_detected_by_the_manifest(hub, tmp_path):
     publish(hub, tmp_path, "eurosat")
     root = tmp_path / "data"
     download("eurosat", root, endpoint=hub.url, progress=False)
-    with open(root / "EuroSAT.zip", "r+b") as f:   # same size, one byte flipped
+    with open(root / "EuroSAT.zip", "r+b") as f:  # same size, one byte flipped
         f.seek(100)
         byte = f.read(1)
         f.seek(100)
@@ -218,16 +246,16 @@ def test_a_second_download_reuses_the_files(hub, tmp_path):
     before = marker.stat().st_mtime_ns, json.loads(marker.read_text())
     hub.requests.clear()
     download("eurosat", root, endpoint=hub.url, progress=False)
-    assert [path for _, path in hub.requests] == [   # the listing only: no second transfer
-        "/api/datasets/yuxuanw8/EuroSAT/revision/main"]
+    assert [path for _, path in hub.requests] == [  # the listing only: no second transfer
+        "/api/datasets/yuxuanw8/EuroSAT/revision/main"
+    ]
     assert (marker.stat().st_mtime_ns, json.loads(marker.read_text())) == before
 
 
 def test_a_file_missing_on_the_hub_raises_download_error(hub, tmp_path):
-    hub.repo("yuxuanw8/EuroSAT")   # the repository exists, the archive does not
+    hub.repo("yuxuanw8/EuroSAT")  # the repository exists, the archive does not
     with pytest.raises(DownloadError, match="So2Sat.zip.*yuxuanw8/EuroSAT"):
         download("so2sat", tmp_path / "data", endpoint=hub.url, progress=False)
-
 
 
 def test_a_repository_missing_on_the_hub_raises_download_error(hub, tmp_path):
@@ -240,12 +268,14 @@ def test_a_repository_missing_on_the_hub_raises_download_error(hub, tmp_path):
 
 # --- pins: a revision the card pins, and pins that outrank the manifest ----------------------
 
+
 def pin_card(monkeypatch, card_name: str, **source_entries) -> None:
     """Serve a copy of ``card_name`` whose ``source`` has these entries (the cached card is
     untouched)."""
     card = load_dataset_card(card_name)
-    pinned = dataclasses.replace(card, extra={**card.extra,
-                                              "source": {**card["source"], **source_entries}})
+    pinned = dataclasses.replace(
+        card, extra={**card.extra, "source": {**card["source"], **source_entries}}
+    )
     monkeypatch.setattr(gfm_bench.hub, "load_dataset_card", lambda name: pinned)
 
 
@@ -254,8 +284,10 @@ def test_a_revision_the_card_pins_is_fetched_and_recorded(hub, tmp_path, monkeyp
     pin_card(monkeypatch, "gfmbench_eurosat", revision=COMMIT.upper())
     root = tmp_path / "data"
     download("eurosat", root, endpoint=hub.url, progress=False)
-    assert hub.requests == [("GET", f"/api/datasets/yuxuanw8/EuroSAT/revision/{COMMIT}"),
-                            ("GET", f"/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip")]
+    assert hub.requests == [
+        ("GET", f"/api/datasets/yuxuanw8/EuroSAT/revision/{COMMIT}"),
+        ("GET", f"/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip"),
+    ]
     entry = read_manifest(root)["files"]["EuroSAT.zip"]
     assert entry["revision"] == entry["commit"] == COMMIT
     assert entry["url"] == f"{hub.url}/datasets/yuxuanw8/EuroSAT/resolve/{COMMIT}/EuroSAT.zip"
@@ -269,7 +301,7 @@ def test_a_hub_answering_a_pinned_commit_with_another_is_refused(hub, tmp_path, 
     root = tmp_path / "data"
     with pytest.raises(DownloadError, match=f"at commit {pinned}.*answered for commit {COMMIT}"):
         download("eurosat", root, endpoint=hub.url, progress=False)
-    assert len(hub.requests) == 1   # the listing: nothing fetched
+    assert len(hub.requests) == 1  # the listing: nothing fetched
     assert not (root / "EuroSAT.zip").exists() and not (root / MANIFEST_NAME).exists()
 
 
@@ -292,20 +324,18 @@ def test_a_pinned_checksum_outranks_the_hash_recorded_on_first_download(hub, tmp
     assert file_digest(root / "So2Sat.zip") == file_digest(new_zip)
 
 
-def test_a_pinned_revision_is_not_held_to_a_hash_recorded_for_another(hub, tmp_path,
-                                                                     monkeypatch):
+def test_a_pinned_revision_is_not_held_to_a_hash_recorded_for_another(hub, tmp_path, monkeypatch):
     publish(hub, tmp_path, "so2sat", seed=0)
     root = tmp_path / "data"
-    download("so2sat", root, endpoint=hub.url, progress=False)   # from main
-    (new_zip,) = publish(hub, tmp_path, "so2sat", seed=1)        # what the commit holds
+    download("so2sat", root, endpoint=hub.url, progress=False)  # from main
+    (new_zip,) = publish(hub, tmp_path, "so2sat", seed=1)  # what the commit holds
     pin_card(monkeypatch, "gfmbench_so2sat", revision=COMMIT)
     download("so2sat", root, endpoint=hub.url, progress=False)
     entry = read_manifest(root)["files"]["So2Sat.zip"]
     assert (entry["revision"], entry["sha256"]) == (COMMIT, file_digest(new_zip))
 
 
-def test_a_download_whose_archive_would_overwrite_itself_or_the_manifest_is_refused(
-        hub, tmp_path):
+def test_a_download_whose_archive_would_overwrite_itself_or_the_manifest_is_refused(hub, tmp_path):
     zip_path = hub.repo("yuxuanw8/EuroSAT") / "EuroSAT.zip"
     with zipfile.ZipFile(zip_path, "w") as zf:
         zf.writestr("eurosat-train.txt", "x")

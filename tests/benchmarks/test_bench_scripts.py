@@ -14,9 +14,16 @@ REPO = Path(__file__).resolve().parents[2]
 def test_reading_benchmark_quick_run_writes_its_report(tmp_path):
     report = tmp_path / "reading.md"
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_reading.py"), "--quick",
-         "--record", str(report)],
-        capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "bench_reading.py"),
+            "--quick",
+            "--record",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
     assert "completed under the cap" in done.stdout
@@ -27,7 +34,9 @@ def test_reading_benchmark_quick_run_writes_its_report(tmp_path):
 def _encoders(*args, timeout=HANG_TIMEOUT_S):
     return subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "encoders.py"), "--quick", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -39,8 +48,11 @@ def test_encoder_benchmark_quick_run_records_a_table_between_markers(tmp_path):
     text = report.read_text()
     assert text.startswith("# Benchmarks\n\nkept above\n")
     assert "<!-- encoders:begin -->" in text and "<!-- encoders:end -->" in text
-    rows = [ln for ln in text.splitlines() if ln.startswith("| LESS ViT-Ti") or
-            ln.startswith("| joint ViT-Ti")]
+    rows = [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("| LESS ViT-Ti") or ln.startswith("| joint ViT-Ti")
+    ]
     assert len(rows) == 2 and all("| - |" not in r for r in rows)
     # a second run replaces the block instead of appending another
     assert _encoders("--record", str(report)).returncode == 0
@@ -56,8 +68,16 @@ def test_encoder_benchmark_records_a_configuration_that_ran_out_of_time(tmp_path
 def test_pretrain_benchmark_quick_run_records_its_table(tmp_path):
     report = tmp_path / "benchmarks.md"
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "pretrain.py"), "--quick", "--record",
-         str(report)], capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "pretrain.py"),
+            "--quick",
+            "--record",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
     text = report.read_text()
@@ -69,9 +89,14 @@ def test_pretrain_benchmark_quick_run_records_its_table(tmp_path):
 def test_pixel_report_tables_the_recorded_results():
     """The tables in docs/pixel_classification.md come from these CSVs by this script."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "pixel_report.py"),
-         str(REPO / "docs" / "pixel_classification" / "salinas_a_disjoint.csv")],
-        capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "pixel_report.py"),
+            str(REPO / "docs" / "pixel_classification" / "salinas_a_disjoint.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
     doc = (REPO / "docs" / "pixel_classification.md").read_text()
@@ -83,34 +108,50 @@ def test_kernel_benchmark_quick_run_measures_both_paths_and_says_what_is_unmeasu
     figures are still to be measured."""
     report = tmp_path / "benchmarks.md"
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "kernels.py"), "--quick", "--record",
-         str(report)], capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "kernels.py"),
+            "--quick",
+            "--record",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT_S,
         env={**os.environ, "TRITON_INTERPRET": "1"},
     )
     assert done.returncode == 0, done.stderr
     text = report.read_text()
     assert "<!-- kernels-cpu:begin -->" in text and "still to be measured" in text
     assert "LoRA fine-tuning" in text and "of the step" in text
-    rows = [ln for ln in text.splitlines()
-            if ln.startswith(("| combine", "| attention", "| LoRA fc1"))]
+    rows = [
+        ln for ln in text.splitlines() if ln.startswith(("| combine", "| attention", "| LoRA fc1"))
+    ]
     assert len(rows) == 5
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[5] != "-" and cells[6] != "-", row   # reference and Triton forward times
+        assert cells[5] != "-" and cells[6] != "-", row  # reference and Triton forward times
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="peak RSS from /proc (Linux)")
 def test_inference_memory_benchmark_quick_run_checks_its_bound(tmp_path):
     report = tmp_path / "inference.md"
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "inference_memory.py"), "--quick",
-         "--record", str(report)],
-        capture_output=True, text=True, timeout=HANG_TIMEOUT_S,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "inference_memory.py"),
+            "--quick",
+            "--record",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "scene:" in done.stdout and "pixel:" in done.stdout
     assert done.stdout.count("within the bound") == 2
-    assert "times the 48 MiB allowance" in report.read_text()   # raster >> allowance
+    assert "times the 48 MiB allowance" in report.read_text()  # raster >> allowance
     text = report.read_text()
     assert "| LESS ViT-Ti (2 blocks, 64 wide) scene classifier" in text
     assert text.count("(within)") == 2

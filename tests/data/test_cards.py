@@ -30,18 +30,53 @@ SPC = DATASETS / "samples" / "aviris" / "92AV3C.spc"
 
 # shared/DESIGN.md, "The sample contract".
 S2_CENTRES_NM = {
-    "B01": 442.7, "B02": 492.4, "B03": 559.8, "B04": 664.6, "B05": 704.1, "B06": 740.5,
-    "B07": 782.8, "B08": 832.8, "B8A": 864.7, "B09": 945.1, "B10": 1373.5, "B11": 1613.7,
+    "B01": 442.7,
+    "B02": 492.4,
+    "B03": 559.8,
+    "B04": 664.6,
+    "B05": 704.1,
+    "B06": 740.5,
+    "B07": 782.8,
+    "B08": 832.8,
+    "B8A": 864.7,
+    "B09": 945.1,
+    "B10": 1373.5,
+    "B11": 1613.7,
     "B12": 2202.4,
 }
-EUROSAT_FILE_ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10",
-                      "B11", "B12", "B8A"]
+EUROSAT_FILE_ORDER = [
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+    "B8A",
+]
 EXPECTED_SENSORS = {"sentinel2", "sentinel1", "landsat8_9_oli", "landsat7_etm", "aviris"}
 EXPECTED_CARDS = {
-    "eurosat_ms", "salinas_a", "salinas", "indian_pines", "pavia_university",
-    "whu_hi_longkou", "whu_hi_honghu", "gfmbench_eurosat", "gfmbench_bigearthnet",
-    "gfmbench_so2sat", "gfmbench_segmunich", "gfmbench_dfc2020", "gfmbench_marida",
-    "gfmbench_nlcd_l", "landsat_rgb", "s2_l1c_t33uuu",
+    "eurosat_ms",
+    "salinas_a",
+    "salinas",
+    "indian_pines",
+    "pavia_university",
+    "whu_hi_longkou",
+    "whu_hi_honghu",
+    "gfmbench_eurosat",
+    "gfmbench_bigearthnet",
+    "gfmbench_so2sat",
+    "gfmbench_segmunich",
+    "gfmbench_dfc2020",
+    "gfmbench_marida",
+    "gfmbench_nlcd_l",
+    "landsat_rgb",
+    "s2_l1c_t33uuu",
 }
 TASKS = {"classification", "multilabel", "segmentation", "pixel_classification"}
 
@@ -63,6 +98,7 @@ def _sha256(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- loading
+
 
 def test_loader_reads_this_repositorys_datasets_folder():
     assert data_dir().resolve() == DATASETS.resolve()
@@ -112,6 +148,7 @@ def test_source_urls_are_https_or_null(name):
 
 # ----------------------------------------------------------------------------- Sentinel
 
+
 def test_sentinel2_centres_match_design():
     card = load_sensor("sentinel2")
     assert {b.name: b.wavelength_nm for b in card.bands} == S2_CENTRES_NM
@@ -125,6 +162,7 @@ def test_sentinel1_uses_less_vit_pseudo_wavelengths():
 
 
 # ----------------------------------------------------------------------------- EuroSAT
+
 
 def test_eurosat_ms_band_order_is_file_order_with_b8a_last():
     card = load_dataset_card("eurosat_ms")
@@ -163,11 +201,12 @@ def test_eurosat_bundled_samples_confirm_the_file_order():
     if not tifs:
         pytest.skip(f"no EuroSAT samples under {folder}")
     means = np.mean([rasterio.open(t).read().reshape(13, -1).mean(axis=1) for t in tifs], axis=0)
-    assert means[9] < 50 < means[8]          # B10 (cirrus) is dark, B09 is not
-    assert means[12] > means[7] * 0.9        # B8A (NIR) last, as bright as B08
+    assert means[9] < 50 < means[8]  # B10 (cirrus) is dark, B09 is not
+    assert means[12] > means[7] * 0.9  # B8A (NIR) last, as bright as B08
 
 
 # ----------------------------------------------------------------------------- multi-modal
+
 
 def test_bigearthnet_radar_order_is_the_swapped_data_order():
     card = load_dataset_card("gfmbench_bigearthnet")
@@ -207,6 +246,7 @@ def test_nlcd_l_wavelengths_come_from_the_landsat_sensor_cards():
 
 
 # ----------------------------------------------------------------------------- hyperspectral
+
 
 def test_indian_pines_has_200_exact_wavelengths():
     card = load_dataset_card("indian_pines")
@@ -266,17 +306,20 @@ def test_aviris_sensor_lists_the_220_channels_of_the_spc():
 
 # ----------------------------------------------------------------------------- generators
 
+
 def test_aviris_extrapolation_stays_within_the_spectrometer():
     script = _load_script("make_aviris_card")
-    spc = "FILE test\n----\n" + "".join(
-        f"{400 + 10 * (n - 2)}.0 10.0 1.0 0.5 {n}.0\n" for n in range(2, 33)
-    ) + "".join(f"{680 + 10 * (n - 34)}.0 9.0 1.0 0.5 {n}.0\n" for n in range(34, 97)) \
-      + "".join(f"{1270 + 10 * (n - 98)}.0 9.0 1.0 0.5 {n}.0\n" for n in range(98, 161)) \
-      + "".join(f"{1880 + 10 * (n - 162)}.0 14.0 1.0 0.5 {n}.0\n" for n in range(162, 225))
+    spc = (
+        "FILE test\n----\n"
+        + "".join(f"{400 + 10 * (n - 2)}.0 10.0 1.0 0.5 {n}.0\n" for n in range(2, 33))
+        + "".join(f"{680 + 10 * (n - 34)}.0 9.0 1.0 0.5 {n}.0\n" for n in range(34, 97))
+        + "".join(f"{1270 + 10 * (n - 98)}.0 9.0 1.0 0.5 {n}.0\n" for n in range(98, 161))
+        + "".join(f"{1880 + 10 * (n - 162)}.0 14.0 1.0 0.5 {n}.0\n" for n in range(162, 225))
+    )
     full = script.complete_channels(script.parse_spc(spc))
     assert len(full) == 224
     assert full[1].centre_nm == pytest.approx(390.0) and not full[1].measured
-    assert full[33].centre_nm == pytest.approx(670.0)   # from channels 34, 35 (spectrometer B)
+    assert full[33].centre_nm == pytest.approx(670.0)  # from channels 34, 35 (spectrometer B)
     assert full[97].centre_nm == pytest.approx(1260.0)
     assert full[161].fwhm_nm == pytest.approx(14.0)
     assert full[2].measured
@@ -288,14 +331,16 @@ def test_generated_aviris_cards_are_up_to_date():
     script = _load_script("make_aviris_card")
     for rel, text in script.render_all(script.read_spc(SPC)).items():
         assert (DATASETS / rel).read_text(encoding="utf-8") == text, (
-            f"{rel} is stale: run python datasets/scripts/make_aviris_card.py {SPC}")
+            f"{rel} is stale: run python datasets/scripts/make_aviris_card.py {SPC}"
+        )
 
 
 def test_generated_grid_cards_are_up_to_date():
     script = _load_script("make_grid_cards")
     for rel, text in script.render_all().items():
         assert (DATASETS / rel).read_text(encoding="utf-8") == text, (
-            f"{rel} is stale: run python datasets/scripts/make_grid_cards.py")
+            f"{rel} is stale: run python datasets/scripts/make_grid_cards.py"
+        )
 
 
 # ----------------------------------------------------------------------------- samples
@@ -330,6 +375,7 @@ def test_landsat_rgb_card_matches_the_file():
 
 
 # ----------------------------------------------------------------------------- errors
+
 
 def test_unknown_band_lists_the_valid_names():
     card = load_dataset_card("eurosat_ms")
@@ -374,7 +420,8 @@ def test_card_with_an_unknown_task_is_refused(tmp_path, monkeypatch):
     (tmp_path / "cards").mkdir()
     text = (DATASETS / "cards" / "eurosat_ms.yaml").read_text()
     (tmp_path / "cards" / "eurosat_ms.yaml").write_text(
-        text.replace("task: classification", "task: clasification"))
+        text.replace("task: classification", "task: clasification")
+    )
     monkeypatch.setenv("GEOFM_DATA_DIR", str(tmp_path))
     cards.load_dataset_card.cache_clear()
     try:

@@ -12,15 +12,19 @@ from geofm.data.datamodules import SceneFolderDataModule
 
 @pytest.fixture()
 def eurosat_dm(eurosat_dir):
-    dm = SceneFolderDataModule(eurosat_dir, batch_size=4, val_fraction=1 / 3,
-                               test_fraction=1 / 3, seed=0)
+    dm = SceneFolderDataModule(
+        eurosat_dir, batch_size=4, val_fraction=1 / 3, test_fraction=1 / 3, seed=0
+    )
     dm.setup("fit")
     return dm
 
 
 def test_scene_folder_loaders_yield_batches_of_the_expected_shape(eurosat_dm):
-    for loader in (eurosat_dm.train_dataloader(), eurosat_dm.val_dataloader(),
-                   eurosat_dm.test_dataloader()):
+    for loader in (
+        eurosat_dm.train_dataloader(),
+        eurosat_dm.val_dataloader(),
+        eurosat_dm.test_dataloader(),
+    ):
         batch = next(iter(loader))
         assert batch["image"].shape == (4, 13, 64, 64)
         assert batch["image"].dtype == torch.float32
@@ -40,8 +44,7 @@ def test_scene_folder_split_is_stratified_and_disjoint(eurosat_dm):
 
 def test_scene_folder_split_follows_the_seed(eurosat_dir):
     def split_of(seed):
-        dm = SceneFolderDataModule(eurosat_dir, val_fraction=1 / 3, test_fraction=1 / 3,
-                                   seed=seed)
+        dm = SceneFolderDataModule(eurosat_dir, val_fraction=1 / 3, test_fraction=1 / 3, seed=seed)
         dm.setup()
         return dm.split
 
@@ -50,9 +53,13 @@ def test_scene_folder_split_follows_the_seed(eurosat_dir):
 
 
 def test_scene_folder_train_transforms_touch_only_training_samples(eurosat_dir):
-    dm = SceneFolderDataModule(eurosat_dir, batch_size=2, val_fraction=1 / 3,
-                               test_fraction=1 / 3,
-                               train_transforms=lambda s: {**s, "image": s["image"] * 0})
+    dm = SceneFolderDataModule(
+        eurosat_dir,
+        batch_size=2,
+        val_fraction=1 / 3,
+        test_fraction=1 / 3,
+        train_transforms=lambda s: {**s, "image": s["image"] * 0},
+    )
     dm.setup()
     assert next(iter(dm.train_dataloader()))["image"].abs().sum() == 0
     assert next(iter(dm.val_dataloader()))["image"].abs().sum() > 0

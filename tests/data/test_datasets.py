@@ -53,7 +53,9 @@ def test_scene_folder_class_subset_numbers_classes_in_the_given_order(eurosat_di
     ds = SceneFolderDataset(eurosat_dir, classes=["River", "Forest"])
     assert len(ds) == 6
     assert {ds.files[i].parent.name: t for i, t in enumerate(ds.targets)} == {
-        "River": 0, "Forest": 1}
+        "River": 0,
+        "Forest": 1,
+    }
 
 
 def test_scene_folder_applies_transforms(eurosat_dir):
@@ -92,8 +94,12 @@ def test_scene_folder_without_rasters_says_so(tmp_path):
 
 @pytest.fixture(scope="module")
 def salinas_scene(salinas_a_dir):
-    return read_scene(salinas_a_dir / "SalinasA_corrected.hdr",
-                      salinas_a_dir / "SalinasA_gt.mat", card="salinas_a", gt_key="salinasA_gt")
+    return read_scene(
+        salinas_a_dir / "SalinasA_corrected.hdr",
+        salinas_a_dir / "SalinasA_gt.mat",
+        card="salinas_a",
+        gt_key="salinasA_gt",
+    )
 
 
 def test_read_scene_maps_unlabelled_pixels_to_ignore(salinas_scene):
@@ -128,8 +134,11 @@ def test_pixel_patch_is_the_window_around_its_centre(salinas_scene):
 
 def test_pixel_patch_at_the_scene_edge_is_zero_padded_and_marked_invalid(salinas_scene):
     mask = salinas_scene["mask"]
-    corner = [0, 0] if mask[0, 0] != IGNORE_INDEX else \
-        np.argwhere(mask.numpy()[0] != IGNORE_INDEX)[0].tolist()
+    corner = (
+        [0, 0]
+        if mask[0, 0] != IGNORE_INDEX
+        else np.argwhere(mask.numpy()[0] != IGNORE_INDEX)[0].tolist()
+    )
     row, col = 0, int(corner[1])
     radius = 2
     sample = PixelPatchDataset(salinas_scene, [[row, col]], radius=radius)[0]
@@ -144,7 +153,8 @@ def test_pixel_patch_at_the_scene_edge_is_zero_padded_and_marked_invalid(salinas
     inside_cols = slice(max(-c0, 0), 2 * radius + 1)
     torch.testing.assert_close(
         image[:, radius:, inside_cols],
-        salinas_scene["image"][:, 0:radius + 1, max(c0, 0):col + radius + 1])
+        salinas_scene["image"][:, 0 : radius + 1, max(c0, 0) : col + radius + 1],
+    )
     assert bool(valid[radius:, inside_cols].all())
     assert sample["label"] == mask[row, col]
 
@@ -177,12 +187,20 @@ def test_pixel_patches_from_mat_and_envi_agree(salinas_a_dir, salinas_scene, tmp
     cube = np.moveaxis(salinas_scene["image"].numpy().astype(np.int16), 0, -1)
     scipy.io.savemat(tmp_path / "SalinasA_corrected.mat", {"salinasA_corrected": cube})
     coords = np.array([[20, 30], [0, 85]])
-    from_mat = PixelPatchDataset.from_files(tmp_path / "SalinasA_corrected.mat",
-                                            salinas_a_dir / "SalinasA_gt.mat",
-                                            card="salinas_a", radius=1, coords=coords)
-    from_envi = PixelPatchDataset.from_files(salinas_a_dir / "SalinasA_corrected.hdr",
-                                             salinas_a_dir / "SalinasA_gt.mat",
-                                             card="salinas_a", radius=1, coords=coords)
+    from_mat = PixelPatchDataset.from_files(
+        tmp_path / "SalinasA_corrected.mat",
+        salinas_a_dir / "SalinasA_gt.mat",
+        card="salinas_a",
+        radius=1,
+        coords=coords,
+    )
+    from_envi = PixelPatchDataset.from_files(
+        salinas_a_dir / "SalinasA_corrected.hdr",
+        salinas_a_dir / "SalinasA_gt.mat",
+        card="salinas_a",
+        radius=1,
+        coords=coords,
+    )
     for i in range(2):
         a, b = from_mat[i], from_envi[i]
         torch.testing.assert_close(a["image"], b["image"])

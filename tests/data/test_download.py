@@ -50,6 +50,7 @@ def leftovers(folder: Path) -> list[str]:
 
 # --- checksums ---------------------------------------------------------------------------
 
+
 def test_parse_checksum_forms():
     h64, h32 = "ab" * 32, "cd" * 16
     assert parse_checksum(f"sha256:{h64}") == ("sha256", h64)
@@ -59,10 +60,22 @@ def test_parse_checksum_forms():
     assert parse_checksum(f"  SHA256:{h64.upper()}\n") == ("sha256", h64)
 
 
-@pytest.mark.parametrize("text", [
-    "", "sha256:", "md5:" + "a" * 64, "sha256:" + "a" * 32, "sha1:" + "a" * 40,
-    "a" * 40, "g" * 64, "sha256:" + "a" * 63 + "z", "sha256: " + "a" * 63, 12345, None,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "sha256:",
+        "md5:" + "a" * 64,
+        "sha256:" + "a" * 32,
+        "sha1:" + "a" * 40,
+        "a" * 40,
+        "g" * 64,
+        "sha256:" + "a" * 63 + "z",
+        "sha256: " + "a" * 63,
+        12345,
+        None,
+    ],
+)
 def test_parse_checksum_rejects(text):
     with pytest.raises(ValueError):
         parse_checksum(text)
@@ -79,11 +92,15 @@ def test_file_digest_streams(tmp_path):
 
 # --- download_file -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["sha256", "md5", "bare"])
 def test_download_verified(server, tmp_path, kind):
     url = server.put("data/file.bin", PAYLOAD)
-    checksum = {"sha256": f"sha256:{sha256(PAYLOAD)}", "md5": f"md5:{md5(PAYLOAD)}",
-                "bare": sha256(PAYLOAD)}[kind]
+    checksum = {
+        "sha256": f"sha256:{sha256(PAYLOAD)}",
+        "md5": f"md5:{md5(PAYLOAD)}",
+        "bare": sha256(PAYLOAD),
+    }[kind]
     dest = tmp_path / "out" / "deep" / "file.bin"  # parent folders are created
     got = download_file(url, dest, checksum, progress=False, chunk_size=1024)
     assert got == dest
@@ -224,6 +241,7 @@ def test_dest_folder_is_refused(server, tmp_path):
 
 # --- mirror ------------------------------------------------------------------------------
 
+
 def test_resolve_url(monkeypatch, tmp_path):
     url = "https://www.ehu.eus/ccwintco/uploads/a/a3/Salinas_corrected.mat"
     assert resolve_url(url) == url
@@ -252,20 +270,25 @@ def test_mirror_redirects_a_card_url(server, tmp_path, monkeypatch, capsys):
     assert f"mirror: {mirror}Salinas_corrected.mat" in capsys.readouterr().err
 
 
-def test_a_download_that_declines_the_mirror_goes_to_its_own_url(server, tmp_path,
-                                                                monkeypatch):
+def test_a_download_that_declines_the_mirror_goes_to_its_own_url(server, tmp_path, monkeypatch):
     server.put("hub/f.bin", PAYLOAD)
     monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "no-such-mirror"))
-    dest = download_file(f"{server.url}/hub/f.bin", tmp_path / "f.bin",
-                         f"sha256:{sha256(PAYLOAD)}", progress=False, mirror=False)
+    dest = download_file(
+        f"{server.url}/hub/f.bin",
+        tmp_path / "f.bin",
+        f"sha256:{sha256(PAYLOAD)}",
+        progress=False,
+        mirror=False,
+    )
     assert dest.read_bytes() == PAYLOAD and server.requests == ["/hub/f.bin"]
 
 
 def test_fetch_bytes_reads_a_small_answer_and_refuses_one_over_its_limit(server):
     server.put("api/listing.json", PAYLOAD)
     assert fetch_bytes(f"{server.url}/api/listing.json", "a listing") == PAYLOAD
-    with pytest.raises(DownloadError, match="could not read a listing from .*passed its "
-                                            "limit of 1000 bytes"):
+    with pytest.raises(
+        DownloadError, match="could not read a listing from .*passed its limit of 1000 bytes"
+    ):
         fetch_bytes(f"{server.url}/api/listing.json", "a listing", limit=1000)
 
 
@@ -280,6 +303,7 @@ def test_mirror_404_names_both_urls(server, tmp_path, monkeypatch):
 
 # --- fetch_card_files --------------------------------------------------------------------
 
+
 def mat_bytes(tmp_path: Path, name: str, key: str, array: np.ndarray) -> bytes:
     path = tmp_path / "made" / name
     path.parent.mkdir(exist_ok=True)
@@ -291,10 +315,15 @@ def mat_bytes(tmp_path: Path, name: str, key: str, array: np.ndarray) -> bytes:
 def salinas_mirror(server, tmp_path, monkeypatch):
     """Small stand-ins for the Salinas .mat files, served from a mirror of the EHU URLs."""
     rng = np.random.default_rng(0)
-    image = mat_bytes(tmp_path, "Salinas_corrected.mat", "salinas_corrected",
-                      rng.integers(0, 5000, (6, 5, 4), dtype=np.int16))
-    labels = mat_bytes(tmp_path, "Salinas_gt.mat", "salinas_gt",
-                       rng.integers(0, 17, (6, 5), dtype=np.uint8))
+    image = mat_bytes(
+        tmp_path,
+        "Salinas_corrected.mat",
+        "salinas_corrected",
+        rng.integers(0, 5000, (6, 5, 4), dtype=np.int16),
+    )
+    labels = mat_bytes(
+        tmp_path, "Salinas_gt.mat", "salinas_gt", rng.integers(0, 17, (6, 5), dtype=np.uint8)
+    )
     server.put("mirror/Salinas_corrected.mat", image)
     server.put("mirror/Salinas_gt.mat", labels)
     monkeypatch.setenv(MIRROR_ENV, f"{server.url}/mirror/")
@@ -308,14 +337,18 @@ def with_checksums(card, checksums):
 
 
 def test_fetch_card_files_downloads_and_verifies(salinas_mirror, server, tmp_path):
-    card = with_checksums(load_dataset_card("salinas"), {
-        "Salinas_corrected.mat": f"sha256:{sha256(salinas_mirror['Salinas_corrected.mat'])}",
-        "Salinas_gt.mat": f"md5:{md5(salinas_mirror['Salinas_gt.mat'])}",
-    })
+    card = with_checksums(
+        load_dataset_card("salinas"),
+        {
+            "Salinas_corrected.mat": f"sha256:{sha256(salinas_mirror['Salinas_corrected.mat'])}",
+            "Salinas_gt.mat": f"md5:{md5(salinas_mirror['Salinas_gt.mat'])}",
+        },
+    )
     root = tmp_path / "salinas"
     files = fetch_card_files(card, root, download=True, progress=False)
-    assert files == SceneFiles(root / "Salinas_corrected.mat", root / "Salinas_gt.mat",
-                               "salinas_corrected", "salinas_gt")
+    assert files == SceneFiles(
+        root / "Salinas_corrected.mat", root / "Salinas_gt.mat", "salinas_corrected", "salinas_gt"
+    )
     assert scipy.io.loadmat(files.image)[files.image_key].shape == (6, 5, 4)
     assert scipy.io.loadmat(files.labels)[files.labels_key].shape == (6, 5)
     assert leftovers(root) == ["Salinas_corrected.mat", "Salinas_gt.mat"]
@@ -333,7 +366,8 @@ def test_fetch_card_files_downloads_and_verifies(salinas_mirror, server, tmp_pat
 
 
 def test_fetch_card_files_refuses_files_that_differ_from_the_published_checksums(
-        salinas_mirror, tmp_path):
+    salinas_mirror, tmp_path
+):
     """The real card pins the published MD5s: the generated stand-ins are refused."""
     root = tmp_path / "salinas"
     with pytest.raises(ChecksumError, match="485d8802f4a6b4ebc0767d48dd0da06b"):
@@ -378,7 +412,8 @@ def test_fetch_card_files_rejects_bad_card_checksum(tmp_path):
         fetch_card_files(card, tmp_path, download=True, progress=False)
     assert card_checksums("salinas") == {
         "Salinas_corrected.mat": "md5:485d8802f4a6b4ebc0767d48dd0da06b",
-        "Salinas_gt.mat": "md5:7b8da653a61bb0271b27b37fb926390f"}
+        "Salinas_gt.mat": "md5:7b8da653a61bb0271b27b37fb926390f",
+    }
 
 
 @pytest.mark.parametrize("download", [False, True])

@@ -27,8 +27,10 @@ from geofm.data.sample import IGNORE_INDEX, BandMismatchError, check_sample
 @pytest.fixture(scope="module")
 def salinas_raw(salinas_a_dir):
     """The cube as GDAL's ENVI driver reads it: (204, 83, 86) int16."""
-    with pytest.warns(NotGeoreferencedWarning), \
-            rasterio.open(salinas_a_dir / "SalinasA_corrected.img") as src:
+    with (
+        pytest.warns(NotGeoreferencedWarning),
+        rasterio.open(salinas_a_dir / "SalinasA_corrected.img") as src,
+    ):
         return src.read()
 
 
@@ -50,21 +52,23 @@ def test_envi_header_fields(salinas_a_dir):
 
 def _write_envi(path, cube_bhw, interleave, byteorder="<", extra=""):
     axes = {"bsq": (0, 1, 2), "bil": (1, 0, 2), "bip": (1, 2, 0)}[interleave]
-    data = np.ascontiguousarray(cube_bhw.transpose(axes)).astype(cube_bhw.dtype.newbyteorder(
-        byteorder))
+    data = np.ascontiguousarray(cube_bhw.transpose(axes)).astype(
+        cube_bhw.dtype.newbyteorder(byteorder)
+    )
     data.tofile(path.with_suffix(".img"))
     b, h, w = cube_bhw.shape
     path.with_suffix(".hdr").write_text(
         f"ENVI\nsamples = {w}\nlines = {h}\nbands = {b}\nheader offset = 0\n"
-        f"data type = 2\ninterleave = {interleave}\nbyte order = {int(byteorder == '>')}\n"
-        + extra)
+        f"data type = 2\ninterleave = {interleave}\nbyte order = {int(byteorder == '>')}\n" + extra
+    )
     return path.with_suffix(".hdr")
 
 
 @pytest.mark.parametrize("interleave", ["bsq", "bil", "bip"])
 @pytest.mark.parametrize("byteorder", ["<", ">"])
-def test_every_interleave_and_byte_order_reads_the_same_cube(tmp_path, salinas_raw, interleave,
-                                                             byteorder):
+def test_every_interleave_and_byte_order_reads_the_same_cube(
+    tmp_path, salinas_raw, interleave, byteorder
+):
     hdr = _write_envi(tmp_path / "cube", salinas_raw[:20], interleave, byteorder)
     s = open_envi(hdr, wavelengths=np.linspace(400, 600, 20), gsd=3.7)
     np.testing.assert_array_equal(s["image"].numpy(), salinas_raw[:20])
@@ -72,17 +76,25 @@ def test_every_interleave_and_byte_order_reads_the_same_cube(tmp_path, salinas_r
 
 def test_header_wavelengths_in_micrometres_become_nanometres(tmp_path, salinas_raw):
     wl_um = ", ".join(f"{0.4 + 0.01 * i:.3f}" for i in range(5))
-    hdr = _write_envi(tmp_path / "cube", salinas_raw[:5], "bsq",
-                      extra=f"wavelength units = Micrometers\nwavelength = {{{wl_um}}}\n"
-                            "map info = {UTM, 1, 1, 500000, 4000000, 3.7, 3.7, 10, North}\n")
+    hdr = _write_envi(
+        tmp_path / "cube",
+        salinas_raw[:5],
+        "bsq",
+        extra=f"wavelength units = Micrometers\nwavelength = {{{wl_um}}}\n"
+        "map info = {UTM, 1, 1, 500000, 4000000, 3.7, 3.7, 10, North}\n",
+    )
     s = open_envi(hdr)
     assert s["wavelengths"].tolist() == pytest.approx([400, 410, 420, 430, 440], abs=1e-3)
     assert s["gsd"] == pytest.approx(3.7)
 
 
 def test_envi_window_reads_only_that_window(salinas_a_dir, salinas_raw):
-    s = open_envi(salinas_a_dir / "SalinasA_corrected.hdr", card="salinas_a",
-                  window=(10, 20, 30, 40), bands=[0, 100, 203])
+    s = open_envi(
+        salinas_a_dir / "SalinasA_corrected.hdr",
+        card="salinas_a",
+        window=(10, 20, 30, 40),
+        bands=[0, 100, 203],
+    )
     np.testing.assert_array_equal(s["image"].numpy(), salinas_raw[[0, 100, 203], 20:60, 10:40])
 
 
@@ -148,8 +160,7 @@ def test_mat_v73_hdf5_cube_reads_like_v5(tmp_path, salinas_raw, salinas_mat_v5):
     np.testing.assert_array_equal(v73["image"].numpy(), v5["image"].numpy())
 
 
-def test_image_and_label_grids_that_disagree_name_both_shapes(tmp_path, salinas_raw,
-                                                              salinas_a_dir):
+def test_image_and_label_grids_that_disagree_name_both_shapes(tmp_path, salinas_raw, salinas_a_dir):
     path = tmp_path / "cropped.mat"
     scipy.io.savemat(path, {"cube": np.moveaxis(salinas_raw[:, :80], 0, -1)})
     with pytest.raises(ValueError, match=r"83 x 86.*80 x 86"):
@@ -162,8 +173,9 @@ def test_mat_without_the_named_key_lists_the_arrays(salinas_mat_v5):
 
 
 def test_header_wavelengths_without_units_below_30_are_micrometres(tmp_path, salinas_raw):
-    hdr = _write_envi(tmp_path / "cube", salinas_raw[:3], "bsq",
-                      extra="wavelength = {0.45, 0.55, 0.65}\n")
+    hdr = _write_envi(
+        tmp_path / "cube", salinas_raw[:3], "bsq", extra="wavelength = {0.45, 0.55, 0.65}\n"
+    )
     s = open_envi(hdr, gsd=3.7)
     assert s["wavelengths"].tolist() == pytest.approx([450, 550, 650], abs=1e-3)
 
@@ -183,15 +195,21 @@ def test_corrupt_mat_file_is_named(tmp_path, content):
         open_mat(bad, card="salinas_a")
 
 
-def test_mat_window_partly_outside_is_padded_like_the_other_readers(salinas_mat_v5,
-                                                                   salinas_a_dir, salinas_raw):
-    s = open_mat(salinas_mat_v5, card="salinas_a", window=(70, -5, 20, 10),
-                 gt_path=salinas_a_dir / "SalinasA_gt.mat")
+def test_mat_window_partly_outside_is_padded_like_the_other_readers(
+    salinas_mat_v5, salinas_a_dir, salinas_raw
+):
+    s = open_mat(
+        salinas_mat_v5,
+        card="salinas_a",
+        window=(70, -5, 20, 10),
+        gt_path=salinas_a_dir / "SalinasA_gt.mat",
+    )
     np.testing.assert_array_equal(s["image"][:, 5:, :16].numpy(), salinas_raw[:, :5, 70:86])
     assert not s["valid"][:5].any() and not s["valid"][:, 16:].any()
     assert (s["mask"][:5] == IGNORE_INDEX).all() and (s["mask"][:, 16:] == IGNORE_INDEX).all()
-    envi = open_envi(salinas_a_dir / "SalinasA_corrected.hdr", card="salinas_a",
-                     window=(70, -5, 20, 10))
+    envi = open_envi(
+        salinas_a_dir / "SalinasA_corrected.hdr", card="salinas_a", window=(70, -5, 20, 10)
+    )
     assert torch.equal(envi["image"], s["image"]) and torch.equal(envi["valid"], s["valid"])
 
 

@@ -18,8 +18,9 @@ from geofm.data.plot import (
 @pytest.fixture(scope="module")
 def salinas(salinas_a_dir):
     s = open_envi(salinas_a_dir / "SalinasA_corrected.hdr", card="salinas_a")
-    s["mask"] = torch.from_numpy(read_label_mat(salinas_a_dir / "SalinasA_gt.mat",
-                                                card="salinas_a"))
+    s["mask"] = torch.from_numpy(
+        read_label_mat(salinas_a_dir / "SalinasA_gt.mat", card="salinas_a")
+    )
     return s
 
 

@@ -228,8 +228,9 @@ def test_sentinel2_band_files_stack_on_the_10m_grid(s2_tile_dir):
 
 
 def test_sentinel2_20m_band_is_upsampled_by_nearest_exactly(s2_tile_dir):
-    s = open_raster(s2_tile_dir, bands=["B11", "B02"], resampling="nearest",
-                    window=(0, 0, 256, 128))
+    s = open_raster(
+        s2_tile_dir, bands=["B11", "B02"], resampling="nearest", window=(0, 0, 256, 128)
+    )
     with rasterio.open(s2_tile_dir / "T33UUU_20170216T102101_B11.jp2") as src:
         assert src.res == (20.0, 20.0)
         b11 = src.read(1, window=Window(0, 0, 128, 64))
@@ -240,8 +241,9 @@ def test_sentinel2_20m_band_is_upsampled_by_nearest_exactly(s2_tile_dir):
 def test_sentinel2_window_equals_the_same_part_of_the_full_stack(s2_tile_dir):
     full = open_raster(s2_tile_dir, bands=["B01", "B05", "B08"])
     part = open_raster(s2_tile_dir, bands=["B01", "B05", "B08"], window=(600, 300, 200, 100))
-    np.testing.assert_allclose(part["image"].numpy(), full["image"][:, 300:400, 600:800].numpy(),
-                               rtol=0, atol=1.0)
+    np.testing.assert_allclose(
+        part["image"].numpy(), full["image"][:, 300:400, 600:800].numpy(), rtol=0, atol=1.0
+    )
     assert part["transform"] == full["transform"] @ full["transform"].translation(600, 300)
 
 
@@ -260,5 +262,5 @@ def test_missing_band_file_lists_the_bands_present(s2_tile_dir):
 def test_iter_windows_cover_the_grid_once():
     seen = np.zeros((70, 130), int)
     for w in iter_windows(130, 70, 32):
-        seen[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] += 1
+        seen[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
     assert (seen == 1).all()

@@ -10,7 +10,9 @@ def _sample(c=3, h=4, w=5, wavelengths=None, bands=None):
 
 
 def test_wavelength_count_mismatch_names_both_counts():
-    with pytest.raises(BandMismatchError, match=r"4 wavelengths given for an image with 3 channels"):
+    with pytest.raises(
+        BandMismatchError, match=r"4 wavelengths given for an image with 3 channels"
+    ):
         make_sample(torch.zeros(3, 2, 2), [1.0, 2.0, 3.0, 4.0], 10.0)
 
 

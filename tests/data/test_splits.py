@@ -34,8 +34,9 @@ def windows_touching(centres, occupied, radius):
     h, w = occupied.shape
     hits = []
     for r, c in centres:
-        window = occupied[max(r - radius, 0):min(r + radius + 1, h),
-                          max(c - radius, 0):min(c + radius + 1, w)]
+        window = occupied[
+            max(r - radius, 0) : min(r + radius + 1, h), max(c - radius, 0) : min(c + radius + 1, w)
+        ]
         if window.any():
             hits.append((int(r), int(c)))
     return hits
@@ -109,8 +110,9 @@ def test_stratified_split_rejects_a_label_map():
 
 @pytest.mark.parametrize("radius", [1, 2, 4])
 def test_spatial_split_has_no_training_pixel_in_any_val_or_test_window(salinas_mask, radius):
-    split = spatially_disjoint_split(salinas_mask, radius, train=0.5, val=0.2, block_size=12,
-                                     seed=0)
+    split = spatially_disjoint_split(
+        salinas_mask, radius, train=0.5, val=0.2, block_size=12, seed=0
+    )
     assert len(split.train) and len(split.val) and len(split.test)
     train_map = occupancy(split.train, salinas_mask.shape)
     assert windows_touching(split.val, train_map, radius) == []
@@ -157,7 +159,7 @@ def test_spatial_split_assigns_whole_blocks(salinas_mask):
         assert np.all(split.block_part[coords[:, 0], coords[:, 1]] == part_id)
     for r0 in range(0, salinas_mask.shape[0], block):
         for c0 in range(0, salinas_mask.shape[1], block):
-            assert len(np.unique(split.block_part[r0:r0 + block, c0:c0 + block])) == 1
+            assert len(np.unique(split.block_part[r0 : r0 + block, c0 : c0 + block])) == 1
 
 
 def test_spatial_split_is_deterministic_with_the_seed(salinas_mask):
@@ -171,8 +173,9 @@ def test_spatial_split_is_deterministic_with_the_seed(salinas_mask):
 
 def test_spatial_split_with_twice_the_radius_as_buffer_makes_windows_disjoint(salinas_mask):
     radius = 2
-    split = spatially_disjoint_split(salinas_mask, radius, train=0.5, val=0.2, block_size=16,
-                                     buffer=2 * radius)
+    split = spatially_disjoint_split(
+        salinas_mask, radius, train=0.5, val=0.2, block_size=16, buffer=2 * radius
+    )
     train_map = occupancy(split.train, salinas_mask.shape)
     # Windows of radius r around two centres overlap exactly when a window of 2r holds both.
     assert windows_touching(split.test, train_map, 2 * radius) == []

@@ -21,15 +21,17 @@ def eurosat_pixels(eurosat_dir):
 
 
 def test_eurosat_statistics_equal_numpy_over_all_pixels(eurosat_dir, eurosat_pixels):
-    stats = compute_statistics([eurosat_dir], card="eurosat_ms", progress=False,
-                               percentiles=(2, 50, 98))
+    stats = compute_statistics(
+        [eurosat_dir], card="eurosat_ms", progress=False, percentiles=(2, 50, 98)
+    )
     x = eurosat_pixels.astype(np.float64)
     np.testing.assert_allclose(stats["mean"], x.mean(axis=1), rtol=1e-7)
     np.testing.assert_allclose(stats["std"], x.std(axis=1, ddof=1), rtol=1e-6)
     assert stats["percentiles_exact"]
     for q in (2, 50, 98):
-        np.testing.assert_array_equal(stats["percentiles"][f"p{q}"],
-                                      np.percentile(eurosat_pixels, q, axis=1, method="lower"))
+        np.testing.assert_array_equal(
+            stats["percentiles"][f"p{q}"], np.percentile(eurosat_pixels, q, axis=1, method="lower")
+        )
     assert stats["bands"][9] == "B10" and stats["mean"][9] < 20  # cirrus band, file order
     assert stats["count"] == [x.shape[1]] * 13
 
@@ -79,8 +81,12 @@ def test_missing_input_is_named(tmp_path):
 
 def test_stats_command_writes_card_format_yaml(tmp_path, eurosat_dir, eurosat_pixels):
     out = tmp_path / "stats.yaml"
-    assert main(["stats", str(eurosat_dir), "--card", "eurosat_ms", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["stats", str(eurosat_dir), "--card", "eurosat_ms", "--out", str(out), "--no-progress"]
+        )
+        == 0
+    )
     stats = yaml.safe_load(out.read_text())["statistics"]
     assert len(stats["mean"]) == len(stats["std"]) == 13
     np.testing.assert_allclose(stats["mean"], eurosat_pixels.mean(axis=1), rtol=1e-6)
@@ -99,11 +105,17 @@ def test_many_files_are_read_one_at_a_time(tmp_path, eurosat_dir):
     forest = sorted((eurosat_dir / "Forest").glob("*.tif"))[0]
     for i in range(150):
         (tmp_path / f"copy_{i:03d}.tif").symlink_to(forest)
-    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100)); "
-              "from geofm.data.stats import compute_statistics; "
-              "s = compute_statistics([sys.argv[1]], progress=False); print(s['count'][0])")
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
-                          text=True, timeout=HANG_TIMEOUT_S)
+    script = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100)); "
+        "from geofm.data.stats import compute_statistics; "
+        "s = compute_statistics([sys.argv[1]], progress=False); print(s['count'][0])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT_S,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) == 150 * 64 * 64
 
@@ -132,8 +144,9 @@ def test_float_raster_with_nan_is_summarised_without_the_nan(tmp_path, landsat_t
         dst.write(data)
     stats = compute_statistics([path], progress=False)
     valid = np.isfinite(data).all(axis=0)
-    np.testing.assert_allclose(stats["mean"], data[:, valid].astype(np.float64).mean(axis=1),
-                               rtol=1e-7)
+    np.testing.assert_allclose(
+        stats["mean"], data[:, valid].astype(np.float64).mean(axis=1), rtol=1e-7
+    )
     assert not stats["percentiles_exact"]
     mixed = tmp_path / "mixed"
     mixed.mkdir()

@@ -42,8 +42,9 @@ from geofm.data.transforms import (
 # Real samples
 
 
-def _threshold_mask(image: torch.Tensor, valid: torch.Tensor, channel: int,
-                    level: float) -> torch.Tensor:
+def _threshold_mask(
+    image: torch.Tensor, valid: torch.Tensor, channel: int, level: float
+) -> torch.Tensor:
     """A two-class map from one band (1 above ``level``), 255 where the pixel is invalid."""
     mask = (image[channel] > level).long()
     mask[~valid] = IGNORE_INDEX
@@ -74,8 +75,11 @@ def salinas_a(salinas_a_dir):
     """204-band AVIRIS cube with its real ground truth as mask (0 = unlabelled -> 255)."""
     # The header carries no wavelengths; evenly spaced AVIRIS-range stand-ins suffice here,
     # where only their order and their pairing with the channels matter.
-    sample = open_envi(salinas_a_dir / "SalinasA_corrected.hdr",
-                       wavelengths=np.linspace(400.0, 2500.0, 204), gsd=3.7)
+    sample = open_envi(
+        salinas_a_dir / "SalinasA_corrected.hdr",
+        wavelengths=np.linspace(400.0, 2500.0, 204),
+        gsd=3.7,
+    )
     gt = read_label_mat(salinas_a_dir / "SalinasA_gt.mat")
     sample["mask"] = torch.from_numpy(np.where(gt == 0, IGNORE_INDEX, gt)).long()
     return sample
@@ -106,13 +110,16 @@ def _assert_each_pixel_keeps_its_world_location(before, after):
     x_out, y_out = _world_of_pixel_centres(after["transform"], out_rows, out_cols)
     np.testing.assert_allclose(x_out, x_in, rtol=0, atol=1e-6)
     np.testing.assert_allclose(y_out, y_in, rtol=0, atol=1e-6)
-    torch.testing.assert_close(after["image"],
-                               before["image"][:, torch.from_numpy(src_rows),
-                                               torch.from_numpy(src_cols)],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        after["image"],
+        before["image"][:, torch.from_numpy(src_rows), torch.from_numpy(src_cols)],
+        rtol=0,
+        atol=0,
+    )
     if "valid" in before:
-        assert torch.equal(after["valid"],
-                           before["valid"][torch.from_numpy(src_rows), torch.from_numpy(src_cols)])
+        assert torch.equal(
+            after["valid"], before["valid"][torch.from_numpy(src_rows), torch.from_numpy(src_cols)]
+        )
 
 
 def _bounds(sample):
@@ -139,8 +146,17 @@ TRANSFORMS = [
     ("band_subset", lambda g: RandomBandSubset(1, 2, generator=g)),
     ("normalize", lambda g: Normalize([10.0, 20.0, 30.0], [2.0, 3.0, 4.0])),
     ("mae_scale", lambda g: MAEScaleNormalize([10.0, 20.0, 30.0], [2.0, 3.0, 4.0])),
-    ("compose", lambda g: Compose([RandomCrop(64, generator=g), RandomRotate90(generator=g),
-                                   Resize(scale=0.5), RandomBandSubset(2, generator=g)])),
+    (
+        "compose",
+        lambda g: Compose(
+            [
+                RandomCrop(64, generator=g),
+                RandomRotate90(generator=g),
+                Resize(scale=0.5),
+                RandomBandSubset(2, generator=g),
+            ]
+        ),
+    ),
 ]
 
 
@@ -172,8 +188,14 @@ def test_transforms_return_a_new_dict_and_leave_the_input_untouched(name, factor
 
 
 def test_hyperspectral_cube_with_ground_truth_passes_through_a_pipeline(salinas_a):
-    pipeline = Compose([RandomCrop(48, generator=_generator()), RandomRotate90(_generator()),
-                        RandomBandSubset(16, 64, generator=_generator()), Resize(64)])
+    pipeline = Compose(
+        [
+            RandomCrop(48, generator=_generator()),
+            RandomRotate90(_generator()),
+            RandomBandSubset(16, 64, generator=_generator()),
+            Resize(64),
+        ]
+    )
     out = pipeline(salinas_a)
     check_sample(out)
     assert 16 <= out["image"].shape[0] <= 64
@@ -227,16 +249,21 @@ def test_rot90_keeps_world_coordinates_of_each_pixel(k, georeferenced):
 def test_random_flips_and_rotations_keep_world_coordinates_of_each_pixel(georeferenced):
     before = _with_pixel_ids(georeferenced)
     g = _generator(3)
-    pipeline = Compose([RandomHorizontalFlip(generator=g), RandomVerticalFlip(generator=g),
-                        RandomRotate90(generator=g), RandomCrop(17, generator=g)])
+    pipeline = Compose(
+        [
+            RandomHorizontalFlip(generator=g),
+            RandomVerticalFlip(generator=g),
+            RandomRotate90(generator=g),
+            RandomCrop(17, generator=g),
+        ]
+    )
     for _ in range(8):
         _assert_each_pixel_keeps_its_world_location(before, pipeline(before))
 
 
 def test_flip_with_probability_zero_keeps_the_image_and_with_one_always_flips(eurosat):
     assert torch.equal(RandomHorizontalFlip(p=0.0)(eurosat)["image"], eurosat["image"])
-    assert torch.equal(RandomVerticalFlip(p=1.0)(eurosat)["image"],
-                       eurosat["image"].flip(-2))
+    assert torch.equal(RandomVerticalFlip(p=1.0)(eurosat)["image"], eurosat["image"].flip(-2))
 
 
 def test_random_rotation_draws_every_quarter_turn(landsat):
@@ -286,21 +313,24 @@ def test_resize_is_bilinear_for_the_image(eurosat):
     out = resize(eurosat, (32, 32), antialias=False)
     # Halving with the half-pixel convention samples midway between pixels 2i and 2i+1.
     img = eurosat["image"].double()
-    expected = (img[:, 0::2, 0::2] + img[:, 1::2, 0::2] + img[:, 0::2, 1::2]
-                + img[:, 1::2, 1::2]) / 4
+    expected = (
+        img[:, 0::2, 0::2] + img[:, 1::2, 0::2] + img[:, 0::2, 1::2] + img[:, 1::2, 1::2]
+    ) / 4
     torch.testing.assert_close(out["image"].double(), expected, rtol=1e-6, atol=1e-3)
 
 
 def test_resize_values_at_valid_pixels_do_not_depend_on_nodata_fill(landsat):
-    filled = dict(landsat, image=torch.where(landsat["valid"], landsat["image"],
-                                             torch.tensor(1000.0)))
+    filled = dict(
+        landsat, image=torch.where(landsat["valid"], landsat["image"], torch.tensor(1000.0))
+    )
     for size in [(1436, 1582), (359, 395), (200, 500)]:
         out, out_filled = resize(landsat, size), resize(filled, size)
         valid = out["valid"]
         assert torch.equal(valid, out_filled["valid"])
         assert valid.float().mean() > 0.6
-        torch.testing.assert_close(out["image"][:, valid], out_filled["image"][:, valid],
-                                   rtol=0, atol=1e-2)
+        torch.testing.assert_close(
+            out["image"][:, valid], out_filled["image"][:, valid], rtol=0, atol=1e-2
+        )
 
 
 def test_all_valid_image_stays_valid_after_resize(eurosat):
@@ -319,8 +349,16 @@ GEOMETRIC_OPS = [
     ("rot90_1", lambda s: rot90(s, 1)),
     ("rot90_2", lambda s: rot90(s, 2)),
     ("rot90_3", lambda s: rot90(s, 3)),
-    ("random", Compose([RandomRotate90(_generator(5)), RandomCrop(30, generator=_generator(5)),
-                        RandomHorizontalFlip(generator=_generator(6))])),
+    (
+        "random",
+        Compose(
+            [
+                RandomRotate90(_generator(5)),
+                RandomCrop(30, generator=_generator(5)),
+                RandomHorizontalFlip(generator=_generator(6)),
+            ]
+        ),
+    ),
 ]
 
 
@@ -332,8 +370,7 @@ def test_mask_and_valid_move_with_the_image(op, landsat, eurosat):
         out = op(sample)
         if has_nodata:  # Landsat: a pixel is valid where no band holds the nodata value 0
             assert torch.equal(out["valid"], (out["image"] != 0).all(0))
-        assert torch.equal(out["mask"],
-                           _threshold_mask(out["image"], out["valid"], channel, level))
+        assert torch.equal(out["mask"], _threshold_mask(out["image"], out["valid"], channel, level))
 
 
 @pytest.mark.parametrize("factor", [2, 3])
@@ -358,8 +395,9 @@ def test_select_bands_reorders_channels_and_updates_wavelengths_to_card_values(e
     out = SelectBands(names)(eurosat)
     assert out["bands"] == tuple(names)
     sentinel2 = load_sensor("sentinel2")
-    torch.testing.assert_close(out["wavelengths"],
-                               torch.tensor(sentinel2.wavelengths(names), dtype=torch.float32))
+    torch.testing.assert_close(
+        out["wavelengths"], torch.tensor(sentinel2.wavelengths(names), dtype=torch.float32)
+    )
     assert out["wavelengths"][0] == pytest.approx(664.6)
     card = load_dataset_card("eurosat_ms")
     assert torch.equal(out["image"], eurosat["image"][card.band_indices(names)])
@@ -417,8 +455,14 @@ def test_random_band_subset_checks_its_bounds(eurosat):
 def test_random_transforms_repeat_with_the_same_generator_seed(landsat):
     def pipeline(seed):
         g = _generator(seed)
-        return Compose([RandomCrop(64, generator=g), RandomHorizontalFlip(generator=g),
-                        RandomRotate90(generator=g), RandomBandSubset(1, generator=g)])
+        return Compose(
+            [
+                RandomCrop(64, generator=g),
+                RandomHorizontalFlip(generator=g),
+                RandomRotate90(generator=g),
+                RandomBandSubset(1, generator=g),
+            ]
+        )
 
     a, b = pipeline(7)(landsat), pipeline(7)(landsat)
     assert torch.equal(a["image"], b["image"]) and a["transform"] == b["transform"]
@@ -458,8 +502,9 @@ def test_normalize_picks_statistics_by_band_name_after_band_selection(eurosat):
         out = pipeline(eurosat)
         idx = card.band_indices(out["bands"])
         image = eurosat["image"].numpy()[idx].astype(np.float64)
-        expected = (image - np.array(card.mean)[idx, None, None]) / np.array(card.std)[idx, None,
-                                                                                       None]
+        expected = (image - np.array(card.mean)[idx, None, None]) / np.array(card.std)[
+            idx, None, None
+        ]
         np.testing.assert_allclose(out["image"].numpy(), expected, rtol=1e-5, atol=1e-5)
 
 

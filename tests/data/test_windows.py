@@ -25,7 +25,7 @@ def test_windows_lie_inside_the_scene_and_match_a_full_read(salinas_hdr):
     for i in (0, 7, 19):
         _, (col, row, w, h) = ds.window(i)
         assert 0 <= row <= 83 - 32 and 0 <= col <= 86 - 32 and (w, h) == (32, 32)
-        torch.testing.assert_close(ds[i]["image"], full[:, row:row + 32, col:col + 32])
+        torch.testing.assert_close(ds[i]["image"], full[:, row : row + 32, col : col + 32])
 
 
 def test_windows_are_reproducible_and_change_with_the_epoch(salinas_hdr):
@@ -72,10 +72,12 @@ def test_drop_last_drops_each_band_sets_incomplete_batch():
 
 
 def test_eurosat_scenes_and_salinas_windows_load_in_one_run(eurosat_dir, salinas_hdr):
-    both = ConcatDataset([
-        SceneFolderDataset(eurosat_dir, card="eurosat_ms"),
-        RandomWindowDataset([salinas_hdr], size=64, length=6, card="salinas_a"),
-    ])
+    both = ConcatDataset(
+        [
+            SceneFolderDataset(eurosat_dir, card="eurosat_ms"),
+            RandomWindowDataset([salinas_hdr], size=64, length=6, card="salinas_a"),
+        ]
+    )
     sampler = BandSetBatchSampler.for_datasets(both, batch_size=4, seed=0)
     loader = DataLoader(both, batch_sampler=sampler, collate_fn=collate_samples)
     seen = {tuple(batch["image"].shape[1:]) for batch in loader}
@@ -86,7 +88,8 @@ def test_replicas_take_disjoint_equal_shares_of_the_same_epoch():
     keys = [0] * 10 + [1] * 7
     shares = [list(BandSetBatchSampler(keys, 2, seed=4, num_replicas=3, rank=r)) for r in range(3)]
     assert len({len(s) for s in shares}) == 1 and len(shares[0]) == len(
-        BandSetBatchSampler(keys, 2, num_replicas=3, rank=0))
+        BandSetBatchSampler(keys, 2, num_replicas=3, rank=0)
+    )
     flat = [i for s in shares for b in s for i in b]
     assert len(flat) == len(set(flat))
 
@@ -102,9 +105,10 @@ def test_lightning_sets_the_epoch_and_the_epoch_travels_with_the_indices(salinas
     assert sampler.epoch == 5
     assert all(item[0] == 5 for batch in sampler for item in batch)
     # the dataset copy in a worker keeps epoch 0; the (epoch, index) item still reads epoch 5
-    torch.testing.assert_close(both[(5, 3)]["image"],
-                               open_envi(salinas_hdr, window=windows.window(3, epoch=5)[1],
-                                         card="salinas_a")["image"])
+    torch.testing.assert_close(
+        both[(5, 3)]["image"],
+        open_envi(salinas_hdr, window=windows.window(3, epoch=5)[1], card="salinas_a")["image"],
+    )
     assert windows.window(3, epoch=5) != windows.window(3, epoch=0)
 
 
@@ -148,7 +152,8 @@ def test_a_run_of_failures_raises_naming_the_files(tmp_path, eurosat_dir):
 
 
 def test_a_file_unreadable_from_the_start_is_skipped_but_all_unreadable_is_an_error(
-        tmp_path, eurosat_dir):
+    tmp_path, eurosat_dir
+):
     good = sorted(eurosat_dir.rglob("*.tif"))[0]
     data = good.read_bytes()
     bad = tmp_path / "truncated.tif"

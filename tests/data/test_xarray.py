@@ -37,8 +37,9 @@ def test_window_round_trip_keeps_the_window_transform(s2_tile_dir):
 
 def test_ungeoreferenced_cube_with_labels_round_trips(salinas_a_dir):
     s = open_envi(salinas_a_dir / "SalinasA_corrected.hdr", card="salinas_a")
-    s["mask"] = torch.from_numpy(read_label_mat(salinas_a_dir / "SalinasA_gt.mat",
-                                                card="salinas_a"))
+    s["mask"] = torch.from_numpy(
+        read_label_mat(salinas_a_dir / "SalinasA_gt.mat", card="salinas_a")
+    )
     da = to_xarray(s)
     assert da.rio.crs is None
     _assert_same(from_xarray(da), s)
@@ -67,8 +68,11 @@ def test_dataarray_without_wavelengths_says_how_to_add_them(landsat_tif):
 def test_pixel_patch_round_trip_keeps_its_centre(salinas_a_dir):
     from geofm.data import PixelPatchDataset, read_scene
 
-    scene = read_scene(salinas_a_dir / "SalinasA_corrected.hdr",
-                       salinas_a_dir / "SalinasA_gt.mat", card="salinas_a")
+    scene = read_scene(
+        salinas_a_dir / "SalinasA_corrected.hdr",
+        salinas_a_dir / "SalinasA_gt.mat",
+        card="salinas_a",
+    )
     patch = PixelPatchDataset(scene, [[0, 3]], radius=2)[0]
     _assert_same(from_xarray(to_xarray(patch)), patch)
     assert from_xarray(to_xarray(patch))["center"].tolist() == [0, 3]

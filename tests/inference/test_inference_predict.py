@@ -57,7 +57,7 @@ def _same_labels_where_decided(a: np.ndarray, b: np.ndarray, probs: np.ndarray) 
     move them (different batchings may round differently), and nearly everywhere."""
     predicted = np.isfinite(probs).all(0)
     top2 = np.sort(np.nan_to_num(probs, nan=0.0), axis=0)[-2:]
-    decided = ~predicted | ((top2[1] - top2[0]) > 1e-4)      # nodata cells must match too
+    decided = ~predicted | ((top2[1] - top2[0]) > 1e-4)  # nodata cells must match too
     np.testing.assert_array_equal(a[decided], b[decided])
     assert decided[predicted].mean() > 0.99
 
@@ -75,27 +75,37 @@ def _brute_force_scene(pred: ScenePredictor, sample: dict, stride: int, min_vali
         for ct in plan.cols:
             crop = torch.zeros(C, T, T)
             vcrop = torch.zeros(T, T, dtype=torch.bool)
-            part = image[:, rt.start:rt.start + T, ct.start:ct.start + T]
-            crop[:, :part.shape[1], :part.shape[2]] = part
-            vcrop[:part.shape[1], :part.shape[2]] = valid[rt.start:rt.start + T,
-                                                          ct.start:ct.start + T]
+            part = image[:, rt.start : rt.start + T, ct.start : ct.start + T]
+            crop[:, : part.shape[1], : part.shape[2]] = part
+            vcrop[: part.shape[1], : part.shape[2]] = valid[
+                rt.start : rt.start + T, ct.start : ct.start + T
+            ]
             if vcrop.float().mean() < min_valid or not vcrop.any():
                 continue
             p = pred.model(crop[None], sample["wavelengths"], sample["gsd"]).softmax(-1)[0]
             w = np.outer(rt.weights, ct.weights)
-            acc[:, rt.out_start:rt.out_stop, ct.out_start:ct.out_stop] += \
+            acc[:, rt.out_start : rt.out_stop, ct.out_start : ct.out_stop] += (
                 p.double().numpy()[:, None, None] * w
-            wsum[rt.out_start:rt.out_stop, ct.out_start:ct.out_stop] += w
+            )
+            wsum[rt.out_start : rt.out_stop, ct.out_start : ct.out_stop] += w
     return acc / np.where(wsum > 0, wsum, 1), wsum > 0
 
 
 @pytest.mark.parametrize("stride", [64, 32])
 def test_tiled_scene_prediction_equals_the_tiles_classified_one_by_one(landsat, stride):
     pred = _scene_predictor()
-    whole = predict(pred, dict(landsat), stride=stride, probabilities=True, block=10_000,
-                    progress=False)
-    tiled = predict(pred, dict(landsat), stride=stride, probabilities=True, block=5,
-                    batch_size=3, progress=False)
+    whole = predict(
+        pred, dict(landsat), stride=stride, probabilities=True, block=10_000, progress=False
+    )
+    tiled = predict(
+        pred,
+        dict(landsat),
+        stride=stride,
+        probabilities=True,
+        block=5,
+        batch_size=3,
+        progress=False,
+    )
     assert tiled.blocks > 4 and whole.blocks == 1
     ref, covered = _brute_force_scene(pred, landsat, stride, 0.5)
     H, W = landsat["image"].shape[1:]
@@ -106,11 +116,9 @@ def test_tiled_scene_prediction_equals_the_tiles_classified_one_by_one(landsat, 
         # nodata corners of the Landsat scene: no tile there, or no valid pixel in the cell
         assert done.sum() > 0.5 * done.size and (done <= covered).all()
         np.testing.assert_allclose(got[:, done], ref[:, done], atol=1e-5)
-        _same_labels_where_decided(res.labels.values[done], ref[:, done].argmax(0),
-                                   ref[:, done])
+        _same_labels_where_decided(res.labels.values[done], ref[:, done].argmax(0), ref[:, done])
         assert (res.labels.values[~done] == 255).all()
-    _same_labels_where_decided(tiled.labels.values, whole.labels.values,
-                               whole.probabilities.values)
+    _same_labels_where_decided(tiled.labels.values, whole.labels.values, whole.probabilities.values)
 
 
 def test_one_label_per_tile_is_the_model_on_that_tile(landsat):
@@ -124,16 +132,23 @@ def test_one_label_per_tile_is_the_model_on_that_tile(landsat):
     with torch.no_grad():
         for i in range(3):
             for j in range(5):
-                tile = sample["image"][None, :, 64 * i:64 * (i + 1), 64 * j:64 * (j + 1)]
+                tile = sample["image"][None, :, 64 * i : 64 * (i + 1), 64 * j : 64 * (j + 1)]
                 assert res.labels.values[i, j] == int(pred.model(tile, None, None).argmax())
 
 
-def test_written_cog_keeps_crs_and_cell_grid_and_reads_back_lazily(samples_dir, tmp_path,
-                                                                   landsat):
+def test_written_cog_keeps_crs_and_cell_grid_and_reads_back_lazily(samples_dir, tmp_path, landsat):
     path = samples_dir / "landsat_rgb" / "RGB.byte.tif"
     out = tmp_path / "map.tif"
-    res = predict(_scene_predictor(), path, out, stride=32, card="landsat_rgb",
-                  probabilities=True, memory_mb=64, progress=False)
+    res = predict(
+        _scene_predictor(),
+        path,
+        out,
+        stride=32,
+        card="landsat_rgb",
+        probabilities=True,
+        memory_mb=64,
+        progress=False,
+    )
     assert res.paths == [out, tmp_path / "map.probabilities.tif"]
     with rasterio.open(path) as src, rasterio.open(out) as dst:
         assert dst.crs == src.crs
@@ -178,26 +193,44 @@ def test_dense_prediction_with_enough_margin_equals_the_whole_image(landsat):
     with torch.no_grad():
         ref = model(landsat["image"][None]).softmax(1)[0]
     classes = ["a", "b", "c", "d"]
-    good = predict(DensePredictor(model, classes, LANDSAT_BANDS, tile=40, margin=1), sample,
-                   probabilities=True, block=50, progress=False)
+    good = predict(
+        DensePredictor(model, classes, LANDSAT_BANDS, tile=40, margin=1),
+        sample,
+        probabilities=True,
+        block=50,
+        progress=False,
+    )
     valid = landsat["valid"].numpy()
     got = good.probabilities.values
     # the scene's border pixels see zero padding in both; everything valid must agree
     np.testing.assert_allclose(got[:, valid], ref.numpy()[:, valid], atol=1e-5)
     assert good.labels.shape == tuple(landsat["image"].shape[1:])
     # without the margin the tiles' seams see zeros where the scene has data: they differ
-    bad = predict(DensePredictor(model, classes, LANDSAT_BANDS, tile=40, margin=0), sample,
-                  probabilities=True, block=50, progress=False)
+    bad = predict(
+        DensePredictor(model, classes, LANDSAT_BANDS, tile=40, margin=0),
+        sample,
+        probabilities=True,
+        block=50,
+        progress=False,
+    )
     assert np.abs(bad.probabilities.values[:, valid] - ref.numpy()[:, valid]).max() > 1e-3
     # overlapping cores are blended, and still equal
-    blended = predict(DensePredictor(model, classes, LANDSAT_BANDS, tile=40, margin=1), sample,
-                      overlap=8, probabilities=True, block=64, progress=False)
-    np.testing.assert_allclose(blended.probabilities.values[:, valid], ref.numpy()[:, valid],
-                               atol=1e-5)
+    blended = predict(
+        DensePredictor(model, classes, LANDSAT_BANDS, tile=40, margin=1),
+        sample,
+        overlap=8,
+        probabilities=True,
+        block=64,
+        progress=False,
+    )
+    np.testing.assert_allclose(
+        blended.probabilities.values[:, valid], ref.numpy()[:, valid], atol=1e-5
+    )
 
 
-def test_tiled_pixel_map_of_an_envi_cube_equals_the_untiled_map(tiny_lola_checkpoint,
-                                                                salinas_a_dir, tmp_path):
+def test_tiled_pixel_map_of_an_envi_cube_equals_the_untiled_map(
+    tiny_lola_checkpoint, salinas_a_dir, tmp_path
+):
     from geofm.data.hyperspectral import open_cube
     from geofm.tasks.pixel import classify_pixels
     from geofm.tasks.pixel_models import load_classifier
@@ -206,15 +239,23 @@ def test_tiled_pixel_map_of_an_envi_cube_equals_the_untiled_map(tiny_lola_checkp
     model, _ = load_classifier(tiny_lola_checkpoint)
     scene = open_cube(salinas_a_dir / "SalinasA_corrected.hdr", card="salinas_a")
     every = np.argwhere(np.ones((83, 86), dtype=bool))
-    labels, probs = classify_pixels(model, scene["image"], every, scene.get("valid"),
-                                    probabilities=True)
+    labels, probs = classify_pixels(
+        model, scene["image"], every, scene.get("valid"), probabilities=True
+    )
     untiled, untiled_prob = labels.reshape(83, 86), probs.T.reshape(-1, 83, 86)
     pred = load_predictor(tiny_lola_checkpoint, tile=24)
     assert isinstance(pred, CentrePixelPredictor) and pred.margin == 3
     out = tmp_path / "salinas_a.tif"
     with pytest.warns(NotGeoreferencedWarning, match="no CRS"):
-        res = predict(pred, salinas_a_dir / "SalinasA_corrected.hdr", out, card="salinas_a",
-                      probabilities=True, block=32, progress=False)
+        res = predict(
+            pred,
+            salinas_a_dir / "SalinasA_corrected.hdr",
+            out,
+            card="salinas_a",
+            probabilities=True,
+            block=32,
+            progress=False,
+        )
     assert res.blocks == 9 and res.crs is None
     _same_labels_where_decided(res.labels.values, untiled, untiled_prob)
     np.testing.assert_allclose(res.probabilities.values, untiled_prob, atol=1e-5)
@@ -225,8 +266,7 @@ def test_tiled_pixel_map_of_an_envi_cube_equals_the_untiled_map(tiny_lola_checkp
             assert dst.transform == Affine.identity()
     # the cube names no bands: the card of the scene the model was trained on does
     with pytest.warns(NotGeoreferencedWarning):
-        again = predict(pred, salinas_a_dir / "SalinasA_corrected.hdr", block=64,
-                        progress=False)
+        again = predict(pred, salinas_a_dir / "SalinasA_corrected.hdr", block=64, progress=False)
     _same_labels_where_decided(again.labels.values, untiled, untiled_prob)
 
 
@@ -252,8 +292,7 @@ def test_a_scene_without_the_model_bands_names_the_missing_ones(s2_tile_dir, tmp
     assert res.labels.shape == (12, 24) and res.crs == "EPSG:32633"
 
 
-def test_an_existing_output_is_refused_and_kept_and_replaced_only_when_asked(samples_dir,
-                                                                              tmp_path):
+def test_an_existing_output_is_refused_and_kept_and_replaced_only_when_asked(samples_dir, tmp_path):
     path = samples_dir / "landsat_rgb" / "RGB.byte.tif"
     out = tmp_path / "map.tif"
     out.write_bytes(b"precious")
@@ -272,10 +311,18 @@ def test_an_existing_output_is_refused_and_kept_and_replaced_only_when_asked(sam
 
     broken = ScenePredictor(Broken(), ["a", "b"], LANDSAT_BANDS, tile=64)
     with pytest.raises(RuntimeError, match="out of memory"):
-        predict(broken, path, out, card="landsat_rgb", overwrite=True, batch_size=4,
-                block=4, progress=False)
-    assert out.read_bytes() == b"precious"                   # nothing lost
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif"]   # nothing left over
+        predict(
+            broken,
+            path,
+            out,
+            card="landsat_rgb",
+            overwrite=True,
+            batch_size=4,
+            block=4,
+            progress=False,
+        )
+    assert out.read_bytes() == b"precious"  # nothing lost
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif"]  # nothing left over
     predict(_scene_predictor(), path, out, card="landsat_rgb", overwrite=True, progress=False)
     with rasterio.open(out) as dst:
         assert dst.crs is not None
@@ -285,12 +332,19 @@ def test_crs_less_raster_is_predicted_on_its_pixel_grid_with_a_warning(landsat, 
     plain = tmp_path / "plain.tif"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(plain, "w", driver="GTiff", height=200, width=256, count=3,
-                           dtype="uint8") as dst:
+        with rasterio.open(
+            plain, "w", driver="GTiff", height=200, width=256, count=3, dtype="uint8"
+        ) as dst:
             dst.write(landsat["image"][:, 300:500, 300:556].numpy().astype("uint8"))
     with pytest.warns(NotGeoreferencedWarning, match="scene's own grid"):
-        res = predict(_scene_predictor(), plain, tmp_path / "out.tif", stride=32,
-                      card="landsat_rgb", progress=False)
+        res = predict(
+            _scene_predictor(),
+            plain,
+            tmp_path / "out.tif",
+            stride=32,
+            card="landsat_rgb",
+            progress=False,
+        )
     assert res.crs is None
     # no map units: the GSD the model gets is the card's, or the one declared
     from geofm.inference import open_source
@@ -325,7 +379,7 @@ def test_scenes_smaller_than_a_tile_are_still_classified(landsat):
     pred = _scene_predictor()
     for h, w in ((40, 40), (100, 30), (1, 1)):
         sample = dict(landsat)
-        sample["image"] = landsat["image"][:, 300:300 + h, 300:300 + w]
+        sample["image"] = landsat["image"][:, 300 : 300 + h, 300 : 300 + w]
         sample["valid"] = torch.ones(h, w, dtype=torch.bool)
         res = predict(pred, sample, progress=False)
         assert res.tiles_run >= 1 and (res.labels.values != 255).all(), (h, w)
@@ -335,10 +389,11 @@ def test_nan_pixels_of_a_sample_are_nodata_not_nan(landsat):
     sample = dict(landsat)
     image = landsat["image"][:, 256:384, 256:384].clone()
     image[:, 5, 5] = float("nan")
-    image[:, 64:, 64:] = float("nan")                        # one whole cell without data
+    image[:, 64:, 64:] = float("nan")  # one whole cell without data
     sample["image"], sample["valid"] = image, torch.ones(128, 128, dtype=torch.bool)
-    res = predict(_scene_predictor(), sample, stride=64, probabilities=True, min_valid=0.1,
-                  progress=False)
+    res = predict(
+        _scene_predictor(), sample, stride=64, probabilities=True, min_valid=0.1, progress=False
+    )
     labels, probs = res.labels.values, res.probabilities.values
     assert labels[1, 1] == 255 and np.isnan(probs[:, 1, 1]).all()
     keep = labels != 255
@@ -354,22 +409,27 @@ def test_nothing_classified_is_said_and_stale_probabilities_go(samples_dir, tmp_
     assert (res.labels.values == 255).all()
     path = samples_dir / "landsat_rgb" / "RGB.byte.tif"
     out = tmp_path / "map.tif"
-    predict(_scene_predictor(), path, out, card="landsat_rgb", probabilities=True,
-            progress=False)
+    predict(_scene_predictor(), path, out, card="landsat_rgb", probabilities=True, progress=False)
     assert (tmp_path / "map.probabilities.tif").exists()
     with pytest.raises(FileExistsError, match="map.probabilities.tif"):
         predict(_scene_predictor(), path, out, card="landsat_rgb", progress=False)
     predict(_scene_predictor(), path, out, card="landsat_rgb", overwrite=True, progress=False)
-    assert not (tmp_path / "map.probabilities.tif").exists()   # it described the old map
+    assert not (tmp_path / "map.probabilities.tif").exists()  # it described the old map
 
 
 def test_resampled_and_band_subset_maps_cover_the_input(samples_dir, s2_tile_dir, tmp_path):
     path = samples_dir / "landsat_rgb" / "RGB.byte.tif"
     out = tmp_path / "coarse.tif"
-    predict(ScenePredictor(BandMeans(3, 5), [f"c{i}" for i in range(5)], LANDSAT_BANDS,
-                           tile=8), path, out, card="landsat_rgb", gsd=600, progress=False)
+    predict(
+        ScenePredictor(BandMeans(3, 5), [f"c{i}" for i in range(5)], LANDSAT_BANDS, tile=8),
+        path,
+        out,
+        card="landsat_rgb",
+        gsd=600,
+        progress=False,
+    )
     with rasterio.open(path) as src, rasterio.open(out) as dst:
-        assert dst.res == pytest.approx((4800.0, 4800.0), rel=0.01)   # 8 cells of ~600 m
+        assert dst.res == pytest.approx((4800.0, 4800.0), rel=0.01)  # 8 cells of ~600 m
         assert dst.bounds.left == src.bounds.left and dst.bounds.top == src.bounds.top
         assert abs(dst.bounds.right - src.bounds.right) < 4800
         assert abs(dst.bounds.bottom - src.bounds.bottom) < 4800
@@ -390,12 +450,12 @@ def test_tiles_the_model_cannot_answer_blank_only_their_own_cells(landsat):
 
     sample = dict(landsat)
     sample["image"] = torch.full((3, 256, 256), 100.0)
-    sample["image"][:, :64, :64] = 1.0                      # one dark corner tile
+    sample["image"][:, :64, :64] = 1.0  # one dark corner tile
     sample["valid"] = torch.ones(256, 256, dtype=torch.bool)
     pred = ScenePredictor(NaNOnDark(), ["a", "b"], LANDSAT_BANDS, tile=64)
     res = predict(pred, sample, stride=16, probabilities=True, progress=False)
     labels = res.labels.values
-    assert (labels[:1, :1] == 255).all()                     # seen by the dark tile alone
+    assert (labels[:1, :1] == 255).all()  # seen by the dark tile alone
     assert (labels[1:, :] != 255).all() and (labels[:, 1:] != 255).all()
     assert np.isfinite(res.probabilities.values[:, labels != 255]).all()
 

@@ -16,10 +16,10 @@ def test_scene_tiles_cover_every_cell_from_inside_the_scene(extent, tile, stride
     assert cells == -(-extent // stride)
     covered = np.zeros(cells, dtype=int)
     for t in tiles:
-        covered[t.out_start:t.out_stop] += 1
+        covered[t.out_start : t.out_stop] += 1
         assert len(t.weights) == t.out_stop - t.out_start and (t.weights > 0).all()
         if extent >= tile:
-            assert 0 <= t.start and t.start + tile <= extent       # never reads past the scene
+            assert 0 <= t.start and t.start + tile <= extent  # never reads past the scene
         else:
             assert t.start == 0
         # the cells credited to a tile have their centres inside it
@@ -52,10 +52,10 @@ def test_pixel_tiles_cover_every_pixel_with_their_core(extent, tile, margin, ove
     core = tile - 2 * margin
     covered = np.zeros(extent, dtype=int)
     for t in tiles:
-        assert t.start == t.out_start - margin                  # context before the core
+        assert t.start == t.out_start - margin  # context before the core
         assert t.out_stop - t.out_start <= core
         assert t.out_stop <= extent
-        covered[t.out_start:t.out_stop] += 1
+        covered[t.out_start : t.out_stop] += 1
     assert (covered >= 1).all()
 
 
@@ -76,16 +76,15 @@ def test_plan_touching_and_block_choice():
     plan = plan_tiles(768, 1536, "scene", 64, stride=32)
     assert plan.shape == (24, 48) and plan.factor == 32 and plan.num_tiles == 23 * 47
     rows = plan.touching("rows", 0, 4)
-    assert rows == [0, 1, 2, 3]          # tiles over cells 0..3 (each tile covers 2 cells)
+    assert rows == [0, 1, 2, 3]  # tiles over cells 0..3 (each tile covers 2 cells)
     small = choose_block(plan, bands=13, classes=10, memory_mb=64)
     large = choose_block(plan, bands=13, classes=10, memory_mb=2048)
-    assert 1 <= small < large and large == 48                 # no more than the grid needs
+    assert 1 <= small < large and large == 48  # no more than the grid needs
     big = plan_tiles(20_000, 20_000, "scene", 64)
-    assert choose_block(big, bands=13, classes=10, memory_mb=64) == 4    # 256-px windows
+    assert choose_block(big, bands=13, classes=10, memory_mb=64) == 4  # 256-px windows
     assert choose_block(big, bands=13, classes=10, memory_mb=512) == 16
     with pytest.raises(ValueError, match="too small"):
-        choose_block(plan_tiles(10_000, 10_000, "scene", 512), bands=200, classes=10,
-                     memory_mb=8)
+        choose_block(plan_tiles(10_000, 10_000, "scene", 512), bands=200, classes=10, memory_mb=8)
     # pixel tiles: blocks are whole steps of the core grid, so few tiles straddle two
     pixel = plan_tiles(4608, 6144, "pixel", 256, margin=2)
     assert pixel.step == 252
@@ -94,8 +93,7 @@ def test_plan_touching_and_block_choice():
 
 
 @pytest.mark.parametrize("memory_mb", [32, 48, 64, 128, 512])
-def test_block_and_gdal_cache_together_keep_three_eighths_of_memory_for_the_allocator(
-        memory_mb):
+def test_block_and_gdal_cache_together_keep_three_eighths_of_memory_for_the_allocator(memory_mb):
     # GDAL's cache has a 16 MiB floor; below 128 MiB it takes more than its eighth, and
     # the block gives that up (a quick benchmark at 48 MiB ran 1 MiB over when it did not)
     plan = plan_tiles(1536, 3072, "pixel", 64, margin=2)

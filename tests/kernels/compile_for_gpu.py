@@ -52,13 +52,31 @@ def cases(dtype: str):
     precision = "tf32" if dtype == "fp32" else "ieee"
     stat = "fp64" if dtype == "fp64" else "fp32"
     for loop_rank, rank, width in ((True, 1, 32), (False, 4, 32), (True, 2, 8)):
-        yield (f"kron_proj r={rank} b={width}", kron_proj._kron_proj_fwd,
-               dict(yc=dtype, ys=dtype, w=dtype, bias=dtype, out=dtype), set(),
-               dict(R=rank, A=2, BW=width, BB=max(16, width), BN=64, BO=64, HAS_BIAS=True,
-                    LOOP_RANK=loop_rank, ACC=acc, PRECISION=precision))
-    yield ("fused_lora", fused_lora._lora_linear_fwd,
-           dict(X=dtype, W=dtype, Bias=dtype, A=dtype, Bm=dtype, Y=dtype), {"scaling"},
-           dict(RP=16, BM=64, BN=64, BK=64, HAS_BIAS=True, ACC=acc, PRECISION=precision))
+        yield (
+            f"kron_proj r={rank} b={width}",
+            kron_proj._kron_proj_fwd,
+            dict(yc=dtype, ys=dtype, w=dtype, bias=dtype, out=dtype),
+            set(),
+            dict(
+                R=rank,
+                A=2,
+                BW=width,
+                BB=max(16, width),
+                BN=64,
+                BO=64,
+                HAS_BIAS=True,
+                LOOP_RANK=loop_rank,
+                ACC=acc,
+                PRECISION=precision,
+            ),
+        )
+    yield (
+        "fused_lora",
+        fused_lora._lora_linear_fwd,
+        dict(X=dtype, W=dtype, Bias=dtype, A=dtype, Bm=dtype, Y=dtype),
+        {"scaling"},
+        dict(RP=16, BM=64, BN=64, BK=64, HAS_BIAS=True, ACC=acc, PRECISION=precision),
+    )
     if dtype == "fp64":
         return  # float64 attention is served by the reference (see geofm.kernels.dispatch)
     qkv = dict(Q=dtype, K=dtype, V=dtype, M="u8", LUT="i32", CNT="i32")
@@ -66,16 +84,35 @@ def cases(dtype: str):
     block = bsa.default_block(32, torch_dtype)
     meta = dict(DH=32, DP=32, BQ=block, BK=block, HAS_MASK=True, ACC=acc, PRECISION=precision)
     yield ("attention forward", bsa._attn_fwd, dict(qkv, Out=dtype, Lse=stat), {"scale"}, meta)
-    yield ("attention forward, no mask, d=64", bsa._attn_fwd, dict(qkv, Out=dtype, Lse=stat),
-           {"scale"}, dict(meta, DH=64, DP=64, HAS_MASK=False))
-    wide = bsa.default_block(128, torch_dtype)   # the widest heads the blocks are sized for
-    yield ("attention dK dV, d=128", bsa._attn_bwd_dkdv,
-           dict(qkv, dO=dtype, Lse=stat, Delta=stat, dK=dtype, dV=dtype), {"scale"},
-           dict(meta, DH=128, DP=128, BQ=wide, BK=wide))
-    yield ("attention dK dV", bsa._attn_bwd_dkdv,
-           dict(qkv, dO=dtype, Lse=stat, Delta=stat, dK=dtype, dV=dtype), {"scale"}, meta)
-    yield ("attention dQ", bsa._attn_bwd_dq,
-           dict(qkv, dO=dtype, Lse=stat, Delta=stat, dQ=dtype), {"scale"}, meta)
+    yield (
+        "attention forward, no mask, d=64",
+        bsa._attn_fwd,
+        dict(qkv, Out=dtype, Lse=stat),
+        {"scale"},
+        dict(meta, DH=64, DP=64, HAS_MASK=False),
+    )
+    wide = bsa.default_block(128, torch_dtype)  # the widest heads the blocks are sized for
+    yield (
+        "attention dK dV, d=128",
+        bsa._attn_bwd_dkdv,
+        dict(qkv, dO=dtype, Lse=stat, Delta=stat, dK=dtype, dV=dtype),
+        {"scale"},
+        dict(meta, DH=128, DP=128, BQ=wide, BK=wide),
+    )
+    yield (
+        "attention dK dV",
+        bsa._attn_bwd_dkdv,
+        dict(qkv, dO=dtype, Lse=stat, Delta=stat, dK=dtype, dV=dtype),
+        {"scale"},
+        meta,
+    )
+    yield (
+        "attention dQ",
+        bsa._attn_bwd_dq,
+        dict(qkv, dO=dtype, Lse=stat, Delta=stat, dQ=dtype),
+        {"scale"},
+        meta,
+    )
 
 
 def main(argv) -> int:
@@ -85,8 +122,11 @@ def main(argv) -> int:
         for label, fn, pointers, floats, constants in cases(dtype):
             error = compile_kernel(fn, pointers, floats, dict(constants), target)
             failed += error is not None
-            print(f"{'OK' if error is None else 'FAIL'} sm_{argv[0]} {dtype} {label}"
-                  + ("" if error is None else f": {error}"), flush=True)
+            print(
+                f"{'OK' if error is None else 'FAIL'} sm_{argv[0]} {dtype} {label}"
+                + ("" if error is None else f": {error}"),
+                flush=True,
+            )
     return 1 if failed else 0
 
 

@@ -62,23 +62,29 @@ def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="one of"):
         kernels.set_backend("cuda")
     env = {**os.environ, "GEOFM_KERNELS": "fast"}
-    done = subprocess.run([sys.executable, "-c", "import geofm.kernels"], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import geofm.kernels"], env=env, capture_output=True, text=True
+    )
     assert done.returncode != 0 and "kernel backend must be one of" in done.stderr
 
 
 def test_environment_variable_sets_the_default():
     env = {**os.environ, "GEOFM_KERNELS": "reference"}
-    done = subprocess.run([sys.executable, "-c",
-                           "import geofm.kernels as k; print(k.get_backend())"], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import geofm.kernels as k; print(k.get_backend())"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "reference"
 
 
 def test_forced_triton_on_cpu_without_the_interpreter_says_how():
-    code = ("import torch, geofm.kernels as k; k.set_backend('triton'); "
-            "q = torch.randn(1, 1, 4, 16); k.masked_attention(q, q, q)")
+    code = (
+        "import torch, geofm.kernels as k; k.set_backend('triton'); "
+        "q = torch.randn(1, 1, 4, 16); k.masked_attention(q, q, q)"
+    )
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode != 0 and "TRITON_INTERPRET=1" in done.stderr
@@ -91,10 +97,12 @@ def test_forced_triton_refuses_attention_dropout():
 
 
 def test_kernels_import_only_torch_and_triton():
-    code = ("import sys, geofm.kernels; "
-            "bad = [m for m in sys.modules if m.startswith(('geofm.', 'lightning', 'rasterio', "
-            "'timm', 'xarray')) and not m.startswith('geofm.kernels')]; print(bad); "
-            "sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, geofm.kernels; "
+        "bad = [m for m in sys.modules if m.startswith(('geofm.', 'lightning', 'rasterio', "
+        "'timm', 'xarray')) and not m.startswith('geofm.kernels')]; print(bad); "
+        "sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -131,8 +139,9 @@ def test_less_attention_on_the_kernels_equals_the_kronecker_sum_map(rank):
 
 
 def _tiny_vit(**kw):
-    return LESSViT(patch_size=8, embed_dim=96, depth=2, num_heads=3, rank=2,
-                   perception_radius_m=250.0, **kw)
+    return LESSViT(
+        patch_size=8, embed_dim=96, depth=2, num_heads=3, rank=2, perception_radius_m=250.0, **kw
+    )
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
@@ -154,8 +163,10 @@ def test_less_vit_trains_the_same_on_both_backends(lora):
         with kernels.use_backend(backend):
             out = model(image, wl, gsd)
             out.square().sum().backward()
-        grads[backend] = (out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
-                                          if p.grad is not None})
+        grads[backend] = (
+            out.detach(),
+            {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+        )
     (out_r, g_r), (out_t, g_t) = grads["reference"], grads["triton"]
     torch.testing.assert_close(out_t, out_r, rtol=1e-4, atol=1e-5)
     assert g_r.keys() == g_t.keys() and len(g_r) > 20
@@ -174,8 +185,11 @@ def test_a_lora_or_hooked_projection_is_called_as_a_module(monkeypatch):
     with kernels.use_backend("triton"):
         plain = attn(x)
     assert calls == ["kron_combine_proj_triton"]
-    for register in ("register_forward_hook", "register_forward_pre_hook",
-                     "register_full_backward_hook"):
+    for register in (
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+    ):
         seen = []
         handle = getattr(attn.proj, register)(lambda *args, seen=seen: seen.append(1))
         for backend in ("reference", "triton"):
@@ -220,8 +234,8 @@ def test_checkpointed_blocks_recompute_on_the_forward_backend(monkeypatch):
     with kernels.use_backend("triton"):
         out = model.forward_features(image, wl, gsd)
     n_forward = len(calls)
-    out.square().mean().backward()              # outside the block: the default is auto
-    assert n_forward == 2 and len(calls) == 4   # each block recomputed on the kernels
+    out.square().mean().backward()  # outside the block: the default is auto
+    assert n_forward == 2 and len(calls) == 4  # each block recomputed on the kernels
     checkpointed = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     model.set_grad_checkpointing(False)
@@ -232,7 +246,8 @@ def test_checkpointed_blocks_recompute_on_the_forward_backend(monkeypatch):
 
 
 def test_auto_falls_back_once_with_a_warning_when_triton_cannot_build_a_kernel(
-        monkeypatch, no_kernel_failures):
+    monkeypatch, no_kernel_failures
+):
     """On a GPU where a kernel does not compile, auto warns once and keeps the reference."""
     from triton.runtime.errors import OutOfResources
 
@@ -254,7 +269,7 @@ def test_auto_falls_back_once_with_a_warning_when_triton_cannot_build_a_kernel(
         out = kernels.kron_combine_proj(y_c, y_s, w)
     torch.testing.assert_close(out, kernels.kron_combine_proj_reference(y_c, y_s, w))
     assert set(failures()) == {("kron_combine_proj", torch.float32)}
-    kernels.kron_combine_proj(y_c, y_s, w)   # no second attempt, no second warning
+    kernels.kron_combine_proj(y_c, y_s, w)  # no second attempt, no second warning
     assert calls == [1]
     with kernels.use_backend("triton"), pytest.raises(OutOfResources):
         kernels.kron_combine_proj(y_c, y_s, w)
@@ -287,7 +302,8 @@ def test_triton_failures_are_told_from_other_errors():
 
 
 def test_a_failure_under_autocast_is_remembered_for_the_dtype_the_kernel_ran_in(
-        monkeypatch, no_kernel_failures):
+    monkeypatch, no_kernel_failures
+):
     """A float32 input under bfloat16 autocast runs the kernel in bfloat16; the fall-back is
     keyed by that, so the next call does not rebuild the kernel."""
     from triton.runtime.errors import OutOfResources
@@ -322,7 +338,7 @@ def test_matmul_precision_follows_either_torch_api():
         "torch.backends.cuda.matmul.allow_tf32 = True\n"
         "assert dot_precision(torch.float32) == 'tf32'\n"
         "assert dot_precision(torch.float16) == 'ieee'\n"
-        "torch.backends.cuda.matmul.fp32_precision = 'ieee'\n"   # the newer API
+        "torch.backends.cuda.matmul.fp32_precision = 'ieee'\n"  # the newer API
         "assert dot_precision(torch.float32) == 'ieee'\n"
         "torch.backends.cuda.matmul.fp32_precision = 'tf32'\n"
         "assert dot_precision(torch.float32) == 'tf32'\n"

@@ -27,17 +27,24 @@ def _has_nvidia_backend() -> bool:
     return "nvidia" in backends
 
 
-pytestmark = pytest.mark.skipif(not _has_nvidia_backend(),
-                                reason="this triton has no NVIDIA backend to compile with")
+pytestmark = pytest.mark.skipif(
+    not _has_nvidia_backend(), reason="this triton has no NVIDIA backend to compile with"
+)
 
 
-@pytest.mark.parametrize("arch, dtypes", [("90", ["fp16", "bf16", "fp32", "fp64"]),
-                                          ("80", ["bf16"])])
+@pytest.mark.parametrize(
+    "arch, dtypes", [("90", ["fp16", "bf16", "fp32", "fp64"]), ("80", ["bf16"])]
+)
 def test_every_kernel_compiles_for_the_gpu(tmp_path, arch, dtypes):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(TRITON_CACHE_DIR=str(tmp_path), PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, str(SCRIPT), arch, *dtypes], env=env,
-                          capture_output=True, text=True, timeout=HANG_TIMEOUT_S)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), arch, *dtypes],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT_S,
+    )
     lines = done.stdout.splitlines()
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     # 3 combine variants and the LoRA kernel in every dtype; 5 attention builds but in fp64

@@ -16,8 +16,9 @@ from geofm.kernels.reference import kron_combine_proj_reference, lora_linear_ref
 from geofm.models import create_model
 from geofm.models.less_vit import perception_field_mask
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or interpreted(),
-                                reason="needs a CUDA device and compiled Triton")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or interpreted(), reason="needs a CUDA device and compiled Triton"
+)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {torch.float32: 2e-4, torch.float16: 2e-2, torch.bfloat16: 8e-2}
@@ -43,8 +44,10 @@ def test_block_sparse_attention_on_cuda(dtype, grid):
     L = grid[0] * grid[1] + 1
     mask = perception_field_mask(grid, 16, torch.tensor([10.0], device="cuda"), 640.0)
     g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v = [torch.randn(2, 12, L, 32, device="cuda", generator=g).to(dtype).requires_grad_()
-               for _ in range(3)]
+    q, k, v = [
+        torch.randn(2, 12, L, 32, device="cuda", generator=g).to(dtype).requires_grad_()
+        for _ in range(3)
+    ]
     exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
     grad = torch.randn(2, 12, L, 32, device="cuda", generator=g).to(dtype)
     out = block_sparse_attention_triton(q, k, v, mask)
@@ -82,8 +85,10 @@ def test_less_vit_small_step_on_cuda_matches_between_backends():
         with kernels.use_backend(backend):
             out = model.forward_features(image, wl, gsd)
         out.square().mean().backward()
-        results[backend] = (out.detach(), [p.grad.clone() for p in model.parameters()
-                                           if p.grad is not None])
+        results[backend] = (
+            out.detach(),
+            [p.grad.clone() for p in model.parameters() if p.grad is not None],
+        )
     (o_r, g_r), (o_t, g_t) = results["reference"], results["triton"]
     torch.testing.assert_close(o_t, o_r, rtol=1e-3, atol=1e-3)
     for a, b in zip(g_t, g_r, strict=True):

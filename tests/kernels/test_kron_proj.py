@@ -50,8 +50,9 @@ def test_forward_is_exact_in_float64_and_reads_strided_inputs():
     y_s_t = y_s.transpose(-1, -2).contiguous().transpose(-1, -2)
     w_t = w.t().contiguous().t()
     out = kron_combine_proj_triton(y_c, y_s_t, w_t, b)
-    torch.testing.assert_close(out, kron_combine_proj_reference(y_c, y_s, w, b), rtol=1e-12,
-                               atol=1e-12)
+    torch.testing.assert_close(
+        out, kron_combine_proj_reference(y_c, y_s, w, b), rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("rank", [1, 3])

@@ -66,8 +66,7 @@ def test_a_frozen_base_gets_no_gradient():
 
 def test_gradcheck_in_float64():
     inputs = [t.requires_grad_() for t in _inputs(3, 5, 6, 2, torch.float64)]
-    assert torch.autograd.gradcheck(lambda *t: lora_linear_triton(*t, 1.5), inputs,
-                                    fast_mode=True)
+    assert torch.autograd.gradcheck(lambda *t: lora_linear_triton(*t, 1.5), inputs, fast_mode=True)
 
 
 def test_bad_input_is_refused_with_a_message():
@@ -113,7 +112,7 @@ def test_lora_dropout_in_training_keeps_the_unfused_path(monkeypatch):
     with kernels.use_backend("triton"):
         layer(torch.randn(2, 48))
     assert calls == []
-    layer.eval()      # dropout is off in evaluation: fused again
+    layer.eval()  # dropout is off in evaluation: fused again
     with kernels.use_backend("triton"):
         layer(torch.randn(2, 48))
     assert calls == [1]

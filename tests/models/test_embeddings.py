@@ -52,8 +52,9 @@ def test_band_patch_embed_is_the_papers_conv3d():
     torch.manual_seed(0)
     p, D = 4, 6
     embed = BandPatchEmbed(p, D)
-    conv = nn.Sequential(nn.Conv3d(1, 2 * D, (1, p, p), (1, p, p)), nn.ReLU(),
-                         nn.Conv3d(2 * D, D, 1))
+    conv = nn.Sequential(
+        nn.Conv3d(1, 2 * D, (1, p, p), (1, p, p)), nn.ReLU(), nn.Conv3d(2 * D, D, 1)
+    )
     with torch.no_grad():
         conv[0].weight.copy_(embed.fc1.weight.reshape(2 * D, 1, 1, p, p))
         conv[0].bias.copy_(embed.fc1.bias)

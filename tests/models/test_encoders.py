@@ -13,8 +13,9 @@ from geofm.models import (
     list_models,
 )
 
-S2 = torch.tensor([442.7, 492.4, 559.8, 664.6, 704.1, 740.5, 782.8, 832.8, 864.7, 945.1,
-                   1373.5, 1613.7, 2202.4])
+S2 = torch.tensor(
+    [442.7, 492.4, 559.8, 664.6, 704.1, 740.5, 782.8, 832.8, 864.7, 945.1, 1373.5, 1613.7, 2202.4]
+)
 SMALL = dict(depth=2)
 
 
@@ -31,9 +32,7 @@ def _image(c=13, size=32, batch=2, seed=1):
 # ------------------------------------------------------------------ the registry
 def test_registry_lists_every_family_in_three_sizes():
     for family in ("less_vit", "joint_vit", "grouped_vit", "stacked_vit"):
-        assert list_models(f"{family}_*") == [
-            f"{family}_base", f"{family}_small", f"{family}_tiny"
-        ]
+        assert list_models(f"{family}_*") == [f"{family}_base", f"{family}_small", f"{family}_tiny"]
 
 
 def test_unknown_model_names_the_registered_ones():
@@ -42,8 +41,7 @@ def test_unknown_model_names_the_registered_ones():
 
 
 def test_overrides_reach_the_architecture():
-    model = create_model("less_vit_tiny", depth=3, rank=5, perception_radius_m=None,
-                         num_classes=7)
+    model = create_model("less_vit_tiny", depth=3, rank=5, perception_radius_m=None, num_classes=7)
     assert len(model.blocks) == 3
     assert model.blocks[0].attn.rank == 5
     assert model.perception_radius_m is None
@@ -103,8 +101,9 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(name):
         model.set_grad_checkpointing(checkpointing)
         out = model.forward_features(image, S2, 10.0)
         out.square().mean().backward()
-        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters()
-                                       if p.grad is not None}))
+        results.append(
+            (out.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        )
     (out_a, grads_a), (out_b, grads_b) = results
     torch.testing.assert_close(out_a, out_b)
     assert grads_a.keys() == grads_b.keys()
@@ -133,8 +132,9 @@ def test_reset_classifier_changes_the_head():
     assert model(_image(), S2, 10.0).shape == (2, 192)
     model.reset_classifier(3)
     assert model(_image(), S2, 10.0).shape == (2, 3)
-    assert model.forward_head(model.forward_features(_image(), S2, 10.0),
-                              pre_logits=True).shape == (2, 192)
+    assert model.forward_head(
+        model.forward_features(_image(), S2, 10.0), pre_logits=True
+    ).shape == (2, 192)
 
 
 # ------------------------------------------------------------------ LESS ViT
@@ -163,8 +163,10 @@ def test_grouped_vit_groups_by_wavelength_whatever_the_band_order():
     model = _model("grouped_vit_tiny").double().eval()
     image = _image().double()
     perm = torch.randperm(13, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(model.forward_features(image[:, perm], S2[perm], 10.0),
-                               model.forward_features(image, S2, 10.0))
+    torch.testing.assert_close(
+        model.forward_features(image[:, perm], S2[perm], 10.0),
+        model.forward_features(image, S2, 10.0),
+    )
 
 
 def test_wavelengths_matter_to_less_vit():
@@ -179,8 +181,9 @@ def test_perception_radius_changes_the_output_only_when_it_cuts_patches():
     outputs = {}
     for radius in (None, 640.0, 1e6):
         torch.manual_seed(0)
-        model = LESSViT(patch_size=16, embed_dim=24, depth=2, num_heads=2,
-                        perception_radius_m=radius).eval()
+        model = LESSViT(
+            patch_size=16, embed_dim=24, depth=2, num_heads=2, perception_radius_m=radius
+        ).eval()
         outputs[radius] = model.forward_features(image, S2, 10.0)
     torch.testing.assert_close(outputs[None], outputs[1e6])
     assert not torch.allclose(outputs[None], outputs[640.0])
@@ -197,8 +200,9 @@ def test_radar_bands_go_through_the_radar_embedding():
     model(_image(c=4), S2[:4], 10.0).sum().backward()
     # optical input: the radar embedding runs on no bands, so it is in the graph (as DDP
     # needs) but learns nothing
-    assert torch.equal(tok.radar_patch_embed.fc1.weight.grad,
-                       torch.zeros_like(tok.radar_patch_embed.fc1.weight))
+    assert torch.equal(
+        tok.radar_patch_embed.fc1.weight.grad, torch.zeros_like(tok.radar_patch_embed.fc1.weight)
+    )
 
 
 # ------------------------------------------------------------------ bad input

@@ -56,8 +56,9 @@ def test_output_equals_kronecker_sum_map_applied_to_kronecker_values(rank, maske
             big = sum(
                 torch.kron(
                     _softmax_map(q_c[i, h, k], k_c[i, h, k], a**-0.5),
-                    _softmax_map(q_s[i, h, k], k_s[i, h, k], b**-0.5,
-                                 None if mask is None else mask[0, 0]),
+                    _softmax_map(
+                        q_s[i, h, k], k_s[i, h, k], b**-0.5, None if mask is None else mask[0, 0]
+                    ),
                 )
                 for k in range(rank)
             )  # ((C+1)(N+1), (C+1)(N+1))

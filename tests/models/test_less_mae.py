@@ -7,8 +7,9 @@ from geofm.models import create_model
 from geofm.models.less_mae import LESSMAE, masked_losses, patchify, random_keep, unpatchify
 from geofm.models.less_vit import perception_field_mask
 
-S2 = torch.tensor([442.7, 492.4, 559.8, 664.6, 704.1, 740.5, 782.8, 832.8, 864.7, 945.1,
-                   1373.5, 1613.7, 2202.4])
+S2 = torch.tensor(
+    [442.7, 492.4, 559.8, 664.6, 704.1, 740.5, 782.8, 832.8, 864.7, 945.1, 1373.5, 1613.7, 2202.4]
+)
 
 
 def _mae(**kw):
@@ -68,8 +69,9 @@ def test_losses_ignore_kept_tokens_and_invalid_pixels():
     invalid = pred.clone()
     invalid[:, :, 0, :4] += 5.0  # nodata pixels
     for changed in (kept, invalid):
-        for a, b in zip(masked_losses(changed, target, removed_pos, removed_band, valid), base,
-                        strict=True):
+        for a, b in zip(
+            masked_losses(changed, target, removed_pos, removed_band, valid), base, strict=True
+        ):
             torch.testing.assert_close(a, b)
 
     moved = pred.clone()
@@ -89,8 +91,10 @@ def test_encoder_on_every_token_equals_the_full_forward():
     wl = S2[:5]
     all_bands = torch.arange(5).expand(2, 5)
     all_patches = torch.arange(16).expand(2, 16)
-    torch.testing.assert_close(model.forward_masked(image, wl, 10.0, all_bands, all_patches),
-                               model.forward_features(image, wl, 10.0))
+    torch.testing.assert_close(
+        model.forward_masked(image, wl, 10.0, all_bands, all_patches),
+        model.forward_features(image, wl, 10.0),
+    )
 
 
 def test_encoder_on_kept_tokens_equals_the_full_forward_of_the_kept_image():
@@ -100,7 +104,8 @@ def test_encoder_on_kept_tokens_equals_the_full_forward_of_the_kept_image():
     kept = torch.tensor([[0, 2, 4]])
     torch.testing.assert_close(
         model.forward_masked(image, S2[:5], 10.0, kept, torch.arange(4)[None]),
-        model.forward_features(image[:, [0, 2, 4]], S2[[0, 2, 4]], 10.0))
+        model.forward_features(image[:, [0, 2, 4]], S2[[0, 2, 4]], 10.0),
+    )
 
 
 def test_perception_mask_of_kept_patches_is_the_full_mask_restricted_to_them():
@@ -109,7 +114,7 @@ def test_perception_mask_of_kept_patches_is_the_full_mask_restricted_to_them():
     part = perception_field_mask(grid, 16, gsd, 640.0, patches=kept)
     assert part.shape == (2, 1, 6, 6)
     for b in range(2):
-        full = perception_field_mask(grid, 16, gsd[b:b + 1], 640.0)[0, 0]
+        full = perception_field_mask(grid, 16, gsd[b : b + 1], 640.0)[0, 0]
         idx = torch.cat([torch.zeros(1, dtype=torch.long), kept[b] + 1])
         assert torch.equal(part[b, 0], full[idx][:, idx])
 
@@ -177,7 +182,6 @@ def test_norm_pix_targets_ignore_nodata_pixels():
     a = mae.target(unpatchify(patches, (1, 1)), valid)
     b = mae.target(unpatchify(spoiled, (1, 1)), valid)
     torch.testing.assert_close(a[..., 100:], b[..., 100:])  # valid targets unaffected
-    torch.testing.assert_close(a[..., 100:].mean(dim=-1), torch.zeros(1, 2, 1), atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(a[..., 100:].mean(dim=-1), torch.zeros(1, 2, 1), atol=1e-5, rtol=0)
     nothing_valid = torch.zeros(1, 1, 256, dtype=torch.bool)
     assert torch.isfinite(mae.target(unpatchify(patches, (1, 1)), nothing_valid)).all()

@@ -29,10 +29,14 @@ def _brute_force_attention(block: WindowBlock, x: torch.Tensor, shift: int) -> t
     out = torch.zeros(B, H, W, h, e, dtype=x.dtype)
     for i in range(H):
         for j in range(W):
-            keys = [(i2, j2) for i2 in range(H) for j2 in range(W)
-                    if (i - shift) // ws == (i2 - shift) // ws
-                    and (j - shift) // ws == (j2 - shift) // ws]
-            kk = torch.stack([k[:, a, b] for a, b in keys], dim=2)          # (B, h, n, e)
+            keys = [
+                (i2, j2)
+                for i2 in range(H)
+                for j2 in range(W)
+                if (i - shift) // ws == (i2 - shift) // ws
+                and (j - shift) // ws == (j2 - shift) // ws
+            ]
+            kk = torch.stack([k[:, a, b] for a, b in keys], dim=2)  # (B, h, n, e)
             vv = torch.stack([v[:, a, b] for a, b in keys], dim=2)
             bias = torch.stack([table[i - a + ws - 1, j - b + ws - 1] for a, b in keys], 1)
             logits = torch.einsum("bhe,bhne->bhn", q[:, i, j], kk) * e**-0.5 + bias
@@ -46,16 +50,17 @@ def test_window_attention_matches_brute_force(shifted, H, W, window):
     torch.manual_seed(0)
     block = WindowBlock(dim=8, num_heads=2, window=window, shift=shifted).double().eval()
     with torch.no_grad():
-        block.attn.relative_bias.normal_()          # a bias that matters
+        block.attn.relative_bias.normal_()  # a bias that matters
         x = torch.randn(2, H, W, 8, dtype=torch.float64)
         shift = block.shift_for(H, W)
         assert shift == (window // 2 if shifted else 0)
-        torch.testing.assert_close(block.attend(x), _brute_force_attention(block, x, shift),
-                                   rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            block.attend(x), _brute_force_attention(block, x, shift), rtol=1e-10, atol=1e-12
+        )
 
 
 def test_padding_is_masked_and_shift_regions_stay_apart():
-    m = shifted_window_mask(5, 5, 4, 0)            # padded to 8 x 8: 4 windows of 16
+    m = shifted_window_mask(5, 5, 4, 0)  # padded to 8 x 8: 4 windows of 16
     assert m.shape == (4, 16, 16)
     # window 0 holds rows 0-3 x cols 0-3: all real, all may attend to each other
     assert m[0].all()
@@ -79,14 +84,15 @@ def test_spectral_reduction_is_pca():
     for whiten in (False, True):
         red = SpectralReduction(12, 4, whiten=whiten).fit(torch.from_numpy(pixels))
         scores = red(x)[0, :, :, 0].T.double().numpy()
-        for c in range(4):      # the same components, up to the sign of each
+        for c in range(4):  # the same components, up to the sign of each
             assert abs(abs(np.corrcoef(scores[:, c], ref[:, c])[0, 1]) - 1.0) < 1e-5
         sd = scores.std(0, ddof=1)
-        if whiten:              # every score at unit variance
+        if whiten:  # every score at unit variance
             np.testing.assert_allclose(sd, 1.0, rtol=1e-4)
-        else:                   # the first at unit variance, the others in proportion
-            np.testing.assert_allclose(sd, np.sqrt(pca.explained_variance_
-                                                   / pca.explained_variance_[0]), rtol=1e-4)
+        else:  # the first at unit variance, the others in proportion
+            np.testing.assert_allclose(
+                sd, np.sqrt(pca.explained_variance_ / pca.explained_variance_[0]), rtol=1e-4
+            )
     np.testing.assert_allclose(red.explained.numpy(), pca.explained_variance_ratio_, rtol=1e-5)
     valid = torch.ones(1, 300, 1, dtype=torch.bool)
     valid[0, :10] = False
@@ -111,11 +117,19 @@ def test_reduction_errors():
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_forward_shapes_raw_and_reduced(pool, padding):
     torch.manual_seed(0)
-    model = LoLASpecViT(30, 4, patch=9, components=15, conv_padding=padding, pool=pool,
-                        window=3 if padding == "valid" else 4, depths=(1, 1))
+    model = LoLASpecViT(
+        30,
+        4,
+        patch=9,
+        components=15,
+        conv_padding=padding,
+        pool=pool,
+        window=3 if padding == "valid" else 4,
+        depths=(1, 1),
+    )
     model.fit_reduction(torch.randn(100, 30))
     x = torch.randn(3, 30, 9, 9)
-    model.eval()        # batch norm and drop path fixed for the comparison
+    model.eval()  # batch norm and drop path fixed for the comparison
     logits = model(x)
     assert logits.shape == (3, 4)
     scores = model.reduction(x)
@@ -129,7 +143,7 @@ def test_model_errors():
     with pytest.raises(ValueError, match="odd"):
         LoLASpecViT(30, 4, patch=8)
     with pytest.raises(ValueError, match="larger than the map"):
-        LoLASpecViT(30, 4, patch=9, components=15, window=[5, 2])   # 9 -> 3 x 3 map
+        LoLASpecViT(30, 4, patch=9, components=15, window=[5, 2])  # 9 -> 3 x 3 map
     with pytest.raises(ValueError, match="does not fit"):
         LoLASpecViT(30, 4, patch=9, components=5)
     model = LoLASpecViT(30, 4, patch=9, components=15, window=3)

@@ -50,9 +50,10 @@ def test_lora_linear_formula():
     layer.set_multiplier(0.25)
     expected = x @ base.weight.T + base.bias + 0.25 * 2.0 * (x @ layer.lora_A.T @ layer.lora_B.T)
     torch.testing.assert_close(layer(x), expected)
-    torch.testing.assert_close(effective_weight(layer),
-                               base.weight + 0.5 * layer.lora_B @ layer.lora_A)
-    assert layer.weight is base.weight          # shared, not copied
+    torch.testing.assert_close(
+        effective_weight(layer), base.weight + 0.5 * layer.lora_B @ layer.lora_A
+    )
+    assert layer.weight is base.weight  # shared, not copied
 
 
 def test_bad_rank_and_dropout():
@@ -68,8 +69,15 @@ def test_bad_rank_and_dropout():
 def test_identity_merge_unmerge_and_gradients_on_every_model(name):
     torch.manual_seed(0)
     if name == "lola_specvit":
-        model = create_model(name, bands=20, num_classes=5, patch=9, components=8,
-                             conv_kernels=((3, 3, 3), (3, 3, 3), (3, 3, 3)), window=2)
+        model = create_model(
+            name,
+            bands=20,
+            num_classes=5,
+            patch=9,
+            components=8,
+            conv_kernels=((3, 3, 3), (3, 3, 3), (3, 3, 3)),
+            window=2,
+        )
         model.fit_reduction(torch.randn(50, 20))
         args = (torch.randn(2, 20, 9, 9),)
     else:
@@ -81,7 +89,7 @@ def test_identity_merge_unmerge_and_gradients_on_every_model(name):
     names = inject_lora(model, rank=2, alpha=4.0)
     assert names and all(isinstance(model.get_submodule(n), LoRALinear) for n in names)
     with torch.no_grad():
-        torch.testing.assert_close(model(*args), before, rtol=0, atol=0)   # B = 0: identity
+        torch.testing.assert_close(model(*args), before, rtol=0, atol=0)  # B = 0: identity
 
     _randomise_lora(model)
     with torch.no_grad():
@@ -93,7 +101,7 @@ def test_identity_merge_unmerge_and_gradients_on_every_model(name):
         torch.testing.assert_close(model(*args), adapted, rtol=1e-5, atol=1e-5)
     unmerge_lora(model)
     eps = torch.finfo(torch.float32).eps
-    for n in names:   # back within one float32 rounding step of the merged value
+    for n in names:  # back within one float32 rounding step of the merged value
         layer = model.get_submodule(n)
         w, w0 = layer.weight.detach(), weights[n]
         bound = eps * (w0.abs() + layer.delta_weight().detach().abs())
@@ -107,9 +115,13 @@ def test_identity_merge_unmerge_and_gradients_on_every_model(name):
     model(*args).square().sum().backward()
     for pname, p in model.named_parameters():
         owner = pname.rsplit(".", 1)[0] if "." in pname else ""
-        allowed = ("lora_" in pname or pname.startswith("head.")
-                   or isinstance(model.get_submodule(owner),
-                                 (nn.LayerNorm, nn.modules.batchnorm._NormBase)))
+        allowed = (
+            "lora_" in pname
+            or pname.startswith("head.")
+            or isinstance(
+                model.get_submodule(owner), (nn.LayerNorm, nn.modules.batchnorm._NormBase)
+            )
+        )
         if allowed:
             assert p.requires_grad, pname
         else:
@@ -157,7 +169,7 @@ def test_excluded_and_state_dict_keys():
     names = inject_lora(model, ["qkv", "proj", "fc1"], exclude=["fc1"])
     assert not any(n.endswith("fc1") for n in names)
     keys = set(model.state_dict())
-    assert base_keys <= keys                      # a base state dict loads unchanged
+    assert base_keys <= keys  # a base state dict loads unchanged
     assert {k for k in keys - base_keys} == {f"{n}.lora_{x}" for n in names for x in "AB"}
 
 
@@ -200,5 +212,7 @@ def test_skip_narrow_leaves_layers_where_the_rank_is_not_low():
         inject_lora(create_model("less_vit_tiny", depth=1), rank=8)
     names = inject_lora(model, rank=8, skip_narrow=True)
     assert "blocks.0.attn.proj" in names and "blocks.0.attn.channel_branch.v" not in names
-    assert all(min(model.get_submodule(n).in_features, model.get_submodule(n).out_features) > 8
-               for n in names)
+    assert all(
+        min(model.get_submodule(n).in_features, model.get_submodule(n).out_features) > 8
+        for n in names
+    )

@@ -15,12 +15,12 @@ def test_one_model_embeds_eurosat_and_salinas_a_from_the_readers(eurosat_dir, sa
     batch = collate_samples([open_raster(f, card="eurosat_ms") for f in files])
     scale = batch["image"].flatten(2).amax(dim=2)[..., None, None]
     with torch.no_grad():
-        eurosat = model.forward_features(batch["image"] / scale, batch["wavelengths"],
-                                         batch["gsd"])
+        eurosat = model.forward_features(batch["image"] / scale, batch["wavelengths"], batch["gsd"])
     assert eurosat.shape == (2, 14, 17, 192) and torch.isfinite(eurosat).all()
 
-    cube = open_envi(salinas_a_dir / "SalinasA_corrected.hdr", window=(0, 0, 80, 80),
-                     card="salinas_a")
+    cube = open_envi(
+        salinas_a_dir / "SalinasA_corrected.hdr", window=(0, 0, 80, 80), card="salinas_a"
+    )
     image = cube["image"][None]
     with torch.no_grad():
         salinas = model.forward_features(image / image.amax(), cube["wavelengths"], cube["gsd"])

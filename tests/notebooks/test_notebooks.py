@@ -13,8 +13,7 @@ from timeouts import HANG_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
-_spec = importlib.util.spec_from_file_location("build_notebooks",
-                                               NOTEBOOKS / "build_notebooks.py")
+_spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOKS / "build_notebooks.py")
 build_notebooks = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build_notebooks)
 
@@ -22,12 +21,27 @@ NAMES = build_notebooks.names()
 
 #: what each notebook's run must print (a real result, not just no error)
 EXPECTED = {
-    "01_eurosat_scenes": ["band statistics", "accuracy", "of 30 scenes misclassified",
-                          "on these 30 scenes"],
-    "02_salinas_a_pixels": ["lola    random", "lola    disjoint", "svm     disjoint",
-                            "agreement with the ground truth", "no CRS"],
-    "03_sentinel2_tile_map": ["EPSG:32633", "COG layout: COG", "29 of 30 polygons on the map",
-                              "cid 1:", "cid 2:", "water (River or SeaLake)"],
+    "01_eurosat_scenes": [
+        "band statistics",
+        "accuracy",
+        "of 30 scenes misclassified",
+        "on these 30 scenes",
+    ],
+    "02_salinas_a_pixels": [
+        "lola    random",
+        "lola    disjoint",
+        "svm     disjoint",
+        "agreement with the ground truth",
+        "no CRS",
+    ],
+    "03_sentinel2_tile_map": [
+        "EPSG:32633",
+        "COG layout: COG",
+        "29 of 30 polygons on the map",
+        "cid 1:",
+        "cid 2:",
+        "water (River or SeaLake)",
+    ],
     "04_pretrain_and_probe": ["epoch 11: val/loss", "pretrained ", "random weights"],
 }
 
@@ -36,8 +50,10 @@ EXPECTED = {
 WRITES = {
     "01_eurosat_scenes": [],
     "02_salinas_a_pixels": ["outputs/salinas_a/lola_map.tif"],
-    "03_sentinel2_tile_map": ["outputs/s2_t33uuu/t33uuu_less_vit.tif",
-                              "outputs/s2_t33uuu/t33uuu_band_statistics.tif"],
+    "03_sentinel2_tile_map": [
+        "outputs/s2_t33uuu/t33uuu_less_vit.tif",
+        "outputs/s2_t33uuu/t33uuu_band_statistics.tif",
+    ],
     "04_pretrain_and_probe": ["outputs/pretrain/encoder.pt"],
 }
 
@@ -54,8 +70,9 @@ def _text(nb: nbformat.NotebookNode) -> str:
 
 
 def _images(nb: nbformat.NotebookNode) -> int:
-    return sum("image/png" in out.get("data", {})
-               for cell in nb.cells for out in cell.get("outputs", []))
+    return sum(
+        "image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", [])
+    )
 
 
 def test_there_are_the_four_notebooks_the_issue_asks_for():
@@ -66,9 +83,9 @@ def test_there_are_the_four_notebooks_the_issue_asks_for():
 def test_committed_notebook_matches_its_source_and_holds_a_run(name):
     committed = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     built = build_notebooks.build(name)
-    assert [(c.cell_type, c.source) for c in committed.cells] == \
-        [(c.cell_type, c.source) for c in built.cells], \
-        f"{name}.ipynb differs from src/{name}.py: run notebooks/build_notebooks.py {name}"
+    assert [(c.cell_type, c.source) for c in committed.cells] == [
+        (c.cell_type, c.source) for c in built.cells
+    ], f"{name}.ipynb differs from src/{name}.py: run notebooks/build_notebooks.py {name}"
     code = [c for c in committed.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code), "committed without running every cell"
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
@@ -88,5 +105,5 @@ def test_notebook_runs_top_to_bottom_from_a_clean_folder(name, tmp_path):
     for expected in EXPECTED[name]:
         assert expected in text, f"{name}: this run does not show {expected!r}"
     assert _images(nb) >= 2
-    for rel in WRITES[name]:                   # its files went to the run's own folder
+    for rel in WRITES[name]:  # its files went to the run's own folder
         assert (tmp_path / rel).is_file(), rel

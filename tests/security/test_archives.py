@@ -56,12 +56,54 @@ def zeros_zip(path: Path, members: list[tuple[str, int]]) -> Path:
         for _ in range(mib):
             crc = zlib.crc32(zero, crc)
         offset = len(body)
-        body += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(data),
-                            mib * MIB, len(raw), 0) + raw + data
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, crc,
-                               len(data), mib * MIB, len(raw), 0, 0, 0, 0, 0, offset) + raw
-    path.write_bytes(body + central + struct.pack(
-        "<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(body), 0))
+        body += (
+            struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                20,
+                0,
+                8,
+                0,
+                0x21,
+                crc,
+                len(data),
+                mib * MIB,
+                len(raw),
+                0,
+            )
+            + raw
+            + data
+        )
+        central += (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                20,
+                20,
+                0,
+                8,
+                0,
+                0x21,
+                crc,
+                len(data),
+                mib * MIB,
+                len(raw),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + raw
+        )
+    path.write_bytes(
+        body
+        + central
+        + struct.pack(
+            "<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(body), 0
+        )
+    )
     return path
 
 
@@ -73,6 +115,7 @@ def test_the_zeros_zip_helper_writes_what_it_declares(tmp_path):
 
 
 # --- sizes, checked before anything is written ----------------------------------------------
+
 
 def test_a_zip_bomb_is_refused_before_anything_is_written(tmp_path):
     """A ~210 KB zip that inflates to 200 MiB (1000:1) is refused by the ratio cap."""
@@ -96,16 +139,18 @@ def test_many_small_members_are_held_to_the_ratio_cap_in_total(tmp_path):
     with pytest.raises(UnsafeArchiveError, match="members declare") as info:
         safe_extract(bomb, target)
     assert [name for name, _ in info.value.problems] == ["many.zip"]
-    assert f"{4 * per_member * MIB:,} bytes in all from {bomb.stat().st_size:,}" \
-        in str(info.value)
+    assert f"{4 * per_member * MIB:,} bytes in all from {bomb.stat().st_size:,}" in str(info.value)
     assert not target.exists()
 
 
 def test_an_archive_larger_than_the_free_disk_space_is_refused(tmp_path, monkeypatch):
     free = 2 * MIB
-    monkeypatch.setattr(gfm_bench.archive.shutil, "disk_usage",
-                        lambda path: types.SimpleNamespace(total=10 * free, used=0, free=free))
-    zip_path = zeros_zip(tmp_path / "big.zip", [("a.bin", 3)])   # under the ratio floor
+    monkeypatch.setattr(
+        gfm_bench.archive.shutil,
+        "disk_usage",
+        lambda path: types.SimpleNamespace(total=10 * free, used=0, free=free),
+    )
+    zip_path = zeros_zip(tmp_path / "big.zip", [("a.bin", 3)])  # under the ratio floor
     target = tmp_path / "out"
     with pytest.raises(UnsafeArchiveError, match="free space there") as info:
         safe_extract(zip_path, target)
@@ -126,6 +171,7 @@ def test_a_trusted_archive_may_raise_the_ratio_cap(tmp_path):
 
 # --- counted writes -------------------------------------------------------------------------
 
+
 def lie_about_size(zip_path: Path, name: str, declared: int) -> None:
     """Rewrite ``name``'s uncompressed size, in its local and central headers, as
     ``declared`` (its CRC stays the real data's)."""
@@ -135,7 +181,7 @@ def lie_about_size(zip_path: Path, name: str, declared: int) -> None:
         start = data.find(signature)
         while start >= 0:
             name_at = start + (30 if signature == b"PK\x03\x04" else 46)
-            if data[name_at:name_at + len(raw)] == raw:
+            if data[name_at : name_at + len(raw)] == raw:
                 struct.pack_into("<I", data, start + at, declared)
                 break
             start = data.find(signature, start + 4)
@@ -143,8 +189,9 @@ def lie_about_size(zip_path: Path, name: str, declared: int) -> None:
 
 
 def test_a_member_that_inflates_past_its_declared_size_is_removed_and_named(tmp_path):
-    zip_path = write_zip(tmp_path / "liar.zip", [("ok.txt", b"fine"),
-                                                 ("sub/liar.bin", bytes(100_000))])
+    zip_path = write_zip(
+        tmp_path / "liar.zip", [("ok.txt", b"fine"), ("sub/liar.bin", bytes(100_000))]
+    )
     lie_about_size(zip_path, "sub/liar.bin", 1000)
     with zipfile.ZipFile(zip_path) as zf:
         assert zf.getinfo("sub/liar.bin").file_size == 1000
@@ -154,15 +201,15 @@ def test_a_member_that_inflates_past_its_declared_size_is_removed_and_named(tmp_
     message = str(info.value)
     assert str(zip_path) in message and "'sub/liar.bin'" in message
     assert "were removed" in message
-    assert not target.exists()   # ok.txt, sub/ and the target folder went with it
+    assert not target.exists()  # ok.txt, sub/ and the target folder went with it
 
 
-def test_bytes_are_counted_even_if_the_zip_reader_ignores_declared_sizes(tmp_path,
-                                                                        monkeypatch):
+def test_bytes_are_counted_even_if_the_zip_reader_ignores_declared_sizes(tmp_path, monkeypatch):
     """Declared sizes can lie: writing stops at the declared size whoever reads the
     archive, and files that were in the target before are left as they were."""
-    zip_path = write_zip(tmp_path / "a.zip", [("keep.txt", b"new"), ("new/a.txt", b"a"),
-                                              ("big.bin", b"0123456789")])
+    zip_path = write_zip(
+        tmp_path / "a.zip", [("keep.txt", b"new"), ("new/a.txt", b"a"), ("big.bin", b"0123456789")]
+    )
     target = tmp_path / "out"
     target.mkdir()
     (target / "keep.txt").write_text("old")
@@ -173,7 +220,7 @@ def test_bytes_are_counted_even_if_the_zip_reader_ignores_declared_sizes(tmp_pat
     def open_ignoring_sizes(self, name, *args, **kwargs):
         info = name if isinstance(name, zipfile.ZipInfo) else self.getinfo(name)
         if info.filename == "big.bin":
-            return io.BytesIO(bytes(4 * MIB))   # far past the 10 bytes it declares
+            return io.BytesIO(bytes(4 * MIB))  # far past the 10 bytes it declares
         return real_open(self, name, *args, **kwargs)
 
     monkeypatch.setattr(zipfile.ZipFile, "open", open_ignoring_sizes)
@@ -187,10 +234,18 @@ def test_bytes_are_counted_even_if_the_zip_reader_ignores_declared_sizes(tmp_pat
 
 # --- reserved names -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("member", [
-    MANIFEST_NAME, LOCK_NAME, ".gfm_bench_extracted_self.zip.json",
-    "sub/.gfm_bench_partial_1_0", ".gfm_bench_anything/x.txt", "self.zip",
-])
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        MANIFEST_NAME,
+        LOCK_NAME,
+        ".gfm_bench_extracted_self.zip.json",
+        "sub/.gfm_bench_partial_1_0",
+        ".gfm_bench_anything/x.txt",
+        "self.zip",
+    ],
+)
 def test_members_named_like_gfm_bench_files_or_the_archive_are_refused(tmp_path, member):
     folder = tmp_path / "data"
     folder.mkdir()
@@ -231,10 +286,14 @@ def test_paths_the_caller_reserves_are_refused(tmp_path):
 
 # --- clashes --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("members, culprit", [
-    ([("a", b"file"), ("a/b", b"inside")], "a"),
-    ([("a/b", b"inside"), ("a", b"file")], "a"),
-])
+
+@pytest.mark.parametrize(
+    "members, culprit",
+    [
+        ([("a", b"file"), ("a/b", b"inside")], "a"),
+        ([("a/b", b"inside"), ("a", b"file")], "a"),
+    ],
+)
 def test_a_file_where_another_member_needs_a_folder_is_refused(tmp_path, members, culprit):
     zip_path = write_zip(tmp_path / "clash.zip", members)
     target = tmp_path / "out"
@@ -247,8 +306,9 @@ def test_a_file_where_another_member_needs_a_folder_is_refused(tmp_path, members
 
 def test_duplicate_member_names_are_refused(tmp_path):
     with pytest.warns(UserWarning, match="Duplicate name"):
-        zip_path = write_zip(tmp_path / "dup.zip", [("x.txt", b"first"), ("y.txt", b"y"),
-                                                    ("x.txt", b"second")])
+        zip_path = write_zip(
+            tmp_path / "dup.zip", [("x.txt", b"first"), ("y.txt", b"y"), ("x.txt", b"second")]
+        )
     target = tmp_path / "out"
     with pytest.raises(UnsafeArchiveError, match="duplicate of member 'x.txt'") as info:
         safe_extract(zip_path, target)
@@ -257,10 +317,13 @@ def test_duplicate_member_names_are_refused(tmp_path):
     assert not target.exists()
 
 
-@pytest.mark.parametrize("members", [
-    [("a/", b""), ("a", b"file")],
-    [("d/x.txt", b"1"), ("d/./x.txt", b"2")],
-])
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("a/", b""), ("a", b"file")],
+        [("d/x.txt", b"1"), ("d/./x.txt", b"2")],
+    ],
+)
 def test_members_that_write_the_same_path_are_duplicates(tmp_path, members):
     zip_path = write_zip(tmp_path / "dup.zip", members)
     with pytest.raises(UnsafeArchiveError, match=f"duplicate of member {members[0][0]!r}"):
@@ -282,6 +345,5 @@ def test_a_member_path_through_a_file_already_in_the_target_is_refused(tmp_path)
 def test_a_clean_archive_extracts_with_its_marker_and_nothing_else(tmp_path):
     zip_path = write_zip(tmp_path / "ok.zip", [("d/", b""), ("d/a.txt", b"a"), ("b.txt", b"b")])
     target = safe_extract(zip_path, tmp_path / "out")
-    assert listing(target) == sorted(["b.txt", "d", "d/a.txt",
-                                      marker_path(zip_path, target).name])
+    assert listing(target) == sorted(["b.txt", "d", "d/a.txt", marker_path(zip_path, target).name])
     assert (target / "d" / "a.txt").read_bytes() == b"a"

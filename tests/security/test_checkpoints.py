@@ -56,8 +56,7 @@ def marker(tmp_path) -> Path:
 # --------------------------------------------------------------------------- code in files
 def test_map_refuses_a_checkpoint_that_runs_code(tmp_path, marker, landsat_tif, capsys):
     evil = _evil(tmp_path / "evil.pt", marker, {"format": format_tag("pixel")})
-    code = main(["map", str(landsat_tif), str(tmp_path / "map.tif"),
-                 "--checkpoint", str(evil)])
+    code = main(["map", str(landsat_tif), str(tmp_path / "map.tif"), "--checkpoint", str(evil)])
     assert code == 2 and not marker.exists()
     err = capsys.readouterr().err
     assert str(evil) in err and "os.makedirs" in err
@@ -71,16 +70,30 @@ def test_the_deprecated_predict_refuses_a_checkpoint_that_runs_code(tmp_path, ma
     assert "makedirs" in capsys.readouterr().err
 
 
-def test_classify_pixels_refuses_a_lora_base_that_runs_code(tmp_path, marker, capsys,
-                                                            tiny_lola_recipe):
+def test_classify_pixels_refuses_a_lora_base_that_runs_code(
+    tmp_path, marker, capsys, tiny_lola_recipe
+):
     evil = _evil(tmp_path / "base.pt", marker, {"format": format_tag("pixel")})
     recipe = tiny_lola_recipe
-    recipe["model"] = {"mode": "lora", "base_checkpoint": str(evil),
-                       "lora": {"rank": 2, "alpha": 4}}
+    recipe["model"] = {
+        "mode": "lora",
+        "base_checkpoint": str(evil),
+        "lora": {"rank": 2, "alpha": 4},
+    }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    code = main(["classify-pixels", "--config", str(path), "--seeds", "0",
-                 "--output", str(tmp_path / "out.csv"), "--no-progress"])
+    code = main(
+        [
+            "classify-pixels",
+            "--config",
+            str(path),
+            "--seeds",
+            "0",
+            "--output",
+            str(tmp_path / "out.csv"),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and not marker.exists()
     assert str(evil) in capsys.readouterr().err
 
@@ -93,11 +106,13 @@ def test_no_loader_runs_code(tmp_path, marker, kind):
     from geofm.tasks.scene import SceneClassificationTask
 
     evil = _evil(tmp_path / f"{kind}.pt", marker, {"format": format_tag(kind)})
-    loaders = [lambda: create_model("less_vit_tiny", checkpoint=evil),
-               lambda: export_encoder(evil, tmp_path / "out.pt"),
-               lambda: load_classifier(evil),
-               lambda: load_predictor(evil),
-               lambda: SceneClassificationTask.from_checkpoint(evil)]
+    loaders = [
+        lambda: create_model("less_vit_tiny", checkpoint=evil),
+        lambda: export_encoder(evil, tmp_path / "out.pt"),
+        lambda: load_classifier(evil),
+        lambda: load_predictor(evil),
+        lambda: SceneClassificationTask.from_checkpoint(evil),
+    ]
     for load in loaders:
         with pytest.raises(CheckpointError, match=re.escape(str(evil))):
             load()
@@ -110,8 +125,7 @@ def test_timm_encoder_weights_are_read_without_code(tmp_path, marker):
 
     evil = _evil(tmp_path / "timm.pt", marker, {})
     with pytest.raises(CheckpointError, match="makedirs"):
-        TimmEncoder("resnet18", bands=["B04", "B03", "B02"], wavelengths=None,
-                    checkpoint=evil)
+        TimmEncoder("resnet18", bands=["B04", "B03", "B02"], wavelengths=None, checkpoint=evil)
     assert not marker.exists()
 
 
@@ -120,10 +134,13 @@ def _unsafe_loads(tree: ast.AST) -> list[tuple[int, str]]:
     imported), ``pickle``/``np.load(allow_pickle=True)``/``yaml.load``, and Lightning loads
     (``load_from_checkpoint``, a ``ckpt_path=`` call) that do not pass ``weights_only=True``.
     """
-    aliases = {a.asname or a.name for node in ast.walk(tree)
-               if isinstance(node, ast.ImportFrom) and node.module in ("torch",
-                                                                       "torch.serialization")
-               for a in node.names if a.name == "load"}
+    aliases = {
+        a.asname or a.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module in ("torch", "torch.serialization")
+        for a in node.names
+        if a.name == "load"
+    }
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
@@ -131,14 +148,18 @@ def _unsafe_loads(tree: ast.AST) -> list[tuple[int, str]]:
         func, kw = node.func, {k.arg: k.value for k in node.keywords}
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
         owner = ast.unparse(func.value) if isinstance(func, ast.Attribute) else ""
-        weights_only = isinstance(kw.get("weights_only"), ast.Constant) and \
-            kw["weights_only"].value is True
-        torch_load = (name == "load" and owner in ("torch", "torch.serialization")) or \
-            (isinstance(func, ast.Name) and name in aliases)
+        weights_only = (
+            isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True
+        )
+        torch_load = (name == "load" and owner in ("torch", "torch.serialization")) or (
+            isinstance(func, ast.Name) and name in aliases
+        )
         lightning_load = name == "load_from_checkpoint" or "ckpt_path" in kw
-        unpickles = (owner in ("pickle", "dill") and name in ("load", "loads")) or \
-            (owner in ("np", "numpy") and name == "load" and "allow_pickle" in kw) or \
-            (owner == "yaml" and name in ("load", "unsafe_load", "full_load"))
+        unpickles = (
+            (owner in ("pickle", "dill") and name in ("load", "loads"))
+            or (owner in ("np", "numpy") and name == "load" and "allow_pickle" in kw)
+            or (owner == "yaml" and name in ("load", "unsafe_load", "full_load"))
+        )
         if torch_load or unpickles or (lightning_load and not weights_only):
             found.append((node.lineno, ast.unparse(node)[:80]))
     return found
@@ -160,10 +181,12 @@ def test_the_package_loads_files_only_through_the_checkpoint_module():
 
 
 def test_the_load_finder_finds_what_it_looks_for():
-    bad = ast.parse("import torch\nfrom torch import load as L\nimport pickle, yaml\n"
-                    "torch.load(p)\nL(p)\ntorch.load(p, weights_only=False)\n"
-                    "pickle.loads(b)\nyaml.load(t)\nTask.load_from_checkpoint(p)\n"
-                    "trainer.fit(m, ckpt_path=p)\n")
+    bad = ast.parse(
+        "import torch\nfrom torch import load as L\nimport pickle, yaml\n"
+        "torch.load(p)\nL(p)\ntorch.load(p, weights_only=False)\n"
+        "pickle.loads(b)\nyaml.load(t)\nTask.load_from_checkpoint(p)\n"
+        "trainer.fit(m, ckpt_path=p)\n"
+    )
     assert [line for line, _ in _unsafe_loads(bad)] == [4, 5, 6, 7, 8, 9, 10]
     good = ast.parse("trainer.fit(m, ckpt_path=p, weights_only=True)\nyaml.safe_load(t)\n")
     assert _unsafe_loads(good) == []
@@ -202,20 +225,29 @@ def test_truncated_checkpoint(tmp_path):
 
 def test_other_kind_and_newer_format(tmp_path, tiny_lola_checkpoint):
     encoder = _encoder_file(tmp_path / "encoder.pt")
-    with pytest.raises(CheckpointError, match=r"encoder.pt is an encoder file .* not a pixel "
-                                              r"classifier .* or a scene classifier"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"encoder.pt is an encoder file .* not a pixel "
+        r"classifier .* or a scene classifier",
+    ):
         read_checkpoint(encoder, "pixel", "scene")
     with pytest.raises(CheckpointError, match="is a pixel classifier"):
         create_model("less_vit_tiny", checkpoint=tiny_lola_checkpoint)
     newer = tmp_path / "newer.pt"
     torch.save({**torch.load(encoder, weights_only=True), "format": "geofm-encoder/2"}, newer)
-    with pytest.raises(CheckpointError, match=r"newer.pt was written by a newer geofm "
-                                              r"\(format 'geofm-encoder/2'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"newer.pt was written by a newer geofm "
+        r"\(format 'geofm-encoder/2'",
+    ):
         create_model("less_vit_tiny", checkpoint=newer)
     alien = tmp_path / "alien.pt"
     torch.save({"format": "someone-else/3", "weights": torch.zeros(2)}, alien)
-    with pytest.raises(CheckpointError, match=r"alien.pt is not a geofm file \(format "
-                                              r"'someone-else/3'\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"alien.pt is not a geofm file \(format "
+        r"'someone-else/3'\)",
+    ):
         read_checkpoint(alien, "encoder")
     plain = tmp_path / "state_dict.pt"
     torch.save(torch.zeros(3), plain)
@@ -247,8 +279,11 @@ def test_weights_of_other_shapes_are_refused_before_loading(tmp_path, tiny_lola_
     ckpt["state_dict"][key] = torch.zeros(5, 5)
     bad = tmp_path / "bad.pt"
     torch.save(ckpt, bad)
-    with pytest.raises(CheckpointError, match=rf"bad.pt: .*{re.escape(key)}: checkpoint "
-                                              r"\(5, 5\) vs model"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"bad.pt: .*{re.escape(key)}: checkpoint "
+        r"\(5, 5\) vs model",
+    ):
         load_classifier(bad)
 
 
@@ -272,15 +307,25 @@ def built_devices(monkeypatch):
 def test_a_huge_architecture_in_a_tiny_file_is_refused_unbuilt(tmp_path, built_devices):
     model = create_model("less_vit_tiny", **SMALL)
     path = tmp_path / "huge.pt"
-    save_checkpoint({"model": "less_vit_tiny",
-                     "config": {**model.config, "embed_dim": 16384, "depth": 48},
-                     "state_dict": model.state_dict(), "data": None, "source": ""},
-                    path, "encoder")
+    save_checkpoint(
+        {
+            "model": "less_vit_tiny",
+            "config": {**model.config, "embed_dim": 16384, "depth": 48},
+            "state_dict": model.state_dict(),
+            "data": None,
+            "source": "",
+        },
+        path,
+        "encoder",
+    )
     assert path.stat().st_size < 25e6
     built_devices.clear()
-    with pytest.raises(CheckpointError, match=r"huge.pt: embed_dim 16384 is beyond the "
-                                              r"registry's range \(its largest embed_dim is "
-                                              r"768; at most 1536"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"huge.pt: embed_dim 16384 is beyond the "
+        r"registry's range \(its largest embed_dim is "
+        r"768; at most 1536",
+    ):
         create_model("less_vit_tiny", checkpoint=path)
     assert built_devices == []
 
@@ -289,19 +334,36 @@ def test_too_many_parameters_are_refused_on_the_meta_device(tmp_path, built_devi
     """Sizes inside the range but a model far larger than any registered one: its shapes
     are matched by stride-0 tensors (a few bytes each in the file), so only its size in
     bytes stops it, and that is measured on the meta device."""
-    config = {**create_model("less_vit_tiny", **SMALL).config, "embed_dim": 1536,
-              "depth": 24, "num_heads": 24, "mlp_ratio": 64.0}
+    config = {
+        **create_model("less_vit_tiny", **SMALL).config,
+        "embed_dim": 1536,
+        "depth": 24,
+        "num_heads": 24,
+        "mlp_ratio": 64.0,
+    }
     with torch.device("meta"):
         big = create_model("less_vit_tiny", **config)
     state = {k: torch.zeros(1).expand(v.shape) for k, v in big.state_dict().items()}
     path = tmp_path / "wide.pt"
-    torch.save({"format": format_tag("encoder"), "model": "less_vit_tiny", "config": config,
-                "state_dict": state, "data": None, "source": ""}, path)
+    torch.save(
+        {
+            "format": format_tag("encoder"),
+            "model": "less_vit_tiny",
+            "config": config,
+            "state_dict": state,
+            "data": None,
+            "source": "",
+        },
+        path,
+    )
     assert path.stat().st_size < 5e6
     built_devices.clear()
-    with pytest.raises(CheckpointError, match=r"wide.pt: the model it describes takes [\d,]+ "
-                                              r"bytes \([\d,]+ parameters, and buffers\), "
-                                              r"more than"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"wide.pt: the model it describes takes [\d,]+ "
+        r"bytes \([\d,]+ parameters, and buffers\), "
+        r"more than",
+    ):
         create_model("less_vit_tiny", checkpoint=path)
     assert built_devices == ["meta"]
 
@@ -315,14 +377,20 @@ def test_buffers_and_band_counts_count_too(tmp_path, tiny_lola_checkpoint):
     ckpt["kwargs"] = {**ckpt["kwargs"], "patch": 221, "window": [200, 4]}
     bad = tmp_path / "window.pt"
     torch.save(ckpt, bad)
-    with pytest.raises(CheckpointError, match=r"window.pt: the model it describes takes "
-                                              r"[\d,]+ bytes"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"window.pt: the model it describes takes "
+        r"[\d,]+ bytes",
+    ):
         load_classifier(bad)
     ckpt = torch.load(tiny_lola_checkpoint, weights_only=True)
     ckpt["bands"] = ["b"] * 200_000
     torch.save(ckpt, bad)
-    with pytest.raises(CheckpointError, match=r"bands 200000 is more than any "
-                                              r"architecture takes \(at most 4096\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"bands 200000 is more than any "
+        r"architecture takes \(at most 4096\)",
+    ):
         load_classifier(bad)
 
 
@@ -334,8 +402,7 @@ def test_a_checkpoint_repacked_with_compression_is_refused_unread(tmp_path):
     plain = tmp_path / "plain.pt"
     torch.save({"format": format_tag("encoder"), "w": torch.zeros(1 << 20)}, plain)
     packed = tmp_path / "packed.pt"
-    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(packed, "w",
-                                                         zipfile.ZIP_DEFLATED) as dst:
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info))
     assert packed.stat().st_size < plain.stat().st_size / 50
@@ -364,9 +431,12 @@ def test_files_geofm_writes_hold_plain_values_only(tmp_path):
 
     with pytest.raises(TypeError, match=r"x.pt.test_oa is a numpy.float64"):
         save_checkpoint({"test_oa": np.float64(0.5)}, tmp_path / "x.pt", "pixel")
-    assert not list(tmp_path.iterdir())       # nothing written, no temporary file left
-    path = save_checkpoint({"classes": ["a"], "weights": torch.ones(2), "meta": {"k": None}},
-                           tmp_path / "x.pt", "pixel")
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary file left
+    path = save_checkpoint(
+        {"classes": ["a"], "weights": torch.ones(2), "meta": {"k": None}},
+        tmp_path / "x.pt",
+        "pixel",
+    )
     kind, back = read_checkpoint(path, "pixel")
     assert kind == "pixel" and back["format"] == "geofm-pixel/1"
     assert torch.equal(back["weights"], torch.ones(2))

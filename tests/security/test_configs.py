@@ -20,16 +20,16 @@ def test_a_dataset_class_path_must_name_a_dataset_class():
             import_class(path)
 
 
-def test_a_recipe_value_a_model_file_cannot_hold_is_refused_at_load(tiny_lola_recipe,
-                                                                     tmp_path):
+def test_a_recipe_value_a_model_file_cannot_hold_is_refused_at_load(tiny_lola_recipe, tmp_path):
     when = datetime.date(2026, 12, 6)
     # a typed key refuses it ...
     with pytest.raises(RecipeError, match=r'(?s)"scene.cube_key".*datetime.date'):
-        load_recipe({**tiny_lola_recipe, "scene": {**tiny_lola_recipe["scene"],
-                                                   "cube_key": when}})
+        load_recipe({**tiny_lola_recipe, "scene": {**tiny_lola_recipe["scene"], "cube_key": when}})
     # ... and so does a free-form one (the architecture's kwargs), before any training
-    model = {**tiny_lola_recipe["model"], "kwargs": {**tiny_lola_recipe["model"]["kwargs"],
-                                                     "when": when}}
+    model = {
+        **tiny_lola_recipe["model"],
+        "kwargs": {**tiny_lola_recipe["model"]["kwargs"], "when": when},
+    }
     with pytest.raises(RecipeError, match=r"recipe.model.kwargs.when is a datetime.date"):
         load_recipe({**tiny_lola_recipe, "model": model})
     # a recipe file's dates are read as text

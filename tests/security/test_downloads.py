@@ -18,8 +18,8 @@ from geofm.data.download import MIRROR_ENV, DownloadError, download_file, fetch_
 from gfm_bench.cli import main
 from gfm_bench.hub import LOCK_NAME
 
-STALL_S = 60.0          # how long a misbehaving server keeps it up (the deadlines are 1-2 s)
-DRIP_S = 0.1            # a trickle: one byte this often, far inside any read timeout
+STALL_S = 60.0  # how long a misbehaving server keeps it up (the deadlines are 1-2 s)
+DRIP_S = 0.1  # a trickle: one byte this often, far inside any read timeout
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -42,9 +42,18 @@ class _Misbehaving(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server name)
         if self.path.startswith("/api/") and not self.listing:
-            body = json.dumps({"sha": COMMIT, "siblings": [
-                {"rfilename": "EuroSAT.zip", "size": 1000,
-                 "lfs": {"sha256": "ab" * 32, "size": 1000}}]}).encode()
+            body = json.dumps(
+                {
+                    "sha": COMMIT,
+                    "siblings": [
+                        {
+                            "rfilename": "EuroSAT.zip",
+                            "size": 1000,
+                            "lfs": {"sha256": "ab" * 32, "size": 1000},
+                        }
+                    ],
+                }
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -75,7 +84,7 @@ class _Misbehaving(http.server.BaseHTTPRequestHandler):
             while time.monotonic() < end and not self.stop.wait(DRIP_S):
                 self.wfile.write(b"x")
                 self.wfile.flush()
-        except OSError:   # the client hung up: what a deadline does
+        except OSError:  # the client hung up: what a deadline does
             pass
         self.close_connection = True
 
@@ -90,8 +99,11 @@ def misbehaving(serve_http):
     @contextlib.contextmanager
     def start(mode: str, status: int = 200, listing: bool = False):
         stop = threading.Event()
-        handler = type("Handler", (_Misbehaving,), {"mode": mode, "status": status,
-                                                    "listing": listing, "stop": stop})
+        handler = type(
+            "Handler",
+            (_Misbehaving,),
+            {"mode": mode, "status": status, "listing": listing, "stop": stop},
+        )
         try:
             with serve_http(handler) as url:
                 yield url
@@ -111,11 +123,15 @@ def silent_url():
 
 
 def listing(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) \
-        if folder.exists() else []
+    return (
+        sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+        if folder.exists()
+        else []
+    )
 
 
 # --- geofm.data.download.download_file: an overall deadline ---------------------------------
+
 
 @pytest.mark.parametrize("mode", ["trickle", "slow-headers"])
 def test_a_trickling_server_is_cut_at_the_deadline(misbehaving, tmp_path, mode):
@@ -126,14 +142,14 @@ def test_a_trickling_server_is_cut_at_the_deadline(misbehaving, tmp_path, mode):
     message = str(info.value)
     assert f"{url}/slow.bin" in message and "deadline of 1 s" in message
     assert info.value.status is None and info.value.dest == dest
-    assert listing(tmp_path / "out") == []   # no .part left behind
+    assert listing(tmp_path / "out") == []  # no .part left behind
 
 
-def test_a_silent_server_is_cut_at_the_deadline_before_the_read_timeout(silent_url,
-                                                                       tmp_path):
+def test_a_silent_server_is_cut_at_the_deadline_before_the_read_timeout(silent_url, tmp_path):
     with pytest.raises(DownloadError, match="deadline of 1 s"):
-        download_file(f"{silent_url}/f.bin", tmp_path / "f.bin", progress=False,
-                      timeout=30, deadline=1)
+        download_file(
+            f"{silent_url}/f.bin", tmp_path / "f.bin", progress=False, timeout=30, deadline=1
+        )
     assert listing(tmp_path) == []
 
 
@@ -159,9 +175,11 @@ def test_fetch_bytes_is_cut_at_the_deadline(misbehaving, mode):
 
 # --- gfm-bench download: one clear error each, no partial file ------------------------------
 
+
 def bench_download(url: str, root: Path, *extra: str) -> int:
-    return main(["download", "eurosat", "--root", str(root), "--endpoint", url,
-                 "--no-progress", *extra])
+    return main(
+        ["download", "eurosat", "--root", str(root), "--endpoint", url, "--no-progress", *extra]
+    )
 
 
 def one_error_line(capsys) -> str:
@@ -173,8 +191,9 @@ def one_error_line(capsys) -> str:
 
 
 @pytest.mark.parametrize("status", [404, 500])
-def test_gfm_bench_download_reports_an_http_error_in_one_line(misbehaving, tmp_path, capsys,
-                                                             status):
+def test_gfm_bench_download_reports_an_http_error_in_one_line(
+    misbehaving, tmp_path, capsys, status
+):
     root = tmp_path / "eurosat"
     with misbehaving("status", status) as url:
         assert bench_download(url, root) == 1
@@ -185,8 +204,9 @@ def test_gfm_bench_download_reports_an_http_error_in_one_line(misbehaving, tmp_p
 
 
 @pytest.mark.parametrize("mode", ["status", "trickle"])
-def test_gfm_bench_download_reports_a_listing_that_fails_in_one_line(misbehaving, tmp_path,
-                                                                    capsys, mode):
+def test_gfm_bench_download_reports_a_listing_that_fails_in_one_line(
+    misbehaving, tmp_path, capsys, mode
+):
     root = tmp_path / "eurosat"
     with misbehaving(mode, 404, listing=True) as url:
         assert bench_download(url, root, "--timeout", "1") == 1
@@ -196,8 +216,9 @@ def test_gfm_bench_download_reports_a_listing_that_fails_in_one_line(misbehaving
     assert set(listing(root)) <= {LOCK_NAME}
 
 
-def test_gfm_bench_download_reports_a_truncated_body_and_keeps_no_part(misbehaving, tmp_path,
-                                                                      capsys):
+def test_gfm_bench_download_reports_a_truncated_body_and_keeps_no_part(
+    misbehaving, tmp_path, capsys
+):
     root = tmp_path / "eurosat"
     with misbehaving("truncated") as url:
         assert bench_download(url, root) == 1
@@ -207,8 +228,9 @@ def test_gfm_bench_download_reports_a_truncated_body_and_keeps_no_part(misbehavi
 
 
 @pytest.mark.parametrize("server", ["silent", "trickle"])
-def test_gfm_bench_download_gives_up_at_its_timeout(misbehaving, silent_url, tmp_path, capsys,
-                                                    server):
+def test_gfm_bench_download_gives_up_at_its_timeout(
+    misbehaving, silent_url, tmp_path, capsys, server
+):
     root = tmp_path / "eurosat"
     with contextlib.ExitStack() as stack:
         url = silent_url if server == "silent" else stack.enter_context(misbehaving("trickle"))

@@ -80,30 +80,38 @@ def test_write_atomic_leaves_the_old_file_when_writing_fails(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         write_atomic(out, fail)
-    assert out.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
-        "stats.yaml"]
+    assert out.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["stats.yaml"]
     write_atomic(out, lambda part: part.write_text("new"))
     assert out.read_text() == "new"
 
 
 # --------------------------------------------------------------------------- commands
-def test_map_refuses_to_write_over_its_input(salinas_copy, tiny_lola_checkpoint, tmp_path,
-                                             capsys):
+def test_map_refuses_to_write_over_its_input(salinas_copy, tiny_lola_checkpoint, tmp_path, capsys):
     hdr = salinas_copy / "SalinasA_corrected.hdr"
     binary = salinas_copy / "SalinasA_corrected.img"
     before = {p: _digest(p) for p in (hdr, binary, tiny_lola_checkpoint)}
     link = tmp_path / "link.tif"
     link.symlink_to(binary)
     for out in (hdr, binary, link, tiny_lola_checkpoint):
-        code = main(["map", str(hdr), str(out), "--checkpoint",
-                     str(tiny_lola_checkpoint), "--overwrite", "--no-progress"])
+        code = main(
+            [
+                "map",
+                str(hdr),
+                str(out),
+                "--checkpoint",
+                str(tiny_lola_checkpoint),
+                "--overwrite",
+                "--no-progress",
+            ]
+        )
         assert code == 2
         assert "never writes over an input" in capsys.readouterr().err
     assert {p: _digest(p) for p in before} == before
 
 
 def test_map_refuses_to_write_over_the_scene_its_model_records(
-        tmp_path, tiny_lola_checkpoint, landsat_copy, capsys):
+    tmp_path, tiny_lola_checkpoint, landsat_copy, capsys
+):
     """Without a scene, `geofm map` maps the one the model was trained on: a map named like
     it would replace it (and the deprecated `geofm predict` goes the same way)."""
     import torch
@@ -113,11 +121,36 @@ def test_map_refuses_to_write_over_the_scene_its_model_records(
     model = tmp_path / "model.pt"
     torch.save(ckpt, model)
     before = _digest(landsat_copy)
-    assert main(["map", "--training-scene", str(landsat_copy), "--checkpoint", str(model),
-                 "--overwrite", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "map",
+                "--training-scene",
+                str(landsat_copy),
+                "--checkpoint",
+                str(model),
+                "--overwrite",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "never writes over an input" in capsys.readouterr().err
-    assert main(["predict", str(model), "--out-dir", str(landsat_copy.parent), "--name",
-                 landsat_copy.stem, "--overwrite", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(model),
+                "--out-dir",
+                str(landsat_copy.parent),
+                "--name",
+                landsat_copy.stem,
+                "--overwrite",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "never writes over an input" in capsys.readouterr().err
     assert _digest(landsat_copy) == before
 
@@ -133,19 +166,26 @@ def test_predict_scene_on_a_geotiff_refuses_in_tif_in_tif(landsat_copy):
 
     before = _digest(landsat_copy)
     with pytest.raises(InputOverwriteError):
-        predict(ScenePredictor(Mean(), ["a", "b"], ["B3", "B2", "B1"], tile=64),
-                landsat_copy, landsat_copy, card="landsat_rgb", overwrite=True,
-                progress=False)
+        predict(
+            ScenePredictor(Mean(), ["a", "b"], ["B3", "B2", "B1"], tile=64),
+            landsat_copy,
+            landsat_copy,
+            card="landsat_rgb",
+            overwrite=True,
+            progress=False,
+        )
     assert _digest(landsat_copy) == before
 
 
 @pytest.mark.parametrize("command", ["stats", "plot"])
-def test_stats_and_plot_refuse_an_existing_out_without_overwrite(command, landsat_copy,
-                                                                tmp_path, capsys):
+def test_stats_and_plot_refuse_an_existing_out_without_overwrite(
+    command, landsat_copy, tmp_path, capsys
+):
     def run(out, *extra):
         quiet = ["--no-progress"] if command == "stats" else []
-        return main([command, str(landsat_copy), "--card", "landsat_rgb", "--out", str(out),
-                     *quiet, *extra])
+        return main(
+            [command, str(landsat_copy), "--card", "landsat_rgb", "--out", str(out), *quiet, *extra]
+        )
 
     out = tmp_path / f"out.{'yaml' if command == 'stats' else 'png'}"
     out.write_text("precious")
@@ -177,8 +217,9 @@ def _recipe_file(tmp_path, recipe: dict) -> Path:
     return path
 
 
-def test_classify_pixels_checks_its_outputs_before_any_work(tmp_path, tiny_lola_recipe,
-                                                            monkeypatch, capsys):
+def test_classify_pixels_checks_its_outputs_before_any_work(
+    tmp_path, tiny_lola_recipe, monkeypatch, capsys
+):
     import geofm.tasks.pixel_protocol as protocol
 
     def no_work(*args, **kwargs):
@@ -201,14 +242,26 @@ def test_classify_pixels_checks_its_outputs_before_any_work(tmp_path, tiny_lola_
     assert "never writes over an input" in capsys.readouterr().err
 
 
-def test_classify_pixels_writes_each_seed_and_resumes(tmp_path, tiny_lola_recipe,
-                                                      monkeypatch, capsys):
+def test_classify_pixels_writes_each_seed_and_resumes(
+    tmp_path, tiny_lola_recipe, monkeypatch, capsys
+):
     import geofm.tasks.pixel_protocol as protocol
 
     config = _recipe_file(tmp_path, tiny_lola_recipe)
     out = tmp_path / "r.csv"
-    args = ["classify-pixels", "--config", str(config), "--seeds", "0", "1", "--methods",
-            "svm", "--output", str(out), "--no-progress"]
+    args = [
+        "classify-pixels",
+        "--config",
+        str(config),
+        "--seeds",
+        "0",
+        "1",
+        "--methods",
+        "svm",
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
     run_seed, ran = protocol.run_seed, []
 
     def interrupted(recipe, scene, split, fraction, seed, *rest):

@@ -26,25 +26,53 @@ class Record(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module):
         state = {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
-        torch.save({"state": state, "initial": self.initial, "seen": self.seen,
-                    "world": trainer.world_size},
-                   self.out / f"rank{trainer.global_rank}.pt")
+        torch.save(
+            {
+                "state": state,
+                "initial": self.initial,
+                "seen": self.seen,
+                "world": trainer.world_size,
+            },
+            self.out / f"rank{trainer.global_rank}.pt",
+        )
 
 
 def main(out: Path) -> None:
     pl.seed_everything(0)
-    task = MAEPretrainTask(model="less_vit_tiny", model_kwargs={"depth": 1}, decoder_dim=32,
-                           decoder_depth=1, decoder_heads=2, lr=1e-3)
-    data = PretrainDataModule([
-        {"path": "samples/eurosat_ms", "card": "eurosat_ms", "size": 64, "windows": 8},
-        {"path": "samples/salinas_a/SalinasA_corrected.hdr", "card": "salinas_a", "size": 32,
-         "windows": 4},
-    ], batch_size=2, val_windows=0)
-    trainer = pl.Trainer(strategy="ddp", devices=2, accelerator="cpu", max_epochs=2,
-                         use_distributed_sampler=False, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=out,
-                         callbacks=[Record(out)])
+    task = MAEPretrainTask(
+        model="less_vit_tiny",
+        model_kwargs={"depth": 1},
+        decoder_dim=32,
+        decoder_depth=1,
+        decoder_heads=2,
+        lr=1e-3,
+    )
+    data = PretrainDataModule(
+        [
+            {"path": "samples/eurosat_ms", "card": "eurosat_ms", "size": 64, "windows": 8},
+            {
+                "path": "samples/salinas_a/SalinasA_corrected.hdr",
+                "card": "salinas_a",
+                "size": 32,
+                "windows": 4,
+            },
+        ],
+        batch_size=2,
+        val_windows=0,
+    )
+    trainer = pl.Trainer(
+        strategy="ddp",
+        devices=2,
+        accelerator="cpu",
+        max_epochs=2,
+        use_distributed_sampler=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=out,
+        callbacks=[Record(out)],
+    )
     trainer.fit(task, datamodule=data)
 
 

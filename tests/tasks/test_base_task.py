@@ -14,14 +14,27 @@ from geofm.tasks.pixel import PixelClassificationTask
 from geofm.tasks.scene import SceneClassificationTask
 
 SMALL = {"depth": 1, "embed_dim": 32, "num_heads": 2, "rank": 2}
-TINY_LOLA = {"patch": 5, "components": 4, "conv_channels": [4], "conv_kernels": [[3, 3, 3]],
-             "conv_padding": "same", "embed_dims": [16], "depths": [1], "num_heads": [2],
-             "window": 4}
+TINY_LOLA = {
+    "patch": 5,
+    "components": 4,
+    "conv_channels": [4],
+    "conv_kernels": [[3, 3, 3]],
+    "conv_padding": "same",
+    "embed_dims": [16],
+    "depths": [1],
+    "num_heads": [2],
+    "window": 4,
+}
 
 
 def _trainer(**kwargs) -> pl.Trainer:
-    return pl.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False,
-                      enable_model_summary=False, **kwargs)
+    return pl.Trainer(
+        logger=False,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
 
 
 def _split(task: BaseTask) -> tuple[set[str], set[str]]:
@@ -29,10 +42,12 @@ def _split(task: BaseTask) -> tuple[set[str], set[str]]:
     names = {id(p): n for n, p in task.named_parameters()}
     task.trainer = _trainer(max_steps=10)
     optimizer = task.configure_optimizers()["optimizer"]
-    decay = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0
-             for p in g["params"]}
-    plain = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0
-             for p in g["params"]}
+    decay = {
+        names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]
+    }
+    plain = {
+        names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]
+    }
     return decay, plain
 
 
@@ -48,23 +63,30 @@ def test_one_weight_decay_rule_for_every_task():
     assert "encoder.tokenizer.patch_embed.fc1.weight" in decay
     assert "encoder.head.weight" in decay
 
-    mae = MAEPretrainTask("less_vit_tiny", model_kwargs=SMALL, decoder_dim=32,
-                          decoder_depth=1, decoder_heads=2)
+    mae = MAEPretrainTask(
+        "less_vit_tiny", model_kwargs=SMALL, decoder_dim=32, decoder_depth=1, decoder_heads=2
+    )
     decay, plain = _split(mae)
     assert all(mae.get_parameter(n).ndim >= 2 for n in decay)
     assert "mae.mask_token" in plain and "mae.encoder.tokenizer.grid.cls_token" in plain
 
-    pixel = PixelClassificationTask(create_model("lola_specvit", bands=20, num_classes=3,
-                                                 **TINY_LOLA),
-                                    num_classes=3)
+    pixel = PixelClassificationTask(
+        create_model("lola_specvit", bands=20, num_classes=3, **TINY_LOLA), num_classes=3
+    )
     decay, plain = _split(pixel)
     tables = {n for n, _ in pixel.named_parameters() if n.endswith("relative_bias")}
     assert tables and tables <= plain
 
 
 def test_configure_optimizers_uses_the_groups_and_the_schedule():
-    task = SceneClassificationTask("less_vit_tiny", num_classes=10, model_kwargs=SMALL,
-                                   lr=2e-3, weight_decay=0.1, warmup_fraction=0.25)
+    task = SceneClassificationTask(
+        "less_vit_tiny",
+        num_classes=10,
+        model_kwargs=SMALL,
+        lr=2e-3,
+        weight_decay=0.1,
+        warmup_fraction=0.25,
+    )
     task.trainer = _trainer(max_steps=40)
     conf = task.configure_optimizers()
     optimizer, schedule = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
@@ -75,7 +97,7 @@ def test_configure_optimizers_uses_the_groups_and_the_schedule():
     for _ in range(10):
         optimizer.step()
         schedule.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-3)   # warm-up over
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-3)  # warm-up over
 
 
 def test_warmup_cosine_and_the_pixel_tasks_epoch_warmup():
@@ -85,9 +107,9 @@ def test_warmup_cosine_and_the_pixel_tasks_epoch_warmup():
     model = nn.Sequential(nn.Linear(4, 3))
     task = PixelClassificationTask(model, 3, warmup_epochs=5)
     task.trainer = _trainer(max_epochs=20)
-    assert task.warmup_steps(200) == 50            # 5 epochs of 10 steps
+    assert task.warmup_steps(200) == 50  # 5 epochs of 10 steps
     task.trainer = _trainer(max_epochs=4)
-    assert task.warmup_steps(40) == 20             # a short run warms up over half of it
+    assert task.warmup_steps(40) == 20  # a short run warms up over half of it
 
 
 def test_optimisation_errors_name_the_value():
@@ -101,8 +123,9 @@ def test_optimisation_errors_name_the_value():
         BaseTask(lr=1e-3, weight_decay=0.0, num_classes=1)
     task = BaseTask(lr=1e-3, weight_decay=0.0)
     with pytest.raises(ValueError, match="without num_classes"):
-        task.update_confusion("val", torch.zeros(2, dtype=torch.long),
-                              torch.zeros(2, dtype=torch.long))
+        task.update_confusion(
+            "val", torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)
+        )
 
 
 class _Fixed(BaseTask):
@@ -118,14 +141,12 @@ class _Fixed(BaseTask):
         self.update_confusion("val", self.preds[index], target)
 
 
-
 def test_epoch_metrics_are_those_of_the_whole_part_not_a_mean_of_batches():
     target = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 2])
     preds = torch.tensor([0, 1, 0, 1, 2, 2, 3, 0, 3, 3, 2])
     task = _Fixed(preds)
     # batches of unequal size: a mean of per-batch accuracies would differ
-    loader = DataLoader(list(zip(range(len(target)), target.tolist(), strict=True)),
-                        batch_size=4)
+    loader = DataLoader(list(zip(range(len(target)), target.tolist(), strict=True)), batch_size=4)
     trainer = _trainer()
     metrics = trainer.validate(task, loader, verbose=False)[0]
     whole = classification_metrics(target, preds, 4)

@@ -14,8 +14,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def test_two_process_ddp_ends_with_identical_weights_on_both_ranks(tmp_path):
-    done = subprocess.run([sys.executable, str(HERE / "ddp_pretrain.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=TIMEOUT_S, cwd=HERE.parents[1])
+    done = subprocess.run(
+        [sys.executable, str(HERE / "ddp_pretrain.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=HERE.parents[1],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
@@ -37,9 +42,13 @@ def test_two_process_ddp_ends_with_identical_weights_on_both_ranks(tmp_path):
 
 
 def test_scene_validation_metrics_cover_every_ranks_scenes(tmp_path, eurosat_dir):
-    done = subprocess.run([sys.executable, str(HERE / "ddp_scene.py"), str(eurosat_dir),
-                           str(tmp_path)], capture_output=True, text=True, timeout=TIMEOUT_S,
-                          cwd=HERE.parents[1])
+    done = subprocess.run(
+        [sys.executable, str(HERE / "ddp_scene.py"), str(eurosat_dir), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=HERE.parents[1],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]

@@ -22,11 +22,22 @@ from geofm.tasks.pixel_protocol import make_split, run_protocol
 from geofm.tasks.pixel_recipe import load_recipe
 from geofm.tasks.pixel_results import summarise, write_results
 
-SALINAS_A = {"card": "salinas_a", "cube": "{data}/samples/salinas_a/SalinasA_corrected.hdr",
-             "gt": "{data}/samples/salinas_a/SalinasA_gt.mat"}
-TINY_MODEL = {"patch": 7, "components": 8, "conv_channels": [4, 8],
-              "conv_kernels": [[3, 3, 3], [3, 3, 3]], "conv_padding": "same",
-              "embed_dims": [16, 32], "depths": [1, 1], "num_heads": [2, 2], "window": 4}
+SALINAS_A = {
+    "card": "salinas_a",
+    "cube": "{data}/samples/salinas_a/SalinasA_corrected.hdr",
+    "gt": "{data}/samples/salinas_a/SalinasA_gt.mat",
+}
+TINY_MODEL = {
+    "patch": 7,
+    "components": 8,
+    "conv_channels": [4, 8],
+    "conv_kernels": [[3, 3, 3], [3, 3, 3]],
+    "conv_padding": "same",
+    "embed_dims": [16, 32],
+    "depths": [1, 1],
+    "num_heads": [2, 2],
+    "window": 4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +56,12 @@ def test_metrics_match_scikit_learn(seed):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 6, 500)
     pred = np.where(rng.random(500) < 0.7, y, rng.integers(0, 6, 500))
-    y[y == 5] = 4                                 # class 5 absent from the reference
+    y[y == 5] = 4  # class 5 absent from the reference
     m = classification_metrics(y, pred, 6)
     np.testing.assert_array_equal(m.confusion, skm.confusion_matrix(y, pred, labels=range(6)))
     assert m.oa == pytest.approx(skm.accuracy_score(y, pred))
     assert m.kappa == pytest.approx(skm.cohen_kappa_score(y, pred))
-    with pytest.warns(UserWarning):               # sklearn warns about the absent class
+    with pytest.warns(UserWarning):  # sklearn warns about the absent class
         balanced = skm.balanced_accuracy_score(y, pred)
     assert m.aa == pytest.approx(balanced)
     recall = skm.recall_score(y, pred, labels=range(5), average=None)
@@ -75,7 +86,7 @@ def test_cosine_restarts_formula():
     for step, t, length in [(0, 0, 4), (3, 3, 4), (4, 0, 8), (11, 7, 8), (12, 0, 16), (20, 8, 16)]:
         expected = 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * t / length))
         assert cosine_restarts(step, 4, 2, 0.2, 1.0) == pytest.approx(expected)
-    assert cosine_restarts(5, 5, 1, 0.0, 1.0) == 1.0          # warm restart
+    assert cosine_restarts(5, 5, 1, 0.0, 1.0) == 1.0  # warm restart
     with pytest.raises(ValueError):
         cosine_restarts(0, 0)
 
@@ -109,10 +120,16 @@ def test_cyclic_lora_scale_callback_follows_the_formula(salinas_a, tmp_path):
 
     schedule = CyclicLoRAScale(period_epochs=1.0, period_mult=2, low=0.25, high=1.0)
     task = PixelClassificationTask(model, 6, reduced_inputs=True)
-    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[schedule, Spy()], default_root_dir=tmp_path,
-                         num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[schedule, Spy()],
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(task, loader, torch.utils.data.DataLoader(ds, batch_size=64))
     per_epoch = len(loader)
     steps = [s for s, _ in schedule.history]
@@ -121,7 +138,7 @@ def test_cyclic_lora_scale_callback_follows_the_formula(salinas_a, tmp_path):
         assert value == pytest.approx(cosine_restarts(step, per_epoch, 2, 0.25, 1.0))
     train_sets = [s for s in seen if not isinstance(s, tuple)]
     assert [next(iter(s)) for s in train_sets] == [v for _, v in schedule.history]
-    assert all(len(s) == 1 for s in train_sets)        # every layer gets the same value
+    assert all(len(s) == 1 for s in train_sets)  # every layer gets the same value
     assert all(s[1] == {1.0} for s in seen if isinstance(s, tuple))
     assert len({v for _, v in schedule.history}) > 3
 
@@ -137,12 +154,13 @@ def test_augmentations_keep_the_centre():
     assert not torch.equal(out, x)
     # every output window is one of the 8 symmetries of its input
     for i in range(8):
-        variants = [torch.rot90(v, k, dims=(-2, -1)) for v in (x[i], x[i].flip(-1))
-                    for k in range(4)]
+        variants = [
+            torch.rot90(v, k, dims=(-2, -1)) for v in (x[i], x[i].flip(-1)) for k in range(4)
+        ]
         assert any(torch.equal(out[i], v) for v in variants)
     hidden = drop_context(x, 1.0)
     torch.testing.assert_close(hidden[:, :, 3, 3], x[:, :, 3, 3])
-    assert (hidden[:, :, 0, 0] == 0).all()           # the border always goes at p = 1
+    assert (hidden[:, :, 0, 0] == 0).all()  # the border always goes at p = 1
     assert torch.equal(drop_context(x, 0.0), x)
 
 
@@ -154,7 +172,7 @@ def test_reduced_windows_match_cropped_windows(salinas_a):
     scene = dict(salinas_a)
     image = scene["image"].float()
     valid = torch.ones(image.shape[1:], dtype=torch.bool)
-    valid[40:43, 48:51] = False                         # a hole beside (41, 46)
+    valid[40:43, 48:51] = False  # a hole beside (41, 46)
     scene["valid"] = valid
     model.fit_reduction(image.reshape(204, -1).T[::5])
     coords = np.array([[0, 0], [41, 46], [42, 44], [60, 20]])
@@ -163,15 +181,14 @@ def test_reduced_windows_match_cropped_windows(salinas_a):
     windows = torch.stack([raw[i]["image"] for i in range(len(raw))])
     valid = torch.stack([raw[i]["valid"] for i in range(len(raw))])
     with torch.no_grad():
-        assert not valid[1].all() and not valid[0].all()    # the hole and the corner
+        assert not valid[1].all() and not valid[0].all()  # the hole and the corner
         expected = model(windows, valid).argmax(1).numpy()
-        labels, probs = classify_pixels(model, image, coords, scene["valid"],
-                                        probabilities=True)
+        labels, probs = classify_pixels(model, image, coords, scene["valid"], probabilities=True)
         scores = model.reduction(image[None], scene["valid"][None])[0]
-        reduced = torch.stack([ReducedWindows(scores, coords, None, 7)[i]["image"]
-                               for i in range(len(coords))])
-        torch.testing.assert_close(reduced, model.reduction(windows, valid), rtol=1e-4,
-                                   atol=1e-4)
+        reduced = torch.stack(
+            [ReducedWindows(scores, coords, None, 7)[i]["image"] for i in range(len(coords))]
+        )
+        torch.testing.assert_close(reduced, model.reduction(windows, valid), rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(labels, expected)
     assert probs.shape == (len(coords), 6)
 
@@ -204,7 +221,7 @@ def test_random_split_by_pixels_per_class(salinas_a):
 def test_split_names_the_class_that_is_too_small():
     mask = np.full((20, 20), 255, dtype=np.int64)
     mask[:10, :10] = 0
-    mask[15, 15] = 1                                   # one pixel of class 1
+    mask[15, 15] = 1  # one pixel of class 1
     with pytest.raises(ValueError, match=r"class 1: 1 train, 0 test pixels"):
         make_split(mask, "random", 0.5, 0.0, radius=1, seed=0)
 
@@ -213,21 +230,37 @@ def test_split_names_the_class_that_is_too_small():
 
 
 def _recipe(**train):
-    return load_recipe({"scene": SALINAS_A, "split": {"val_fraction": 0.05, "block_size": 8},
-                        "model": {"kwargs": TINY_MODEL},
-                        "train": {"epochs": 2, "batch_size": 64, **train},
-                        "baselines": ["svm"]})
+    return load_recipe(
+        {
+            "scene": SALINAS_A,
+            "split": {"val_fraction": 0.05, "block_size": 8},
+            "model": {"kwargs": TINY_MODEL},
+            "train": {"epochs": 2, "batch_size": 64, **train},
+            "baselines": ["svm"],
+        }
+    )
 
 
 def test_protocol_end_to_end_on_salinas_a(tmp_path, salinas_a):
     recipe = _recipe()
-    results, classes = run_protocol(recipe, "random", 0.05, [0, 1], progress=False,
-                                    save_dir=tmp_path / "models", echo=lambda s: None)
-    assert [(r.method, r.seed) for r in results] == [("lola", 0), ("svm", 0), ("lola", 1),
-                                                     ("svm", 1)]
+    results, classes = run_protocol(
+        recipe,
+        "random",
+        0.05,
+        [0, 1],
+        progress=False,
+        save_dir=tmp_path / "models",
+        echo=lambda s: None,
+    )
+    assert [(r.method, r.seed) for r in results] == [
+        ("lola", 0),
+        ("svm", 0),
+        ("lola", 1),
+        ("svm", 1),
+    ]
     assert classes[0] == "Brocoli_green_weeds_1"
     svm = [r for r in results if r.method == "svm"]
-    assert all(r.metrics.oa > 0.9 for r in svm)     # real spectra, real separability
+    assert all(r.metrics.oa > 0.9 for r in svm)  # real spectra, real separability
     lola = results[0]
     assert lola.trainable_params == lola.total_params > 0
     assert lola.metrics.count == sum(lola.counts["test"])
@@ -253,15 +286,39 @@ def test_protocol_end_to_end_on_salinas_a(tmp_path, salinas_a):
 
 
 def test_lora_mode_from_a_base_checkpoint(tmp_path):
-    base_results, _ = run_protocol(_recipe(), "random", 0.05, [0], methods=["lola"],
-                                   progress=False, save_dir=tmp_path, echo=lambda s: None)
+    base_results, _ = run_protocol(
+        _recipe(),
+        "random",
+        0.05,
+        [0],
+        methods=["lola"],
+        progress=False,
+        save_dir=tmp_path,
+        echo=lambda s: None,
+    )
     base = base_results[0].details["checkpoint"]
-    recipe = load_recipe({"scene": SALINAS_A, "model": {
-        "mode": "lora", "base_checkpoint": base, "lora": {"rank": 2, "alpha": 4},
-        "lora_schedule": {"period_epochs": 1}}, "train": {"epochs": 1}})
+    recipe = load_recipe(
+        {
+            "scene": SALINAS_A,
+            "model": {
+                "mode": "lora",
+                "base_checkpoint": base,
+                "lora": {"rank": 2, "alpha": 4},
+                "lora_schedule": {"period_epochs": 1},
+            },
+            "train": {"epochs": 1},
+        }
+    )
     with pytest.warns(UserWarning, match="trained on this scene"):
-        results, _ = run_protocol(recipe, "random", 0.05, [1], progress=False,
-                                  save_dir=tmp_path / "lora", echo=lambda s: None)
+        results, _ = run_protocol(
+            recipe,
+            "random",
+            0.05,
+            [1],
+            progress=False,
+            save_dir=tmp_path / "lora",
+            echo=lambda s: None,
+        )
     r = results[0]
     assert r.mode == "lora" and r.trainable_params < 0.5 * r.total_params
     unmerged, ckpt = load_classifier(r.details["checkpoint"], merge=False)
@@ -274,21 +331,38 @@ def test_lora_mode_from_a_base_checkpoint(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(merged(x), unmerged(x), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="architecture comes from the base"):
-        load_recipe({"scene": SALINAS_A, "model": {
-            "mode": "lora", "base_checkpoint": base, "kwargs": {**TINY_MODEL, "components": 10}}})
+        load_recipe(
+            {
+                "scene": SALINAS_A,
+                "model": {
+                    "mode": "lora",
+                    "base_checkpoint": base,
+                    "kwargs": {**TINY_MODEL, "components": 10},
+                },
+            }
+        )
 
 
 def test_base_checkpoint_with_other_shapes_is_refused(tmp_path):
     from geofm.tasks.pixel_models import build_classifier
 
-    results, _ = run_protocol(_recipe(), "random", 0.05, [0], methods=["lola"],
-                              progress=False, save_dir=tmp_path, echo=lambda s: None)
+    results, _ = run_protocol(
+        _recipe(),
+        "random",
+        0.05,
+        [0],
+        methods=["lola"],
+        progress=False,
+        save_dir=tmp_path,
+        echo=lambda s: None,
+    )
     path = Path(results[0].details["checkpoint"])
     ckpt = torch.load(path, weights_only=True)
     ckpt["state_dict"]["stages.0.0.attn.qkv.weight"] = torch.zeros(5, 5)
     torch.save(ckpt, path)
-    recipe = load_recipe({"scene": SALINAS_A, "model": {"mode": "lora",
-                                                        "base_checkpoint": str(path)}})
+    recipe = load_recipe(
+        {"scene": SALINAS_A, "model": {"mode": "lora", "base_checkpoint": str(path)}}
+    )
     with pytest.raises(ValueError, match=r"stages.0.0.attn.qkv.weight: checkpoint \(5, 5\)"):
         build_classifier(recipe, 204, 6)
 
@@ -309,8 +383,9 @@ def test_recipe_errors(tmp_path, salinas_a):
     big = _recipe()
     big.model["kwargs"] = {**TINY_MODEL, "patch": 85}
     with pytest.raises(ValueError, match="larger than the 83 x 86 scene"):
-        run_protocol(big, "random", 0.05, [0], progress=False, scene=dict(salinas_a),
-                     echo=lambda s: None)
+        run_protocol(
+            big, "random", 0.05, [0], progress=False, scene=dict(salinas_a), echo=lambda s: None
+        )
 
 
 def test_summarise_std_is_sample_std():
@@ -319,8 +394,18 @@ def test_summarise_std_is_sample_std():
 
     def res(seed, oa):
         m = ClassificationMetrics(oa, oa, oa, np.array([oa]), np.eye(1, dtype=np.int64))
-        return SeedResult("svm", "rbf", "random", 0.05, seed, m, None, None, 1.0,
-                          {"train": [1], "val": [1], "test": [1]})
+        return SeedResult(
+            "svm",
+            "rbf",
+            "random",
+            0.05,
+            seed,
+            m,
+            None,
+            None,
+            1.0,
+            {"train": [1], "val": [1], "test": [1]},
+        )
 
     rows = summarise([res(0, 0.9), res(1, 0.8), res(2, 0.7)], ["a"])
     assert rows[3]["oa"] == pytest.approx(0.8) and rows[4]["oa"] == pytest.approx(0.1)

@@ -58,13 +58,14 @@ def _stand_in_indian_pines(folder: Path) -> dict[str, bytes]:
     ship or be downloaded here."""
     rng = np.random.default_rng(0)
     labels = np.zeros((24, 24), dtype=np.uint8)
-    for k in range(6):                                    # six 4-row stripes, classes 1..6
-        labels[4 * k:4 * k + 4, 2:22] = k + 1
+    for k in range(6):  # six 4-row stripes, classes 1..6
+        labels[4 * k : 4 * k + 4, 2:22] = k + 1
     means = rng.uniform(1000, 5000, (7, 200))
     cube = means[labels] + rng.normal(0, 60, (24, 24, 200))
     folder.mkdir(parents=True)
-    scipy.io.savemat(folder / "Indian_pines_corrected.mat",
-                     {"indian_pines_corrected": cube.astype(np.uint16)})
+    scipy.io.savemat(
+        folder / "Indian_pines_corrected.mat", {"indian_pines_corrected": cube.astype(np.uint16)}
+    )
     scipy.io.savemat(folder / "Indian_pines_gt.mat", {"indian_pines_gt": labels})
     return {p.name: p.read_bytes() for p in folder.iterdir()}
 
@@ -85,17 +86,20 @@ def test_download_config_end_to_end_through_a_local_server(server, tmp_path, mon
     # with the stand-ins' own checksums in the card, the same config downloads and runs
     real = load_dataset_card("indian_pines")
     sums = {n: "md5:" + hashlib.md5(d).hexdigest() for n, d in files.items()}
-    card = dataclasses.replace(real, extra={**real.extra, "source": {
-        **real["source"], "checksums": sums}})
-    monkeypatch.setattr(protocol, "as_dataset_card",
-                        lambda c: card if c == "indian_pines" else c)
-    results, classes = run_protocol(recipe, "random", 0.2, [0], methods=["svm"],
-                                    progress=False, echo=lambda s: None)
+    card = dataclasses.replace(
+        real, extra={**real.extra, "source": {**real["source"], "checksums": sums}}
+    )
+    monkeypatch.setattr(protocol, "as_dataset_card", lambda c: card if c == "indian_pines" else c)
+    results, classes = run_protocol(
+        recipe, "random", 0.2, [0], methods=["svm"], progress=False, echo=lambda s: None
+    )
     assert classes[:2] == ["Alfalfa", "Corn-notill"]
     assert results[0].metrics.oa == pytest.approx(1.0)
     assert sum(results[0].counts["test"]) > 0
     assert sorted(p.name for p in (tmp_path / "data" / "hsi" / "indian_pines").iterdir()) == [
-        "Indian_pines_corrected.mat", "Indian_pines_gt.mat"]
+        "Indian_pines_corrected.mat",
+        "Indian_pines_gt.mat",
+    ]
     requests = len(server.requests)
-    protocol.load_recipe_scene(recipe, progress=False)      # present and verified: no request
+    protocol.load_recipe_scene(recipe, progress=False)  # present and verified: no request
     assert len(server.requests) == requests

@@ -19,16 +19,26 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def _scene(seed=0):
     g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(6).repeat_interleave(8)[:, None].expand(48, 40).clone()   # stripes
+    labels = torch.arange(6).repeat_interleave(8)[:, None].expand(48, 40).clone()  # stripes
     means = torch.rand(6, 40, generator=g) * 1000
     image = means[labels].permute(2, 0, 1) + torch.randn(40, 48, 40, generator=g) * 20
     return image, labels.numpy()
 
 
 def _model():
-    return LoLASpecViT(40, 6, patch=7, components=8, conv_channels=(4, 8),
-                       conv_kernels=((3, 3, 3), (3, 3, 3)), conv_padding="same",
-                       embed_dims=(16, 32), depths=(2, 1), num_heads=(2, 2), window=4)
+    return LoLASpecViT(
+        40,
+        6,
+        patch=7,
+        components=8,
+        conv_channels=(4, 8),
+        conv_kernels=((3, 3, 3), (3, 3, 3)),
+        conv_padding="same",
+        embed_dims=(16, 32),
+        depths=(2, 1),
+        num_heads=(2, 2),
+        window=4,
+    )
 
 
 def test_training_with_augmentations_and_prediction_on_cuda(tmp_path):
@@ -42,24 +52,35 @@ def test_training_with_augmentations_and_prediction_on_cuda(tmp_path):
     with torch.no_grad():
         scores = model.reduction(image[None])[0]
     ds = ReducedWindows(scores, coords, labels[coords[:, 0], coords[:, 1]], 7)
-    task = PixelClassificationTask(model, 6, reduced_inputs=True, context_dropout=0.5,
-                                   brightness=0.1)
+    task = PixelClassificationTask(
+        model, 6, reduced_inputs=True, context_dropout=0.5, brightness=0.1
+    )
     devices = set()
 
     class Where(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             devices.add((batch["image"].device.type, next(pl_module.parameters()).device.type))
 
-    trainer = pl.Trainer(accelerator="gpu", devices=1, max_epochs=5, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path,
-                         callbacks=[Where()])
-    trainer.fit(task, torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True),
-                torch.utils.data.DataLoader(ds, batch_size=64))
-    assert devices == {("cuda", "cuda")}                 # augmentations ran on the GPU
+    trainer = pl.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_epochs=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[Where()],
+    )
+    trainer.fit(
+        task,
+        torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True),
+        torch.utils.data.DataLoader(ds, batch_size=64),
+    )
+    assert devices == {("cuda", "cuda")}  # augmentations ran on the GPU
     every = np.argwhere(np.ones(labels.shape, dtype=bool))
     gpu_map, gpu_prob = classify_pixels(model.cuda(), image, every, probabilities=True)
-    assert (gpu_map == labels.reshape(-1)).mean() > 0.5     # six well-separated spectra
+    assert (gpu_map == labels.reshape(-1)).mean() > 0.5  # six well-separated spectra
     cpu_map, cpu_prob = classify_pixels(model.cpu(), image, every, probabilities=True)
     np.testing.assert_allclose(gpu_prob, cpu_prob, atol=1e-3)
     assert (gpu_map == cpu_map).mean() > 0.999
