@@ -26,10 +26,12 @@ demo: setup
 	$(BIN)/geofm demo --out outputs/demo
 	$(BIN)/geofm pretrain --config configs/pretrain/quickstart.yaml
 
-# lint and type check first (seconds; mypy's first run, under a minute), then the tests;
-# CI runs exactly this. mypy checks the files listed under [tool.mypy] in pyproject.toml.
+# lint, format check and type check first (seconds; mypy's first run, under a minute), then
+# the tests; CI runs exactly this. mypy checks the files listed under [tool.mypy] in
+# pyproject.toml. `ruff format $(LINTED)` fixes what the format check finds.
 test: setup
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -38,6 +40,7 @@ test-all: setup
 
 lint: setup
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 bench: setup
