@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score
 
 from geofm.tasks.metrics import confusion_matrix, confusion_metrics
 
@@ -76,23 +77,12 @@ def top1_from_confusion(confusion: np.ndarray) -> Score:
 
 
 def average_precision(y_true, scores) -> float:
-    """Average precision of one ranking: ``sum_k (R_k - R_{k-1}) P_k`` over the distinct
-    score thresholds (ties form one step), NaN when there is no positive."""
-    t = _numpy(y_true).reshape(-1).astype(bool)
-    s = _numpy(scores).reshape(-1).astype(np.float64)
+    """Average precision of one ranking (scikit-learn's ``average_precision_score``: ties
+    form one step), NaN when there is no positive."""
+    t, s = _numpy(y_true).reshape(-1).astype(bool), _numpy(scores).reshape(-1)
     if t.shape != s.shape:
         raise ValueError(f"{t.size} targets but {s.size} scores")
-    positives = int(t.sum())
-    if positives == 0:
-        return float("nan")
-    order = np.argsort(-s, kind="mergesort")
-    s, t = s[order], t[order]
-    # the last index of each run of equal scores: a threshold admits the whole run
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]
-    tp = np.cumsum(t)[last]
-    precision = tp / (last + 1)
-    recall = tp / positives
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(t, s)) if t.any() else float("nan")
 
 
 def micro_map(y_true, scores) -> Score:

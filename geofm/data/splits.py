@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy.ndimage import maximum_filter
 
 from geofm.data.sample import IGNORE_INDEX
 
@@ -202,21 +203,11 @@ def _as_mask(mask: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def window_contains(points: np.ndarray, radius: int) -> np.ndarray:
-    """For each pixel, whether its ``(2r+1) x (2r+1)`` window holds a True of ``points``.
-
-    ``points``: ``(H, W)`` bool. Returns ``(H, W)`` bool (a square dilation, computed with
-    an integral image; the window is clipped at the scene edge).
-    """
+    """For each pixel, whether its ``(2r+1) x (2r+1)`` window holds a True of ``points``
+    (``(H, W)`` bool; a square dilation, the window clipped at the scene edge)."""
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
-    h, w = points.shape
-    integral = np.zeros((h + 1, w + 1), dtype=np.int64)
-    integral[1:, 1:] = points.astype(np.int64).cumsum(0).cumsum(1)
-    rows, cols = np.arange(h), np.arange(w)
-    r0, r1 = np.clip(rows - radius, 0, h), np.clip(rows + radius + 1, 0, h)
-    c0, c1 = np.clip(cols - radius, 0, w), np.clip(cols + radius + 1, 0, w)
-    total = integral[r1][:, c1] - integral[r0][:, c1] - integral[r1][:, c0] + integral[r0][:, c0]
-    return total > 0
+    return maximum_filter(points.astype(bool), size=2 * radius + 1, mode="constant", cval=False)
 
 
 @dataclass(frozen=True)

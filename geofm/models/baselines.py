@@ -22,6 +22,7 @@ from typing import cast
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 from timm.models.vision_transformer import Block
 
 from .embeddings import GroupPatchEmbed, grid_sincos_2d
@@ -232,13 +233,11 @@ class StackedViT(_FullAttentionEncoder):
         return wl, gsd_t
 
     def _tokens(self, image, wavelengths, gsd):
-        B, C, H, W = image.shape
         p = self.patch_size
-        patches = image.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
-        x = self.patch_embed(patches.reshape(B, (H // p) * (W // p), C * p * p))
+        x = self.patch_embed(rearrange(image, "b c (h p) (w q) -> b (h w) (c p q)", p=p, q=p))
         dtype = torch.promote_types(x.dtype, self.cls_token.dtype)  # float32 under autocast
         x = x.to(dtype) + grid_sincos_2d(self.grid_size(image, p), gsd, self.embed_dim).to(dtype)
-        x = torch.cat([self.cls_token[:, 0].to(dtype).expand(B, 1, -1), x], dim=1)
+        x = torch.cat([self.cls_token[:, 0].to(dtype).expand(len(x), 1, -1), x], dim=1)
         return self.pos_drop(x[:, None]), None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 
 __all__ = [
     "SAR_PSEUDO_WAVELENGTHS_NM",
@@ -116,10 +117,7 @@ def positional_channel_embedding(
 
 def patchify(image: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, h*w, p*p), patches row-major, pixels row-major inside a patch."""
-    B, C, H, W = image.shape
-    p = patch_size
-    x = image.reshape(B, C, H // p, p, W // p, p).permute(0, 1, 2, 4, 3, 5)
-    return x.reshape(B, C, (H // p) * (W // p), p * p)
+    return rearrange(image, "b c (h p) (w q) -> b c (h w) (p q)", p=patch_size, q=patch_size)
 
 
 class BandPatchEmbed(nn.Module):

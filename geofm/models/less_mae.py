@@ -24,6 +24,7 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 
 from .embeddings import patchify, positional_channel_parts
 from .encoder import drop_path_rates, init_weights
@@ -57,11 +58,8 @@ def random_keep(
 
 def unpatchify(patches: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
     """(B, C, N, p*p) -> (B, C, H, W); the inverse of :func:`patchify`."""
-    B, C, N, pp = patches.shape
-    h, w = grid_hw
-    p = int(round(pp**0.5))
-    x = patches.reshape(B, C, h, w, p, p).permute(0, 1, 2, 4, 3, 5)
-    return x.reshape(B, C, h * p, w * p)
+    p = int(round(patches.shape[-1] ** 0.5))
+    return rearrange(patches, "b c (h w) (p q) -> b c (h p) (w q)", h=grid_hw[0], p=p)
 
 
 def masked_losses(

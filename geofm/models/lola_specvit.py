@@ -33,6 +33,7 @@ from typing import cast
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 from timm.layers import DropPath, trunc_normal_
 
 from .lora import freeze_except_lora, inject_lora
@@ -147,16 +148,12 @@ class SpectralReduction(nn.Module):
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     """``(B, H, W, D)`` with H, W multiples of ``window`` -> ``(B, nW, window**2, D)``."""
-    B, H, W, D = x.shape
-    x = x.reshape(B, H // window, window, W // window, window, D)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, (H // window) * (W // window), window**2, D)
+    return rearrange(x, "b (h p) (w q) d -> b (h w) (p q) d", p=window, q=window)
 
 
 def window_reverse(windows: torch.Tensor, window: int, H: int, W: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`."""
-    B, _, _, D = windows.shape
-    x = windows.reshape(B, H // window, W // window, window, window, D)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, D)
+    return rearrange(windows, "b (h w) (p q) d -> b (h p) (w q) d", h=H // window, p=window)
 
 
 def _padded(size: int, window: int) -> int:
