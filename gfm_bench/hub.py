@@ -43,6 +43,7 @@ from geofm.data.download import (
     file_digest,
     parse_checksum,
 )
+from geofm.data.outputs import write_atomic
 
 from .archive import RESERVED_PREFIX, ArchiveFormatError, safe_extract, split_parts
 from .datasets.layouts import Layout, check_root, get_spec
@@ -73,9 +74,8 @@ def read_manifest(root: PathLike) -> dict[str, Any]:
 
 
 def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    tmp = root / f"{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(root / MANIFEST_NAME)
+    text = json.dumps(manifest, indent=1, sort_keys=True)
+    write_atomic(root / MANIFEST_NAME, lambda part: part.write_text(text, encoding="utf-8"))
 
 
 def _card_pins(name: str, layout: Layout) -> tuple[dict[str, Any], dict[str, Any], str]:

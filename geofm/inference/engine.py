@@ -30,6 +30,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geofm.data.outputs import check_outputs
+from geofm.data.readers import iter_windows
 from geofm.inference.predictors import Predictor
 from geofm.inference.sources import SceneSource, open_source
 from geofm.inference.tiling import TilePlan, plan_tiles
@@ -144,13 +145,6 @@ def choose_block(
         # whole steps of the tile grid: a tile's cells then fall in as few blocks as can be
         best = best // plan.step * plan.step
     return best
-
-
-def _blocks(shape: tuple[int, int], block: int) -> Iterator[tuple[int, int, int, int]]:
-    rows, cols = shape
-    for r0 in range(0, rows, block):
-        for c0 in range(0, cols, block):
-            yield r0, min(r0 + block, rows), c0, min(c0 + block, cols)
 
 
 def _output_grid(source: SceneSource, plan: TilePlan) -> tuple[Any, Affine | None]:
@@ -274,7 +268,10 @@ def predict(
             NotGeoreferencedWarning,
             stacklevel=2,
         )
-    blocks = list(_blocks(plan.shape, block))
+    blocks = [
+        (w.row_off, w.row_off + w.height, w.col_off, w.col_off + w.width)
+        for w in iter_windows(plan.shape[1], plan.shape[0], block)
+    ]
     total = sum(
         len(plan.touching("rows", r0, r1)) * len(plan.touching("cols", c0, c1))
         for r0, r1, c0, c1 in blocks
