@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from geofm.data.cards import DatasetCard
-from geofm.data.sample import collate_samples
+from geofm.data.sample import collate_samples, sample_loader
 from geofm.data.transforms import (
     CenterCrop,
     Compose,
@@ -52,7 +52,6 @@ from .training import (
     evaluate,
     feature_loader,
     fit,
-    sample_loader,
     targets,
 )
 
@@ -212,7 +211,7 @@ def extract_features(
     (:func:`geofm.tasks.probe.extract_features` with the adapter's ``features``)."""
     return extract(
         adapter,
-        sample_loader(ds, batch_size, shuffle=False),
+        sample_loader(ds, batch_size, seed=0),
         device,
         features=lambda model, batch: model.features(batch),
         target=lambda batch: targets(batch, task),
@@ -400,9 +399,11 @@ def _fit(
         val_loader = MapCache(model, val_ds, batch_size, device, False)
         test_loader = MapCache(model, test_ds, batch_size, device, False)
     else:
-        loader = sample_loader(train_ds, batch_size, shuffle=True, seed=seed)
-        val_loader = sample_loader(val_ds, batch_size, False)
-        test_loader = sample_loader(test_ds, batch_size, False)
+        # a last partial batch is dropped: a batch of one breaks batch norm (UPerNet's heads)
+        drop = len(train_ds) > batch_size
+        loader = sample_loader(train_ds, batch_size, True, seed=seed, drop_last=drop)
+        val_loader = sample_loader(val_ds, batch_size, seed=0)
+        test_loader = sample_loader(test_ds, batch_size, seed=0)
     info["cached_features"] = cached
     bench = BenchTask(
         model,

@@ -23,7 +23,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics import CatMetric
 
-from geofm.data.sample import IGNORE_INDEX, collate_samples
+from geofm.data.sample import IGNORE_INDEX, sample_loader
 from geofm.tasks.base import STAGES, BaseTask, quiet_lightning
 from geofm.tasks.callbacks import BestWeights
 
@@ -37,7 +37,6 @@ __all__ = [
     "LinearOnFeatures",
     "MapCache",
     "EpochBatches",
-    "sample_loader",
     "feature_loader",
     "targets",
     "fit",
@@ -248,22 +247,6 @@ class LinearOnFeatures(nn.Module):
 # ---------------------------------------------------------------------------------- data
 
 
-def sample_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """Collated geofm samples. Training loaders (``shuffle``) drop a last partial batch when
-    there is more than one batch: a batch of one sample breaks batch normalisation
-    (UPerNet's heads)."""
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        collate_fn=collate_samples,
-        generator=gen,
-        num_workers=0,
-        drop_last=shuffle and len(ds) > batch_size,
-    )
-
-
 class EpochBatches(Sampler):
     """Index batches of ``epochs`` passes over ``n`` items, each pass in a new random order
     drawn from ``generator`` (the last batch of a pass may be smaller). One loader pass is
@@ -318,8 +301,8 @@ def feature_loader(
 
 class MapCache:
     """A frozen encoder's feature maps of a whole split, computed once, served in batches
-    (shuffled per epoch when ``shuffle``, the last partial batch dropped as by
-    :func:`sample_loader`): training a head then costs the head alone."""
+    (shuffled per epoch when ``shuffle``, the last partial batch then dropped as by the
+    protocols' training loaders): training a head then costs the head alone."""
 
     def __init__(
         self,
@@ -336,7 +319,7 @@ class MapCache:
 
         parts, masks = [], []
         model.adapter.eval()
-        loader = sample_loader(ds, batch_size, False)
+        loader = sample_loader(ds, batch_size, seed=0)
         if progress:
             from tqdm.auto import tqdm
 

@@ -10,19 +10,6 @@ from pathlib import Path
 import yaml
 
 
-def _open_any(path: str, card: str | None):
-    from geofm.data.hyperspectral import open_cube
-    from geofm.data.readers import open_raster
-
-    p = Path(path)
-    envi = p.suffix.lower() == ".hdr" or (
-        p.suffix.lower() == ".img" and p.with_suffix(".hdr").is_file()
-    )
-    if envi or p.suffix.lower() == ".mat":
-        return open_cube(p, card=card)
-    return open_raster(p, card=card)
-
-
 def cmd_stats(args: argparse.Namespace) -> int:
     from geofm.data.outputs import check_outputs, write_atomic
     from geofm.data.stats import compute_statistics
@@ -56,12 +43,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from geofm.data.hyperspectral import open_scene
     from geofm.data.outputs import check_outputs, write_atomic
     from geofm.data.plot import plot_rgb
 
     out = Path(args.out or Path(args.path).with_suffix(".rgb.png").name)
     check_outputs([out], [args.path], args.overwrite)
-    sample = _open_any(args.path, args.card)
+    sample = open_scene(args.path, card=args.card)
     figure = plot_rgb(sample, title=Path(args.path).name)
     write_atomic(out, lambda part: figure.savefig(part, dpi=120))
     print(f"wrote {out}")

@@ -77,7 +77,8 @@ def _map_defaults() -> argparse.Namespace:
 def _ground_truth(path: str, key: str | None, predictor):
     """A pixel classifier's ground truth: class ids (255 unlabelled) as its training read
     them: through its card, or (a scene without one) through its raw label values."""
-    from geofm.data.hyperspectral import apply_label_lookup, read_label_mat
+    from geofm.data.hyperspectral import read_label_mat
+    from geofm.data.sample import apply_label_lookup
 
     if predictor.kind != "pixel":
         raise ValueError(

@@ -331,6 +331,24 @@ def as_dataset_card(card: str | DatasetCard | None) -> DatasetCard | None:
     return load_dataset_card(card) if isinstance(card, str) else card
 
 
+def card_statistics(
+    card: str | DatasetCard | SensorCard, bands: Sequence[str] | None = None
+) -> tuple[list[float], list[float], list[str]]:
+    """``(mean, std, band names)`` of a card's bands picked by name (default: all, in the
+    card's order); a card without statistics (a sensor card has none) says how to get them."""
+    card_obj = as_card(card)
+    if not isinstance(card_obj, DatasetCard) or card_obj.mean is None or card_obj.std is None:
+        dataset = isinstance(card_obj, DatasetCard)
+        raise ValueError(
+            f"{'dataset' if dataset else 'sensor'} card {card_obj.name!r} has no normalisation "
+            "statistics; compute them with `geofm stats <files> --card "
+            f"{card_obj.name if dataset else '<dataset card>'}` and add them to the dataset card"
+        )
+    names = list(card_obj.band_names) if bands is None else list(bands)
+    indices = card_obj.band_indices(names)
+    return [card_obj.mean[i] for i in indices], [card_obj.std[i] for i in indices], names
+
+
 def card_scale_and_nodata(
     card: str | DatasetCard | SensorCard | None,
 ) -> tuple[float, float | None]:

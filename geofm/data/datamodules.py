@@ -16,18 +16,18 @@ from the test part.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
-from geofm.data.cards import DatasetCard, as_dataset_card
+from geofm.data.cards import DatasetCard, as_dataset_card, card_statistics
 from geofm.data.datasets import SceneFolderDataset, Transform
 from geofm.data.readers import RASTER_SUFFIXES
-from geofm.data.sample import collate_samples
+from geofm.data.sample import sample_loader
 from geofm.data.splits import (
     stratified_split,
 )
@@ -35,46 +35,39 @@ from geofm.data.splits import (
 PathLike = str | os.PathLike
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+class SplitDataModule(L.LightningDataModule):
+    """Train and val loaders (:func:`~geofm.data.sample.sample_loader`) over ``self.parts``
+    (``{"train": ds, "val": ds, ...}``, filled by ``setup``): training batches shuffled by
+    torch's global generator, the last partial one dropped where ``drop_last_train``."""
 
-
-class _SplitLoaders(L.LightningDataModule):
-    """DataLoaders over ``self.parts`` (``{"train": ds, "val": ds, "test": ds}``)."""
-
-    collate_fn: Callable[[Sequence[Any]], Any] = staticmethod(collate_samples)
+    drop_last_train = False
 
     def __init__(self, batch_size: int, num_workers: int) -> None:
         super().__init__()
-        _check_batch_size(batch_size)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.parts: dict[str, Dataset] = {}
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.parts: dict[str, Any] = {}
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         if part not in self.parts:
             raise RuntimeError(f"no {part} data yet: call setup() first")
-        return DataLoader(
+        return sample_loader(
             self.parts[part],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+            self.batch_size,
+            shuffle,
             num_workers=self.num_workers,
-            collate_fn=self.collate_fn,
-            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle and self.drop_last_train,
         )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
-
-class SceneFolderDataModule(_SplitLoaders):
+class SceneFolderDataModule(SplitDataModule):
     """Scene classification from a folder per class, split stratified by class.
 
     Args:
@@ -156,6 +149,9 @@ class SceneFolderDataModule(_SplitLoaders):
             "test": Subset(eval_ds, self.split.test.tolist()),
         }
 
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
     @property
     def num_classes(self) -> int:
         self.setup()
@@ -203,7 +199,7 @@ def _source_files(path: str) -> list[Path]:
     return files
 
 
-class PretrainDataModule(L.LightningDataModule):
+class PretrainDataModule(SplitDataModule):
     """Unlabelled windows from several sources, batched so that a batch holds one band set.
 
     Args:
@@ -230,16 +226,13 @@ class PretrainDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        _check_batch_size(batch_size)
+        super().__init__(batch_size, num_workers)
         if not sources:
             raise ValueError("PretrainDataModule needs at least one source")
         self.sources = [
             s if isinstance(s, PretrainSource) else PretrainSource(**s) for s in sources
         ]
-        self.batch_size, self.val_windows = batch_size, val_windows
-        self.flips, self.num_workers, self.seed = flips, num_workers, seed
-        self.parts: dict[str, list[Dataset]] = {}
+        self.val_windows, self.flips, self.seed = val_windows, flips, seed
 
     def setup(self, stage: str | None = None) -> None:
         from geofm.data.windows import RandomWindowDataset
@@ -281,16 +274,9 @@ class PretrainDataModule(L.LightningDataModule):
         sampler = BandSetBatchSampler.for_datasets(
             datasets, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed, with_epoch=True
         )
-        return DataLoader(
-            EpochConcatDataset(datasets),
-            batch_sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate_samples,
-            persistent_workers=self.num_workers > 0,
+        return sample_loader(
+            EpochConcatDataset(datasets), batch_sampler=sampler, num_workers=self.num_workers
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("val", shuffle=False) if self.parts.get("val") else []
@@ -313,16 +299,8 @@ def mae_transforms(cards: Sequence[str], flips: bool):
 
     mean, std, bands = [], [], []
     for name in cards:
-        card = as_dataset_card(name)
-        if card.mean is None or card.std is None:
-            raise ValueError(
-                f"dataset card {card.name!r} has no normalisation statistics. "
-                f"Compute them with `geofm stats <files> --card {card.name}` and "
-                "add them to the card"
-            )
-        mean += card.mean
-        std += card.std
-        bands += card.band_names
+        card_mean, card_std, card_bands = card_statistics(as_dataset_card(name))
+        mean, std, bands = mean + card_mean, std + card_std, bands + card_bands
     steps = [MAEScaleNormalize(mean, std, bands=bands)]
     if flips:
         steps += [RandomHorizontalFlip(), RandomVerticalFlip()]

@@ -25,8 +25,16 @@ import numpy as np
 import torch
 
 from geofm.data.cards import DatasetCard, UnknownBandError, as_dataset_card
-from geofm.data.readers import WindowLike, checked_window, finish_sample, read_window, valid_mask
-from geofm.data.sample import IGNORE_INDEX, Sample, check_band_metadata
+from geofm.data.readers import (
+    RASTER_SUFFIXES,
+    WindowLike,
+    checked_window,
+    finish_sample,
+    open_raster,
+    read_window,
+    valid_mask,
+)
+from geofm.data.sample import IGNORE_INDEX, Sample, apply_label_lookup, check_band_metadata
 
 PathLike = str | os.PathLike
 
@@ -122,6 +130,19 @@ def envi_paths(path: PathLike) -> tuple[Path, Path]:
             f"no ENVI header for {path} (looked for {path.with_suffix('.hdr')})"
         )
     return hdr, path
+
+
+def is_envi(path: PathLike) -> bool:
+    """Whether ``path`` is an ENVI cube: an ``.hdr`` header, or a file with one beside it
+    (``<stem>.hdr`` or ``<name>.hdr``) that is not a folder, GeoTIFF, JPEG 2000 or ``.mat``
+    (these have readers of their own whatever ``.hdr`` some tool wrote beside them)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".hdr":
+        return True
+    if suffix in RASTER_SUFFIXES or suffix == ".mat" or path.is_dir():
+        return False
+    return path.with_suffix(".hdr").is_file() or Path(f"{path}.hdr").is_file()
 
 
 def envi_memmap(path: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
@@ -537,42 +558,18 @@ def open_mat(
     )
 
 
-def remap_labels(raw: np.ndarray, card: DatasetCard | None) -> np.ndarray:
-    """Map raw label values to class ids 0..K-1 and unlabelled ones to 255 (int64).
-
-    Without a card, values are kept. A value the card does not know raises ``ValueError``.
-    """
-    raw = np.asarray(raw)
-    if card is None:
-        return raw.astype(np.int64)
-    lut = card.label_lookup(IGNORE_INDEX)
-    values = np.unique(raw)
-    unknown = [int(v) for v in values if int(v) not in lut]
-    if unknown:
-        raise ValueError(
-            f"label values {unknown} are not classes of {card.name!r} "
-            f"(known raw values: {sorted(lut)})"
-        )
-    return apply_label_lookup(raw, lut)
-
-
-def apply_label_lookup(raw: np.ndarray, lookup: dict[int, int]) -> np.ndarray:
-    """``(H, W)`` int64 class ids: each raw value through ``lookup``; values it lacks -> 255."""
-    raw = np.asarray(raw)
-    out = np.full(raw.shape, IGNORE_INDEX, dtype=np.int64)
-    for v in np.unique(raw):
-        if int(v) in lookup:
-            out[raw == v] = lookup[int(v)]
-    return out
-
-
 def read_label_mat(
     path: PathLike, key: str | None = None, card: str | DatasetCard | None = None
 ) -> np.ndarray:
-    """Read a ``(H, W)`` ground-truth array and remap it with the card (int64, 255 = ignore)."""
+    """Read a ``(H, W)`` ground-truth array and remap it with the card (int64, 255 = ignore;
+    without a card the values are kept). A value the card does not know raises ``ValueError``."""
     path = Path(path)
     gt = read_mat_array(path, mat_key(mat_variables(path), key, 2, path))
-    return remap_labels(gt, as_dataset_card(card))
+    card_obj = as_dataset_card(card)
+    if card_obj is None:
+        return gt.astype(np.int64)
+    lut = card_obj.label_lookup(IGNORE_INDEX)
+    return apply_label_lookup(gt, lut, None, path, f"the card {card_obj.name!r}")
 
 
 def open_cube(path: PathLike, **kwargs: Any) -> Sample:
@@ -581,3 +578,12 @@ def open_cube(path: PathLike, **kwargs: Any) -> Sample:
     if path.suffix.lower() == ".mat":
         return open_mat(path, **kwargs)
     return open_envi(path, **kwargs)
+
+
+def open_scene(path: PathLike, **kwargs: Any) -> Sample:
+    """Open a scene with the reader of its type: :func:`open_cube` for a ``.mat`` or ENVI
+    cube (:func:`is_envi`), else :func:`~geofm.data.readers.open_raster`."""
+    path = Path(path)
+    if path.suffix.lower() == ".mat" or is_envi(path):
+        return open_cube(path, **kwargs)
+    return open_raster(path, **kwargs)

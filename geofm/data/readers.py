@@ -391,6 +391,21 @@ def _target_grid(
     return src_transform @ Affine.scale(width / new_w, height / new_h), new_w, new_h
 
 
+def band_set_grid(
+    files: Sequence[PathLike | rasterio.DatasetReader], gsd: float | None = None
+) -> tuple[int, Affine, int, int]:
+    """``(index of the finest file, transform, width, height)`` of the grid that
+    :func:`open_band_files` stacks ``files`` (paths or open datasets) onto: the finest file's
+    by :func:`gsd_of` (the first of equally fine ones), resampled to ``gsd`` if given."""
+    with contextlib.ExitStack() as stack:
+        srcs = [
+            f if isinstance(f, rasterio.DatasetReader) else stack.enter_context(open_dataset(f))
+            for f in files
+        ]
+        i = min(range(len(srcs)), key=lambda k: gsd_of(srcs[k].transform))
+        return (i, *_target_grid(srcs[i].transform, srcs[i].width, srcs[i].height, gsd))
+
+
 def _open_single(path: Path, bands, window, gsd, card, wavelengths, resampling) -> Sample:
     scale, card_nodata = card_scale_and_nodata(card)
     with open_dataset(path) as src:
@@ -507,7 +522,7 @@ def open_band_files(
     scale, card_nodata = card_scale_and_nodata(card)
     sources = [open_dataset(p) for p in files]
     try:
-        ref_index = min(range(len(sources)), key=lambda i: gsd_of(sources[i].transform))
+        ref_index, transform, width, height = band_set_grid(sources, gsd)
         ref, ref_path = sources[ref_index], files[ref_index]
         for s, p in zip(sources, files, strict=True):
             if s.count != 1:
@@ -515,7 +530,6 @@ def open_band_files(
             if s.crs != ref.crs:
                 raise ValueError(f"{p} is in {s.crs}, the other bands in {ref.crs}")
             _check_overlap(s, p, ref, ref_path)
-        transform, width, height = _target_grid(ref.transform, ref.width, ref.height, gsd)
         win = checked_window(window, width, height, f"the grid of {files[0].parent}")
         data = np.empty((len(files), win.height, win.width), dtype=ref.dtypes[0])
         valid = np.ones((win.height, win.width), dtype=bool)

@@ -22,11 +22,12 @@ key             type                                         meaning
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 IGNORE_INDEX = 255
 """Value of ``mask`` pixels that carry no label."""
@@ -157,3 +158,62 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if any("skipped" in s for s in samples):  # files a dataset could not read, in order
         batch["skipped"] = [path for s in samples for path in s.get("skipped", ())]
     return batch
+
+
+def sample_loader(
+    dataset: Dataset,
+    batch_size: int = 1,
+    shuffle: bool = False,
+    *,
+    num_workers: int = 0,
+    seed: int | None = None,
+    drop_last: bool = False,
+    batch_sampler: Sampler | None = None,
+    collate_fn: Callable | None = collate_samples,
+    persistent_workers: bool = True,
+) -> DataLoader:
+    """geofm's one DataLoader: ``batch_size`` samples a batch (or the batches of
+    ``batch_sampler``), collated by ``collate_fn`` (None: torch's default).
+
+    With ``seed`` the loader draws its order and worker seeds from its own
+    ``torch.Generator().manual_seed(seed)``; without one, from torch's global generator (a
+    draw every pass, shuffled or not). Workers, if any, live across epochs unless
+    ``persistent_workers`` is False.
+    """
+    batching: dict[str, Any] = (
+        {"batch_sampler": batch_sampler}
+        if batch_sampler is not None
+        else {"batch_size": batch_size, "shuffle": shuffle, "drop_last": drop_last}
+    )
+    return DataLoader(
+        dataset,
+        **batching,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        generator=None if seed is None else torch.Generator().manual_seed(seed),
+        persistent_workers=persistent_workers and num_workers > 0,
+    )
+
+
+def apply_label_lookup(
+    raw: np.ndarray,
+    lookup: Mapping[Any, Any],
+    unknown: int | None = IGNORE_INDEX,
+    source: object = "the labels",
+    known_by: str = "the label mapping",
+) -> np.ndarray:
+    """Raw label values -> int64 class ids through ``lookup`` (int-like keys and values, as
+    YAML gives them). A value ``lookup`` lacks becomes ``unknown`` (default 255, ignore) or,
+    when ``unknown`` is None, raises ``ValueError`` naming the values, ``source`` (the file)
+    and ``known_by`` (the card or mapping)."""
+    raw = np.asarray(raw)
+    lookup = {int(k): int(v) for k, v in lookup.items()}
+    values, inverse = np.unique(raw, return_inverse=True)
+    lacking = [int(v) for v in values if int(v) not in lookup]
+    if lacking and unknown is None:
+        raise ValueError(
+            f"{source} holds label values {lacking} that {known_by} does not know "
+            f"(it maps {sorted(lookup)})"
+        )
+    lut = np.array([lookup.get(int(v), unknown) for v in values], dtype=np.int64)
+    return lut[inverse.reshape(raw.shape)]

@@ -38,6 +38,7 @@ from geofm.data.hyperspectral import (
     cube_band_metadata,
     envi_memmap,
     envi_nodata,
+    is_envi,
     mat_key,
     mat_variables,
     open_envi,
@@ -45,6 +46,7 @@ from geofm.data.hyperspectral import (
 )
 from geofm.data.readers import (
     RASTER_SUFFIXES,
+    band_set_grid,
     gsd_of,
     iter_windows,
     open_band_files,
@@ -168,12 +170,6 @@ def _looks_like_band_set(folder: Path) -> bool:
     return bool(files) and all(band_name_from_filename(p) for p in files)
 
 
-def _is_envi(path: Path) -> bool:
-    return path.suffix.lower() == ".hdr" or (
-        path.suffix.lower() not in RASTER_SUFFIXES and path.with_suffix(".hdr").is_file()
-    )
-
-
 def expand_paths(paths: Iterable[PathLike]) -> list[Path]:
     """Rasters, ENVI headers and band-set folders under ``paths`` (folders are recursed)."""
     out: list[Path] = []
@@ -228,11 +224,9 @@ def _band_set_input(folder: Path, tile: int, card: str | None) -> _Input:
     names = band_names_of_files(
         files, sensor_for_band_files([band_name_from_filename(f) for f in files], card, files)
     )
-    grids = []
-    for f in files:
-        with open_dataset(f) as src:
-            grids.append((src.res[0], src.width, src.height, src.dtypes[0]))
-    _, width, height, dtype = min(grids)
+    finest, _, width, height = band_set_grid(files)
+    with open_dataset(files[finest]) as src:
+        dtype = src.dtypes[0]
     windows = list(iter_windows(width, height, tile))
 
     def blocks():
@@ -289,7 +283,7 @@ def _raster_input(path: Path, tile: int, card: str | None) -> _Input:
 def _plan(path: Path, tile: int, card: str | None) -> _Input:
     if path.is_dir():
         return _band_set_input(path, tile, card)
-    if _is_envi(path):
+    if is_envi(path):
         return _envi_input(path, tile, card)
     return _raster_input(path, tile, card)
 
@@ -447,7 +441,7 @@ def scene_info(
         return _band_set_info(path, card, max_values)
     if path.suffix.lower() == ".mat":
         return _mat_info(path, card, max_values)
-    if _is_envi(path) and path.suffix.lower() not in RASTER_SUFFIXES:
+    if is_envi(path):
         return _envi_info(path, card, max_values)
     return _raster_info(path, card, max_values)
 
@@ -499,11 +493,8 @@ def _raster_info(path: Path, card: str | None, max_values: int) -> SceneInfo:
 def _band_set_info(folder: Path, card: str | None, max_values: int) -> SceneInfo:
     head = open_raster(folder, card=card, window=(0, 0, 1, 1))
     files = sort_band_files(raster_files(folder), card)
-    grids = []
-    for f in files:
-        with open_dataset(f) as src:
-            grids.append((gsd_of(src.transform), src.height, src.width))
-    fine, h, w = min(grids)
+    _, grid, w, h = band_set_grid(files)
+    fine = gsd_of(grid)
     step = _sample_step(h, w, len(files), max_values)
     if step == 1:
         sample = open_band_files(files, card=card, resampling=Resampling.bilinear)

@@ -14,13 +14,17 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from geofm.data.cards import as_dataset_card
-from geofm.data.datamodules import PretrainSource, mae_transforms, pretrain_data_config
-from geofm.data.sample import Sample, collate_samples, make_sample
+from geofm.data.datamodules import (
+    PretrainSource,
+    SplitDataModule,
+    mae_transforms,
+    pretrain_data_config,
+)
+from geofm.data.sample import Sample, make_sample
 
 __all__ = ["TorchGeoSamples", "TorchGeoPretrainDataModule", "import_class"]
 
@@ -112,7 +116,7 @@ class TorchGeoSamples(Dataset):
         return self.transforms(sample) if self.transforms else sample
 
 
-class TorchGeoPretrainDataModule(L.LightningDataModule):
+class TorchGeoPretrainDataModule(SplitDataModule):
     """Pretraining batches from a torchgeo dataset, normalised with the card's statistics.
 
     Args:
@@ -125,8 +129,10 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
         crop: random crop side (the paper: 128).
         num_samples: use the first ``num_samples`` items (default: all).
         val_samples: items kept apart at the end for validation.
-        batch_size, num_workers, flips, seed: as usual.
+        batch_size, num_workers, flips, seed: as usual (training drops a last partial batch).
     """
+
+    drop_last_train = True
 
     def __init__(
         self,
@@ -142,9 +148,7 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
         flips: bool = True,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(batch_size, num_workers)
         self.dataset_class, self.dataset_kwargs = dataset_class, dict(dataset_kwargs or {})
         self.card, self.crop = card, crop
         self.paired = [dict(p) for p in (paired or [])]
@@ -152,9 +156,7 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
             if "card" not in p:
                 raise ValueError(f"a paired dataset needs a card: {p}")
         self.num_samples, self.val_samples = num_samples, val_samples
-        self.batch_size, self.num_workers = batch_size, num_workers
         self.flips, self.seed = flips, seed
-        self.parts: dict[str, Dataset] = {}
 
     def _cards(self) -> list[str]:
         return [self.card] + [p["card"] for p in self.paired]
@@ -201,24 +203,8 @@ class TorchGeoPretrainDataModule(L.LightningDataModule):
             "val": part(range(total - self.val_samples, total), False),
         }
 
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        if part not in self.parts:
-            raise RuntimeError(f"no {part} data yet: call setup() first")
-        return DataLoader(
-            self.parts[part],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate_samples,
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False) if self.val_samples else []
+        return super().val_dataloader() if self.val_samples else []
 
     def data_config(self) -> list[dict[str, Any]]:
         return pretrain_data_config(

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from affine import Affine
 
-from geofm.data.cards import DatasetCard, SensorCard, UnknownBandError, as_card
+from geofm.data.cards import DatasetCard, UnknownBandError, card_statistics
 from geofm.data.sample import BandMismatchError, Sample, check_sample
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "hflip",
     "resize",
     "rot90",
+    "scale_bands",
     "select_bands",
     "vflip",
 ]
@@ -474,6 +475,14 @@ def _statistics_arg(values: Sequence[float] | torch.Tensor, what: str) -> tuple[
     return out
 
 
+def scale_bands(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, mode: str) -> torch.Tensor:
+    """``"standard"``: ``(x - mean) / std``; ``"mae_scale"``: each band's ``mean ± 2 std`` onto
+    ``[0, 1]``, clipped (``mean`` and ``std`` broadcast against ``x``)."""
+    if mode == "mae_scale":
+        return ((x - (mean - 2.0 * std)) / (4.0 * std)).clamp(0.0, 1.0)
+    return (x - mean) / std
+
+
 class Normalize(SampleTransform):
     """Standardise each band: ``(image - mean) / std``.
 
@@ -484,6 +493,8 @@ class Normalize(SampleTransform):
 
     Pixels outside ``valid`` are normalised like the rest; ``valid`` still marks them.
     """
+
+    mode = "standard"  # of :func:`scale_bands`
 
     def __init__(
         self,
@@ -511,18 +522,7 @@ class Normalize(SampleTransform):
         ``bands`` picks bands by name (default: all of the card's bands); an unknown name
         raises :class:`~geofm.data.cards.UnknownBandError` listing the card's bands.
         """
-        card_obj: DatasetCard | SensorCard = as_card(card)
-        mean, std = getattr(card_obj, "mean", None), getattr(card_obj, "std", None)
-        if mean is None or std is None:
-            kind = "dataset" if isinstance(card_obj, DatasetCard) else "sensor"
-            raise ValueError(
-                f"{kind} card {card_obj.name!r} has no normalisation statistics (a dataset card's "
-                "'statistics: {mean: [...], std: [...]}'); pass mean and std to "
-                f"{cls.__name__}(mean, std, bands) instead"
-            )
-        names = list(card_obj.band_names) if bands is None else list(bands)
-        indices = card_obj.band_indices(names)
-        return cls([mean[i] for i in indices], [std[i] for i in indices], bands=names)
+        return cls(*card_statistics(card, bands))
 
     def _statistics_for(self, sample: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         c = int(sample["image"].shape[0])
@@ -547,13 +547,10 @@ class Normalize(SampleTransform):
         std = torch.tensor([self.std[i] for i in indices], dtype=dtype)[:, None, None]
         return mean, std
 
-    def _scale(self, image: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        return (image - mean) / std
-
     def apply(self, sample: Mapping[str, Any]) -> Sample:
         mean, std = self._statistics_for(sample)
         out = dict(sample)
-        out["image"] = self._scale(sample["image"], mean, std)
+        out["image"] = scale_bands(sample["image"], mean, std, self.mode)
         return out
 
 
@@ -566,5 +563,4 @@ class MAEScaleNormalize(Normalize):
     matching work as in :class:`Normalize`.
     """
 
-    def _scale(self, image: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        return ((image - (mean - 2.0 * std)) / (4.0 * std)).clamp(0.0, 1.0)
+    mode = "mae_scale"

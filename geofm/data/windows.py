@@ -21,8 +21,8 @@ from rasterio.errors import RasterioError
 from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from geofm.data.cards import DatasetCard, SensorCard, as_card
-from geofm.data.hyperspectral import open_envi, read_envi_header
-from geofm.data.readers import RASTER_SUFFIXES, open_dataset, open_raster
+from geofm.data.hyperspectral import envi_paths, is_envi, open_scene, read_envi_header
+from geofm.data.readers import RASTER_SUFFIXES, open_dataset
 from geofm.data.sample import Sample
 
 __all__ = ["RandomWindowDataset", "BandSetBatchSampler", "EpochConcatDataset", "scene_header"]
@@ -31,15 +31,11 @@ PathLike = str | os.PathLike
 Transform = Callable[[Sample], Sample]
 
 
-def _is_envi(path: Path) -> bool:
-    return path.suffix.lower() == ".hdr" or path.with_suffix(".hdr").is_file()
-
-
 def scene_header(path: PathLike) -> tuple[int, int, int]:
     """(bands, height, width) of a raster file or ENVI cube, from its header alone."""
     path = Path(path)
-    if _is_envi(path):
-        header = read_envi_header(path.with_suffix(".hdr"))
+    if is_envi(path):
+        header = read_envi_header(path if path.suffix.lower() == ".hdr" else envi_paths(path)[0])
         return int(header["bands"]), int(header["lines"]), int(header["samples"])
     if path.suffix.lower() in RASTER_SUFFIXES:
         with open_dataset(path) as src:
@@ -123,7 +119,7 @@ class RandomWindowDataset(Dataset):
         failed = []
         for path in self.paths:
             try:
-                self._read(path, (0, 0, size, size))
+                open_scene(path, window=(0, 0, size, size), card=card)
                 break
             except (RasterioError, OSError, ValueError) as err:
                 failed.append((path, err))
@@ -154,11 +150,6 @@ class RandomWindowDataset(Dataset):
         col = int(rng.integers(0, w - self.size + 1))
         return self.paths[k], (col, row, self.size, self.size)
 
-    def _read(self, path: Path, window) -> Sample:
-        if _is_envi(path):
-            return open_envi(path, window=window, card=self.card)
-        return open_raster(path, window=window, card=self.card)
-
     def __getitem__(self, item: int | tuple[int, int]) -> Sample:
         """``item``: an index (this dataset's epoch) or ``(epoch, index)``, which is how
         :class:`BandSetBatchSampler` addresses it, so that DataLoader workers, each with its
@@ -170,7 +161,7 @@ class RandomWindowDataset(Dataset):
             if path in self.unreadable:
                 continue
             try:
-                sample = self._read(path, window)
+                sample = open_scene(path, window=window, card=self.card)
             except (RasterioError, OSError, ValueError) as err:
                 self._mark_unreadable(path, err)
                 skipped.append(str(path))

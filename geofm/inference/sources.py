@@ -29,6 +29,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from geofm.data.cards import UnknownBandError
+from geofm.data.hyperspectral import is_envi, open_scene
 from geofm.data.readers import read_window
 
 __all__ = ["ArraySource", "BandMatchError", "FileSource", "SceneSource", "open_source"]
@@ -140,7 +141,7 @@ class FileSource(SceneSource):
         self.path = Path(path)
         self.name = str(self.path)
         self.card = card
-        self.envi = _is_envi(self.path)
+        self.envi = is_envi(self.path)
         self._bands_arg: list[str] | None = None
         self.target_gsd = None
         head = self._open(Window(0, 0, 1, 1))
@@ -178,32 +179,22 @@ class FileSource(SceneSource):
             )
 
     def _open(self, window: Window) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"window": window, "card": self.card}
-        if self._bands_arg is not None:
-            kwargs["bands"] = self._bands_arg
-        if self.envi:
-            from geofm.data.hyperspectral import open_envi
-
-            return open_envi(self.path, gsd=self.target_gsd, **kwargs)
         from geofm.data.readers import band_name_from_filename, open_raster
 
-        # one band file of a set (..._B02.jp2): its band comes from its name
-        target: Path | list[Path] = (
-            [self.path] if self.path.is_file() and band_name_from_filename(self.path) else self.path
-        )
+        kwargs: dict[str, Any] = {"window": window, "card": self.card, "gsd": self.target_gsd}
+        if self._bands_arg is not None:
+            kwargs["bands"] = self._bands_arg
         with warnings.catch_warnings():
             # no georeferencing is reported once, by the caller, not on every window
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return open_raster(target, gsd=self.target_gsd, **kwargs)
+            # one band file of a set (..._B02.jp2): its band comes from its name
+            if not self.envi and self.path.is_file() and band_name_from_filename(self.path):
+                return open_raster([self.path], **kwargs)
+            return open_scene(self.path, **kwargs)
 
     def _grid_size(self) -> tuple[int, int]:
         """Rows and columns of the grid ``open_raster`` reads on (after any resampling)."""
-        from geofm.data.readers import (
-            band_name_from_filename,
-            gsd_of,
-            open_dataset,
-            raster_files,
-        )
+        from geofm.data.readers import band_name_from_filename, band_set_grid, raster_files
 
         files = raster_files(self.path) if self.path.is_dir() else [self.path]
         if len(files) > 1:
@@ -211,16 +202,9 @@ class FileSource(SceneSource):
             wanted = {b.upper() for b in self.bands}
             chosen = [f for f in files if (band_name_from_filename(f) or "").upper() in wanted]
             files = chosen or files
-        sizes = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            for f in files:
-                with open_dataset(f) as src:
-                    sizes.append((gsd_of(src.transform), src.height, src.width))
-        fine, h, w = min(sizes)
-        if self.target_gsd is not None:
-            factor = fine / self.target_gsd
-            h, w = max(1, round(h * factor)), max(1, round(w * factor))
+            _, _, w, h = band_set_grid(files, self.target_gsd)
         return h, w
 
     def _select(self, indices: list[int]) -> None:
@@ -239,13 +223,6 @@ class FileSource(SceneSource):
             else np.ones(image.shape[1:], dtype=bool)
         )
         return image, valid
-
-
-def _is_envi(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    return suffix == ".hdr" or (
-        suffix in (".img", ".dat", ".raw", ".bin") and path.with_suffix(".hdr").is_file()
-    )
 
 
 def _envi_size(path: Path) -> tuple[int, int]:

@@ -26,7 +26,7 @@ import torch
 
 from geofm.data.cards import as_dataset_card, expand_data_path
 from geofm.data.datasets import read_scene
-from geofm.data.sample import IGNORE_INDEX
+from geofm.data.sample import IGNORE_INDEX, apply_label_lookup, sample_loader
 from geofm.data.splits import labelled_pixels, spatially_disjoint_split, stratified_split
 from geofm.models.lora import parameter_counts
 from geofm.tasks.base import quiet_lightning
@@ -97,7 +97,6 @@ def _read_uncarded(
     the scene says so (``wavelengths_known`` False). LoLA-SpecViT and the SVM use neither.
     """
     from geofm.data.hyperspectral import (
-        apply_label_lookup,
         envi_gsd,
         envi_memmap,
         mat_key,
@@ -225,18 +224,6 @@ def make_split(
 # Models and checkpoints
 
 
-def _loader(dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        generator=g,
-        drop_last=False,
-    )
-
-
 def _train_lola(
     recipe: PixelRecipe,
     scene: dict[str, Any],
@@ -311,13 +298,17 @@ def _train_lola(
         log_every_n_steps=1,
         deterministic=False,
     )
-    bs, nw = t["batch_size"], t["num_workers"]
+    bs = t["batch_size"]
+    # windows in torch's default collation, workers (if any) restarted every epoch
+    loading: dict[str, Any] = dict(
+        num_workers=t["num_workers"], seed=seed, collate_fn=None, persistent_workers=False
+    )
     start = time.perf_counter()
     with quiet_lightning():
         trainer.fit(
             task,
-            _loader(windows("train"), bs, True, nw, seed),
-            _loader(windows("val"), 4 * bs, False, nw, seed),
+            sample_loader(windows("train"), bs, True, **loading),
+            sample_loader(windows("val"), 4 * bs, False, **loading),
         )
     seconds = time.perf_counter() - start
     details = {

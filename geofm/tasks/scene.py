@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from geofm.data.transforms import scale_bands
 from geofm.models import create_model
 from geofm.models.checkpoints import (
     build_on_meta,
@@ -85,7 +86,7 @@ class SceneClassificationTask(BaseTask):
             warmup_fraction=warmup_fraction,
             num_classes=num_classes,
         )
-        from geofm.data.cards import as_dataset_card
+        from geofm.data.cards import as_dataset_card, card_statistics
 
         if normalization not in NORMALIZATIONS:
             raise ValueError(
@@ -94,13 +95,7 @@ class SceneClassificationTask(BaseTask):
         if classes is not None and len(classes) != num_classes:
             raise ValueError(f"{len(classes)} class names for num_classes={num_classes}")
         card_obj = as_dataset_card(card)
-        if card_obj.mean is None or card_obj.std is None:
-            raise ValueError(
-                f"dataset card {card_obj.name!r} has no normalisation statistics;"
-                f" compute them with `geofm stats <files> --card {card_obj.name}`"
-            )
-        bands = list(card_obj.band_names) if bands is None else list(bands)
-        idx = card_obj.band_indices(bands)
+        mean, std, bands = card_statistics(card_obj, bands)
         if classes is None and len(card_obj.classes or ()) == num_classes:
             classes = card_obj.classes
         classes = (
@@ -111,10 +106,10 @@ class SceneClassificationTask(BaseTask):
         self.bands = bands
         self.register_buffer(
             "wavelengths",
-            torch.tensor([card_obj.wavelengths_nm[i] for i in idx], dtype=torch.float32),
+            torch.tensor([b.wavelength_nm for b in card_obj.select(bands)], dtype=torch.float32),
         )
-        self.register_buffer("mean", torch.tensor([card_obj.mean[i] for i in idx]))
-        self.register_buffer("std", torch.tensor([card_obj.std[i] for i in idx]))
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
         self.gsd_m = float(card_obj.gsd_m) if card_obj.gsd_m else None
         kwargs = dict(model_kwargs or {})
         self.encoder = create_model(
@@ -153,9 +148,7 @@ class SceneClassificationTask(BaseTask):
     # ------------------------------------------------------------------ model
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         mean, std = self.mean[:, None, None], self.std[:, None, None]
-        if self.hparams.normalization == "mae_scale":
-            return ((image - (mean - 2 * std)) / (4 * std)).clamp(0.0, 1.0)
-        return (image - mean) / std
+        return scale_bands(image, mean, std, self.hparams.normalization)
 
     def forward(self, image: torch.Tensor, wavelengths=None, gsd=None) -> torch.Tensor:
         """Logits of raw scenes ``(B, C, H, W)`` holding :attr:`bands` in order."""

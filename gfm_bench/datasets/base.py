@@ -20,21 +20,21 @@ Two conventions of the GFM-Bench scripts (Si et al. 2025) are kept exactly:
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from geofm.data.cards import DatasetCard, load_dataset_card, load_sensor
-from geofm.data.sample import IGNORE_INDEX, Sample, make_sample
+from geofm.data.readers import open_dataset
+from geofm.data.sample import IGNORE_INDEX, Sample, apply_label_lookup, make_sample
 
 from .layouts import FoundLayout, check_root, get_spec
 
@@ -69,10 +69,23 @@ def heldout_val_split(n_train: int) -> tuple[np.ndarray, np.ndarray]:
     return indices[:cut], indices[cut:]
 
 
-def crop_window(k: int) -> Window:
-    """The rasterio window of crop ``k`` (0..8) of a 256 x 256 image."""
-    row, col = NINE_CROPS[k]
-    return Window(col_off=col, row_off=row, width=PATCH, height=PATCH)
+def metadata_rows(
+    path: Path, split: str, columns: Sequence[str], by: str = "split", heldout: bool = False
+) -> list[tuple[str, ...]]:
+    """The ``columns`` (stripped) of the rows of the ``metadata.csv`` at ``path`` whose column
+    ``by`` is ``split``, in file order. ``heldout``: the file has train and test rows only;
+    val is held out of the train rows (:func:`heldout_val_split`), train is the rest."""
+    source = ("test" if split == "test" else "train") if heldout else split
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [
+            tuple(row[c].strip() for c in columns)
+            for row in csv.DictReader(f)
+            if row[by].strip() == source
+        ]
+    if not heldout or split == "test":
+        return rows
+    train, val = heldout_val_split(len(rows))
+    return [rows[i] for i in (train if split == "train" else val)]
 
 
 def check_split(split: str) -> str:
@@ -96,12 +109,10 @@ def read_raster(
     ``bands``/``size`` are checked against the file (``size`` is ``(H, W)``);
     ``out_shape`` resamples bilinearly; ``window`` reads a part.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
     try:
-        src = rasterio.open(path)
-    except RasterioIOError as err:
-        raise OSError(f"cannot read the {what} file {path} as a raster: {err}") from None
+        src = open_dataset(path)
+    except OSError as err:  # FileNotFoundError included: the file and why, from geofm
+        raise type(err)(f"{what}: {err}") from None
     with src:
         if bands is not None and src.count != bands:
             raise ValueError(f"{what} file {path} has {src.count} bands, expected {bands}")
@@ -119,47 +130,25 @@ def read_raster(
         return src.read(**kwargs)
 
 
-def as_label_values(values: np.ndarray, path: Path) -> np.ndarray:
-    """Integer label values from a label raster band (float files included), int64."""
-    if np.issubdtype(values.dtype, np.floating):
-        if not np.isfinite(values).all():
-            raise ValueError(f"label file {path} holds NaN or infinite values")
-    return values.astype(np.int64)
-
-
-def remap_labels(
-    raw: np.ndarray, mapping: Mapping[int, int], path: Path, unknown: int | None = None
+def label_mask(
+    values: np.ndarray, mapping: Mapping[Any, Any], path: PathLike, unknown: int | None = None
 ) -> np.ndarray:
-    """Raw label values -> class ids (int64) through ``mapping``.
-
-    A value the mapping lacks becomes ``unknown``, or, when ``unknown`` is None, raises a
-    ``ValueError`` naming the values and the file.
-    """
-    out = np.empty(raw.shape, dtype=np.int64)
-    values, inverse = np.unique(raw, return_inverse=True)
-    lacking = [int(v) for v in values if int(v) not in mapping]
-    if lacking and unknown is None:
-        raise ValueError(
-            f"label file {path} holds values {lacking} that the label mapping "
-            f"does not know (it maps {sorted(mapping)})"
-        )
-    lut = np.array([mapping.get(int(v), unknown) for v in values], dtype=np.int64)
-    out[...] = lut[inverse.reshape(raw.shape)]
-    return out
-
-
-def card_mapping(raw: Mapping[Any, Any]) -> dict[int, int]:
-    """A card's ``label_mapping`` (YAML keys may be ints or strings) as ``{int: int}``."""
-    return {int(k): int(v) for k, v in raw.items()}
+    """Class ids (int64) of a label raster band (float files included) through ``mapping``;
+    a value it lacks becomes ``unknown`` or, when that is None, raises naming the file."""
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        raise ValueError(f"label file {path} holds NaN or infinite values")
+    return apply_label_lookup(values.astype(np.int64), mapping, unknown, f"label file {path}")
 
 
 class GFMBenchDataset(Dataset):
     """Base class of the GFM-Bench readers.
 
     Subclasses set :attr:`name` (registry name) and implement :meth:`_index` (build the list
-    of items for ``self.split`` under ``self.base`` for ``self.layout``), :meth:`__len__`
-    and :meth:`_read` (one item as arrays). :attr:`radar_reason` says why a dataset without
-    radar channels has none; :attr:`compat_reason` why it has no compatibility labelling.
+    of items for ``self.split`` under ``self.base`` for ``self.layout``: ``self.items``, whose
+    length times :attr:`crops_per_image` is the default ``__len__``) and :meth:`_read` (one
+    item as arrays; :meth:`_item` finds an index's item and crop). :attr:`radar_reason` says
+    why a dataset without radar channels has none; :attr:`compat_reason` why it has no
+    compatibility labelling.
 
     Args:
         root: the dataset folder (see :func:`gfm_bench.datasets.check_root`).
@@ -181,6 +170,8 @@ class GFMBenchDataset(Dataset):
         "its card records no gfmbench_compat_* band labelling: the "
         "script's band names and wavelengths equal the true ones"
     )
+    crops_per_image: int = 1  # 9 where each 256 x 256 image is cut into NINE_CROPS
+    items: list[Any]
 
     def __init__(
         self,
@@ -270,7 +261,17 @@ class GFMBenchDataset(Dataset):
         raise NotImplementedError
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        return len(self.items) * self.crops_per_image
+
+    def _item(self, index: int) -> tuple[Any, dict[str, Any]]:
+        """The item holding ``index`` and the :func:`read_raster` arguments of its crop (none
+        where images are read whole)."""
+        image, k = divmod(index, self.crops_per_image)
+        if self.crops_per_image == 1:
+            return self.items[image], {}
+        row, col = NINE_CROPS[k]
+        window = Window(col_off=col, row_off=row, width=PATCH, height=PATCH)
+        return self.items[image], {"size": (FULL_SIZE, FULL_SIZE), "window": window}
 
     def _read(self, index: int) -> dict[str, np.ndarray]:
         """Arrays of one item: ``optical`` and/or ``radar`` ``(C, H, W)`` (those asked for),

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import GFMBenchDataset, card_mapping, read_raster
+from .base import GFMBenchDataset, read_raster
 
 SIZE = (120, 120)
 
@@ -90,7 +90,7 @@ class BigEarthNet(GFMBenchDataset):
             [i for i, s1 in enumerate(self.s1_folders) if s1 is None], dtype=np.int64
         )
         self._class43 = {name: i for i, name in enumerate(self.card["classes_43"])}
-        self._to19 = card_mapping(self.card["label_mapping_43_to_19"])
+        self._to19 = {int(k): int(v) for k, v in self.card["label_mapping_43_to_19"].items()}
 
     def __len__(self) -> int:
         return len(self.s2_folders)

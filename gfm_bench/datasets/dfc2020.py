@@ -29,22 +29,9 @@ and 0 -> 255, ignored). Any other value raises.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 
-from .base import (
-    FULL_SIZE,
-    NINE_CROPS,
-    GFMBenchDataset,
-    as_label_values,
-    card_mapping,
-    crop_window,
-    heldout_val_split,
-    read_raster,
-    remap_labels,
-)
+from .base import NINE_CROPS, GFMBenchDataset, label_mask, metadata_rows, read_raster
 
 
 class DFC2020(GFMBenchDataset):
@@ -54,43 +41,19 @@ class DFC2020(GFMBenchDataset):
     has_radar = True
 
     def _index(self) -> None:
-        with open(self.base / "metadata.csv", newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        self.items: list[tuple[Path, Path, Path]] = []  # (optical, radar, label)
-        if self.layout == "final":
-            self.crops_per_image = 1
-            for row in rows:
-                if row["split"].strip() == self.split:
-                    self.items.append(
-                        tuple(
-                            self.base / row[k].strip()
-                            for k in ("optical_path", "radar_path", "label_path")
-                        )
-                    )
-        else:
-            self.crops_per_image = len(NINE_CROPS)
-            source = "test" if self.split == "test" else "train"
-            chosen = [row for row in rows if row["split"].strip() == source]
-            if self.split != "test":
-                train, val = heldout_val_split(len(chosen))
-                chosen = [chosen[i] for i in (train if self.split == "train" else val)]
-            folder = self.base / source
-            self.items = [
-                tuple(folder / row[k].strip() for k in ("s2_path", "s1_path", "lc_path"))
-                for row in chosen
-            ]
-        self._mapping = card_mapping(self.card["label_mapping"])
-
-    def __len__(self) -> int:
-        return len(self.items) * self.crops_per_image
+        final = self.layout == "final"  # else "old": 9 crops per image, val held out of train
+        self.crops_per_image = 1 if final else len(NINE_CROPS)
+        columns = (
+            ("optical_path", "radar_path", "label_path")
+            if final
+            else ("s2_path", "s1_path", "lc_path")
+        )
+        folder = self.base if final else self.base / ("test" if self.split == "test" else "train")
+        rows = metadata_rows(self.base / "metadata.csv", self.split, columns, heldout=not final)
+        self.items = [tuple(folder / p for p in row) for row in rows]  # (optical, radar, label)
 
     def _read(self, index: int) -> dict[str, np.ndarray]:
-        image, crop = divmod(index, self.crops_per_image)
-        optical_path, radar_path, label_path = self.items[image]
-        if self.layout == "final":
-            kwargs = {}
-        else:
-            kwargs = {"size": (FULL_SIZE, FULL_SIZE), "window": crop_window(crop)}
+        (optical_path, radar_path, label_path), kwargs = self._item(index)
         out = {}
         if "optical" in self.modalities:
             out["optical"] = read_raster(
@@ -99,7 +62,7 @@ class DFC2020(GFMBenchDataset):
         if "radar" in self.modalities:
             out["radar"] = read_raster(radar_path, what="DFC2020 S1", bands=2, **kwargs)
         raw = read_raster(label_path, what="DFC2020 label", **kwargs)[0]
-        mask = remap_labels(as_label_values(raw, label_path), self._mapping, label_path)
+        mask = label_mask(raw, self.card["label_mapping"], label_path)
         for name, array in out.items():
             if array.shape[1:] != mask.shape:
                 raise ValueError(

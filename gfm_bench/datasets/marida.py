@@ -24,21 +24,11 @@ mixed water) -> Marine Water (6), 0 (unlabelled) -> 255. Any other value raises.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from .base import (
-    FULL_SIZE,
-    NINE_CROPS,
-    GFMBenchDataset,
-    as_label_values,
-    card_mapping,
-    crop_window,
-    read_raster,
-    remap_labels,
-)
+from .base import NINE_CROPS, GFMBenchDataset, label_mask, metadata_rows, read_raster
 
 
 def marida_paths(patches: Path, filename: str) -> tuple[Path, Path]:
@@ -59,31 +49,17 @@ class MARIDA(GFMBenchDataset):
         "the 11 channels (it omits B8), so it cannot label the image; its "
         "wavelengths equal the true ones"
     )
+    crops_per_image = len(NINE_CROPS)
 
     def _index(self) -> None:
-        with open(self.base / "metadata.csv", newline="", encoding="utf-8") as f:
-            names = [
-                row["filename"].strip()
-                for row in csv.DictReader(f)
-                if row["split"].strip() == self.split
-            ]
-        self.items = [marida_paths(self.base / "patches", n) for n in names]
-        self.crops_per_image = len(NINE_CROPS)
-        self._mapping = card_mapping(self.card["label_mapping"])
+        rows = metadata_rows(self.base / "metadata.csv", self.split, ["filename"])
+        self.items = [marida_paths(self.base / "patches", n) for (n,) in rows]
         self._fill = np.asarray(self.card.mean, dtype=np.float32)[:, None, None]
 
-    def __len__(self) -> int:
-        return len(self.items) * self.crops_per_image
-
     def _read(self, index: int) -> dict[str, np.ndarray]:
-        image_index, crop = divmod(index, self.crops_per_image)
-        image_path, label_path = self.items[image_index]
-        window = crop_window(crop)
-        size = (FULL_SIZE, FULL_SIZE)
-        image = read_raster(
-            image_path, what="MARIDA image", bands=len(self.card.bands), size=size, window=window
-        )
+        (image_path, label_path), crop = self._item(index)
+        image = read_raster(image_path, what="MARIDA image", bands=len(self.card.bands), **crop)
         image = np.where(np.isnan(image), self._fill, image)
-        raw = read_raster(label_path, what="MARIDA label", bands=1, size=size, window=window)
-        mask = remap_labels(as_label_values(raw[0], label_path), self._mapping, label_path)
+        raw = read_raster(label_path, what="MARIDA label", bands=1, **crop)
+        mask = label_mask(raw[0], self.card["label_mapping"], label_path)
         return {"optical": image, "mask": mask}

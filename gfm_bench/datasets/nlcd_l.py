@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import GFMBenchDataset, as_label_values, read_raster, remap_labels
+from .base import GFMBenchDataset, label_mask, read_raster
 from .layouts import UnverifiedLayoutWarning
 
 ETM_DIR = "ssl4eo_l_etm_toa_benchmark"
@@ -95,13 +95,10 @@ class NLCDL(GFMBenchDataset):
         self.items = [(etm[k], oli[k], self.base / mask_dir / k / MASK_NAME) for k in chosen]
         self._mapping = {int(v): k for k, v in enumerate(self.card.class_values)}
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def _read(self, index: int) -> dict[str, np.ndarray]:
         etm_path, oli_path, mask_path = self.items[index]
         etm = read_raster(etm_path, what="ETM+ TOA image", bands=ETM_BANDS)
         oli = read_raster(oli_path, what="OLI/TIRS TOA image", bands=OLI_BANDS, size=etm.shape[1:])
         raw = read_raster(mask_path, what="NLCD mask", bands=1, size=etm.shape[1:])[0]
-        mask = remap_labels(as_label_values(raw, mask_path), self._mapping, mask_path, unknown=0)
+        mask = label_mask(raw, self._mapping, mask_path, unknown=0)
         return {"optical": np.concatenate([etm, oli]), "mask": mask}

@@ -27,12 +27,9 @@ value raises. There is no ignore index: Background (0) is a class.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 
-from .base import GFMBenchDataset, as_label_values, heldout_val_split, read_raster, remap_labels
+from .base import GFMBenchDataset, label_mask, metadata_rows, read_raster
 
 SIZE = (128, 128)
 
@@ -53,35 +50,23 @@ class SegMunich(GFMBenchDataset):
     radar_reason = "SegMunich is Sentinel-2 only"
 
     def _index(self) -> None:
-        self.items: list[tuple[Path, Path]] = []
         if self.layout == "final":
-            with open(self.base / "metadata.csv", newline="", encoding="utf-8") as f:
-                for row in csv.DictReader(f):
-                    if row["split"].strip() == self.split:
-                        self.items.append(
-                            (
-                                self.base / row["optical_path"].strip(),
-                                self.base / row["label_path"].strip(),
-                            )
-                        )
+            rows = metadata_rows(
+                self.base / "metadata.csv", self.split, ["optical_path", "label_path"]
+            )
+            self.items = [(self.base / image, self.base / label) for image, label in rows]
         else:
-            with open(self.base / "dataset" / "metadata.csv", newline="", encoding="utf-8") as f:
-                rows = list(csv.DictReader(f))
-            source = "test" if self.split == "test" else "train"
-            ids = [row["id"].strip() for row in rows if row["source"].strip() == source]
-            if self.split != "test":
-                train, val = heldout_val_split(len(ids))
-                ids = [ids[i] for i in (train if self.split == "train" else val)]
-            folder = self.base / source
-            self.items = [(folder / "img" / f"{i}.tif", folder / "label" / f"{i}.tif") for i in ids]
+            metadata = self.base / "dataset" / "metadata.csv"
+            rows = metadata_rows(metadata, self.split, ["id"], by="source", heldout=True)
+            folder = self.base / ("test" if self.split == "test" else "train")
+            self.items = [
+                (folder / "img" / f"{i}.tif", folder / "label" / f"{i}.tif") for (i,) in rows
+            ]
         self._mapping = segmunich_label_mapping(self.card.class_values)
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def _read(self, index: int) -> dict[str, np.ndarray]:
         image_path, label_path = self.items[index]
         image = read_raster(image_path, what="SegMunich image", bands=len(self.card.bands))
         raw = read_raster(label_path, what="SegMunich label", bands=1, size=image.shape[1:])
-        mask = remap_labels(as_label_values(raw[0], label_path), self._mapping, label_path)
+        mask = label_mask(raw[0], self._mapping, label_path)
         return {"optical": image, "mask": mask}

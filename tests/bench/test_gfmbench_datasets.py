@@ -26,7 +26,7 @@ from gfm_bench.datasets import (
     load_bench_data,
     open_split,
 )
-from gfm_bench.datasets.base import remap_labels
+from gfm_bench.datasets.base import label_mask
 from gfm_bench.datasets.nlcd_l import torchgeo_split
 from gfm_bench.datasets.segmunich import segmunich_label_mapping
 from gfm_bench.generate import GENERATORS, generate
@@ -363,7 +363,7 @@ def test_segmunich_mapping_reads_raw_and_remapped_labels_alike():
     assert {k: mapping[k] for k in script} == script
     assert all(mapping[k] == k for k in range(13))  # already-remapped values are kept
     with pytest.raises(ValueError, match=r"values \[99\]"):
-        remap_labels(np.array([[0, 99]]), mapping, path="x.tif")
+        label_mask(np.array([[0, 99]]), mapping, "x.tif")
 
 
 def test_an_unknown_label_value_is_an_error_naming_the_file(tree, tmp_path):
@@ -375,7 +375,7 @@ def test_an_unknown_label_value_is_an_error_naming_the_file(tree, tmp_path):
         band = dst.read(1)
         band[0, 0] = 99
         dst.write(band, 1)
-    with pytest.raises(ValueError, match=rf"{label.name} holds values \[99\]"):
+    with pytest.raises(ValueError, match=rf"{label.name} holds label values \[99\]"):
         data[0]
 
 
