@@ -28,9 +28,7 @@ from geofm.data.cards import DatasetCard, as_dataset_card, card_statistics
 from geofm.data.datasets import SceneFolderDataset, Transform
 from geofm.data.readers import RASTER_SUFFIXES
 from geofm.data.sample import sample_loader
-from geofm.data.splits import (
-    stratified_split,
-)
+from geofm.data.splits import stratified_split
 
 PathLike = str | os.PathLike
 
