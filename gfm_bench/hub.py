@@ -156,15 +156,21 @@ class HubListing:
             or not isinstance(data.get("siblings"), list)
         ):
             raise ValueError("not a Hub repository listing (no 'sha' and 'siblings')")
+        if not COMMIT.fullmatch(data["sha"].lower()):
+            raise ValueError(f"its commit {data['sha']!r} is not 40 hex digits")
         sizes, sha256 = {}, {}
         for entry in data["siblings"]:
             name = entry.get("rfilename") if isinstance(entry, dict) else None
             if not isinstance(name, str):
                 raise ValueError(f"a listed file without an 'rfilename': {entry!r}")
-            sizes[name] = int(entry.get("size") or 0)
-            lfs = entry.get("lfs")
+            size, lfs = entry.get("size") or 0, entry.get("lfs")
+            if not isinstance(size, int):
+                raise ValueError(f"{name}: a size that is not a whole number: {size!r}")
+            sizes[name] = size
             if isinstance(lfs, dict) and lfs.get("sha256"):
                 sha256[name] = str(lfs["sha256"]).lower()
+                if not re.fullmatch(r"[0-9a-f]{64}", sha256[name]):
+                    raise ValueError(f"{name}: an LFS SHA-256 that is not 64 hex digits")
         return cls(data["sha"].lower(), sizes, sha256)
 
 
@@ -270,7 +276,7 @@ def _files(hub: _HubSource, listing: HubListing, layout: Layout, archive: str) -
     parts: list[str] = []
     if layout.split_parts:
         stem = re.escape(archive[: -len(".zip")] if archive.lower().endswith(".zip") else archive)
-        parts = sorted(f for f in listing.sizes if re.fullmatch(stem + r"\.z\d{2,}", f))
+        parts = sorted(f for f in listing.sizes if re.fullmatch(stem + r"\.z[0-9]{2,}", f))
     return parts + [archive]
 
 
@@ -324,18 +330,19 @@ def _sync_file(
         or (f"sha256:{recorded['sha256']}" if recorded else None)
         or (f"sha256:{listed}" if listed else None)
     )
+    # an md5 pin is checked beside the Hub's listed SHA-256, not instead of it
+    also = listed if listed and expected and not expected.startswith("sha256:") else None
     if dest.is_file() and expected:
+        sha256 = file_digest(dest, "sha256")
         algorithm, digest = parse_checksum(expected)
-        actual = file_digest(dest, algorithm)
-        if actual == digest:
-            manifest["files"][file] = {
-                **(recorded or _entry(hub, listing, file)),
-                "sha256": file_digest(dest, "sha256"),
-            }
+        actual = sha256 if algorithm == "sha256" else file_digest(dest, algorithm)
+        if actual == digest and also in (None, sha256):
+            manifest["files"][file] = {**(recorded or _entry(hub, listing, file)), "sha256": sha256}
             return
         if pin is None and recorded:
             raise _changed(dest, file, recorded, actual, hub.root)
     url = hub.url(file, listing.commit)
+    removed = f"The corrupt download was removed; run the download again (it came from {url})."
     try:
         with warnings.catch_warnings():
             # a file in plain git has no SHA-256 listed: the manifest records it and checks
@@ -355,16 +362,19 @@ def _sync_file(
     except ChecksumError as err:
         if pin is None and recorded:
             raise _changed(dest, file, recorded, err.actual, hub.root) from None
+        raise ChecksumError(dest, err.algorithm, err.expected, err.actual, removed) from None
+    algorithm, digest = parse_checksum(expected) if expected else ("", "")
+    sha256 = digest if algorithm == "sha256" else file_digest(dest, "sha256")
+    if also is not None and sha256 != also:
+        dest.unlink()
         raise ChecksumError(
             dest,
-            err.algorithm,
-            err.expected,
-            err.actual,
-            hint=(
-                f"The corrupt download was removed; run the download again (it came from {url})."
-            ),
-        ) from None
-    manifest["files"][file] = {**_entry(hub, listing, file), "sha256": file_digest(dest, "sha256")}
+            "sha256",
+            also,
+            sha256,
+            f"It matches the pin but not the SHA-256 the Hub lists. {removed}",
+        )
+    manifest["files"][file] = {**_entry(hub, listing, file), "sha256": sha256}
 
 
 def _entry(hub: _HubSource, listing: HubListing, file: str) -> dict[str, Any]:

@@ -82,7 +82,10 @@ def average_precision(y_true, scores) -> float:
     t, s = _numpy(y_true).reshape(-1).astype(bool), _numpy(scores).reshape(-1)
     if t.shape != s.shape:
         raise ValueError(f"{t.size} targets but {s.size} scores")
-    return float(average_precision_score(t, s)) if t.any() else float("nan")
+    # AP depends on the order of the scores only: rank them, so that infinite scores (a
+    # diverged model) rank first or last, and NaN last, rather than failing scikit-learn
+    ranks = np.unique(np.where(np.isnan(s), -np.inf, s), return_inverse=True)[1]
+    return float(average_precision_score(t, ranks.reshape(-1))) if t.any() else float("nan")
 
 
 def micro_map(y_true, scores) -> Score:
@@ -103,7 +106,7 @@ def micro_map(y_true, scores) -> Score:
 
 def segmentation_confusion(y_true, y_pred, num_classes: int, ignore_index: int = 255) -> np.ndarray:
     """``(K, K)`` pixel counts (row = reference, column = prediction) over valid pixels."""
-    t, p = _numpy(y_true).reshape(-1), _numpy(y_pred).reshape(-1)
+    t, p = _numpy(y_true).reshape(-1), _numpy(y_pred).reshape(-1).astype(np.int64, copy=False)
     if t.shape != p.shape:
         raise ValueError(f"{t.size} reference pixels but {p.size} predicted pixels")
     keep = t != ignore_index  # confusion_matrix checks the ids of the pixels kept

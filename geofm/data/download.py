@@ -491,6 +491,8 @@ def fetch_bytes(
     """
     _check_scheme(url)
     _check_limits(timeout, deadline)
+    if not limit > 0:
+        raise ValueError(f"limit must be a positive number of bytes, got {limit!r}")
     out = BytesIO()
     _stream(
         url,
@@ -546,10 +548,10 @@ def _stream(
                 leave=False,
             ) as bar:
                 while not clock.passed() and (chunk := response.read(chunk_size)):
-                    received += len(chunk)
-                    if limit is not None and received > limit:
+                    if limit is not None and received + len(chunk) > limit:
                         raise failed(f"the answer passed its limit of {limit} bytes")
-                    out.write(chunk)
+                    out.write(chunk)  # counted once written: a failed write is not received
+                    received += len(chunk)
                     bar.update(len(chunk))
     except HTTPError as err:
         err.close()  # it holds the response, and with it the connection

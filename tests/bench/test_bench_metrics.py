@@ -94,3 +94,11 @@ def test_segmentation_errors():
         miou([255, 255], [0, 1], 3)
     with pytest.raises(ValueError, match="y_pred holds class ids"):
         miou([0, 1], [0, 5], 3)
+
+
+def test_average_precision_ranks_infinite_scores_and_puts_nan_last():
+    # a diverged model's logits: the ranking still counts (scikit-learn refuses them)
+    assert average_precision([0, 1, 1], [0.1, np.inf, -np.inf]) == pytest.approx(5 / 6)
+    assert average_precision([1, 0, 1], [np.nan, 2.0, 1.0]) == pytest.approx(
+        average_precision_score([1, 0, 1], [-1.0, 2.0, 1.0])
+    )

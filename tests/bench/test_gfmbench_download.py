@@ -199,6 +199,53 @@ def test_a_pin_the_hub_listing_contradicts_is_refused_before_any_transfer(hub, t
     assert not (root / MANIFEST_NAME).exists()
 
 
+def test_an_md5_pin_does_not_stand_in_for_the_listed_sha256(hub, tmp_path):
+    """A corrupt transfer that happens to match an md5 pin is still refused by the Hub's
+    listed SHA-256, and removed."""
+    (zip_path,) = publish(hub, tmp_path, "eurosat")
+    hub.corrupt.add("EuroSAT.zip")
+    served = bytearray(zip_path.read_bytes())
+    served[len(served) // 2] ^= 0xFF
+    root = tmp_path / "data"
+    with pytest.raises(ChecksumError, match="not the SHA-256 the Hub lists.*removed"):
+        download(
+            "eurosat",
+            root,
+            endpoint=hub.url,
+            progress=False,
+            checksums={"EuroSAT.zip": f"md5:{hashlib.md5(served).hexdigest()}"},
+        )
+    assert not (root / "EuroSAT.zip").exists() and not (root / MANIFEST_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("sha", "../../x?y", "not 40 hex digits"),
+        ("size", [1], "not a whole number"),
+        ("lfs", {"sha256": "zz"}, "not 64 hex digits"),
+    ],
+)
+def test_a_malformed_listing_is_refused_as_a_download_error(
+    hub, tmp_path, monkeypatch, field, value, says
+):
+    publish(hub, tmp_path, "eurosat")
+    parse = gfm_bench.hub.HubListing.from_json
+
+    def spoiled(data):
+        if field == "sha":
+            data["sha"] = value
+        else:
+            data["siblings"][0][field] = value
+        return parse(data)
+
+    monkeypatch.setattr(gfm_bench.hub.HubListing, "from_json", staticmethod(spoiled))
+    with pytest.raises(
+        DownloadError, match=f"did not answer with a Hub repository listing.*{says}"
+    ):
+        download("eurosat", tmp_path / "data", endpoint=hub.url, progress=False)
+
+
 def test_a_pinned_checksum_that_matches_is_accepted(hub, tmp_path):
     (zip_path,) = publish(hub, tmp_path, "marida")
     md5 = hashlib.md5(zip_path.read_bytes()).hexdigest()
