@@ -47,6 +47,7 @@ class _FullAttentionEncoder(SpectralEncoder):
         proj_drop_rate,
         drop_path_rate,
         init_values,
+        **_,  # the rest of the model's config (``self.config``)
     ):
         check_heads(embed_dim, num_heads)
         # timm annotates norm_layer as a class; a partial of one is called the same way
@@ -95,17 +96,7 @@ class JointViT(_FullAttentionEncoder):
         self.patch_size, self.embed_dim = patch_size, embed_dim
         self.tokenizer = BandTokenizer(patch_size, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        self._build_blocks(
-            embed_dim,
-            depth,
-            num_heads,
-            mlp_ratio,
-            qkv_bias,
-            attn_drop_rate,
-            proj_drop_rate,
-            drop_path_rate,
-            init_values,
-        )
+        self._build_blocks(**self.config)
         self._init_head(num_classes, drop_rate)
         self.apply(init_weights)
 
@@ -141,17 +132,7 @@ class GroupedViT(_FullAttentionEncoder):
         self.patch_embed = GroupPatchEmbed(patch_size, embed_dim, bands_per_group)
         self.grid = TokenGrid(embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        self._build_blocks(
-            embed_dim,
-            depth,
-            num_heads,
-            mlp_ratio,
-            qkv_bias,
-            attn_drop_rate,
-            proj_drop_rate,
-            drop_path_rate,
-            init_values,
-        )
+        self._build_blocks(**self.config)
         self._init_head(num_classes, drop_rate)
         self.apply(init_weights)
 
@@ -208,17 +189,7 @@ class StackedViT(_FullAttentionEncoder):
         self.patch_embed = nn.Linear(in_chans * patch_size * patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        self._build_blocks(
-            embed_dim,
-            depth,
-            num_heads,
-            mlp_ratio,
-            qkv_bias,
-            attn_drop_rate,
-            proj_drop_rate,
-            drop_path_rate,
-            init_values,
-        )
+        self._build_blocks(**self.config)
         self._init_head(num_classes, drop_rate)
         self.apply(init_weights)
         nn.init.normal_(self.cls_token, std=0.02)
