@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from tiny_models import TINY_LOLA
 
 # Triton kernels must see this before any module that defines one is imported.
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -42,20 +43,6 @@ def landsat_tif() -> Path:
 @pytest.fixture(scope="session")
 def s2_tile_dir() -> Path:
     return SAMPLES / "s2_l1c_t33uuu" / "IMG_DATA"
-
-
-# A LoLA-SpecViT small enough to train on Salinas-A in seconds (pixel-classification tests)
-TINY_LOLA = {
-    "patch": 7,
-    "components": 8,
-    "conv_channels": [4, 8],
-    "conv_kernels": [[3, 3, 3], [3, 3, 3]],
-    "conv_padding": "same",
-    "embed_dims": [16, 32],
-    "depths": [1, 1],
-    "num_heads": [2, 2],
-    "window": 4,
-}
 
 
 def _tiny_lola_recipe() -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import TINY_LOLA
 
 from geofm.data.cards import data_dir
 from geofm.data.datasets import PixelPatchDataset, read_scene
@@ -26,17 +27,6 @@ SALINAS_A = {
     "card": "salinas_a",
     "cube": "{data}/samples/salinas_a/SalinasA_corrected.hdr",
     "gt": "{data}/samples/salinas_a/SalinasA_gt.mat",
-}
-TINY_MODEL = {
-    "patch": 7,
-    "components": 8,
-    "conv_channels": [4, 8],
-    "conv_kernels": [[3, 3, 3], [3, 3, 3]],
-    "conv_padding": "same",
-    "embed_dims": [16, 32],
-    "depths": [1, 1],
-    "num_heads": [2, 2],
-    "window": 4,
 }
 
 
@@ -99,7 +89,7 @@ def test_cyclic_lora_scale_callback_follows_the_formula(salinas_a, tmp_path):
     from geofm.models.lora import lora_layers
     from geofm.tasks.pixel import PixelClassificationTask
 
-    model = create_model("lola_specvit", bands=204, num_classes=6, **TINY_MODEL)
+    model = create_model("lola_specvit", bands=204, num_classes=6, **TINY_LOLA)
     image = salinas_a["image"].float()
     model.fit_reduction(image.reshape(204, -1).T[::7])
     model.to_lora(rank=2)
@@ -168,7 +158,7 @@ def test_reduced_windows_match_cropped_windows(salinas_a):
     """Reduce-then-crop (training, prediction) equals crop-then-reduce (the model's raw path),
     at the scene corner and next to pixels without data."""
     torch.manual_seed(0)
-    model = create_model("lola_specvit", bands=204, num_classes=6, **TINY_MODEL).eval()
+    model = create_model("lola_specvit", bands=204, num_classes=6, **TINY_LOLA).eval()
     scene = dict(salinas_a)
     image = scene["image"].float()
     valid = torch.ones(image.shape[1:], dtype=torch.bool)
@@ -234,7 +224,7 @@ def _recipe(**train):
         {
             "scene": SALINAS_A,
             "split": {"val_fraction": 0.05, "block_size": 8},
-            "model": {"kwargs": TINY_MODEL},
+            "model": {"kwargs": TINY_LOLA},
             "train": {"epochs": 2, "batch_size": 64, **train},
             "baselines": ["svm"],
         }
@@ -337,7 +327,7 @@ def test_lora_mode_from_a_base_checkpoint(tmp_path):
                 "model": {
                     "mode": "lora",
                     "base_checkpoint": base,
-                    "kwargs": {**TINY_MODEL, "components": 10},
+                    "kwargs": {**TINY_LOLA, "components": 10},
                 },
             }
         )
@@ -381,7 +371,7 @@ def test_recipe_errors(tmp_path, salinas_a):
     with pytest.raises(ValueError, match="odd"):
         load_recipe({"scene": SALINAS_A, "model": {"kwargs": {"patch": 8}}})
     big = _recipe()
-    big.model["kwargs"] = {**TINY_MODEL, "patch": 85}
+    big.model["kwargs"] = {**TINY_LOLA, "patch": 85}
     with pytest.raises(ValueError, match="larger than the 83 x 86 scene"):
         run_protocol(
             big, "random", 0.05, [0], progress=False, scene=dict(salinas_a), echo=lambda s: None
