@@ -398,43 +398,39 @@ def size_problems(
     """Members, and the archive as a whole, whose declared sizes pass ``max_ratio`` (above
     :data:`RATIO_FLOOR`) or, in total, the ``budget`` of the target's disk."""
     problems = []
+
+    def check_ratio(name: str, size: int, packed: int, declared: str, why: str) -> None:
+        ratio = size / max(packed, 1)
+        if size > RATIO_FLOOR and ratio > max_ratio:
+            declared = declared.format(size=size, packed=packed)
+            allowed = f"more than the {max_ratio:g}:1 allowed"
+            problems.append((name, f"{declared} ({ratio:,.0f}:1, {allowed}: {why})"))
+
     total = 0
     for info in infos:
         total += info.file_size
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size > RATIO_FLOOR and ratio > max_ratio:
-            problems.append(
-                (
-                    info.filename,
-                    (
-                        f"declares {info.file_size:,} bytes from {info.compress_size:,} compressed "
-                        f"({ratio:,.0f}:1, more than the {max_ratio:g}:1 allowed: a zip bomb, or data "
-                        "no dataset holds)"
-                    ),
-                )
-            )
-    ratio = total / max(archive_bytes, 1)
-    if total > RATIO_FLOOR and ratio > max_ratio:
-        problems.append(
-            (
-                archive_name,
-                (
-                    f"its members declare {total:,} bytes in all from {archive_bytes:,} bytes of "
-                    f"archive ({ratio:,.0f}:1, more than the {max_ratio:g}:1 allowed: members that "
-                    "overlap, or a zip bomb)"
-                ),
-            )
+        check_ratio(
+            info.filename,
+            info.file_size,
+            info.compress_size,
+            "declares {size:,} bytes from {packed:,} compressed",
+            "a zip bomb, or data no dataset holds",
         )
+    check_ratio(
+        archive_name,
+        total,
+        archive_bytes,
+        "its members declare {size:,} bytes in all from {packed:,} bytes of archive",
+        "members that overlap, or a zip bomb",
+    )
     if total > budget.allowed:
         problems.append(
             (
                 archive_name,
-                (
-                    f"its members declare {total:,} bytes in all, more than the {budget.allowed:,} "
-                    f"bytes an extraction may use on the disk of {budget.target} ({budget.free:,} "
-                    f"free, less a margin of {budget.margin:,}); free space there or extract "
-                    "elsewhere"
-                ),
+                f"its members declare {total:,} bytes in all, more than the {budget.allowed:,} "
+                f"bytes an extraction may use on the disk of {budget.target} ({budget.free:,} "
+                f"free, less a margin of {budget.margin:,}); free space there or extract "
+                "elsewhere",
             )
         )
     return problems

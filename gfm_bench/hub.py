@@ -330,11 +330,11 @@ def _sync_file(
         or (f"sha256:{recorded['sha256']}" if recorded else None)
         or (f"sha256:{listed}" if listed else None)
     )
+    algorithm, digest = parse_checksum(expected) if expected else ("", "")
     # an md5 pin is checked beside the Hub's listed SHA-256, not instead of it
     also = listed if listed and expected and not expected.startswith("sha256:") else None
     if dest.is_file() and expected:
         sha256 = file_digest(dest, "sha256")
-        algorithm, digest = parse_checksum(expected)
         actual = sha256 if algorithm == "sha256" else file_digest(dest, algorithm)
         if actual == digest and also in (None, sha256):
             manifest["files"][file] = {**(recorded or _entry(hub, listing, file)), "sha256": sha256}
@@ -363,7 +363,6 @@ def _sync_file(
         if pin is None and recorded:
             raise _changed(dest, file, recorded, err.actual, hub.root) from None
         raise ChecksumError(dest, err.algorithm, err.expected, err.actual, removed) from None
-    algorithm, digest = parse_checksum(expected) if expected else ("", "")
     sha256 = digest if algorithm == "sha256" else file_digest(dest, "sha256")
     if also is not None and sha256 != also:
         dest.unlink()

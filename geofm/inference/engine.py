@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -34,7 +33,7 @@ from geofm.data.readers import iter_windows
 from geofm.inference.predictors import Predictor
 from geofm.inference.sources import SceneSource, open_source
 from geofm.inference.tiling import TilePlan, plan_tiles
-from geofm.inference.writers import GeoTIFFSink, MemorySink, probabilities_path
+from geofm.inference.writers import GeoTIFFSink, MemorySink, label_dtype, probabilities_path
 
 __all__ = ["Prediction", "NotGeoreferencedWarning", "choose_block", "predict"]
 
@@ -147,14 +146,6 @@ def choose_block(
     return best
 
 
-def _output_grid(source: SceneSource, plan: TilePlan) -> tuple[Any, Affine | None]:
-    # without a transform: in units of the scene's pixels, in memory and in the file alike
-    transform = source.transform if source.transform is not None else Affine.identity()
-    if plan.factor != 1:
-        transform = transform @ Affine.scale(plan.factor)
-    return source.crs, transform
-
-
 def predict(
     predictor: Predictor,
     scene: PathLike | dict[str, Any] | SceneSource,
@@ -254,7 +245,11 @@ def predict(
             "more memory_mb or a smaller batch_size",
             stacklevel=2,
         )
-    crs, transform = _output_grid(source, plan)
+    crs = source.crs
+    # without a transform: in units of the scene's pixels, in memory and in the file alike
+    transform = source.transform if source.transform is not None else Affine.identity()
+    if plan.factor != 1:
+        transform = transform @ Affine.scale(plan.factor)
     if source.crs is None:
         where = str(out) if out is not None else "the result"
         unit = "pixels" if source.transform is None else "own (unnamed) map units"
@@ -355,11 +350,6 @@ def predict(
     )
 
 
-def _tile_batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def _predict_block(
     predictor: Predictor,
     source: SceneSource,
@@ -408,17 +398,13 @@ def _predict_block(
             else:
                 bar.update(1)
     ran = 0
-    for batch in _tile_batches(todo, batch_size):
+    for i in range(0, len(todo), batch_size):
+        batch = todo[i : i + batch_size]
         crops = [(plan.rows[ri].start - in_r0, plan.cols[ci].start - in_c0) for ri, ci in batch]
         x = torch.from_numpy(np.stack([image[:, a : a + T, b : b + T] for a, b in crops]))
         v = torch.from_numpy(np.stack([valid[a : a + T, b : b + T] for a, b in crops]))
-        out = (
-            predictor(x.to(device), v.to(device), wavelengths, source.gsd)
-            .detach()
-            .float()
-            .cpu()
-            .numpy()
-        )
+        scores = predictor(x.to(device), v.to(device), wavelengths, source.gsd)
+        out = scores.detach().float().cpu().numpy()
         for (ri, ci), p in zip(batch, out, strict=True):
             if not np.isfinite(p).all():
                 continue  # the model gave no answer for this tile
@@ -426,31 +412,20 @@ def _predict_block(
             # the tile's cells inside this block, in tile and in block coordinates
             ya, yb = max(rt.out_start, r0), min(rt.out_stop, r1)
             xa, xb = max(ct.out_start, c0), min(ct.out_stop, c1)
-            w = np.outer(
-                rt.weights[ya - rt.out_start : yb - rt.out_start],
-                ct.weights[xa - ct.out_start : xb - ct.out_start],
-            )
-            if plan.kind == "scene":
-                contrib = p[:, None, None] * w
-            else:
-                contrib = (
-                    p[
-                        :,
-                        ya - rt.out_start : yb - rt.out_start,
-                        xa - ct.out_start : xb - ct.out_start,
-                    ]
-                    * w
-                )
-            acc[:, ya - r0 : yb - r0, xa - c0 : xb - c0] += contrib
-            weight[ya - r0 : yb - r0, xa - c0 : xb - c0] += w
+            ty = slice(ya - rt.out_start, yb - rt.out_start)
+            tx = slice(xa - ct.out_start, xb - ct.out_start)
+            by, bx = slice(ya - r0, yb - r0), slice(xa - c0, xb - c0)
+            w = np.outer(rt.weights[ty], ct.weights[tx])
+            acc[:, by, bx] += p[:, None, None] * w if plan.kind == "scene" else p[:, ty, tx] * w
+            weight[by, bx] += w
         ran += len(batch)
         bar.update(len(batch))
     cell_valid = _cell_validity(valid, plan, bounds, (in_r0, in_c0), source)
     # in place: the block's largest arrays are not copied again
     np.divide(acc, weight, out=acc, where=weight > 0)
     done = (weight > 0) & cell_valid
-    nodata = 255 if K <= 255 else 65535
-    labels = acc.argmax(0).astype(np.uint8 if K <= 255 else np.uint16)
+    dtype, nodata = label_dtype(K)
+    labels = acc.argmax(0).astype(dtype)
     labels[~done] = nodata
     prob = None
     if probabilities:

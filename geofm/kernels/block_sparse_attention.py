@@ -379,8 +379,9 @@ def _broadcast_strides(t: torch.Tensor, dims: int) -> list[int]:
 
 
 def _prepare_mask(mask: torch.Tensor | None, B: int, H: int, L: int, device):
-    if mask is None:
-        return None, torch.ones(1, 1, L, L, dtype=torch.bool, device=device)
+    if mask is None:  # a placeholder the kernel never reads (HAS_MASK is off)
+        u8 = torch.zeros(1, 1, 1, 1, dtype=torch.uint8, device=device)
+        return u8, torch.ones(1, 1, L, L, dtype=torch.bool, device=device)
     if mask.dtype != torch.bool:
         raise TypeError(f"the mask must be boolean (True = may attend), got {mask.dtype}")
     while mask.ndim < 4:
@@ -437,15 +438,9 @@ class _Layout:
         return layout
 
     def __init__(self, mask, B, H, L, device, block_q, block_k):
-        self.u8, bool_mask = _prepare_mask(mask, B, H, L, device)
+        self.m, bool_mask = _prepare_mask(mask, B, H, L, device)
         self.lut, self.cnt, self.lut_t, self.cnt_t = block_layout(bool_mask, block_q, block_k)
-        m = (
-            self.u8
-            if self.u8 is not None
-            else torch.zeros(1, 1, 1, 1, dtype=torch.uint8, device=device)
-        )
-        self.m = m
-        self.m_strides = _broadcast_strides(m, 2)
+        self.m_strides = _broadcast_strides(self.m, 2)
 
     def args(self, transposed: bool = False):
         lut, cnt = (self.lut_t, self.cnt_t) if transposed else (self.lut, self.cnt)

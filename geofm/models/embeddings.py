@@ -155,8 +155,5 @@ class GroupPatchEmbed(nn.Module):
         self.proj = nn.Linear(bands_per_group * patch_size * patch_size, embed_dim)
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
-        B, G, g, H, W = groups.shape
-        x = patchify(groups.reshape(B, G * g, H, W), self.patch_size)  # (B, G*g, N, p*p)
-        N = x.shape[2]
-        x = x.reshape(B, G, g, N, -1).transpose(2, 3).reshape(B, G, N, -1)
-        return self.proj(x)
+        p = self.patch_size
+        return self.proj(rearrange(groups, "b G g (h p) (w q) -> b G (h w) (g p q)", p=p, q=p))

@@ -70,10 +70,9 @@ class SpectralEncoder(nn.Module):
     validate_inputs: bool = True
 
     def _init_head(self, num_classes: int, drop_rate: float) -> None:
-        self.num_classes = num_classes
         self.grad_checkpointing = False
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes)
 
     # ---------------------------------------------------------------- inputs
     def check_inputs(

@@ -216,9 +216,7 @@ class LESSMAE(nn.Module):
         grid[batch_idx, row_idx[:, :, None], col_idx[:, None, :]] = y
         pos, chan = positional_channel_parts(wavelengths, grid_hw, gsd, Dd, dtype)
         grid = grid + pos + chan
-        mask = None
-        if self.decoder_radius_m is not None:
-            mask = perception_field_mask(grid_hw, self.patch_size, gsd, self.decoder_radius_m)
+        mask = perception_field_mask(grid_hw, self.patch_size, gsd, self.decoder_radius_m)
         for block in self.decoder_blocks:
             grid = block(grid, mask)
         tokens = self.decoder_norm(grid)[:, 1:, 1:]  # (B, C, N, Dd)

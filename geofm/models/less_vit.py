@@ -65,17 +65,19 @@ def perception_field_mask(
     grid_hw: tuple[int, int],
     patch_size: int,
     gsd_m: torch.Tensor,
-    radius_m: float,
+    radius_m: float | None,
     patches: torch.Tensor | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """Which spatial tokens may attend to which: a disk of ``radius_m`` metres on the ground.
 
     gsd_m: (B,); patches: the (B, L) row-major indices of the patches present (after
     masking), or None for the whole grid. Returns bool (B', 1, L+1, L+1), True = may attend;
     B' is 1 when the whole grid is present and the batch shares one GSD. Patch p sees q when
     ``|grid_p - grid_q| * patch_size * gsd <= radius``; row and column 0 (the spatial CLS)
-    are always open.
+    are always open. ``radius_m=None`` (no perception field) returns None: all may attend.
     """
+    if radius_m is None:
+        return None
     h, w = grid_hw
     gsd = gsd_m.to(torch.float64)
     if patches is None:
@@ -473,14 +475,10 @@ class LESSViT(SpectralEncoder):
         self._init_head(num_classes, drop_rate)
         self.apply(init_weights)
 
-    def spatial_mask(self, grid_hw, gsd: torch.Tensor) -> torch.Tensor | None:
-        if self.perception_radius_m is None:
-            return None
-        return perception_field_mask(grid_hw, self.patch_size, gsd, self.perception_radius_m)
-
     def _tokens(self, image, wavelengths, gsd):
         x = self.pos_drop(self.tokenizer(image, wavelengths, gsd))
-        return x, self.spatial_mask(self.grid_size(image, self.patch_size), gsd)
+        grid_hw = self.grid_size(image, self.patch_size)
+        return x, perception_field_mask(grid_hw, self.patch_size, gsd, self.perception_radius_m)
 
     def forward_masked(
         self,
@@ -528,11 +526,9 @@ class LESSViT(SpectralEncoder):
         D = x.shape[-1]
         x = x.gather(1, rows[:, :, None, None].expand(-1, -1, x.shape[2], D))
         x = x.gather(2, cols[:, None, :, None].expand(-1, x.shape[1], -1, D))
-        mask = None
-        if self.perception_radius_m is not None:
-            mask = perception_field_mask(
-                grid_hw, self.patch_size, gsd, self.perception_radius_m, patches=kept_patches
-            )
+        mask = perception_field_mask(
+            grid_hw, self.patch_size, gsd, self.perception_radius_m, patches=kept_patches
+        )
         for block in self.blocks:
             x = self._block(block, x, mask)
         return self.norm(x)
