@@ -310,7 +310,6 @@ def knn(
     if task not in ("classification", "multilabel"):
         raise ValueError(f"kNN scores global labels; {task!r} is not one")
     start = time.perf_counter()
-    best = None
     multilabel = task == "multilabel"
 
     def scores(queries: torch.Tensor, k: int) -> torch.Tensor:
@@ -318,11 +317,12 @@ def knn(
             *train, queries, k, num_classes, temperature=temperature, multilabel=multilabel
         )
 
-    for k in ks:
-        s = _score(task, val[1], scores(val[0], k), num_classes)
-        if best is None or s.value > best[0].value:
-            best = (s, int(k))
-    val_score, k = best
+    # the best on val, the first of equal ones (no ks: None, which fails to unpack)
+    val_score, k = max(
+        ((_score(task, val[1], scores(val[0], k), num_classes), int(k)) for k in ks),
+        key=lambda pair: pair[0].value,
+        default=None,
+    )
     test_score = _score(task, test[1], scores(test[0], k), num_classes)
     return Outcome(
         test_score,
@@ -504,14 +504,13 @@ def segmentation(
 
 def _sweep(data, adapter, train_idx, mode, lrs, **kwargs) -> Outcome:
     start = time.perf_counter()
-    best = None
-    for lr in lrs:
-        val_score, test_score, info = _fit(
-            data, adapter, train_idx, mode=mode, lr=float(lr), **kwargs
-        )
-        if best is None or val_score.value > best[0].value:
-            best = (val_score, test_score, {**info, "lr": float(lr)})
-    val_score, test_score, info = best
+    fits = (
+        (*_fit(data, adapter, train_idx, mode=mode, lr=float(lr), **kwargs), float(lr))
+        for lr in lrs
+    )
+    # the best on val, the first of equal ones (as in knn)
+    val_score, test_score, info, lr = max(fits, key=lambda f: f[0].value, default=None)
+    info = {**info, "lr": lr}
     settings = {
         **info,
         "lrs": list(map(float, lrs)),

@@ -222,17 +222,11 @@ def figure(cells: Sequence[Cell], path: str | os.PathLike) -> Path:
         mine = [c for c in cells if c.dataset == dataset]
         groups = sorted({(c.protocol, c.label_fraction, c.config_hash) for c in mine})
         bar = 0.8 / len(encoders)
+        # reversed: the first of cells with the same key is the one drawn
+        by_key = {(c.protocol, c.label_fraction, c.config_hash, c.encoder): c for c in mine[::-1]}
         for gi, (proto, frac, cfg) in enumerate(groups):
             for ei, enc in enumerate(encoders):
-                cell = next(
-                    (
-                        c
-                        for c in mine
-                        if (c.protocol, c.label_fraction, c.config_hash, c.encoder)
-                        == (proto, frac, cfg, enc)
-                    ),
-                    None,
-                )
+                cell = by_key.get((proto, frac, cfg, enc))
                 if cell is None:
                     continue
                 y = gi + (ei - (len(encoders) - 1) / 2) * bar

@@ -166,13 +166,9 @@ class BenchTask(BaseTask):
         self.scores[stage] = score
         self.log(f"{stage}/score", score.value, prog_bar=stage == "val", sync_dist=True)
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self._score("val")
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        self._score("test")
+    def log_epoch_metrics(self, stage: str) -> None:
+        super().log_epoch_metrics(stage)
+        self._score(stage)
 
 
 # ---------------------------------------------------------------------------------- models

@@ -229,7 +229,9 @@ class BaseTask(pl.LightningModule):
         metric = cast(MulticlassConfusionMatrix, self.confusion[stage])
         metric.update(preds.detach(), target.detach())
 
-    def _log_confusion(self, stage: str) -> None:
+    def log_epoch_metrics(self, stage: str) -> None:
+        """At the end of ``stage``'s epoch: log the OA, AA and kappa of its confusion matrix
+        (kept in ``confusions``); subclasses log more."""
         if self.confusion is None:
             return
         metric = cast(MulticlassConfusionMatrix, self.confusion[stage])
@@ -251,7 +253,7 @@ class BaseTask(pl.LightningModule):
         )
 
     def on_validation_epoch_end(self) -> None:
-        self._log_confusion("val")
+        self.log_epoch_metrics("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_confusion("test")
+        self.log_epoch_metrics("test")

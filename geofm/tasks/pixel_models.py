@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,15 +104,20 @@ def build_classifier(
     state = {k: v for k, v in base["state_dict"].items() if not any(k.startswith(s) for s in skip)}
     model.load_state_dict(state, strict=False)
     lora = dict(m["lora"])
-    model.to_lora(
-        rank=int(lora["rank"]), alpha=float(lora["alpha"]), dropout=float(lora.get("dropout", 0.0))
-    )
+    add_lora(model, lora)
     return model, {
         "name": m["name"],
         "kwargs": kwargs,
         "lora": lora,
         "base_checkpoint": str(base_path),
     }
+
+
+def add_lora(model: torch.nn.Module, lora: dict[str, Any]) -> None:
+    """LoRA layers as a recipe's or a checkpoint's ``lora`` settings give them."""
+    model.to_lora(
+        rank=int(lora["rank"]), alpha=float(lora["alpha"]), dropout=float(lora.get("dropout", 0.0))
+    )
 
 
 def warn_if_base_saw_scene(record: dict[str, Any], scene: dict[str, Any]) -> None:
@@ -199,23 +205,14 @@ def load_classifier(
         _require_fields(ckpt, path)
     config = {"bands": len(ckpt["bands"]), "num_classes": ckpt["num_classes"], **ckpt["kwargs"]}
     lora = ckpt["lora"]
-
-    def add_lora(model: torch.nn.Module) -> None:
-        model.to_lora(
-            rank=int(lora["rank"]),
-            alpha=float(lora["alpha"]),
-            dropout=float(lora.get("dropout", 0.0)),
-        )
-
+    prepare = partial(add_lora, lora=lora) if lora else None
     # shapes and size checked on the meta device before anything is allocated
     check_shapes(
-        path,
-        check_architecture(path, ckpt["model"], config, prepare=add_lora if lora else None),
-        ckpt["state_dict"],
+        path, check_architecture(path, ckpt["model"], config, prepare=prepare), ckpt["state_dict"]
     )
     model = create_model(ckpt["model"], **config)
     if lora:
-        add_lora(model)
+        add_lora(model, lora)
     model.load_state_dict(ckpt["state_dict"])
     if ckpt["lora"]:
         # the strength the model was validated and tested at (the schedule's eval value)

@@ -365,68 +365,57 @@ def run_seed(
             image = torch.as_tensor(scene["image"]).float().numpy()
             tr = coords["train"]
             start = time.perf_counter()
-            preds, svm_info = svm_baseline(
+            preds, details = svm_baseline(
                 image[:, tr[:, 0], tr[:, 1]].T,
                 mask[tr[:, 0], tr[:, 1]],
                 image[:, test[:, 0], test[:, 1]].T,
                 seed=seed,
             )
             seconds = time.perf_counter() - start
-            results.append(
-                SeedResult(
-                    "svm",
-                    "rbf",
-                    split,
-                    train_fraction,
-                    seed,
-                    classification_metrics(y_test, preds, num_classes),
-                    None,
-                    None,
-                    seconds,
-                    info["counts"],
-                    svm_info,
-                )
+            mode, trainable, total = "rbf", None, None
+            metrics = classification_metrics(y_test, preds, num_classes)
+        else:
+            log_dir = None if save_dir is None else save_dir / "logs" / f"{split}_seed{seed}"
+            model, record, seconds, details = _train_lola(
+                recipe, scene, coords, num_classes, seed, progress, log_dir
             )
-            continue
-        log_dir = None if save_dir is None else save_dir / "logs" / f"{split}_seed{seed}"
-        model, record, seconds, details = _train_lola(
-            recipe, scene, coords, num_classes, seed, progress, log_dir
-        )
-        preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), test, scene.get("valid"))
-        counts = parameter_counts(model)
-        metrics = classification_metrics(y_test, preds, num_classes)
-        details.update({k: v for k, v in info.items() if k != "counts"})
-        if save_dir is not None:
-            classes = _class_names(scene, num_classes)
-            name = checkpoint_name(recipe, split, train_fraction, seed)
-            details["checkpoint"] = str(
-                save_classifier(
-                    save_dir / name,
-                    model,
-                    record,
-                    scene,
-                    classes,
-                    {
-                        "split": split,
-                        "seed": seed,
-                        "train_fraction": train_fraction,
-                        "card": scene.get("card"),
-                        "recipe": recipe.as_dict(),
-                        "source_files": scene.get("source_files"),
-                        "test_oa": metrics.oa,
-                    },
-                )
+            preds, _ = classify_pixels(
+                model, torch.as_tensor(scene["image"]), test, scene.get("valid")
             )
+            mode, (trainable, total) = recipe.model["mode"], parameter_counts(model)
+            metrics = classification_metrics(y_test, preds, num_classes)
+            details.update({k: v for k, v in info.items() if k != "counts"})
+            if save_dir is not None:
+                classes = _class_names(scene, num_classes)
+                name = checkpoint_name(recipe, split, train_fraction, seed)
+                details["checkpoint"] = str(
+                    save_classifier(
+                        save_dir / name,
+                        model,
+                        record,
+                        scene,
+                        classes,
+                        {
+                            "split": split,
+                            "seed": seed,
+                            "train_fraction": train_fraction,
+                            "card": scene.get("card"),
+                            "recipe": recipe.as_dict(),
+                            "source_files": scene.get("source_files"),
+                            "test_oa": metrics.oa,
+                        },
+                    )
+                )
         results.append(
             SeedResult(
-                "lola",
-                recipe.model["mode"],
+                method,
+                mode,
                 split,
                 train_fraction,
                 seed,
                 metrics,
-                counts.trainable,
-                counts.total,
+                trainable,
+                total,
                 seconds,
                 info["counts"],
                 details,

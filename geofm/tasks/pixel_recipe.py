@@ -163,13 +163,9 @@ class PixelRecipe:
         return self.patch // 2
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "scene": self.scene,
-            "split": self.split,
-            "model": self.model,
-            "train": self.train,
-            "baselines": self.baselines,
-        }
+        # the fields themselves, not copies (dataclasses.asdict would deep-copy them)
+        fields = dataclasses.fields(self)
+        return {f.name: getattr(self, f.name) for f in fields if f.name != "source"}
 
 
 def recipe_parser(**kwargs: Any):

@@ -8,7 +8,7 @@ import csv
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,9 @@ from geofm.tasks.metrics import ClassificationMetrics, confusion_metrics
 from geofm.tasks.pixel_recipe import PixelRecipe
 
 __all__ = ["SeedResult", "jsonable", "read_results", "summarise", "write_results"]
+
+#: what the mean and std rows of :func:`summarise` are grouped by
+GROUP_KEYS = ("method", "mode", "split", "train_fraction")
 
 
 @dataclass
@@ -38,13 +41,7 @@ class SeedResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def row(self, classes: Sequence[str]) -> dict[str, Any]:
-        row = {
-            "method": self.method,
-            "mode": self.mode,
-            "split": self.split,
-            "train_fraction": self.train_fraction,
-            "seed": self.seed,
-        }
+        row = {k: getattr(self, k) for k in (*GROUP_KEYS, "seed")}
         row.update({k: round(v, 6) for k, v in self.metrics.as_dict(classes).items()})
         row.update(
             {
@@ -65,24 +62,12 @@ def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dic
     rows = [r.row(classes) for r in results]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault(
-            (row["method"], row["mode"], row["split"], row["train_fraction"]), []
-        ).append(row)
+        groups.setdefault(tuple(row[k] for k in GROUP_KEYS), []).append(row)
     out = list(rows)
-    numeric = (
-        [k for k in rows[0] if k not in ("method", "mode", "split", "train_fraction", "seed")]
-        if rows
-        else []
-    )
-    for (method, mode, split, fraction), members in groups.items():
+    numeric = [k for k in rows[0] if k not in (*GROUP_KEYS, "seed")] if rows else []
+    for group, members in groups.items():
         for stat in ("mean", "std"):
-            row: dict[str, Any] = {
-                "method": method,
-                "mode": mode,
-                "split": split,
-                "train_fraction": fraction,
-                "seed": stat,
-            }
+            row: dict[str, Any] = {**dict(zip(GROUP_KEYS, group, strict=True)), "seed": stat}
             for key in numeric:
                 values = [m[key] for m in members if m[key] is not None]
                 if not values:
@@ -177,19 +162,12 @@ def read_results(
                 f"{e['train_fraction']}, not {split!r} with {train_fraction}; "
                 "resume with the same options, or write to another --output"
             )
+        # the entry's values of the result's fields (its metrics from the confusion matrix)
+        kept = {f.name: e[f.name] for f in fields(SeedResult) if f.name != "metrics"}
         out.append(
             SeedResult(
-                e["method"],
-                e["mode"],
-                e["split"],
-                e["train_fraction"],
-                int(e["seed"]),
-                confusion_metrics(np.asarray(e["confusion"])),
-                e["trainable_params"],
-                e["total_params"],
-                float(e["train_seconds"]),
-                e["counts"],
-                e["details"],
+                **{**kept, "seed": int(e["seed"]), "train_seconds": float(e["train_seconds"])},
+                metrics=confusion_metrics(np.asarray(e["confusion"])),
             )
         )
     return out

@@ -44,7 +44,7 @@ class EuroSAT(GFMBenchDataset):
     def _index(self) -> None:
         split_file = self.base / f"eurosat-{self.split}.txt"
         classes = self.card.classes
-        self.files = []
+        self.items = []
         labels = []
         with open(split_file, encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
@@ -58,13 +58,10 @@ class EuroSAT(GFMBenchDataset):
                         f"{split_file}, line {number}: {line!r} names the class "
                         f"{label!r}, which is not one of {', '.join(classes)}"
                     )
-                self.files.append(self.base / "EuroSAT" / label / name)
+                self.items.append(self.base / "EuroSAT" / label / name)
                 labels.append(classes.index(label))
         self.labels = np.asarray(labels, dtype=np.int64)
 
-    def __len__(self) -> int:
-        return len(self.files)
-
     def _read(self, index: int) -> dict[str, np.ndarray]:
-        image = read_raster(self.files[index], what="EuroSAT image", bands=len(self.card.bands))
+        image = read_raster(self.items[index], what="EuroSAT image", bands=len(self.card.bands))
         return {"optical": image, "label": self.labels[index]}

@@ -172,7 +172,6 @@ class DatasetSpec:
 _OLD = "read from the yuxuanw8-era GFM-Bench loading script"
 _FINAL_UNSEEN = "the final GFM-Bench repackaging of this dataset is not verified"
 
-SPECS: dict[str, DatasetSpec] = {}
 
 # The class folders of the EuroSAT tree (the card's classes; kept here so that checking a
 # folder does not need the cards).
@@ -190,11 +189,7 @@ _EUROSAT_CLASSES = (
 )
 
 
-def _register(spec: DatasetSpec) -> None:
-    SPECS[spec.name] = spec
-
-
-_register(
+_ALL = (
     DatasetSpec(
         name="eurosat",
         title="EuroSAT",
@@ -223,10 +218,7 @@ _register(
                 archives=("EuroSAT.zip",),
             ),
         ),
-    )
-)
-
-_register(
+    ),
     DatasetSpec(
         name="bigearthnet",
         title="BigEarthNet",
@@ -256,10 +248,7 @@ _register(
                 archives=("BigEarthNet.zip",),
             ),
         ),
-    )
-)
-
-_register(
+    ),
     DatasetSpec(
         name="so2sat",
         title="So2Sat",
@@ -281,10 +270,7 @@ _register(
                 archives=("So2Sat.zip",),
             ),
         ),
-    )
-)
-
-_register(
+    ),
     DatasetSpec(
         name="segmunich",
         title="SegMunich",
@@ -323,10 +309,7 @@ _register(
                 archives=("SegMunich.zip",),
             ),
         ),
-    )
-)
-
-_register(
+    ),
     DatasetSpec(
         name="dfc2020",
         title="DFC2020",
@@ -362,10 +345,7 @@ _register(
                 archives=("DFC2020.zip",),
             ),
         ),
-    )
-)
-
-_register(
+    ),
     DatasetSpec(
         name="marida",
         title="MARIDA",
@@ -389,10 +369,7 @@ _register(
                 archives=("MARIDA.zip",),
             ),
         ),
-    )
-)
-
-_register(
+    ),
     DatasetSpec(
         name="nlcd_l",
         title="SSL4EO-L-Benchmark (NLCD-L)",
@@ -422,8 +399,9 @@ _register(
                 archives=("SSL4EOLBenchmark.zip",),
             ),
         ),
-    )
+    ),
 )
+SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in _ALL}
 
 
 def get_spec(name: str) -> DatasetSpec:

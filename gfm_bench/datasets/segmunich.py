@@ -31,8 +31,6 @@ import numpy as np
 
 from .base import GFMBenchDataset, label_mask, metadata_rows, read_raster
 
-SIZE = (128, 128)
-
 
 def segmunich_label_mapping(class_values) -> dict[int, int]:
     """Raw label value -> class id: the card's ``class_values`` (raw values in class order),
