@@ -70,20 +70,25 @@ class Band:
     description: str = ""
 
 
+def band_positions(wanted: Sequence[str], have: Sequence[str], holder: str) -> list[int]:
+    """The position in ``have`` of each band name in ``wanted``. Raises
+    :class:`UnknownBandError` naming the unknown names and then ``have`` (its first 8 when
+    there are more than 16), after ``holder`` (the owner of ``have`` and a verb:
+    ``"this cube has"``)."""
+    have = list(have)
+    missing = [n for n in wanted if n not in have]
+    if missing:
+        shown = ", ".join(have if len(have) <= 16 else [*have[:8], "..."])
+        raise UnknownBandError(f"unknown bands {missing}; {holder} {len(have)} bands: {shown}")
+    return [have.index(n) for n in wanted]
+
+
 def _select(bands: Sequence[Band], names: Sequence[str] | None, owner: str) -> list[Band]:
     if names is None:
         return list(bands)
     if isinstance(names, str):
         raise TypeError(f"band names must be a sequence of names, got the string {names!r}")
-    by_name = {b.name: b for b in bands}
-    out = []
-    for n in names:
-        if n not in by_name:
-            raise UnknownBandError(
-                f"unknown band {n!r} for {owner}; valid bands: {', '.join(by_name)}"
-            )
-        out.append(by_name[n])
-    return out
+    return [bands[i] for i in band_positions(names, [b.name for b in bands], f"{owner} has")]
 
 
 @dataclass(frozen=True)
@@ -151,10 +156,8 @@ class DatasetCard:
         return _select(self.bands, names, f"dataset {self.name!r}")
 
     def band_indices(self, names: Sequence[str]) -> list[int]:
-        """Channel indices in the files of the named bands."""
-        self.select(names)  # raises with the valid names
-        order = self.band_names
-        return [order.index(n) for n in names]
+        """Channel indices in the files of the named bands (an unknown name lists the valid ones)."""
+        return [self.band_names.index(b.name) for b in self.select(names)]
 
     def label_lookup(self, ignore_index: int = 255) -> dict[int, int]:
         """Map raw label values in the files to class ids ``0..K-1``; ignored ones to 255."""

@@ -237,30 +237,17 @@ class PretrainDataModule(SplitDataModule):
 
         if self.parts:  # already set up (geofm pretrain checks the data before fit)
             return
+
+        def windows(files, src: PretrainSource, length, seed: int, flips: bool):
+            transforms = mae_transforms([src.card], flips)
+            return RandomWindowDataset(files, src.size, length, src.card, seed, transforms)
+
         train, val = [], []
         for k, src in enumerate(self.sources):
-            files = _source_files(src.path)
-            train.append(
-                RandomWindowDataset(
-                    files,
-                    src.size,
-                    src.windows,
-                    card=src.card,
-                    seed=self.seed * 1000 + k,
-                    transforms=mae_transforms([src.card], self.flips),
-                )
-            )
+            files, seed = _source_files(src.path), self.seed * 1000 + k
+            train.append(windows(files, src, src.windows, seed, self.flips))
             if self.val_windows:
-                val.append(
-                    RandomWindowDataset(
-                        files,
-                        src.size,
-                        self.val_windows,
-                        card=src.card,
-                        seed=self.seed * 1000 + k + 500,
-                        transforms=mae_transforms([src.card], False),
-                    )
-                )
+                val.append(windows(files, src, self.val_windows, seed + 500, False))
         self.parts = {"train": train, "val": val}
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:

@@ -47,7 +47,7 @@ import warnings
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import (
@@ -61,7 +61,7 @@ from urllib.request import (
 
 from tqdm.auto import tqdm
 
-from geofm.data.cards import DatasetCard, load_dataset_card
+from geofm.data.cards import DatasetCard, as_dataset_card
 
 PathLike = str | os.PathLike
 
@@ -194,15 +194,19 @@ def parse_checksum(text: str) -> tuple[str, str]:
     return algorithm, digest
 
 
-def verify_file(path: PathLike, checksum: str, hint: str = "") -> None:
+def verify_file(
+    path: PathLike, checksum: str, hint: str = "", *, shown_as: PathLike | None = None
+) -> None:
     """Raise :class:`ChecksumError` unless the file at ``path`` has this checksum.
 
-    ``checksum`` is parsed by :func:`parse_checksum`; ``hint`` is appended to the error.
+    ``checksum`` is parsed by :func:`parse_checksum`; ``hint`` is appended to the error,
+    which names ``shown_as`` instead of ``path`` when given (a download's final name).
     """
     algorithm, expected = parse_checksum(checksum)
     actual = file_digest(path, algorithm)
     if actual != expected:
-        raise ChecksumError(path, algorithm, expected, actual, hint)
+        shown = path if shown_as is None else shown_as
+        raise ChecksumError(shown, algorithm, expected, actual, hint)
 
 
 def _scheme(url: str) -> str:
@@ -445,19 +449,15 @@ def download_file(
                 chunk_size=chunk_size,
             )
         if checksum is not None:
-            algorithm, expected = parse_checksum(checksum)
-            actual = file_digest(part, algorithm)
-            if actual != expected:
-                raise ChecksumError(
-                    dest,
-                    algorithm,
-                    expected,
-                    actual,
-                    hint=(
-                        f"The file downloaded from {fetch_url} is not the one expected and was "
-                        "deleted" + (f"; the existing {dest} was kept" if dest.exists() else "")
-                    ),
-                )
+            verify_file(
+                part,
+                checksum,
+                hint=(
+                    f"The file downloaded from {fetch_url} is not the one expected and was "
+                    "deleted" + (f"; the existing {dest} was kept" if dest.exists() else "")
+                ),
+                shown_as=dest,
+            )
         else:
             sha256 = file_digest(part, "sha256")
             warnings.warn(
@@ -588,10 +588,7 @@ class SceneFiles:
 
 
 def _card_section(card: DatasetCard, key: str) -> dict[str, Any]:
-    try:
-        value = card[key]
-    except KeyError:
-        value = None
+    value = card.extra.get(key)
     return value if isinstance(value, dict) else {}
 
 
@@ -603,7 +600,7 @@ def card_checksums(card: str | DatasetCard) -> dict[str, str]:
     Raises:
         ValueError: a checksum in the card that :func:`parse_checksum` rejects.
     """
-    card = load_dataset_card(card) if isinstance(card, str) else card
+    card = cast(DatasetCard, as_dataset_card(card))
     raw = _card_section(card, "source").get("checksums") or {}
     if not isinstance(raw, dict):
         raise ValueError(
@@ -654,7 +651,7 @@ def fetch_card_files(
         ChecksumError: a present or downloaded file does not match the card's checksum.
         DownloadError: a download failed.
     """
-    card = load_dataset_card(card) if isinstance(card, str) else card
+    card = cast(DatasetCard, as_dataset_card(card))
     root = Path(root)
     files = _card_section(card, "files")
     source = _card_section(card, "source")

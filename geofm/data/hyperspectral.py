@@ -19,12 +19,12 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from geofm.data.cards import DatasetCard, UnknownBandError, as_dataset_card
+from geofm.data.cards import DatasetCard, as_dataset_card, band_positions
 from geofm.data.readers import (
     RASTER_SUFFIXES,
     WindowLike,
@@ -199,13 +199,7 @@ def _select_bands(
         if bad:
             raise ValueError(f"band indexes {bad} out of range 0..{cube_bands - 1}")
         return [int(b) for b in bands]
-    missing = [b for b in bands if b not in names]
-    if missing:
-        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-        raise UnknownBandError(
-            f"unknown bands {missing}; this cube has {len(names)} bands: {shown}"
-        )
-    return [names.index(b) for b in bands]
+    return band_positions(cast("Sequence[str]", bands), names, "this cube has")
 
 
 def cube_band_metadata(
@@ -317,21 +311,10 @@ def _is_hdf5(path: Path) -> bool:
 
 
 _MAT_NUMERIC = frozenset(
-    {
-        "double",
-        "single",
-        "int8",
-        "uint8",
-        "int16",
-        "uint16",
-        "int32",
-        "uint32",
-        "int64",
-        "uint64",
-        "logical",
-    }
+    "double single int8 uint8 int16 uint16 int32 uint32 int64 uint64 logical".split()
 )
-"""MATLAB classes read as arrays (not ``char``, ``cell``, ``struct``, ``sparse``)."""
+"""MATLAB classes read as arrays (not ``char``, ``cell``, ``struct``, ``sparse``); their
+sizes: :func:`_mat_itemsize`."""
 
 
 def _mat_error(path: Path, err: BaseException, hdf5: bool) -> OSError:
@@ -369,19 +352,10 @@ def mat_variables(path: PathLike) -> dict[str, tuple[int, ...]]:
     return {name: tuple(shape) for name, shape, cls in listing if cls in _MAT_NUMERIC}
 
 
-_MAT_ITEMSIZE = {
-    "double": 8,
-    "single": 4,
-    "int8": 1,
-    "uint8": 1,
-    "int16": 2,
-    "uint16": 2,
-    "int32": 4,
-    "uint32": 4,
-    "int64": 8,
-    "uint64": 8,
-    "logical": 1,
-}
+def _mat_itemsize(cls: str) -> int:
+    """Bytes per value of a class of :data:`_MAT_NUMERIC`: that of the numpy dtype of the
+    same name, ``double``, ``single`` and ``logical`` being ``f8``, ``f4`` and ``?``."""
+    return np.dtype({"double": "f8", "single": "f4", "logical": "?"}.get(cls, cls)).itemsize
 
 
 def read_limit() -> int:
@@ -446,7 +420,7 @@ def read_mat_array(path: PathLike, key: str, index: tuple[slice, ...] | None = N
 
         # a v5 array is read whole, whatever part is wanted
         classes = {name: cls for name, _, cls in scipy.io.whosmat(path)}
-        _check_read_size(path, key, variables[key], None, _MAT_ITEMSIZE[classes[key]])
+        _check_read_size(path, key, variables[key], None, _mat_itemsize(classes[key]))
         try:
             out = scipy.io.loadmat(path, variable_names=[key])[key]
         except (MatReadError, ValueError, TypeError, OSError, EOFError, KeyError) as err:

@@ -34,23 +34,19 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 
 def input_files(path: PathLike) -> list[Path]:
     """The files an input path stands for: the file; every file under a folder (a band
-    folder); an ENVI header and its binary, whichever is given."""
+    folder); an ENVI header and its binary, whichever is given (for a binary, also the one
+    its header would pair with when opened by the header, if that is another file)."""
     p = Path(path)
     if p.is_dir():
         return [f for f in p.rglob("*") if f.is_file()]
-    files = [p]
-    header = (
-        p
-        if p.suffix.lower() == ".hdr"
-        else next((h for h in (p.with_suffix(".hdr"), Path(f"{p}.hdr")) if h.is_file()), None)
-    )
-    if header is not None:
-        from geofm.data.hyperspectral import envi_paths
+    from geofm.data.hyperspectral import envi_paths
 
-        try:
-            files += [f for f in envi_paths(header) if f != p]
-        except (FileNotFoundError, ValueError):
-            pass
+    files = [p]
+    try:
+        files += [f for f in envi_paths(p) if f != p]
+        files += [f for f in envi_paths(files[1]) if f not in files]
+    except (FileNotFoundError, ValueError):
+        pass
     return files
 
 

@@ -142,6 +142,29 @@ def _check_class_ids(mask: np.ndarray, classes: Sequence[str], ignore_index: int
         raise ValueError(f"class ids {bad.tolist()} in the map but only {k} class names")
 
 
+def _show_classes(
+    ax: Axes, image: np.ndarray, hidden: int, colours, legend: dict[int, str], title: str
+) -> None:
+    """Show ``image`` (values ``0..len(colours) - 1``, ``hidden`` left white) in ``colours``
+    with a legend of ``{value: label}`` beside it and ``title`` above, axes hidden."""
+    ax.imshow(
+        np.ma.masked_equal(image, hidden),
+        cmap=mcolors.ListedColormap(colours),
+        vmin=-0.5,
+        vmax=len(colours) - 0.5,
+        interpolation="nearest",
+    )
+    ax.legend(
+        handles=[Patch(color=colours[i], label=label) for i, label in legend.items()],
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        fontsize=8,
+        frameon=False,
+    )
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
 def plot_class_map(
     mask: torch.Tensor | np.ndarray,
     classes: Sequence[str],
@@ -152,27 +175,9 @@ def plot_class_map(
     """A class map with a legend; ``ignore_index`` pixels are left white."""
     m = np.asarray(torch.as_tensor(mask).cpu())
     _check_class_ids(m, classes, ignore_index)
-    k = len(classes)
     fig, ax = _axes(ax, figsize=(6, 5))
-    colours = class_colors(k)
-    shown = np.ma.masked_equal(m, ignore_index)
-    ax.imshow(
-        shown,
-        cmap=mcolors.ListedColormap(colours),
-        vmin=-0.5,
-        vmax=k - 0.5,
-        interpolation="nearest",
-    )
-    present = sorted(int(v) for v in np.unique(m) if v != ignore_index)
-    ax.legend(
-        handles=[Patch(color=colours[i], label=classes[i]) for i in present],
-        loc="center left",
-        bbox_to_anchor=(1.01, 0.5),
-        fontsize=8,
-        frameon=False,
-    )
-    ax.set_title(title or "classes", fontsize=9)
-    ax.set_axis_off()
+    legend = {int(v): classes[int(v)] for v in np.unique(m) if v != ignore_index}  # np.unique sorts
+    _show_classes(ax, m, ignore_index, class_colors(len(classes)), legend, title or "classes")
     return fig
 
 
@@ -241,22 +246,7 @@ def plot_split_layout(
         layout[c[:, 0], c[:, 1]] = k
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#b0b0b0"]
     fig, ax = _axes(ax, figsize=(6, 5))
-    ax.imshow(
-        np.ma.masked_equal(layout, -1),
-        cmap=mcolors.ListedColormap(colours),
-        vmin=-0.5,
-        vmax=3.5,
-        interpolation="nearest",
-    )
     counts = [int((layout == k).sum()) for k in range(4)]
     labels = [f"{p} ({n})" for p, n in zip(parts, counts, strict=False)] + [f"buffer ({counts[3]})"]
-    ax.legend(
-        handles=[Patch(color=c, label=lab) for c, lab in zip(colours, labels, strict=True)],
-        loc="center left",
-        bbox_to_anchor=(1.01, 0.5),
-        fontsize=8,
-        frameon=False,
-    )
-    ax.set_title(title or "split", fontsize=9)
-    ax.set_axis_off()
+    _show_classes(ax, layout, -1, colours, dict(enumerate(labels)), title or "split")
     return fig

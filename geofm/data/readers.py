@@ -49,8 +49,8 @@ from geofm.data.band_files import (
 from geofm.data.cards import (
     DatasetCard,
     SensorCard,
-    UnknownBandError,
     as_card,
+    band_positions,
     card_scale_and_nodata,
 )
 from geofm.data.sample import Sample, check_band_metadata, make_sample
@@ -271,13 +271,9 @@ def _resolve_bands(
             )
         selected = card.select([order[i - 1] for i in indexes])
     elif order is not None:
-        missing = [b for b in names_wanted if b not in order]
-        if missing:
-            card.select(missing)  # an unknown name lists the card's valid names
-            raise UnknownBandError(
-                f"bands {missing} are not in this file; it holds {', '.join(order)}"
-            )
-        indexes = [order.index(b) + 1 for b in names_wanted]
+        # a name neither in the file nor on the card: the error lists the card's names
+        card.select([b for b in names_wanted if b not in order])
+        indexes = [i + 1 for i in band_positions(names_wanted, order, "this file holds")]
         selected = card.select(names_wanted)
     else:
         selected = card.select(names_wanted)
@@ -510,13 +506,7 @@ def open_band_files(
         names = band_names_of_files(files, card_obj)
         if bands is not None:
             card_obj.select(bands)  # unknown names list the card's valid bands
-            missing = [b for b in bands if b not in names]
-            if missing:
-                raise UnknownBandError(
-                    f"no file for bands {missing} among {len(files)} files; the files hold "
-                    f"{', '.join(names)}"
-                )
-            files = [files[names.index(b)] for b in bands]
+            files = [files[i] for i in band_positions(bands, names, "the band files hold")]
             names = list(bands)
         wls = [b.wavelength_nm for b in card_obj.select(names)]
     scale, card_nodata = card_scale_and_nodata(card)

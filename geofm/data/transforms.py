@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from affine import Affine
 
-from geofm.data.cards import DatasetCard, UnknownBandError, card_statistics
+from geofm.data.cards import DatasetCard, band_positions, card_statistics
 from geofm.data.sample import BandMismatchError, Sample, check_sample
 
 __all__ = [
@@ -412,13 +412,7 @@ def select_bands(sample: Mapping[str, Any], names: Sequence[str]) -> Sample:
     :class:`~geofm.data.cards.UnknownBandError` listing the sample's bands.
     """
     names = _band_names_arg(names, "select_bands")
-    bands = tuple(sample["bands"])
-    missing = [n for n in names if n not in bands]
-    if missing:
-        raise UnknownBandError(
-            f"unknown bands {missing}; the sample's bands are: {', '.join(bands)}"
-        )
-    return _take_channels(sample, [bands.index(n) for n in names])
+    return _take_channels(sample, band_positions(names, sample["bands"], "the sample has"))
 
 
 class SelectBands(SampleTransform):
@@ -534,14 +528,8 @@ class Normalize(SampleTransform):
                 )
             indices = list(range(c))
         else:
-            names = tuple(sample["bands"])
-            missing = [n for n in names if n not in self.bands]
-            if missing:
-                raise UnknownBandError(
-                    f"{type(self).__name__} has no statistics for bands {missing}; it has "
-                    f"statistics for: {', '.join(self.bands)}"
-                )
-            indices = [self.bands.index(n) for n in names]
+            has = f"{type(self).__name__} has statistics for"
+            indices = band_positions(sample["bands"], self.bands, has)
         dtype = sample["image"].dtype
         mean = torch.tensor([self.mean[i] for i in indices], dtype=dtype)[:, None, None]
         std = torch.tensor([self.std[i] for i in indices], dtype=dtype)[:, None, None]
