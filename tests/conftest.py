@@ -74,7 +74,6 @@ def tiny_lola_checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("lola")
     results, _ = run_protocol(
         load_recipe(_tiny_lola_recipe()),
-        "random",
         0.05,
         [0],
         methods=["lola"],

@@ -269,8 +269,7 @@ def cmd_classify_pixels(args, recipe) -> int:
             "--resume continues the runs in --output; --overwrite replaces them: pass one of them"
         )
     # what an interrupted run of the same command finished (refused if it is another run)
-    split = recipe.split["kind"]
-    done = read_results(output.with_suffix(".json"), recipe, split, train) if args.resume else []
+    done = read_results(output.with_suffix(".json"), recipe, train) if args.resume else []
     if args.resume and output.with_suffix(".json").exists() != output.exists():
         raise FileNotFoundError(
             f"--resume needs both {output} and "
@@ -278,7 +277,7 @@ def cmd_classify_pixels(args, recipe) -> int:
         )
     finished = {(r.method, r.seed) for r in done}
     models = [
-        save_dir / checkpoint_name(recipe, split, train, s)
+        save_dir / checkpoint_name(recipe, train, s)
         for s in args.seeds
         if "lola" in (args.methods or ["lola"]) and ("lola", s) not in finished
     ]
@@ -292,7 +291,6 @@ def cmd_classify_pixels(args, recipe) -> int:
     start = time.perf_counter()
     results, classes = run_protocol(
         recipe,
-        split,
         train,
         args.seeds,
         methods=args.methods,

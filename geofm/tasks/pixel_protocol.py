@@ -15,7 +15,6 @@ protocol").
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -323,7 +322,6 @@ def _train_lola(
 def run_seed(
     recipe: PixelRecipe,
     scene: dict[str, Any],
-    split: str,
     train_fraction: float,
     seed: int,
     methods: Sequence[str] = ("lola",),
@@ -331,9 +329,11 @@ def run_seed(
     progress: bool = True,
     save_dir: Path | None = None,
 ) -> list[SeedResult]:
-    """Split the scene with ``seed``, train and test each method; one result per method."""
+    """Split the scene with ``seed`` as the recipe's ``split.kind`` says, train and test each
+    method; one result per method."""
     from geofm.tasks.pixel import classify_pixels, svm_baseline
 
+    split = recipe.split["kind"]
     check_window_fits(scene, recipe.patch)
     mask = torch.as_tensor(scene["mask"]).numpy()
     coords, info = make_split(
@@ -387,7 +387,7 @@ def run_seed(
             details.update({k: v for k, v in info.items() if k != "counts"})
             if save_dir is not None:
                 classes = _class_names(scene, num_classes)
-                name = checkpoint_name(recipe, split, train_fraction, seed)
+                name = checkpoint_name(recipe, train_fraction, seed)
                 details["checkpoint"] = str(
                     save_classifier(
                         save_dir / name,
@@ -424,8 +424,9 @@ def run_seed(
     return results
 
 
-def checkpoint_name(recipe: PixelRecipe, split: str, train_fraction: float | int, seed: int) -> str:
+def checkpoint_name(recipe: PixelRecipe, train_fraction: float | int, seed: int) -> str:
     """File name of the model :func:`run_seed` saves for this run."""
+    split = recipe.split["kind"]
     return f"lola_{recipe.model['mode']}_{split}_f{train_fraction:g}_seed{seed}.pt"
 
 
@@ -442,7 +443,6 @@ def _class_names(scene: dict[str, Any], num_classes: int) -> list[str]:
 
 def run_protocol(
     recipe: PixelRecipe,
-    split: str,
     train_fraction: float,
     seeds: Sequence[int],
     methods: Sequence[str] | None = None,
@@ -453,7 +453,8 @@ def run_protocol(
     done: Sequence[SeedResult] = (),
     on_seed: Callable[[list[SeedResult], list[str]], Any] | None = None,
 ) -> tuple[list[SeedResult], list[str]]:
-    """Every method on every seed; returns the results and the class names.
+    """Every method on every seed, on the recipe's ``split.kind``; returns the results and
+    the class names.
 
     ``done``: results of an earlier, interrupted run of the same protocol (see
     :func:`read_results`): the (method, seed) pairs they hold are not run again, and they
@@ -462,10 +463,8 @@ def run_protocol(
     """
     if not seeds:
         raise ValueError("give at least one seed")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    # the recipe saved with each model and result names the split that was run
-    recipe = dataclasses.replace(recipe, split={**recipe.split, "kind": split})
+    if recipe.split["kind"] not in SPLITS:
+        raise ValueError(f"split.kind must be one of {SPLITS}, got {recipe.split['kind']!r}")
     methods = list(methods) if methods is not None else ["lola", *recipe.baselines]
     scene = scene if scene is not None else load_recipe_scene(recipe, progress)
     check_window_fits(scene, recipe.patch)
@@ -486,7 +485,7 @@ def run_protocol(
             echo(f"seed {seed}: {', '.join(methods)} done in the earlier run, kept")
             continue
         for res in run_seed(
-            recipe, scene, split, train_fraction, seed, todo, num_classes, progress, save_dir
+            recipe, scene, train_fraction, seed, todo, num_classes, progress, save_dir
         ):
             results.append(res)
             m = res.metrics

@@ -127,12 +127,11 @@ def write_results(
     return rows
 
 
-def read_results(
-    path: Path, recipe: PixelRecipe, split: str, train_fraction: float
-) -> list[SeedResult]:
+def read_results(path: Path, recipe: PixelRecipe, train_fraction: float) -> list[SeedResult]:
     """The results a :func:`write_results` JSON holds, to resume that run; refused unless
-    they were made with this recipe, split and training share."""
+    they were made with this recipe (and so its split) and training share."""
     path = Path(path)
+    split = recipe.split["kind"]
     if not path.is_file():
         return []
     try:

@@ -20,8 +20,12 @@ import warnings
 import lightning.pytorch  # noqa: F401  (its import sets its loggers' level: set ours after)
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-for message in (".*IProgress not found.*", ".*does not have many workers.*",
-                ".*val_dataloader.*", ".*LeafSpec.*"):
+for message in (
+    ".*IProgress not found.*",
+    ".*does not have many workers.*",
+    ".*val_dataloader.*",
+    ".*LeafSpec.*",
+):
     warnings.filterwarnings("ignore", message)
 
 import time
@@ -55,8 +59,10 @@ root = data_dir() / "samples" / "eurosat_ms"
 # %%
 path = root / "Forest" / "Forest_1.tif"
 with rasterio.open(path) as src:
-    print(f"rasterio: {src.count} bands x {src.height} x {src.width} {src.dtypes[0]}, "
-          f"{src.crs}, {src.res[0]:.0f} m pixels")
+    print(
+        f"rasterio: {src.count} bands x {src.height} x {src.width} {src.dtypes[0]}, "
+        f"{src.crs}, {src.res[0]:.0f} m pixels"
+    )
 scene = open_raster(path, card="eurosat_ms")
 print("geofm:   ", tuple(scene["image"].shape), scene["image"].dtype)
 for name, wl in zip(scene["bands"], scene["wavelengths"].tolist(), strict=True):
@@ -73,8 +79,9 @@ fig, axes = plt.subplots(2, 10, figsize=(14, 3.6), layout="constrained")
 for j, name in enumerate(data.classes):
     sample = data[data.targets.index(j)]
     axes[0, j].imshow(rgb_composite(sample), interpolation="nearest")
-    axes[1, j].imshow(rgb_composite(sample, targets_nm=(842.0, 665.0, 560.0)),
-                      interpolation="nearest")
+    axes[1, j].imshow(
+        rgb_composite(sample, targets_nm=(842.0, 665.0, 560.0)), interpolation="nearest"
+    )
     axes[0, j].set_title(name, fontsize=8)
 for ax in axes.flat:
     ax.set_axis_off()
@@ -95,34 +102,53 @@ plt.show()
 #   over the scene, which is what 20 scenes can support.
 
 # %%
-augmented = SceneFolderDataset(root, transforms=Compose([RandomHorizontalFlip(),
-                                                         RandomRotate90()]))
+augmented = SceneFolderDataset(root, transforms=Compose([RandomHorizontalFlip(), RandomRotate90()]))
 targets = np.array(data.targets)
 fold_of = np.array([int(p.stem.rsplit("_", 1)[1]) - 1 for p in data.files])
-stats = np.stack([torch.cat([s["image"].mean((1, 2)), s["image"].std((1, 2))]).numpy()
-                  for s in (data[i] for i in range(len(data)))])
+stats = np.stack(
+    [
+        torch.cat([s["image"].mean((1, 2)), s["image"].std((1, 2))]).numpy()
+        for s in (data[i] for i in range(len(data)))
+    ]
+)
 
 predicted = {"LESS ViT": np.zeros(len(data), int), "band statistics": np.zeros(len(data), int)}
 start = time.perf_counter()
 for k in range(3):
     train, test = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
     pl.seed_everything(k, verbose=False)
-    task = SceneClassificationTask("less_vit_tiny", num_classes=10, lr=2e-3,
-                                   model_kwargs={"embed_dim": 64, "depth": 2, "num_heads": 2})
-    trainer = pl.Trainer(max_epochs=60, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(task, DataLoader(Subset(augmented, train), batch_size=10, shuffle=True,
-                                 collate_fn=collate_samples))
+    task = SceneClassificationTask(
+        "less_vit_tiny",
+        num_classes=10,
+        lr=2e-3,
+        model_kwargs={"embed_dim": 64, "depth": 2, "num_heads": 2},
+    )
+    trainer = pl.Trainer(
+        max_epochs=60,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(
+        task,
+        DataLoader(
+            Subset(augmented, train), batch_size=10, shuffle=True, collate_fn=collate_samples
+        ),
+    )
     batch = collate_samples([data[i] for i in test])
     with torch.no_grad():
         predicted["LESS ViT"][test] = task.eval()(batch["image"]).argmax(1).numpy()
     baseline = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
     predicted["band statistics"][test] = baseline.fit(stats[train], targets[train]).predict(
-        stats[test])
+        stats[test]
+    )
 print(f"3 folds in {time.perf_counter() - start:.0f} s")
 for method, pred in predicted.items():
-    print(f"{method:<16} accuracy {100 * (pred == targets).mean():5.1f}% "
-          f"({(pred == targets).sum()} of {len(targets)} scenes; chance is 10%)")
+    print(
+        f"{method:<16} accuracy {100 * (pred == targets).mean():5.1f}% "
+        f"({(pred == targets).sum()} of {len(targets)} scenes; chance is 10%)"
+    )
 
 # %% [markdown]
 # ## Confusion matrices
@@ -149,8 +175,7 @@ plt.show()
 pred = predicted["band statistics"]
 wrong = np.flatnonzero(pred != targets)
 cols = max(len(wrong), 1)
-fig, axes = plt.subplots(1, cols, figsize=(1.5 * cols, 2.0), layout="constrained",
-                         squeeze=False)
+fig, axes = plt.subplots(1, cols, figsize=(1.5 * cols, 2.0), layout="constrained", squeeze=False)
 for ax, i in zip(axes[0], wrong, strict=False):
     ax.imshow(rgb_composite(data[i]), interpolation="nearest")
     ax.set_title(f"{data.classes[targets[i]]}\nas {data.classes[pred[i]]}", fontsize=7)
@@ -162,8 +187,10 @@ print(f"{len(wrong)} of 30 scenes misclassified")
 # %%
 vit, base = ((predicted[m] == targets).mean() for m in ("LESS ViT", "band statistics"))
 better = "the band statistics" if base > vit else "LESS ViT" if vit > base else "neither"
-print(f"on these 30 scenes {better} did better ({100 * vit:.0f}% LESS ViT, "
-      f"{100 * base:.0f}% band statistics)")
+print(
+    f"on these 30 scenes {better} did better ({100 * vit:.0f}% LESS ViT, "
+    f"{100 * base:.0f}% band statistics)"
+)
 
 # %% [markdown]
 # Twenty labelled scenes are very little to train a transformer from scratch, while a

@@ -16,10 +16,15 @@ import warnings
 import lightning.pytorch  # noqa: F401  (its import sets its loggers' level: set ours after)
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-for message in (".*IProgress not found.*", ".*does not have many workers.*",
-                ".*val_dataloader.*", ".*LeafSpec.*"):
+for message in (
+    ".*IProgress not found.*",
+    ".*does not have many workers.*",
+    ".*val_dataloader.*",
+    ".*LeafSpec.*",
+):
     warnings.filterwarnings("ignore", message)
 
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -38,9 +43,11 @@ card = load_dataset_card("salinas_a")
 cube = open_envi(samples / "SalinasA_corrected.hdr", card="salinas_a")
 gt = read_label_mat(samples / "SalinasA_gt.mat", card="salinas_a")
 cube["mask"] = torch.from_numpy(gt)
-print(f"{cube['image'].shape[0]} bands, {cube['wavelengths'][0]:.0f}-"
-      f"{cube['wavelengths'][-1]:.0f} nm, {cube['gsd']} m pixels, "
-      f"{int((gt != 255).sum())} labelled pixels in {len(card.classes)} classes")
+print(
+    f"{cube['image'].shape[0]} bands, {cube['wavelengths'][0]:.0f}-"
+    f"{cube['wavelengths'][-1]:.0f} nm, {cube['gsd']} m pixels, "
+    f"{int((gt != 255).sum())} labelled pixels in {len(card.classes)} classes"
+)
 
 # %% [markdown]
 # ## The scene, its ground truth and the spectra of each class
@@ -50,8 +57,9 @@ print(f"{cube['image'].shape[0]} bands, {cube['wavelengths'][0]:.0f}-"
 # different ages reflect differently.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), layout="constrained",
-                         gridspec_kw={"width_ratios": [1, 1.45, 1.9]})
+fig, axes = plt.subplots(
+    1, 3, figsize=(17, 4.6), layout="constrained", gridspec_kw={"width_ratios": [1, 1.45, 1.9]}
+)
 axes[0].imshow(rgb_composite(cube))
 axes[0].set_title("true colour (AVIRIS bands nearest 640/550/470 nm)", fontsize=9)
 axes[0].set_axis_off()
@@ -69,13 +77,23 @@ plt.show()
 # about 5%, and its test pixels are fewer). Here is where the pixels go in each:
 
 # %%
-recipe_path = Path(geofm.__file__).resolve().parents[1] / "configs" / "classify" / "lola_salinas_a.yaml"
+recipe_path = (
+    Path(geofm.__file__).resolve().parents[1] / "configs" / "classify" / "lola_salinas_a.yaml"
+)
 recipe = load_recipe(recipe_path)
 scene = load_recipe_scene(recipe, progress=False)
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
 for ax, split in zip(axes, ("random", "disjoint"), strict=True):
-    coords, _ = make_split(gt, split, 0.05, recipe.split["val_fraction"], recipe.radius, 0,
-                           recipe.split["block_size"], recipe.split["buffer"])
+    coords, _ = make_split(
+        gt,
+        split,
+        0.05,
+        recipe.split["val_fraction"],
+        recipe.radius,
+        0,
+        recipe.split["block_size"],
+        recipe.split["buffer"],
+    )
     plot_split_layout(gt, coords, ax=ax, title=f"{split} split, 5% for training")
 plt.show()
 
@@ -86,16 +104,28 @@ plt.show()
 # %%
 results = {}
 for split in ("random", "disjoint"):
-    runs, classes = run_protocol(recipe, split, 0.05, [0], methods=["lola", "svm"],
-                                 progress=False, save_dir=Path("outputs") / "salinas_a",
-                                 scene=scene, echo=lambda line: None)
+    # the recipe names its split: one recipe per split, the rest of it the same
+    runs, classes = run_protocol(
+        replace(recipe, split={**recipe.split, "kind": split}),
+        0.05,
+        [0],
+        methods=["lola", "svm"],
+        progress=False,
+        save_dir=Path("outputs") / "salinas_a",
+        scene=scene,
+        echo=lambda line: None,
+    )
     for r in runs:
         results[(r.method, split)] = r
-print(f"{'method':<7} {'split':<9} {'OA %':>6} {'AA %':>6} {'kappa':>6} {'train px':>8} "
-      f"{'test px':>8}")
+print(
+    f"{'method':<7} {'split':<9} {'OA %':>6} {'AA %':>6} {'kappa':>6} {'train px':>8} "
+    f"{'test px':>8}"
+)
 for (method, split), r in results.items():
-    print(f"{method:<7} {split:<9} {100 * r.metrics.oa:6.1f} {100 * r.metrics.aa:6.1f} "
-          f"{r.metrics.kappa:6.3f} {sum(r.counts['train']):8d} {sum(r.counts['test']):8d}")
+    print(
+        f"{method:<7} {split:<9} {100 * r.metrics.oa:6.1f} {100 * r.metrics.aa:6.1f} "
+        f"{r.metrics.kappa:6.3f} {sum(r.counts['train']):8d} {sum(r.counts['test']):8d}"
+    )
 
 # %% [markdown]
 # ## The whole scene, tile by tile
@@ -112,9 +142,15 @@ predictor = load_predictor(checkpoint, tile=38)
 print(predictor)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", NotGeoreferencedWarning)
-    result = predict(predictor, samples / "SalinasA_corrected.hdr",
-                     Path("outputs") / "salinas_a" / "lola_map.tif", card="salinas_a",
-                     block=32, overwrite=True, progress=False)
+    result = predict(
+        predictor,
+        samples / "SalinasA_corrected.hdr",
+        Path("outputs") / "salinas_a" / "lola_map.tif",
+        card="salinas_a",
+        block=32,
+        overwrite=True,
+        progress=False,
+    )
 for w in caught:
     print("note:", str(w.message).replace(str(data_dir()), "datasets"))
 labels = result.labels.values
@@ -123,6 +159,8 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
 plot_class_map(labels, card.classes, ax=axes[0], title="LoLA-SpecViT (random split, seed 0)")
 plot_class_map(gt, card.classes, ax=axes[1], title="ground truth")
 plt.show()
-print(f"{result.tiles_run} tiles in {result.blocks} blocks; agreement with the ground truth on its "
-      f"{int(labelled.sum())} labelled pixels: {100 * (labels[labelled] == gt[labelled]).mean():.1f}% "
-      "(training pixels included)")
+print(
+    f"{result.tiles_run} tiles in {result.blocks} blocks; agreement with the ground truth on its "
+    f"{int(labelled.sum())} labelled pixels: {100 * (labels[labelled] == gt[labelled]).mean():.1f}% "
+    "(training pixels included)"
+)

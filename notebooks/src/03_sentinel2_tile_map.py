@@ -17,8 +17,12 @@ import warnings
 import lightning.pytorch  # noqa: F401  (its import sets its loggers' level: set ours after)
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-for message in (".*IProgress not found.*", ".*does not have many workers.*",
-                ".*val_dataloader.*", ".*LeafSpec.*"):
+for message in (
+    ".*IProgress not found.*",
+    ".*does not have many workers.*",
+    ".*val_dataloader.*",
+    ".*LeafSpec.*",
+):
     warnings.filterwarnings("ignore", message)
 
 from pathlib import Path
@@ -50,8 +54,10 @@ out.mkdir(parents=True, exist_ok=True)
 # %%
 for path in sorted((tile_dir / "IMG_DATA").glob("*.jp2")):
     with rasterio.open(path) as src:
-        print(f"{path.stem.rsplit('_', 1)[1]:<4} {src.res[0]:3.0f} m  {src.width:5d} x "
-              f"{src.height:4d}  {src.crs}")
+        print(
+            f"{path.stem.rsplit('_', 1)[1]:<4} {src.res[0]:3.0f} m  {src.width:5d} x "
+            f"{src.height:4d}  {src.crs}"
+        )
 
 # %% [markdown]
 # `open_raster` reads the folder, names each file's band from its name and resamples every
@@ -86,19 +92,32 @@ plt.show()
 
 # %%
 scenes = SceneFolderDataset(data_dir() / "samples" / "eurosat_ms")
-augmented = SceneFolderDataset(scenes.root, transforms=Compose([RandomHorizontalFlip(),
-                                                                RandomRotate90()]))
+augmented = SceneFolderDataset(
+    scenes.root, transforms=Compose([RandomHorizontalFlip(), RandomRotate90()])
+)
 pl.seed_everything(0, verbose=False)
-task = SceneClassificationTask("less_vit_tiny", num_classes=10, lr=2e-3,
-                               model_kwargs={"embed_dim": 64, "depth": 2, "num_heads": 2})
-trainer = pl.Trainer(max_epochs=25, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False)
-trainer.fit(task, DataLoader(augmented, batch_size=10, shuffle=True,
-                             collate_fn=collate_samples))
+task = SceneClassificationTask(
+    "less_vit_tiny",
+    num_classes=10,
+    lr=2e-3,
+    model_kwargs={"embed_dim": 64, "depth": 2, "num_heads": 2},
+)
+trainer = pl.Trainer(
+    max_epochs=25,
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+)
+trainer.fit(task, DataLoader(augmented, batch_size=10, shuffle=True, collate_fn=collate_samples))
 trainer.save_checkpoint(out / "eurosat_less_vit.ckpt")
 
-feats = torch.stack([torch.cat([s["image"].mean((1, 2)), s["image"].std((1, 2))])
-                     for s in (scenes[i] for i in range(len(scenes)))])
+feats = torch.stack(
+    [
+        torch.cat([s["image"].mean((1, 2)), s["image"].std((1, 2))])
+        for s in (scenes[i] for i in range(len(scenes)))
+    ]
+)
 mean, std = feats.mean(0), feats.std(0)
 logreg = LogisticRegression(max_iter=5000).fit(((feats - mean) / std).numpy(), scenes.targets)
 
@@ -119,8 +138,9 @@ class BandStatistics(torch.nn.Module):
 
 predictors = {
     "LESS ViT": load_predictor(out / "eurosat_less_vit.ckpt"),
-    "band statistics": ScenePredictor(BandStatistics(), scenes.classes, task.bands, tile=64,
-                                      name="band statistics"),
+    "band statistics": ScenePredictor(
+        BandStatistics(), scenes.classes, task.bands, tile=64, name="band statistics"
+    ),
 }
 for p in predictors.values():
     print(p)
@@ -137,8 +157,9 @@ for p in predictors.values():
 results = {}
 for name, predictor in predictors.items():
     path = out / f"t33uuu_{name.replace(' ', '_').lower()}.tif"
-    results[name] = predict(predictor, tile_dir / "IMG_DATA", path, stride=16,
-                            overwrite=True, progress=False)
+    results[name] = predict(
+        predictor, tile_dir / "IMG_DATA", path, stride=16, overwrite=True, progress=False
+    )
     print(f"{name}: {results[name].tiles_run} windows -> {path}")
 
 # %% [markdown]
@@ -149,11 +170,19 @@ path = results["band statistics"].paths[0]
 da = rioxarray.open_rasterio(path).squeeze("band", drop=True)
 print(da.rio.crs, da.shape, da.rio.resolution(), da.rio.bounds())
 with rasterio.open(path) as src:
-    print("COG layout:", src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT"), "| classes:",
-          src.tags()["classes"].replace("\n", ", "))
+    print(
+        "COG layout:",
+        src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT"),
+        "| classes:",
+        src.tags()["classes"].replace("\n", ", "),
+    )
 assert da.rio.crs.to_epsg() == 32633
-assert da.rio.bounds() == (s2["transform"].c, s2["transform"].f + 768 * s2["transform"].e,
-                           s2["transform"].c + 1536 * s2["transform"].a, s2["transform"].f)
+assert da.rio.bounds() == (
+    s2["transform"].c,
+    s2["transform"].f + 768 * s2["transform"].e,
+    s2["transform"].c + 1536 * s2["transform"].a,
+    s2["transform"].f,
+)
 
 # %% [markdown]
 # ## The maps, with the reference polygons
@@ -163,8 +192,10 @@ assert da.rio.bounds() == (s2["transform"].c, s2["transform"].f + 768 * s2["tran
 
 # %%
 refs = gpd.read_file(tile_dir / "s2l1c_ref.gpkg")
-print(f"{len(refs)} polygons in {refs.crs}: cid 1 x {int((refs.cid == 1).sum())}, "
-      f"cid 2 x {int((refs.cid == 2).sum())}")
+print(
+    f"{len(refs)} polygons in {refs.crs}: cid 1 x {int((refs.cid == 1).sum())}, "
+    f"cid 2 x {int((refs.cid == 2).sum())}"
+)
 colours = class_colors(10)
 left, bottom, right, top = da.rio.bounds()
 fig, axes = plt.subplots(3, 1, figsize=(11, 12.5), layout="constrained")
@@ -172,13 +203,17 @@ axes[0].imshow(rgb_composite(s2), extent=(left, right, bottom, top), interpolati
 axes[0].set_title("true colour")
 for ax, (name, res) in zip(axes[1:], results.items(), strict=True):
     labels = res.labels.values
-    rgba = np.zeros(labels.shape + (4,))             # cells without a prediction: clear
+    rgba = np.zeros(labels.shape + (4,))  # cells without a prediction: clear
     rgba[labels != 255] = colours[labels[labels != 255]]
     ax.imshow(rgba, extent=(left, right, bottom, top), interpolation="nearest")
     shares = np.bincount(labels[labels != 255], minlength=10) / labels.size
-    ax.set_title(f"{name}: " + ", ".join(f"{c} {100 * s:.0f}%"
-                                         for c, s in zip(scenes.classes, shares, strict=True)
-                                         if s >= 0.02), fontsize=9)
+    ax.set_title(
+        f"{name}: "
+        + ", ".join(
+            f"{c} {100 * s:.0f}%" for c, s in zip(scenes.classes, shares, strict=True) if s >= 0.02
+        ),
+        fontsize=9,
+    )
 for ax in axes:
     refs[refs.cid == 1].boundary.plot(ax=ax, color="white", linewidth=1.5)
     refs[refs.cid == 2].boundary.plot(ax=ax, color="black", linewidth=1.5)
@@ -206,18 +241,28 @@ cells = [~transform * (p.x, p.y) for p in refs.geometry.centroid]
 rows = np.array([int(np.floor(r)) for _, r in cells])
 cols = np.array([int(np.floor(c)) for c, _ in cells])
 on_map = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
-print(f"{int(on_map.sum())} of {len(refs)} polygons on the map; off it: polygon "
-      + ", ".join(f"{pid} ({comment})" for pid, comment in
-                  zip(refs.pid[~on_map], refs.comment[~on_map], strict=True)))
+print(
+    f"{int(on_map.sum())} of {len(refs)} polygons on the map; off it: polygon "
+    + ", ".join(
+        f"{pid} ({comment})"
+        for pid, comment in zip(refs.pid[~on_map], refs.comment[~on_map], strict=True)
+    )
+)
 for name, res in results.items():
     under = res.labels.values[rows[on_map], cols[on_map]]
     cid = refs.cid.values[on_map]
     print(f"\n{name}: class under each polygon's centroid")
     for c in (1, 2):
         counts = np.bincount(under[cid == c], minlength=10)
-        print(f"  cid {c}: " + ", ".join(f"{scenes.classes[i]} {counts[i]}"
-                                         for i in np.argsort(-counts) if counts[i]))
+        print(
+            f"  cid {c}: "
+            + ", ".join(
+                f"{scenes.classes[i]} {counts[i]}" for i in np.argsort(-counts) if counts[i]
+            )
+        )
     water = np.isin(under, [scenes.classes.index("River"), scenes.classes.index("SeaLake")])
-    print(f"  water (River or SeaLake): {int(water[cid == 1].sum())} of "
-          f"{int((cid == 1).sum())} cid-1 polygons, {int(water[cid == 2].sum())} of "
-          f"{int((cid == 2).sum())} cid-2 polygons")
+    print(
+        f"  water (River or SeaLake): {int(water[cid == 1].sum())} of "
+        f"{int((cid == 1).sum())} cid-1 polygons, {int(water[cid == 2].sum())} of "
+        f"{int((cid == 2).sum())} cid-2 polygons"
+    )

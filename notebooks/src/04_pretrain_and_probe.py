@@ -19,8 +19,12 @@ import warnings
 import lightning.pytorch  # noqa: F401  (its import sets its loggers' level: set ours after)
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-for message in (".*IProgress not found.*", ".*does not have many workers.*",
-                ".*val_dataloader.*", ".*LeafSpec.*"):
+for message in (
+    ".*IProgress not found.*",
+    ".*does not have many workers.*",
+    ".*val_dataloader.*",
+    ".*LeafSpec.*",
+):
     warnings.filterwarnings("ignore", message)
 
 import csv
@@ -52,10 +56,23 @@ run = Path("outputs") / "pretrain"
 # runs), with the run's files under `outputs/pretrain/`.
 
 # %%
-logger = ('{"class_path": "lightning.pytorch.loggers.CSVLogger", '
-          f'"init_args": {{"save_dir": "{run}", "name": "logs"}}}}')
-code = geofm_cli(["pretrain", "--config", str(config), "--trainer.enable_progress_bar", "false",
-                  "--trainer.default_root_dir", str(run), "--trainer.logger", logger])
+logger = (
+    '{"class_path": "lightning.pytorch.loggers.CSVLogger", '
+    f'"init_args": {{"save_dir": "{run}", "name": "logs"}}}}'
+)
+code = geofm_cli(
+    [
+        "pretrain",
+        "--config",
+        str(config),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.logger",
+        logger,
+    ]
+)
 assert code == 0
 versions = sorted((run / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
 log_dir = versions[-1]
@@ -71,10 +88,18 @@ rows = list(csv.DictReader(open(log_dir / "metrics.csv")))
 epochs = [r for r in rows if r.get("val/loss")]
 train = [r for r in rows if r.get("train/loss_epoch")]
 fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
-ax.plot([int(r["epoch"]) for r in train], [float(r["train/loss_epoch"]) for r in train],
-        "o-", label="train")
-ax.plot([int(r["epoch"]) for r in epochs], [float(r["val/loss"]) for r in epochs], "s-",
-        label="validation")
+ax.plot(
+    [int(r["epoch"]) for r in train],
+    [float(r["train/loss_epoch"]) for r in train],
+    "o-",
+    label="train",
+)
+ax.plot(
+    [int(r["epoch"]) for r in epochs],
+    [float(r["val/loss"]) for r in epochs],
+    "s-",
+    label="validation",
+)
 ax.set_xlabel("epoch")
 ax.set_ylabel("MAE loss")
 ax.legend()
@@ -91,11 +116,12 @@ for r in epochs:
 
 # %%
 task = MAEPretrainTask.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-epochs_done = read_torch_file(checkpoint)["epoch"] + 1   # read without running code
+epochs_done = read_torch_file(checkpoint)["epoch"] + 1  # read without running code
 samples = data_dir() / "samples"
 scene = SceneFolderDataset(samples / "eurosat_ms")[0]
-window = open_envi(samples / "salinas_a" / "SalinasA_corrected.hdr", window=(20, 20, 32, 32),
-                   card="salinas_a")
+window = open_envi(
+    samples / "salinas_a" / "SalinasA_corrected.hdr", window=(20, 20, 32, 32), card="salinas_a"
+)
 figures = MAEReconstructionFigures(seed=1)
 for sample, card in ((scene, "eurosat_ms"), (window, "salinas_a")):
     sample = {k: v for k, v in sample.items() if k != "label"}
@@ -116,8 +142,9 @@ for sample, card in ((scene, "eurosat_ms"), (window, "salinas_a")):
 encoder_file = export_encoder(checkpoint, run / "encoder.pt", overwrite=True)
 pretrained = create_model("less_vit_tiny", checkpoint=str(encoder_file)).eval()
 torch.manual_seed(0)
-random_init = create_model("less_vit_tiny", **{k: v for k, v in pretrained.config.items()
-                                               if k != "num_classes"}).eval()
+random_init = create_model(
+    "less_vit_tiny", **{k: v for k, v in pretrained.config.items() if k != "num_classes"}
+).eval()
 prep = mae_transforms(["eurosat_ms"], flips=False)
 data = SceneFolderDataset(samples / "eurosat_ms", transforms=prep)
 batch = collate_samples([data[i] for i in range(len(data))])
@@ -125,8 +152,7 @@ scores = {}
 for name, model in (("pretrained", pretrained), ("random weights", random_init)):
     features, labels = extract_features(model, [batch])
     scores[name] = knn_leave_one_out(features, labels, k=3)
-    print(f"{name:<22} kNN (k=3, leave one out) accuracy {100 * scores[name]:.1f}% "
-          "(chance 10%)")
+    print(f"{name:<22} kNN (k=3, leave one out) accuracy {100 * scores[name]:.1f}% (chance 10%)")
 print("data the encoder was trained on:", [d["card"] for d in pretrained.data_config])
 
 # %% [markdown]

@@ -336,7 +336,6 @@ def test_any_mat_scene_without_a_card(tmp_path, capsys, tiny_lola_recipe):
     )
     results, classes = run_protocol(
         recipe,
-        "random",
         0.1,
         [0],
         methods=["svm", "lola"],

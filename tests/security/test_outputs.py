@@ -264,11 +264,11 @@ def test_classify_pixels_writes_each_seed_and_resumes(
     ]
     run_seed, ran = protocol.run_seed, []
 
-    def interrupted(recipe, scene, split, fraction, seed, *rest):
+    def interrupted(recipe, scene, fraction, seed, *rest):
         if seed == 1:
             raise KeyboardInterrupt
         ran.append(seed)
-        return run_seed(recipe, scene, split, fraction, seed, *rest)
+        return run_seed(recipe, scene, fraction, seed, *rest)
 
     monkeypatch.setattr(protocol, "run_seed", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -278,7 +278,7 @@ def test_classify_pixels_writes_each_seed_and_resumes(
     assert [r["seed"] for r in first] == ["0", "mean", "std"], "seed 0 written as it ended"
     assert main(args) == 2 and "pass --overwrite" in capsys.readouterr().err
 
-    monkeypatch.setattr(protocol, "run_seed", lambda *a: (ran.append(a[4]), run_seed(*a))[1])
+    monkeypatch.setattr(protocol, "run_seed", lambda *a: (ran.append(a[3]), run_seed(*a))[1])
     ran.clear()
     assert main([*args, "--resume"]) == 0
     assert ran == [1], "only the seed the interrupted run had not finished"

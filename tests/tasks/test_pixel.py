@@ -235,7 +235,6 @@ def test_protocol_end_to_end_on_salinas_a(tmp_path, salinas_a):
     recipe = _recipe()
     results, classes = run_protocol(
         recipe,
-        "random",
         0.05,
         [0, 1],
         progress=False,
@@ -278,7 +277,6 @@ def test_protocol_end_to_end_on_salinas_a(tmp_path, salinas_a):
 def test_lora_mode_from_a_base_checkpoint(tmp_path):
     base_results, _ = run_protocol(
         _recipe(),
-        "random",
         0.05,
         [0],
         methods=["lola"],
@@ -302,7 +300,6 @@ def test_lora_mode_from_a_base_checkpoint(tmp_path):
     with pytest.warns(UserWarning, match="trained on this scene"):
         results, _ = run_protocol(
             recipe,
-            "random",
             0.05,
             [1],
             progress=False,
@@ -338,7 +335,6 @@ def test_base_checkpoint_with_other_shapes_is_refused(tmp_path):
 
     results, _ = run_protocol(
         _recipe(),
-        "random",
         0.05,
         [0],
         methods=["lola"],
@@ -373,9 +369,7 @@ def test_recipe_errors(tmp_path, salinas_a):
     big = _recipe()
     big.model["kwargs"] = {**TINY_LOLA, "patch": 85}
     with pytest.raises(ValueError, match="larger than the 83 x 86 scene"):
-        run_protocol(
-            big, "random", 0.05, [0], progress=False, scene=dict(salinas_a), echo=lambda s: None
-        )
+        run_protocol(big, 0.05, [0], progress=False, scene=dict(salinas_a), echo=lambda s: None)
 
 
 def test_summarise_std_is_sample_std():

@@ -91,7 +91,7 @@ def test_download_config_end_to_end_through_a_local_server(server, tmp_path, mon
     )
     monkeypatch.setattr(protocol, "as_dataset_card", lambda c: card if c == "indian_pines" else c)
     results, classes = run_protocol(
-        recipe, "random", 0.2, [0], methods=["svm"], progress=False, echo=lambda s: None
+        recipe, 0.2, [0], methods=["svm"], progress=False, echo=lambda s: None
     )
     assert classes[:2] == ["Alfalfa", "Corn-notill"]
     assert results[0].metrics.oa == pytest.approx(1.0)
