@@ -70,16 +70,26 @@ class Band:
     description: str = ""
 
 
-def band_positions(wanted: Sequence[str], have: Sequence[str], holder: str) -> list[int]:
-    """The position in ``have`` of each band name in ``wanted``. Raises
-    :class:`UnknownBandError` naming the unknown names and then ``have`` (its first 8 when
-    there are more than 16), after ``holder`` (the owner of ``have`` and a verb:
-    ``"this cube has"``)."""
+def band_positions(
+    wanted: Sequence[str],
+    have: Sequence[str],
+    holder: str,
+    problem: str = "unknown bands",
+    shown: int | None = None,
+) -> list[int]:
+    """The position in ``have`` of each band name in ``wanted``.
+
+    Otherwise raises :class:`UnknownBandError`: ``problem`` and the names not in ``have``,
+    then ``holder`` (the owner of ``have`` and a verb: ``"this cube has"``) and the names of
+    ``have``, all of them or, with ``shown``, the first ``shown`` and ``...``.
+    """
     have = list(have)
     missing = [n for n in wanted if n not in have]
     if missing:
-        shown = ", ".join(have if len(have) <= 16 else [*have[:8], "..."])
-        raise UnknownBandError(f"unknown bands {missing}; {holder} {len(have)} bands: {shown}")
+        names = have if shown is None or len(have) <= shown else [*have[:shown], "..."]
+        raise UnknownBandError(
+            f"{problem} {missing}; {holder} {len(have)} bands: {', '.join(names)}"
+        )
     return [have.index(n) for n in wanted]
 
 

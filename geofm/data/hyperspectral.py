@@ -199,7 +199,7 @@ def _select_bands(
         if bad:
             raise ValueError(f"band indexes {bad} out of range 0..{cube_bands - 1}")
         return [int(b) for b in bands]
-    return band_positions(cast("Sequence[str]", bands), names, "this cube has")
+    return band_positions(cast("Sequence[str]", bands), names, "this cube has", shown=8)
 
 
 def cube_band_metadata(

@@ -34,8 +34,9 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 
 def input_files(path: PathLike) -> list[Path]:
     """The files an input path stands for: the file; every file under a folder (a band
-    folder); an ENVI header and its binary, whichever is given (for a binary, also the one
-    its header would pair with when opened by the header, if that is another file)."""
+    folder); an ENVI header and its binary, whichever is given. A file with a header beside
+    it (``b.bsq`` and ``b.hdr``, even ``x.tif`` and ``x.hdr``) counts its header too, and the
+    binary that header pairs with when it is opened by the header, if that is another file."""
     p = Path(path)
     if p.is_dir():
         return [f for f in p.rglob("*") if f.is_file()]

@@ -273,7 +273,8 @@ def _resolve_bands(
     elif order is not None:
         # a name neither in the file nor on the card: the error lists the card's names
         card.select([b for b in names_wanted if b not in order])
-        indexes = [i + 1 for i in band_positions(names_wanted, order, "this file holds")]
+        positions = band_positions(names_wanted, order, "this file holds", "not in this file:")
+        indexes = [i + 1 for i in positions]
         selected = card.select(names_wanted)
     else:
         selected = card.select(names_wanted)
@@ -506,7 +507,10 @@ def open_band_files(
         names = band_names_of_files(files, card_obj)
         if bands is not None:
             card_obj.select(bands)  # unknown names list the card's valid bands
-            files = [files[i] for i in band_positions(bands, names, "the band files hold")]
+            files = [
+                files[i]
+                for i in band_positions(bands, names, "the band files hold", "no file for bands")
+            ]
             names = list(bands)
         wls = [b.wavelength_nm for b in card_obj.select(names)]
     scale, card_nodata = card_scale_and_nodata(card)

@@ -529,7 +529,7 @@ class Normalize(SampleTransform):
             indices = list(range(c))
         else:
             has = f"{type(self).__name__} has statistics for"
-            indices = band_positions(sample["bands"], self.bands, has)
+            indices = band_positions(sample["bands"], self.bands, has, "no statistics for bands")
         dtype = sample["image"].dtype
         mean = torch.tensor([self.mean[i] for i in indices], dtype=dtype)[:, None, None]
         std = torch.tensor([self.std[i] for i in indices], dtype=dtype)[:, None, None]

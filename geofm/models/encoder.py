@@ -72,7 +72,7 @@ class SpectralEncoder(nn.Module):
     def _init_head(self, num_classes: int, drop_rate: float) -> None:
         self.grad_checkpointing = False
         self.head_drop = nn.Dropout(drop_rate)
-        self.reset_classifier(num_classes)
+        SpectralEncoder.reset_classifier(self, num_classes)  # not an override: runs in __init__
 
     # ---------------------------------------------------------------- inputs
     def check_inputs(

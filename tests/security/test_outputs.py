@@ -58,6 +58,13 @@ def test_an_envi_cube_and_a_band_folder_are_all_their_files(salinas_copy, s2_til
         check_outputs([binary], [hdr], overwrite=True)
     band = next(s2_tile_dir.glob("*_B02.jp2"))
     assert band in input_files(s2_tile_dir)
+    # a binary named other than .img still has its header: neither may be written over
+    bsq = salinas_copy / "cube.bsq"
+    bsq.write_bytes(binary.read_bytes())
+    (salinas_copy / "cube.hdr").write_text(hdr.read_text())
+    assert input_files(bsq) == [bsq, salinas_copy / "cube.hdr"]
+    with pytest.raises(InputOverwriteError, match=r"cube\.hdr"):
+        check_outputs([salinas_copy / "cube.hdr"], [bsq], overwrite=True)
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_work(tmp_path):
