@@ -155,3 +155,47 @@ def test_inference_memory_benchmark_quick_run_checks_its_bound(tmp_path):
     text = report.read_text()
     assert "| LESS ViT-Ti (2 blocks, 64 wide) scene classifier" in text
     assert text.count("(within)") == 2
+
+
+def test_line_count_tells_code_from_docstrings_comments_and_blank_lines(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import count_lines
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    source = '''"""Module
+docstring."""
+
+# a comment
+X = """not a
+docstring"""  # code with a comment
+"""The docstring of X."""
+
+
+def f(a):
+    """One line."""
+
+    return a  # code
+'''
+    assert count_lines.count_source(source) == {
+        "code": 4,
+        "docstring": 4,
+        "comment": 1,
+        "blank": 4,
+    }
+    # a docstring with a comment after it; an f-string statement is code; a form feed is
+    # no line of its own
+    assert count_lines.count_source('"""Doc."""  # why\nf"""{x}"""\n\x0c\n') == {
+        "docstring": 1,
+        "code": 1,
+        "blank": 1,
+    }
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text(source)
+    (tmp_path / "pkg" / "notes.txt").write_text("not python\n")
+    assert count_lines.main([str(tmp_path / "pkg")]) == 0
+    assert capsys.readouterr().out.split()[:2] == ["code", "4"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        count_lines.count_paths([tmp_path / "missing"])
+    with pytest.raises(ValueError, match="not a Python file"):
+        count_lines.count_paths([tmp_path / "pkg" / "notes.txt"])
