@@ -140,14 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=mapping.cmd_predict)
 
     # listed for --help only: these go to LightningCLI before this parser
-    sub.add_parser(
-        "classify-scenes",
-        add_help=False,
-        help="fine-tune an encoder on scenes (LightningCLI; see --help)",
-    )
-    sub.add_parser(
-        "pretrain", add_help=False, help="masked-autoencoder pretraining (LightningCLI; see --help)"
-    )
+    for name, text in (
+        ("classify-scenes", "fine-tune an encoder on scenes (LightningCLI; see --help)"),
+        ("pretrain", "masked-autoencoder pretraining (LightningCLI; see --help)"),
+    ):
+        sub.add_parser(name, add_help=False, help=text)
     return parser
 
 

@@ -169,13 +169,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
     header = ("sample", "shape", "check", "outputs")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)] + [0]  # last unpadded
     for row in [header, *rows]:
-        print(
-            "  ".join(f"{cell:<{w}}" for cell, w in zip(row[:3], widths, strict=True))
-            + "  "
-            + row[3]
-        )
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     print(f"wrote {len(list(out.iterdir()))} files to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 

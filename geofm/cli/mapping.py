@@ -68,12 +68,6 @@ def add_map_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _map_defaults() -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_map_options(parser)
-    return parser.parse_args(["--checkpoint", "CKPT"])
-
-
 def _ground_truth(path: str, key: str | None, predictor):
     """A pixel classifier's ground truth: class ids (255 unlabelled) as its training read
     them: through its card, or (a scene without one) through its raw label values."""
@@ -224,23 +218,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = args.name or Path(args.checkpoint).stem
-    mapped = argparse.Namespace(
-        **{
-            **vars(_map_defaults()),
-            **{
-                "input": args.cube,
-                "output": str(out_dir / f"{name}.tif"),
-                "title": name,
-                "checkpoint": args.checkpoint,
-                "cube_key": args.cube_key,
-                "gt": args.gt,
-                "gt_key": args.gt_key,
-                "png": True,
-                "netcdf": True,
-                "overwrite": args.overwrite,
-                "no_progress": args.no_progress,
-                "window_batch": args.batch_size,
-            },
-        }
+    parser = argparse.ArgumentParser()
+    add_map_options(parser)
+    mapped = parser.parse_args(["--checkpoint", "CKPT"])  # the defaults of `geofm map`
+    shared = ("checkpoint", "cube_key", "gt", "gt_key", "overwrite", "no_progress")
+    vars(mapped).update(
+        {key: getattr(args, key) for key in shared},
+        input=args.cube,
+        output=str(out_dir / f"{name}.tif"),
+        title=name,
+        png=True,
+        netcdf=True,
+        window_batch=args.batch_size,
     )
     return cmd_map(mapped)

@@ -58,10 +58,11 @@ def prepare_pretrain(argv: Sequence[str]):
         "Masked-autoencoder pretraining of LESS ViT.",
     )
     ckpt_path = cli.config.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
     if ckpt_path:
         from geofm.models.checkpoints import read_checkpoint
+
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"--ckpt_path {ckpt_path} does not exist")
 
         # refused here with one message naming it (code inside, truncated, another kind)
         # rather than mid-start by Lightning
@@ -143,12 +144,10 @@ def run_classify_scenes(cli) -> int:
 def _check_writable(trainer) -> None:
     """Fail before training, not after the first epoch, when outputs cannot be written."""
     folders = {Path(trainer.default_root_dir)}
-    for cb in trainer.checkpoint_callbacks:
-        if getattr(cb, "dirpath", None):
-            folders.add(Path(cb.dirpath))
-    for logger in trainer.loggers:
-        if getattr(logger, "save_dir", None):
-            folders.add(Path(logger.save_dir))
+    folders |= {
+        Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)
+    }
+    folders |= {Path(lg.save_dir) for lg in trainer.loggers if getattr(lg, "save_dir", None)}
     for folder in sorted(folders):
         probe = folder / ".geofm-write-test"
         try:
@@ -217,23 +216,13 @@ def classify_pixels_argv(argv: Sequence[str]) -> list[str]:
             "--card, --cube-key and --gt-key describe a scene given by --cube and "
             "--gt (to change the recipe's own scene: --scene.card ...)"
         )
-    resets = []
-    if scene:
-        if len(scene) == 1:
-            raise ValueError(
-                "--scene.cube and --scene.gt go together: the cube and its ground truth"
-            )
-        resets = [
-            f"--scene.{key}={value}"
-            for key, value in (
-                ("card", "null"),
-                ("cube_key", "null"),
-                ("gt_key", "null"),
-                ("root", "null"),
-                ("download", "false"),
-            )
-            if f"--scene.{key}" not in given
-        ]
+    if len(scene) == 1:
+        raise ValueError("--scene.cube and --scene.gt go together: the cube and its ground truth")
+    resets = [
+        f"--scene.{key}={'false' if key == 'download' else 'null'}"
+        for key in ("card", "cube_key", "gt_key", "root", "download")
+        if scene and f"--scene.{key}" not in given
+    ]
     return configs + resets + rest
 
 
@@ -263,17 +252,17 @@ def cmd_classify_pixels(args, recipe) -> int:
 
     train = args.train_per_class if args.train_per_class is not None else args.train_fraction
     output = Path(args.output)
+    record = output.with_suffix(".json")
     save_dir = Path(args.save_dir) if args.save_dir else output.parent / "models"
     if args.resume and args.overwrite:
         raise ValueError(
             "--resume continues the runs in --output; --overwrite replaces them: pass one of them"
         )
     # what an interrupted run of the same command finished (refused if it is another run)
-    done = read_results(output.with_suffix(".json"), recipe, train) if args.resume else []
-    if args.resume and output.with_suffix(".json").exists() != output.exists():
+    done = read_results(record, recipe, train) if args.resume else []
+    if args.resume and record.exists() != output.exists():
         raise FileNotFoundError(
-            f"--resume needs both {output} and "
-            f"{output.with_suffix('.json')}; one of them is missing"
+            f"--resume needs both {output} and {record}; one of them is missing"
         )
     finished = {(r.method, r.seed) for r in done}
     models = [
@@ -284,7 +273,7 @@ def cmd_classify_pixels(args, recipe) -> int:
     # every output checked before any work: none is an input, none is replaced unasked (a
     # resumed run replaces its own results files and the models of seeds it had not ended)
     check_outputs(
-        [output, output.with_suffix(".json"), *models],
+        [output, record, *models],
         recipe_inputs(recipe),
         args.overwrite or args.resume,
     )
@@ -324,7 +313,7 @@ def cmd_classify_pixels(args, recipe) -> int:
     seeds = sorted({r.seed for r in results})
     print(
         f"mean ± sample std over seeds {' '.join(map(str, seeds))}; wrote {output} and "
-        f"{output.with_suffix('.json')}{models} ({time.perf_counter() - start:.0f} s)"
+        f"{record}{models} ({time.perf_counter() - start:.0f} s)"
     )
     return 0
 

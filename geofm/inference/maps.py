@@ -20,13 +20,8 @@ __all__ = ["companion_paths", "agreement", "write_png", "write_netcdf"]
 
 def companion_paths(out: str | Path, png: bool = False, netcdf: bool = False) -> dict[str, Path]:
     """``OUT.tif`` -> ``{"png": OUT.png, "netcdf": OUT.nc}``, the ones asked for."""
-    out = Path(out)
-    paths = {}
-    if png:
-        paths["png"] = out.with_suffix(".png")
-    if netcdf:
-        paths["netcdf"] = out.with_suffix(".nc")
-    return paths
+    asked = {"png": (png, ".png"), "netcdf": (netcdf, ".nc")}
+    return {key: Path(out).with_suffix(suffix) for key, (on, suffix) in asked.items() if on}
 
 
 def agreement(labels: np.ndarray, ground_truth: np.ndarray, nodata: int = 255) -> tuple[float, int]:

@@ -80,9 +80,14 @@ class SceneSource:
                 f"(the model takes {len(wanted)} bands: {', '.join(wanted)}; the scene has "
                 f"{len(have)}: {', '.join(have)})"
             )
-        self._select([have.index(b) for b in wanted])
+        indices = [have.index(b) for b in wanted]
+        self.bands = [have[i] for i in indices]
+        self.wavelengths = [self.wavelengths[i] for i in indices]
+        self._select(indices)
 
     def _select(self, indices: list[int]) -> None:  # pragma: no cover - abstract
+        """Read only the bands at ``indices`` (:attr:`bands` and :attr:`wavelengths` are
+        already theirs)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -119,8 +124,6 @@ class ArraySource(SceneSource):
 
     def _select(self, indices: list[int]) -> None:
         self.image = self.image[indices]
-        self.bands = [self.bands[i] for i in indices]
-        self.wavelengths = [self.wavelengths[i] for i in indices]
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         def part(w: Window) -> np.ndarray:
@@ -208,21 +211,13 @@ class FileSource(SceneSource):
         return h, w
 
     def _select(self, indices: list[int]) -> None:
-        names = [self.bands[i] for i in indices]
-        self.wavelengths = [self.wavelengths[i] for i in indices]
-        self.bands = names
-        self._bands_arg = names
+        self._bands_arg = self.bands
         self._grid()  # a subset of a band folder may sit on a coarser grid
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         sample = self._open(window)
-        image = sample["image"].numpy()
-        valid = (
-            sample["valid"].numpy()
-            if sample.get("valid") is not None
-            else np.ones(image.shape[1:], dtype=bool)
-        )
-        return image, valid
+        image, valid = sample["image"].numpy(), sample.get("valid")
+        return image, valid.numpy() if valid is not None else np.ones(image.shape[1:], dtype=bool)
 
 
 def _envi_size(path: Path) -> tuple[int, int]:

@@ -529,11 +529,7 @@ class LoLASpecViT(nn.Module):
         return self
 
     def check_input(self, image: torch.Tensor) -> None:
-        if (
-            image.ndim != 4
-            or image.shape[1] != self.bands
-            or image.shape[2:] != (self.patch, self.patch)
-        ):
+        if image.ndim != 4 or image.shape[1:] != (self.bands, self.patch, self.patch):
             raise ValueError(
                 f"LoLA-SpecViT expects (batch, {self.bands}, {self.patch}, "
                 f"{self.patch}) windows, got {tuple(image.shape)}"

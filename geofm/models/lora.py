@@ -126,8 +126,7 @@ class LoRALinear(nn.Linear):
             device=w.device,
             dtype=w.dtype,
         )
-        layer.weight = linear.weight
-        layer.bias = linear.bias
+        layer.weight, layer.bias = linear.weight, linear.bias
         layer.train(linear.training)
         return layer
 
@@ -369,8 +368,6 @@ class ParameterCounts(NamedTuple):
 
 def parameter_counts(model: nn.Module) -> ParameterCounts:
     """Trainable and total parameters (shared tensors counted once)."""
-    seen: dict[int, torch.Tensor] = {}
-    for p in model.parameters():
-        seen.setdefault(id(p), p)
+    seen = {id(p): p for p in model.parameters()}
     trainable = sum(p.numel() for p in seen.values() if p.requires_grad)
     return ParameterCounts(trainable, sum(p.numel() for p in seen.values()))

@@ -100,15 +100,10 @@ class MAEReconstructionFigures(pl.Callback):
         shown = torch.where(token_removed, recon, image)
         wavelengths = batch["wavelengths"].float().cpu()
 
-        names = batch.get("bands") or tuple(f"band {i}" for i in range(C))
+        names = tuple(batch.get("bands") or (f"band {i}" for i in range(C)))
 
         def sample(img):
-            return {
-                "image": img.cpu(),
-                "wavelengths": wavelengths,
-                "gsd": 1.0,
-                "bands": tuple(names),
-            }
+            return {"image": img.cpu(), "wavelengths": wavelengths, "gsd": 1.0, "bands": names}
 
         rgb_in = rgb_composite(sample(image))
         idx = [int(i) for i in nearest_band_indices(wavelengths, RGB_NM)]

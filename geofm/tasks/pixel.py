@@ -139,20 +139,15 @@ class PixelClassificationTask(BaseTask):
         super().__init__(lr=lr, weight_decay=weight_decay, num_classes=num_classes)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
-        self.model, self.num_classes = model, num_classes
-        self.warmup_epochs, self.label_smoothing, self.augment = (
-            warmup_epochs,
-            label_smoothing,
-            augment,
-        )
-        self.reduced_inputs = reduced_inputs
         if not 0.0 <= context_dropout <= 1.0:
             raise ValueError(f"context_dropout must lie in [0, 1], got {context_dropout}")
-        self.context_dropout = context_dropout
         if not 0.0 <= brightness < 1.0:
             raise ValueError(f"brightness must lie in [0, 1), got {brightness}")
         if brightness > 0 and not reduced_inputs:
             raise ValueError("brightness works on reduced windows; set reduced_inputs=True")
+        self.model, self.num_classes, self.augment = model, num_classes, augment
+        self.warmup_epochs, self.label_smoothing = warmup_epochs, label_smoothing
+        self.reduced_inputs, self.context_dropout = reduced_inputs, context_dropout
         self.brightness = brightness
 
     def forward(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

@@ -111,9 +111,8 @@ class SceneClassificationTask(BaseTask):
         self.register_buffer("mean", torch.tensor(mean))
         self.register_buffer("std", torch.tensor(std))
         self.gsd_m = float(card_obj.gsd_m) if card_obj.gsd_m else None
-        kwargs = dict(model_kwargs or {})
         self.encoder = create_model(
-            model, checkpoint=encoder_checkpoint, num_classes=num_classes, **kwargs
+            model, checkpoint=encoder_checkpoint, num_classes=num_classes, **(model_kwargs or {})
         )
         from geofm.models.encoder import SpectralEncoder
 
@@ -178,11 +177,8 @@ class SceneClassificationTask(BaseTask):
         self._check_batch(batch)
         logits = self(batch["image"], batch["wavelengths"], batch["gsd"])
         target = batch["label"]
-        loss = F.cross_entropy(
-            logits,
-            target,
-            label_smoothing=(self.hparams.label_smoothing if stage == "train" else 0.0),
-        )
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, target, label_smoothing=smoothing)
         self.log(
             f"{stage}/loss",
             loss,
