@@ -34,7 +34,7 @@ def encoder_from_checkpoint(checkpoint: str | os.PathLike):
     state = {
         k[len(ENCODER_PREFIX) :]: v
         for k, v in ckpt["state_dict"].items()
-        if k.startswith(ENCODER_PREFIX)
+        if isinstance(k, str) and k.startswith(ENCODER_PREFIX)  # any key: the file is untrusted
     }
     if name is None or not state:
         raise CheckpointError(

@@ -215,6 +215,22 @@ def test_not_a_checkpoint(tmp_path):
         read_torch_file(tmp_path / "missing.pt")
 
 
+def test_a_pretraining_checkpoint_with_keys_that_are_not_names_is_refused(tmp_path):
+    from geofm.tasks.export import export_encoder
+
+    odd = tmp_path / "odd.ckpt"
+    torch.save(
+        {
+            "format": format_tag("pretraining"),
+            "hyper_parameters": {"model": "less_vit_tiny"},
+            "state_dict": {0: torch.zeros(2)},
+        },
+        odd,
+    )
+    with pytest.raises(CheckpointError, match=r"odd.ckpt is not a geofm MAE pretraining"):
+        export_encoder(odd, tmp_path / "out.pt")
+
+
 def test_truncated_checkpoint(tmp_path):
     whole = _encoder_file(tmp_path / "whole.pt")
     cut = tmp_path / "cut.pt"
