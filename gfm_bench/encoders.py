@@ -170,17 +170,13 @@ class GeofmEncoder(EncoderAdapter):
         super().__init__()
         from geofm.models import create_model
 
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
         if checkpoint is None and seed is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 self.model = create_model(model, num_classes=0, **overrides)
         else:
-            self.model = create_model(
-                model,
-                checkpoint=None if checkpoint is None else str(checkpoint),
-                num_classes=0,
-                **overrides,
-            )
+            self.model = create_model(model, checkpoint=self.checkpoint, num_classes=0, **overrides)
         from geofm.models.encoder import SpectralEncoder
 
         if not isinstance(self.model, SpectralEncoder):
@@ -190,7 +186,6 @@ class GeofmEncoder(EncoderAdapter):
                 "such as joint_vit, grouped_vit, stacked_vit)"
             )
         self.name = model
-        self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.embed_dim = int(self.model.embed_dim)
         self.map_indices = _map_indices(len(self.model.blocks), num_maps)
         data = getattr(self.model, "data_config", None)

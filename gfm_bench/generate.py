@@ -156,21 +156,8 @@ def eurosat_old(root: Path, n: int, rng: np.random.Generator) -> None:
         write_lines(root / f"eurosat-{split}.txt", names)
 
 
-# BigEarthNet: band -> pixel size (10 m: 120, 20 m: 60, 60 m: 20)
-_BEN_SIZES = {
-    "B01": 20,
-    "B02": 120,
-    "B03": 120,
-    "B04": 120,
-    "B05": 60,
-    "B06": 60,
-    "B07": 60,
-    "B08": 120,
-    "B8A": 60,
-    "B09": 20,
-    "B11": 60,
-    "B12": 60,
-}
+# BigEarthNet pixel sizes: the 10 m bands 120 px, the 60 m bands 20 px, the 20 m ones 60 px
+_BEN_10M, _BEN_60M = ("B02", "B03", "B04", "B08"), ("B01", "B09")
 
 
 def bigearthnet_old(root: Path, n: int, rng: np.random.Generator) -> None:
@@ -196,21 +183,15 @@ def bigearthnet_old(root: Path, n: int, rng: np.random.Generator) -> None:
         if i == 0:
             labels.append("Airports")  # a 43-class label the 19-class mapping drops
         folder = root / "BigEarthNet-v1.0" / s2
-        for band, size in _BEN_SIZES.items():
-            level = 300 + 150 * card.band_names.index(band)
+        for b, band in enumerate(card.band_names):
+            size = 120 if band in _BEN_10M else 20 if band in _BEN_60M else 60
+            level = 300 + 150 * b
             data = blocky(rng, 1, size, level, level + 600, block=max(size // 15, 1))
             write_tif(folder / f"{s2}_{band}.tif", data.astype(np.uint16), gsd=1200 / size)
-        (folder / f"{s2}_labels_metadata.json").write_text(
-            json.dumps(
-                {
-                    "labels": labels,
-                    "acquisition_time": "2017-06-13 10:10:31",
-                    "tile_source": "S2A_MSIL1C_20170613T101031_N0205_R022_T33UUP_20170613T101608",
-                }
-            )
-        )
-        no_s1 = split == "val" and rows["val"]
-        if no_s1:
+        tile = "S2A_MSIL1C_20170613T101031_N0205_R022_T33UUP_20170613T101608"
+        meta = {"labels": labels, "acquisition_time": "2017-06-13 10:10:31", "tile_source": tile}
+        (folder / f"{s2}_labels_metadata.json").write_text(json.dumps(meta))
+        if split == "val" and rows["val"]:  # the second val row has no S1 patch
             rows[split].append(f"{s2},nan")
             continue
         s1_folder = root / "BigEarthNet-S1-v1.0" / s1
@@ -284,20 +265,9 @@ _IGBP = list(range(18))  # raw MODIS IGBP codes 0-17 (0, 8, 9 and 15 map to 255)
 
 def _dfc_images(rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
     s2 = blocky(rng, 13, size, 100, 3000).astype(np.uint16)
-    s1 = np.concatenate(
-        [
-            blocky(rng, 1, size, -15.5, -9.5),  # VV
-            blocky(rng, 1, size, -23.0, -17.0),
-        ]
-    ).astype(np.float32)  # VH
-    lc = np.concatenate(
-        [
-            label_grid(rng, _IGBP, size, must=_IGBP)[None],
-            label_grid(rng, range(1, 12), size)[None],
-            label_grid(rng, range(1, 12), size)[None],
-            label_grid(rng, range(1, 12), size)[None],
-        ]
-    ).astype(np.uint8)
+    s1 = blocky(rng, 2, size, (-15.5, -23.0), (-9.5, -17.0)).astype(np.float32)  # VV, VH
+    igbp = [label_grid(rng, _IGBP, size, must=_IGBP)]
+    lc = np.stack(igbp + [label_grid(rng, range(1, 12), size) for _ in range(3)]).astype(np.uint8)
     return s2, s1, lc
 
 
@@ -312,8 +282,7 @@ def dfc2020_old(root: Path, n: int, rng: np.random.Generator) -> None:
         paths = {
             kind: f"{roi}/{kind}_{season}/{roi}_{kind}_0_p{i}.tif" for kind in ("lc", "s1", "s2")
         }
-        s2, s1, lc = _dfc_images(rng, 256)
-        for kind, array in (("s2", s2), ("s1", s1), ("lc", lc)):
+        for kind, array in zip(("s2", "s1", "lc"), _dfc_images(rng, 256), strict=True):
             write_tif(root / split / paths[kind], array)
         rows.append((paths["lc"], paths["s1"], paths["s2"], split))
     write_csv(root / "metadata.csv", ("lc_path", "s1_path", "s2_path", "split"), rows)
@@ -329,8 +298,7 @@ def dfc2020_final(root: Path, n: int, rng: np.random.Generator) -> None:
             kind: f"ROIs0000_autumn_{kind}_0/ROIs0000_autumn_{kind}_0_p{i}.tif"
             for kind in ("s2", "s1", "lc")
         }
-        s2, s1, lc = _dfc_images(rng, 96)
-        for kind, array in (("s2", s2), ("s1", s1), ("lc", lc)):
+        for kind, array in zip(("s2", "s1", "lc"), _dfc_images(rng, 96), strict=True):
             write_tif(base / paths[kind], array)
         rows.append((paths["s2"], paths["s1"], paths["lc"], split))
     write_csv(base / "metadata.csv", ("optical_path", "radar_path", "label_path", "split"), rows)
@@ -354,10 +322,8 @@ def marida_old(root: Path, n: int, rng: np.random.Generator) -> None:
         image[0, 8:24, 8:24] = np.nan  # missing pixels, filled with the band mean on reading
         image[5, 100:116, 200:216] = np.nan
         write_tif(image_path, image)
-        write_tif(
-            label_path,
-            label_grid(rng, _MARIDA_CODES, 256, must=_MARIDA_CODES).astype(np.uint8)[None],
-        )
+        label = label_grid(rng, _MARIDA_CODES, 256, must=_MARIDA_CODES)
+        write_tif(label_path, label.astype(np.uint8)[None])
     write_csv(root / "metadata.csv", ("filename", "split"), list(zip(names, splits, strict=True)))
 
 
@@ -368,23 +334,15 @@ def nlcd_l_torchgeo(root: Path, n: int, rng: np.random.Generator) -> None:
     not one (mapped to background)."""
     codes = list(load_dataset_card("gfmbench_nlcd_l").class_values)
     for k in range(n):
-        folder = f"{k:07d}"
-        write_tif(
-            root / "ssl4eo_l_etm_toa_benchmark" / folder / "all_bands.tif",
-            blocky(rng, 9, 264, 20, 200, block=24).astype(np.uint8),
-            gsd=30,
-        )
-        write_tif(
-            root / "ssl4eo_l_oli_tirs_toa_benchmark" / folder / "all_bands.tif",
-            blocky(rng, 11, 264, 20, 200, block=24).astype(np.uint8),
-            gsd=30,
-        )
-        mask = label_grid(rng, codes, 264, block=24, must=[*codes, 250])
-        write_tif(
-            root / "ssl4eo_l_oli_nlcd" / folder / "nlcd_2019.tif",
-            mask.astype(np.uint8)[None],
-            gsd=30,
-        )
+        etm = blocky(rng, 9, 264, 20, 200, block=24)
+        oli = blocky(rng, 11, 264, 20, 200, block=24)
+        mask = label_grid(rng, codes, 264, block=24, must=[*codes, 250])[None]
+        for path, array in (
+            (f"ssl4eo_l_etm_toa_benchmark/{k:07d}/all_bands.tif", etm),
+            (f"ssl4eo_l_oli_tirs_toa_benchmark/{k:07d}/all_bands.tif", oli),
+            (f"ssl4eo_l_oli_nlcd/{k:07d}/nlcd_2019.tif", mask),
+        ):
+            write_tif(root / path, array.astype(np.uint8), gsd=30)
 
 
 Generator = Callable[[Path, int, np.random.Generator], None]
@@ -455,13 +413,10 @@ def make_archive(
         return [zip_path]
     data = zip_path.read_bytes()
     chunks = [data[i : i + part_size] for i in range(0, len(data), part_size)]
-    outputs = []
-    for k, chunk in enumerate(chunks[:-1], start=1):
-        part = zip_path.with_suffix(f".z{k:02d}")
-        part.write_bytes(chunk)
-        outputs.append(part)
-    zip_path.write_bytes(chunks[-1])
-    return [*outputs, zip_path]
+    outputs = [zip_path.with_suffix(f".z{k:02d}") for k in range(1, len(chunks))] + [zip_path]
+    for path, chunk in zip(outputs, chunks, strict=True):
+        path.write_bytes(chunk)
+    return outputs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

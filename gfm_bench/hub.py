@@ -100,10 +100,9 @@ def card_archive_checksums(name: str, layout: Layout) -> dict[str, str]:
     Null entries mean unknown and are skipped.
     """
     source, pins, _ = _card_pins(name, layout)
-    out: dict[str, str] = {}
-    for file, value in (source.get("checksums") or {}).items():
-        if value:
-            out[str(file)] = str(value)
+    out = {
+        str(file): str(value) for file, value in (source.get("checksums") or {}).items() if value
+    }
     for algorithm in ("sha256", "md5"):
         if pins.get(algorithm) and layout.archives:
             out.setdefault(layout.archives[0], f"{algorithm}:{pins[algorithm]}")
@@ -189,13 +188,6 @@ class _HubSource:
     def url(self, file: str, revision: str | None = None) -> str:
         return f"{self.endpoint}/datasets/{self.repo_id}/resolve/{revision or self.revision}/{file}"
 
-    @property
-    def listing_url(self) -> str:
-        return (
-            f"{self.endpoint}/api/datasets/{self.repo_id}/revision/"
-            f"{quote(self.revision, safe='')}?blobs=true"
-        )
-
     def time_left(self, what: str, url: str) -> float:
         if self.end is None:
             return DEFAULT_DEADLINE
@@ -224,7 +216,10 @@ class _HubSource:
         )
 
     def listing(self) -> HubListing:
-        url = self.listing_url
+        url = (
+            f"{self.endpoint}/api/datasets/{self.repo_id}/revision/"
+            f"{quote(self.revision, safe='')}?blobs=true"
+        )
         left = self.time_left("the file listing", url)
         try:
             body = fetch_bytes(

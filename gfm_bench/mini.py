@@ -17,6 +17,7 @@ These are small, so their numbers exercise the harness rather than rank encoders
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +43,25 @@ SALINAS_WINDOW = 16  # pixels: one 16-px patch per band for LESS ViT's default p
 SALINAS_TILE = 16
 
 
-def _samples() -> Path:
-    return data_dir() / "samples"
-
-
 def _salinas_scene():
-    folder = _samples() / "salinas_a"
+    folder = data_dir() / "samples" / "salinas_a"
     return read_scene(
         folder / "SalinasA_corrected.hdr", folder / "SalinasA_gt.mat", card="salinas_a"
+    )
+
+
+def _salinas_data(name: str, task: str, parts: Mapping[str, Dataset], **extra) -> BenchData:
+    card = load_dataset_card("salinas_a")
+    return BenchData(
+        name=name,
+        task=task,
+        num_classes=card.num_classes,
+        classes=card.classes,
+        card=card,
+        train=parts["train"],
+        val=parts["val"],
+        test=parts["test"],
+        **extra,
     )
 
 
@@ -103,16 +115,10 @@ def salinas_a_pixels(
     if len(coords["val"]) > max_val:
         coords["val"] = coords["val"][np.sort(rng.permutation(len(coords["val"]))[:max_val])]
     parts = {p: PixelPatchDataset(scene, c, radius=radius) for p, c in coords.items()}
-    card = load_dataset_card("salinas_a")
-    return BenchData(
-        name="salinas_a_pixels",
-        task="classification",
-        num_classes=card.num_classes,
-        classes=card.classes,
-        card=card,
-        train=parts["train"],
-        val=parts["val"],
-        test=parts["test"],
+    return _salinas_data(
+        "salinas_a_pixels",
+        "classification",
+        parts,
         crop=SALINAS_WINDOW,
         train_labels=parts["train"].labels,
     )
@@ -171,18 +177,7 @@ def salinas_a_tiles(
         p: SalinasTiles(scene, np.array([origins[i] for i in sorted(idx)]), size)
         for p, idx in pick.items()
     }
-    card = load_dataset_card("salinas_a")
-    return BenchData(
-        name="salinas_a_tiles",
-        task="segmentation",
-        num_classes=card.num_classes,
-        classes=card.classes,
-        card=card,
-        train=parts["train"],
-        val=parts["val"],
-        test=parts["test"],
-        upscale=upscale,
-    )
+    return _salinas_data("salinas_a_tiles", "segmentation", parts, upscale=upscale)
 
 
 MINI_DATASETS = ("eurosat_ms_mini", "salinas_a_pixels", "salinas_a_tiles")

@@ -72,19 +72,14 @@ def git_commit() -> str:
     """The commit of the checkout this package runs from (``+dirty`` if changed), or
     ``"unknown"`` outside a git checkout."""
     root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(root), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
@@ -104,8 +99,7 @@ class RunKey:
 
     @property
     def run_id(self) -> str:
-        fields = asdict(self)
-        fields["label_fraction"] = f"{float(self.label_fraction):g}"
+        fields = {**asdict(self), "label_fraction": f"{float(self.label_fraction):g}"}
         return hashlib.sha256(_canonical(fields).encode()).hexdigest()[:16]
 
 
@@ -153,9 +147,7 @@ class ResultsFile:
 
     def finished(self) -> set[str]:
         """``run_id`` of every run whose headline row is in the file."""
-        with self.lock:
-            rows, _ = self._read_unlocked()
-        return _finished(rows)
+        return _finished(self.rows())
 
     # ------------------------------------------------------------------ writing
     def repair(self) -> int:
@@ -189,7 +181,6 @@ class ResultsFile:
         Returns False, writing nothing, when the run is already finished in the file (two
         processes racing on one run keep one copy).
         """
-        stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         common = {
             **asdict(key),
             "label_fraction": f"{float(key.label_fraction):g}",
@@ -197,7 +188,7 @@ class ResultsFile:
             "time_s": f"{time_s:.2f}",
             "git_commit": git_commit(),
             "config": _canonical(config or {}),
-            "timestamp": stamp,
+            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")

@@ -215,27 +215,18 @@ def run_suite(plan: RunPlan, load_data: Callable[[Entry], BenchData]) -> dict[st
         if dropped:
             plan.log(f"resume: removed {dropped} rows of runs that were cut short")
     finished = plan.results.finished()
-    keys = []
     hashes = [file_hash(ckpt) for _, _, ckpt in plan.encoders]
     if len(set(zip([n for n, _, _ in plan.encoders], hashes, strict=True))) < len(hashes):
         raise ValueError("the same encoder (name and weights) is listed twice")
-    for (name, _, _), weights in zip(plan.encoders, hashes, strict=True):
-        for entry in plan.entries:
-            for protocol in entry.protocols:
-                settings = _settings(entry, protocol, plan.lr_sweep)
-                for fraction in entry.label_fractions:
-                    for seed in plan.seeds:
-                        keys.append(
-                            RunKey(
-                                name,
-                                weights,
-                                entry.dataset,
-                                protocol,
-                                float(fraction),
-                                int(seed),
-                                config_hash(_key_config(entry, settings)),
-                            )
-                        )
+    keys = [
+        RunKey(name, weights, entry.dataset, protocol, float(fraction), int(seed), config)
+        for (name, _, _), weights in zip(plan.encoders, hashes, strict=True)
+        for entry in plan.entries
+        for protocol in entry.protocols
+        for config in [config_hash(_key_config(entry, _settings(entry, protocol, plan.lr_sweep)))]
+        for fraction in entry.label_fractions
+        for seed in plan.seeds
+    ]
     done_already = [k for k in keys if k.run_id in finished]
     if done_already and not plan.resume:
         raise FileExistsError(
@@ -265,9 +256,8 @@ def run_suite(plan: RunPlan, load_data: Callable[[Entry], BenchData]) -> dict[st
             groups = {None: todo}
         for init_seed, group in groups.items():
             adapter = build() if init_seed is None else build(seed=init_seed)
-            counts_group = _run_group(plan, group, adapter, name, weights, load_data, data_cache)
-            for k, v in counts_group.items():
-                counts[k] += v
+            done = _run_group(plan, group, adapter, name, weights, load_data, data_cache)
+            counts = {k: v + done[k] for k, v in counts.items()}
             del adapter
     return counts
 
@@ -315,14 +305,10 @@ def _run_group(
                 feature_cache=feature_cache,
             )
             seconds = time.perf_counter() - start
-            extra = []
-            if outcome.val is not None:
-                extra.append((f"val_{outcome.val.name}", outcome.val.value))
-            names = list(data.classes) or None
-            if names is not None and len(names) != len(outcome.test.per_class):
-                names = None
-            for cls, value in outcome.test.per_class_dict(names).items():
-                extra.append((f"{outcome.test.name}/{cls}", value))
+            extra = [] if outcome.val is None else [(f"val_{outcome.val.name}", outcome.val.value)]
+            names = data.classes if len(data.classes) == len(outcome.test.per_class) else None
+            per_class = outcome.test.per_class_dict(names).items()
+            extra += [(f"{outcome.test.name}/{cls}", value) for cls, value in per_class]
             config = {
                 "settings": settings,
                 "data": entry.data_variant(),

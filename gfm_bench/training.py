@@ -104,10 +104,9 @@ class BenchTask(BaseTask):
             # NaN scores kept, not dropped (dropping one would shift every later score)
             self.outputs = nn.ModuleDict({s: CatMetric(nan_strategy="disable") for s in STAGES})
             self.references = nn.ModuleDict({s: CatMetric(nan_strategy="disable") for s in STAGES})
-        if task == "segmentation":
-            self.loss_fn: nn.Module = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-        elif task == "multilabel":
-            self.loss_fn = nn.BCEWithLogitsLoss()
+            self.loss_fn: nn.Module = nn.BCEWithLogitsLoss()
+        elif task == "segmentation":
+            self.loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
         else:
             self.loss_fn = nn.CrossEntropyLoss()
         self.scores: dict[str, Score] = {}
@@ -157,10 +156,8 @@ class BenchTask(BaseTask):
                 refs.reshape(-1, self.num_classes).cpu(), scores.reshape(-1, self.num_classes).cpu()
             )
         elif stage in self.confusions:
-            cm = self.confusions.pop(stage).numpy()
-            score = (
-                miou_from_confusion(cm) if self.task == "segmentation" else top1_from_confusion(cm)
-            )
+            metric = miou_from_confusion if self.task == "segmentation" else top1_from_confusion
+            score = metric(self.confusions.pop(stage).numpy())
         else:
             return
         self.scores[stage] = score
@@ -197,8 +194,7 @@ class AdapterWithHead(nn.Module):
             with torch.no_grad():
                 maps = adapter.eval().feature_maps(sample_batch)
             self.same_stride = len({tuple(m.shape[-2:]) for m in maps}) == 1
-            maps = self.four_maps(maps)
-            dims = [m.shape[1] for m in maps]
+            dims = [m.shape[1] for m in self.four_maps(maps)]
             self.head: nn.Module = UPerNet(
                 dims, num_classes, same_stride=self.same_stride, channels=seg_channels
             )
@@ -351,15 +347,6 @@ class MapCache:
 # ---------------------------------------------------------------------------------- running
 
 
-def _accelerator(device) -> tuple[str, int | list[int]]:
-    device = torch.device(device)
-    if device.type == "cpu":
-        return "cpu", 1
-    if device.type == "cuda":
-        return "gpu", [device.index or 0]
-    raise ValueError(f"gfm-bench runs on 'cpu' or 'cuda[:N]', not {str(device)!r}")
-
-
 def _quiet():
     """Lightning's start-up lines and advice, once per run, are noise in a benchmark
     table."""
@@ -371,10 +358,13 @@ def _quiet():
 
 
 def _trainer(device, progress: bool, **kwargs) -> pl.Trainer:
-    accelerator, devices = _accelerator(device)
+    device = torch.device(device)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"gfm-bench runs on 'cpu' or 'cuda[:N]', not {str(device)!r}")
+    cpu = device.type == "cpu"
     return pl.Trainer(
-        accelerator=accelerator,
-        devices=devices,
+        accelerator="cpu" if cpu else "gpu",
+        devices=1 if cpu else [device.index or 0],
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,

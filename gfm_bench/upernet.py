@@ -30,6 +30,10 @@ def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
     )
 
 
+def _resize(x: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 class ViTPyramidNeck(nn.Module):
     """Four same-stride maps -> strides x4 up, x2 up, x1, x2 down (channels kept)."""
 
@@ -74,26 +78,19 @@ class UPerNetHead(nn.Module):
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def _ppm(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
-        outs = [x]
-        for scale, conv in zip(self.pool_scales, self.ppm, strict=True):
-            pooled = conv(F.adaptive_avg_pool2d(x, scale))
-            outs.append(F.interpolate(pooled, size=size, mode="bilinear", align_corners=False))
-        return self.bottleneck(torch.cat(outs, dim=1))
+        pooled = [
+            _resize(conv(F.adaptive_avg_pool2d(x, scale)), x.shape[-2:])
+            for scale, conv in zip(self.pool_scales, self.ppm, strict=True)
+        ]
+        return self.bottleneck(torch.cat([x, *pooled], dim=1))
 
     def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         laterals = [conv(m) for conv, m in zip(self.lateral, maps[:-1], strict=True)]
         laterals.append(self._ppm(maps[-1]))
         for i in range(len(laterals) - 1, 0, -1):  # top-down
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(
-                laterals[i], size=laterals[i - 1].shape[-2:], mode="bilinear", align_corners=False
-            )
-        outs = [conv(x) for conv, x in zip(self.fpn, laterals[:-1], strict=True)]
-        outs.append(laterals[-1])
-        size = outs[0].shape[-2:]
-        outs = [outs[0]] + [
-            F.interpolate(o, size=size, mode="bilinear", align_corners=False) for o in outs[1:]
-        ]
+            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[-2:])
+        outs = [conv(x) for conv, x in zip(self.fpn, laterals[:-1], strict=True)] + [laterals[-1]]
+        outs = [outs[0]] + [_resize(o, outs[0].shape[-2:]) for o in outs[1:]]
         return self.classifier(self.dropout(self.fuse(torch.cat(outs, dim=1))))
 
 
@@ -108,6 +105,4 @@ class UPerNet(nn.Module):
         self.head = UPerNetHead(dims, num_classes, channels=channels)
 
     def forward(self, maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        pyramid = self.neck(list(maps))
-        logits = self.head(pyramid)
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return _resize(self.head(self.neck(list(maps))), size)

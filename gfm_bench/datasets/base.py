@@ -121,13 +121,10 @@ def read_raster(
                 f"{what} file {path} is {src.height} x {src.width} pixels, "
                 f"expected {size[0]} x {size[1]}"
             )
-        kwargs: dict[str, Any] = {"out_dtype": "float32"}
-        if window is not None:
-            kwargs["window"] = window
-        if out_shape is not None:
-            kwargs["out_shape"] = (src.count, *out_shape)
-            kwargs["resampling"] = Resampling.bilinear
-        return src.read(**kwargs)
+        shape = None if out_shape is None else (src.count, *out_shape)
+        return src.read(
+            out_dtype="float32", window=window, out_shape=shape, resampling=Resampling.bilinear
+        )
 
 
 def label_mask(
@@ -243,17 +240,12 @@ class GFMBenchDataset(Dataset):
 
     def _channels(self) -> tuple[list[str], list[float], list | None, list | None]:
         parts = {"optical": self.optical_channels, "radar": self.radar_channels}
-        names: list[str] = []
-        wavelengths: list[float] = []
-        mean: list[float] | None = []
-        std: list[float] | None = []
-        for modality in self.modalities:
-            n, w, m, s = parts[modality]()
-            names += n
-            wavelengths += [float(x) for x in w]
-            mean = None if mean is None or m is None else mean + [float(x) for x in m]
-            std = None if std is None or s is None else std + [float(x) for x in s]
-        return names, wavelengths, mean, std
+        names, wavelengths, means, stds = zip(*(parts[m]() for m in self.modalities), strict=True)
+
+        def joined(values: tuple) -> list | None:  # None where a modality has no statistics
+            return None if any(v is None for v in values) else [float(x) for v in values for x in v]
+
+        return [n for part in names for n in part], joined(wavelengths), joined(means), joined(stds)
 
     # -- items ------------------------------------------------------------------------------
 

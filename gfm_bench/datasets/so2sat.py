@@ -41,11 +41,9 @@ class So2Sat(GFMBenchDataset):
     )
 
     def _index(self) -> None:
-        train_file = self.base / "culture_10" / "training.h5"
-        self.file = (
-            self.base / "culture_10" / ("testing.h5" if self.split == "test" else "training.h5")
-        )
-        with h5py.File(train_file if self.split != "test" else self.file, "r") as f:
+        h5_name = "testing.h5" if self.split == "test" else "training.h5"
+        self.file = self.base / "culture_10" / h5_name
+        with h5py.File(self.file, "r") as f:
             self._check_keys(f)
             onehot = f["label"][()]
         if self.split == "test":
