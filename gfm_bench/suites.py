@@ -218,15 +218,15 @@ def run_suite(plan: RunPlan, load_data: Callable[[Entry], BenchData]) -> dict[st
     hashes = [file_hash(ckpt) for _, _, ckpt in plan.encoders]
     if len(set(zip([n for n, _, _ in plan.encoders], hashes, strict=True))) < len(hashes):
         raise ValueError("the same encoder (name and weights) is listed twice")
-    keys = [
-        RunKey(name, weights, entry.dataset, protocol, float(fraction), int(seed), config)
-        for (name, _, _), weights in zip(plan.encoders, hashes, strict=True)
-        for entry in plan.entries
-        for protocol in entry.protocols
-        for config in [config_hash(_key_config(entry, _settings(entry, protocol, plan.lr_sweep)))]
-        for fraction in entry.label_fractions
-        for seed in plan.seeds
-    ]
+    keys: list[RunKey] = []
+    for (name, _, _), weights in zip(plan.encoders, hashes, strict=True):
+        for entry, protocol in ((e, p) for e in plan.entries for p in e.protocols):
+            config = config_hash(_key_config(entry, _settings(entry, protocol, plan.lr_sweep)))
+            keys += [
+                RunKey(name, weights, entry.dataset, protocol, float(fraction), int(seed), config)
+                for fraction in entry.label_fractions
+                for seed in plan.seeds
+            ]
     done_already = [k for k in keys if k.run_id in finished]
     if done_already and not plan.resume:
         raise FileExistsError(

@@ -251,13 +251,13 @@ def cmd_classify_pixels(args, recipe) -> int:
     from geofm.tasks.pixel_results import read_results, summarise, write_results
 
     train = args.train_per_class if args.train_per_class is not None else args.train_fraction
-    output = Path(args.output)
-    record = output.with_suffix(".json")
-    save_dir = Path(args.save_dir) if args.save_dir else output.parent / "models"
     if args.resume and args.overwrite:
         raise ValueError(
             "--resume continues the runs in --output; --overwrite replaces them: pass one of them"
         )
+    output = Path(args.output)
+    record = output.with_suffix(".json")
+    save_dir = Path(args.save_dir) if args.save_dir else output.parent / "models"
     # what an interrupted run of the same command finished (refused if it is another run)
     done = read_results(record, recipe, train) if args.resume else []
     if args.resume and record.exists() != output.exists():

@@ -29,12 +29,14 @@ def encoder_from_checkpoint(checkpoint: str | os.PathLike):
     """
     _, ckpt = read_checkpoint(checkpoint, "pretraining")
     require(ckpt, checkpoint, {"hyper_parameters": dict, "state_dict": dict})
+    if not all(isinstance(k, str) for k in ckpt["state_dict"]):
+        raise CheckpointError(f"{checkpoint}: its state_dict has keys that are not names")
     hp = ckpt["hyper_parameters"]
     name = hp.get("model")
     state = {
         k[len(ENCODER_PREFIX) :]: v
         for k, v in ckpt["state_dict"].items()
-        if isinstance(k, str) and k.startswith(ENCODER_PREFIX)  # any key: the file is untrusted
+        if k.startswith(ENCODER_PREFIX)
     }
     if name is None or not state:
         raise CheckpointError(

@@ -122,9 +122,9 @@ def read_raster(
                 f"expected {size[0]} x {size[1]}"
             )
         shape = None if out_shape is None else (src.count, *out_shape)
-        return src.read(
-            out_dtype="float32", window=window, out_shape=shape, resampling=Resampling.bilinear
-        )
+        # resampled only to another shape: a window of labels stays nearest-neighbour
+        how = Resampling.nearest if shape is None else Resampling.bilinear
+        return src.read(out_dtype="float32", window=window, out_shape=shape, resampling=how)
 
 
 def label_mask(

@@ -223,12 +223,13 @@ def test_a_pretraining_checkpoint_with_keys_that_are_not_names_is_refused(tmp_pa
         {
             "format": format_tag("pretraining"),
             "hyper_parameters": {"model": "less_vit_tiny"},
-            "state_dict": {0: torch.zeros(2)},
+            "state_dict": {"mae.encoder.cls_token": torch.zeros(2), 0: torch.zeros(2)},
         },
         odd,
     )
-    with pytest.raises(CheckpointError, match=r"odd.ckpt is not a geofm MAE pretraining"):
+    with pytest.raises(CheckpointError, match=r"odd.ckpt: its state_dict has keys that are not"):
         export_encoder(odd, tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
 
 
 def test_truncated_checkpoint(tmp_path):
