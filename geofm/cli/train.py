@@ -246,7 +246,7 @@ def prepare_classify_pixels(argv: Sequence[str]):
 
 def cmd_classify_pixels(args, recipe) -> int:
     from geofm.data.outputs import check_outputs
-    from geofm.tasks.pixel_protocol import checkpoint_name, run_protocol
+    from geofm.tasks.pixel_protocol import checkpoint_name, method_recipes, run_protocol
     from geofm.tasks.pixel_recipe import recipe_inputs
     from geofm.tasks.pixel_results import read_results, summarise, write_results
 
@@ -265,10 +265,12 @@ def cmd_classify_pixels(args, recipe) -> int:
             f"--resume needs both {output} and {record}; one of them is missing"
         )
     finished = {(r.method, r.seed) for r in done}
+    methods = args.methods or ["lola", *recipe.baselines]
     models = [
-        save_dir / checkpoint_name(recipe, train, s)
+        save_dir / checkpoint_name(recipe, train, s, m)
         for s in args.seeds
-        if "lola" in (args.methods or ["lola"]) and ("lola", s) not in finished
+        for m in method_recipes(recipe, methods)
+        if (m, s) not in finished
     ]
     # every output checked before any work: none is an input, none is replaced unasked (a
     # resumed run replaces its own results files and the models of seeds it had not ended)
@@ -309,7 +311,8 @@ def cmd_classify_pixels(args, recipe) -> int:
             f"{spread(s['aa'], 100, 2):>4} {m['kappa']:7.4f} ± {spread(s['kappa'], 1, 4):>6} "
             f"{params:>10} {m['train_seconds']:8.1f}"
         )
-    models = f" and the models in {save_dir}" if any(r.method == "lola" for r in results) else ""
+    saved = any("checkpoint" in r.details for r in results)
+    models = f" and the models in {save_dir}" if saved else ""
     seeds = sorted({r.seed for r in results})
     print(
         f"mean ± sample std over seeds {' '.join(map(str, seeds))}; wrote {output} and "

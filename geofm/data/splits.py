@@ -222,6 +222,7 @@ class SpatialSplit:
             ``"test"`` (test pixels near train or val).
         class_counts: ``(3, K)`` int64, labelled pixels of class k kept in each part.
         target_fractions: ``(3,)`` the fractions asked for.
+        excluded: classes left out of every part (``exclude_unsplittable``).
     """
 
     train: np.ndarray
@@ -231,6 +232,7 @@ class SpatialSplit:
     dropped: dict[str, int]
     class_counts: np.ndarray
     target_fractions: np.ndarray = field(repr=False)
+    excluded: tuple[int, ...] = ()
 
     def coords(self, part: str) -> np.ndarray:
         if part not in PARTS:
@@ -358,6 +360,7 @@ def spatially_disjoint_split(
     block_size: int | None = None,
     seed: int = 0,
     buffer: int | None = None,
+    exclude_unsplittable: bool = False,
 ) -> SpatialSplit:
     """Split a label map into spatially disjoint train / val / test pixels with a buffer.
 
@@ -378,6 +381,10 @@ def spatially_disjoint_split(
        contains a labelled training pixel and no training window contains a val or test
        centre. Windows may still share unlabelled border pixels; ``buffer=2 * radius``
        makes the windows of different parts fully disjoint.
+    4. With ``exclude_unsplittable``, a class left without training or test pixels (a
+       field inside one block, or too thin for the buffer) is left out of every part and
+       the blocks are assigned again without it, until every remaining class has both;
+       the classes left out are listed in ``excluded``.
 
     Args:
         mask: ``(H, W)`` class ids, 255 = unlabelled.
@@ -388,6 +395,8 @@ def spatially_disjoint_split(
             windows wide, so that the buffer takes a small part of a val or test block.
         seed: the same seed gives the same split.
         buffer: buffer radius in pixels, default ``radius``.
+        exclude_unsplittable: leave out the classes this split cannot give both training
+            and test pixels (step 4) instead of raising.
 
     Returns:
         :class:`SpatialSplit` with ``(N, 2)`` coordinates per part, the block layout, the
@@ -412,20 +421,34 @@ def spatially_disjoint_split(
         raise ValueError(f"the label map {arr.shape} has no labelled pixels (all {IGNORE_INDEX})")
     num_classes = int(arr[labelled].max()) + 1
     blocks = _block_ids(arr.shape, block_size)
-    part_of_block = _assign_blocks(
-        _block_class_counts(arr, blocks, num_classes), fractions, np.random.default_rng(seed)
-    )
-    block_part = part_of_block[blocks]
-    in_part = [labelled & (block_part == p) for p in range(3)]
-    near_train = window_contains(in_part[0], buffer)
-    val_kept = in_part[1] & ~near_train
-    near_val = window_contains(val_kept, buffer)
-    test_kept = in_part[2] & ~near_train & ~near_val
-    kept = [in_part[0], val_kept, test_kept]
-    class_counts = np.stack([np.bincount(arr[k], minlength=num_classes) for k in kept])
+    excluded: list[int] = []
+    while True:
+        labelled = (arr != IGNORE_INDEX) & ~np.isin(arr, excluded)
+        if not labelled.any():
+            raise ValueError(
+                f"no class of the label map can be given both training and test pixels "
+                f"by blocks of {block_size} px with a {buffer} px buffer"
+            )
+        work = np.where(labelled, arr, IGNORE_INDEX)
+        part_of_block = _assign_blocks(
+            _block_class_counts(work, blocks, num_classes), fractions, np.random.default_rng(seed)
+        )
+        block_part = part_of_block[blocks]
+        in_part = [labelled & (block_part == p) for p in range(3)]
+        near_train = window_contains(in_part[0], buffer)
+        val_kept = in_part[1] & ~near_train
+        near_val = window_contains(val_kept, buffer)
+        test_kept = in_part[2] & ~near_train & ~near_val
+        kept = [in_part[0], val_kept, test_kept]
+        class_counts = np.stack([np.bincount(arr[k], minlength=num_classes) for k in kept])
+        present = np.bincount(arr[labelled], minlength=num_classes) > 0
+        short = present & ((class_counts[0] == 0) | (class_counts[2] == 0))
+        if not exclude_unsplittable or not short.any():
+            break
+        excluded += [int(c) for c in np.flatnonzero(short)]
     _check_spatial_parts(
         class_counts,
-        np.bincount(arr[labelled], minlength=num_classes),
+        present,
         fractions,
         block_size,
         buffer,
@@ -441,6 +464,7 @@ def spatially_disjoint_split(
         },
         class_counts=class_counts.astype(np.int64),
         target_fractions=fractions,
+        excluded=tuple(sorted(excluded)),
     )
 
 

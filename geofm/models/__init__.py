@@ -4,13 +4,14 @@
 imports :mod:`geofm.data` or :mod:`geofm.tasks`.
 """
 
-from . import baselines, less_vit, lola_specvit  # noqa: F401  (register the named sizes)
+from . import baselines, less_vit, lola_specvit, ssftt  # noqa: F401  (register the named sizes)
 from .baselines import GroupedViT, JointViT, StackedViT
 from .encoder import BandCountError, InputError, MixedBandSetError, SpectralEncoder
 from .less_vit import LESSAttention, LESSBlock, LESSViT, kronecker_combine, perception_field_mask
 from .lola_specvit import LoLASpecViT
 from .lora import LoRALinear, inject_lora, merge_lora, parameter_counts, unmerge_lora
 from .registry import UnknownModelError, create_model, is_model, list_models, register_model
+from .ssftt import SSFTT
 
 __all__ = [
     "BandCountError",
@@ -23,6 +24,7 @@ __all__ = [
     "LESSViT",
     "LoLASpecViT",
     "LoRALinear",
+    "SSFTT",
     "MixedBandSetError",
     "SpectralEncoder",
     "UnknownModelError",

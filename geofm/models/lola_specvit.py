@@ -46,6 +46,7 @@ __all__ = [
     "SwiGLU",
     "WindowAttention",
     "WindowBlock",
+    "WindowClassifier",
     "shifted_window_mask",
     "window_partition",
     "window_reverse",
@@ -362,7 +363,57 @@ class PatchMerging(nn.Module):
 # The model
 
 
-class LoLASpecViT(nn.Module):
+class WindowClassifier(nn.Module):
+    """What the pixel protocol, prediction and maps use of a centre-pixel window classifier
+    (LoLA-SpecViT, :class:`~geofm.models.ssftt.SSFTT`): a :class:`SpectralReduction` as
+    ``reduction``, ``forward_reduced`` on reduced windows, a linear ``head``, the window
+    width ``patch`` and the band count ``bands``. Subclasses set those and ``_init_head``."""
+
+    bands: int
+    patch: int
+    num_classes: int
+    reduction: SpectralReduction
+    head: nn.Linear
+
+    def forward_reduced(self, scores: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _init_head(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def fit_reduction(self, pixels: torch.Tensor) -> WindowClassifier:
+        """Fit the PCA on ``(N, bands)`` spectra; see :class:`SpectralReduction`."""
+        self.reduction.fit(pixels)
+        return self
+
+    def check_input(self, image: torch.Tensor) -> None:
+        if image.ndim != 4 or image.shape[1:] != (self.bands, self.patch, self.patch):
+            raise ValueError(
+                f"{type(self).__name__} expects (batch, {self.bands}, {self.patch}, "
+                f"{self.patch}) windows, got {tuple(image.shape)}"
+            )
+
+    def forward_features(
+        self, image: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Pooled features of raw ``(B, bands, patch, patch)`` windows."""
+        self.check_input(image)
+        return self.forward_reduced(self.reduction(image.float(), valid))
+
+    def forward(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.forward_features(image, valid))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.head.in_features, num_classes)
+        self._init_head()
+
+
+class LoLASpecViT(WindowClassifier):
     """LoLA-SpecViT pixel classifier; see the module docstring.
 
     Args:
@@ -519,21 +570,8 @@ class LoLASpecViT(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    @property
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def fit_reduction(self, pixels: torch.Tensor) -> LoLASpecViT:
-        """Fit the PCA on ``(N, bands)`` spectra; see :class:`SpectralReduction`."""
-        self.reduction.fit(pixels)
-        return self
-
-    def check_input(self, image: torch.Tensor) -> None:
-        if image.ndim != 4 or image.shape[1:] != (self.bands, self.patch, self.patch):
-            raise ValueError(
-                f"LoLA-SpecViT expects (batch, {self.bands}, {self.patch}, "
-                f"{self.patch}) windows, got {tuple(image.shape)}"
-            )
+    def _init_head(self) -> None:
+        self._init(self.head)
 
     def forward_reduced(self, scores: torch.Tensor) -> torch.Tensor:
         """Pooled features (``(B, embed_dims[-1])``, twice that for ``pool="both"``) of windows already reduced by
@@ -563,21 +601,6 @@ class LoLASpecViT(nn.Module):
         cols = slice((W - 1) // 2, W // 2 + 1)
         center = x[:, rows, cols].mean(dim=(1, 2))
         return center if self.pool == "center" else torch.cat([mean, center], dim=-1)
-
-    def forward_features(
-        self, image: torch.Tensor, valid: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Pooled features ``(B, embed_dims[-1])`` of raw ``(B, bands, patch, patch)`` windows."""
-        self.check_input(image)
-        return self.forward_reduced(self.reduction(image.float(), valid))
-
-    def forward(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.forward_features(image, valid))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.head.in_features, num_classes)
-        self._init(self.head)
 
     def to_lora(
         self,

@@ -107,8 +107,8 @@ class PixelClassificationTask(BaseTask):
         num_classes: ``K``.
         lr, weight_decay: AdamW over the trainable parameters (no decay for norms, biases
             and position-bias tables: :class:`~geofm.tasks.base.BaseTask`).
-        warmup_epochs: linear warm-up (at most half of the run), then cosine decay to 0 at
-            the last step.
+        warmup_epochs: linear warm-up (at most half of the run), then cosine decay to
+            ``min_lr_factor * lr`` at the last step (1: a constant rate after the warm-up).
         label_smoothing: of the cross-entropy (training only).
         augment: random flips and 90-degree rotations of the training windows.
         context_dropout: probability of hiding the outer part of a training window
@@ -135,8 +135,11 @@ class PixelClassificationTask(BaseTask):
         reduced_inputs: bool = False,
         context_dropout: float = 0.0,
         brightness: float = 0.0,
+        min_lr_factor: float = 0.0,
     ) -> None:
-        super().__init__(lr=lr, weight_decay=weight_decay, num_classes=num_classes)
+        super().__init__(
+            lr=lr, weight_decay=weight_decay, min_lr_factor=min_lr_factor, num_classes=num_classes
+        )
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
         if not 0.0 <= context_dropout <= 1.0:

@@ -31,7 +31,13 @@ from geofm.models.lora import parameter_counts
 from geofm.tasks.base import quiet_lightning
 from geofm.tasks.metrics import classification_metrics
 from geofm.tasks.pixel_models import build_classifier, save_classifier, warn_if_base_saw_scene
-from geofm.tasks.pixel_recipe import PixelRecipe, RecipeError
+from geofm.tasks.pixel_recipe import (
+    BASELINE_RECIPES,
+    BASELINES,
+    PixelRecipe,
+    RecipeError,
+    baseline_recipe,
+)
 from geofm.tasks.pixel_results import SeedResult
 
 __all__ = [
@@ -41,12 +47,16 @@ __all__ = [
     "checkpoint_name",
     "load_recipe_scene",
     "make_split",
+    "method_recipes",
     "run_protocol",
     "run_seed",
+    "split_radius",
+    "validate_seed",
 ]
 
 SPLITS = ("random", "disjoint")
-METHODS = ("lola", "svm")
+#: ``lola``: the recipe's own model; then the baselines a recipe may list
+METHODS = ("lola", *BASELINES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,12 +145,40 @@ def _read_uncarded(
     return scene
 
 
-def check_window_fits(scene: dict[str, Any], patch: int) -> None:
+def check_window_fits(scene: dict[str, Any], patch: int, method: str = "lola") -> None:
+    """A ``ValueError`` naming the scene's size if ``method``'s window does not fit it."""
     _, H, W = scene["image"].shape
     if patch > min(H, W):
-        raise ValueError(
-            f"the model's {patch} x {patch} pixel window is larger than the {H} x {W} scene"
+        name = f"scene {scene['card']!r}" if scene.get("card") else "scene"
+        largest = min(H, W) - (min(H, W) + 1) % 2
+        who, fix = (
+            ("the model", f"use model.kwargs.patch <= {largest}")
+            if method == "lola"
+            else (method, f"leave {method} out of the baselines and --methods")
         )
+        raise ValueError(
+            f"{who}'s {patch} x {patch} pixel window is larger than the {H} x {W} {name}; {fix}"
+        )
+
+
+def method_recipes(recipe: PixelRecipe, methods: Sequence[str]) -> dict[str, PixelRecipe]:
+    """The recipe each trained method among ``methods`` uses: ``lola`` the recipe itself, a
+    baseline of :data:`~geofm.tasks.pixel_recipe.BASELINE_RECIPES` its own
+    (:func:`~geofm.tasks.pixel_recipe.baseline_recipe`); the SVM trains no window model."""
+    return {
+        m: recipe if m == "lola" else baseline_recipe(recipe, m)
+        for m in methods
+        if m == "lola" or m in BASELINE_RECIPES
+    }
+
+
+def split_radius(recipe: PixelRecipe, methods: Sequence[str] = ()) -> int:
+    """The window radius a split's buffer keeps test pixels clear of: the widest window of
+    the recipe's model, its trained baselines and any other trained method of the run, so
+    that one split serves every method and no method's test window reaches a training
+    pixel."""
+    names = ["lola", *recipe.baselines, *methods]
+    return max(r.radius for r in method_recipes(recipe, names).values())
 
 
 def make_split(
@@ -152,6 +190,7 @@ def make_split(
     seed: int,
     block_size: int | None = None,
     buffer: int | None = None,
+    unsplittable: str = "error",
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Coordinates ``{"train", "val", "test"}`` (each ``(N, 2)``) and a description.
 
@@ -160,7 +199,8 @@ def make_split(
     ``random``: stratified by class. ``disjoint``: whole blocks per part with a buffer of
     ``buffer`` (default ``radius``) pixels (:func:`~geofm.data.splits.spatially_disjoint_split`).
     Every class of the scene must get at least one training and one test pixel; otherwise a
-    ``ValueError`` names the classes and their counts.
+    ``ValueError`` names the classes and their counts. ``unsplittable="exclude"`` leaves
+    such classes out of a disjoint split instead (``info["excluded_classes"]``).
     """
     if kind not in SPLITS:
         raise ValueError(f"unknown split {kind!r}; choose one of {', '.join(SPLITS)}")
@@ -196,12 +236,15 @@ def make_split(
             block_size=block_size,
             seed=seed,
             buffer=buffer,
+            exclude_unsplittable=unsplittable == "exclude",
         )
         out = {p: sp.coords(p) for p in ("train", "val", "test")}
         info["dropped_by_buffer"] = sp.dropped
+        info["excluded_classes"] = list(sp.excluded)
     num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
     counts = {p: np.bincount(mask[c[:, 0], c[:, 1]], minlength=num_classes) for p, c in out.items()}
     present = np.bincount(mask[mask != IGNORE_INDEX], minlength=num_classes) > 0
+    present[info.get("excluded_classes", [])] = False
     short = [
         (k, int(counts["train"][k]), int(counts["test"][k]))
         for k in np.flatnonzero(present)
@@ -223,7 +266,7 @@ def make_split(
 # Models and checkpoints
 
 
-def _train_lola(
+def _train_window_model(
     recipe: PixelRecipe,
     scene: dict[str, Any],
     coords: dict[str, np.ndarray],
@@ -265,6 +308,7 @@ def _train_lola(
         lr=t["lr"],
         weight_decay=t["weight_decay"],
         warmup_epochs=t["warmup_epochs"],
+        min_lr_factor=t["min_lr_factor"],
         label_smoothing=t["label_smoothing"],
         augment=t["augment"],
         reduced_inputs=True,
@@ -328,24 +372,17 @@ def run_seed(
     num_classes: int | None = None,
     progress: bool = True,
     save_dir: Path | None = None,
+    radius: int | None = None,
 ) -> list[SeedResult]:
     """Split the scene with ``seed`` as the recipe's ``split.kind`` says, train and test each
-    method; one result per method."""
+    method; one result per method. One split serves every method: its buffer covers
+    ``radius`` pixels, by default the widest window among them (:func:`split_radius`)."""
     from geofm.tasks.pixel import classify_pixels, svm_baseline
 
     split = recipe.split["kind"]
-    check_window_fits(scene, recipe.patch)
+    trained = method_recipes(recipe, methods)
+    coords, info = _seed_split(recipe, scene, train_fraction, seed, methods, radius)
     mask = torch.as_tensor(scene["mask"]).numpy()
-    coords, info = make_split(
-        mask,
-        split,
-        train_fraction,
-        recipe.split["val_fraction"],
-        recipe.radius,
-        seed,
-        recipe.split["block_size"],
-        recipe.split["buffer"],
-    )
     if num_classes is None:
         num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
     if save_dir is not None:
@@ -359,8 +396,6 @@ def run_seed(
     y_test = mask[test[:, 0], test[:, 1]]
     results = []
     for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         if method == "svm":
             image = torch.as_tensor(scene["image"]).float().numpy()
             tr = coords["train"]
@@ -375,19 +410,20 @@ def run_seed(
             mode, trainable, total = "rbf", None, None
             metrics = classification_metrics(y_test, preds, num_classes)
         else:
-            log_dir = None if save_dir is None else save_dir / "logs" / f"{split}_seed{seed}"
-            model, record, seconds, details = _train_lola(
-                recipe, scene, coords, num_classes, seed, progress, log_dir
+            own = trained[method]
+            logs = f"{split}_seed{seed}" if method == "lola" else f"{method}_{split}_seed{seed}"
+            log_dir = None if save_dir is None else save_dir / "logs" / logs
+            model, record, seconds, details = _train_window_model(
+                own, scene, coords, num_classes, seed, progress, log_dir
             )
             preds, _ = classify_pixels(
                 model, torch.as_tensor(scene["image"]), test, scene.get("valid")
             )
-            mode, (trainable, total) = recipe.model["mode"], parameter_counts(model)
+            mode, (trainable, total) = own.model["mode"], parameter_counts(model)
             metrics = classification_metrics(y_test, preds, num_classes)
-            details.update({k: v for k, v in info.items() if k != "counts"})
             if save_dir is not None:
                 classes = _class_names(scene, num_classes)
-                name = checkpoint_name(recipe, train_fraction, seed)
+                name = checkpoint_name(recipe, train_fraction, seed, method)
                 details["checkpoint"] = str(
                     save_classifier(
                         save_dir / name,
@@ -400,12 +436,13 @@ def run_seed(
                             "seed": seed,
                             "train_fraction": train_fraction,
                             "card": scene.get("card"),
-                            "recipe": recipe.as_dict(),
+                            "recipe": own.as_dict(),
                             "source_files": scene.get("source_files"),
                             "test_oa": metrics.oa,
                         },
                     )
                 )
+        details.update({k: v for k, v in info.items() if k != "counts"})
         results.append(
             SeedResult(
                 method,
@@ -424,10 +461,82 @@ def run_seed(
     return results
 
 
-def checkpoint_name(recipe: PixelRecipe, train_fraction: float | int, seed: int) -> str:
-    """File name of the model :func:`run_seed` saves for this run."""
-    split = recipe.split["kind"]
-    return f"lola_{recipe.model['mode']}_{split}_f{train_fraction:g}_seed{seed}.pt"
+def _seed_split(
+    recipe: PixelRecipe,
+    scene: dict[str, Any],
+    train_fraction: float | int,
+    seed: int,
+    methods: Sequence[str],
+    radius: int | None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The split of ``seed`` that serves every method in ``methods`` (checked to exist and to
+    fit the scene)."""
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    for method, r in method_recipes(recipe, methods).items():
+        check_window_fits(scene, r.patch, method)
+    return make_split(
+        torch.as_tensor(scene["mask"]).numpy(),
+        recipe.split["kind"],
+        train_fraction,
+        recipe.split["val_fraction"],
+        split_radius(recipe, methods) if radius is None else radius,
+        seed,
+        recipe.split["block_size"],
+        recipe.split["buffer"],
+        recipe.split["unsplittable"],
+    )
+
+
+def validate_seed(
+    recipe: PixelRecipe,
+    scene: dict[str, Any],
+    train_fraction: float | int,
+    seed: int,
+    method: str = "lola",
+    num_classes: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train ``method`` on the split of ``seed`` (the one :func:`run_seed` makes) and score
+    it on the validation part only: what recipes are chosen by. The test part is never
+    classified.
+
+    Returns ``{"val_oa", "val_aa", "val_kappa", "val_per_class", "best_epoch",
+    "train_seconds", "counts"}`` (the scores of the weights chosen on the same validation
+    part, so optimistic by the choice of epoch, equally for every recipe compared).
+    """
+    from geofm.tasks.pixel import classify_pixels
+
+    coords, info = _seed_split(recipe, scene, train_fraction, seed, [method], None)
+    mask = torch.as_tensor(scene["mask"]).numpy()
+    if num_classes is None:
+        num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
+    own = method_recipes(recipe, [method])[method]
+    model, _, seconds, details = _train_window_model(
+        own, scene, coords, num_classes, seed, progress, None
+    )
+    val = coords["val"]
+    preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), val, scene.get("valid"))
+    m = classification_metrics(mask[val[:, 0], val[:, 1]], preds, num_classes)
+    return {
+        "val_oa": m.oa,
+        "val_aa": m.aa,
+        "val_kappa": m.kappa,
+        "val_per_class": m.per_class.tolist(),
+        "best_epoch": details["best_epoch"],
+        "train_seconds": seconds,
+        "counts": info["counts"],
+    }
+
+
+def checkpoint_name(
+    recipe: PixelRecipe, train_fraction: float | int, seed: int, method: str = "lola"
+) -> str:
+    """File name of the model :func:`run_seed` saves for ``method`` (the recipe's model,
+    ``lola``, or a trained baseline) in this run."""
+    mode = method_recipes(recipe, [method])[method].model["mode"]
+    return f"{method}_{mode}_{recipe.split['kind']}_f{train_fraction:g}_seed{seed}.pt"
 
 
 def _class_names(scene: dict[str, Any], num_classes: int) -> list[str]:
@@ -467,7 +576,6 @@ def run_protocol(
         raise ValueError(f"split.kind must be one of {SPLITS}, got {recipe.split['kind']!r}")
     methods = list(methods) if methods is not None else ["lola", *recipe.baselines]
     scene = scene if scene is not None else load_recipe_scene(recipe, progress)
-    check_window_fits(scene, recipe.patch)
     card = as_dataset_card(recipe.scene["card"]) if recipe.scene["card"] else None
     mask = torch.as_tensor(scene["mask"]).numpy()
     if card is not None:
@@ -477,6 +585,8 @@ def run_protocol(
     else:
         num_classes = len(scene.get("classes") or []) or int(mask[mask != IGNORE_INDEX].max()) + 1
     classes = _class_names(scene, num_classes)
+    # the split of a seed is the same whichever of its methods are left to run
+    radius = split_radius(recipe, methods)
     results: list[SeedResult] = list(done)
     finished = {(r.method, r.seed) for r in done}
     for seed in seeds:
@@ -484,9 +594,17 @@ def run_protocol(
         if not todo:
             echo(f"seed {seed}: {', '.join(methods)} done in the earlier run, kept")
             continue
-        for res in run_seed(
-            recipe, scene, train_fraction, seed, todo, num_classes, progress, save_dir
-        ):
+        ran = run_seed(
+            recipe, scene, train_fraction, seed, todo, num_classes, progress, save_dir, radius
+        )
+        left_out = ran[0].details.get("excluded_classes")
+        if left_out:
+            echo(
+                f"seed {seed}: the {ran[0].split} split leaves out {len(left_out)} classes "
+                f"({', '.join(classes[k] for k in left_out)}): their blocks cannot give "
+                "them both training and test pixels"
+            )
+        for res in ran:
             results.append(res)
             m = res.metrics
             echo(

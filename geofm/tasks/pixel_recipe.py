@@ -8,13 +8,19 @@ dialect: values are checked against the types, unknown keys are errors that name
 ``--print_config`` shows the resolved recipe. Every key is optional except the scene::
 
     scene:   {card, cube, gt, cube_key, gt_key, root, download, ignore_values}
-    split:   {kind: random|disjoint, val_fraction: 0.05, block_size: null, buffer: null}
+    split:   {kind: random|disjoint, val_fraction: 0.05, block_size: null, buffer: null,
+              unsplittable: error|exclude}
     model:   {name: lola_specvit, mode: full|lora, pca: train|transductive, kwargs: {...},
               base_checkpoint: null, lora: {rank, alpha, dropout},
               lora_schedule: {period_epochs, period_mult, low, high} | null}
-    train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, label_smoothing,
-              augment, context_dropout, brightness, num_workers, accelerator}
-    baselines: [svm]
+    train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, min_lr_factor,
+              label_smoothing, augment, context_dropout, brightness, num_workers,
+              accelerator}
+    baselines: [svm, ssftt]
+
+``baselines`` run beside the recipe's model on the same splits: ``svm`` an RBF SVM on the
+spectra, ``ssftt`` the SSFTT transformer trained with its published settings
+(:data:`BASELINE_RECIPES`, :func:`baseline_recipe`).
 
 ``cube``/``gt`` may start with ``{data}``, the geofm ``datasets/`` folder. Without them, the
 scene's files are looked up under ``root`` by the card's file names and, with
@@ -33,6 +39,8 @@ from geofm.data.cards import expand_data_path
 from geofm.models.checkpoints import check_plain
 
 __all__ = [
+    "BASELINES",
+    "BASELINE_RECIPES",
     "LoRASchedule",
     "LoRASettings",
     "ModelSection",
@@ -42,6 +50,7 @@ __all__ = [
     "SplitSection",
     "TrainSection",
     "add_run_options",
+    "baseline_recipe",
     "load_recipe",
     "recipe_from_namespace",
     "recipe_inputs",
@@ -74,13 +83,16 @@ class SceneSection:
 class SplitSection:
     """Which split ``geofm classify-pixels`` runs (random stratified pixels, or spatially
     disjoint blocks with a buffer), the validation share of each class (for choosing the
-    epoch; never the test part) and the disjoint split's block size and buffer in pixels
-    (default: from the window)."""
+    epoch; never the test part), the disjoint split's block size and buffer in pixels
+    (default: from the window), and what it does with a class whose blocks cannot give it
+    both training and test pixels: ``error``, or ``exclude`` it from that split (listed in
+    the results; the random split keeps every class)."""
 
     kind: Literal["random", "disjoint"] = "random"
     val_fraction: float = 0.05
     block_size: int | None = None
     buffer: int | None = None
+    unsplittable: Literal["error", "exclude"] = "error"
 
 
 @dataclass
@@ -119,13 +131,15 @@ class ModelSection:
 
 @dataclass
 class TrainSection:
-    """The training of :class:`~geofm.tasks.pixel.PixelClassificationTask`."""
+    """The training of :class:`~geofm.tasks.pixel.PixelClassificationTask`: AdamW, a linear
+    warm-up, then a cosine from ``lr`` to ``min_lr_factor * lr`` (1 keeps it constant)."""
 
     epochs: int = 60
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 5.0
+    min_lr_factor: float = 0.0
     label_smoothing: float = 0.1
     augment: bool = True
     context_dropout: float = 0.0
@@ -133,6 +147,38 @@ class TrainSection:
     num_workers: int = 0
     accelerator: str = "auto"
 
+
+#: what a recipe's ``baselines`` may name
+BASELINES = ("svm", "ssftt")
+
+#: The model and train sections of the baselines the protocol trains like the recipe's own
+#: model, on the same scene and splits (:func:`baseline_recipe`): each as published.
+#: SSFTT (Sun et al., "Spectral-Spatial Feature Tokenization Transformer for Hyperspectral
+#: Image Classification", IEEE TGRS 2022, and its public code): PCA to 30 whitened
+#: components fitted on every pixel of the scene (no labels), 13 x 13 windows, Adam at a
+#: constant 1e-3, batch 64, 100 epochs, plain cross-entropy, no augmentation. The protocol
+#: adds what it gives every model: the epoch is chosen on the validation part.
+BASELINE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "ssftt": {
+        "model": {
+            "name": "ssftt",
+            "pca": "transductive",
+            "kwargs": {"patch": 13, "components": 30, "whiten": True},
+        },
+        "train": {
+            "epochs": 100,
+            "batch_size": 64,
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "warmup_epochs": 0.0,
+            "min_lr_factor": 1.0,
+            "label_smoothing": 0.0,
+            "augment": False,
+            "context_dropout": 0.0,
+            "brightness": 0.0,
+        },
+    },
+}
 
 SECTIONS = {
     "scene": SceneSection,
@@ -186,7 +232,7 @@ def recipe_parser(**kwargs: Any):
         parser.add_class_arguments(section, name, help=section.__doc__)
     parser.add_argument(
         "--baselines",
-        type=list[Literal["svm"]],
+        type=list[Literal["svm", "ssftt"]],
         default=[],
         help="baselines run beside the model on the same splits",
     )
@@ -220,10 +266,10 @@ def add_run_options(parser) -> None:
     )
     parser.add_argument(
         "--methods",
-        type=Literal["lola", "svm"],
+        type=Literal["lola", "svm", "ssftt"],
         nargs="+",
         default=None,
-        help="default: lola and the recipe's baselines",
+        help="default: lola (the recipe's model) and the recipe's baselines",
     )
     parser.add_argument(
         "--save-dir",
@@ -303,6 +349,26 @@ def load_recipe(source: str | Path | dict[str, Any]) -> PixelRecipe:
     except argparse.ArgumentError as err:
         raise RecipeError(f"{where}: {err}") from None
     return recipe_from_namespace(ns, where)
+
+
+def baseline_recipe(recipe: PixelRecipe, name: str) -> PixelRecipe:
+    """The recipe the protocol trains baseline ``name`` (a key of :data:`BASELINE_RECIPES`)
+    with: ``recipe``'s scene and split, where it runs (``accelerator``, ``num_workers``),
+    and the baseline's own model and training."""
+    if name not in BASELINE_RECIPES:
+        raise RecipeError(
+            f"{name!r} is not a trained baseline; choose one of {', '.join(BASELINE_RECIPES)}"
+        )
+    spec = BASELINE_RECIPES[name]
+    where = {k: recipe.train[k] for k in ("accelerator", "num_workers")}
+    return load_recipe(
+        {
+            "scene": recipe.scene,
+            "split": recipe.split,
+            "model": spec["model"],
+            "train": {**spec["train"], **where},
+        }
+    )
 
 
 def recipe_inputs(recipe: PixelRecipe) -> list[Path]:

@@ -229,3 +229,28 @@ def test_a_count_with_a_fraction_still_leaves_test_a_member_of_every_class():
     split = stratified_split(labels, train=2, val=0.5, seed=0)  # val would round to 2
     assert sorted(labels[split.test].tolist()) == [0, 1, 2, 3]
     assert sorted(labels[split.val].tolist()) == [0, 1, 2, 3]
+
+
+def test_a_class_inside_one_block_is_refused_or_left_out_as_asked(salinas_mask):
+    mask = salinas_mask.copy()
+    mask[2:6, 2:6] = 6  # a seventh class, a 4 x 4 field inside one 8 x 8 block
+    with pytest.raises(ValueError, match=r"classes \[6\] have no training pixel"):
+        spatially_disjoint_split(mask, radius=3, train=0.1, val=0.05, block_size=8, seed=0)
+    split = spatially_disjoint_split(
+        mask, radius=3, train=0.1, val=0.05, block_size=8, seed=0, exclude_unsplittable=True
+    )
+    assert split.excluded == (6,)
+    assert split.class_counts[:, 6].tolist() == [0, 0, 0]
+    for part in ("train", "val", "test"):
+        coords = split.coords(part)
+        assert not (mask[coords[:, 0], coords[:, 1]] == 6).any()
+    assert (split.class_counts[[0, 2], :6] > 0).all()
+    assert find_leaks(split.train, split.test, 3).size == 0
+    # nothing to leave out: the same split as without the option
+    plain = spatially_disjoint_split(salinas_mask, radius=3, block_size=8, seed=1)
+    kept = spatially_disjoint_split(
+        salinas_mask, radius=3, block_size=8, seed=1, exclude_unsplittable=True
+    )
+    assert kept.excluded == () and all(
+        np.array_equal(plain.coords(p), kept.coords(p)) for p in ("train", "val", "test")
+    )

@@ -393,3 +393,99 @@ def test_summarise_std_is_sample_std():
 
     rows = summarise([res(0, 0.9), res(1, 0.8), res(2, 0.7)], ["a"])
     assert rows[3]["oa"] == pytest.approx(0.8) and rows[4]["oa"] == pytest.approx(0.1)
+
+
+# --- SSFTT beside the recipe's model -------------------------------------------------------------
+
+
+def test_ssftt_baseline_trains_on_the_same_split_with_its_own_settings(
+    tmp_path, salinas_a, monkeypatch
+):
+    from geofm.data.splits import find_leaks
+    from geofm.tasks import pixel_recipe
+    from geofm.tasks.pixel_protocol import checkpoint_name, split_radius
+    from geofm.tasks.pixel_recipe import baseline_recipe
+
+    monkeypatch.setitem(pixel_recipe.BASELINE_RECIPES["ssftt"]["train"], "epochs", 2)
+    recipe = load_recipe(
+        {
+            "scene": SALINAS_A,
+            "split": {"kind": "disjoint", "val_fraction": 0.05, "block_size": 8},
+            "model": {"kwargs": TINY_LOLA},
+            "train": {"epochs": 1, "accelerator": "cpu"},
+            "baselines": ["svm", "ssftt"],
+        }
+    )
+    own = baseline_recipe(recipe, "ssftt")
+    assert own.scene == recipe.scene and own.split == recipe.split
+    assert own.model["name"] == "ssftt" and own.patch == 13 and own.model["pca"] == "transductive"
+    assert own.train["min_lr_factor"] == 1.0 and own.train["accelerator"] == "cpu"
+    # the buffer covers SSFTT's 13 x 13 windows, whichever methods run
+    assert split_radius(recipe) == split_radius(recipe, ["lola"]) == 6
+    assert split_radius(_recipe()) == 3 and split_radius(_recipe(), ["ssftt"]) == 6
+
+    results, _ = run_protocol(
+        recipe,
+        0.05,
+        [0],
+        methods=["lola", "ssftt"],
+        progress=False,
+        save_dir=tmp_path,
+        scene=dict(salinas_a),
+        echo=lambda s: None,
+    )
+    lola, ssftt = results
+    assert (lola.method, ssftt.method, ssftt.mode) == ("lola", "ssftt", "full")
+    assert lola.counts == ssftt.counts  # one split for both
+    assert ssftt.trainable_params == ssftt.total_params > 50_000
+    mask = salinas_a["mask"].numpy()
+    coords, _ = make_split(mask, "disjoint", 0.05, 0.05, 6, seed=0, block_size=8)
+    assert find_leaks(coords["train"], coords["test"], 6).size == 0
+    assert {
+        p: np.bincount(mask[c[:, 0], c[:, 1]], minlength=6).tolist() for p, c in coords.items()
+    } == lola.counts
+    path = Path(ssftt.details["checkpoint"])
+    assert (
+        path.name
+        == checkpoint_name(recipe, 0.05, 0, "ssftt")
+        == "ssftt_full_disjoint_f0.05_seed0.pt"
+    )
+    model, ckpt = load_classifier(path)
+    assert ckpt["model"] == "ssftt" and ckpt["recipe"]["model"]["name"] == "ssftt"
+    test = coords["test"]
+    preds, _ = classify_pixels(model, salinas_a["image"], test)
+    again = classification_metrics(mask[test[:, 0], test[:, 1]], preds, 6)
+    np.testing.assert_array_equal(again.confusion, ssftt.metrics.confusion)
+
+
+def test_a_seed_reproduces_its_run_exactly(salinas_a):
+    """A fresh run of the same recipe and seed gives the same split, weights and test
+    predictions: the results in docs/pixel_classification.md can be re-run."""
+    from geofm.tasks.pixel_protocol import run_seed
+
+    recipe = _recipe(epochs=2, augment=True, context_dropout=0.5, brightness=0.1)
+    runs = [
+        run_seed(recipe, dict(salinas_a), 0.05, 3, ["lola"], 6, progress=False)[0] for _ in range(2)
+    ]
+    np.testing.assert_array_equal(runs[0].metrics.confusion, runs[1].metrics.confusion)
+    assert runs[0].details["best_val_oa"] == runs[1].details["best_val_oa"]
+
+
+def test_a_baseline_window_that_does_not_fit_names_the_scene(salinas_a):
+    from geofm.tasks.pixel_protocol import run_seed
+
+    small = dict(salinas_a)
+    small["image"], small["mask"] = salinas_a["image"][:, :11, :40], salinas_a["mask"][:11, :40]
+    small["card"] = "salinas_a"
+    with pytest.raises(
+        ValueError,
+        match=r"ssftt's 13 x 13 pixel window is larger than the 11 x 40 scene 'salinas_a'; leave ssftt out",
+    ):
+        run_seed(_recipe(), small, 0.05, 0, ["lola", "ssftt"], 6, progress=False)
+    with pytest.raises(ValueError, match=r"the model's 7 x 7 pixel window .* 5 x 40 .*patch <= 5"):
+        small["image"], small["mask"] = small["image"][:, :5], small["mask"][:5]
+        run_seed(_recipe(), small, 0.05, 0, ["lola"], 6, progress=False)
+    with pytest.raises(ValueError, match="not a trained baseline"):
+        from geofm.tasks.pixel_recipe import baseline_recipe
+
+        baseline_recipe(_recipe(), "svm")
