@@ -1,0 +1,120 @@
+"""The recipe search scores variants on validation parts only, resumes, and reports."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_models import TINY_LOLA
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def search():
+    spec = importlib.util.spec_from_file_location(
+        "pixel_recipe_search", REPO / "benchmarks" / "pixel_recipe_search.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variants_are_merged_into_the_recipe_key_by_key(search):
+    base = {"model": {"kwargs": {"patch": 7, "components": 15}}, "train": {"epochs": 40}}
+    out = search.merged(base, {"model": {"kwargs": {"patch": 9}}})
+    assert out == {"model": {"kwargs": {"patch": 9, "components": 15}}, "train": {"epochs": 40}}
+    assert base["model"]["kwargs"]["patch"] == 7  # the base is not changed
+
+
+def test_bad_variant_files_are_refused(search, tmp_path):
+    bad = tmp_path / "v.yaml"
+    bad.write_text("- name: a\n- name: a\n")
+    with pytest.raises(SystemExit, match="repeat"):
+        search.read_variants(bad)
+    bad.write_text("- nme: a\n")
+    with pytest.raises(SystemExit, match="expected a list"):
+        search.read_variants(bad)
+
+
+def test_search_touches_validation_pixels_only_and_resumes(search, tmp_path, monkeypatch, capsys):
+    import geofm.tasks.pixel as pixel
+    from geofm.data.cards import data_dir
+    from geofm.data.datasets import read_scene
+    from geofm.tasks.pixel_protocol import make_split
+
+    root = data_dir() / "samples" / "salinas_a"
+    mask = read_scene(root / "SalinasA_corrected.hdr", root / "SalinasA_gt.mat", "salinas_a")[
+        "mask"
+    ].numpy()
+    test = make_split(mask, "random", 0.05, 0.05, 6, seed=0)[0]["test"]
+    test_set = {tuple(c) for c in test.tolist()}
+    real = pixel.classify_pixels
+    classified = []
+
+    def spy(model, image, coords, *args, **kwargs):
+        classified.append({tuple(c) for c in np.asarray(coords).tolist()})
+        return real(model, image, coords, *args, **kwargs)
+
+    monkeypatch.setattr(pixel, "classify_pixels", spy)
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(
+        "- name: tiny\n"
+        f"  changes: {{model: {{kwargs: {TINY_LOLA}}}, train: {{epochs: 1}}}}\n"
+        "- name: tiny_lr\n"
+        f"  changes: {{model: {{kwargs: {TINY_LOLA}}}, train: {{epochs: 1, lr: 3.0e-3}}}}\n"
+    )
+    out = tmp_path / "search.csv"
+    args = ["--variants", str(variants), "--scene", "salinas_a:0.05", "--splits", "random"]
+    assert search.main([*args, "--only", "tiny", "--output", str(out)]) == 0
+    assert classified and all(not (c & test_set) for c in classified)
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["variant"], r["scene"], r["split"], r["seed"]) for r in rows] == [
+        ("tiny", "salinas_a", "random", "0")
+    ]
+    assert 0.0 <= float(rows[0]["val_oa"]) <= 1.0 and rows[0]["n_val"] == "267"
+    classified.clear()
+    assert search.main([*args, "--output", str(out)]) == 0  # "tiny" is kept, not rerun
+    assert len(classified) == 1 and len(list(csv.DictReader(out.open()))) == 2
+    capsys.readouterr()
+    assert search.main([*args, "--output", str(out), "--report"]) == 0
+    table = capsys.readouterr().out
+    assert "| tiny |" in table and "| tiny_lr |" in table and "salinas_a random" in table
+
+
+def test_maps_of_a_run_are_drawn_for_every_method(tmp_path, monkeypatch):
+    from geofm.tasks import pixel_recipe
+    from geofm.tasks.pixel_protocol import run_protocol
+    from geofm.tasks.pixel_recipe import load_recipe
+    from geofm.tasks.pixel_results import write_results
+
+    monkeypatch.setitem(pixel_recipe.BASELINE_RECIPES["ssftt"]["train"], "epochs", 1)
+    recipe = load_recipe(
+        {
+            "scene": {
+                "card": "salinas_a",
+                "cube": "{data}/samples/salinas_a/SalinasA_corrected.hdr",
+                "gt": "{data}/samples/salinas_a/SalinasA_gt.mat",
+            },
+            "model": {"kwargs": TINY_LOLA},
+            "train": {"epochs": 1},
+            "baselines": ["svm", "ssftt"],
+        }
+    )
+    results, classes = run_protocol(
+        recipe, 0.05, [0], progress=False, save_dir=tmp_path / "models", echo=lambda s: None
+    )
+    write_results(tmp_path / "run.csv", results, classes, recipe)
+    spec = importlib.util.spec_from_file_location(
+        "pixel_maps", REPO / "benchmarks" / "pixel_maps.py"
+    )
+    maps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maps)
+    out = tmp_path / "maps.png"
+    assert maps.main([str(tmp_path / "run.json"), "--seed", "0", "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="no run of seed 3"):
+        maps.main([str(tmp_path / "run.json"), "--seed", "3", "--out", str(out)])
