@@ -50,17 +50,25 @@ def main(argv: list[str] | None = None) -> int:
     mask = torch.as_tensor(scene["mask"]).numpy()
     image = torch.as_tensor(scene["image"]).float()
     classes = first["classes"]
-    coords, _ = make_split(
+    # the run's split: its recorded radius (results before it was recorded: the radius the
+    # run's methods give), checked against the pixel counts the run recorded
+    radius = first["details"].get("split_radius", split_radius(recipe, methods))
+    coords, info = make_split(
         mask,
         first["split"],
         first["train_fraction"],
         recipe.split["val_fraction"],
-        split_radius(recipe, methods),
+        radius,
         args.seed,
         recipe.split["block_size"],
         recipe.split["buffer"],
         recipe.split["unsplittable"],
     )
+    if info["counts"] != first["counts"]:
+        raise SystemExit(
+            f"the split rebuilt for seed {args.seed} is not the run's: pixels per class "
+            f"{info['counts']} against the recorded {first['counts']}"
+        )
     H, W = mask.shape
     every = np.argwhere(np.ones((H, W), dtype=bool))
     panels = []

@@ -4,8 +4,9 @@
 
 One table per file: a row per method and seed (OA, AA, kappa in percent, trainable
 parameters, training seconds), then mean ± sample standard deviation, then the per-class
-accuracy of the means (``-`` for a class the split left out), and on how many seeds the
-first method beats each of the others.
+accuracy of the means (``-`` for a class the split left out on every seed, the number of
+seeds beside a mean over fewer than all), and on how many seeds the first method beats
+each of the others.
 """
 
 from __future__ import annotations
@@ -59,8 +60,16 @@ def table(path: Path) -> str:
             f"{float(m['train_seconds']):.1f} |"
         )
     out += ["", "| class | " + " | ".join(means) + " |", "|---|" + "---|" * len(means)]
+
+    def class_mean(method: str, c: str) -> str:
+        # a class a disjoint split left out on some seeds: its mean is over the others
+        scored = [r for r in seeds if r["method"] == method]
+        have = sum(r[f"acc_{c}"] not in ("", None, "nan") for r in scored)
+        text = _pct(means[method][f"acc_{c}"])
+        return text if have in (0, len(scored)) else f"{text} ({have} of {len(scored)} seeds)"
+
     for c in classes:
-        out.append(f"| {c} | " + " | ".join(_pct(m[f"acc_{c}"]) for m in means.values()) + " |")
+        out.append(f"| {c} | " + " | ".join(class_mean(m, c) for m in means) + " |")
     methods = list(means)
     by_seed: dict[str, dict[str, float]] = {}
     for r in seeds:
@@ -69,9 +78,10 @@ def table(path: Path) -> str:
     if len(methods) >= 2:
         out.append("")
     for b in methods[1:]:
-        wins = [s for s, v in by_seed.items() if v[a] > v[b]]
+        both = {s: v for s, v in by_seed.items() if a in v and b in v}
+        wins = [s for s, v in both.items() if v[a] > v[b]]
         out.append(
-            f"{a} has a higher OA than {b} on {len(wins)} of {len(by_seed)} seeds "
+            f"{a} has a higher OA than {b} on {len(wins)} of {len(both)} seeds "
             f"({', '.join(wins) or 'none'})."
         )
     return "\n".join(out) + "\n"

@@ -381,10 +381,11 @@ def spatially_disjoint_split(
        contains a labelled training pixel and no training window contains a val or test
        centre. Windows may still share unlabelled border pixels; ``buffer=2 * radius``
        makes the windows of different parts fully disjoint.
-    4. With ``exclude_unsplittable``, a class left without training or test pixels (a
-       field inside one block, or too thin for the buffer) is left out of every part and
-       the blocks are assigned again without it, until every remaining class has both;
-       the classes left out are listed in ``excluded``.
+    4. With ``exclude_unsplittable``, a class this assignment leaves without training or
+       test pixels (a field inside one block, a field too thin for the buffer, or one the
+       greedy assignment of this seed put in one part) is left out of every part and the
+       blocks are assigned again without it, until every remaining class has both; the
+       classes left out are listed in ``excluded``.
 
     Args:
         mask: ``(H, W)`` class ids, 255 = unlabelled.

@@ -386,7 +386,9 @@ def run_seed(
 
     split = recipe.split["kind"]
     trained = method_recipes(recipe, methods)
+    radius = split_radius(recipe, methods) if radius is None else radius
     coords, info = _seed_split(recipe, scene, train_fraction, seed, methods, radius)
+    info["split_radius"] = radius  # recorded: maps and reruns rebuild this split
     mask = torch.as_tensor(scene["mask"]).numpy()
     if num_classes is None:
         num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
@@ -606,8 +608,8 @@ def run_protocol(
         if left_out:
             echo(
                 f"seed {seed}: the {ran[0].split} split leaves out {len(left_out)} classes "
-                f"({', '.join(classes[k] for k in left_out)}): their blocks cannot give "
-                "them both training and test pixels"
+                f"({', '.join(classes[k] for k in left_out)}): this seed's blocks gave "
+                "them no training or no test pixels"
             )
         for res in ran:
             results.append(res)

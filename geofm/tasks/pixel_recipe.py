@@ -84,9 +84,9 @@ class SplitSection:
     """Which split ``geofm classify-pixels`` runs (random stratified pixels, or spatially
     disjoint blocks with a buffer), the validation share of each class (for choosing the
     epoch; never the test part), the disjoint split's block size and buffer in pixels
-    (default: from the window), and what it does with a class whose blocks cannot give it
-    both training and test pixels: ``error``, or ``exclude`` it from that split (listed in
-    the results; the random split keeps every class)."""
+    (default: from the window), and what it does with a class the blocks of a seed leave
+    without training or test pixels: ``error``, or ``exclude`` it from that seed's split
+    (listed in the results; the random split keeps every class)."""
 
     kind: Literal["random", "disjoint"] = "random"
     val_fraction: float = 0.05

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,11 @@ def test_maps_of_a_run_are_drawn_for_every_method(tmp_path, monkeypatch):
     assert out.stat().st_size > 10_000
     with pytest.raises(SystemExit, match="no run of seed 3"):
         maps.main([str(tmp_path / "run.json"), "--seed", "3", "--out", str(out)])
+    # a record whose split is not the one rebuilt (another buffer, another geofm) is refused
+    entries = json.loads((tmp_path / "run.json").read_text())
+    assert {e["details"]["split_radius"] for e in entries} == {6}
+    for e in entries:
+        e["counts"]["train"][0] += 1
+    (tmp_path / "other.json").write_text(json.dumps(entries))
+    with pytest.raises(SystemExit, match="not the run's"):
+        maps.main([str(tmp_path / "other.json"), "--seed", "0", "--out", str(out)])
