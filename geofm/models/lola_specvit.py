@@ -390,6 +390,23 @@ class WindowClassifier(nn.Module):
         self.reduction.fit(pixels)
         return self
 
+    @staticmethod
+    def check_patch(patch: int) -> None:
+        if patch < 1 or patch % 2 == 0:
+            raise ValueError(
+                f"patch must be an odd number of pixels (the centre pixel is "
+                f"classified), got {patch}"
+            )
+
+    def check_reduced(self, scores: torch.Tensor) -> None:
+        """``scores`` must be ``(B, components, patch, patch)`` reduced windows."""
+        K = self.reduction.components
+        if scores.ndim != 4 or scores.shape[1:] != (K, self.patch, self.patch):
+            raise ValueError(
+                f"expected ({K}, {self.patch}, {self.patch}) reduced windows, got "
+                f"{tuple(scores.shape)}"
+            )
+
     def check_input(self, image: torch.Tensor) -> None:
         if image.ndim != 4 or image.shape[1:] != (self.bands, self.patch, self.patch):
             raise ValueError(
@@ -463,11 +480,7 @@ class LoLASpecViT(WindowClassifier):
         pool: str = "mean",
     ) -> None:
         super().__init__()
-        if patch < 1 or patch % 2 == 0:
-            raise ValueError(
-                f"patch must be an odd number of pixels (the centre pixel is "
-                f"classified), got {patch}"
-            )
+        self.check_patch(patch)
         if len(conv_channels) != len(conv_kernels):
             raise ValueError(
                 f"{len(conv_channels)} conv channel counts but {len(conv_kernels)} kernels"
@@ -577,12 +590,7 @@ class LoLASpecViT(WindowClassifier):
         """Pooled features (``(B, embed_dims[-1])``, twice that for ``pool="both"``) of windows already reduced by
         :attr:`reduction`: ``(B, components, patch, patch)``. Predicting a whole scene
         reduces it once and crops windows of the scores, instead of reducing every window."""
-        K = self.reduction.components
-        if scores.ndim != 4 or scores.shape[1:] != (K, self.patch, self.patch):
-            raise ValueError(
-                f"expected ({K}, {self.patch}, {self.patch}) reduced windows, got "
-                f"{tuple(scores.shape)}"
-            )
+        self.check_reduced(scores)
         x = self.frontend(scores[:, None])  # (B, c, k', s, s)
         x = self.patch_embed(x.flatten(1, 2))  # (B, D, s, s)
         x = x.permute(0, 2, 3, 1)  # (B, s, s, D)

@@ -132,11 +132,7 @@ class SSFTT(WindowClassifier):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        if patch < 1 or patch % 2 == 0:
-            raise ValueError(
-                f"patch must be an odd number of pixels (the centre pixel is "
-                f"classified), got {patch}"
-            )
+        self.check_patch(patch)
         ks, kh, kw = conv3d_kernel
         size = patch - kh + 1 - conv2d_kernel + 1
         if ks > components or kh != kw or size < 1:
@@ -188,12 +184,7 @@ class SSFTT(WindowClassifier):
     def forward_reduced(self, scores: torch.Tensor) -> torch.Tensor:
         """Class-token features ``(B, width)`` of windows already reduced by :attr:`reduction`:
         ``(B, components, patch, patch)``."""
-        K = self.reduction.components
-        if scores.ndim != 4 or scores.shape[1:] != (K, self.patch, self.patch):
-            raise ValueError(
-                f"expected ({K}, {self.patch}, {self.patch}) reduced windows, got "
-                f"{tuple(scores.shape)}"
-            )
+        self.check_reduced(scores)
         x = self.conv3d(scores[:, None])  # (B, c, K', s, s)
         x = self.conv2d(x.flatten(1, 2))  # (B, D, s', s')
         x = self.tokenizer(x.flatten(2).transpose(1, 2))  # (B, L, D)
