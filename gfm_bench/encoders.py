@@ -32,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from geofm.data.cards import BandMatchError, match_bands
+
 __all__ = [
     "BandMatchError",
     "EncoderAdapter",
@@ -41,58 +43,6 @@ __all__ = [
     "build_encoder",
     "parse_encoder_spec",
 ]
-
-
-class BandMatchError(ValueError):
-    """An encoder cannot take a dataset's bands; the message names them."""
-
-
-def match_bands(
-    wanted: Sequence[str],
-    wanted_wavelengths: Sequence[float] | None,
-    bands: Sequence[str],
-    wavelengths: Sequence[float],
-    tolerance_nm: float = 15.0,
-    who: str = "the encoder",
-) -> list[int]:
-    """Indices into ``bands`` of each of ``wanted``: by name, else the nearest wavelength
-    within ``tolerance_nm`` not already taken. Raises :class:`BandMatchError` otherwise."""
-    bands = [str(b) for b in bands]
-    wl = [float(w) for w in wavelengths]
-    if len(bands) != len(wl):
-        raise BandMatchError(f"{len(bands)} band names but {len(wl)} wavelengths")
-    taken: list[int] = []
-    missing = []
-    for i, name in enumerate(wanted):
-        if name in bands and bands.index(name) not in taken:
-            taken.append(bands.index(name))
-            continue
-        found = None
-        if wanted_wavelengths is not None:
-            target = float(wanted_wavelengths[i])
-            free = [
-                (abs(w - target), j)
-                for j, w in enumerate(wl)
-                if j not in taken and abs(w - target) <= tolerance_nm
-            ]
-            if free:
-                found = min(free)[1]
-        if found is None:
-            missing.append(
-                name
-                if wanted_wavelengths is None
-                else f"{name} ({float(wanted_wavelengths[i]):g} nm)"
-            )
-        else:
-            taken.append(found)
-    if missing:
-        have = ", ".join(f"{b} ({w:g} nm)" for b, w in zip(bands, wl, strict=True))
-        raise BandMatchError(
-            f"{who} needs bands {', '.join(missing)}, which the data lacks "
-            f"(matched by name, then by wavelength within {tolerance_nm:g} "
-            f"nm); the data has: {have}"
-        )
-    return taken
 
 
 class EncoderAdapter(nn.Module):
@@ -110,7 +60,7 @@ class EncoderAdapter(nn.Module):
         """Channel indices to feed the encoder, or None for all of them in order."""
         if self.input_bands is None:
             return None
-        return match_bands(
+        found = match_bands(
             self.input_bands,
             self.input_wavelengths,
             bands,
@@ -118,6 +68,7 @@ class EncoderAdapter(nn.Module):
             self.wavelength_tolerance_nm,
             who=self.name,
         )
+        return [int(i) for i in found if i is not None]  # all found: a miss raises
 
     def _select(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         wl = torch.as_tensor(batch["wavelengths"], dtype=torch.float32)

@@ -93,6 +93,72 @@ def band_positions(
     return [have.index(n) for n in wanted]
 
 
+class BandMatchError(UnknownBandError, ValueError):
+    """Bands a consumer (a model, an encoder, a fitted transform) needs and the data lacks;
+    the message names them and what the data has."""
+
+
+def match_bands(
+    wanted: Sequence[str],
+    wanted_wavelengths: Sequence[float] | None,
+    bands: Sequence[str],
+    wavelengths: Sequence[float],
+    tolerance_nm: float = 15.0,
+    who: str = "the encoder",
+    missing: str = "error",
+) -> list[int | None]:
+    """Index into ``bands`` of each band of ``wanted``: the band of the same name, else the
+    band nearest in wavelength within ``tolerance_nm`` that no other wanted band has taken.
+
+    Names are matched for every wanted band before any wavelength is, so a band is never
+    taken by a neighbour's wavelength when it has a match by name of its own. A wanted band
+    with no match raises :class:`BandMatchError` (``missing="error"``), listing every
+    unmatched band and what the data has, or gets ``None`` (``missing="none"``).
+    """
+    if missing not in ("error", "none"):
+        raise ValueError(f"missing must be 'error' or 'none', got {missing!r}")
+    bands = [str(b) for b in bands]
+    wl = [float(w) for w in wavelengths]
+    if len(bands) != len(wl):
+        raise BandMatchError(f"{len(bands)} band names but {len(wl)} wavelengths")
+    if wanted_wavelengths is not None and len(wanted_wavelengths) != len(wanted):
+        raise BandMatchError(
+            f"{len(wanted)} wanted bands but {len(wanted_wavelengths)} wanted wavelengths"
+        )
+    found: list[int | None] = [None] * len(wanted)
+    for i, name in enumerate(wanted):
+        if name in bands and bands.index(name) not in found:
+            found[i] = bands.index(name)
+    if wanted_wavelengths is not None:
+        for i, target in enumerate(float(w) for w in wanted_wavelengths):
+            if found[i] is not None:
+                continue
+            free = [
+                (abs(w - target), j)
+                for j, w in enumerate(wl)
+                if j not in found and abs(w - target) <= tolerance_nm
+            ]
+            if free:
+                found[i] = min(free)[1]
+    absent = [
+        str(name) if wanted_wavelengths is None else f"{name} ({float(wanted_wavelengths[i]):g} nm)"
+        for i, name in enumerate(wanted)
+        if found[i] is None
+    ]
+    if absent and missing == "error":
+        have = ", ".join(f"{b} ({w:g} nm)" for b, w in zip(bands, wl, strict=True))
+        by = (
+            "by name"
+            if wanted_wavelengths is None
+            else (f"by name, then by wavelength within {tolerance_nm:g} nm")
+        )
+        raise BandMatchError(
+            f"{who} needs bands {', '.join(absent)}, which the data lacks (matched {by}); "
+            f"the data has: {have}"
+        )
+    return found
+
+
 def _select(bands: Sequence[Band], names: Sequence[str] | None, owner: str) -> list[Band]:
     if names is None:
         return list(bands)

@@ -28,17 +28,13 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from geofm.data.cards import UnknownBandError
+from geofm.data.cards import BandMatchError
 from geofm.data.hyperspectral import is_envi, open_scene
 from geofm.data.readers import read_window
 
 __all__ = ["ArraySource", "BandMatchError", "FileSource", "SceneSource", "open_source"]
 
 PathLike = str | os.PathLike
-
-
-class BandMatchError(UnknownBandError):
-    """The scene lacks bands the model needs (the message names them)."""
 
 
 class SceneSource:

@@ -429,3 +429,22 @@ def test_card_with_an_unknown_task_is_refused(tmp_path, monkeypatch):
             cards.load_dataset_card("eurosat_ms")
     finally:
         cards.load_dataset_card.cache_clear()
+
+
+def test_match_bands_takes_names_before_wavelengths_and_can_leave_bands_unmatched():
+    from geofm.data.cards import BandMatchError, match_bands
+
+    # Indian Pines keeps AVIRIS channel C112 (1412 nm), which Salinas-A lacks; C113 is in
+    # both. C112 must not take Salinas-A's C113 by wavelength before C113 asks by name.
+    wanted, wanted_wl = ["C112", "C113"], [1412.4, 1422.3]
+    have, have_wl = ["C106", "C113"], [1352.7, 1422.3]
+    assert match_bands(wanted, wanted_wl, have, have_wl, missing="none") == [None, 1]
+    with pytest.raises(BandMatchError, match=r"needs bands C112 \(1412.4 nm\)") as err:
+        match_bands(wanted, wanted_wl, have, have_wl, tolerance_nm=5.0)
+    assert isinstance(err.value, KeyError) and isinstance(err.value, ValueError)
+    # with a tolerance that reaches it, the free band nearest in wavelength is taken
+    assert match_bands(["x"], [1350.0], have, have_wl, tolerance_nm=5.0) == [0]
+    with pytest.raises(BandMatchError, match="2 wanted bands but 1 wanted wavelengths"):
+        match_bands(wanted, [1.0], have, have_wl)
+    with pytest.raises(ValueError, match="missing must be 'error' or 'none'"):
+        match_bands(wanted, wanted_wl, have, have_wl, missing="skip")
