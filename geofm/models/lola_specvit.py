@@ -91,8 +91,14 @@ class SpectralReduction(nn.Module):
         self.register_buffer("explained", torch.zeros(components))
 
     @torch.no_grad()
-    def fit(self, pixels: torch.Tensor) -> SpectralReduction:
-        """Fit on ``(N, C)`` spectra (float64 internally); returns ``self``."""
+    def fit(self, pixels: torch.Tensor, keep_basis: bool = False) -> SpectralReduction:
+        """Fit on ``(N, C)`` spectra (float64 internally); returns ``self``.
+
+        With ``keep_basis`` the directions already in :attr:`basis` are kept (another
+        scene's components with the bands matched by wavelength,
+        :func:`geofm.tasks.pixel_models.matched_basis`) and only the mean and the scale are
+        fitted to these pixels.
+        """
         x = torch.as_tensor(pixels).to(torch.float64)
         if x.ndim != 2 or x.shape[1] != self.bands:
             raise ValueError(f"PCA expects (pixels, {self.bands}) spectra, got {tuple(x.shape)}")
@@ -101,16 +107,22 @@ class SpectralReduction(nn.Module):
         if not torch.isfinite(x).all():
             raise ValueError("PCA training pixels contain NaN or infinite values")
         mean = x.mean(0)
-        _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
-        k = min(self.components, vh.shape[0])
-        basis = torch.zeros(self.bands, self.components, dtype=torch.float64)
-        basis[:, :k] = vh[:k].T
-        signs = torch.sign(basis.gather(0, basis.abs().argmax(0, keepdim=True)))
-        basis = basis * torch.where(signs == 0, 1.0, signs)
-        sd = ((x - mean) @ basis).std(0)
-        var = s**2
         explained = torch.zeros(self.components, dtype=torch.float64)
-        explained[:k] = var[:k] / var.sum().clamp_min(1e-300)
+        if keep_basis:
+            basis = self.basis.to(torch.float64)
+            scores = (x - mean) @ basis
+            total = (x - mean).pow(2).sum().clamp_min(1e-300)
+            explained[:] = scores.pow(2).sum(0) / total
+        else:
+            _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+            k = min(self.components, vh.shape[0])
+            basis = torch.zeros(self.bands, self.components, dtype=torch.float64)
+            basis[:, :k] = vh[:k].T
+            signs = torch.sign(basis.gather(0, basis.abs().argmax(0, keepdim=True)))
+            basis = basis * torch.where(signs == 0, 1.0, signs)
+            var = s**2
+            explained[:k] = var[:k] / var.sum().clamp_min(1e-300)
+        sd = ((x - mean) @ basis).std(0)
         self.mean.copy_(mean)
         self.basis.copy_(basis)
         sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
@@ -385,9 +397,9 @@ class WindowClassifier(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def fit_reduction(self, pixels: torch.Tensor) -> WindowClassifier:
-        """Fit the PCA on ``(N, bands)`` spectra; see :class:`SpectralReduction`."""
-        self.reduction.fit(pixels)
+    def fit_reduction(self, pixels: torch.Tensor, keep_basis: bool = False) -> WindowClassifier:
+        """Fit the PCA on ``(N, bands)`` spectra; see :meth:`SpectralReduction.fit`."""
+        self.reduction.fit(pixels, keep_basis)
         return self
 
     @staticmethod

@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "architecture_from_base",
+    "MATCH_TOLERANCE_NM",
     "build_classifier",
     "load_classifier",
+    "matched_basis",
     "read_classifier",
     "save_classifier",
     "warn_if_base_saw_scene",
@@ -44,8 +46,8 @@ __all__ = [
 
 
 def architecture_from_base(model: dict[str, Any]) -> dict[str, Any]:
-    """In lora mode the architecture is the base checkpoint's: the ``kwargs`` of a recipe's
-    ``model`` section (which may leave them out, or must give the base's own).
+    """In lora and finetune modes the architecture is the base checkpoint's: the ``kwargs``
+    of a recipe's ``model`` section (which may leave them out, or must give the base's own).
 
     Raises ``ValueError`` naming the base when it holds another model or other kwargs.
     """
@@ -58,21 +60,30 @@ def architecture_from_base(model: dict[str, Any]) -> dict[str, Any]:
         )
     if model["kwargs"] and model["kwargs"] != base["kwargs"]:
         raise ValueError(
-            f"in lora mode the architecture comes from the base checkpoint; the "
+            f"in {model['mode']} mode the architecture comes from the base checkpoint; the "
             f"recipe's model.kwargs {model['kwargs']} differ from the base's "
             f"{base['kwargs']}: remove them or make them equal"
         )
     return dict(base["kwargs"])
 
 
+#: How far apart in wavelength a scene's band and a base's band may be to count as the same
+#: band when their names differ (half the ~10 nm band spacing of AVIRIS-class sensors).
+MATCH_TOLERANCE_NM = 5.0
+
+
 def build_classifier(
-    recipe: PixelRecipe, bands: int, num_classes: int
+    recipe: PixelRecipe, bands: int, num_classes: int, scene: dict[str, Any] | None = None
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The recipe's model for a scene with ``bands`` bands and ``num_classes`` classes.
 
-    ``lora`` mode: the architecture and weights come from ``model.base_checkpoint``; the
-    PCA is refitted on this scene and a head with another class count is re-initialised.
-    Returns the model and its construction record (for the checkpoint).
+    ``lora`` and ``finetune`` modes: the architecture and weights come from
+    ``model.base_checkpoint``, and a head with another class count is re-initialised. The
+    PCA is refitted on this scene (``base_pca: refit``) or keeps the base's components on
+    this ``scene``'s bands (``base_pca: matched``, :func:`matched_basis`; the record's
+    ``pca_match`` then says what matched, and the caller fits only the mean and scale).
+    ``lora`` adds LoRA layers and freezes the rest. Returns the model and its construction
+    record (for the checkpoint).
     """
     m = recipe.model
     kwargs = dict(m["kwargs"])
@@ -103,13 +114,76 @@ def build_classifier(
     model = create_model(m["name"], bands=bands, num_classes=num_classes, **kwargs)
     state = {k: v for k, v in base["state_dict"].items() if not any(k.startswith(s) for s in skip)}
     model.load_state_dict(state, strict=False)
-    lora = dict(m["lora"])
-    add_lora(model, lora)
-    return model, {
+    record: dict[str, Any] = {
         "name": m["name"],
         "kwargs": kwargs,
-        "lora": lora,
+        "lora": None,
         "base_checkpoint": str(base_path),
+    }
+    if m["base_pca"] == "matched":
+        if scene is None:
+            raise ValueError("base_pca: matched needs the scene's bands and wavelengths")
+        basis, record["pca_match"] = matched_basis(base, scene, base_path)
+        if tuple(basis.shape) != tuple(model.reduction.basis.shape):
+            raise CheckpointError(
+                f"base checkpoint {base_path}: its PCA basis is {tuple(basis.shape)} on this "
+                f"scene's bands, the model's {tuple(model.reduction.basis.shape)}"
+            )
+        model.reduction.basis.copy_(basis)
+    if m["mode"] == "lora":
+        record["lora"] = dict(m["lora"])
+        add_lora(model, record["lora"])
+    return model, record
+
+
+def matched_basis(
+    base: dict[str, Any], scene: dict[str, Any], where: Path | str = "the base checkpoint"
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """A base classifier's PCA components on ``scene``'s bands: ``(scene bands, K)``.
+
+    Each band of the scene takes the loadings of the base's band of the same name, else of
+    the base's band nearest in wavelength within :data:`MATCH_TOLERANCE_NM`
+    (:func:`~geofm.data.cards.match_bands`); a scene band with no counterpart gets zero
+    loadings (it is ignored). The base's components are unit vectors, so the squared
+    loadings of its bands the scene lacks are the share of each component that is lost.
+
+    Returns the basis and a record: ``matched`` (scene bands with a counterpart),
+    ``ignored_scene_bands``, ``unmatched_base_bands`` and ``lost_share`` (the largest share
+    of a component's loadings on unmatched base bands). Raises
+    :class:`~geofm.data.cards.BandMatchError` when no band matches.
+    """
+    from geofm.data.cards import BandMatchError, match_bands
+
+    basis = base["state_dict"]["reduction.basis"].to(torch.float64)
+    known = bool(base.get("wavelengths_known", True)) and bool(scene.get("wavelengths_known", True))
+    found = match_bands(
+        [str(b) for b in scene["bands"]],
+        torch.as_tensor(scene["wavelengths"]).tolist() if known else None,
+        base["bands"],
+        base["wavelengths"],
+        MATCH_TOLERANCE_NM,
+        who="this scene",
+        missing="none",
+    )
+    if all(i is None for i in found):
+        raise BandMatchError(
+            f"none of this scene's {len(found)} bands matches a band of {where} "
+            f"({len(base['bands'])} bands, by name or by wavelength within "
+            f"{MATCH_TOLERANCE_NM:g} nm): its PCA components cannot be carried over; "
+            "use model.base_pca: refit"
+        )
+    out = torch.zeros(len(found), basis.shape[1], dtype=torch.float64)
+    for j, i in enumerate(found):
+        if i is not None:
+            out[j] = basis[i]
+    used = {i for i in found if i is not None}
+    unmatched = [k for k in range(len(base["bands"])) if k not in used]
+    lost = basis[unmatched].pow(2).sum(0) if unmatched else torch.zeros(basis.shape[1])
+    return out, {
+        "matched": len(used),
+        "ignored_scene_bands": [str(scene["bands"][j]) for j, i in enumerate(found) if i is None],
+        "unmatched_base_bands": [str(base["bands"][k]) for k in unmatched],
+        "lost_share": float(lost.max()),
     }
 
 

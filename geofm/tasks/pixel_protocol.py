@@ -34,9 +34,11 @@ from geofm.tasks.pixel_models import build_classifier, save_classifier, warn_if_
 from geofm.tasks.pixel_recipe import (
     BASELINE_RECIPES,
     BASELINES,
+    TRANSFER_BASELINES,
     PixelRecipe,
     RecipeError,
     baseline_recipe,
+    transfer_recipe,
 )
 from geofm.tasks.pixel_results import SeedResult
 
@@ -164,12 +166,18 @@ def check_window_fits(scene: dict[str, Any], patch: int, method: str = "lola") -
 def method_recipes(recipe: PixelRecipe, methods: Sequence[str]) -> dict[str, PixelRecipe]:
     """The recipe each trained method among ``methods`` uses: ``lola`` the recipe itself, a
     baseline of :data:`~geofm.tasks.pixel_recipe.BASELINE_RECIPES` its own
-    (:func:`~geofm.tasks.pixel_recipe.baseline_recipe`); the SVM trains no window model."""
-    return {
-        m: recipe if m == "lola" else baseline_recipe(recipe, m)
-        for m in methods
-        if m == "lola" or m in BASELINE_RECIPES
-    }
+    (:func:`~geofm.tasks.pixel_recipe.baseline_recipe`), a transfer baseline the recipe in
+    another mode (:func:`~geofm.tasks.pixel_recipe.transfer_recipe`); the SVM trains no
+    window model."""
+    out = {}
+    for m in methods:
+        if m == "lola":
+            out[m] = recipe
+        elif m in BASELINE_RECIPES:
+            out[m] = baseline_recipe(recipe, m)
+        elif m in TRANSFER_BASELINES:
+            out[m] = transfer_recipe(recipe, m)
+    return out
 
 
 def split_radius(recipe: PixelRecipe, methods: Sequence[str] = ()) -> int:
@@ -282,7 +290,7 @@ def _train_window_model(
 
     pl.seed_everything(seed, workers=True, verbose=False)
     image = torch.as_tensor(scene["image"]).float()
-    model, record = build_classifier(recipe, image.shape[0], num_classes)
+    model, record = build_classifier(recipe, image.shape[0], num_classes, scene)
     valid = scene.get("valid")
     if recipe.model["pca"] == "train":
         tr = coords["train"]
@@ -290,7 +298,8 @@ def _train_window_model(
     else:
         v = torch.ones(image.shape[1:], dtype=torch.bool) if valid is None else valid
         pixels = image[:, v].T
-    model.fit_reduction(pixels)
+    # a base's components matched to this scene's bands keep their directions
+    model.fit_reduction(pixels, keep_basis="pca_match" in record)
 
     t = recipe.train
     with torch.no_grad():
@@ -317,8 +326,9 @@ def _train_window_model(
     )
     best = BestWeights()
     callbacks: list[pl.Callback] = [best]
-    if recipe.model["mode"] == "lora":
+    if recipe.model["mode"] != "full":
         warn_if_base_saw_scene(record, scene)
+    if recipe.model["mode"] == "lora":
         if recipe.model["lora_schedule"]:
             schedule = CyclicLoRAScale(**recipe.model["lora_schedule"])
             callbacks.append(schedule)
@@ -365,6 +375,8 @@ def _train_window_model(
         "epochs": t["epochs"],
         "pca_explained": float(model.reduction.explained.sum()),
     }
+    if "pca_match" in record:
+        details["pca_match"] = record["pca_match"]
     return model.eval(), record, seconds, details
 
 

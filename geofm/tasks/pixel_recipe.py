@@ -10,17 +10,21 @@ dialect: values are checked against the types, unknown keys are errors that name
     scene:   {card, cube, gt, cube_key, gt_key, root, download, ignore_values}
     split:   {kind: random|disjoint, val_fraction: 0.05, block_size: null, buffer: null,
               unsplittable: error|exclude}
-    model:   {name: lola_specvit, mode: full|lora, pca: train|transductive, kwargs: {...},
-              base_checkpoint: null, lora: {rank, alpha, dropout},
+    model:   {name: lola_specvit, mode: full|lora|finetune, pca: train|transductive,
+              kwargs: {...}, base_checkpoint: null, base_pca: refit|matched,
+              lora: {rank, alpha, dropout},
               lora_schedule: {period_epochs, period_mult, low, high} | null}
     train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, min_lr_factor,
               label_smoothing, augment, context_dropout, brightness, num_workers,
               accelerator}
-    baselines: [svm, ssftt]
+    baselines: [svm, ssftt, scratch, finetune]
 
 ``baselines`` run beside the recipe's model on the same splits: ``svm`` an RBF SVM on the
 spectra, ``ssftt`` the SSFTT transformer trained with its published settings
-(:data:`BASELINE_RECIPES`, :func:`baseline_recipe`).
+(:data:`BASELINE_RECIPES`, :func:`baseline_recipe`). A recipe that starts from a base model
+(``mode: lora`` or ``finetune``) may also list the comparisons of transfer learning
+(:data:`TRANSFER_BASELINES`): ``scratch``, the same architecture and training from random
+weights, and ``finetune``, the base with every weight trained.
 
 ``cube``/``gt`` may start with ``{data}``, the geofm ``datasets/`` folder. Without them, the
 scene's files are looked up under ``root`` by the card's file names and, with
@@ -48,9 +52,11 @@ __all__ = [
     "RecipeError",
     "SceneSection",
     "SplitSection",
+    "TRANSFER_BASELINES",
     "TrainSection",
     "add_run_options",
     "baseline_recipe",
+    "transfer_recipe",
     "load_recipe",
     "recipe_from_namespace",
     "recipe_inputs",
@@ -116,15 +122,20 @@ class LoRASchedule:
 
 @dataclass
 class ModelSection:
-    """The registry model and its architecture (``kwargs``); ``mode: lora`` adapts the
-    frozen ``base_checkpoint`` (whose architecture it takes); ``pca`` fitted on the training
-    pixels or on every pixel of the scene."""
+    """The registry model and its architecture (``kwargs``). ``mode``: ``full`` trains it
+    from random weights; ``lora`` adapts the frozen ``base_checkpoint`` (whose architecture
+    it takes) with LoRA; ``finetune`` trains every weight of the base. ``pca``: fitted on
+    the training pixels or on every pixel of the scene. ``base_pca``: what a base's PCA
+    becomes on this scene: ``refit`` (a new PCA, whose components need not mean what the
+    base's did), or ``matched`` (the base's components, each band of this scene matched to
+    the base's by name, then by wavelength; only the mean and scale are fitted here)."""
 
     name: str = "lola_specvit"
-    mode: Literal["full", "lora"] = "full"
+    mode: Literal["full", "lora", "finetune"] = "full"
     pca: Literal["train", "transductive"] = "train"
     kwargs: dict[str, Any] = field(default_factory=dict)
     base_checkpoint: str | None = None
+    base_pca: Literal["refit", "matched"] = "refit"
     lora: LoRASettings = field(default_factory=LoRASettings)
     lora_schedule: LoRASchedule | None = None
 
@@ -148,8 +159,13 @@ class TrainSection:
     accelerator: str = "auto"
 
 
+#: The comparisons of a recipe that starts from a base model, on the same splits and with
+#: the recipe's training: ``scratch`` (``mode: full``, random weights) and ``finetune``
+#: (``mode: finetune``, the base with every weight trained); :func:`transfer_recipe`.
+TRANSFER_BASELINES = {"scratch": "full", "finetune": "finetune"}
+
 #: what a recipe's ``baselines`` may name
-BASELINES = ("svm", "ssftt")
+BASELINES = ("svm", "ssftt", *TRANSFER_BASELINES)
 
 #: The model and train sections of the baselines the protocol trains like the recipe's own
 #: model, on the same scene and splits (:func:`baseline_recipe`): each as published.
@@ -232,7 +248,7 @@ def recipe_parser(**kwargs: Any):
         parser.add_class_arguments(section, name, help=section.__doc__)
     parser.add_argument(
         "--baselines",
-        type=list[Literal["svm", "ssftt"]],
+        type=list[Literal["svm", "ssftt", "scratch", "finetune"]],
         default=[],
         help="baselines run beside the model on the same splits",
     )
@@ -266,7 +282,7 @@ def add_run_options(parser) -> None:
     )
     parser.add_argument(
         "--methods",
-        type=Literal["lola", "svm", "ssftt"],
+        type=Literal["lola", "svm", "ssftt", "scratch", "finetune"],
         nargs="+",
         default=None,
         help="default: lola (the recipe's model) and the recipe's baselines",
@@ -312,12 +328,24 @@ def recipe_from_namespace(ns: Any, source: str = "<dict>") -> PixelRecipe:
         source=source,
     )
     where = recipe.source
-    if recipe.model["mode"] == "lora" and not recipe.model["base_checkpoint"]:
+    mode = recipe.model["mode"]
+    if mode != "full" and not recipe.model["base_checkpoint"]:
         raise RecipeError(
-            f"{where}: lora mode adapts a frozen base model: set "
+            f"{where}: {mode} mode starts from a base model: set "
             "model.base_checkpoint to a checkpoint written by classify-pixels"
         )
-    if recipe.model["mode"] == "lora":
+    for name in recipe.baselines:
+        if name in TRANSFER_BASELINES and mode == "full":
+            raise RecipeError(
+                f"{where}: the {name!r} baseline compares against a base model; it needs "
+                "model.mode lora or finetune and model.base_checkpoint"
+            )
+        if TRANSFER_BASELINES.get(name) == mode:
+            raise RecipeError(
+                f"{where}: the {name!r} baseline is the recipe's own model (mode {mode}); "
+                "remove it from the baselines"
+            )
+    if mode != "full":
         from geofm.tasks.pixel_models import architecture_from_base
 
         try:
@@ -368,6 +396,27 @@ def baseline_recipe(recipe: PixelRecipe, name: str) -> PixelRecipe:
             "model": spec["model"],
             "train": {**spec["train"], **where},
         }
+    )
+
+
+def transfer_recipe(recipe: PixelRecipe, name: str) -> PixelRecipe:
+    """The recipe of transfer baseline ``name`` (a key of :data:`TRANSFER_BASELINES`): the
+    recipe itself with the baseline's ``model.mode``, so the architecture, the scene, the
+    split and the training are the recipe's."""
+    if name not in TRANSFER_BASELINES:
+        raise RecipeError(
+            f"{name!r} is not a transfer baseline; choose one of {', '.join(TRANSFER_BASELINES)}"
+        )
+    if recipe.model["mode"] == "full":
+        raise RecipeError(
+            f"the {name!r} baseline compares against a base model; the recipe has none "
+            "(model.mode is full)"
+        )
+    model = {**recipe.model, "mode": TRANSFER_BASELINES[name]}
+    if model["mode"] != "lora":
+        model["lora_schedule"] = None  # the LoRA strength schedule has nothing to act on
+    return load_recipe(
+        {"scene": recipe.scene, "split": recipe.split, "model": model, "train": recipe.train}
     )
 
 
