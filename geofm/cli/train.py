@@ -293,7 +293,7 @@ def cmd_classify_pixels(args, recipe) -> int:
     )
     rows = summarise(results, classes)
     print(
-        f"\n{'method':<6} {'mode':<5} {'split':<9} {'OA %':>14} {'AA %':>14} "
+        f"\n{'method':<8} {'mode':<8} {'split':<9} {'OA %':>14} {'AA %':>14} "
         f"{'kappa':>15} {'trainable':>10} {'train s':>8}"
     )
     means = [r for r in rows if r["seed"] == "mean"]
@@ -306,7 +306,7 @@ def cmd_classify_pixels(args, recipe) -> int:
         s = stds[(m["method"], m["mode"])]
         params = "-" if m["trainable_params"] is None else f"{int(m['trainable_params']):,}"
         print(
-            f"{m['method']:<6} {m['mode']:<5} {m['split']:<9} "
+            f"{m['method']:<8} {m['mode']:<8} {m['split']:<9} "
             f"{100 * m['oa']:7.2f} ± {spread(s['oa'], 100, 2):>4} {100 * m['aa']:7.2f} ± "
             f"{spread(s['aa'], 100, 2):>4} {m['kappa']:7.4f} ± {spread(s['kappa'], 1, 4):>6} "
             f"{params:>10} {m['train_seconds']:8.1f}"

@@ -62,7 +62,8 @@ class SpectralReduction(nn.Module):
 
     ``fit(pixels)`` takes ``(N, C)`` spectra; ``forward`` maps ``(B, C, H, W)`` to
     ``(B, K, H, W)`` with ``(x - mean) @ V / sd``, where ``V`` holds the leading right singular
-    vectors of the centred training pixels. With ``whiten`` every score is divided by its
+    vectors of the centred training pixels (or directions kept from a base model: :meth:`fit`
+    with ``keep_basis``). With ``whiten`` every score is divided by its
     own standard deviation (all components weigh the same); without (the default), all are
     divided by the first component's, so the scores keep their relative variances and the
     weak components, which a few training pixels estimate poorly, stay small. Signs are fixed
@@ -94,10 +95,12 @@ class SpectralReduction(nn.Module):
     def fit(self, pixels: torch.Tensor, keep_basis: bool = False) -> SpectralReduction:
         """Fit on ``(N, C)`` spectra (float64 internally); returns ``self``.
 
-        With ``keep_basis`` the directions already in :attr:`basis` are kept (another
-        scene's components with the bands matched by wavelength,
-        :func:`geofm.tasks.pixel_models.matched_basis`) and only the mean and the scale are
-        fitted to these pixels.
+        With ``keep_basis`` the directions already in :attr:`basis` are kept (a base
+        model's components carried to this scene's bands, matched by name and wavelength:
+        :func:`geofm.tasks.pixel_models.matched_basis`; set them first, the initial basis
+        is the first ``components`` bands) and only the mean and the scale are fitted to
+        these pixels. ``explained`` is then the share of these pixels' variance each
+        kept direction carries.
         """
         x = torch.as_tensor(pixels).to(torch.float64)
         if x.ndim != 2 or x.shape[1] != self.bands:

@@ -146,6 +146,7 @@ def matched_basis(
     (:func:`~geofm.data.cards.match_bands`); a scene band with no counterpart gets zero
     loadings (it is ignored). The base's components are unit vectors, so the squared
     loadings of its bands the scene lacks are the share of each component that is lost.
+    Both need known wavelengths, and bands matched by name must agree in wavelength too.
 
     Returns the basis and a record: ``matched`` (scene bands with a counterpart),
     ``ignored_scene_bands``, ``unmatched_base_bands`` and ``lost_share`` (the largest share
@@ -154,16 +155,21 @@ def matched_basis(
     """
     from geofm.data.cards import BandMatchError, match_bands
 
+    for who, known in (
+        ("the base", base.get("wavelengths_known", True)),
+        ("this scene", scene.get("wavelengths_known", True)),
+    ):
+        if not known:  # the names of a cube without a card are made up: nothing to match
+            raise BandMatchError(
+                f"{who} has no known wavelengths, so the bands of {where} and this scene "
+                "cannot be matched; use model.base_pca: refit (or give the scene a card)"
+            )
     basis = base["state_dict"]["reduction.basis"].to(torch.float64)
-    known = bool(base.get("wavelengths_known", True)) and bool(scene.get("wavelengths_known", True))
+    mine = [str(b) for b in scene["bands"]]
+    wl = [float(w) for w in torch.as_tensor(scene["wavelengths"]).tolist()]
+    theirs = [float(w) for w in base["wavelengths"]]
     found = match_bands(
-        [str(b) for b in scene["bands"]],
-        torch.as_tensor(scene["wavelengths"]).tolist() if known else None,
-        base["bands"],
-        base["wavelengths"],
-        MATCH_TOLERANCE_NM,
-        who="this scene",
-        missing="none",
+        mine, wl, base["bands"], theirs, MATCH_TOLERANCE_NM, who="this scene", missing="none"
     )
     if all(i is None for i in found):
         raise BandMatchError(
@@ -171,6 +177,19 @@ def matched_basis(
             f"({len(base['bands'])} bands, by name or by wavelength within "
             f"{MATCH_TOLERANCE_NM:g} nm): its PCA components cannot be carried over; "
             "use model.base_pca: refit"
+        )
+    # a name can mean another band on another sensor (Landsat 7's B4 is near infrared,
+    # Landsat 8's red): a name match must agree in wavelength too
+    apart = [
+        f"{mine[j]} ({wl[j]:g} nm here, {theirs[i]:g} nm in the base)"
+        for j, i in enumerate(found)
+        if i is not None and abs(wl[j] - theirs[i]) > MATCH_TOLERANCE_NM
+    ]
+    if apart:
+        raise BandMatchError(
+            f"bands of the same name lie more than {MATCH_TOLERANCE_NM:g} nm apart in "
+            f"this scene and {where}: {', '.join(apart)}; they are not the same bands, "
+            "so the base's PCA cannot be matched (use model.base_pca: refit)"
         )
     out = torch.zeros(len(found), basis.shape[1], dtype=torch.float64)
     for j, i in enumerate(found):

@@ -627,7 +627,7 @@ def run_protocol(
             results.append(res)
             m = res.metrics
             echo(
-                f"{res.method:<5} {res.split:<8} seed {seed}: OA {100 * m.oa:6.2f}%  AA "
+                f"{res.method:<8} {res.split:<8} seed {seed}: OA {100 * m.oa:6.2f}%  AA "
                 f"{100 * m.aa:6.2f}%  kappa {m.kappa:.4f}  ({res.train_seconds:.0f} s, "
                 f"{sum(res.counts['train'])} train / {sum(res.counts['val'])} val / "
                 f"{sum(res.counts['test'])} test pixels)"

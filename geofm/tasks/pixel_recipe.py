@@ -334,17 +334,17 @@ def recipe_from_namespace(ns: Any, source: str = "<dict>") -> PixelRecipe:
             f"{where}: {mode} mode starts from a base model: set "
             "model.base_checkpoint to a checkpoint written by classify-pixels"
         )
+    if mode == "full" and recipe.model["base_pca"] != "refit":
+        raise RecipeError(
+            f"{where}: model.base_pca {recipe.model['base_pca']!r} says what a base "
+            "model's PCA becomes; mode full has no base (use mode lora or finetune)"
+        )
     for name in recipe.baselines:
-        if name in TRANSFER_BASELINES and mode == "full":
-            raise RecipeError(
-                f"{where}: the {name!r} baseline compares against a base model; it needs "
-                "model.mode lora or finetune and model.base_checkpoint"
-            )
-        if TRANSFER_BASELINES.get(name) == mode:
-            raise RecipeError(
-                f"{where}: the {name!r} baseline is the recipe's own model (mode {mode}); "
-                "remove it from the baselines"
-            )
+        if name in TRANSFER_BASELINES:
+            try:
+                _check_transfer(mode, name)
+            except RecipeError as err:
+                raise RecipeError(f"{where}: {err}") from None
     if mode != "full":
         from geofm.tasks.pixel_models import architecture_from_base
 
@@ -399,22 +399,35 @@ def baseline_recipe(recipe: PixelRecipe, name: str) -> PixelRecipe:
     )
 
 
-def transfer_recipe(recipe: PixelRecipe, name: str) -> PixelRecipe:
-    """The recipe of transfer baseline ``name`` (a key of :data:`TRANSFER_BASELINES`): the
-    recipe itself with the baseline's ``model.mode``, so the architecture, the scene, the
-    split and the training are the recipe's."""
+def _check_transfer(mode: str, name: str) -> None:
+    """A :class:`RecipeError` unless transfer baseline ``name`` can run beside a recipe of
+    ``model.mode`` ``mode``: it needs a base, and must not be the recipe's own model."""
     if name not in TRANSFER_BASELINES:
         raise RecipeError(
             f"{name!r} is not a transfer baseline; choose one of {', '.join(TRANSFER_BASELINES)}"
         )
-    if recipe.model["mode"] == "full":
+    if mode == "full":
         raise RecipeError(
-            f"the {name!r} baseline compares against a base model; the recipe has none "
-            "(model.mode is full)"
+            f"the {name!r} baseline compares against a base model; it needs "
+            "model.mode lora or finetune and model.base_checkpoint"
         )
+    if TRANSFER_BASELINES[name] == mode:
+        raise RecipeError(
+            f"the {name!r} baseline is the recipe's own model (mode {mode}); leave it out "
+            "of the baselines and --methods"
+        )
+
+
+def transfer_recipe(recipe: PixelRecipe, name: str) -> PixelRecipe:
+    """The recipe of transfer baseline ``name`` (a key of :data:`TRANSFER_BASELINES`): the
+    recipe itself with the baseline's ``model.mode``, so the architecture, the scene, the
+    split and the training are the recipe's."""
+    _check_transfer(recipe.model["mode"], name)
     model = {**recipe.model, "mode": TRANSFER_BASELINES[name]}
     if model["mode"] != "lora":
         model["lora_schedule"] = None  # the LoRA strength schedule has nothing to act on
+    if model["mode"] == "full":  # random weights: nothing of the base is used
+        model.update(base_checkpoint=None, base_pca="refit")
     return load_recipe(
         {"scene": recipe.scene, "split": recipe.split, "model": model, "train": recipe.train}
     )

@@ -149,7 +149,7 @@ def read_results(path: Path, recipe: PixelRecipe, train_fraction: float) -> list
                 f"{path}: entry {i} lacks what resuming needs (written by an "
                 "older geofm?); run without --resume, with --overwrite"
             )
-        if e["recipe"] != mine:
+        if _with_defaults(e["recipe"]) != mine:
             raise ValueError(
                 f"{path} holds runs of another recipe (or of a geofm before "
                 "recipes named their split.kind); resume with the same recipe and "
@@ -169,6 +169,22 @@ def read_results(path: Path, recipe: PixelRecipe, train_fraction: float) -> list
                 metrics=confusion_metrics(np.asarray(e["confusion"])),
             )
         )
+    return out
+
+
+def _with_defaults(recipe: Any) -> Any:
+    """A recorded recipe with the keys a later geofm added at their defaults (a run
+    recorded before ``model.base_pca`` existed is the same recipe with ``refit``)."""
+    import dataclasses
+
+    from geofm.tasks.pixel_recipe import SECTIONS
+
+    if not isinstance(recipe, dict):
+        return recipe
+    out = dict(recipe)
+    for name, section in SECTIONS.items():
+        if isinstance(out.get(name), dict):
+            out[name] = {**jsonable(dataclasses.asdict(section())), **out[name]}
     return out
 
 

@@ -10,6 +10,10 @@ Salinas-A, are in ``docs/pixel_classification.md``).
 
 from __future__ import annotations
 
+import json
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +31,7 @@ from geofm.tasks.pixel_models import (
 )
 from geofm.tasks.pixel_protocol import run_protocol
 from geofm.tasks.pixel_recipe import RecipeError, load_recipe, transfer_recipe
+from geofm.tasks.pixel_results import read_results, write_results
 
 SALINAS_A = {
     "card": "salinas_a",
@@ -116,6 +121,13 @@ def test_matched_basis_carries_each_band_loadings_by_name(base, other):
     far = dict(renamed, wavelengths=renamed["wavelengths"] + 5000.0)  # no band near
     with pytest.raises(BandMatchError, match="none of this scene's 201 bands matches"):
         matched_basis(ckpt, far)
+    # the same names at other wavelengths are other bands (another sensor's numbering)
+    shifted = dict(other, wavelengths=other["wavelengths"] + 20.0)
+    with pytest.raises(BandMatchError, match=r"more than 5 nm apart.*C223 \(2509.11 nm here"):
+        matched_basis(ckpt, shifted)
+    # made-up names of a cube without known wavelengths are not matched at all
+    with pytest.raises(BandMatchError, match="this scene has no known wavelengths"):
+        matched_basis(ckpt, dict(other, wavelengths_known=False))
 
 
 def test_a_kept_basis_fits_only_the_mean_and_scale(salinas_a):
@@ -129,16 +141,37 @@ def test_a_kept_basis_fits_only_the_mean_and_scale(salinas_a):
     kept.fit(pixels[1::3] * 1.5, keep_basis=True)  # other pixels, another gain
     torch.testing.assert_close(kept.basis, fitted.basis)
     torch.testing.assert_close(kept.mean, pixels[1::3].mean(0).float() * 1.5)
-    scores = kept(pixels[1::3, :, None, None].float() * 1.5)
-    assert scores[:, 0].std() == pytest.approx(1.0, rel=1e-3)
+    # a matched basis has rows of zeros (bands without a counterpart): still a fraction
+    holes = fitted.basis.clone()
+    holes[::4] = 0
+    kept.basis.copy_(holes)
+    kept.fit(pixels[1::3], keep_basis=True)
+    torch.testing.assert_close(kept.basis, holes)
+    assert 0.5 < float(kept.explained.sum()) < float(fitted.explained.sum()) <= 1.0
 
 
 def test_lora_finetune_and_scratch_on_one_split_of_another_band_list(base, other, tmp_path):
     recipe = _transfer(base)
-    results, _ = run_protocol(
-        recipe, 0.05, [0], progress=False, scene=dict(other), save_dir=tmp_path, echo=print
-    )
+    # the base's own cube: lora and finetune (not scratch) warn that it saw these pixels
+    seen = read_classifier(base)["source_files"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results, classes = run_protocol(
+            recipe,
+            0.05,
+            [0],
+            progress=False,
+            scene=dict(other, source_files=seen),
+            save_dir=tmp_path,
+            echo=print,
+        )
+    assert sum("was trained on this scene" in str(w.message) for w in caught) == 2
     by = {r.method: r for r in results}
+    assert [Path(r.details["checkpoint"]).name for r in results] == [
+        "lola_lora_random_f0.05_seed0.pt",
+        "scratch_full_random_f0.05_seed0.pt",
+        "finetune_finetune_random_f0.05_seed0.pt",
+    ]
     assert [(r.method, r.mode) for r in results] == [
         ("lola", "lora"),
         ("scratch", "full"),
@@ -169,6 +202,25 @@ def test_lora_finetune_and_scratch_on_one_split_of_another_band_list(base, other
     t = coords["test"]
     acc = float(np.mean(preds == mask[t[:, 0], t[:, 1]]))
     assert acc == pytest.approx(by["lola"].metrics.oa, abs=1e-6)
+    for method, lora in (("scratch", None), ("finetune", None)):
+        model, ckpt = load_classifier(by[method].details["checkpoint"])
+        assert ckpt["lora"] is lora and ckpt["recipe"]["model"]["mode"] == by[method].mode
+        preds, _ = classify_pixels(model, other["image"], t, other["valid"])
+        acc = float(np.mean(preds == mask[t[:, 0], t[:, 1]]))
+        assert acc == pytest.approx(by[method].metrics.oa, abs=1e-6)
+    scratch = load_classifier(by["scratch"].details["checkpoint"])[1]["recipe"]["model"]
+    assert scratch["base_checkpoint"] is None and scratch["base_pca"] == "refit"
+
+    # results recorded before model.base_pca existed resume as the same (refit) recipe
+    refit = _transfer(base, base_pca="refit")
+    write_results(tmp_path / "r.csv", results, classes, refit)
+    entries = json.loads((tmp_path / "r.json").read_text())
+    for e in entries:
+        del e["recipe"]["model"]["base_pca"]
+    (tmp_path / "r.json").write_text(json.dumps(entries))
+    assert len(read_results(tmp_path / "r.json", refit, 0.05)) == 3
+    with pytest.raises(ValueError, match="another recipe"):
+        read_results(tmp_path / "r.json", recipe, 0.05)
 
 
 def test_finetune_starts_from_the_base_and_trains_everything(base, other):
@@ -186,6 +238,7 @@ def test_finetune_starts_from_the_base_and_trains_everything(base, other):
         _transfer(base, base_pca="refit"), len(other["bands"]), 6, other
     )
     assert "pca_match" not in record and not bool(refit.reduction.fitted)
+    assert not torch.equal(refit.reduction.basis, model.reduction.basis)
 
 
 def test_transfer_recipe_errors(base):
@@ -203,3 +256,13 @@ def test_transfer_recipe_errors(base):
         )
     with pytest.raises(RecipeError, match="'svm' is not a transfer baseline"):
         transfer_recipe(_transfer(base), "svm")
+    with pytest.raises(RecipeError, match="mode full has no base"):
+        load_recipe({"scene": SALINAS_A, "model": {"base_pca": "matched"}})
+
+
+def test_classify_pixels_refuses_a_transfer_method_without_a_base(capsys):
+    from geofm.cli import main
+
+    config = str(Path(__file__).resolve().parents[2] / "configs/classify/lola_salinas_a.yaml")
+    assert main(["classify-pixels", "--config", config, "--methods", "scratch"]) == 2
+    assert "'scratch' baseline compares against a base model" in capsys.readouterr().err
