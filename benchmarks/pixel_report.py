@@ -7,12 +7,21 @@ parameters, training seconds), then mean ± sample standard deviation, then the 
 accuracy of the means (``-`` for a class the split left out on every seed, the number of
 seeds beside a mean over fewer than all), and on how many seeds the first method beats
 each of the others.
+
+    python benchmarks/pixel_report.py --group "Salinas-A to Indian Pines, 5%" a.csv b.csv \
+        --group ... --plot transfer.png
+
+With ``--group`` (transfer runs), one summary table instead: a row per method of the
+group's files (a method that starts from a base is named with how it took the base's PCA,
+``matched`` or ``refit``), OA and AA as mean ± sample standard deviation, trainable
+parameters and training seconds; ``--plot`` draws the mean OA of each with its spread.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
 
@@ -87,10 +96,103 @@ def table(path: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def _label(row: dict, entries: list[dict]) -> str:
+    """``method (mode)``, with the base's PCA for a method that starts from a base."""
+    label = f"{row['method']} ({row['mode']})"
+    if row["mode"] in ("lora", "finetune"):
+        pca = {e["recipe"]["model"].get("base_pca", "refit") for e in entries}
+        label += f", PCA {'/'.join(sorted(pca))}"
+    return label
+
+
+def summary(groups: list[list[str]]) -> tuple[str, list[tuple[str, list[tuple]]]]:
+    """One table over ``groups`` (``[name, csv, ...]`` each) and what :func:`plot` draws:
+    per group, ``(label, OA mean, OA std, seeds)`` of each method."""
+    out = [
+        "| setting | method | OA % | AA % | seeds | trainable params | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    drawn = []
+    for name, *paths in groups:
+        bars = []
+        for path in map(Path, paths):
+            rows = list(csv.DictReader(open(path)))
+            entries = json.loads(path.with_suffix(".json").read_text())
+            for m in (r for r in rows if r["seed"] == "mean"):
+                s = next(r for r in rows if r["seed"] == "std" and r["method"] == m["method"])
+                mine = [e for e in entries if e["method"] == m["method"]]
+                label = _label(m, mine)
+                params = f"{int(float(m['trainable_params'])):,}" if m["trainable_params"] else "-"
+                out.append(
+                    f"| {name} | {label} | {_pct(m['oa'])} ± {_pct(s['oa'])} | "
+                    f"{_pct(m['aa'])} ± {_pct(s['aa'])} | {len(mine)} | {params} | "
+                    f"{float(m['train_seconds']):.1f} |"
+                )
+                std = float(s["oa"]) if s["oa"] not in ("", None, "nan") else 0.0
+                bars.append((label, 100 * float(m["oa"]), 100 * std, len(mine)))
+        drawn.append((name, bars))
+    return "\n".join(out) + "\n", drawn
+
+
+def plot(drawn: list[tuple[str, list[tuple]]], path: Path) -> None:
+    """One panel per group: each method's mean OA, its spread over seeds as an error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1,
+        len(drawn),
+        figsize=(4.6 * len(drawn), 0.5 * max(len(b) for _, b in drawn) + 1.4),
+        squeeze=False,
+    )
+    for ax, (name, bars) in zip(axes[0], drawn, strict=True):
+        y = range(len(bars))
+        ax.barh(
+            list(y),
+            [b[1] for b in bars],
+            xerr=[b[2] for b in bars],
+            color="#4c72b0",
+            ecolor="black",
+            capsize=3,
+        )
+        for i, b in enumerate(bars):
+            ax.text(b[1] - 1, i, f"{b[1]:.1f}", va="center", ha="right", color="white", fontsize=8)
+        ax.set_yticks(list(y), [b[0] for b in bars], fontsize=8)
+        ax.set_ylim(len(bars) - 0.5, -0.5)  # the first method on top
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("test OA % (mean ± std over seeds)", fontsize=8)
+        ax.set_xlim(0, 100)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("csv", nargs="+", type=Path)
+    parser.add_argument("csv", nargs="*", type=Path)
+    parser.add_argument(
+        "--group",
+        nargs="+",
+        action="append",
+        metavar=("NAME", "CSV"),
+        help="a setting's name and its result CSVs: one summary table over the groups",
+    )
+    parser.add_argument("--plot", type=Path, help="with --group: a figure of the summary")
     args = parser.parse_args(argv)
+    if args.group:
+        short = [g for g in args.group if len(g) < 2]
+        if short or args.csv:
+            parser.error("--group takes a name and at least one CSV; no other CSVs beside it")
+        text, drawn = summary(args.group)
+        print(text)
+        if args.plot:
+            plot(drawn, args.plot)
+        return 0
+    if args.plot:
+        parser.error("--plot draws a --group summary")
+    if not args.csv:
+        parser.error("give result CSVs, or --group NAME CSV ...")
     print("\n".join(table(p) for p in args.csv))
     return 0
 

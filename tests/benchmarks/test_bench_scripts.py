@@ -103,6 +103,30 @@ def test_pixel_report_tables_the_recorded_results():
     assert done.stdout.strip() in doc
 
 
+def test_pixel_report_summarises_groups_of_runs_and_draws_them(tmp_path):
+    script = str(REPO / "benchmarks" / "pixel_report.py")
+    results = REPO / "docs" / "pixel_classification"
+    png = tmp_path / "summary.png"
+    args = ["--group", "SA", str(results / "salinas_a_random.csv")]
+    args += ["--group", "IP", str(results / "indian_pines_random.csv"), "--plot", str(png)]
+    done = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, timeout=HANG_TIMEOUT_S
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [
+        ln for ln in done.stdout.splitlines() if ln.startswith("| SA |") or ln.startswith("| IP |")
+    ]
+    assert len(rows) == 6 and "| IP | svm (rbf) | 79.23 ± 1.01 |" in done.stdout
+    assert png.stat().st_size > 10_000
+    bad = subprocess.run(
+        [sys.executable, script, "--plot", str(png), str(results / "salinas_a_random.csv")],
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT_S,
+    )
+    assert bad.returncode == 2 and "--plot draws a --group summary" in bad.stderr
+
+
 def test_kernel_benchmark_quick_run_measures_both_paths_and_says_what_is_unmeasured(tmp_path):
     """In Triton's interpreter both columns are filled, and the record says that the GPU
     figures are still to be measured."""
