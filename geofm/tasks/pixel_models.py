@@ -149,8 +149,10 @@ def matched_basis(
     Both need known wavelengths, and bands matched by name must agree in wavelength too.
 
     Returns the basis and a record: ``matched`` (scene bands with a counterpart),
-    ``ignored_scene_bands``, ``unmatched_base_bands`` and ``lost_share`` (the largest share
-    of a component's loadings on unmatched base bands). Raises
+    ``ignored_scene_bands``, ``unmatched_base_bands``, ``lost_share`` (the largest share
+    of a component's loadings on unmatched base bands) and ``lost_variance_share`` (those
+    shares weighted by the variance each component explained on the base's scene: a weak
+    component that leaned on a missing band counts little). Raises
     :class:`~geofm.data.cards.BandMatchError` when no band matches.
     """
     from geofm.data.cards import BandMatchError, match_bands
@@ -198,11 +200,13 @@ def matched_basis(
     used = {i for i in found if i is not None}
     unmatched = [k for k in range(len(base["bands"])) if k not in used]
     lost = basis[unmatched].pow(2).sum(0) if unmatched else torch.zeros(basis.shape[1])
+    explained = base["state_dict"]["reduction.explained"].to(torch.float64)
     return out, {
         "matched": len(used),
         "ignored_scene_bands": [str(scene["bands"][j]) for j, i in enumerate(found) if i is None],
         "unmatched_base_bands": [str(base["bands"][k]) for k in unmatched],
         "lost_share": float(lost.max()),
+        "lost_variance_share": float((lost * explained).sum() / explained.sum().clamp_min(1e-300)),
     }
 
 

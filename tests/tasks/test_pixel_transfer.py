@@ -112,7 +112,12 @@ def test_matched_basis_carries_each_band_loadings_by_name(base, other):
     assert info["unmatched_base_bands"] == DROPPED
     assert info["matched"] == 204 - len(DROPPED)
     rows = [ckpt["bands"].index(b) for b in DROPPED]
-    assert info["lost_share"] == pytest.approx(float(basis[rows].pow(2).sum(0).max()))
+    lost = basis[rows].pow(2).sum(0)
+    assert info["lost_share"] == pytest.approx(float(lost.max()))
+    explained = ckpt["state_dict"]["reduction.explained"].double()
+    weighted = float((lost * explained).sum() / explained.sum())
+    assert info["lost_variance_share"] == pytest.approx(weighted)
+    assert 0 < info["lost_variance_share"] < info["lost_share"]
     # renamed bands are matched by wavelength, within the tolerance only
     renamed = dict(other, bands=tuple(f"b{i}" for i in range(len(other["bands"]))))
     out2, info2 = matched_basis(ckpt, renamed)
