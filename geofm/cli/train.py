@@ -250,7 +250,12 @@ def cmd_classify_pixels(args, recipe) -> int:
     from geofm.tasks.pixel_recipe import recipe_inputs
     from geofm.tasks.pixel_results import read_results, summarise, write_results
 
-    train = args.train_per_class if args.train_per_class is not None else args.train_fraction
+    # plain numbers: they are saved in every model file (jsonargparse gives PositiveInt)
+    train = (
+        int(args.train_per_class)
+        if args.train_per_class is not None
+        else float(args.train_fraction)
+    )
     if args.resume and args.overwrite:
         raise ValueError(
             "--resume continues the runs in --output; --overwrite replaces them: pass one of them"

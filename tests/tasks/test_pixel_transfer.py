@@ -271,3 +271,22 @@ def test_classify_pixels_refuses_a_transfer_method_without_a_base(capsys):
     config = str(Path(__file__).resolve().parents[2] / "configs/classify/lola_salinas_a.yaml")
     assert main(["classify-pixels", "--config", config, "--methods", "scratch"]) == 2
     assert "'scratch' baseline compares against a base model" in capsys.readouterr().err
+
+
+def test_classify_pixels_saves_models_of_a_per_class_split(tmp_path, capsys):
+    """--train-per-class gives the protocol a plain int (the number is saved in the model
+    file; jsonargparse's PositiveInt was refused there, after the first model trained)."""
+    import yaml
+
+    from geofm.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump({"scene": SALINAS_A, "model": {"kwargs": TINY_LOLA}, "train": {"epochs": 1}})
+    )
+    out = tmp_path / "r.csv"
+    argv = ["classify-pixels", "--config", str(config), "--train-per-class", "5", "--seeds", "0"]
+    assert main([*argv, "--output", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    model = tmp_path / "models" / "lola_full_random_f5_seed0.pt"
+    ckpt = read_classifier(model)
+    assert ckpt["train_fraction"] == 5 and type(ckpt["train_fraction"]) is int
