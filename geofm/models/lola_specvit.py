@@ -631,13 +631,17 @@ class LoLASpecViT(WindowClassifier):
         alpha: float = 16.0,
         dropout: float = 0.0,
         targets: Sequence[str] = LOLA_LORA_TARGETS,
+        train: Sequence[str] = (),
     ) -> list[str]:
-        """``lora`` mode: inject LoRA into ``targets`` and freeze all but LoRA, norms and head.
+        """``lora`` mode: inject LoRA into ``targets`` and freeze all but LoRA, norms, head
+        and the modules named in ``train`` (trained in full: for example ``frontend`` and
+        ``patch_embed``, the convolutional stem that first sees the new scene's spectra;
+        patterns as :func:`~geofm.models.lora.freeze_except_lora` takes them).
 
-        The spectral reduction is a fixed transform (buffers), refitted per scene.
+        The spectral reduction is a fixed transform (buffers), fitted per scene.
         """
         names = inject_lora(self, targets, rank=rank, alpha=alpha, dropout=dropout)
-        freeze_except_lora(self, train=("norm", "head"))
+        freeze_except_lora(self, train=("norm", "head", *train))
         return names
 
 

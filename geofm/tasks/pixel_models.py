@@ -213,7 +213,10 @@ def matched_basis(
 def add_lora(model: torch.nn.Module, lora: dict[str, Any]) -> None:
     """LoRA layers as a recipe's or a checkpoint's ``lora`` settings give them."""
     model.to_lora(
-        rank=int(lora["rank"]), alpha=float(lora["alpha"]), dropout=float(lora.get("dropout", 0.0))
+        rank=int(lora["rank"]),
+        alpha=float(lora["alpha"]),
+        dropout=float(lora.get("dropout", 0.0)),
+        train=list(lora.get("train") or []),
     )
 
 

@@ -12,7 +12,7 @@ dialect: values are checked against the types, unknown keys are errors that name
               unsplittable: error|exclude}
     model:   {name: lola_specvit, mode: full|lora|finetune, pca: train|transductive,
               kwargs: {...}, base_checkpoint: null, base_pca: refit|matched,
-              lora: {rank, alpha, dropout},
+              lora: {rank, alpha, dropout, train},
               lora_schedule: {period_epochs, period_mult, low, high} | null}
     train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, min_lr_factor,
               label_smoothing, augment, context_dropout, brightness, num_workers,
@@ -103,11 +103,14 @@ class SplitSection:
 
 @dataclass
 class LoRASettings:
-    """LoRA of a ``lora``-mode model (Hu et al., ICLR 2022)."""
+    """LoRA of a ``lora``-mode model (Hu et al., ICLR 2022); ``train``: modules trained in
+    full beside the LoRA factors, the norms and the head (for example ``[frontend,
+    patch_embed]``, LoLA-SpecViT's convolutional stem)."""
 
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
+    train: list[str] = field(default_factory=list)
 
 
 @dataclass

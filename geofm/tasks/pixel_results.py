@@ -173,18 +173,24 @@ def read_results(path: Path, recipe: PixelRecipe, train_fraction: float) -> list
 
 
 def _with_defaults(recipe: Any) -> Any:
-    """A recorded recipe with the keys a later geofm added at their defaults (a run
-    recorded before ``model.base_pca`` existed is the same recipe with ``refit``)."""
+    """A recorded recipe with the keys a later geofm added at their defaults, at any depth
+    (a run recorded before ``model.base_pca`` existed is the same recipe with ``refit``,
+    one before ``model.lora.train`` with ``[]``)."""
     import dataclasses
 
     from geofm.tasks.pixel_recipe import SECTIONS
+
+    def filled(defaults: Any, recorded: Any) -> Any:
+        if not (isinstance(defaults, dict) and isinstance(recorded, dict)):
+            return recorded
+        return {k: filled(defaults.get(k), v) for k, v in {**defaults, **recorded}.items()}
 
     if not isinstance(recipe, dict):
         return recipe
     out = dict(recipe)
     for name, section in SECTIONS.items():
         if isinstance(out.get(name), dict):
-            out[name] = {**jsonable(dataclasses.asdict(section())), **out[name]}
+            out[name] = filled(jsonable(dataclasses.asdict(section())), out[name])
     return out
 
 

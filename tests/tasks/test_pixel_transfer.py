@@ -221,7 +221,7 @@ def test_lora_finetune_and_scratch_on_one_split_of_another_band_list(base, other
     write_results(tmp_path / "r.csv", results, classes, refit)
     entries = json.loads((tmp_path / "r.json").read_text())
     for e in entries:
-        del e["recipe"]["model"]["base_pca"]
+        del e["recipe"]["model"]["base_pca"], e["recipe"]["model"]["lora"]["train"]
     (tmp_path / "r.json").write_text(json.dumps(entries))
     assert len(read_results(tmp_path / "r.json", refit, 0.05)) == 3
     with pytest.raises(ValueError, match="another recipe"):
@@ -239,6 +239,14 @@ def test_finetune_starts_from_the_base_and_trains_everything(base, other):
     lora, _ = build_classifier(_transfer(base), len(other["bands"]), 6, other)
     frozen = [n for n, p in lora.named_parameters() if not p.requires_grad]
     assert "frontend.0.weight" in frozen and "head.weight" not in frozen
+    assert "patch_embed.0.weight" in frozen
+    # the convolutional stem can be trained in full beside the LoRA factors
+    settings = {"rank": 2, "alpha": 4, "train": ["frontend", "patch_embed"]}
+    stem, record = build_classifier(_transfer(base, lora=settings), len(other["bands"]), 6, other)
+    trained = {n for n, p in stem.named_parameters() if p.requires_grad}
+    assert {"frontend.0.weight", "frontend.1.weight", "patch_embed.0.weight"} <= trained
+    assert "stages.0.0.attn.qkv.weight" not in trained and "stages.0.0.attn.qkv.lora_A" in trained
+    assert record["lora"]["train"] == ["frontend", "patch_embed"]
     refit, record = build_classifier(
         _transfer(base, base_pca="refit"), len(other["bands"]), 6, other
     )
