@@ -141,13 +141,13 @@ def plot(drawn: list[tuple[str, list[tuple]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(
-        1,
-        len(drawn),
-        figsize=(4.6 * len(drawn), 0.5 * max(len(b) for _, b in drawn) + 1.4),
-        squeeze=False,
-    )
-    for ax, (name, bars) in zip(axes[0], drawn, strict=True):
+    cols = min(2, len(drawn))
+    rows = -(-len(drawn) // cols)
+    tall = 0.45 * max(len(b) for _, b in drawn) + 1.3
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, tall * rows), squeeze=False)
+    for ax in axes.flat[len(drawn) :]:
+        ax.axis("off")
+    for ax, (name, bars) in zip(axes.flat, drawn, strict=False):
         y = range(len(bars))
         ax.barh(
             list(y),
@@ -158,7 +158,15 @@ def plot(drawn: list[tuple[str, list[tuple]]], path: Path) -> None:
             capsize=3,
         )
         for i, b in enumerate(bars):
-            ax.text(b[1] - 1, i, f"{b[1]:.1f}", va="center", ha="right", color="white", fontsize=8)
+            ax.text(
+                b[1] - b[2] - 1.5,
+                i,
+                f"{b[1]:.1f}",
+                va="center",
+                ha="right",
+                color="white",
+                fontsize=8,
+            )
         ax.set_yticks(list(y), [b[0] for b in bars], fontsize=8)
         ax.set_ylim(len(bars) - 0.5, -0.5)  # the first method on top
         ax.set_title(name, fontsize=9)
