@@ -3,8 +3,9 @@
 # LoLA-SpecViT trained on one scene with almost all its labels, adapted to the other with
 # 5% and with 10 labelled pixels per class, beside the same architecture trained from
 # scratch, the base fully fine-tuned and the RBF SVM, all on the same splits. The LoRA run
-# is made twice: with the base's PCA components carried to the scene's bands
-# (base_pca: matched) and with a PCA refitted on the scene (base_pca: refit).
+# is made three times: LoRA alone with the base's PCA components carried to the scene's
+# bands (base_pca: matched) and with a PCA refitted on the scene (base_pca: refit), and
+# the recipe's LoRA, which also trains the convolutional stem, with matched components.
 #
 #   bash benchmarks/pixel_transfer.sh ../shared/data/indian_pines outputs/transfer
 #
@@ -29,7 +30,11 @@ run "${sa[@]}" --train-fraction 0.9 --seeds 0 --methods lola --train.epochs 30 \
 ip_base="$out/base_ip/lola_full_random_f0.9_seed0.pt"
 sa_base="$out/base_sa/lola_full_random_f0.9_seed0.pt"
 
-# 2. Each base adapted to the other scene, with 5% and with 10 pixels per class.
+# 2. Each base adapted to the other scene, with 5% and with 10 pixels per class: LoRA on
+#    the projections alone (the paper's setting, lora.train []) beside scratch, full
+#    fine-tuning and the SVM; the same LoRA with a refitted PCA; and the recipe's LoRA,
+#    which also trains the convolutional stem (chosen on validation:
+#    benchmarks/pixel_transfer_variants.yaml).
 adapt() {  # scene-args... -- base name labels
     local args=() base name labels
     while [[ $1 != -- ]]; do args+=("$1"); shift; done
@@ -38,13 +43,16 @@ adapt() {  # scene-args... -- base name labels
     shift 3
     local amount=(--train-fraction 0.05)
     [[ $labels == 10pc ]] && amount=(--train-per-class 10)
-    run "${args[@]}" "${amount[@]}" --seeds 0 1 2 --model.mode lora \
-        --model.base_checkpoint "$base" --model.base_pca matched \
-        --baselines '[svm, scratch, finetune]' \
+    local from=(--seeds 0 1 2 --model.mode lora --model.base_checkpoint "$base")
+    run "${args[@]}" "${amount[@]}" "${from[@]}" --model.base_pca matched \
+        --model.lora.train "[]" --baselines '[svm, scratch, finetune]' \
         --output "$out/${name}_${labels}.csv" --save-dir "$out/${name}_${labels}"
-    run "${args[@]}" "${amount[@]}" --seeds 0 1 2 --model.mode lora \
-        --model.base_checkpoint "$base" --model.base_pca refit --baselines "[]" --methods lola \
+    run "${args[@]}" "${amount[@]}" "${from[@]}" --model.base_pca refit \
+        --model.lora.train "[]" --baselines "[]" --methods lola \
         --output "$out/${name}_${labels}_refit.csv" --save-dir "$out/${name}_${labels}_refit"
+    run "${args[@]}" "${amount[@]}" "${from[@]}" --model.base_pca matched \
+        --baselines "[]" --methods lola \
+        --output "$out/${name}_${labels}_stem.csv" --save-dir "$out/${name}_${labels}_stem"
 }
 adapt "${ip[@]}" -- "$sa_base" sa_to_ip 5pct
 adapt "${ip[@]}" -- "$sa_base" sa_to_ip 10pc
