@@ -97,8 +97,15 @@ def table(path: Path) -> str:
 
 
 def _label(row: dict, entries: list[dict]) -> str:
-    """``method (mode)``, with the base's PCA for a method that starts from a base."""
-    label = f"{row['method']} ({row['mode']})"
+    """``method (mode)``, with the modules LoRA trains in full beside its factors and the
+    base's PCA for a method that starts from a base."""
+    mode = row["mode"]
+    if mode == "lora":
+        trained = {", ".join(e["recipe"]["model"]["lora"].get("train") or []) for e in entries} - {
+            ""
+        }
+        mode += "".join(f" + {t}" for t in sorted(trained))
+    label = f"{row['method']} ({mode})"
     if row["mode"] in ("lora", "finetune"):
         pca = {e["recipe"]["model"].get("base_pca", "refit") for e in entries}
         label += f", PCA {'/'.join(sorted(pca))}"

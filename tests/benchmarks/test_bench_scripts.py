@@ -105,10 +105,18 @@ def test_pixel_report_tables_the_recorded_results():
 
 #: the groups of docs/pixel_classification.md's "LoRA across scenes" table
 TRANSFER_GROUPS = {
-    "Salinas-A → Indian Pines, 5%": ["sa_to_ip_5pct", "sa_to_ip_5pct_refit"],
-    "Salinas-A → Indian Pines, 10 per class": ["sa_to_ip_10pc", "sa_to_ip_10pc_refit"],
-    "Indian Pines → Salinas-A, 5%": ["ip_to_sa_5pct", "ip_to_sa_5pct_refit"],
-    "Indian Pines → Salinas-A, 10 per class": ["ip_to_sa_10pc", "ip_to_sa_10pc_refit"],
+    "Salinas-A → Indian Pines, 5%": ["sa_to_ip_5pct", "sa_to_ip_5pct_refit", "sa_to_ip_5pct_stem"],
+    "Salinas-A → Indian Pines, 10 per class": [
+        "sa_to_ip_10pc",
+        "sa_to_ip_10pc_refit",
+        "sa_to_ip_10pc_stem",
+    ],
+    "Indian Pines → Salinas-A, 5%": ["ip_to_sa_5pct", "ip_to_sa_5pct_refit", "ip_to_sa_5pct_stem"],
+    "Indian Pines → Salinas-A, 10 per class": [
+        "ip_to_sa_10pc",
+        "ip_to_sa_10pc_refit",
+        "ip_to_sa_10pc_stem",
+    ],
 }
 
 
@@ -128,6 +136,7 @@ def test_pixel_report_summarises_the_transfer_runs_and_draws_them(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("| lola (lora), PCA ") == 8  # matched and refit, 4 settings
+    assert done.stdout.count("| lola (lora + frontend, patch_embed), PCA matched |") == 4
     doc = (REPO / "docs" / "pixel_classification.md").read_text()
     assert done.stdout.strip() in doc
     assert png.stat().st_size > 10_000
