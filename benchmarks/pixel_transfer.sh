@@ -21,7 +21,7 @@ sa=(--config configs/classify/lola_salinas_a.yaml)
 run() { geofm classify-pixels --split.kind random --no-progress "$@"; }
 
 # 1. Bases: 90% of each class for training, 5% to choose the epoch, 5% test (a sanity
-#    figure on the base's own scene); 30 epochs (the recipe's 80 over 9,224 windows would
+#    figure on the base's own scene); 30 epochs (the recipe's 80 over 9,226 windows would
 #    take an hour on one core).
 run "${ip[@]}" --train-fraction 0.9 --seeds 0 --methods lola --train.epochs 30 \
     --output "$out/base_indian_pines.csv" --save-dir "$out/base_ip"

@@ -126,8 +126,9 @@ class LoRASchedule:
 @dataclass
 class ModelSection:
     """The registry model and its architecture (``kwargs``). ``mode``: ``full`` trains it
-    from random weights; ``lora`` adapts the frozen ``base_checkpoint`` (whose architecture
-    it takes) with LoRA; ``finetune`` trains every weight of the base. ``pca``: fitted on
+    from random weights; ``lora`` adapts the ``base_checkpoint`` (whose architecture it
+    takes) with LoRA, frozen but for the LoRA factors, the norms, the head and
+    ``lora.train``; ``finetune`` trains every weight of the base. ``pca``: fitted on
     the training pixels or on every pixel of the scene. ``base_pca``: what a base's PCA
     becomes on this scene: ``refit`` (a new PCA, whose components need not mean what the
     base's did), or ``matched`` (the base's components, each band of this scene matched to
