@@ -21,7 +21,6 @@ their mean over all of them, the number the recipe is chosen by.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import sys
 import time
@@ -30,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from geofm.tasks.pixel_recipe import merged
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = [
@@ -45,17 +46,6 @@ FIELDS = [
     "n_train",
     "n_val",
 ]
-
-
-def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``changes`` written over it, nested dicts merged key by key."""
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def read_variants(path: Path) -> list[tuple[str, dict[str, Any]]]:

@@ -34,6 +34,7 @@ scene's files are looked up under ``root`` by the card's file names and, with
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ __all__ = [
     "baseline_recipe",
     "transfer_recipe",
     "load_recipe",
+    "merged",
     "recipe_from_namespace",
     "recipe_inputs",
     "recipe_parser",
@@ -435,6 +437,18 @@ def transfer_recipe(recipe: PixelRecipe, name: str) -> PixelRecipe:
     return load_recipe(
         {"scene": recipe.scene, "split": recipe.split, "model": model, "train": recipe.train}
     )
+
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` written over it, nested dicts merged key by key (a recipe
+    variant over its file, a recorded recipe over the defaults of today's keys)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def recipe_inputs(recipe: PixelRecipe) -> list[Path]:

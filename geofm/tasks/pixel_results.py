@@ -178,19 +178,14 @@ def _with_defaults(recipe: Any) -> Any:
     one before ``model.lora.train`` with ``[]``)."""
     import dataclasses
 
-    from geofm.tasks.pixel_recipe import SECTIONS
-
-    def filled(defaults: Any, recorded: Any) -> Any:
-        if not (isinstance(defaults, dict) and isinstance(recorded, dict)):
-            return recorded
-        return {k: filled(defaults.get(k), v) for k, v in {**defaults, **recorded}.items()}
+    from geofm.tasks.pixel_recipe import SECTIONS, merged
 
     if not isinstance(recipe, dict):
         return recipe
     out = dict(recipe)
     for name, section in SECTIONS.items():
         if isinstance(out.get(name), dict):
-            out[name] = filled(jsonable(dataclasses.asdict(section())), out[name])
+            out[name] = merged(jsonable(dataclasses.asdict(section())), out[name])
     return out
 
 
