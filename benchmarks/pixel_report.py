@@ -25,9 +25,13 @@ import json
 from pathlib import Path
 
 
+def _scored(value: str | None) -> bool:
+    # a class a disjoint split left out has no test pixel, a single seed no spread: no value
+    return value not in ("", None, "nan")
+
+
 def _pct(value: str) -> str:
-    # a class a disjoint split left out has no test pixel: no accuracy
-    return "-" if value in ("", None, "nan") else f"{100 * float(value):.2f}"
+    return f"{100 * float(value):.2f}" if _scored(value) else "-"
 
 
 def table(path: Path) -> str:
@@ -73,7 +77,7 @@ def table(path: Path) -> str:
     def class_mean(method: str, c: str) -> str:
         # a class a disjoint split left out on some seeds: its mean is over the others
         scored = [r for r in seeds if r["method"] == method]
-        have = sum(r[f"acc_{c}"] not in ("", None, "nan") for r in scored)
+        have = sum(_scored(r[f"acc_{c}"]) for r in scored)
         text = _pct(means[method][f"acc_{c}"])
         return text if have in (0, len(scored)) else f"{text} ({have} of {len(scored)} seeds)"
 
@@ -114,7 +118,7 @@ def _label(row: dict, entries: list[dict]) -> str:
 
 def summary(groups: list[list[str]]) -> tuple[str, list[tuple[str, list[tuple]]]]:
     """One table over ``groups`` (``[name, csv, ...]`` each) and what :func:`plot` draws:
-    per group, ``(label, OA mean, OA std, seeds)`` of each method."""
+    per group, ``(label, OA mean, OA std)`` of each method, in percent."""
     out = [
         "| setting | method | OA % | AA % | seeds | trainable params | train s |",
         "|---|---|---|---|---|---|---|",
@@ -135,8 +139,8 @@ def summary(groups: list[list[str]]) -> tuple[str, list[tuple[str, list[tuple]]]
                     f"{_pct(m['aa'])} ± {_pct(s['aa'])} | {len(mine)} | {params} | "
                     f"{float(m['train_seconds']):.1f} |"
                 )
-                std = float(s["oa"]) if s["oa"] not in ("", None, "nan") else 0.0
-                bars.append((label, 100 * float(m["oa"]), 100 * std, len(mine)))
+                std = float(s["oa"]) if _scored(s["oa"]) else 0.0
+                bars.append((label, 100 * float(m["oa"]), 100 * std))
         drawn.append((name, bars))
     return "\n".join(out) + "\n", drawn
 
