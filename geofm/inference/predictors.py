@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from geofm.models.checkpoints import read_checkpoint
+from geofm.models.lola_specvit import window_logits
 
 __all__ = [
     "CentrePixelPredictor",
@@ -188,7 +189,7 @@ class CentrePixelPredictor(Predictor):
                 band = scores[b, :, r0 : r1 + p - 1]  # (K', n + p - 1, T)
                 windows = band.unfold(1, p, 1).unfold(2, p, 1)  # (K', n, core, p, p)
                 windows = windows.permute(1, 2, 0, 3, 4).reshape(-1, Kr, p, p)
-                logits = model.head(model.forward_reduced(windows)).float()
+                logits = window_logits(model, windows).float()
                 out[b, :, r0:r1] = logits.softmax(-1).reshape(r1 - r0, core, -1).permute(2, 0, 1)
         return out
 

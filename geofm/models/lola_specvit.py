@@ -28,7 +28,7 @@ and the SwiGLU projections ``w12`` and ``w3``, and a cyclical LoRA scale
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -48,6 +48,8 @@ __all__ = [
     "WindowBlock",
     "WindowClassifier",
     "shifted_window_mask",
+    "square_symmetry",
+    "window_logits",
     "window_partition",
     "window_reverse",
 ]
@@ -160,6 +162,31 @@ class SpectralReduction(nn.Module):
 
 # ------------------------------------------------------------------------------------------
 # Windows
+
+
+def square_symmetry(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th of the 8 symmetries of the square on the last two axes of ``x`` (square
+    windows): ``k`` quarter turns, after a left-right flip for ``k >= 4``. Symmetry 0 is the
+    identity; every one keeps the centre pixel of an odd window at the centre."""
+    if not 0 <= k < 8:
+        raise ValueError(f"a square has 8 symmetries (k = 0..7), got k = {k}")
+    return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, dims=(-2, -1))
+
+
+def window_logits(model: nn.Module, scores: torch.Tensor) -> torch.Tensor:
+    """Logits ``(B, num_classes)`` of a window classifier on reduced windows ``(B, K, p, p)``:
+    ``model.head(model.forward_reduced(scores))``, or, for a model with ``tta`` set and in
+    eval mode, the mean of the logits of the 8 symmetries of each window
+    (:func:`square_symmetry`; test-time augmentation with the flips and rotations the model
+    is trained with). What the pixel protocol scores and what maps are drawn with; the
+    per-epoch validation of training uses the plain logits."""
+    m: Any = model  # duck-typed: any module with forward_reduced and head
+    if m.training or not getattr(m, "tta", False):
+        return m.head(m.forward_reduced(scores))
+    total = m.head(m.forward_reduced(scores))
+    for k in range(1, 8):
+        total = total + m.head(m.forward_reduced(square_symmetry(scores, k)))
+    return total / 8
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -389,6 +416,9 @@ class WindowClassifier(nn.Module):
     num_classes: int
     reduction: SpectralReduction
     head: nn.Linear
+    #: average the logits of the 8 flips and rotations of each window in eval mode
+    #: (:func:`window_logits`)
+    tta: bool = False
 
     def forward_reduced(self, scores: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -437,7 +467,9 @@ class WindowClassifier(nn.Module):
         return self.forward_reduced(self.reduction(image.float(), valid))
 
     def forward(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.forward_features(image, valid))
+        """Logits of raw ``(B, bands, patch, patch)`` windows (:func:`window_logits`)."""
+        self.check_input(image)
+        return window_logits(self, self.reduction(image.float(), valid))
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -468,6 +500,8 @@ class LoLASpecViT(WindowClassifier):
         pool: what the head sees: ``"mean"`` of the last stage's tokens (the released code),
             ``"center"`` the token(s) at the centre of the last map (the pixel being
             classified; attention brings the context in), or ``"both"`` concatenated.
+        tta: when classifying in eval mode, average the logits of the 8 flips and rotations
+            of each window (:func:`window_logits`); 8 times the inference cost.
 
     ``forward(image, valid=None)``: ``(B, bands, patch, patch)`` raw spectra (reflectance
     or radiance as stored) and an optional ``(B, patch, patch)`` validity mask -> logits
@@ -493,9 +527,11 @@ class LoLASpecViT(WindowClassifier):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         pool: str = "mean",
+        tta: bool = False,
     ) -> None:
         super().__init__()
         self.check_patch(patch)
+        self.tta = bool(tta)
         if len(conv_channels) != len(conv_kernels):
             raise ValueError(
                 f"{len(conv_channels)} conv channel counts but {len(conv_kernels)} kernels"

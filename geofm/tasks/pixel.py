@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from geofm.models.lola_specvit import square_symmetry, window_logits
 from geofm.tasks.base import BaseTask
 
 __all__ = [
@@ -94,8 +95,7 @@ def augment_windows(
         idx = (choice == k).nonzero().flatten()
         for x in (image, valid):
             if x is not None and idx.numel():
-                part = x[idx].flip(-1) if k >= 4 else x[idx]
-                x[idx] = torch.rot90(part, k % 4, dims=(-2, -1))
+                x[idx] = square_symmetry(x[idx], k)
     return image, valid
 
 
@@ -304,7 +304,7 @@ def classify_pixels(
         rows = (chunk[:, 0, None] + offsets)[:, :, None]  # (n, p, 1)
         cols = (chunk[:, 1, None] + offsets)[:, None, :]  # (n, 1, p)
         windows = padded[:, rows, cols].permute(1, 0, 2, 3)  # (n, K, p, p)
-        logits = model.head(model.forward_reduced(windows))
+        logits = window_logits(model, windows)
         preds.append(logits.argmax(1).cpu())
         if probabilities:
             probs.append(logits.softmax(1).cpu())

@@ -463,3 +463,28 @@ def test_tiles_the_model_cannot_answer_blank_only_their_own_cells(landsat):
 def test_blocks_smaller_than_a_tile_are_warned_about(landsat):
     with pytest.warns(UserWarning, match="blocks of 2 cells are smaller than a tile's"):
         predict(_scene_predictor(), dict(landsat), stride=16, block=2, progress=False)
+
+
+def test_a_pixel_map_averages_the_symmetries_when_the_model_does(salinas_a_dir):
+    """A model with ``tta`` maps a scene as the protocol scores it: the tiled predictor and
+    :func:`classify_pixels` both average the 8 flips and rotations of each window."""
+    from geofm.data.hyperspectral import open_cube
+    from geofm.models.lola_specvit import LoLASpecViT
+    from geofm.tasks.pixel import classify_pixels
+
+    scene = open_cube(salinas_a_dir / "SalinasA_corrected.hdr", card="salinas_a")
+    image = scene["image"].float()[:, :24, :24]
+    torch.manual_seed(0)
+    model = LoLASpecViT(
+        image.shape[0], 6, patch=7, components=15, conv_padding="same", depths=(1, 1), tta=True
+    )
+    model.fit_reduction(image.flatten(1).T).eval()
+    every = np.argwhere(np.ones((24, 24), dtype=bool))
+    _, probs = classify_pixels(model, image, every, probabilities=True)
+    pred = CentrePixelPredictor(model, [str(k) for k in range(6)], None, tile=24)
+    tiled = pred(image[None], None, None, None)[0]  # the core: pixels 3..20
+    expected = torch.as_tensor(probs).T.reshape(6, 24, 24)[:, 3:21, 3:21]
+    torch.testing.assert_close(tiled, expected, atol=1e-5, rtol=1e-5)
+    model.tta = False
+    plain = pred(image[None], None, None, None)[0]
+    assert (plain - tiled).abs().max() > 1e-4

@@ -160,3 +160,39 @@ def test_lora_mode_counts():
     assert {n.rsplit(".", 1)[-1] for n in names} == {"qkv", "proj", "w12", "w3"}
     lora = parameter_counts(model)
     assert lora.total > full.total and lora.trainable < 0.15 * lora.total
+
+
+def test_square_symmetries_are_the_eight_and_keep_the_centre():
+    from geofm.models.lola_specvit import square_symmetry
+
+    x = torch.arange(25.0).reshape(1, 1, 5, 5)
+    views = [square_symmetry(x, k) for k in range(8)]
+    assert torch.equal(views[0], x)
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+    assert all(v[0, 0, 2, 2] == 12 for v in views)
+    with pytest.raises(ValueError, match="8 symmetries"):
+        square_symmetry(x, 8)
+
+
+def test_tta_averages_the_logits_of_the_eight_symmetries():
+    from geofm.models.lola_specvit import square_symmetry
+
+    torch.manual_seed(0)
+    kwargs = dict(patch=7, components=15, conv_padding="same", depths=(1, 1), drop_path_rate=0.0)
+    model = LoLASpecViT(30, 4, tta=True, **kwargs)
+    model.fit_reduction(torch.randn(100, 30))
+    x = torch.randn(3, 30, 7, 7)
+    scores = model.reduction(x)
+    model.eval()
+    plain = [model.head(model.forward_reduced(square_symmetry(scores, k))) for k in range(8)]
+    logits = model(x)
+    torch.testing.assert_close(logits, torch.stack(plain).mean(0))
+    # the average over the group does not change when a window is turned or flipped; one
+    # view alone does
+    torch.testing.assert_close(model(square_symmetry(x, 1)), logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(square_symmetry(x, 5)), logits, atol=1e-5, rtol=1e-5)
+    assert (plain[1] - plain[0]).abs().max() > 1e-3
+    # training sees one view per window: the plain logits
+    model.train()
+    torch.testing.assert_close(model(x), model.head(model.forward_reduced(scores)))
+    assert not LoLASpecViT(30, 4, **kwargs).tta

@@ -511,3 +511,30 @@ def test_a_tiny_last_training_batch_is_dropped(salinas_a, monkeypatch):
     train = [s for s in seen if s[2]]
     assert train == [(300, 64, True, True), (30, 64, True, False)]
     assert all(not s[3] for s in seen if not s[2])  # validation keeps every window
+
+
+def test_a_recipe_with_tta_scores_and_saves_a_model_that_averages_the_symmetries(
+    tmp_path, salinas_a
+):
+    from geofm.tasks.pixel_protocol import run_seed
+
+    recipe = load_recipe(
+        {
+            "scene": SALINAS_A,
+            "split": {"val_fraction": 0.05},
+            "model": {"kwargs": {**TINY_LOLA, "tta": True}},
+            "train": {"epochs": 1, "batch_size": 64},
+        }
+    )
+    (result,) = run_seed(recipe, dict(salinas_a), 0.05, 0, ["lola"], 6, False, tmp_path)
+    model, _ = load_classifier(result.details["checkpoint"])
+    assert model.tta
+    mask = salinas_a["mask"].numpy()
+    coords, _ = make_split(mask, "random", 0.05, 0.05, recipe.radius, seed=0)
+    test = coords["test"]
+    preds, probs = classify_pixels(model, salinas_a["image"], test, probabilities=True)
+    again = classification_metrics(mask[test[:, 0], test[:, 1]], preds, 6)
+    np.testing.assert_array_equal(again.confusion, result.metrics.confusion)
+    model.tta = False  # the plain logits score the pixels otherwise
+    _, plain = classify_pixels(model, salinas_a["image"], test, probabilities=True)
+    assert np.abs(plain - probs).max() > 1e-4
