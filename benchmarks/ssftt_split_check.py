@@ -1,0 +1,108 @@
+"""SSFTT on the training pixels of its public code's Indian Pines split, in geofm's protocol.
+
+SSFTT's public code (Sun et al., IEEE TGRS 2022) draws one split: the labelled pixels in
+row-major order, ``sklearn.model_selection.train_test_split(..., test_size=0.9,
+random_state=345, stratify=labels)``. geofm's own random splits (seeds 0-2) put SSFTT 0.3-0.5
+points below the 98.62% that code reports. This script trains geofm's SSFTT (the
+baseline recipe of ``configs/classify/lola_indian_pines.yaml``) on exactly that code's
+training pixels, chooses the epoch on 5% of each class drawn from the other 90% (seed 0),
+and tests on the rest, for each initialisation seed given: if the gap is the luck of one
+split's draw, these scores land near 98.6%.
+
+    OMP_NUM_THREADS=1 python benchmarks/ssftt_split_check.py ../shared/data/indian_pines \\
+        --seeds 0 1 --output docs/pixel_classification/ssftt_split_check.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def published_split(labels: np.ndarray, val_fraction: float = 0.05) -> dict[str, np.ndarray]:
+    """Indices into the row-major labelled pixels: ``train`` as the public code draws it,
+    ``val`` ``val_fraction`` of each class's labelled pixels from the rest (at least one, seed
+    0), ``test`` the others."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    train, rest = train_test_split(index, test_size=0.9, random_state=345, stratify=labels)
+    rng = np.random.default_rng(0)
+    val = []
+    for k in np.unique(labels):
+        mine = rest[labels[rest] == k]
+        n = max(1, round(val_fraction * int((labels == k).sum())))
+        val.append(rng.choice(mine, size=min(n, len(mine) - 1), replace=False))
+    val_idx = np.sort(np.concatenate(val))
+    return {"train": np.sort(train), "val": val_idx, "test": np.setdiff1d(rest, val_idx)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", type=Path, help="folder with Indian_pines_corrected.mat and _gt")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    import torch
+    import yaml
+
+    from geofm.data.sample import IGNORE_INDEX
+    from geofm.tasks.metrics import classification_metrics
+    from geofm.tasks.pixel import classify_pixels
+    from geofm.tasks.pixel_protocol import (
+        _train_window_model,
+        load_recipe_scene,
+        method_recipes,
+    )
+    from geofm.tasks.pixel_recipe import load_recipe, merged
+
+    config = yaml.safe_load((ROOT / "configs/classify/lola_indian_pines.yaml").read_text())
+    recipe = load_recipe(merged(config, {"scene": {"root": str(args.root), "download": False}}))
+    ssftt = method_recipes(recipe, ["ssftt"])["ssftt"]
+    scene = load_recipe_scene(recipe, progress=False)
+    mask = torch.as_tensor(scene["mask"]).numpy()
+    pixels = np.argwhere(mask != IGNORE_INDEX)  # row-major, as the public code's cubes
+    labels = mask[pixels[:, 0], pixels[:, 1]]
+    parts = published_split(labels)
+    coords = {k: pixels[v] for k, v in parts.items()}
+    print("pixels (train/val/test):", *(len(v) for v in parts.values()))
+    rows = []
+    for seed in args.seeds:
+        model, _, seconds, details = _train_window_model(
+            ssftt, scene, coords, int(labels.max()) + 1, seed, False, None
+        )
+        test = coords["test"]
+        preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), test)
+        m = classification_metrics(labels[parts["test"]], preds, int(labels.max()) + 1)
+        rows.append(
+            {
+                "split": "public code (random_state 345)",
+                "seed": seed,
+                "oa": round(100 * m.oa, 2),
+                "aa": round(100 * m.aa, 2),
+                "best_epoch": details["best_epoch"],
+                "n_train": len(parts["train"]),
+                "n_val": len(parts["val"]),
+                "n_test": len(parts["test"]),
+                "train_seconds": round(seconds, 1),
+            }
+        )
+        print(rows[-1], flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with args.output.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"mean OA {np.mean([r['oa'] for r in rows]):.2f} over seeds {args.seeds}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
