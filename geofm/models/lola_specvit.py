@@ -484,6 +484,11 @@ class LoLASpecViT(WindowClassifier):
         bands: spectral bands of the input cube.
         num_classes: classes of the head.
         patch: width of the input window in pixels (odd: the centre pixel is classified).
+        dilation: the model sees every ``dilation``-th row and column of the window, from
+            the centre out: ``(patch - 1) // dilation + 1`` samples a side, so a wider
+            extent of the scene at the cost of a smaller window (``patch=13, dilation=2``
+            costs what ``patch=7`` does). ``patch - 1`` must be a multiple of
+            ``2 * dilation`` (the centre pixel is sampled).
         components: PCA components kept (``K``).
         whiten: scale every PCA score to unit variance (see :class:`SpectralReduction`).
         conv_channels, conv_kernels: the 3-D front-end; each kernel is (spectral, row, col).
@@ -528,10 +533,18 @@ class LoLASpecViT(WindowClassifier):
         drop_path_rate: float = 0.1,
         pool: str = "mean",
         tta: bool = False,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         self.check_patch(patch)
         self.tta = bool(tta)
+        if dilation < 1 or (patch - 1) % (2 * dilation):
+            raise ValueError(
+                f"a {patch} x {patch} window sampled every {dilation} pixels misses its "
+                f"centre or its edge: patch - 1 = {patch - 1} must be a multiple of "
+                f"2 * dilation = {2 * dilation}"
+            )
+        self.dilation = int(dilation)
         if len(conv_channels) != len(conv_kernels):
             raise ValueError(
                 f"{len(conv_channels)} conv channel counts but {len(conv_kernels)} kernels"
@@ -561,7 +574,7 @@ class LoLASpecViT(WindowClassifier):
         if conv_padding not in ("valid", "same"):
             raise ValueError(f"conv_padding must be 'valid' or 'same', got {conv_padding!r}")
         layers: list[nn.Module] = []
-        spectral, size, channels = components, patch, 1
+        spectral, size, channels = components, (patch - 1) // dilation + 1, 1
         for out, kernel in zip(conv_channels, conv_kernels, strict=True):
             ks, kh, kw = kernel
             if kh != kw or kh % 2 == 0 or ks > spectral or kh > size:
@@ -642,6 +655,8 @@ class LoLASpecViT(WindowClassifier):
         :attr:`reduction`: ``(B, components, patch, patch)``. Predicting a whole scene
         reduces it once and crops windows of the scores, instead of reducing every window."""
         self.check_reduced(scores)
+        if self.dilation > 1:
+            scores = scores[:, :, :: self.dilation, :: self.dilation]
         x = self.frontend(scores[:, None])  # (B, c, k', s, s)
         x = self.patch_embed(x.flatten(1, 2))  # (B, D, s, s)
         x = x.permute(0, 2, 3, 1)  # (B, s, s, D)

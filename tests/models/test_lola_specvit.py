@@ -196,3 +196,20 @@ def test_tta_averages_the_logits_of_the_eight_symmetries():
     model.train()
     torch.testing.assert_close(model(x), model.head(model.forward_reduced(scores)))
     assert not LoLASpecViT(30, 4, **kwargs).tta
+
+
+def test_a_dilated_window_is_the_plain_model_on_every_second_pixel():
+    torch.manual_seed(0)
+    kwargs = dict(components=15, conv_padding="same", depths=(1, 1))
+    plain = LoLASpecViT(30, 4, patch=7, **kwargs)
+    wide = LoLASpecViT(30, 4, patch=13, dilation=2, **kwargs)
+    wide.load_state_dict(plain.state_dict())  # the same weights: dilation adds none
+    plain.eval(), wide.eval()
+    scores = torch.randn(3, 15, 13, 13)
+    torch.testing.assert_close(
+        wide.forward_reduced(scores), plain.forward_reduced(scores[:, :, ::2, ::2])
+    )
+    assert wide.forward_reduced(scores).shape == (3, 128 * 1)
+    for patch, dilation in [(13, 4), (9, 0), (11, 2)]:
+        with pytest.raises(ValueError, match=rf"patch - 1 = {patch - 1} must be a multiple"):
+            LoLASpecViT(30, 4, patch=patch, dilation=dilation, **kwargs)

@@ -538,3 +538,15 @@ def test_a_recipe_with_tta_scores_and_saves_a_model_that_averages_the_symmetries
     model.tta = False  # the plain logits score the pixels otherwise
     _, plain = classify_pixels(model, salinas_a["image"], test, probabilities=True)
     assert np.abs(plain - probs).max() > 1e-4
+
+
+def test_a_dilated_recipe_keeps_its_whole_extent_clear_of_training_pixels():
+    from geofm.tasks.pixel_models import build_classifier
+
+    recipe = load_recipe(
+        {"scene": SALINAS_A, "model": {"kwargs": {**TINY_LOLA, "patch": 13, "dilation": 2}}}
+    )
+    assert recipe.patch == 13 and recipe.radius == 6  # the buffer covers the extent
+    model, _ = build_classifier(recipe, 204, 6)
+    assert (model.patch, model.dilation) == (13, 2)
+    assert model.feature_size == 7  # the stem sees 7 x 7 samples of the 13 x 13 window
