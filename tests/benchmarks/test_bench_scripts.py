@@ -103,6 +103,26 @@ def test_pixel_report_tables_the_recorded_results():
     assert done.stdout.strip() in doc
 
 
+def test_the_recipe_search_table_is_the_recorded_search():
+    """docs/pixel_classification.md's validation table is ``--report`` of its CSV."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "pixel_recipe_search.py"),
+            "--variants",
+            str(REPO / "benchmarks" / "pixel_recipe_variants.yaml"),
+            "--output",
+            str(REPO / "docs" / "pixel_classification" / "recipe_search.csv"),
+            "--report",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in (REPO / "docs" / "pixel_classification.md").read_text()
+
+
 #: the groups of docs/pixel_classification.md's "LoRA across scenes" table
 TRANSFER_GROUPS = {
     "Salinas-A → Indian Pines, 5%": ["sa_to_ip_5pct", "sa_to_ip_5pct_refit", "sa_to_ip_5pct_stem"],
