@@ -11,33 +11,28 @@ from timeouts import HANG_TIMEOUT_S
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_reading_benchmark_quick_run_writes_its_report(tmp_path):
-    report = tmp_path / "reading.md"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "bench_reading.py"),
-            "--quick",
-            "--record",
-            str(report),
-        ],
+def script(name: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<name>`` with ``args`` (and extra environment variables)."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / name), *args],
         capture_output=True,
         text=True,
         timeout=HANG_TIMEOUT_S,
+        env={**os.environ, **env},
     )
+
+
+def test_reading_benchmark_quick_run_writes_its_report(tmp_path):
+    report = tmp_path / "reading.md"
+    done = script("bench_reading.py", "--quick", "--record", str(report))
     assert done.returncode == 0, done.stderr
     assert "completed under the cap" in done.stdout
     text = report.read_text()
     assert "files/s" in text and "RLIMIT_DATA" in text
 
 
-def _encoders(*args, timeout=HANG_TIMEOUT_S):
-    return subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "encoders.py"), "--quick", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def _encoders(*args):
+    return script("encoders.py", "--quick", *args)
 
 
 def test_encoder_benchmark_quick_run_records_a_table_between_markers(tmp_path):
@@ -67,18 +62,7 @@ def test_encoder_benchmark_records_a_configuration_that_ran_out_of_time(tmp_path
 
 def test_pretrain_benchmark_quick_run_records_its_table(tmp_path):
     report = tmp_path / "benchmarks.md"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "pretrain.py"),
-            "--quick",
-            "--record",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=HANG_TIMEOUT_S,
-    )
+    done = script("pretrain.py", "--quick", "--record", str(report))
     assert done.returncode == 0, done.stderr
     text = report.read_text()
     assert "<!-- pretrain:begin -->" in text
@@ -88,15 +72,8 @@ def test_pretrain_benchmark_quick_run_records_its_table(tmp_path):
 
 def test_pixel_report_tables_the_recorded_results():
     """The tables in docs/pixel_classification.md come from these CSVs by this script."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "pixel_report.py"),
-            str(REPO / "docs" / "pixel_classification" / "salinas_a_disjoint.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=HANG_TIMEOUT_S,
+    done = script(
+        "pixel_report.py", str(REPO / "docs" / "pixel_classification" / "salinas_a_disjoint.csv")
     )
     assert done.returncode == 0, done.stderr
     doc = (REPO / "docs" / "pixel_classification.md").read_text()
@@ -105,19 +82,13 @@ def test_pixel_report_tables_the_recorded_results():
 
 def test_the_recipe_search_table_is_the_recorded_search():
     """docs/pixel_classification.md's validation table is ``--report`` of its CSV."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "pixel_recipe_search.py"),
-            "--variants",
-            str(REPO / "benchmarks" / "pixel_recipe_variants.yaml"),
-            "--output",
-            str(REPO / "docs" / "pixel_classification" / "recipe_search.csv"),
-            "--report",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=HANG_TIMEOUT_S,
+    done = script(
+        "pixel_recipe_search.py",
+        "--variants",
+        str(REPO / "benchmarks" / "pixel_recipe_variants.yaml"),
+        "--output",
+        str(REPO / "docs" / "pixel_classification" / "recipe_search.csv"),
+        "--report",
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in (REPO / "docs" / "pixel_classification.md").read_text()
@@ -142,30 +113,19 @@ TRANSFER_GROUPS = {
 
 def test_pixel_report_summarises_the_transfer_runs_and_draws_them(tmp_path):
     """The transfer table in docs/pixel_classification.md comes from these CSVs."""
-    script = str(REPO / "benchmarks" / "pixel_report.py")
     results = REPO / "docs" / "pixel_classification" / "transfer"
     png = tmp_path / "summary.png"
     args = []
     for name, stems in TRANSFER_GROUPS.items():
         args += ["--group", name, *(str(results / f"{s}.csv") for s in stems)]
-    done = subprocess.run(
-        [sys.executable, script, *args, "--plot", str(png)],
-        capture_output=True,
-        text=True,
-        timeout=HANG_TIMEOUT_S,
-    )
+    done = script("pixel_report.py", *args, "--plot", str(png))
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("| lola (lora), PCA ") == 8  # matched and refit, 4 settings
     assert done.stdout.count("| lola (lora + frontend, patch_embed), PCA matched |") == 4
     doc = (REPO / "docs" / "pixel_classification.md").read_text()
     assert done.stdout.strip() in doc
     assert png.stat().st_size > 10_000
-    bad = subprocess.run(
-        [sys.executable, script, "--plot", str(png), str(results / "ip_to_sa_5pct.csv")],
-        capture_output=True,
-        text=True,
-        timeout=HANG_TIMEOUT_S,
-    )
+    bad = script("pixel_report.py", "--plot", str(png), str(results / "ip_to_sa_5pct.csv"))
     assert bad.returncode == 2 and "--plot draws a --group summary" in bad.stderr
 
 
@@ -173,19 +133,7 @@ def test_kernel_benchmark_quick_run_measures_both_paths_and_says_what_is_unmeasu
     """In Triton's interpreter both columns are filled, and the record says that the GPU
     figures are still to be measured."""
     report = tmp_path / "benchmarks.md"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "kernels.py"),
-            "--quick",
-            "--record",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=HANG_TIMEOUT_S,
-        env={**os.environ, "TRITON_INTERPRET": "1"},
-    )
+    done = script("kernels.py", "--quick", "--record", str(report), TRITON_INTERPRET="1")
     assert done.returncode == 0, done.stderr
     text = report.read_text()
     assert "<!-- kernels-cpu:begin -->" in text and "still to be measured" in text
@@ -202,18 +150,7 @@ def test_kernel_benchmark_quick_run_measures_both_paths_and_says_what_is_unmeasu
 @pytest.mark.skipif(sys.platform != "linux", reason="peak RSS from /proc (Linux)")
 def test_inference_memory_benchmark_quick_run_checks_its_bound(tmp_path):
     report = tmp_path / "inference.md"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "inference_memory.py"),
-            "--quick",
-            "--record",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=HANG_TIMEOUT_S,
-    )
+    done = script("inference_memory.py", "--quick", "--record", str(report))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "scene:" in done.stdout and "pixel:" in done.stdout
     assert done.stdout.count("within the bound") == 2
