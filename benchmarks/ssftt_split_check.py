@@ -12,7 +12,8 @@ recipe's LoLA-SpecViT on the same pixels; ``--random-states`` draws other splits
 way, to tell the luck of the public draw from a difference in how splits are drawn.
 
     OMP_NUM_THREADS=1 python benchmarks/ssftt_split_check.py ../shared/data/indian_pines \\
-        --methods ssftt lola --seeds 0 1 2 --output docs/pixel_classification/ssftt_split_check.csv
+        --methods ssftt lola --lola-variant pca30_epochs80 --seeds 0 1 2 \\
+        --output docs/pixel_classification/ssftt_split_check.csv
     OMP_NUM_THREADS=1 python benchmarks/ssftt_split_check.py ../shared/data/indian_pines \\
         --random-states 0 1 2 --seeds 0 --output docs/pixel_classification/ssftt_split_draws.csv
 """
@@ -34,8 +35,8 @@ def published_split(
 ) -> dict[str, np.ndarray]:
     """Indices into the row-major labelled pixels: ``train`` as the public code draws it
     (with its ``random_state``, 345, or another to draw another split the same way),
-    ``val`` ``val_fraction`` of each class's labelled pixels from the rest (at least one, seed
-    0), ``test`` the others."""
+    ``val`` ``val_fraction`` of each class's labelled pixels from the rest (at least one,
+    leaving one for test; seed 0), ``test`` the others."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(labels))
@@ -44,8 +45,8 @@ def published_split(
     val = []
     for k in np.unique(labels):
         mine = rest[labels[rest] == k]
-        n = max(1, round(val_fraction * int((labels == k).sum())))
-        val.append(rng.choice(mine, size=min(n, len(mine) - 1), replace=False))
+        n = min(max(1, round(val_fraction * int((labels == k).sum()))), len(mine) - 1)
+        val.append(rng.choice(mine, size=max(n, 0), replace=False))
     val_idx = np.sort(np.concatenate(val))
     return {"train": np.sort(train), "val": val_idx, "test": np.setdiff1d(rest, val_idx)}
 
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["ssftt", "lola"],
         help="ssftt, and lola: the recipe's LoLA-SpecViT on the same pixels",
     )
+    parser.add_argument(
+        "--lola-variant",
+        default=None,
+        help="train lola as this variant of benchmarks/pixel_recipe_variants.yaml "
+        "(default: the recipe the configs hold)",
+    )
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -86,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     from geofm.tasks.pixel_recipe import load_recipe, merged
 
     config = yaml.safe_load((ROOT / "configs/classify/lola_indian_pines.yaml").read_text())
+    if args.lola_variant:
+        variants = yaml.safe_load((ROOT / "benchmarks/pixel_recipe_variants.yaml").read_text())
+        changes = [v.get("changes") or {} for v in variants if v["name"] == args.lola_variant]
+        if not changes:
+            raise SystemExit(f"no variant {args.lola_variant!r} in pixel_recipe_variants.yaml")
+        config = merged(config, changes[0])
     recipe = load_recipe(merged(config, {"scene": {"root": str(args.root), "download": False}}))
     trained = method_recipes(recipe, args.methods)
     scene = load_recipe_scene(recipe, progress=False)
@@ -102,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                 trained[method], scene, coords, int(labels.max()) + 1, seed, False, None
             )
         test = coords["test"]
-        preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), test)
+        preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), test, scene.get("valid"))
         m = classification_metrics(labels[parts["test"]], preds, int(labels.max()) + 1)
         rows.append(
             {
                 "random_state": state,
                 "method": method,
+                "recipe": "published" if method == "ssftt" else args.lola_variant or "configs",
                 "seed": seed,
                 "oa": round(100 * m.oa, 2),
                 "aa": round(100 * m.aa, 2),

@@ -170,6 +170,8 @@ def square_symmetry(x: torch.Tensor, k: int) -> torch.Tensor:
     identity; every one keeps the centre pixel of an odd window at the centre."""
     if not 0 <= k < 8:
         raise ValueError(f"a square has 8 symmetries (k = 0..7), got k = {k}")
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"square windows only, got {x.shape[-2]} x {x.shape[-1]}")
     return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, dims=(-2, -1))
 
 
@@ -537,14 +539,18 @@ class LoLASpecViT(WindowClassifier):
     ) -> None:
         super().__init__()
         self.check_patch(patch)
-        self.tta = bool(tta)
-        if dilation < 1 or (patch - 1) % (2 * dilation):
+        if not isinstance(tta, bool):
+            raise TypeError(f"tta must be True or False, got {tta!r}")
+        self.tta = tta
+        if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+            raise ValueError(f"dilation must be a positive integer, got {dilation!r}")
+        if (patch - 1) % (2 * dilation):
             raise ValueError(
                 f"a {patch} x {patch} window sampled every {dilation} pixels misses its "
                 f"centre or its edge: patch - 1 = {patch - 1} must be a multiple of "
                 f"2 * dilation = {2 * dilation}"
             )
-        self.dilation = int(dilation)
+        self.dilation = dilation
         if len(conv_channels) != len(conv_kernels):
             raise ValueError(
                 f"{len(conv_channels)} conv channel counts but {len(conv_kernels)} kernels"
@@ -564,6 +570,7 @@ class LoLASpecViT(WindowClassifier):
             "bands": bands,
             "num_classes": num_classes,
             "patch": patch,
+            "dilation": dilation,
             "components": components,
             "embed_dim": embed_dims[-1],
             "depth": sum(depths),
@@ -580,8 +587,8 @@ class LoLASpecViT(WindowClassifier):
             if kh != kw or kh % 2 == 0 or ks > spectral or kh > size:
                 raise ValueError(
                     f"the 3-D kernel {tuple(kernel)} does not fit a "
-                    f"{spectral} x {size} x {size} input (components x window; "
-                    "square, odd spatial kernels)"
+                    f"{spectral} x {size} x {size} input (components x the window's "
+                    "samples a side, after any dilation; square, odd spatial kernels)"
                 )
             pad: int | tuple[int, int, int] = (0, kh // 2, kw // 2) if conv_padding == "same" else 0
             layers += [

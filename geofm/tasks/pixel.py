@@ -154,8 +154,12 @@ class PixelClassificationTask(BaseTask):
         self.brightness = brightness
 
     def forward(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        # one view of each window: training, and the per-epoch validation that chooses the
+        # epoch (a model's tta counts where the protocol scores and maps are drawn)
         if self.reduced_inputs:
             return self.model.head(self.model.forward_reduced(image))
+        if hasattr(self.model, "forward_features") and hasattr(self.model, "head"):
+            return self.model.head(self.model.forward_features(image, valid))
         return self.model(image, valid)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -172,6 +172,8 @@ def test_square_symmetries_are_the_eight_and_keep_the_centre():
     assert all(v[0, 0, 2, 2] == 12 for v in views)
     with pytest.raises(ValueError, match="8 symmetries"):
         square_symmetry(x, 8)
+    with pytest.raises(ValueError, match="square windows only, got 5 x 4"):
+        square_symmetry(x[..., :4], 1)
 
 
 def test_tta_averages_the_logits_of_the_eight_symmetries():
@@ -210,6 +212,11 @@ def test_a_dilated_window_is_the_plain_model_on_every_second_pixel():
         wide.forward_reduced(scores), plain.forward_reduced(scores[:, :, ::2, ::2])
     )
     assert wide.forward_reduced(scores).shape == (3, 128 * 1)
-    for patch, dilation in [(13, 4), (9, 0), (11, 2)]:
+    for patch, dilation in [(13, 4), (11, 2)]:
         with pytest.raises(ValueError, match=rf"patch - 1 = {patch - 1} must be a multiple"):
             LoLASpecViT(30, 4, patch=patch, dilation=dilation, **kwargs)
+    for dilation in (0, 1.5, True):
+        with pytest.raises(ValueError, match="dilation must be a positive integer"):
+            LoLASpecViT(30, 4, patch=7, dilation=dilation, **kwargs)
+    with pytest.raises(TypeError, match="tta must be True or False"):
+        LoLASpecViT(30, 4, patch=7, tta="false", **kwargs)

@@ -513,22 +513,30 @@ def test_a_tiny_last_training_batch_is_dropped(salinas_a, monkeypatch):
     assert all(not s[3] for s in seen if not s[2])  # validation keeps every window
 
 
-def test_a_recipe_with_tta_scores_and_saves_a_model_that_averages_the_symmetries(
-    tmp_path, salinas_a
+def test_a_recipe_with_tta_and_dilation_scores_and_saves_what_it_trained(
+    tmp_path, salinas_a, monkeypatch
 ):
+    """The protocol scores a ``tta`` model on the 8 views of each window (and the epoch on
+    one view), and the saved model, reloaded, keeps ``tta`` and ``dilation``."""
+    import geofm.models.lola_specvit as lola
     from geofm.tasks.pixel_protocol import run_seed
 
+    views = []
+    turn = lola.square_symmetry
+    monkeypatch.setattr(lola, "square_symmetry", lambda x, k: views.append(k) or turn(x, k))
     recipe = load_recipe(
         {
             "scene": SALINAS_A,
             "split": {"val_fraction": 0.05},
-            "model": {"kwargs": {**TINY_LOLA, "tta": True}},
+            "model": {"kwargs": {**TINY_LOLA, "tta": True, "patch": 13, "dilation": 2}},
             "train": {"epochs": 1, "batch_size": 64},
         }
     )
     (result,) = run_seed(recipe, dict(salinas_a), 0.05, 0, ["lola"], 6, False, tmp_path)
+    # window_logits turned the test windows (augmentation uses its own import): 7 views a batch
+    assert views and set(views) == set(range(1, 8))
     model, _ = load_classifier(result.details["checkpoint"])
-    assert model.tta
+    assert model.tta and (model.patch, model.dilation) == (13, 2)
     mask = salinas_a["mask"].numpy()
     coords, _ = make_split(mask, "random", 0.05, 0.05, recipe.radius, seed=0)
     test = coords["test"]
@@ -538,9 +546,15 @@ def test_a_recipe_with_tta_scores_and_saves_a_model_that_averages_the_symmetries
     model.tta = False  # the plain logits score the pixels otherwise
     _, plain = classify_pixels(model, salinas_a["image"], test, probabilities=True)
     assert np.abs(plain - probs).max() > 1e-4
+    views.clear()
+    plain_recipe = load_recipe(
+        {"scene": SALINAS_A, "model": {"kwargs": TINY_LOLA}, "train": {"epochs": 1}}
+    )
+    run_seed(plain_recipe, dict(salinas_a), 0.05, 0, ["lola"], 6, False)
+    assert not views  # without tta, one view
 
 
-def test_a_dilated_recipe_keeps_its_whole_extent_clear_of_training_pixels():
+def test_a_dilated_recipe_takes_its_whole_extent_as_the_split_radius():
     from geofm.tasks.pixel_models import build_classifier
 
     recipe = load_recipe(
