@@ -94,11 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
     config = yaml.safe_load((ROOT / "configs/classify/lola_indian_pines.yaml").read_text())
     if args.lola_variant:
-        variants = yaml.safe_load((ROOT / "benchmarks/pixel_recipe_variants.yaml").read_text())
-        changes = [v.get("changes") or {} for v in variants if v["name"] == args.lola_variant]
-        if not changes:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from pixel_recipe_search import read_variants
+
+        variants = dict(read_variants(ROOT / "benchmarks" / "pixel_recipe_variants.yaml"))
+        if args.lola_variant not in variants:
             raise SystemExit(f"no variant {args.lola_variant!r} in pixel_recipe_variants.yaml")
-        config = merged(config, changes[0])
+        config = merged(config, variants[args.lola_variant])
     recipe = load_recipe(merged(config, {"scene": {"root": str(args.root), "download": False}}))
     trained = method_recipes(recipe, args.methods)
     scene = load_recipe_scene(recipe, progress=False)
