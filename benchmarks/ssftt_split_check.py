@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import yaml
 
-    from geofm.data.sample import IGNORE_INDEX
+    from geofm.data.splits import labelled_pixels
     from geofm.tasks.base import quiet_lightning
     from geofm.tasks.metrics import classification_metrics
     from geofm.tasks.pixel import classify_pixels
@@ -104,13 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(merged(config, {"scene": {"root": str(args.root), "download": False}}))
     trained = method_recipes(recipe, args.methods)
     scene = load_recipe_scene(recipe, progress=False)
-    mask = torch.as_tensor(scene["mask"]).numpy()
-    pixels = np.argwhere(mask != IGNORE_INDEX)  # row-major, as the public code's cubes
-    labels = mask[pixels[:, 0], pixels[:, 1]]
+    # row-major, as the public code's cubes
+    pixels, labels = labelled_pixels(torch.as_tensor(scene["mask"]).numpy())
+    splits = {state: published_split(labels, random_state=state) for state in args.random_states}
     rows = []
     runs = [(r, s, m) for r in args.random_states for s in args.seeds for m in args.methods]
     for state, seed, method in runs:
-        parts = published_split(labels, random_state=state)
+        parts = splits[state]
         coords = {k: pixels[v] for k, v in parts.items()}
         with quiet_lightning():
             model, _, seconds, details = _train_window_model(
