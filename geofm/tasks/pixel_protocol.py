@@ -341,6 +341,7 @@ def _train_window_model(
     trainer = pl.Trainer(
         max_epochs=t["epochs"],
         accelerator=t["accelerator"],
+        precision=t["precision"],
         devices=1,
         logger=logger,
         enable_checkpointing=False,

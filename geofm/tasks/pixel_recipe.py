@@ -16,7 +16,7 @@ dialect: values are checked against the types, unknown keys are errors that name
               lora_schedule: {period_epochs, period_mult, low, high} | null}
     train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, min_lr_factor,
               label_smoothing, augment, context_dropout, brightness, num_workers,
-              accelerator}
+              accelerator, precision: 32-true|bf16-mixed}
     baselines: [svm, ssftt, scratch, finetune]
 
 ``baselines`` run beside the recipe's model on the same splits: ``svm`` an RBF SVM on the
@@ -149,7 +149,9 @@ class ModelSection:
 @dataclass
 class TrainSection:
     """The training of :class:`~geofm.tasks.pixel.PixelClassificationTask`: AdamW, a linear
-    warm-up, then a cosine from ``lr`` to ``min_lr_factor * lr`` (1 keeps it constant)."""
+    warm-up, then a cosine from ``lr`` to ``min_lr_factor * lr`` (1 keeps it constant).
+    ``precision`` is Lightning's: ``bf16-mixed`` trains under bfloat16 autocast (weights and
+    optimiser state stay float32; scoring and maps run in float32)."""
 
     epochs: int = 60
     batch_size: int = 64
@@ -163,6 +165,7 @@ class TrainSection:
     brightness: float = 0.0
     num_workers: int = 0
     accelerator: str = "auto"
+    precision: Literal["32-true", "bf16-mixed"] = "32-true"
 
 
 #: The comparisons of a recipe that starts from a base model, on the same splits and with
@@ -178,8 +181,8 @@ BASELINES = ("svm", "ssftt", *TRANSFER_BASELINES)
 #: SSFTT (Sun et al., "Spectral-Spatial Feature Tokenization Transformer for Hyperspectral
 #: Image Classification", IEEE TGRS 2022, and its public code): PCA to 30 whitened
 #: components fitted on every pixel of the scene (no labels), 13 x 13 windows, Adam at a
-#: constant 1e-3, batch 64, 100 epochs, plain cross-entropy, no augmentation. The protocol
-#: adds what it gives every model: the epoch is chosen on the validation part.
+#: constant 1e-3, batch 64, 100 epochs, plain cross-entropy, no augmentation, float32. The
+#: protocol adds what it gives every model: the epoch is chosen on the validation part.
 BASELINE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "ssftt": {
         "model": {
@@ -198,6 +201,7 @@ BASELINE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "augment": False,
             "context_dropout": 0.0,
             "brightness": 0.0,
+            "precision": "32-true",
         },
     },
 }

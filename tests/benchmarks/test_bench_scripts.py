@@ -202,3 +202,11 @@ def f(a):
         count_lines.count_paths([tmp_path / "missing"])
     with pytest.raises(ValueError, match="not a Python file"):
         count_lines.count_paths([tmp_path / "pkg" / "notes.txt"])
+
+
+def test_pixel_step_time_times_the_recipes_model_in_both_precisions():
+    done = script("pixel_step_time.py", "--steps", "1", "--warmup", "0", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "lola_specvit" in out and "'components': 60" in out and "batch 64" in out
+    assert "float32:" in out and "bfloat16 (mixed):" in out and "x as fast" in out

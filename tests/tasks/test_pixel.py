@@ -358,6 +358,8 @@ def test_recipe_errors(tmp_path, salinas_a):
         load_recipe({"scene": SALINAS_A, "train": {"epoch": 3}})
     with pytest.raises(ValueError, match=r'(?s)"train.epochs".*int.*many'):
         load_recipe({"scene": SALINAS_A, "train": {"epochs": "many"}})
+    with pytest.raises(ValueError, match=r"(?s)train.precision.*'32-true', 'bf16-mixed'.*bf16"):
+        load_recipe({"scene": SALINAS_A, "train": {"precision": "bf16"}})
     with pytest.raises(ValueError, match="'model' does not accept option 'nme'"):
         load_recipe({"scene": SALINAS_A, "model": {"nme": "x"}})
     # numbers YAML reads as text (1e-3 without a dot) are numbers of the key's type
@@ -412,7 +414,7 @@ def test_ssftt_baseline_trains_on_the_same_split_with_its_own_settings(
             "scene": SALINAS_A,
             "split": {"kind": "disjoint", "val_fraction": 0.05, "block_size": 8},
             "model": {"kwargs": TINY_LOLA},
-            "train": {"epochs": 1, "accelerator": "cpu"},
+            "train": {"epochs": 1, "accelerator": "cpu", "precision": "bf16-mixed"},
             "baselines": ["svm", "ssftt"],
         }
     )
@@ -420,6 +422,7 @@ def test_ssftt_baseline_trains_on_the_same_split_with_its_own_settings(
     assert own.scene == recipe.scene and own.split == recipe.split
     assert own.model["name"] == "ssftt" and own.patch == 13 and own.model["pca"] == "transductive"
     assert own.train["min_lr_factor"] == 1.0 and own.train["accelerator"] == "cpu"
+    assert own.train["precision"] == "32-true"  # as published, whatever the recipe's
     # the buffer covers SSFTT's 13 x 13 windows, whichever methods run
     assert split_radius(recipe) == split_radius(recipe, ["lola"]) == 6
     assert split_radius(_recipe()) == 3 and split_radius(_recipe(), ["ssftt"]) == 6
@@ -458,17 +461,33 @@ def test_ssftt_baseline_trains_on_the_same_split_with_its_own_settings(
     np.testing.assert_array_equal(again.confusion, ssftt.metrics.confusion)
 
 
-def test_a_seed_reproduces_its_run_exactly(salinas_a):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_seed_reproduces_its_run_exactly(salinas_a, precision, monkeypatch):
     """A fresh run of the same recipe and seed gives the same split, weights and test
-    predictions: the results in docs/pixel_classification.md can be re-run."""
+    predictions: the results in docs/pixel_classification.md can be re-run. With
+    ``bf16-mixed`` the training steps run under bfloat16 autocast."""
+    from geofm.tasks.pixel import PixelClassificationTask
     from geofm.tasks.pixel_protocol import run_seed
 
-    recipe = _recipe(epochs=2, augment=True, context_dropout=0.5, brightness=0.1)
+    autocast = []
+    step = PixelClassificationTask.training_step
+
+    def watched(self, batch, batch_idx):
+        autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(PixelClassificationTask, "training_step", watched)
+    recipe = _recipe(
+        epochs=2, augment=True, context_dropout=0.5, brightness=0.1, precision=precision
+    )
     runs = [
         run_seed(recipe, dict(salinas_a), 0.05, 3, ["lola"], 6, progress=False)[0] for _ in range(2)
     ]
     np.testing.assert_array_equal(runs[0].metrics.confusion, runs[1].metrics.confusion)
     assert runs[0].details["best_val_oa"] == runs[1].details["best_val_oa"]
+    bf16 = precision == "bf16-mixed"
+    assert autocast and {on for on, _ in autocast} == {bf16}
+    assert not bf16 or {dtype for _, dtype in autocast} == {torch.bfloat16}
 
 
 def test_a_baseline_window_that_does_not_fit_names_the_scene(salinas_a):

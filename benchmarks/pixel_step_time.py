@@ -1,0 +1,103 @@
+"""Time one training step of a pixel recipe's model in float32 and under bfloat16 autocast.
+
+What ``train.precision: bf16-mixed`` buys on this machine, before a whole run is spent on
+it: the recipe's model (``configs/classify/lola_*.yaml``) trained on random windows of its
+``components x patch x patch`` PCA scores, AdamW and cross-entropy, at the recipe's batch
+size; the mean over ``--steps`` steps after ``--warmup``. bfloat16 is fast only where the CPU
+has bfloat16 arithmetic (AVX-512 BF16 or AMX; the flags are printed) or on a recent GPU;
+elsewhere it is emulated and slower than float32.
+
+    python benchmarks/pixel_step_time.py                      # the Indian Pines recipe
+    python benchmarks/pixel_step_time.py --threads 1 --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from geofm.tasks.pixel_models import build_classifier
+from geofm.tasks.pixel_recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The bfloat16 flags ``/proc/cpuinfo`` lists (empty where it does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    return sorted(f for f in flags if "bf16" in f)
+
+
+def step_seconds(model: torch.nn.Module, batch: int, bf16: bool, steps: int, warmup: int) -> float:
+    """Mean seconds of a forward, backward and AdamW step on random reduced windows."""
+    k, p = model.reduction.components, model.patch
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, k, p, p, generator=gen)
+    y = torch.randint(0, model.num_classes, (batch,), generator=gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model.head(model.forward_reduced(x)), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--config", type=Path, default=ROOT / "configs/classify/lola_indian_pines.yaml"
+    )
+    parser.add_argument(
+        "--bands", type=int, default=200, help="the scene's bands (Indian Pines: 200)"
+    )
+    parser.add_argument("--classes", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    recipe = load_recipe(args.config)
+    batch = recipe.train["batch_size"]
+    times = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        model, _ = build_classifier(recipe, args.bands, args.classes)
+        times[bf16] = step_seconds(model, batch, bf16, args.steps, args.warmup)
+    kw = recipe.model["kwargs"]
+    print(
+        f"{recipe.model['name']} {kw}, batch {batch}, {args.bands} bands, "
+        f"{torch.get_num_threads()} threads; CPU bf16 flags: {', '.join(cpu_bf16_flags()) or 'none'}"
+    )
+    print(f"float32:         {times[False] * 1e3:7.1f} ms per step")
+    print(
+        f"bfloat16 (mixed): {times[True] * 1e3:7.1f} ms per step, {times[False] / times[True]:.2f}x as fast"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
