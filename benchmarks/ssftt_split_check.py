@@ -83,13 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from geofm.data.splits import labelled_pixels
     from geofm.tasks.base import quiet_lightning
-    from geofm.tasks.metrics import classification_metrics
-    from geofm.tasks.pixel import classify_pixels
-    from geofm.tasks.pixel_protocol import (
-        _train_window_model,
-        load_recipe_scene,
-        method_recipes,
-    )
+    from geofm.tasks.pixel_protocol import load_recipe_scene, run_split
     from geofm.tasks.pixel_recipe import load_recipe, merged
 
     config = yaml.safe_load((ROOT / "configs/classify/lola_indian_pines.yaml").read_text())
@@ -102,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"no variant {args.lola_variant!r} in pixel_recipe_variants.yaml")
         config = merged(config, variants[args.lola_variant])
     recipe = load_recipe(merged(config, {"scene": {"root": str(args.root), "download": False}}))
-    trained = method_recipes(recipe, args.methods)
     scene = load_recipe_scene(recipe, progress=False)
     # row-major, as the public code's cubes
     pixels, labels = labelled_pixels(torch.as_tensor(scene["mask"]).numpy())
@@ -110,28 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     runs = [(r, s, m) for r in args.random_states for s in args.seeds for m in args.methods]
     for state, seed, method in runs:
-        parts = splits[state]
-        coords = {k: pixels[v] for k, v in parts.items()}
+        coords = {k: pixels[v] for k, v in splits[state].items()}
         with quiet_lightning():
-            model, _, seconds, details = _train_window_model(
-                trained[method], scene, coords, int(labels.max()) + 1, seed, False, None
+            (res,) = run_split(
+                recipe, scene, coords, seed, [method], progress=False, split=f"sklearn{state}"
             )
-        test = coords["test"]
-        preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), test, scene.get("valid"))
-        m = classification_metrics(labels[parts["test"]], preds, int(labels.max()) + 1)
         rows.append(
             {
                 "random_state": state,
                 "method": method,
                 "recipe": "published" if method == "ssftt" else args.lola_variant or "configs",
                 "seed": seed,
-                "oa": round(100 * m.oa, 2),
-                "aa": round(100 * m.aa, 2),
-                "best_epoch": details["best_epoch"],
-                "n_train": len(parts["train"]),
-                "n_val": len(parts["val"]),
-                "n_test": len(parts["test"]),
-                "train_seconds": round(seconds, 1),
+                "oa": round(100 * res.metrics.oa, 2),
+                "aa": round(100 * res.metrics.aa, 2),
+                "best_epoch": res.details["best_epoch"],
+                **{f"n_{p}": sum(res.counts[p]) for p in ("train", "val", "test")},
+                "train_seconds": round(res.train_seconds, 1),
             }
         )
         print(rows[-1], flush=True)

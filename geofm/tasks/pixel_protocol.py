@@ -6,7 +6,8 @@ a buffer (:mod:`geofm.data.splits`), for several seeds, and returns one result p
 and seed (:mod:`geofm.tasks.pixel_results`): OA, AA, kappa, per-class accuracy, the
 confusion matrix, trainable and total parameters, and training seconds. The model is
 selected on the validation part; the test part is touched once, after training, and the
-model is saved (:mod:`geofm.tasks.pixel_models`).
+model is saved (:mod:`geofm.tasks.pixel_models`). :func:`run_split` runs the same protocol
+on a split given as pixel coordinates (one published with a benchmark, for example).
 
 The spatially disjoint split is reported beside the random one because random pixel splits
 let test windows overlap training pixels (``docs/design_notes.md``, "Pixel-classification
@@ -45,6 +46,7 @@ from geofm.tasks.pixel_results import SeedResult
 __all__ = [
     "METHODS",
     "SPLITS",
+    "check_split",
     "check_window_fits",
     "checkpoint_name",
     "load_recipe_scene",
@@ -52,6 +54,7 @@ __all__ = [
     "method_recipes",
     "run_protocol",
     "run_seed",
+    "run_split",
     "split_radius",
     "validate_seed",
 ]
@@ -393,25 +396,139 @@ def run_seed(
     radius: int | None = None,
 ) -> list[SeedResult]:
     """Split the scene with ``seed`` as the recipe's ``split.kind`` says, train and test each
-    method; one result per method. One split serves every method: its buffer covers
-    ``radius`` pixels, by default the widest window among them (:func:`split_radius`)."""
-    from geofm.tasks.pixel import classify_pixels, svm_baseline
-
-    split = recipe.split["kind"]
-    trained = method_recipes(recipe, methods)
+    method (:func:`run_split`); one result per method. One split serves every method: its
+    buffer covers ``radius`` pixels, by default the widest window among them
+    (:func:`split_radius`)."""
     radius = split_radius(recipe, methods) if radius is None else radius
     coords, info = _seed_split(recipe, scene, train_fraction, seed, methods, radius)
     info["split_radius"] = radius  # recorded: maps and reruns rebuild this split
-    mask = torch.as_tensor(scene["mask"]).numpy()
-    if num_classes is None:
-        num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
     if save_dir is not None:
         from geofm.data.plot import plot_split_layout
 
+        split = recipe.split["kind"]
         save_dir.mkdir(parents=True, exist_ok=True)
         plot_split_layout(
-            mask, coords, title=f"{split} split, train fraction {train_fraction:g}, seed {seed}"
+            torch.as_tensor(scene["mask"]).numpy(),
+            coords,
+            title=f"{split} split, train fraction {train_fraction:g}, seed {seed}",
         ).savefig(save_dir / f"split_{split}_f{train_fraction:g}_seed{seed}.png", dpi=110)
+    return run_split(
+        recipe,
+        scene,
+        coords,
+        seed,
+        methods,
+        num_classes,
+        progress,
+        save_dir,
+        train_fraction=train_fraction,
+        info=info,
+    )
+
+
+def check_split(mask: np.ndarray, coords: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``coords`` (``{"train", "val", "test"}``, each ``(N, 2)`` (row, col) pairs) checked
+    against the scene's label ``mask``: every pixel inside the scene and labelled, none in two
+    parts, training and validation pixels present. Returns them as int64 arrays; a
+    ``ValueError`` names the part and the first pixel that breaks a rule."""
+    H, W = mask.shape
+    parts = ("train", "val", "test")
+    if set(coords) != set(parts):
+        raise ValueError(f"a split has the parts {list(parts)}, got {sorted(coords)}")
+    out = {}
+    for p in parts:
+        c = np.asarray(coords[p])
+        if c.size == 0:  # an empty list is float
+            c = np.zeros((0, 2), dtype=np.int64)
+        if c.ndim != 2 or c.shape[1] != 2 or not np.issubdtype(c.dtype, np.integer):
+            raise ValueError(
+                f"split part {p!r} must be (N, 2) integer (row, col) pairs, "
+                f"got shape {c.shape} of {c.dtype}"
+            )
+        c = c.astype(np.int64)
+        outside = np.flatnonzero((c < 0).any(1) | (c[:, 0] >= H) | (c[:, 1] >= W))
+        if outside.size:
+            r, col = c[outside[0]]
+            raise ValueError(
+                f"{outside.size} pixels of split part {p!r} lie outside the {H} x {W} scene, "
+                f"the first at row {r}, column {col}"
+            )
+        unlabelled = np.flatnonzero(mask[c[:, 0], c[:, 1]] == IGNORE_INDEX)
+        if unlabelled.size:
+            r, col = c[unlabelled[0]]
+            raise ValueError(
+                f"{unlabelled.size} pixels of split part {p!r} have no label, the first at "
+                f"row {r}, column {col}"
+            )
+        out[p] = c
+    for p in ("train", "val"):
+        if not len(out[p]):
+            raise ValueError(f"split part {p!r} is empty: the models need {p} pixels")
+    flat = {p: c[:, 0] * W + c[:, 1] for p, c in out.items()}
+    for i, a in enumerate(parts):
+        for b in parts[i + 1 :]:
+            both = np.intersect1d(flat[a], flat[b])
+            if both.size:
+                r, col = divmod(int(both[0]), W)
+                raise ValueError(
+                    f"{both.size} pixels are in both split parts {a!r} and {b!r}, the "
+                    f"first at row {r}, column {col}"
+                )
+        if np.unique(flat[a]).size != flat[a].size:
+            raise ValueError(f"split part {a!r} lists a pixel more than once")
+    return out
+
+
+def run_split(
+    recipe: PixelRecipe,
+    scene: dict[str, Any],
+    coords: dict[str, Any],
+    seed: int,
+    methods: Sequence[str] = ("lola",),
+    num_classes: int | None = None,
+    progress: bool = True,
+    save_dir: Path | None = None,
+    *,
+    split: str | None = None,
+    train_fraction: float | None = None,
+    info: dict[str, Any] | None = None,
+) -> list[SeedResult]:
+    """Train each method on a split given as pixel coordinates and test it once; one result
+    per method. This is :func:`run_seed` without the drawing of the split: for a split
+    published with a benchmark, or drawn by other code.
+
+    ``coords``: ``{"train", "val", "test"}``, each ``(N, 2)`` (row, col) pairs of labelled
+    pixels (:func:`check_split`); the epoch is chosen on ``val``. ``seed`` fixes the
+    initialisation and the batches. ``split`` names the split in the results and the saved
+    models' names (default: the recipe's ``split.kind``); ``train_fraction`` is recorded as
+    given (default: the training part's share of the split's pixels). ``info``: the split's
+    description, recorded in each result's details (default: its counts per class). The
+    split is not checked for windows that reach across parts: a random split's do.
+    """
+    from geofm.tasks.pixel import classify_pixels, svm_baseline
+
+    mask = torch.as_tensor(scene["mask"]).numpy()
+    coords = check_split(mask, coords)
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    trained = method_recipes(recipe, methods)
+    for method, r in trained.items():
+        check_window_fits(scene, r.patch, method)
+    split = recipe.split["kind"] if split is None else split
+    if num_classes is None:
+        num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
+    if info is None:
+        info = {
+            "split": split,
+            "counts": {
+                p: np.bincount(mask[c[:, 0], c[:, 1]], minlength=num_classes).tolist()
+                for p, c in coords.items()
+            },
+        }
+    if train_fraction is None:
+        total = sum(len(c) for c in coords.values())
+        train_fraction = round(len(coords["train"]) / total, 4)
     test = coords["test"]
     y_test = mask[test[:, 0], test[:, 1]]
     results = []
@@ -443,7 +560,8 @@ def run_seed(
             metrics = classification_metrics(y_test, preds, num_classes)
             if save_dir is not None:
                 classes = _class_names(scene, num_classes)
-                name = checkpoint_name(recipe, train_fraction, seed, method)
+                name = checkpoint_name(recipe, train_fraction, seed, method, split)
+                save_dir.mkdir(parents=True, exist_ok=True)
                 details["checkpoint"] = str(
                     save_classifier(
                         save_dir / name,
@@ -551,12 +669,17 @@ def validate_seed(
 
 
 def checkpoint_name(
-    recipe: PixelRecipe, train_fraction: float | int, seed: int, method: str = "lola"
+    recipe: PixelRecipe,
+    train_fraction: float | int,
+    seed: int,
+    method: str = "lola",
+    split: str | None = None,
 ) -> str:
-    """File name of the model :func:`run_seed` saves for ``method`` (the recipe's model,
-    ``lola``, or a trained baseline) in this run."""
+    """File name of the model :func:`run_seed` (or :func:`run_split`, with its ``split``
+    name) saves for ``method`` (the recipe's model, ``lola``, or a trained baseline)."""
     mode = method_recipes(recipe, [method])[method].model["mode"]
-    return f"{method}_{mode}_{recipe.split['kind']}_f{train_fraction:g}_seed{seed}.pt"
+    split = recipe.split["kind"] if split is None else split
+    return f"{method}_{mode}_{split}_f{train_fraction:g}_seed{seed}.pt"
 
 
 def _class_names(scene: dict[str, Any], num_classes: int) -> list[str]:

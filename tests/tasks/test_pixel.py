@@ -490,6 +490,73 @@ def test_a_seed_reproduces_its_run_exactly(salinas_a, precision, monkeypatch):
     assert not bf16 or {dtype for _, dtype in autocast} == {torch.bfloat16}
 
 
+def test_a_given_split_trains_and_tests_as_the_drawn_one(salinas_a, tmp_path):
+    """run_split on the coordinates run_seed draws gives run_seed's result: the protocol
+    on a split given from outside (a benchmark's published pixels) is the same protocol."""
+    from geofm.tasks.pixel_protocol import run_seed, run_split
+
+    recipe = _recipe(epochs=1)
+    drawn = run_seed(recipe, dict(salinas_a), 0.05, 4, ["lola", "svm"], 6, progress=False)
+    mask = salinas_a["mask"].numpy()
+    coords, _ = make_split(mask, "random", 0.05, 0.05, 3, seed=4)
+    given = run_split(
+        recipe,
+        dict(salinas_a),
+        {p: c.tolist() for p, c in coords.items()},
+        4,
+        ["lola", "svm"],
+        progress=False,
+        save_dir=tmp_path,
+        split="published",
+    )
+    for a, b in zip(drawn, given, strict=True):
+        assert a.method == b.method and a.counts == b.counts
+        np.testing.assert_array_equal(a.metrics.confusion, b.metrics.confusion)
+    assert {r.split for r in given} == {"published"}
+    share = len(coords["train"]) / sum(len(c) for c in coords.values())
+    assert given[0].train_fraction == pytest.approx(share, abs=1e-4)
+    assert Path(given[0].details["checkpoint"]).name == (
+        f"lola_full_published_f{given[0].train_fraction:g}_seed4.pt"
+    )
+
+
+def test_a_given_split_is_checked_against_the_scene():
+    from geofm.tasks.pixel_protocol import check_split
+
+    mask = np.full((4, 5), 255, dtype=np.int64)
+    mask[:2] = 0
+    mask[2, :2] = 1
+    ok = {"train": [[0, 0], [2, 0]], "val": [[0, 1]], "test": [[1, 1], [2, 1]]}
+    assert check_split(mask, ok)["test"].dtype == np.int64
+    with pytest.raises(
+        ValueError, match=r"parts \['train', 'val', 'test'\], got \['test', 'train'\]"
+    ):
+        check_split(mask, {"train": ok["train"], "test": ok["test"]})
+    with pytest.raises(ValueError, match=r"'val' must be \(N, 2\) integer .* shape \(3,\)"):
+        check_split(mask, {**ok, "val": [0, 1, 2]})
+    with pytest.raises(ValueError, match=r"'val' must be .*float64"):
+        check_split(mask, {**ok, "val": [[0.0, 1.0]]})
+    with pytest.raises(
+        ValueError,
+        match=r"1 pixels of split part 'test' lie outside the 4 x 5 scene, the first at row 4, column 0",
+    ):
+        check_split(mask, {**ok, "test": [[1, 1], [4, 0]]})
+    with pytest.raises(
+        ValueError,
+        match=r"1 pixels of split part 'test' have no label, the first at row 3, column 3",
+    ):
+        check_split(mask, {**ok, "test": [[3, 3]]})
+    with pytest.raises(
+        ValueError,
+        match=r"1 pixels are in both split parts 'train' and 'test', the first at row 2, column 0",
+    ):
+        check_split(mask, {**ok, "test": [[2, 0], [1, 1]]})
+    with pytest.raises(ValueError, match=r"'test' lists a pixel more than once"):
+        check_split(mask, {**ok, "test": [[1, 1], [1, 1]]})
+    with pytest.raises(ValueError, match=r"'val' is empty"):
+        check_split(mask, {**ok, "val": []})
+
+
 def test_a_baseline_window_that_does_not_fit_names_the_scene(salinas_a):
     from geofm.tasks.pixel_protocol import run_seed
 
