@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from geofm.data.splits import labelled_pixels
     from geofm.tasks.base import quiet_lightning
-    from geofm.tasks.pixel_protocol import load_recipe_scene, run_split
+    from geofm.tasks.pixel_protocol import load_recipe_scene, method_recipes, run_split
     from geofm.tasks.pixel_recipe import load_recipe, merged
 
     config = yaml.safe_load((ROOT / "configs/classify/lola_indian_pines.yaml").read_text())
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 "random_state": state,
                 "method": method,
                 "recipe": "published" if method == "ssftt" else args.lola_variant or "configs",
+                "precision": method_recipes(recipe, [method])[method].train["precision"],
                 "seed": seed,
                 "oa": round(100 * res.metrics.oa, 2),
                 "aa": round(100 * res.metrics.aa, 2),

@@ -428,9 +428,12 @@ def run_seed(
 
 def check_split(mask: np.ndarray, coords: dict[str, Any]) -> dict[str, np.ndarray]:
     """``coords`` (``{"train", "val", "test"}``, each ``(N, 2)`` (row, col) pairs) checked
-    against the scene's label ``mask``: every pixel inside the scene and labelled, none in two
-    parts, training and validation pixels present. Returns them as int64 arrays; a
-    ``ValueError`` names the part and the first pixel that breaks a rule."""
+    against the scene's label ``mask``: every pixel inside the scene and labelled, none listed
+    twice or in two parts, training and test pixels present, and every class of the test
+    part present in the training part. The validation part may be empty (the window models
+    then train to their last epoch, as with ``split.val_fraction: 0``). Returns the parts as
+    int64 arrays; a ``ValueError`` names the part, how many pixels break a rule and one of
+    them."""
     H, W = mask.shape
     parts = ("train", "val", "test")
     if set(coords) != set(parts):
@@ -438,7 +441,7 @@ def check_split(mask: np.ndarray, coords: dict[str, Any]) -> dict[str, np.ndarra
     out = {}
     for p in parts:
         c = np.asarray(coords[p])
-        if c.size == 0:  # an empty list is float
+        if c.ndim == 1 and c.size == 0:  # an empty list is float
             c = np.zeros((0, 2), dtype=np.int64)
         if c.ndim != 2 or c.shape[1] != 2 or not np.issubdtype(c.dtype, np.integer):
             raise ValueError(
@@ -460,10 +463,20 @@ def check_split(mask: np.ndarray, coords: dict[str, Any]) -> dict[str, np.ndarra
                 f"{unlabelled.size} pixels of split part {p!r} have no label, the first at "
                 f"row {r}, column {col}"
             )
+        flat, first, times = np.unique(c[:, 0] * W + c[:, 1], return_index=True, return_counts=True)
+        if (times > 1).any():
+            r, col = c[first[np.argmax(times > 1)]]
+            raise ValueError(
+                f"split part {p!r} lists {int((times > 1).sum())} pixels more than once, "
+                f"for example row {r}, column {col}"
+            )
         out[p] = c
-    for p in ("train", "val"):
+    for p in ("train", "test"):
         if not len(out[p]):
-            raise ValueError(f"split part {p!r} is empty: the models need {p} pixels")
+            raise ValueError(
+                f"split part {p!r} is empty ({', '.join(f'{len(out[q])} {q}' for q in parts)} "
+                "pixels): a split needs training and test pixels"
+            )
     flat = {p: c[:, 0] * W + c[:, 1] for p, c in out.items()}
     for i, a in enumerate(parts):
         for b in parts[i + 1 :]:
@@ -471,11 +484,17 @@ def check_split(mask: np.ndarray, coords: dict[str, Any]) -> dict[str, np.ndarra
             if both.size:
                 r, col = divmod(int(both[0]), W)
                 raise ValueError(
-                    f"{both.size} pixels are in both split parts {a!r} and {b!r}, the "
-                    f"first at row {r}, column {col}"
+                    f"{both.size} pixels are in both split parts {a!r} and {b!r}, for "
+                    f"example row {r}, column {col}"
                 )
-        if np.unique(flat[a]).size != flat[a].size:
-            raise ValueError(f"split part {a!r} lists a pixel more than once")
+    classes = {p: np.unique(mask[c[:, 0], c[:, 1]]) for p, c in out.items()}
+    untrained = np.setdiff1d(classes["test"], classes["train"])
+    if untrained.size:
+        raise ValueError(
+            f"classes {untrained.tolist()} have test pixels but no training pixels "
+            f"(the training part holds classes {classes['train'].tolist()}): no method "
+            "can learn them; give them training pixels or leave them out of the test part"
+        )
     return out
 
 
@@ -509,23 +528,15 @@ def run_split(
 
     mask = torch.as_tensor(scene["mask"]).numpy()
     coords = check_split(mask, coords)
-    for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    trained = method_recipes(recipe, methods)
-    for method, r in trained.items():
-        check_window_fits(scene, r.patch, method)
+    trained = _checked_methods(recipe, scene, methods)
     split = recipe.split["kind"] if split is None else split
     if num_classes is None:
         num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
-    if info is None:
-        info = {
-            "split": split,
-            "counts": {
-                p: np.bincount(mask[c[:, 0], c[:, 1]], minlength=num_classes).tolist()
-                for p, c in coords.items()
-            },
-        }
+    counts = {
+        p: np.bincount(mask[c[:, 0], c[:, 1]], minlength=num_classes).tolist()
+        for p, c in coords.items()
+    }
+    info = {"split": split, "counts": counts, **(info or {})}
     if train_fraction is None:
         total = sum(len(c) for c in coords.values())
         train_fraction = round(len(coords["train"]) / total, 4)
@@ -599,6 +610,20 @@ def run_split(
     return results
 
 
+def _checked_methods(
+    recipe: PixelRecipe, scene: dict[str, Any], methods: Sequence[str]
+) -> dict[str, PixelRecipe]:
+    """:func:`method_recipes` of ``methods``, each method known and its window fitting the
+    scene."""
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    trained = method_recipes(recipe, methods)
+    for method, r in trained.items():
+        check_window_fits(scene, r.patch, method)
+    return trained
+
+
 def _seed_split(
     recipe: PixelRecipe,
     scene: dict[str, Any],
@@ -609,11 +634,7 @@ def _seed_split(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The split of ``seed`` that serves every method in ``methods`` (checked to exist and to
     fit the scene)."""
-    for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    for method, r in method_recipes(recipe, methods).items():
-        check_window_fits(scene, r.patch, method)
+    _checked_methods(recipe, scene, methods)
     return make_split(
         torch.as_tensor(scene["mask"]).numpy(),
         recipe.split["kind"],

@@ -151,7 +151,9 @@ class TrainSection:
     """The training of :class:`~geofm.tasks.pixel.PixelClassificationTask`: AdamW, a linear
     warm-up, then a cosine from ``lr`` to ``min_lr_factor * lr`` (1 keeps it constant).
     ``precision`` is Lightning's: ``bf16-mixed`` trains under bfloat16 autocast (weights and
-    optimiser state stay float32; scoring and maps run in float32)."""
+    optimiser state stay float32), and the per-epoch validation that chooses the epoch runs
+    under it too; the test part, :func:`~geofm.tasks.pixel_protocol.validate_seed` and class
+    maps are scored in float32."""
 
     epochs: int = 60
     batch_size: int = 64

@@ -149,11 +149,14 @@ def read_results(path: Path, recipe: PixelRecipe, train_fraction: float) -> list
                 f"{path}: entry {i} lacks what resuming needs (written by an "
                 "older geofm?); run without --resume, with --overwrite"
             )
-        if _with_defaults(e["recipe"]) != mine:
+        theirs = _with_defaults(e["recipe"])
+        if theirs != mine:
+            changed = recipe_differences(theirs, mine)
+            shown = "; ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
             raise ValueError(
-                f"{path} holds runs of another recipe (or of a geofm before "
-                "recipes named their split.kind); resume with the same recipe and "
-                "options, or write to another --output"
+                f"{path} holds runs of another recipe ({shown}); resume with the same "
+                "recipe and options (for example --train.precision 32-true for runs "
+                "made in float32), or write to another --output"
             )
         if e["split"] != split or float(e["train_fraction"]) != float(train_fraction):
             raise ValueError(
@@ -169,6 +172,18 @@ def read_results(path: Path, recipe: PixelRecipe, train_fraction: float) -> list
                 metrics=confusion_metrics(np.asarray(e["confusion"])),
             )
         )
+    return out
+
+
+def recipe_differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
+    """``"key: recorded -> current"`` for every dotted key whose value differs between two
+    recipes as dicts (missing keys shown as ``None``)."""
+    if not (isinstance(recorded, dict) and isinstance(current, dict)):
+        return [] if recorded == current else [f"{prefix or 'recipe'}: {recorded!r} -> {current!r}"]
+    out = []
+    for key in sorted(set(recorded) | set(current), key=str):
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out += recipe_differences(recorded.get(key), current.get(key), name)
     return out
 
 

@@ -205,7 +205,9 @@ def f(a):
 
 
 def test_pixel_step_time_times_the_recipes_model_in_both_precisions():
-    done = script("pixel_step_time.py", "--steps", "1", "--warmup", "0", "--threads", "1")
+    done = script(
+        "pixel_step_time.py", "--steps", "1", "--warmup", "0", "--threads", "1", "--repeats", "1"
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "lola_specvit" in out and "'components': 60" in out and "batch 64" in out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -296,4 +297,5 @@ def test_classify_pixels_writes_each_seed_and_resumes(
     # another recipe cannot resume these results
     other = _recipe_file(tmp_path, {**tiny_lola_recipe, "train": {"epochs": 3}})
     assert main([*args[:2], str(other), *args[3:], "--resume"]) == 2
-    assert "another recipe" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "another recipe" in err and re.search(r"train\.epochs: \d+ -> 3", err), err

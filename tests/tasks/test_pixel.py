@@ -477,8 +477,13 @@ def test_a_seed_reproduces_its_run_exactly(salinas_a, precision, monkeypatch):
         return step(self, batch, batch_idx)
 
     monkeypatch.setattr(PixelClassificationTask, "training_step", watched)
-    recipe = _recipe(
-        epochs=2, augment=True, context_dropout=0.5, brightness=0.1, precision=precision
+    recipe = _recipe(  # the CPU's autocast, which the watch reads, on any machine
+        epochs=2,
+        augment=True,
+        context_dropout=0.5,
+        brightness=0.1,
+        precision=precision,
+        accelerator="cpu",
     )
     runs = [
         run_seed(recipe, dict(salinas_a), 0.05, 3, ["lola"], 6, progress=False)[0] for _ in range(2)
@@ -512,6 +517,8 @@ def test_a_given_split_trains_and_tests_as_the_drawn_one(salinas_a, tmp_path):
     for a, b in zip(drawn, given, strict=True):
         assert a.method == b.method and a.counts == b.counts
         np.testing.assert_array_equal(a.metrics.confusion, b.metrics.confusion)
+    assert drawn[0].details["split_radius"] == 3 and drawn[0].split == "random"
+    assert "split_radius" not in given[0].details  # a given split records no buffer
     assert {r.split for r in given} == {"published"}
     share = len(coords["train"]) / sum(len(c) for c in coords.values())
     assert given[0].train_fraction == pytest.approx(share, abs=1e-4)
@@ -528,33 +535,44 @@ def test_a_given_split_is_checked_against_the_scene():
     mask[2, :2] = 1
     ok = {"train": [[0, 0], [2, 0]], "val": [[0, 1]], "test": [[1, 1], [2, 1]]}
     assert check_split(mask, ok)["test"].dtype == np.int64
+    # no validation pixels: the window models train to their last epoch
+    assert check_split(mask, {**ok, "val": []})["val"].shape == (0, 2)
+
+    def refused(match: str, **parts) -> None:
+        with pytest.raises(ValueError, match=match):
+            check_split(mask, {**ok, **parts})
+
     with pytest.raises(
         ValueError, match=r"parts \['train', 'val', 'test'\], got \['test', 'train'\]"
     ):
         check_split(mask, {"train": ok["train"], "test": ok["test"]})
-    with pytest.raises(ValueError, match=r"'val' must be \(N, 2\) integer .* shape \(3,\)"):
-        check_split(mask, {**ok, "val": [0, 1, 2]})
-    with pytest.raises(ValueError, match=r"'val' must be .*float64"):
-        check_split(mask, {**ok, "val": [[0.0, 1.0]]})
-    with pytest.raises(
-        ValueError,
-        match=r"1 pixels of split part 'test' lie outside the 4 x 5 scene, the first at row 4, column 0",
-    ):
-        check_split(mask, {**ok, "test": [[1, 1], [4, 0]]})
-    with pytest.raises(
-        ValueError,
-        match=r"1 pixels of split part 'test' have no label, the first at row 3, column 3",
-    ):
-        check_split(mask, {**ok, "test": [[3, 3]]})
-    with pytest.raises(
-        ValueError,
-        match=r"1 pixels are in both split parts 'train' and 'test', the first at row 2, column 0",
-    ):
-        check_split(mask, {**ok, "test": [[2, 0], [1, 1]]})
-    with pytest.raises(ValueError, match=r"'test' lists a pixel more than once"):
-        check_split(mask, {**ok, "test": [[1, 1], [1, 1]]})
-    with pytest.raises(ValueError, match=r"'val' is empty"):
-        check_split(mask, {**ok, "val": []})
+    refused(r"got \['extra', 'test', 'train', 'val'\]", extra=[[0, 2]])
+    refused(r"'val' must be \(N, 2\) integer .* shape \(3,\)", val=[0, 1, 2])
+    refused(r"'val' must be .*float64", val=[[0.0, 1.0]])
+    refused(r"'val' must be \(N, 2\) integer .* shape \(2, 0\)", val=np.zeros((2, 0), int))
+    refused(
+        r"1 pixels of split part 'test' lie outside the 4 x 5 scene, the first at row 4, column 0",
+        test=[[1, 1], [4, 0]],
+    )
+    refused(r"1 pixels of split part 'train' lie outside .* row -1, column 0", train=[[-1, 0]])
+    refused(
+        r"1 pixels of split part 'test' have no label, the first at row 3, column 3",
+        test=[[3, 3]],
+    )
+    refused(
+        r"1 pixels are in both split parts 'train' and 'test', for example row 2, column 0",
+        test=[[2, 0], [1, 1]],
+    )
+    refused(
+        r"'test' lists 1 pixels more than once, for example row 1, column 2",
+        test=[[1, 1], [1, 2], [2, 1], [1, 2]],
+    )
+    refused(r"'test' is empty \(2 train, 1 val, 0 test pixels\)", test=[])
+    refused(r"'train' is empty", train=np.zeros((0, 2), int))
+    refused(
+        r"classes \[1\] have test pixels but no training pixels \(the training part holds classes \[0\]\)",
+        train=[[0, 0]],
+    )
 
 
 def test_a_baseline_window_that_does_not_fit_names_the_scene(salinas_a):

@@ -216,15 +216,19 @@ def test_lora_finetune_and_scratch_on_one_split_of_another_band_list(base, other
     scratch = load_classifier(by["scratch"].details["checkpoint"])[1]["recipe"]["model"]
     assert scratch["base_checkpoint"] is None and scratch["base_pca"] == "refit"
 
-    # results recorded before model.base_pca existed resume as the same (refit) recipe
+    # results recorded before model.base_pca and train.precision existed resume as the
+    # same (refit, float32) recipe
     refit = _transfer(base, base_pca="refit")
     write_results(tmp_path / "r.csv", results, classes, refit)
     entries = json.loads((tmp_path / "r.json").read_text())
     for e in entries:
         del e["recipe"]["model"]["base_pca"], e["recipe"]["model"]["lora"]["train"]
+        del e["recipe"]["train"]["precision"]
     (tmp_path / "r.json").write_text(json.dumps(entries))
     assert len(read_results(tmp_path / "r.json", refit, 0.05)) == 3
-    with pytest.raises(ValueError, match="another recipe"):
+    with pytest.raises(
+        ValueError, match=r"another recipe \(model.base_pca: 'refit' -> 'matched'\)"
+    ):
         read_results(tmp_path / "r.json", recipe, 0.05)
 
 
