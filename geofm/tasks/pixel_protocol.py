@@ -463,7 +463,7 @@ def check_split(mask: np.ndarray, coords: dict[str, Any]) -> dict[str, np.ndarra
                 f"{unlabelled.size} pixels of split part {p!r} have no label, the first at "
                 f"row {r}, column {col}"
             )
-        flat, first, times = np.unique(c[:, 0] * W + c[:, 1], return_index=True, return_counts=True)
+        _, first, times = np.unique(c[:, 0] * W + c[:, 1], return_index=True, return_counts=True)
         if (times > 1).any():
             r, col = c[first[np.argmax(times > 1)]]
             raise ValueError(
@@ -520,9 +520,10 @@ def run_split(
     pixels (:func:`check_split`); the epoch is chosen on ``val``. ``seed`` fixes the
     initialisation and the batches. ``split`` names the split in the results and the saved
     models' names (default: the recipe's ``split.kind``); ``train_fraction`` is recorded as
-    given (default: the training part's share of the split's pixels). ``info``: the split's
-    description, recorded in each result's details (default: its counts per class). The
-    split is not checked for windows that reach across parts: a random split's do.
+    given (default: the training part's share of the split's pixels). ``info``: more of the
+    split's description, recorded in each result's details beside its name and its counts
+    per class. The split is not checked for windows that reach across parts: a random
+    split's do.
     """
     from geofm.tasks.pixel import classify_pixels, svm_baseline
 
