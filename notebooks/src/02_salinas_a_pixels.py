@@ -98,7 +98,7 @@ for ax, split in zip(axes, ("random", "disjoint"), strict=True):
 plt.show()
 
 # %% [markdown]
-# Both splits, LoLA-SpecViT and the SVM, seed 0 (the recipe's 40 epochs; the epoch is
+# Both splits, LoLA-SpecViT and the SVM, seed 0 (the recipe's 80 epochs; the epoch is
 # chosen on the validation pixels, never on the test pixels):
 
 # %%
