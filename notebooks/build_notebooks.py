@@ -10,12 +10,17 @@ notebook shows the outputs of an actual run from a clean state.
     python notebooks/build_notebooks.py 01_eurosat_scenes --no-execute
 
 The test suite (``tests/notebooks``) checks that every committed notebook matches its
-source and was executed, and runs each again from a clean folder.
+source and was executed, and runs each again from a clean folder. A notebook whose full run
+is long declares its knobs in a code cell that starts with ``# parameters`` (as papermill
+does); the test runs it with smaller values through :func:`with_parameters`, and the
+committed run always uses the defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import copy
 import sys
 import tempfile
 import time
@@ -25,6 +30,7 @@ import nbformat
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "src"
+PARAMETERS = "# parameters"
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
@@ -57,6 +63,38 @@ def build(name: str) -> nbformat.NotebookNode:
     nb.metadata["kernelspec"] = KERNEL
     nb.metadata["language_info"] = {"name": "python"}
     return nb
+
+
+def with_parameters(nb: nbformat.NotebookNode, **values: object) -> nbformat.NotebookNode:
+    """A copy of ``nb`` with ``values`` assigned in a new cell right after its parameters
+    cell (the code cell whose first line is ``# parameters``). Only names that cell assigns
+    can be set, so a renamed knob is an error here rather than a silently full run."""
+    index = next(
+        (
+            i
+            for i, cell in enumerate(nb.cells)
+            if cell.cell_type == "code" and cell.source.startswith(PARAMETERS)
+        ),
+        None,
+    )
+    if index is None:
+        raise ValueError(f"the notebook has no code cell starting with {PARAMETERS!r}")
+    declared = {
+        target.id
+        for node in ast.parse(nb.cells[index].source).body
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name)
+    }
+    unknown = sorted(set(values) - declared)
+    if unknown:
+        raise ValueError(
+            f"{unknown} are not assigned in the parameters cell, which sets {sorted(declared)}"
+        )
+    out = copy.deepcopy(nb)
+    lines = [f"{name} = {value!r}" for name, value in values.items()]
+    out.cells.insert(index + 1, nbformat.v4.new_code_cell("\n".join(lines)))
+    return out
 
 
 def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 900) -> nbformat.NotebookNode:

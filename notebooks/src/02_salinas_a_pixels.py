@@ -49,6 +49,10 @@ print(
     f"{int((gt != 255).sum())} labelled pixels in {len(card.classes)} classes"
 )
 
+# %%
+# parameters
+EPOCHS = None  # LoLA-SpecViT's training epochs; None keeps the recipe's (the tests use fewer)
+
 # %% [markdown]
 # ## The scene, its ground truth and the spectra of each class
 #
@@ -81,6 +85,8 @@ recipe_path = (
     Path(geofm.__file__).resolve().parents[1] / "configs" / "classify" / "lola_salinas_a.yaml"
 )
 recipe = load_recipe(recipe_path)
+if EPOCHS is not None:
+    recipe = replace(recipe, train={**recipe.train, "epochs": EPOCHS})
 scene = load_recipe_scene(recipe, progress=False)
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
 for ax, split in zip(axes, ("random", "disjoint"), strict=True):

@@ -46,6 +46,10 @@ EXPECTED = {
 }
 
 
+#: what each notebook's run here sets in its parameters cell (its committed run uses the
+#: defaults): Salinas-A's two LoLA-SpecViT trainings take minutes at the recipe's epochs
+PARAMETERS: dict[str, dict[str, object]] = {"02_salinas_a_pixels": {"EPOCHS": 4}}
+
 #: files each notebook's run writes (under its own folder)
 WRITES = {
     "01_eurosat_scenes": [],
@@ -100,6 +104,8 @@ def test_committed_notebook_matches_its_source_and_holds_a_run(name):
 def test_notebook_runs_top_to_bottom_from_a_clean_folder(name, tmp_path):
     shutil.copy(NOTEBOOKS / f"{name}.ipynb", tmp_path / f"{name}.ipynb")
     nb = build_notebooks.build(name)
+    if name in PARAMETERS:
+        nb = build_notebooks.with_parameters(nb, **PARAMETERS[name])
     build_notebooks.execute(nb, tmp_path, timeout=HANG_TIMEOUT_S)
     text = _text(nb)
     for expected in EXPECTED[name]:
@@ -107,3 +113,16 @@ def test_notebook_runs_top_to_bottom_from_a_clean_folder(name, tmp_path):
     assert _images(nb) >= 2
     for rel in WRITES[name]:  # its files went to the run's own folder
         assert (tmp_path / rel).is_file(), rel
+
+
+def test_parameters_are_set_after_the_parameters_cell_and_unknown_ones_refused():
+    nb = build_notebooks.build("02_salinas_a_pixels")
+    set_ = build_notebooks.with_parameters(nb, EPOCHS=4)
+    index = next(i for i, c in enumerate(nb.cells) if c.source.startswith("# parameters"))
+    assert set_.cells[index + 1].source == "EPOCHS = 4"
+    assert len(set_.cells) == len(nb.cells) + 1  # a copy: the built notebook is unchanged
+    assert "EPOCHS = 4" not in [c.source for c in nb.cells]
+    with pytest.raises(ValueError, match=r"\['EPOCH'\] are not assigned.*\['EPOCHS'\]"):
+        build_notebooks.with_parameters(nb, EPOCH=4)
+    with pytest.raises(ValueError, match="no code cell starting with"):
+        build_notebooks.with_parameters(build_notebooks.build("01_eurosat_scenes"), EPOCHS=4)
