@@ -509,6 +509,12 @@ class LoLASpecViT(WindowClassifier):
             classified; attention brings the context in), or ``"both"`` concatenated.
         tta: when classifying in eval mode, average the logits of the 8 flips and rotations
             of each window (:func:`window_logits`); 8 times the inference cost.
+        center_spectrum: a spectral branch beside the window's: the centre pixel's
+            components, standardised (batch norm) and projected to ``embed_dims[-1]``,
+            concatenated to the pooled features, so the head sees the pixel's own spectrum
+            unmixed with its surroundings (the two-branch design of Xu, Du and Zhang,
+            "Multisource Remote Sensing Data Classification Based on Convolutional Neural
+            Network", IEEE TGRS 2018, with a linear layer in place of their 1-D CNN).
 
     ``forward(image, valid=None)``: ``(B, bands, patch, patch)`` raw spectra (reflectance
     or radiance as stored) and an optional ``(B, patch, patch)`` validity mask -> logits
@@ -536,6 +542,7 @@ class LoLASpecViT(WindowClassifier):
         pool: str = "mean",
         tta: bool = False,
         dilation: int = 1,
+        center_spectrum: bool = False,
     ) -> None:
         super().__init__()
         self.check_patch(patch)
@@ -644,7 +651,15 @@ class LoLASpecViT(WindowClassifier):
             raise ValueError(f"pool must be 'mean', 'center' or 'both', got {pool!r}")
         self.pool = pool
         self.norm = nn.LayerNorm(embed_dims[-1])
-        self.head = nn.Linear(embed_dims[-1] * (2 if pool == "both" else 1), num_classes)
+        if not isinstance(center_spectrum, bool):
+            raise TypeError(f"center_spectrum must be True or False, got {center_spectrum!r}")
+        self.spectral: nn.Module | None = None
+        if center_spectrum:
+            self.spectral = nn.Sequential(
+                nn.BatchNorm1d(components), nn.Linear(components, embed_dims[-1]), nn.SiLU()
+            )
+        branches = (2 if pool == "both" else 1) + int(center_spectrum)
+        self.head = nn.Linear(embed_dims[-1] * branches, num_classes)
         self.apply(self._init)
 
     @staticmethod
@@ -658,10 +673,19 @@ class LoLASpecViT(WindowClassifier):
         self._init(self.head)
 
     def forward_reduced(self, scores: torch.Tensor) -> torch.Tensor:
-        """Pooled features (``(B, embed_dims[-1])``, twice that for ``pool="both"``) of windows already reduced by
-        :attr:`reduction`: ``(B, components, patch, patch)``. Predicting a whole scene
+        """Pooled features of windows already reduced by :attr:`reduction`:
+        ``(B, components, patch, patch)`` -> ``(B, embed_dims[-1] * n)``, ``n`` = 1, or 2
+        for ``pool="both"``, plus 1 with ``center_spectrum``. Predicting a whole scene
         reduces it once and crops windows of the scores, instead of reducing every window."""
         self.check_reduced(scores)
+        pooled = self._pool(self._tokens(scores))
+        if self.spectral is None:
+            return pooled
+        r = self.patch // 2
+        return torch.cat([pooled, self.spectral(scores[:, :, r, r])], dim=-1)
+
+    def _tokens(self, scores: torch.Tensor) -> torch.Tensor:
+        """The last stage's normalised token map ``(B, s, s, embed_dims[-1])``."""
         if self.dilation > 1:
             scores = scores[:, :, :: self.dilation, :: self.dilation]
         x = self.frontend(scores[:, None])  # (B, c, k', s, s)
@@ -672,7 +696,9 @@ class LoLASpecViT(WindowClassifier):
                 x = self.merges[s - 1](x)
             for block in cast(nn.ModuleList, blocks):
                 x = block(x)
-        x = self.norm(x)
+        return self.norm(x)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(dim=(1, 2))
         if self.pool == "mean":
             return mean

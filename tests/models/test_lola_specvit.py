@@ -220,3 +220,31 @@ def test_a_dilated_window_is_the_plain_model_on_every_second_pixel():
             LoLASpecViT(30, 4, patch=7, dilation=dilation, **kwargs)
     with pytest.raises(TypeError, match="tta must be True or False"):
         LoLASpecViT(30, 4, patch=7, tta="false", **kwargs)
+
+
+def test_the_center_spectrum_branch_sees_the_centre_pixel_alone():
+    torch.manual_seed(0)
+    kwargs = dict(patch=7, components=15, conv_padding="same", depths=(1, 1), pool="both")
+    plain = LoLASpecViT(30, 4, **kwargs)
+    model = LoLASpecViT(30, 4, center_spectrum=True, **kwargs)
+    assert model.head.in_features == 3 * 128 and plain.head.in_features == 2 * 128
+    # the window branch is the plain model's, weight for weight
+    window_keys = {k for k in model.state_dict() if not k.startswith(("spectral.", "head."))}
+    assert window_keys == {k for k in plain.state_dict() if not k.startswith("head.")}
+    plain.load_state_dict(
+        {**model.state_dict(), **plain.head.state_dict(prefix="head.")}, strict=False
+    )
+    model.eval(), plain.eval()
+    scores = torch.randn(5, 15, 7, 7)
+    features = model.forward_reduced(scores)
+    assert features.shape == (5, 3 * 128)
+    torch.testing.assert_close(features[:, :256], plain.forward_reduced(scores))
+    # the spectral part changes with the centre pixel only
+    moved = scores.clone()
+    moved[:, :, 0, 0] += 5.0
+    torch.testing.assert_close(model.forward_reduced(moved)[:, 256:], features[:, 256:])
+    centre = scores.clone()
+    centre[:, :, 3, 3] += 5.0
+    assert (model.forward_reduced(centre)[:, 256:] - features[:, 256:]).abs().max() > 1e-2
+    with pytest.raises(TypeError, match="center_spectrum must be True or False"):
+        LoLASpecViT(30, 4, center_spectrum=1, **kwargs)
