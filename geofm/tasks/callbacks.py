@@ -1,5 +1,6 @@
 """Callbacks: reconstruction figures, a loss curve and throughput for pretraining runs; the
-cyclical LoRA scale and best-on-validation weights for fine-tuning."""
+cyclical LoRA scale, a moving average of the weights and best-on-validation weights for
+fine-tuning."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ __all__ = [
     "LossCurve",
     "MAEReconstructionFigures",
     "SamplesPerSecond",
+    "WeightAverage",
     "cosine_restarts",
     "run_dir",
 ]
@@ -338,3 +340,82 @@ class BestWeights(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.state is not None:
             pl_module.load_state_dict(self.state)
+
+
+class WeightAverage(pl.Callback):
+    """An exponential moving average of the weights, validated and kept instead of them.
+
+    After every training step each floating-point tensor of the module's state (parameters
+    and buffers such as batch-norm statistics) moves toward the trained one:
+    ``avg = d * avg + (1 - d) * w``, with ``d = 1 - 1 / (epochs * steps per epoch)`` (an
+    average over about ``epochs`` epochs of steps), capped at ``(1 + t) / (10 + t)`` at step
+    ``t`` so the first steps do not tie the average to the initial weights. Each validation
+    runs on the average (swapped in, and the trained weights swapped back when training
+    resumes), so the epoch :class:`BestWeights` keeps is an average too; when training ends
+    the module holds the average (or, with :class:`BestWeights`, the chosen epoch's).
+
+    Iterate averaging (Polyak and Juditsky, "Acceleration of Stochastic Approximation by
+    Averaging", SIAM J. Control Optim. 1992), in the moving-average form that smooths the
+    epoch-to-epoch swings of a short run.
+    """
+
+    def __init__(self, epochs: float) -> None:
+        if not epochs > 0:
+            raise ValueError(f"the average spans a positive number of epochs, got {epochs}")
+        self.epochs = float(epochs)
+        self.steps = 0
+        self.horizon = 1.0
+        self.average: dict[str, torch.Tensor] = {}
+        self._live: dict[str, torch.Tensor] = {}
+        self._held: dict[str, torch.Tensor] | None = None  # trained weights while swapped
+
+    def decay(self) -> float:
+        """This step's ``d``."""
+        return min(1.0 - 1.0 / self.horizon, (1.0 + self.steps) / (10.0 + self.steps))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._live = dict(pl_module.state_dict(keep_vars=True))
+        self.average = {k: v.detach().clone() for k, v in self._live.items()}
+        self.horizon = max(self.epochs * max(trainer.num_training_batches, 1), 1.0)
+
+    @torch.no_grad()
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any
+    ) -> None:
+        self._swap_back()
+
+    @torch.no_grad()
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any
+    ) -> None:
+        self.steps += 1
+        d = self.decay()
+        for key, live in self._live.items():
+            avg = self.average[key]
+            if avg.is_floating_point():
+                avg.lerp_(live.detach().to(avg.dtype), 1.0 - d)
+            else:
+                avg.copy_(live)
+
+    @torch.no_grad()
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self.average or self._held is not None:
+            return
+        self._held = {k: v.detach().clone() for k, v in self._live.items()}
+        self._load(self.average)
+
+    @torch.no_grad()
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # before BestWeights restores its epoch in on_fit_end
+        self._held = None
+        if self.average:
+            self._load(self.average)
+
+    def _swap_back(self) -> None:
+        if self._held is not None:
+            self._load(self._held)
+            self._held = None
+
+    def _load(self, state: dict[str, torch.Tensor]) -> None:
+        for key, live in self._live.items():
+            live.detach().copy_(state[key])

@@ -288,7 +288,7 @@ def _train_window_model(
 ) -> tuple[torch.nn.Module, dict[str, Any], float, dict[str, Any]]:
     import lightning.pytorch as pl
 
-    from geofm.tasks.callbacks import BestWeights, CyclicLoRAScale
+    from geofm.tasks.callbacks import BestWeights, CyclicLoRAScale, WeightAverage
     from geofm.tasks.pixel import PixelClassificationTask, ReducedWindows
 
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -329,6 +329,8 @@ def _train_window_model(
     )
     best = BestWeights()
     callbacks: list[pl.Callback] = [best]
+    if t["ema_epochs"]:
+        callbacks.append(WeightAverage(t["ema_epochs"]))
     if recipe.model["mode"] != "full":
         warn_if_base_saw_scene(record, scene)
     if recipe.model["mode"] == "lora":

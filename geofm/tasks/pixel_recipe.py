@@ -16,7 +16,7 @@ dialect: values are checked against the types, unknown keys are errors that name
               lora_schedule: {period_epochs, period_mult, low, high} | null}
     train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, min_lr_factor,
               label_smoothing, augment, context_dropout, brightness, num_workers,
-              accelerator, precision: 32-true|bf16-mixed}
+              accelerator, precision: 32-true|bf16-mixed, ema_epochs}
     baselines: [svm, ssftt, scratch, finetune]
 
 ``baselines`` run beside the recipe's model on the same splits: ``svm`` an RBF SVM on the
@@ -153,7 +153,9 @@ class TrainSection:
     ``precision`` is Lightning's: ``bf16-mixed`` trains under bfloat16 autocast (weights and
     optimiser state stay float32), and the per-epoch validation that chooses the epoch runs
     under it too; the test part, :func:`~geofm.tasks.pixel_protocol.validate_seed` and class
-    maps are scored in float32."""
+    maps are scored in float32. ``ema_epochs`` > 0 validates and keeps a moving average of
+    the weights over about that many epochs of steps instead of the weights themselves
+    (:class:`~geofm.tasks.callbacks.WeightAverage`); 0 turns it off."""
 
     epochs: int = 60
     batch_size: int = 64
@@ -168,6 +170,7 @@ class TrainSection:
     num_workers: int = 0
     accelerator: str = "auto"
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    ema_epochs: float = 0.0
 
 
 #: The comparisons of a recipe that starts from a base model, on the same splits and with

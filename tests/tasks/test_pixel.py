@@ -495,6 +495,40 @@ def test_a_seed_reproduces_its_run_exactly(salinas_a, precision, monkeypatch):
     assert not bf16 or {dtype for _, dtype in autocast} == {torch.bfloat16}
 
 
+def test_ema_epochs_trains_the_recipes_model_with_a_weight_average(salinas_a, monkeypatch):
+    """``train.ema_epochs`` puts a WeightAverage over that many epochs into the recipe
+    model's training; 0 (the default, and SSFTT's as published) leaves it out, and a
+    negative span is refused."""
+    from geofm.tasks.callbacks import WeightAverage
+    from geofm.tasks.pixel_protocol import run_seed
+    from geofm.tasks.pixel_recipe import baseline_recipe
+
+    spans = []
+    start = WeightAverage.on_train_start
+
+    def watched(self, trainer, pl_module):
+        spans.append((self.epochs, trainer.num_training_batches))
+        return start(self, trainer, pl_module)
+
+    monkeypatch.setattr(WeightAverage, "on_train_start", watched)
+    for ema in (2.0, 0.0):
+        run_seed(
+            _recipe(epochs=1, ema_epochs=ema), dict(salinas_a), 0.05, 0, ["lola"], 6, progress=False
+        )
+    assert spans == [(2.0, 4)]  # 268 training windows: 4 batches of 64, the rest dropped
+    assert baseline_recipe(_recipe(ema_epochs=2.0), "ssftt").train["ema_epochs"] == 0.0
+    with pytest.raises(ValueError, match="positive number of epochs"):
+        run_seed(
+            _recipe(epochs=1, ema_epochs=-1.0),
+            dict(salinas_a),
+            0.05,
+            0,
+            ["lola"],
+            6,
+            progress=False,
+        )
+
+
 def test_a_given_split_trains_and_tests_as_the_drawn_one(salinas_a, tmp_path):
     """run_split on the coordinates run_seed draws gives run_seed's result: the protocol
     on a split given from outside (a benchmark's published pixels) is the same protocol."""
