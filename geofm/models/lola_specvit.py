@@ -512,9 +512,10 @@ class LoLASpecViT(WindowClassifier):
         center_spectrum: a spectral branch beside the window's: the centre pixel's
             components, standardised (batch norm) and projected to ``embed_dims[-1]``,
             concatenated to the pooled features, so the head sees the pixel's own spectrum
-            unmixed with its surroundings (the two-branch design of Xu, Du and Zhang,
+            unmixed with its surroundings (the two-branch design of Xu et al.,
             "Multisource Remote Sensing Data Classification Based on Convolutional Neural
-            Network", IEEE TGRS 2018, with a linear layer in place of their 1-D CNN).
+            Network", IEEE TGRS 2018, with a linear layer and SiLU in place of their 1-D
+            CNN). In ``lora`` mode (:meth:`to_lora`) the branch is trained in full.
 
     ``forward(image, valid=None)``: ``(B, bands, patch, patch)`` raw spectra (reflectance
     or radiance as stored) and an optional ``(B, patch, patch)`` validity mask -> logits
@@ -717,15 +718,18 @@ class LoLASpecViT(WindowClassifier):
         targets: Sequence[str] = LOLA_LORA_TARGETS,
         train: Sequence[str] = (),
     ) -> list[str]:
-        """``lora`` mode: inject LoRA into ``targets`` and freeze all but LoRA, norms, head
-        and the modules named in ``train`` (trained in full: for example ``frontend`` and
-        ``patch_embed``, the convolutional stem that first sees the new scene's spectra;
-        patterns as :func:`~geofm.models.lora.freeze_except_lora` takes them).
+        """``lora`` mode: inject LoRA into ``targets`` and freeze all but LoRA, norms, head,
+        the centre-spectrum branch (if any) and the modules named in ``train`` (trained in
+        full: for example ``frontend`` and ``patch_embed``, the convolutional stem that
+        first sees the new scene's spectra; patterns as
+        :func:`~geofm.models.lora.freeze_except_lora` takes them).
 
         The spectral reduction is a fixed transform (buffers), fitted per scene.
         """
         names = inject_lora(self, targets, rank=rank, alpha=alpha, dropout=dropout)
-        freeze_except_lora(self, train=("norm", "head", *train))
+        # the spectral branch reads the PCA components, which a new scene refits
+        own = ("spectral",) if self.spectral is not None else ()
+        freeze_except_lora(self, train=("norm", "head", *own, *train))
         return names
 
 

@@ -343,16 +343,17 @@ class BestWeights(pl.Callback):
 
 
 class WeightAverage(pl.Callback):
-    """An exponential moving average of the weights, validated and kept instead of them.
+    """A moving average of the weights, validated and kept instead of them.
 
-    After every training step each floating-point tensor of the module's state (parameters
-    and buffers such as batch-norm statistics) moves toward the trained one:
-    ``avg = d * avg + (1 - d) * w``, with ``d = 1 - 1 / (epochs * steps per epoch)`` (an
-    average over about ``epochs`` epochs of steps), capped at ``(1 + t) / (10 + t)`` at step
-    ``t`` so the first steps do not tie the average to the initial weights. Each validation
-    runs on the average (swapped in, and the trained weights swapped back when training
-    resumes), so the epoch :class:`BestWeights` keeps is an average too; when training ends
-    the module holds the average (or, with :class:`BestWeights`, the chosen epoch's).
+    After training step ``t`` each averaged tensor (the trainable parameters and the
+    floating-point buffers, such as batch-norm statistics; frozen weights do not change)
+    moves toward the trained one: ``avg = d * avg + (1 - d) * w`` with
+    ``d = min(1 - 1 / t, 1 - 1 / (epochs * steps per epoch))``: the plain mean of the
+    weights of every step so far until ``epochs`` epochs of steps have passed, then an
+    exponential moving average over about that many. Each validation of the fit runs on the
+    average (swapped in, and the trained weights swapped back when training resumes), so
+    the epoch :class:`BestWeights` keeps is an average too; when training ends the module
+    holds the average (or, with :class:`BestWeights`, the chosen epoch's).
 
     Iterate averaging (Polyak and Juditsky, "Acceleration of Stochastic Approximation by
     Averaging", SIAM J. Control Optim. 1992), in the moving-average form that smooths the
@@ -370,13 +371,20 @@ class WeightAverage(pl.Callback):
         self._held: dict[str, torch.Tensor] | None = None  # trained weights while swapped
 
     def decay(self) -> float:
-        """This step's ``d``."""
-        return min(1.0 - 1.0 / self.horizon, (1.0 + self.steps) / (10.0 + self.steps))
+        """``d`` of the step just taken (``self.steps``)."""
+        return min(1.0 - 1.0 / max(self.steps, 1), 1.0 - 1.0 / self.horizon)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._live = dict(pl_module.state_dict(keep_vars=True))
+        trainable = {name for name, p in pl_module.named_parameters() if p.requires_grad}
+        buffers = {name for name, b in pl_module.named_buffers() if b.is_floating_point()}
+        self._live = {
+            k: v
+            for k, v in pl_module.state_dict(keep_vars=True).items()
+            if k in trainable or k in buffers
+        }
         self.average = {k: v.detach().clone() for k, v in self._live.items()}
         self.horizon = max(self.epochs * max(trainer.num_training_batches, 1), 1.0)
+        self.steps, self._held = 0, None
 
     @torch.no_grad()
     def on_train_batch_start(
@@ -389,20 +397,18 @@ class WeightAverage(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any
     ) -> None:
         self.steps += 1
-        d = self.decay()
-        for key, live in self._live.items():
-            avg = self.average[key]
-            if avg.is_floating_point():
-                avg.lerp_(live.detach().to(avg.dtype), 1.0 - d)
-            else:
-                avg.copy_(live)
+        if self.average:
+            live = [v.detach() for v in self._live.values()]
+            torch._foreach_lerp_(list(self.average.values()), live, 1.0 - self.decay())
 
     @torch.no_grad()
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not self.average or self._held is not None:
+        # only the fit's own validations: a later trainer.validate() scores the model as is
+        if trainer.state.fn != "fit" or trainer.sanity_checking or self._held is not None:
             return
-        self._held = {k: v.detach().clone() for k, v in self._live.items()}
-        self._load(self.average)
+        if self.average:
+            self._held = {k: v.detach().clone() for k, v in self._live.items()}
+            self._load(self.average)
 
     @torch.no_grad()
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -410,6 +416,12 @@ class WeightAverage(pl.Callback):
         self._held = None
         if self.average:
             self._load(self.average)
+
+    @torch.no_grad()
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._swap_back()  # an interrupted run keeps its trained weights
 
     def _swap_back(self) -> None:
         if self._held is not None:

@@ -369,6 +369,11 @@ def recipe_from_namespace(ns: Any, source: str = "<dict>") -> PixelRecipe:
             raise RecipeError(f"{where}: {err}") from None
     if recipe.patch < 1 or recipe.patch % 2 == 0:
         raise RecipeError(f"{where}: model.kwargs.patch must be odd, got {recipe.patch}")
+    if recipe.train["ema_epochs"] < 0:
+        raise RecipeError(
+            f"{where}: train.ema_epochs is the span of the weights' moving average in "
+            f"epochs, 0 to turn it off; got {recipe.train['ema_epochs']}"
+        )
     try:  # the recipe is saved with every model: refused now, not after training
         check_plain(recipe.as_dict(), "recipe")
     except TypeError as err:

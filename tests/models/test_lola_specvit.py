@@ -246,5 +246,9 @@ def test_the_center_spectrum_branch_sees_the_centre_pixel_alone():
     centre = scores.clone()
     centre[:, :, 3, 3] += 5.0
     assert (model.forward_reduced(centre)[:, 256:] - features[:, 256:]).abs().max() > 1e-2
+    # in lora mode the branch trains in full: it reads the components a new scene refits
+    model.to_lora(rank=4)
+    assert all(p.requires_grad for p in model.spectral.parameters())
+    assert not model.frontend[0].weight.requires_grad
     with pytest.raises(TypeError, match="center_spectrum must be True or False"):
         LoLASpecViT(30, 4, center_spectrum=1, **kwargs)

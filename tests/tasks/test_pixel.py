@@ -20,7 +20,7 @@ from geofm.tasks.metrics import classification_metrics, confusion_matrix
 from geofm.tasks.pixel import ReducedWindows, augment_windows, classify_pixels, drop_context
 from geofm.tasks.pixel_models import load_classifier
 from geofm.tasks.pixel_protocol import make_split, run_protocol
-from geofm.tasks.pixel_recipe import load_recipe
+from geofm.tasks.pixel_recipe import RecipeError, load_recipe
 from geofm.tasks.pixel_results import summarise, write_results
 
 SALINAS_A = {
@@ -498,7 +498,7 @@ def test_a_seed_reproduces_its_run_exactly(salinas_a, precision, monkeypatch):
 def test_ema_epochs_trains_the_recipes_model_with_a_weight_average(salinas_a, monkeypatch):
     """``train.ema_epochs`` puts a WeightAverage over that many epochs into the recipe
     model's training; 0 (the default, and SSFTT's as published) leaves it out, and a
-    negative span is refused."""
+    negative span is refused when the recipe is read."""
     from geofm.tasks.callbacks import WeightAverage
     from geofm.tasks.pixel_protocol import run_seed
     from geofm.tasks.pixel_recipe import baseline_recipe
@@ -517,16 +517,8 @@ def test_ema_epochs_trains_the_recipes_model_with_a_weight_average(salinas_a, mo
         )
     assert spans == [(2.0, 4)]  # 268 training windows: 4 batches of 64, the rest dropped
     assert baseline_recipe(_recipe(ema_epochs=2.0), "ssftt").train["ema_epochs"] == 0.0
-    with pytest.raises(ValueError, match="positive number of epochs"):
-        run_seed(
-            _recipe(epochs=1, ema_epochs=-1.0),
-            dict(salinas_a),
-            0.05,
-            0,
-            ["lola"],
-            6,
-            progress=False,
-        )
+    with pytest.raises(RecipeError, match="train.ema_epochs is the span.*got -1.0"):
+        _recipe(ema_epochs=-1.0)
 
 
 def test_a_given_split_trains_and_tests_as_the_drawn_one(salinas_a, tmp_path):

@@ -68,17 +68,27 @@ def _fit(*callbacks: pl.Callback, epochs: int = 3) -> tuple[Regression, AfterEac
     return model, after
 
 
-def _expected(initial: dict, states: list[dict], horizon: float) -> list[dict]:
-    """The average after each step, computed by hand."""
-    avg, out = {k: v.clone() for k, v in initial.items()}, []
-    for t, state in enumerate(states, start=1):
-        d = min(1 - 1 / horizon, (1 + t) / (10 + t))
-        avg = {
-            k: (d * avg[k] + (1 - d) * state[k]) if v.is_floating_point() else state[k].clone()
+def _expected(states: list[dict], horizon: int) -> list[dict]:
+    """The average after each step, computed by hand: the mean of the steps so far for the
+    first ``horizon`` steps, then ``avg + (w - avg) / horizon`` (the step counter, an
+    integer buffer, is the trained one's)."""
+    out = []
+    for t in range(1, len(states) + 1):
+        if t <= horizon:
+            avg = {k: sum(s[k].double() for s in states[:t]) / t for k in states[0]}
+        else:
+            avg = {
+                k: out[-1][k] + (states[t - 1][k].double() - out[-1][k]) / horizon
+                for k in states[0]
+            }
+        out.append(avg)
+    return [
+        {
+            k: v.to(states[t][k].dtype) if states[t][k].is_floating_point() else states[t][k]
             for k, v in avg.items()
         }
-        out.append(avg)
-    return out
+        for t, avg in enumerate(out)
+    ]
 
 
 def _close(a: dict, b: dict) -> None:
@@ -91,8 +101,7 @@ def test_validation_sees_the_average_training_continues_from_the_weights_and_kee
     model, after = _fit(WeightAverage(epochs=2.0))
     steps = len(after.states)
     assert steps == 12  # 4 batches a epoch, 3 epochs
-    initial = model.seen_in_training[0]
-    expected = _expected(initial, after.states, horizon=2.0 * 4)
+    expected = _expected(after.states, horizon=2 * 4)
     # each epoch's validation ran on the average of the steps so far, batch-norm
     # statistics included
     for epoch, seen in enumerate(model.seen_in_validation):
@@ -107,11 +116,38 @@ def test_validation_sees_the_average_training_continues_from_the_weights_and_kee
 
 def test_with_best_weights_the_chosen_epochs_average_is_kept():
     model, after = _fit(BestWeights(), WeightAverage(epochs=1.0))
-    expected = _expected(model.seen_in_training[0], after.states, horizon=1.0 * 4)
+    expected = _expected(after.states, horizon=1 * 4)
     _close(model.state(), expected[7])  # epoch 1's validation scored best
     # the callbacks' order does not matter
     model, after = _fit(WeightAverage(epochs=1.0), BestWeights())
-    _close(model.state(), _expected(model.seen_in_training[0], after.states, 4.0)[7])
+    _close(model.state(), _expected(after.states, 4)[7])
+
+
+def test_frozen_weights_are_not_averaged_and_a_later_validate_sees_the_model_as_is():
+    torch.manual_seed(0)
+    average = WeightAverage(epochs=1.0)
+    frozen = Regression()
+    frozen.net[1].weight.requires_grad_(False)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[average],
+    )
+    x = torch.randn(20, 3)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1)), batch_size=10)
+    trainer.fit(frozen, data, data)
+    assert "net.1.weight" not in average.average
+    assert {"net.1.bias", "net.0.weight", "net.0.running_mean"} <= set(average.average)
+    frozen.net[1].bias.data.fill_(7.0)  # changed after the fit: validate must see it
+    frozen.seen_in_validation.clear()
+    trainer.validate(frozen, data, verbose=False)
+    assert frozen.seen_in_validation[0]["net.1.bias"].item() == 7.0
+    assert frozen.net[1].bias.item() == 7.0
 
 
 def test_the_average_spans_a_positive_number_of_epochs():
