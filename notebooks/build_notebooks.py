@@ -11,8 +11,8 @@ notebook shows the outputs of an actual run from a clean state.
 
 The test suite (``tests/notebooks``) checks that every committed notebook matches its
 source and was executed, and runs each again from a clean folder. A notebook whose full run
-is long declares its knobs in a code cell that starts with ``# parameters`` (as papermill
-does); the test runs it with smaller values through :func:`with_parameters`, and the
+is long declares its knobs in a code cell whose first line is ``# parameters`` (papermill
+marks such a cell with a tag instead); the test runs it with smaller values through :func:`with_parameters`, and the
 committed run always uses the defaults.
 """
 
@@ -73,12 +73,12 @@ def with_parameters(nb: nbformat.NotebookNode, **values: object) -> nbformat.Not
         (
             i
             for i, cell in enumerate(nb.cells)
-            if cell.cell_type == "code" and cell.source.startswith(PARAMETERS)
+            if cell.cell_type == "code" and cell.source.split("\n", 1)[0].strip() == PARAMETERS
         ),
         None,
     )
     if index is None:
-        raise ValueError(f"the notebook has no code cell starting with {PARAMETERS!r}")
+        raise ValueError(f"the notebook has no code cell whose first line is {PARAMETERS!r}")
     declared = {
         target.id
         for node in ast.parse(nb.cells[index].source).body

@@ -113,6 +113,12 @@ def test_notebook_runs_top_to_bottom_from_a_clean_folder(name, tmp_path):
     assert _images(nb) >= 2
     for rel in WRITES[name]:  # its files went to the run's own folder
         assert (tmp_path / rel).is_file(), rel
+    if name == "02_salinas_a_pixels":  # the parameter took effect: its models trained 4 epochs
+        from geofm.tasks.pixel_models import read_classifier
+
+        saved = sorted((tmp_path / "outputs" / "salinas_a").glob("lola_*.pt"))
+        assert len(saved) == 2
+        assert {read_classifier(p)["recipe"]["train"]["epochs"] for p in saved} == {4}
 
 
 def test_parameters_are_set_after_the_parameters_cell_and_unknown_ones_refused():
@@ -124,5 +130,5 @@ def test_parameters_are_set_after_the_parameters_cell_and_unknown_ones_refused()
     assert "EPOCHS = 4" not in [c.source for c in nb.cells]
     with pytest.raises(ValueError, match=r"\['EPOCH'\] are not assigned.*\['EPOCHS'\]"):
         build_notebooks.with_parameters(nb, EPOCH=4)
-    with pytest.raises(ValueError, match="no code cell starting with"):
+    with pytest.raises(ValueError, match="no code cell whose first line is"):
         build_notebooks.with_parameters(build_notebooks.build("01_eurosat_scenes"), EPOCHS=4)
