@@ -46,14 +46,16 @@ class AfterEachStep(pl.Callback):
         self.states.append(pl_module.state())
 
 
-def _fit(*callbacks: pl.Callback, epochs: int = 3) -> tuple[Regression, AfterEachStep]:
+def _fit(
+    *callbacks: pl.Callback, epochs: int = 3, model: Regression | None = None
+) -> tuple[Regression, AfterEachStep, pl.Trainer]:
     torch.manual_seed(0)
     x = torch.randn(40, 3) * 3 + 1
     y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
     data = torch.utils.data.TensorDataset(x, y)
     train = torch.utils.data.DataLoader(data, batch_size=10, shuffle=False)
     val = torch.utils.data.DataLoader(data, batch_size=40)
-    model, after = Regression(), AfterEachStep()
+    model, after = model or Regression(), AfterEachStep()
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -65,7 +67,7 @@ def _fit(*callbacks: pl.Callback, epochs: int = 3) -> tuple[Regression, AfterEac
         callbacks=[*callbacks, after],
     )
     trainer.fit(model, train, val)
-    return model, after
+    return model, after, trainer
 
 
 def _expected(states: list[dict], horizon: int) -> list[dict]:
@@ -98,7 +100,7 @@ def _close(a: dict, b: dict) -> None:
 
 
 def test_validation_sees_the_average_training_continues_from_the_weights_and_keeps_the_average():
-    model, after = _fit(WeightAverage(epochs=2.0))
+    model, after, _ = _fit(WeightAverage(epochs=2.0))
     steps = len(after.states)
     assert steps == 12  # 4 batches a epoch, 3 epochs
     expected = _expected(after.states, horizon=2 * 4)
@@ -115,37 +117,23 @@ def test_validation_sees_the_average_training_continues_from_the_weights_and_kee
 
 
 def test_with_best_weights_the_chosen_epochs_average_is_kept():
-    model, after = _fit(BestWeights(), WeightAverage(epochs=1.0))
+    model, after, _ = _fit(BestWeights(), WeightAverage(epochs=1.0))
     expected = _expected(after.states, horizon=1 * 4)
     _close(model.state(), expected[7])  # epoch 1's validation scored best
     # the callbacks' order does not matter
-    model, after = _fit(WeightAverage(epochs=1.0), BestWeights())
+    model, after, _ = _fit(WeightAverage(epochs=1.0), BestWeights())
     _close(model.state(), _expected(after.states, 4)[7])
 
 
 def test_frozen_weights_are_not_averaged_and_a_later_validate_sees_the_model_as_is():
-    torch.manual_seed(0)
-    average = WeightAverage(epochs=1.0)
-    frozen = Regression()
+    average, frozen = WeightAverage(epochs=1.0), Regression()
     frozen.net[1].weight.requires_grad_(False)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[average],
-    )
-    x = torch.randn(20, 3)
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1)), batch_size=10)
-    trainer.fit(frozen, data, data)
+    _, _, trainer = _fit(average, epochs=2, model=frozen)
     assert "net.1.weight" not in average.average
     assert {"net.1.bias", "net.0.weight", "net.0.running_mean"} <= set(average.average)
     frozen.net[1].bias.data.fill_(7.0)  # changed after the fit: validate must see it
     frozen.seen_in_validation.clear()
-    trainer.validate(frozen, data, verbose=False)
+    trainer.validate(frozen, trainer.val_dataloaders, verbose=False)
     assert frozen.seen_in_validation[0]["net.1.bias"].item() == 7.0
     assert frozen.net[1].bias.item() == 7.0
 
