@@ -10,6 +10,12 @@ classified, so the recipe chosen here can be tested once afterwards.
         --scene salinas_a:0.05 --scene indian_pines:0.1:../shared/data/indian_pines \\
         --splits random disjoint --seeds 0 --output docs/pixel_classification/recipe_search.csv
 
+``--folds K`` scores by K-fold cross-validation over each split's train and val parts
+instead (:func:`geofm.tasks.pixel_protocol.cross_validate_seed`: whole blocks with the
+split's buffer on a disjoint split; each fold's last weights, no epoch chosen on the
+pixels scored); its rows add the pooled per-epoch curve's best epoch and OA and go to a
+CSV of their own (a CSV holds one kind of score).
+
 ``--scene CARD:FRACTION[:ROOT]``: the card's recipe ``configs/classify/lola_<CARD>.yaml``,
 its training share, and where its files are (for scenes that are not bundled). Rows are
 appended as each run ends; a rerun skips the (variant, scene, split, seed) runs the CSV
@@ -46,6 +52,9 @@ FIELDS = [
     "n_train",
     "n_val",
 ]
+# --folds: val_oa / val_aa pool the held-out folds (last weights); n_val counts the pixels
+# scored, n_train the split's training part
+FIELDS_CV = [*FIELDS, "folds", "curve_epoch", "curve_oa"]
 
 
 def read_variants(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -104,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", nargs="+", default=["random", "disjoint"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--only", nargs="+", default=None, help="run these variants only")
+    parser.add_argument(
+        "--folds", type=int, default=None, help="score by K-fold cross-validation (K >= 2)"
+    )
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--report", action="store_true", help="print the table and stop")
     args = parser.parse_args(argv)
@@ -113,9 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         print(report(read_rows(args.output), order))
         return 0
+    fields = FIELDS if args.folds is None else FIELDS_CV
+    if args.output.is_file():
+        with open(args.output, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != fields:
+            kind = "validation-part" if args.folds is None else "cross-validation"
+            raise SystemExit(
+                f"{args.output} holds rows of another kind (columns {header}); write the "
+                f"{kind} scores to a new --output"
+            )
+    if args.folds is not None and args.folds < 2:
+        raise SystemExit(f"--folds must be >= 2, got {args.folds}")
     sys.path.insert(0, str(ROOT))
     from geofm.tasks.base import quiet_lightning
-    from geofm.tasks.pixel_protocol import load_recipe_scene, validate_seed
+    from geofm.tasks.pixel_protocol import cross_validate_seed, load_recipe_scene, validate_seed
     from geofm.tasks.pixel_recipe import load_recipe
 
     scenes = []
@@ -148,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                         loaded[card] = load_recipe_scene(recipe, progress=False)
                     start = time.perf_counter()
                     with quiet_lightning():
-                        got = validate_seed(recipe, dict(loaded[card]), fraction, seed)
+                        if args.folds is None:
+                            got = validate_seed(recipe, dict(loaded[card]), fraction, seed)
+                        else:
+                            got = cross_validate_seed(
+                                recipe, dict(loaded[card]), fraction, seed, args.folds
+                            )
                     row = {
                         "variant": name,
                         "scene": card,
@@ -162,9 +191,16 @@ def main(argv: list[str] | None = None) -> int:
                         "n_train": sum(got["counts"]["train"]),
                         "n_val": sum(got["counts"]["val"]),
                     }
+                    if args.folds is not None:
+                        row["n_val"] = sum(got["fold_held_out"])
+                        row.update(
+                            folds=args.folds,
+                            curve_epoch=got["curve_epoch"],
+                            curve_oa=round(got["curve_oa"], 6),
+                        )
                     new = not args.output.is_file()
                     with open(args.output, "a", newline="") as f:
-                        writer = csv.DictWriter(f, fieldnames=FIELDS)
+                        writer = csv.DictWriter(f, fieldnames=fields)
                         if new:
                             writer.writeheader()
                         writer.writerow(row)

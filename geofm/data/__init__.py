@@ -25,7 +25,12 @@ from geofm.data.sample import (
     collate_samples,
     make_sample,
 )
-from geofm.data.splits import check_no_leakage, spatially_disjoint_split, stratified_split
+from geofm.data.splits import (
+    check_no_leakage,
+    cross_validation_folds,
+    spatially_disjoint_split,
+    stratified_split,
+)
 from geofm.data.xarray_io import from_xarray, to_xarray
 
 __all__ = [
@@ -41,6 +46,7 @@ __all__ = [
     "check_no_leakage",
     "check_sample",
     "collate_samples",
+    "cross_validation_folds",
     "from_xarray",
     "iter_windows",
     "list_dataset_cards",

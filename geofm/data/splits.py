@@ -470,6 +470,103 @@ def spatially_disjoint_split(
 
 
 # --------------------------------------------------------------------------------------------
+# Cross-validation folds of the pixels a split gives for development
+
+
+class Fold(NamedTuple):
+    """One cross-validation fold: ``(N, 2)`` int64 ``(row, col)`` to train on and to score."""
+
+    train: np.ndarray
+    held_out: np.ndarray
+
+
+def cross_validation_folds(
+    mask: np.ndarray | torch.Tensor,
+    coords: np.ndarray,
+    folds: int,
+    seed: int = 0,
+    block_size: int | None = None,
+    buffer: int | None = None,
+) -> list[Fold]:
+    """Split development pixels (a split's train and val parts) into ``folds`` folds.
+
+    Without ``block_size`` the folds are random and stratified: each class's pixels are
+    shuffled (``seed``) and dealt in turn, so fold sizes per class differ by at most one.
+    With ``block_size`` they are spatial, as :func:`spatially_disjoint_split` makes its
+    parts: the blocks of that grid holding development pixels are assigned whole to folds,
+    balanced per class (:func:`_assign_blocks`, equal fractions, order drawn from
+    ``seed``), and a held-out pixel whose ``(2 * buffer + 1)`` window holds a pixel of
+    another fold is dropped, so no held-out window contains a pixel trained on. Fold ``j``
+    trains on every pixel of the other folds and is scored on its own kept pixels; each
+    kept pixel is scored once over the folds. Spatial cross-validation (Roberts et al.,
+    "Cross-validation strategies for data with temporal, spatial, hierarchical, or
+    phylogenetic structure", Ecography 2017): the validation parts of a disjoint split are
+    a few blocks, too few to choose a recipe by.
+
+    Args:
+        mask: ``(H, W)`` class ids, 255 = unlabelled.
+        coords: ``(N, 2)`` labelled pixels to fold.
+        folds: number of folds, >= 2.
+        block_size, buffer: the spatial grid and buffer (``buffer`` defaults to 0).
+
+    Raises:
+        ValueError: fewer than 2 folds, an unlabelled pixel in ``coords``, or a fold left
+            with no pixel to score (the message gives each fold's kept and dropped counts).
+    """
+    arr = _as_mask(mask)
+    pts = _as_coords(coords, "coords")
+    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 2:
+        raise ValueError(f"cross-validation needs an integer number of folds >= 2, got {folds!r}")
+    if len(pts) < folds:
+        raise ValueError(f"{len(pts)} pixels cannot fill {folds} folds")
+    labels = arr[pts[:, 0], pts[:, 1]]
+    if (labels == IGNORE_INDEX).any():
+        raise ValueError(
+            f"{int((labels == IGNORE_INDEX).sum())} of the {len(pts)} pixels to fold are "
+            f"unlabelled ({IGNORE_INDEX})"
+        )
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(pts), dtype=np.int64)
+    if block_size is None:
+        for k in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == k))
+            fold_of[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+        held = [fold_of == j for j in range(folds)]
+        dropped = [0] * folds
+    else:
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1 pixel, got {block_size}")
+        buffer = 0 if buffer is None else buffer
+        if buffer < 0:
+            raise ValueError(f"buffer must be >= 0, got {buffer}")
+        work = np.full(arr.shape, IGNORE_INDEX, dtype=arr.dtype)
+        work[pts[:, 0], pts[:, 1]] = labels
+        blocks = _block_ids(arr.shape, block_size)
+        num_classes = int(labels.max()) + 1
+        part_of_block = _assign_blocks(
+            _block_class_counts(work, blocks, num_classes), np.full(folds, 1.0 / folds), rng
+        )
+        fold_of = part_of_block[blocks[pts[:, 0], pts[:, 1]]]
+        held, dropped = [], []
+        for j in range(folds):
+            others = np.zeros(arr.shape, dtype=bool)
+            others[tuple(pts[fold_of != j].T)] = True
+            near = window_contains(others, buffer)[pts[:, 0], pts[:, 1]]
+            held.append((fold_of == j) & ~near)
+            dropped.append(int(((fold_of == j) & near).sum()))
+    empty = [j for j in range(folds) if not held[j].any()]
+    if empty:
+        counts = ", ".join(
+            f"fold {j}: {int(held[j].sum())} kept, {dropped[j]} dropped" for j in range(folds)
+        )
+        raise ValueError(
+            f"folds {empty} have no pixel to score ({counts}); use fewer folds, a smaller "
+            f"buffer (now {buffer}) or smaller blocks (now {block_size})"
+        )
+    return [Fold(train=pts[fold_of != j], held_out=pts[held[j]]) for j in range(folds)]
+
+
+# --------------------------------------------------------------------------------------------
 # Leakage check
 
 

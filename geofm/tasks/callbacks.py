@@ -310,14 +310,19 @@ class BestWeights(pl.Callback):
 
     Best = highest ``monitor`` (default ``val/oa``); ties go to the lower ``tie_break``
     (default ``val/loss``), then to the earlier epoch. Model selection thus uses the
-    validation part only; no checkpoint files are written.
+    validation part only; no checkpoint files are written. ``history`` holds the monitored
+    value of every validation of the fit, in order. With ``restore=False`` the best epoch
+    is found and recorded but the module keeps the weights training ended with.
     """
 
-    def __init__(self, monitor: str = "val/oa", tie_break: str | None = "val/loss") -> None:
-        self.monitor, self.tie_break = monitor, tie_break
+    def __init__(
+        self, monitor: str = "val/oa", tie_break: str | None = "val/loss", restore: bool = True
+    ) -> None:
+        self.monitor, self.tie_break, self.restore = monitor, tie_break, restore
         self.best: tuple[float, float] | None = None
         self.best_epoch: int | None = None
         self.state: dict[str, torch.Tensor] | None = None
+        self.history: list[float] = []
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -329,16 +334,18 @@ class BestWeights(pl.Callback):
                 f"; logged: {sorted(metrics)}"
             )
         score = float(metrics[self.monitor])
+        self.history.append(score)
         tie = float(metrics[self.tie_break]) if self.tie_break in metrics else 0.0
         key = (score, -tie)
         if self.best is None or key > self.best:
             self.best, self.best_epoch = key, trainer.current_epoch
-            self.state = copy.deepcopy(
-                {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
-            )
+            if self.restore:
+                self.state = copy.deepcopy(
+                    {k: v.detach().cpu() for k, v in pl_module.state_dict().items()}
+                )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.state is not None:
+        if self.restore and self.state is not None:
             pl_module.load_state_dict(self.state)
 
 

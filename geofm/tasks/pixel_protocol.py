@@ -285,7 +285,12 @@ def _train_window_model(
     seed: int,
     progress: bool,
     log_dir: Path | None,
+    keep_best: bool = True,
 ) -> tuple[torch.nn.Module, dict[str, Any], float, dict[str, Any]]:
+    """Train the recipe's window model on ``coords["train"]``, validating on
+    ``coords["val"]`` after every epoch; it ends holding the best validation epoch's
+    weights, or with ``keep_best=False`` the last epoch's (the moving average's, with
+    ``train.ema_epochs``). ``details["val_history"]``: the validation OA of every epoch."""
     import lightning.pytorch as pl
 
     from geofm.tasks.callbacks import BestWeights, CyclicLoRAScale, WeightAverage
@@ -327,7 +332,7 @@ def _train_window_model(
         context_dropout=t["context_dropout"],
         brightness=t["brightness"],
     )
-    best = BestWeights()
+    best = BestWeights(restore=keep_best)
     callbacks: list[pl.Callback] = [best]
     if t["ema_epochs"]:
         callbacks.append(WeightAverage(t["ema_epochs"]))
@@ -378,6 +383,7 @@ def _train_window_model(
     details = {
         "best_epoch": best.best_epoch,
         "best_val_oa": None if best.best is None else best.best[0],
+        "val_history": list(best.history),
         "epochs": t["epochs"],
         "pca_explained": float(model.reduction.explained.sum()),
     }
@@ -689,6 +695,81 @@ def validate_seed(
         "best_epoch": details["best_epoch"],
         "train_seconds": seconds,
         "counts": info["counts"],
+    }
+
+
+def cross_validate_seed(
+    recipe: PixelRecipe,
+    scene: dict[str, Any],
+    train_fraction: float | int,
+    seed: int,
+    folds: int = 3,
+    method: str = "lola",
+    num_classes: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score ``method`` by cross-validation over the development pixels (train and val
+    parts) of the split of ``seed``, the one :func:`run_seed` makes; the test part is never
+    classified. A stronger guide than :func:`validate_seed` where the validation part is a
+    few blocks: every development pixel the buffer keeps is scored once, by a model that
+    did not train on it, and no epoch is chosen on the pixels scored.
+
+    Folds: :func:`~geofm.data.splits.cross_validation_folds`, of whole blocks with the
+    split's block size and buffer for a disjoint split, stratified by class for a random
+    one. Each fold's model trains for the recipe's epochs and keeps its last weights (the
+    moving average's, with ``train.ema_epochs``). Returns ``{"val_oa", "val_aa",
+    "val_kappa", "val_per_class"}`` of the pooled held-out predictions, ``"curve"`` (the
+    pooled held-out OA after each epoch, as logged in training, under the recipe's
+    precision) with its best ``"curve_epoch"`` and ``"curve_oa"`` (optimistic: one epoch
+    chosen on the pixels scored), ``"best_epoch"`` (None: none is chosen),
+    ``"train_seconds"`` (all folds), ``"counts"`` (the split's) and per fold
+    ``"fold_train"`` and ``"fold_held_out"`` pixel counts.
+    """
+    from geofm.data.splits import cross_validation_folds
+    from geofm.tasks.pixel import classify_pixels
+
+    coords, info = _seed_split(recipe, scene, train_fraction, seed, [method], None)
+    mask = torch.as_tensor(scene["mask"]).numpy()
+    if num_classes is None:
+        num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
+    own = method_recipes(recipe, [method])[method]
+    development = np.concatenate([coords["train"], coords["val"]])
+    spatial: dict[str, Any] = {}
+    if recipe.split["kind"] == "disjoint":
+        radius = split_radius(recipe, [method])
+        buffer = radius if recipe.split["buffer"] is None else recipe.split["buffer"]
+        block = recipe.split["block_size"]
+        spatial = {"block_size": 4 * (2 * buffer + 1) if block is None else block, "buffer": buffer}
+    parts = cross_validation_folds(mask, development, folds, seed, **spatial)
+    truth, predicted, curves, sizes, seconds = [], [], [], [], 0.0
+    for fold in parts:
+        fold_coords = {"train": fold.train, "val": fold.held_out}
+        model, _, took, details = _train_window_model(
+            own, scene, fold_coords, num_classes, seed, progress, None, keep_best=False
+        )
+        preds, _ = classify_pixels(
+            model, torch.as_tensor(scene["image"]), fold.held_out, scene.get("valid")
+        )
+        truth.append(mask[fold.held_out[:, 0], fold.held_out[:, 1]])
+        predicted.append(preds)
+        curves.append(np.asarray(details["val_history"], dtype=np.float64))
+        sizes.append(len(fold.held_out))
+        seconds += took
+    m = classification_metrics(np.concatenate(truth), np.concatenate(predicted), num_classes)
+    curve = np.average(np.stack(curves), axis=0, weights=np.asarray(sizes, dtype=np.float64))
+    return {
+        "val_oa": m.oa,
+        "val_aa": m.aa,
+        "val_kappa": m.kappa,
+        "val_per_class": m.per_class.tolist(),
+        "curve": curve.tolist(),
+        "curve_epoch": int(np.argmax(curve)),
+        "curve_oa": float(curve.max()),
+        "best_epoch": None,
+        "train_seconds": seconds,
+        "counts": info["counts"],
+        "fold_train": [len(f.train) for f in parts],
+        "fold_held_out": sizes,
     }
 
 

@@ -86,6 +86,27 @@ def test_search_touches_validation_pixels_only_and_resumes(search, tmp_path, mon
     assert "| tiny |" in table and "| tiny_lr |" in table and "salinas_a random" in table
 
 
+def test_search_by_cross_validation_writes_its_own_rows(search, tmp_path, capsys):
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(
+        f"- name: tiny\n  changes: {{model: {{kwargs: {TINY_LOLA}}}, train: {{epochs: 1}}}}\n"
+    )
+    args = ["--variants", str(variants), "--scene", "salinas_a:0.05", "--splits", "random"]
+    out = tmp_path / "cv.csv"
+    assert search.main([*args, "--folds", "2", "--output", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["folds"] == "2" and row["best_epoch"] == "" and row["curve_epoch"] == "0"
+    assert row["n_val"] == "535"  # the 268 training and 267 validation pixels, each scored once
+    capsys.readouterr()
+    assert search.main([*args, "--folds", "2", "--output", str(out), "--report"]) == 0
+    assert "| tiny |" in capsys.readouterr().out
+    # one CSV holds one kind of score; --folds below 2 is refused before any training
+    with pytest.raises(SystemExit, match="rows of another kind"):
+        search.main([*args, "--output", str(out)])
+    with pytest.raises(SystemExit, match="--folds must be >= 2, got 1"):
+        search.main([*args, "--folds", "1", "--output", str(tmp_path / "new.csv")])
+
+
 def test_maps_of_a_run_are_drawn_for_every_method(tmp_path, monkeypatch):
     from geofm.tasks import pixel_recipe
     from geofm.tasks.pixel_protocol import run_protocol

@@ -254,3 +254,88 @@ def test_a_class_inside_one_block_is_refused_or_left_out_as_asked(salinas_mask):
     assert kept.excluded == () and all(
         np.array_equal(plain.coords(p), kept.coords(p)) for p in ("train", "val", "test")
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-validation folds of a split's development pixels
+
+
+def _development(salinas_mask, train=0.1):
+    split = spatially_disjoint_split(salinas_mask, 3, train=train, val=0.05, block_size=8)
+    return np.concatenate([split.train, split.val])
+
+
+def test_random_folds_score_every_pixel_once_and_split_each_class_evenly(salinas_mask):
+    from geofm.data.splits import cross_validation_folds
+
+    coords, labels = labelled_pixels(salinas_mask)
+    coords, labels = coords[::7], labels[::7]
+    folds = cross_validation_folds(salinas_mask, coords, 4, seed=1)
+    held = np.concatenate([f.held_out for f in folds])
+    assert sorted(map(tuple, held.tolist())) == sorted(map(tuple, coords.tolist()))
+    for f in folds:  # train is every pixel the fold does not score
+        assert len(f.train) + len(f.held_out) == len(coords)
+        assert not set(map(tuple, f.train.tolist())) & set(map(tuple, f.held_out.tolist()))
+    sizes = np.stack([np.bincount(salinas_mask[tuple(f.held_out.T)], minlength=6) for f in folds])
+    assert (sizes.max(0) - sizes.min(0) <= 1).all() and sizes.sum(0).tolist() == np.bincount(
+        labels, minlength=6
+    ).tolist()
+    again = cross_validation_folds(salinas_mask, coords, 4, seed=1)
+    assert all((a.held_out == b.held_out).all() for a, b in zip(folds, again, strict=True))
+    other = cross_validation_folds(salinas_mask, coords, 4, seed=2)
+    assert any(
+        len(a.held_out) != len(b.held_out) or (a.held_out != b.held_out).any()
+        for a, b in zip(folds, other, strict=True)
+    )
+
+
+@pytest.mark.parametrize("buffer", [0, 3])
+def test_spatial_folds_are_whole_blocks_with_no_trained_pixel_in_a_scored_window(
+    salinas_mask, buffer
+):
+    from geofm.data.splits import _block_ids, cross_validation_folds
+
+    dev = _development(salinas_mask, train=0.5)
+    folds = cross_validation_folds(salinas_mask, dev, 3, seed=0, block_size=8, buffer=buffer)
+    blocks = _block_ids(salinas_mask.shape, 8)
+    held = [set(map(tuple, f.held_out.tolist())) for f in folds]
+    for j, f in enumerate(folds):
+        assert find_leaks(f.train, f.held_out, buffer).size == 0
+        # the fold trains on every development pixel outside its own blocks
+        own = set(blocks[tuple(f.held_out.T)].tolist())
+        assert not own & set(blocks[tuple(f.train.T)].tolist())
+        assert len(f.train) + sum(1 for p in map(tuple, dev.tolist()) if blocks[p] in own) == len(
+            dev
+        )
+        assert all(not held[j] & held[k] for k in range(3) if k != j)
+    scored = sum(len(h) for h in held)
+    assert scored == len(dev) if buffer == 0 else scored < len(dev)
+    # each fold holds close to a third of every class spread over enough blocks
+    per_class = np.bincount(salinas_mask[tuple(dev.T)], minlength=6)
+    spread = np.array(
+        [len(set(blocks[tuple(dev[salinas_mask[tuple(dev.T)] == k].T)].tolist())) for k in range(6)]
+    )
+    if buffer == 0:
+        share = np.stack(
+            [np.bincount(salinas_mask[tuple(f.held_out.T)], minlength=6) for f in folds]
+        ) / np.maximum(per_class, 1)
+        assert (spread >= 6).sum() >= 3
+        assert np.abs(share - 1 / 3)[:, spread >= 6].max() < 0.2
+
+
+def test_fold_errors_say_what_is_wrong(salinas_mask):
+    from geofm.data.splits import cross_validation_folds
+
+    dev = _development(salinas_mask)
+    with pytest.raises(ValueError, match="folds >= 2, got 1"):
+        cross_validation_folds(salinas_mask, dev, 1)
+    with pytest.raises(ValueError, match="folds >= 2, got 2.0"):
+        cross_validation_folds(salinas_mask, dev, 2.0)
+    unlabelled = np.argwhere(salinas_mask == IGNORE_INDEX)[:3]
+    with pytest.raises(ValueError, match="3 of the .* pixels to fold are unlabelled"):
+        cross_validation_folds(salinas_mask, np.concatenate([dev, unlabelled]), 3)
+    with pytest.raises(ValueError, match="2 pixels cannot fill 3 folds"):
+        cross_validation_folds(salinas_mask, dev[:2], 3)
+    # one block of pixels, buffered from its neighbours, leaves folds with nothing to score
+    with pytest.raises(ValueError, match=r"have no pixel to score \(fold 0: .* kept"):
+        cross_validation_folds(salinas_mask, dev, 3, block_size=8, buffer=40)

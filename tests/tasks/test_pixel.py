@@ -521,6 +521,47 @@ def test_ema_epochs_trains_the_recipes_model_with_a_weight_average(salinas_a, mo
         _recipe(ema_epochs=-1.0)
 
 
+@pytest.mark.parametrize("split", ["disjoint", "random"])
+def test_cross_validation_scores_each_development_pixel_once_and_never_a_test_pixel(
+    salinas_a, monkeypatch, split
+):
+    import geofm.tasks.pixel as pixel
+    from geofm.data.splits import find_leaks
+    from geofm.tasks.pixel_protocol import _seed_split, cross_validate_seed
+    from geofm.tasks.pixel_recipe import merged
+
+    recipe = load_recipe(merged(_recipe().as_dict(), {"split": {"kind": split}}))
+    coords, _ = _seed_split(recipe, salinas_a, 0.05, 0, ["lola"], None)
+    real, scored = pixel.classify_pixels, []
+
+    def spy(model, image, where, *args, **kwargs):
+        scored.append(np.asarray(where).copy())
+        return real(model, image, where, *args, **kwargs)
+
+    monkeypatch.setattr(pixel, "classify_pixels", spy)
+    got = cross_validate_seed(recipe, dict(salinas_a), 0.05, 0, folds=3)
+    assert len(scored) == 3 and [len(s) for s in scored] == got["fold_held_out"]
+    every = np.concatenate(scored)
+    as_set = {tuple(p) for p in every.tolist()}
+    assert len(as_set) == len(every)  # each pixel scored once
+    development = {tuple(p) for p in np.concatenate([coords["train"], coords["val"]]).tolist()}
+    assert as_set <= development and not as_set & {tuple(p) for p in coords["test"].tolist()}
+    dev_size = len(coords["train"]) + len(coords["val"])
+    assert got["fold_train"] == [dev_size - n for n in got["fold_held_out"]] or split == "disjoint"
+    if split == "random":
+        assert len(every) == dev_size
+    else:  # buffered by the split's radius (SVM and LoLA: LoLA's 3) from the other folds
+        for s in scored:
+            others = np.array(sorted(development - {tuple(p) for p in s.tolist()}))
+            assert find_leaks(others, s, 3).size == 0
+    assert len(got["curve"]) == 2 and got["best_epoch"] is None
+    assert got["curve_oa"] == max(got["curve"]) and 0.0 <= got["val_oa"] <= 1.0
+    assert (
+        got["counts"]["train"]
+        == np.bincount(salinas_a["mask"].numpy()[tuple(coords["train"].T)], minlength=6).tolist()
+    )
+
+
 def test_a_given_split_trains_and_tests_as_the_drawn_one(salinas_a, tmp_path):
     """run_split on the coordinates run_seed draws gives run_seed's result: the protocol
     on a split given from outside (a benchmark's published pixels) is the same protocol."""

@@ -142,3 +142,14 @@ def test_the_average_spans_a_positive_number_of_epochs():
     for epochs in (0, -1.0):
         with pytest.raises(ValueError, match="positive number of epochs"):
             WeightAverage(epochs)
+
+
+def test_best_weights_records_every_validation_and_can_leave_the_last_weights():
+    best = BestWeights(restore=False)
+    model, after, _ = _fit(best)
+    assert best.history == [0.0, 1.0, 0.0] and best.best_epoch == 1
+    _close(model.state(), after.states[-1])  # the last step's weights, not epoch 1's
+    kept = BestWeights()
+    model, after, _ = _fit(kept)
+    assert kept.history == [0.0, 1.0, 0.0]
+    _close(model.state(), after.states[7])
