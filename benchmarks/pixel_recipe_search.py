@@ -126,14 +126,20 @@ def main(argv: list[str] | None = None) -> int:
         print(report(read_rows(args.output), order))
         return 0
     fields = FIELDS if args.folds is None else FIELDS_CV
-    if args.output.is_file():
+    kind = "validation-part" if args.folds is None else "cross-validation"
+    if args.output.is_file() and args.output.stat().st_size > 0:
         with open(args.output, newline="") as f:
             header = next(csv.reader(f), [])
         if header != fields:
-            kind = "validation-part" if args.folds is None else "cross-validation"
             raise SystemExit(
                 f"{args.output} holds rows of another kind (columns {header}); write the "
                 f"{kind} scores to a new --output"
+            )
+        other = {r["folds"] for r in read_rows(args.output)} - {str(args.folds)}
+        if args.folds is not None and other:
+            raise SystemExit(
+                f"{args.output} holds {', '.join(sorted(other))}-fold scores; write the "
+                f"{args.folds}-fold ones to a new --output"
             )
     if args.folds is not None and args.folds < 2:
         raise SystemExit(f"--folds must be >= 2, got {args.folds}")
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                             curve_epoch=got["curve_epoch"],
                             curve_oa=round(got["curve_oa"], 6),
                         )
-                    new = not args.output.is_file()
+                    new = not args.output.is_file() or args.output.stat().st_size == 0
                     with open(args.output, "a", newline="") as f:
                         writer = csv.DictWriter(f, fieldnames=fields)
                         if new:
@@ -210,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"({time.perf_counter() - start:.0f} s)",
                         flush=True,
                     )
+                    for j, classes in enumerate(got.get("fold_unseen", [])):
+                        if classes:
+                            print(f"  fold {j} scores classes {classes} it never trained on")
     print(report(read_rows(args.output), order))
     return 0
 

@@ -279,7 +279,8 @@ def _assign_blocks(
 
     Args:
         block_counts: ``(num_blocks, K)`` labelled pixels per class in each block.
-        fractions: ``(3,)`` target fraction of each part; a part with 0 gets no block.
+        fractions: ``(P,)`` target fraction of each part (the three parts of a split, or
+            the folds of :func:`cross_validation_folds`); a part with 0 gets no block.
 
     Returns:
         ``(num_blocks,)`` int64 part of each block.
@@ -507,6 +508,7 @@ def cross_validation_folds(
         mask: ``(H, W)`` class ids, 255 = unlabelled.
         coords: ``(N, 2)`` labelled pixels to fold.
         folds: number of folds, >= 2.
+        seed: the same seed gives the same folds.
         block_size, buffer: the spatial grid and buffer (``buffer`` defaults to 0).
 
     Raises:
@@ -559,10 +561,13 @@ def cross_validation_folds(
         counts = ", ".join(
             f"fold {j}: {int(held[j].sum())} kept, {dropped[j]} dropped" for j in range(folds)
         )
-        raise ValueError(
-            f"folds {empty} have no pixel to score ({counts}); use fewer folds, a smaller "
-            f"buffer (now {buffer}) or smaller blocks (now {block_size})"
+        hint = (
+            "use fewer folds"
+            if block_size is None
+            else f"use fewer folds, a smaller buffer (now {buffer}) or smaller blocks "
+            f"(now {block_size})"
         )
+        raise ValueError(f"folds {empty} have no pixel to score ({counts}); {hint}")
     return [Fold(train=pts[fold_of != j], held_out=pts[held[j]]) for j in range(folds)]
 
 

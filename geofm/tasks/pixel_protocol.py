@@ -723,7 +723,9 @@ def cross_validate_seed(
     precision) with its best ``"curve_epoch"`` and ``"curve_oa"`` (optimistic: one epoch
     chosen on the pixels scored), ``"best_epoch"`` (None: none is chosen),
     ``"train_seconds"`` (all folds), ``"counts"`` (the split's) and per fold
-    ``"fold_train"`` and ``"fold_held_out"`` pixel counts.
+    ``"fold_train"`` and ``"fold_held_out"`` pixel counts and ``"fold_unseen"``, the
+    classes it scores but never trained on (a class in few blocks can fall in one fold;
+    its pixels there are then wrong for every recipe alike, and lower the scores).
     """
     from geofm.data.splits import cross_validation_folds
     from geofm.tasks.pixel import classify_pixels
@@ -742,6 +744,10 @@ def cross_validate_seed(
         spatial = {"block_size": 4 * (2 * buffer + 1) if block is None else block, "buffer": buffer}
     parts = cross_validation_folds(mask, development, folds, seed, **spatial)
     truth, predicted, curves, sizes, seconds = [], [], [], [], 0.0
+    unseen = [
+        sorted(set(mask[tuple(f.held_out.T)].tolist()) - set(mask[tuple(f.train.T)].tolist()))
+        for f in parts
+    ]
     for fold in parts:
         fold_coords = {"train": fold.train, "val": fold.held_out}
         model, _, took, details = _train_window_model(
@@ -770,6 +776,7 @@ def cross_validate_seed(
         "counts": info["counts"],
         "fold_train": [len(f.train) for f in parts],
         "fold_held_out": sizes,
+        "fold_unseen": unseen,
     }
 
 

@@ -103,6 +103,8 @@ def test_search_by_cross_validation_writes_its_own_rows(search, tmp_path, capsys
     # one CSV holds one kind of score; --folds below 2 is refused before any training
     with pytest.raises(SystemExit, match="rows of another kind"):
         search.main([*args, "--output", str(out)])
+    with pytest.raises(SystemExit, match="holds 2-fold scores; write the 3-fold ones"):
+        search.main([*args, "--folds", "3", "--output", str(out)])
     with pytest.raises(SystemExit, match="--folds must be >= 2, got 1"):
         search.main([*args, "--folds", "1", "--output", str(tmp_path / "new.csv")])
 

@@ -526,7 +526,7 @@ def test_cross_validation_scores_each_development_pixel_once_and_never_a_test_pi
     salinas_a, monkeypatch, split
 ):
     import geofm.tasks.pixel as pixel
-    from geofm.data.splits import find_leaks
+    from geofm.data.splits import cross_validation_folds, find_leaks
     from geofm.tasks.pixel_protocol import _seed_split, cross_validate_seed
     from geofm.tasks.pixel_recipe import merged
 
@@ -546,14 +546,23 @@ def test_cross_validation_scores_each_development_pixel_once_and_never_a_test_pi
     assert len(as_set) == len(every)  # each pixel scored once
     development = {tuple(p) for p in np.concatenate([coords["train"], coords["val"]]).tolist()}
     assert as_set <= development and not as_set & {tuple(p) for p in coords["test"].tolist()}
-    dev_size = len(coords["train"]) + len(coords["val"])
-    assert got["fold_train"] == [dev_size - n for n in got["fold_held_out"]] or split == "disjoint"
+    dev = np.concatenate([coords["train"], coords["val"]])
+    mask = salinas_a["mask"].numpy()
+    # the folds scored are the ones cross_validation_folds makes on the split's grid and
+    # buffer (the split's radius: SVM and LoLA, so LoLA's 3)
+    spatial = {"block_size": 8, "buffer": 3} if split == "disjoint" else {}
+    folds = cross_validation_folds(mask, dev, 3, 0, **spatial)
+    for s, f in zip(scored, folds, strict=True):
+        np.testing.assert_array_equal(s, f.held_out)
+        assert find_leaks(f.train, f.held_out, 3 if split == "disjoint" else 0).size == 0
+    assert got["fold_train"] == [len(f.train) for f in folds]
     if split == "random":
-        assert len(every) == dev_size
-    else:  # buffered by the split's radius (SVM and LoLA: LoLA's 3) from the other folds
-        for s in scored:
-            others = np.array(sorted(development - {tuple(p) for p in s.tolist()}))
-            assert find_leaks(others, s, 3).size == 0
+        assert len(every) == len(dev) and got["fold_train"] == [len(dev) - len(s) for s in scored]
+        assert got["fold_unseen"] == [[], [], []]  # stratified: every fold trains on each class
+    assert got["fold_unseen"] == [
+        sorted(set(mask[tuple(f.held_out.T)].tolist()) - set(mask[tuple(f.train.T)].tolist()))
+        for f in folds
+    ]
     assert len(got["curve"]) == 2 and got["best_epoch"] is None
     assert got["curve_oa"] == max(got["curve"]) and 0.0 <= got["val_oa"] <= 1.0
     assert (

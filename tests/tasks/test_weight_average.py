@@ -153,3 +153,6 @@ def test_best_weights_records_every_validation_and_can_leave_the_last_weights():
     model, after, _ = _fit(kept)
     assert kept.history == [0.0, 1.0, 0.0]
     _close(model.state(), after.states[7])
+    # left with the last weights, a weight average is what the module keeps
+    model, after, _ = _fit(BestWeights(restore=False), WeightAverage(epochs=1.0))
+    _close(model.state(), _expected(after.states, 4)[-1])
