@@ -81,7 +81,13 @@ def test_pixel_report_tables_the_recorded_results():
 
 
 @pytest.mark.parametrize(
-    "recorded", ["recipe_search.csv", "recipe_search_round8.csv", "recipe_search_round9.csv"]
+    "recorded",
+    [
+        "recipe_search.csv",
+        "recipe_search_round8.csv",
+        "recipe_search_round9.csv",
+        "recipe_search_round10.csv",
+    ],
 )
 def test_the_recipe_search_table_is_the_recorded_search(recorded):
     """docs/pixel_classification.md's validation tables are ``--report`` of their CSVs."""
