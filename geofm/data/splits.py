@@ -222,6 +222,8 @@ class SpatialSplit:
             ``"test"`` (test pixels near train or val).
         class_counts: ``(3, K)`` int64, labelled pixels of class k kept in each part.
         target_fractions: ``(3,)`` the fractions asked for.
+        block_size, buffer: the block side and buffer radius used, in pixels (the
+            defaults resolved).
         excluded: classes left out of every part (``exclude_unsplittable``).
     """
 
@@ -231,6 +233,8 @@ class SpatialSplit:
     block_part: np.ndarray
     dropped: dict[str, int]
     class_counts: np.ndarray
+    block_size: int
+    buffer: int
     target_fractions: np.ndarray = field(repr=False)
     excluded: tuple[int, ...] = ()
 
@@ -465,6 +469,8 @@ def spatially_disjoint_split(
             "test": int(in_part[2].sum() - test_kept.sum()),
         },
         class_counts=class_counts.astype(np.int64),
+        block_size=block_size,
+        buffer=buffer,
         target_fractions=fractions,
         excluded=tuple(sorted(excluded)),
     )

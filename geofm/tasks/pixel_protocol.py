@@ -211,7 +211,8 @@ def make_split(
     ``buffer`` (default ``radius``) pixels (:func:`~geofm.data.splits.spatially_disjoint_split`).
     Every class of the scene must get at least one training and one test pixel; otherwise a
     ``ValueError`` names the classes and their counts. ``unsplittable="exclude"`` leaves
-    such classes out of a disjoint split instead (``info["excluded_classes"]``).
+    such classes out of a disjoint split instead (``info["excluded_classes"]``); a disjoint
+    split's ``info["grid"]`` holds the block size and buffer it used.
     """
     if kind not in SPLITS:
         raise ValueError(f"unknown split {kind!r}; choose one of {', '.join(SPLITS)}")
@@ -252,6 +253,7 @@ def make_split(
         out = {p: sp.coords(p) for p in ("train", "val", "test")}
         info["dropped_by_buffer"] = sp.dropped
         info["excluded_classes"] = list(sp.excluded)
+        info["grid"] = {"block_size": sp.block_size, "buffer": sp.buffer}
     num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
     counts = {p: np.bincount(mask[c[:, 0], c[:, 1]], minlength=num_classes) for p, c in out.items()}
     present = np.bincount(mask[mask != IGNORE_INDEX], minlength=num_classes) > 0
@@ -736,13 +738,8 @@ def cross_validate_seed(
         num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
     own = method_recipes(recipe, [method])[method]
     development = np.concatenate([coords["train"], coords["val"]])
-    spatial: dict[str, Any] = {}
-    if recipe.split["kind"] == "disjoint":
-        radius = split_radius(recipe, [method])
-        buffer = radius if recipe.split["buffer"] is None else recipe.split["buffer"]
-        block = recipe.split["block_size"]
-        spatial = {"block_size": 4 * (2 * buffer + 1) if block is None else block, "buffer": buffer}
-    parts = cross_validation_folds(mask, development, folds, seed, **spatial)
+    # a disjoint split's own grid and buffer (info["grid"]); none for a random split
+    parts = cross_validation_folds(mask, development, folds, seed, **info.get("grid", {}))
     truth, predicted, curves, sizes, seconds = [], [], [], [], 0.0
     unseen = [
         sorted(set(mask[tuple(f.held_out.T)].tolist()) - set(mask[tuple(f.train.T)].tolist()))

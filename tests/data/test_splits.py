@@ -155,6 +155,9 @@ def test_spatial_split_gives_train_about_its_share_of_every_class(salinas_mask):
 def test_spatial_split_assigns_whole_blocks(salinas_mask):
     block = 12
     split = spatially_disjoint_split(salinas_mask, 2, train=0.5, val=0.2, block_size=block)
+    assert (split.block_size, split.buffer) == (block, 2)
+    default = spatially_disjoint_split(salinas_mask, 2, train=0.5, val=0.2, buffer=3)
+    assert (default.block_size, default.buffer) == (4 * 7, 3)  # the defaults, resolved
     for part_id, coords in enumerate((split.train, split.val, split.test)):
         assert np.all(split.block_part[coords[:, 0], coords[:, 1]] == part_id)
     for r0 in range(0, salinas_mask.shape[0], block):
