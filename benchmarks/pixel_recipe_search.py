@@ -135,14 +135,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.output} holds rows of another kind (columns {header}); write the "
                 f"{kind} scores to a new --output"
             )
-        other = set()
         if args.folds is not None:
             other = {r["folds"] for r in read_rows(args.output)} - {str(args.folds)}
-        if other:
-            raise SystemExit(
-                f"{args.output} holds {', '.join(sorted(other))}-fold scores; write the "
-                f"{args.folds}-fold ones to a new --output"
-            )
+            if other:
+                raise SystemExit(
+                    f"{args.output} holds {', '.join(sorted(other))}-fold scores; write the "
+                    f"{args.folds}-fold ones to a new --output"
+                )
     if args.folds is not None and args.folds < 2:
         raise SystemExit(f"--folds must be >= 2, got {args.folds}")
     sys.path.insert(0, str(ROOT))
