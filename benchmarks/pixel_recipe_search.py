@@ -16,6 +16,14 @@ split's buffer on a disjoint split; each fold's last weights, no epoch chosen on
 pixels scored); its rows add the pooled per-epoch curve's best epoch and OA and go to a
 CSV of their own (a CSV holds one kind of score).
 
+Every run's per-epoch curve (the validation part's OA after each epoch, or with
+``--folds`` the pooled held-out OA) is appended to ``<output stem>.curves.jsonl`` beside
+the CSV, one JSON object per run, for choosing how long to train: ``--curves CSV...``
+reads the curves kept beside the CSVs given and prints, per variant, the epoch at which
+the mean over the (scene, split) cells of each cell's mean curve over its seeds is
+highest (the earliest, on a tie) beside the last epoch (:func:`stop_epochs`;
+``--plot PNG`` draws the curves).
+
 ``--scene CARD:FRACTION[:ROOT]``: the card's recipe ``configs/classify/lola_<CARD>.yaml``,
 its training share, and where its files are (for scenes that are not bundled). Rows are
 appended as each run ends; a rerun skips the (variant, scene, split, seed) runs the CSV
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import time
 from pathlib import Path
@@ -78,6 +87,93 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def curves_path(output: Path) -> Path:
+    """The JSON-lines file of per-epoch curves kept beside the CSV ``output``."""
+    return output.with_suffix(".curves.jsonl")
+
+
+def read_curves(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def stop_epochs(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per variant: each (scene, split) cell's mean curve over its seeds, their mean, and
+    the epoch (1-based) where that mean is highest, the earliest on a tie.
+
+    Returns ``{variant: {"cells": {(scene, split): (seeds, curve)}, "mean": curve,
+    "epoch": int}}``; the curves of one variant must have one length."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(e["variant"] for e in entries):
+        mine = [e for e in entries if e["variant"] == name]
+        lengths = {len(e["curve"]) for e in mine}
+        if len(lengths) != 1:
+            raise SystemExit(
+                f"{name}: curves of {sorted(lengths)} epochs; a variant's runs must train "
+                "for the same number of epochs to be averaged"
+            )
+        cells: dict[tuple[str, str], tuple[list[int], np.ndarray]] = {}
+        for key in sorted({(e["scene"], e["split"]) for e in mine}):
+            got = [e for e in mine if (e["scene"], e["split"]) == key]
+            seeds = [int(e["seed"]) for e in got]
+            if len(set(seeds)) != len(seeds):
+                raise SystemExit(f"{name} {key[0]} {key[1]}: seeds repeat in the curves: {seeds}")
+            cells[key] = (sorted(seeds), np.mean([e["curve"] for e in got], axis=0))
+        mean = np.mean([c for _, c in cells.values()], axis=0)
+        out[name] = {"cells": cells, "mean": mean, "epoch": int(np.argmax(mean)) + 1}
+    return out
+
+
+def curves_report(chosen: dict[str, dict[str, Any]]) -> str:
+    """Per variant, each cell's OA (%) at the chosen epoch and at the last."""
+    lines = []
+    for name, got in chosen.items():
+        cells = got["cells"]
+        head = [
+            "variant",
+            "epoch",
+            *[
+                f"{s} {k} (seeds {' '.join(map(str, seeds))})"
+                for (s, k), (seeds, _) in cells.items()
+            ],
+            "mean",
+        ]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        last = len(got["mean"])
+        for epoch, what in ((got["epoch"], "best of the mean"), (last, "last")):
+            values = [f"{100 * c[epoch - 1]:.2f}" for _, c in cells.values()]
+            row = [name, f"{epoch} ({what})", *values, f"{100 * got['mean'][epoch - 1]:.2f}"]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def plot_curves(chosen: dict[str, dict[str, Any]], out: Path) -> None:
+    """The mean curve of every cell and their mean, per variant, the chosen epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(chosen), figsize=(7 * len(chosen), 4.5), squeeze=False)
+    for ax, (name, got) in zip(axes[0], chosen.items(), strict=True):
+        epochs = np.arange(1, len(got["mean"]) + 1)
+        for (scene, split), (seeds, curve) in got["cells"].items():
+            ax.plot(epochs, 100 * curve, lw=1.2, label=f"{scene} {split} ({len(seeds)} seeds)")
+        ax.plot(epochs, 100 * got["mean"], color="k", lw=2.5, label="mean of the cells")
+        ax.axvline(got["epoch"], color="k", ls="--", lw=1)
+        ax.set(
+            xlabel="epoch", ylabel="held-out OA (%)", title=f"{name}: best mean at {got['epoch']}"
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def report(rows: list[dict[str, str]], order: list[str]) -> str:
     """Mean validation OA / AA (%) per variant and (scene, split), and over all cells."""
     cells = sorted({(r["scene"], r["split"]) for r in rows})
@@ -108,7 +204,7 @@ def report(rows: list[dict[str, str]], order: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", type=Path, required=True)
+    parser.add_argument("--variants", type=Path)
     parser.add_argument("--scene", action="append", default=[], metavar="CARD:FRACTION[:ROOT]")
     parser.add_argument("--splits", nargs="+", default=["random", "disjoint"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -116,9 +212,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--folds", type=int, default=None, help="score by K-fold cross-validation (K >= 2)"
     )
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=Path)
     parser.add_argument("--report", action="store_true", help="print the table and stop")
+    parser.add_argument(
+        "--curves",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="CSV",
+        help="print the epoch each variant's curves (kept beside these CSVs) peak at, and stop",
+    )
+    parser.add_argument("--plot", type=Path, default=None, help="with --curves: draw them here")
     args = parser.parse_args(argv)
+    if args.curves:
+        missing = [str(curves_path(c)) for c in args.curves if not curves_path(c).is_file()]
+        if missing:
+            raise SystemExit(f"no curves beside the CSVs given: {', '.join(missing)}")
+        chosen = stop_epochs([e for c in args.curves for e in read_curves(curves_path(c))])
+        print(curves_report(chosen))
+        if args.plot is not None:
+            plot_curves(chosen, args.plot)
+        return 0
+    if args.variants is None or args.output is None:
+        parser.error("--variants and --output are required (except with --curves)")
 
     variants = read_variants(args.variants)
     order = [name for name, _ in variants]
@@ -205,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
                             curve_epoch=got["curve_epoch"],
                             curve_oa=round(got["curve_oa"], 6),
                         )
+                    # the curve first: a run in the CSV always has its curve
+                    with open(curves_path(args.output), "a") as f:
+                        entry = {k: row[k] for k in ("variant", "scene", "split", "seed")}
+                        entry["curve"] = [round(float(v), 6) for v in got["curve"]]
+                        f.write(json.dumps(entry) + "\n")
                     new = not args.output.is_file() or args.output.stat().st_size == 0
                     with open(args.output, "a", newline="") as f:
                         writer = csv.DictWriter(f, fieldnames=fields)

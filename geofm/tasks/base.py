@@ -200,6 +200,11 @@ class BaseTask(pl.LightningModule):
         """Optimiser steps of the linear warm-up, out of ``total_steps``."""
         return int(round(self.optimisation.warmup_fraction * total_steps))
 
+    def schedule_steps(self) -> int:
+        """Optimiser steps the warm-up and cosine span: the fit's. A task that stops early
+        in a longer schedule spans that one instead."""
+        return max(int(self.trainer.estimated_stepping_batches), 1)
+
     def configure_optimizers(self):
         o = self.optimisation
         groups = param_groups_weight_decay(
@@ -211,7 +216,7 @@ class BaseTask(pl.LightningModule):
         if not groups:
             raise ValueError(f"{type(self).__name__} has no trainable parameters")
         optimizer = o.build(groups)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = self.schedule_steps()
         warmup = self.warmup_steps(total)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, total, warmup, o.min_lr_factor)

@@ -118,6 +118,9 @@ class PixelClassificationTask(BaseTask):
         reduced_inputs: the batches hold windows of a scene already passed through the
             model's spectral reduction (``model.forward_reduced`` + ``model.head`` are used);
             otherwise raw windows go through ``model(image, valid)``.
+        schedule_epochs: the epochs the warm-up and cosine decay span (``None``: the fit's
+            ``max_epochs``). A fit of fewer epochs stops early in that schedule, with the
+            weights a longer fit has at the same epoch (``train.stop_epoch``).
 
     Logs ``train/loss``, ``val/loss`` and ``val/oa``, ``val/aa``, ``val/kappa`` (of the whole
     validation part); :class:`~geofm.tasks.callbacks.BestWeights` monitors ``val/oa``.
@@ -136,10 +139,13 @@ class PixelClassificationTask(BaseTask):
         context_dropout: float = 0.0,
         brightness: float = 0.0,
         min_lr_factor: float = 0.0,
+        schedule_epochs: int | None = None,
     ) -> None:
         super().__init__(
             lr=lr, weight_decay=weight_decay, min_lr_factor=min_lr_factor, num_classes=num_classes
         )
+        if schedule_epochs is not None and schedule_epochs < 1:
+            raise ValueError(f"schedule_epochs must be at least 1, got {schedule_epochs}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
         if not 0.0 <= context_dropout <= 1.0:
@@ -151,7 +157,7 @@ class PixelClassificationTask(BaseTask):
         self.model, self.num_classes, self.augment = model, num_classes, augment
         self.warmup_epochs, self.label_smoothing = warmup_epochs, label_smoothing
         self.reduced_inputs, self.context_dropout = reduced_inputs, context_dropout
-        self.brightness = brightness
+        self.brightness, self.schedule_epochs = brightness, schedule_epochs
 
     def forward(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         # one view of each window: training, and the per-epoch validation that chooses the
@@ -201,10 +207,20 @@ class PixelClassificationTask(BaseTask):
         )
         self.update_confusion("val", logits.argmax(1), batch["label"])
 
+    def _epochs(self) -> tuple[int, int]:
+        """(epochs of the fit, epochs of the schedule)."""
+        fit = max(self.trainer.max_epochs or 1, 1)
+        return fit, self.schedule_epochs or fit
+
+    def schedule_steps(self) -> int:
+        """The fit's steps per epoch times the schedule's epochs."""
+        fit, schedule = self._epochs()
+        return max(round(super().schedule_steps() * schedule / fit), 1)
+
     def warmup_steps(self, total_steps: int) -> int:
-        """``warmup_epochs`` of steps; a short run (fewer epochs than twice the warm-up)
-        warms up over half of it."""
-        epochs = max(self.trainer.max_epochs or 1, 1)
+        """``warmup_epochs`` of steps; a short schedule (fewer epochs than twice the
+        warm-up) warms up over half of it."""
+        epochs = self._epochs()[1]
         per_epoch = total_steps / epochs
         return int(math.ceil(min(self.warmup_epochs, epochs / 2) * per_epoch))
 

@@ -333,6 +333,7 @@ def _train_window_model(
         reduced_inputs=True,
         context_dropout=t["context_dropout"],
         brightness=t["brightness"],
+        schedule_epochs=t["epochs"],
     )
     best = BestWeights(restore=keep_best)
     callbacks: list[pl.Callback] = [best]
@@ -351,7 +352,7 @@ def _train_window_model(
 
         logger = CSVLogger(str(log_dir), name="", version=None)
     trainer = pl.Trainer(
-        max_epochs=t["epochs"],
+        max_epochs=t["epochs"] if t["stop_epoch"] is None else t["stop_epoch"],
         accelerator=t["accelerator"],
         precision=t["precision"],
         devices=1,
@@ -387,6 +388,7 @@ def _train_window_model(
         "best_val_oa": None if best.best is None else best.best[0],
         "val_history": list(best.history),
         "epochs": t["epochs"],
+        "stop_epoch": t["stop_epoch"],
         "pca_explained": float(model.reduction.explained.sum()),
     }
     if "pca_match" in record:
@@ -674,7 +676,9 @@ def validate_seed(
 
     Returns ``{"val_oa", "val_aa", "val_kappa", "val_per_class", "best_epoch",
     "train_seconds", "counts"}`` (the scores of the weights chosen on the same validation
-    part, so optimistic by the choice of epoch, equally for every recipe compared).
+    part, so optimistic by the choice of epoch, equally for every recipe compared) and
+    ``"curve"``, the validation OA after each epoch (as logged in training, under the
+    recipe's precision).
     """
     from geofm.tasks.pixel import classify_pixels
 
@@ -695,6 +699,7 @@ def validate_seed(
         "val_kappa": m.kappa,
         "val_per_class": m.per_class.tolist(),
         "best_epoch": details["best_epoch"],
+        "curve": details["val_history"],
         "train_seconds": seconds,
         "counts": info["counts"],
     }

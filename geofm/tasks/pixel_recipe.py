@@ -16,7 +16,7 @@ dialect: values are checked against the types, unknown keys are errors that name
               lora_schedule: {period_epochs, period_mult, low, high} | null}
     train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, min_lr_factor,
               label_smoothing, augment, context_dropout, brightness, num_workers,
-              accelerator, precision: 32-true|bf16-mixed, ema_epochs}
+              accelerator, precision: 32-true|bf16-mixed, ema_epochs, stop_epoch}
     baselines: [svm, ssftt, scratch, finetune]
 
 ``baselines`` run beside the recipe's model on the same splits: ``svm`` an RBF SVM on the
@@ -155,7 +155,10 @@ class TrainSection:
     under it too; the test part, :func:`~geofm.tasks.pixel_protocol.validate_seed` and class
     maps are scored in float32. ``ema_epochs`` > 0 validates and keeps a moving average of
     the weights over about that many epochs of steps instead of the weights themselves
-    (:class:`~geofm.tasks.callbacks.WeightAverage`); 0 turns it off."""
+    (:class:`~geofm.tasks.callbacks.WeightAverage`); 0 turns it off. ``stop_epoch``
+    trains only the first that many epochs of the ``epochs``-long schedule (the warm-up
+    and cosine still span ``epochs``; ``None`` trains them all); the epoch is then chosen
+    on the validation part among those trained, as always."""
 
     epochs: int = 60
     batch_size: int = 64
@@ -171,6 +174,7 @@ class TrainSection:
     accelerator: str = "auto"
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
     ema_epochs: float = 0.0
+    stop_epoch: int | None = None
 
 
 #: The comparisons of a recipe that starts from a base model, on the same splits and with
@@ -373,6 +377,12 @@ def recipe_from_namespace(ns: Any, source: str = "<dict>") -> PixelRecipe:
         raise RecipeError(
             f"{where}: train.ema_epochs is the span of the weights' moving average in "
             f"epochs, 0 to turn it off; got {recipe.train['ema_epochs']}"
+        )
+    stop = recipe.train["stop_epoch"]
+    if stop is not None and not 1 <= stop <= recipe.train["epochs"]:
+        raise RecipeError(
+            f"{where}: train.stop_epoch must lie in 1..train.epochs ({recipe.train['epochs']}), "
+            f"got {stop}; null trains every epoch"
         )
     try:  # the recipe is saved with every model: refused now, not after training
         check_plain(recipe.as_dict(), "recipe")

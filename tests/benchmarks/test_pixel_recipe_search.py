@@ -77,9 +77,16 @@ def test_search_touches_validation_pixels_only_and_resumes(search, tmp_path, mon
         ("tiny", "salinas_a", "random", "0")
     ]
     assert 0.0 <= float(rows[0]["val_oa"]) <= 1.0 and rows[0]["n_val"] == "267"
+    # the run's per-epoch validation curve is kept beside the CSV
+    (entry,) = search.read_curves(tmp_path / "search.curves.jsonl")
+    assert entry["variant"] == "tiny" and entry["seed"] == 0 and len(entry["curve"]) == 1
     classified.clear()
     assert search.main([*args, "--output", str(out)]) == 0  # "tiny" is kept, not rerun
     assert len(classified) == 1 and len(list(csv.DictReader(out.open()))) == 2
+    assert [e["variant"] for e in search.read_curves(search.curves_path(out))] == [
+        "tiny",
+        "tiny_lr",
+    ]
     capsys.readouterr()
     assert search.main([*args, "--output", str(out), "--report"]) == 0
     table = capsys.readouterr().out
@@ -97,6 +104,8 @@ def test_search_by_cross_validation_writes_its_own_rows(search, tmp_path, capsys
     (row,) = list(csv.DictReader(out.open()))
     assert row["folds"] == "2" and row["best_epoch"] == "" and row["curve_epoch"] == "0"
     assert row["n_val"] == "535"  # the 268 training and 267 validation pixels, each scored once
+    (entry,) = search.read_curves(search.curves_path(out))
+    assert len(entry["curve"]) == 1 and entry["curve"][0] == pytest.approx(float(row["curve_oa"]))
     capsys.readouterr()
     assert search.main([*args, "--folds", "2", "--output", str(out), "--report"]) == 0
     assert "| tiny |" in capsys.readouterr().out
@@ -150,3 +159,45 @@ def test_maps_of_a_run_are_drawn_for_every_method(tmp_path, monkeypatch):
     (tmp_path / "other.json").write_text(json.dumps(entries))
     with pytest.raises(SystemExit, match="not the run's"):
         maps.main([str(tmp_path / "other.json"), "--seed", "0", "--out", str(out)])
+
+
+def test_curves_choose_the_epoch_where_the_mean_of_the_cells_peaks(search, tmp_path, capsys):
+    """Each cell's curve is the mean over its seeds, the cells count equally, and the
+    earliest epoch of the highest mean is chosen."""
+
+    def write(csv_name: str, entries: list[tuple[str, str, int, list[float]]]) -> Path:
+        out = tmp_path / csv_name
+        lines = [
+            json.dumps({"variant": "v", "scene": sc, "split": sp, "seed": seed, "curve": c})
+            for sc, sp, seed, c in entries
+        ]
+        search.curves_path(out).write_text("\n".join(lines) + "\n")
+        return out
+
+    a = write(
+        "cv.csv",
+        [  # disjoint: seeds 0 and 1 average to [0.5, 0.7, 0.6, 0.5]
+            ("ip", "disjoint", 0, [0.4, 0.8, 0.6, 0.4]),
+            ("ip", "disjoint", 1, [0.6, 0.6, 0.6, 0.6]),
+        ],
+    )
+    b = write("random.csv", [("ip", "random", 0, [0.5, 0.7, 0.8, 0.9])])
+    (got,) = search.stop_epochs(
+        [e for c in (a, b) for e in search.read_curves(search.curves_path(c))]
+    ).values()
+    np.testing.assert_allclose(got["mean"], [0.5, 0.7, 0.7, 0.7])
+    assert got["epoch"] == 2  # the earliest of the three tied epochs
+    assert got["cells"][("ip", "disjoint")][0] == [0, 1]
+    plot = tmp_path / "curves.png"
+    assert search.main(["--curves", str(a), str(b), "--plot", str(plot)]) == 0
+    table = capsys.readouterr().out
+    assert "| v | 2 (best of the mean) | 70.00 | 70.00 | 70.00 |" in table
+    assert "| v | 4 (last) | 50.00 | 90.00 | 70.00 |" in table
+    assert plot.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="no curves beside the CSVs given"):
+        search.main(["--curves", str(tmp_path / "none.csv")])
+    c = write("other.csv", [("sa", "random", 0, [0.5, 0.7])])
+    with pytest.raises(SystemExit, match=r"v: curves of \[2, 4\] epochs"):
+        search.main(["--curves", str(a), str(c)])
+    with pytest.raises(SystemExit):  # a search needs its variants and output
+        search.main(["--scene", "salinas_a:0.05"])

@@ -521,6 +521,58 @@ def test_ema_epochs_trains_the_recipes_model_with_a_weight_average(salinas_a, mo
         _recipe(ema_epochs=-1.0)
 
 
+def test_stop_epoch_trains_the_first_epochs_of_the_longer_schedule(salinas_a, monkeypatch):
+    """``train.stop_epoch: 2`` of ``epochs: 4`` ends with the weights the 4-epoch run has
+    after its second epoch, at every step at the same learning rate (the schedule spans
+    all 4); a 2-epoch run's schedule is another. Out-of-range values are refused."""
+    import copy
+
+    from geofm.tasks.callbacks import BestWeights
+    from geofm.tasks.pixel import PixelClassificationTask
+    from geofm.tasks.pixel_protocol import _seed_split, _train_window_model
+
+    rates: list[float] = []
+    states: list[dict[str, torch.Tensor]] = []
+    step, validated = PixelClassificationTask.training_step, BestWeights.on_validation_end
+
+    def watched_step(self, batch, batch_idx):
+        rates.append(self.optimizers().param_groups[0]["lr"])
+        return step(self, batch, batch_idx)
+
+    def watched_end(self, trainer, pl_module):
+        states.append(copy.deepcopy(pl_module.model.state_dict()))
+        return validated(self, trainer, pl_module)
+
+    monkeypatch.setattr(PixelClassificationTask, "training_step", watched_step)
+    monkeypatch.setattr(BestWeights, "on_validation_end", watched_end)
+    coords, _ = _seed_split(_recipe(), salinas_a, 0.05, 0, ["lola"], None)
+    runs = {}
+    for name, train in {
+        "full": {"epochs": 4},
+        "stopped": {"epochs": 4, "stop_epoch": 2},
+        "short": {"epochs": 2},
+    }.items():
+        rates.clear()
+        states.clear()
+        model, _, _, details = _train_window_model(
+            _recipe(**train), dict(salinas_a), coords, 6, 0, False, None, keep_best=False
+        )
+        runs[name] = (list(rates), list(states), model.state_dict(), details)
+    full, stopped, short = runs["full"], runs["stopped"], runs["short"]
+    assert len(stopped[0]) == len(full[0]) // 2 == 8  # 4 batches of 64 per epoch
+    assert stopped[0] == full[0][:8] and short[0] != stopped[0]
+    assert stopped[3]["val_history"] == full[3]["val_history"][:2]
+    assert (stopped[3]["epochs"], stopped[3]["stop_epoch"]) == (4, 2)
+    for key, value in stopped[2].items():  # the weights it ends with: the full run's at epoch 2
+        torch.testing.assert_close(value, full[1][1][key], rtol=0, atol=0)
+    assert any(not torch.equal(v, full[2][k]) for k, v in stopped[2].items())
+    for bad in (0, 5):
+        with pytest.raises(
+            RecipeError, match=rf"stop_epoch must lie in 1..train.epochs \(4\), got {bad}"
+        ):
+            _recipe(epochs=4, stop_epoch=bad)
+
+
 @pytest.mark.parametrize("split", ["disjoint", "random"])
 def test_cross_validation_scores_each_development_pixel_once_and_never_a_test_pixel(
     salinas_a, monkeypatch, split
