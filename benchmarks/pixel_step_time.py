@@ -25,22 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from geofm.tasks.pixel_models import build_classifier
+from geofm.tasks.pixel_protocol import cpu_bf16_flags
 from geofm.tasks.pixel_recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_bf16_flags() -> list[str]:
-    """The bfloat16 flags ``/proc/cpuinfo`` lists (empty where it does not exist)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
-        [],
-    )
-    return sorted(f for f in flags if "bf16" in f)
 
 
 def step_seconds(model: torch.nn.Module, batch: int, bf16: bool, steps: int, warmup: int) -> float:
@@ -98,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             model, _ = build_classifier(recipe, args.bands, args.classes)
             took = step_seconds(model, batch, bf16, args.steps, args.warmup)
             times[bf16] = min(times.get(bf16, took), took)
-    kw = recipe.model["kwargs"]
+    kw, flags = recipe.model["kwargs"], cpu_bf16_flags()
     print(
         f"{recipe.model['name']} {kw}, batch {batch}, {args.bands} bands, "
         f"{torch.get_num_threads()} CPU threads, fastest of {args.repeats}; "
-        f"CPU bf16 flags: {', '.join(cpu_bf16_flags()) or 'none'}"
+        f"CPU bf16 flags: {', '.join(flags) if flags else 'none' if flags == [] else 'unknown'}"
     )
     print(f"float32:         {times[False] * 1e3:7.1f} ms per step")
     print(

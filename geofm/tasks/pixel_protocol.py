@@ -17,6 +17,7 @@ protocol").
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,34 @@ def make_split(
 # Models and checkpoints
 
 
+def cpu_bf16_flags() -> list[str] | None:
+    """The bfloat16 flags ``/proc/cpuinfo`` lists (``avx512_bf16``, ``amx_bf16``); ``None``
+    where it cannot be read (not Linux), so nothing is known."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    return sorted(f for f in flags if "bf16" in f)
+
+
+def warn_if_bf16_is_emulated(precision: str, device: torch.device) -> None:
+    """Warn when ``bf16-mixed`` is to train on a CPU known to lack bfloat16 arithmetic:
+    autocast then emulates it, about 11 times slower than float32 on one such CPU (a
+    2-core AMD EPYC without AVX-512 BF16, the recipe's Indian Pines model)."""
+    if precision == "bf16-mixed" and device.type == "cpu" and cpu_bf16_flags() == []:
+        warnings.warn(
+            "train.precision bf16-mixed on a CPU without bfloat16 arithmetic (/proc/cpuinfo "
+            "lists no avx512_bf16 or amx_bf16): it is emulated, many times slower than "
+            "float32; pass --train.precision 32-true (benchmarks/pixel_step_time.py times "
+            "both on this machine)",
+            stacklevel=3,
+        )
+
+
 def _train_window_model(
     recipe: PixelRecipe,
     scene: dict[str, Any],
@@ -365,6 +394,7 @@ def _train_window_model(
         log_every_n_steps=1,
         deterministic=False,
     )
+    warn_if_bf16_is_emulated(t["precision"], trainer.strategy.root_device)
     bs = t["batch_size"]
     # windows in torch's default collation, workers (if any) restarted every epoch
     loading: dict[str, Any] = dict(

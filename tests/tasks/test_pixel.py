@@ -495,6 +495,37 @@ def test_a_seed_reproduces_its_run_exactly(salinas_a, precision, monkeypatch):
     assert not bf16 or {dtype for _, dtype in autocast} == {torch.bfloat16}
 
 
+def test_bf16_on_a_cpu_without_bfloat16_arithmetic_warns_with_the_fix(salinas_a, monkeypatch):
+    """Emulated bfloat16 is many times slower than float32: the run says so and names
+    ``--train.precision 32-true``; a CPU with bfloat16 flags, float32, or a machine whose
+    CPU flags cannot be read train without a word."""
+    import warnings
+
+    import geofm.tasks.pixel_protocol as protocol
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(protocol, "cpu_bf16_flags", lambda: [])
+    with pytest.warns(UserWarning, match=r"without bfloat16 arithmetic.*--train.precision 32-true"):
+        protocol.warn_if_bf16_is_emulated("bf16-mixed", cpu)
+    with pytest.warns(UserWarning, match="without bfloat16 arithmetic"):  # from a real run
+        protocol.run_seed(
+            _recipe(epochs=1, precision="bf16-mixed", accelerator="cpu"),
+            dict(salinas_a),
+            0.05,
+            0,
+            ["lola"],
+            6,
+            progress=False,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        protocol.warn_if_bf16_is_emulated("32-true", cpu)
+        protocol.warn_if_bf16_is_emulated("bf16-mixed", torch.device("cuda"))
+        for flags in (["avx512_bf16"], None):
+            monkeypatch.setattr(protocol, "cpu_bf16_flags", lambda flags=flags: flags)
+            protocol.warn_if_bf16_is_emulated("bf16-mixed", cpu)
+
+
 def test_ema_epochs_trains_the_recipes_model_with_a_weight_average(salinas_a, monkeypatch):
     """``train.ema_epochs`` puts a WeightAverage over that many epochs into the recipe
     model's training; 0 (the default, and SSFTT's as published) leaves it out, and a
