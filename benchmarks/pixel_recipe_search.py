@@ -62,7 +62,8 @@ FIELDS = [
     "n_val",
 ]
 # --folds: val_oa / val_aa pool the held-out folds (last weights); n_val counts the pixels
-# scored, n_train the split's training part
+# scored, n_train the split's training part. best_epoch and curve_epoch count from 0 (the
+# first epoch is 0, as in the protocol's results); --curves and train.stop_epoch from 1.
 FIELDS_CV = [*FIELDS, "folds", "curve_epoch", "curve_oa"]
 
 
@@ -96,6 +97,24 @@ def read_curves(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def curves_of(output: Path) -> list[dict[str, Any]]:
+    """The curves of the runs the CSV ``output`` holds, one per row: the last one written
+    for a run (a run killed after its curve was written and rerun has two). A row without
+    a curve, or no curves file, is refused."""
+    path = curves_path(output)
+    if not path.is_file():
+        raise SystemExit(f"no curves beside {output}: {path} does not exist")
+    last = {(e["variant"], e["scene"], e["split"], int(e["seed"])): e for e in read_curves(path)}
+    keys = [(r["variant"], r["scene"], r["split"], int(r["seed"])) for r in read_rows(output)]
+    missing = [k for k in keys if k not in last]
+    if missing:
+        raise SystemExit(
+            f"{output}: {len(missing)} of its {len(keys)} runs have no curve in {path} "
+            f"(first: {' '.join(map(str, missing[0]))}); curves are kept from round 11 on"
+        )
+    return [last[k] for k in keys]
 
 
 def stop_epochs(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -225,10 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=None, help="with --curves: draw them here")
     args = parser.parse_args(argv)
     if args.curves:
-        missing = [str(curves_path(c)) for c in args.curves if not curves_path(c).is_file()]
-        if missing:
-            raise SystemExit(f"no curves beside the CSVs given: {', '.join(missing)}")
-        chosen = stop_epochs([e for c in args.curves for e in read_curves(curves_path(c))])
+        chosen = stop_epochs([e for c in args.curves for e in curves_of(c)])
         print(curves_report(chosen))
         if args.plot is not None:
             plot_curves(chosen, args.plot)

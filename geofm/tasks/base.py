@@ -10,7 +10,8 @@
   weight decays. This is the MAE convention (He et al., "Masked Autoencoders Are Scalable
   Vision Learners", CVPR 2022) that timm's ViTs follow;
 * **the schedule**: a linear warm-up then a cosine decay (:func:`warmup_cosine`), stepped
-  once per optimiser step, over ``trainer.estimated_stepping_batches``;
+  once per optimiser step, over :meth:`BaseTask.schedule_steps` (the fit's
+  ``trainer.estimated_stepping_batches``, unless a task spans a longer schedule);
 * **classification metrics**: a confusion matrix per evaluation stage, accumulated by
   torchmetrics (so under DDP it sums every rank's samples before anything is computed),
   from which :func:`geofm.tasks.metrics.confusion_metrics` gives the overall accuracy, the

@@ -210,7 +210,13 @@ class PixelClassificationTask(BaseTask):
     def _epochs(self) -> tuple[int, int]:
         """(epochs of the fit, epochs of the schedule)."""
         fit = max(self.trainer.max_epochs or 1, 1)
-        return fit, self.schedule_epochs or fit
+        schedule = self.schedule_epochs or fit
+        if schedule < fit:
+            raise ValueError(
+                f"schedule_epochs ({schedule}) is shorter than the fit ({fit} epochs): the "
+                "rate would stay at its floor after it; give at least the fit's epochs"
+            )
+        return fit, schedule
 
     def schedule_steps(self) -> int:
         """The fit's steps per epoch times the schedule's epochs."""

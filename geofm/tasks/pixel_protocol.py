@@ -281,17 +281,17 @@ def make_split(
 
 
 def cpu_bf16_flags() -> list[str] | None:
-    """The bfloat16 flags ``/proc/cpuinfo`` lists (``avx512_bf16``, ``amx_bf16``); ``None``
-    where it cannot be read (not Linux), so nothing is known."""
+    """The bfloat16 flags ``/proc/cpuinfo``'s ``flags`` line lists (``avx512_bf16``,
+    ``amx_bf16``); ``None`` where there is no such line (not Linux, not x86): unknown."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return None
     flags = next(
         (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
-        [],
-    )
-    return sorted(f for f in flags if "bf16" in f)
+        None,
+    )  # x86; other CPUs (ARM's "Features") are not read: unknown
+    return None if flags is None else sorted(f for f in flags if "bf16" in f)
 
 
 def warn_if_bf16_is_emulated(precision: str, device: torch.device) -> None:
@@ -417,7 +417,7 @@ def _train_window_model(
         "best_epoch": best.best_epoch,
         "best_val_oa": None if best.best is None else best.best[0],
         "val_history": list(best.history),
-        "epochs": t["epochs"],
+        "epochs": t["epochs"],  # of the schedule; trained: stop_epoch where it is set
         "stop_epoch": t["stop_epoch"],
         "pca_explained": float(model.reduction.explained.sum()),
     }

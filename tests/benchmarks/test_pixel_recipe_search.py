@@ -163,7 +163,8 @@ def test_maps_of_a_run_are_drawn_for_every_method(tmp_path, monkeypatch):
 
 def test_curves_choose_the_epoch_where_the_mean_of_the_cells_peaks(search, tmp_path, capsys):
     """Each cell's curve is the mean over its seeds, the cells count equally, and the
-    earliest epoch of the highest mean is chosen."""
+    earliest epoch of the highest mean is chosen; each CSV row takes the last curve
+    written for its run, and a row without one is refused."""
 
     def write(csv_name: str, entries: list[tuple[str, str, int, list[float]]]) -> Path:
         out = tmp_path / csv_name
@@ -172,19 +173,25 @@ def test_curves_choose_the_epoch_where_the_mean_of_the_cells_peaks(search, tmp_p
             for sc, sp, seed, c in entries
         ]
         search.curves_path(out).write_text("\n".join(lines) + "\n")
+        keys = dict.fromkeys((sc, sp, seed) for sc, sp, seed, _ in entries)
+        with open(out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["variant", "scene", "split", "seed"])
+            writer.writeheader()
+            writer.writerows(
+                {"variant": "v", "scene": sc, "split": sp, "seed": seed} for sc, sp, seed in keys
+            )
         return out
 
     a = write(
         "cv.csv",
         [  # disjoint: seeds 0 and 1 average to [0.5, 0.7, 0.6, 0.5]
+            ("ip", "disjoint", 0, [0.0, 0.0, 0.0, 0.0]),  # a killed run's, rerun below
             ("ip", "disjoint", 0, [0.4, 0.8, 0.6, 0.4]),
             ("ip", "disjoint", 1, [0.6, 0.6, 0.6, 0.6]),
         ],
     )
     b = write("random.csv", [("ip", "random", 0, [0.5, 0.7, 0.8, 0.9])])
-    (got,) = search.stop_epochs(
-        [e for c in (a, b) for e in search.read_curves(search.curves_path(c))]
-    ).values()
+    (got,) = search.stop_epochs([e for c in (a, b) for e in search.curves_of(c)]).values()
     np.testing.assert_allclose(got["mean"], [0.5, 0.7, 0.7, 0.7])
     assert got["epoch"] == 2  # the earliest of the three tied epochs
     assert got["cells"][("ip", "disjoint")][0] == [0, 1]
@@ -194,8 +201,12 @@ def test_curves_choose_the_epoch_where_the_mean_of_the_cells_peaks(search, tmp_p
     assert "| v | 2 (best of the mean) | 70.00 | 70.00 | 70.00 |" in table
     assert "| v | 4 (last) | 50.00 | 90.00 | 70.00 |" in table
     assert plot.stat().st_size > 10_000
-    with pytest.raises(SystemExit, match="no curves beside the CSVs given"):
+    with pytest.raises(SystemExit, match="no curves beside"):
         search.main(["--curves", str(tmp_path / "none.csv")])
+    with open(b, "a") as f:  # a row of a run whose curve was never kept
+        f.write("v,sa,random,3\n")
+    with pytest.raises(SystemExit, match=r"1 of its 2 runs have no curve.*first: v sa random 3"):
+        search.main(["--curves", str(b)])
     c = write("other.csv", [("sa", "random", 0, [0.5, 0.7])])
     with pytest.raises(SystemExit, match=r"v: curves of \[2, 4\] epochs"):
         search.main(["--curves", str(a), str(c)])

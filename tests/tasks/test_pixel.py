@@ -597,6 +597,10 @@ def test_stop_epoch_trains_the_first_epochs_of_the_longer_schedule(salinas_a, mo
     for key, value in stopped[2].items():  # the weights it ends with: the full run's at epoch 2
         torch.testing.assert_close(value, full[1][1][key], rtol=0, atol=0)
     assert any(not torch.equal(v, full[2][k]) for k, v in stopped[2].items())
+    task = PixelClassificationTask(model, 6, schedule_epochs=2)
+    task._trainer = type("Fit", (), {"max_epochs": 4})()  # a fit longer than the schedule
+    with pytest.raises(ValueError, match=r"schedule_epochs \(2\) is shorter than the fit \(4"):
+        task.warmup_steps(16)
     for bad in (0, 5):
         with pytest.raises(
             RecipeError, match=rf"stop_epoch must lie in 1..train.epochs \(4\), got {bad}"
