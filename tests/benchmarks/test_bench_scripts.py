@@ -103,6 +103,19 @@ def test_the_recipe_search_table_is_the_recorded_search(recorded):
     assert done.stdout.strip() in (REPO / "docs" / "pixel_classification.md").read_text()
 
 
+def test_the_stop_epoch_table_is_the_recorded_curves():
+    """docs/pixel_classification.md's round-11 table is ``--curves`` of the kept curves."""
+    recorded = REPO / "docs" / "pixel_classification"
+    done = script(
+        "pixel_recipe_search.py",
+        "--curves",
+        str(recorded / "recipe_search_round11.csv"),
+        str(recorded / "recipe_search_round11_random.csv"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in (REPO / "docs" / "pixel_classification.md").read_text()
+
+
 #: the groups of docs/pixel_classification.md's "LoRA across scenes" table
 TRANSFER_GROUPS = {
     "Salinas-A → Indian Pines, 5%": ["sa_to_ip_5pct", "sa_to_ip_5pct_refit", "sa_to_ip_5pct_stem"],
