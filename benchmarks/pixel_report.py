@@ -5,8 +5,10 @@
 One table per file: a row per method and seed (OA, AA, kappa in percent, trainable
 parameters, training seconds), then mean ± sample standard deviation, then the per-class
 accuracy of the means (``-`` for a class the split left out on every seed, the number of
-seeds beside a mean over fewer than all), and on how many seeds the first method beats
-each of the others.
+seeds beside a mean over fewer than all), and, paired by seed, on how many seeds the first
+method beats each of the others and by how much on average, with a 95% t-interval.
+``--against OLD.csv`` (one per CSV, in order) adds each method against itself in an
+earlier run of the same protocol, paired the same way: what a change of recipe did.
 
     python benchmarks/pixel_report.py --group "Salinas-A to Indian Pines, 5%" a.csv b.csv \
         --group ... --plot transfer.png
@@ -23,6 +25,9 @@ import argparse
 import csv
 import json
 from pathlib import Path
+
+import numpy as np
+import scipy.stats
 
 
 def _scored(value: str | None) -> bool:
@@ -84,20 +89,59 @@ def table(path: Path) -> str:
     for c in classes:
         out.append(f"| {c} | " + " | ".join(class_mean(m, c) for m in means) + " |")
     methods = list(means)
-    by_seed: dict[str, dict[str, float]] = {}
-    for r in seeds:
-        by_seed.setdefault(r["seed"], {})[r["method"]] = float(r["oa"])
+    by_seed = oa_by_seed(rows)
     a = methods[0]
     if len(methods) >= 2:
         out.append("")
     for b in methods[1:]:
-        both = {s: v for s, v in by_seed.items() if a in v and b in v}
-        wins = [s for s, v in both.items() if v[a] > v[b]]
-        out.append(
-            f"{a} has a higher OA than {b} on {len(wins)} of {len(both)} seeds "
-            f"({', '.join(wins) or 'none'})."
-        )
+        out.append(f"{a} against {b}: {paired(by_seed[a], by_seed[b])}")
     return "\n".join(out) + "\n"
+
+
+def oa_by_seed(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """``{method: {seed: OA}}`` of a results file's per-seed rows."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["seed"] not in ("mean", "std"):
+            out.setdefault(r["method"], {})[r["seed"]] = float(r["oa"])
+    return out
+
+
+def paired(a: dict[str, float], b: dict[str, float]) -> str:
+    """On how many of the seeds both have ``a`` is higher, and the mean of ``a - b`` over
+    them in points with its 95% t-interval (Student's t with n - 1 degrees of freedom; none
+    from one seed)."""
+    both = [s for s in a if s in b]
+    if not both:
+        return "no seed in common."
+    wins = [s for s in both if a[s] > b[s]]
+    diff = np.array([100 * (a[s] - b[s]) for s in both])
+
+    def points(x: float) -> str:
+        return f"{round(x, 2) + 0.0:+.2f}"  # no "-0.00" from rounding error
+
+    text = (
+        f"higher OA on {len(wins)} of {len(both)} seeds ({', '.join(wins) or 'none'}); "
+        f"mean difference {points(diff.mean())} points"
+    )
+    if len(diff) < 2:
+        return text + "."
+    half = scipy.stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+    low, high = points(diff.mean() - half), points(diff.mean() + half)
+    return text + f", 95% t-interval {low} to {high}."
+
+
+def against(path: Path, old: Path) -> str:
+    """Each method of ``path`` against the same method in ``old`` (the same protocol run
+    with an earlier recipe), paired by seed."""
+    new_oa = oa_by_seed(list(csv.DictReader(open(path))))
+    old_oa = oa_by_seed(list(csv.DictReader(open(old))))
+    shared = [m for m in new_oa if m in old_oa]
+    if not shared:
+        raise SystemExit(f"{path} and {old} have no method in common")
+    return "\n".join(
+        f"{m} of {path.name} against {m} of {old}: {paired(new_oa[m], old_oa[m])}" for m in shared
+    )
 
 
 def _label(row: dict, entries: list[dict]) -> str:
@@ -200,6 +244,14 @@ def main(argv=None) -> int:
         help="a setting's name and its result CSVs: one summary table over the groups",
     )
     parser.add_argument("--plot", type=Path, help="with --group: a figure of the summary")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        action="append",
+        metavar="CSV",
+        help="an earlier run of the same protocol, one per CSV in order: each method "
+        "compared with itself there, paired by seed",
+    )
     args = parser.parse_args(argv)
     if args.group:
         short = [g for g in args.group if len(g) < 2]
@@ -214,7 +266,15 @@ def main(argv=None) -> int:
         parser.error("--plot draws a --group summary")
     if not args.csv:
         parser.error("give result CSVs, or --group NAME CSV ...")
-    print("\n".join(table(p) for p in args.csv))
+    if args.against and len(args.against) != len(args.csv):
+        parser.error(
+            f"--against takes one earlier CSV per CSV: {len(args.csv)} CSVs, "
+            f"{len(args.against)} --against"
+        )
+    parts = [table(p) for p in args.csv]
+    for i, old in enumerate(args.against or []):
+        parts[i] += "\n" + against(args.csv[i], old) + "\n"
+    print("\n".join(parts))
     return 0
 
 

@@ -80,6 +80,47 @@ def test_pixel_report_tables_the_recorded_results():
     assert done.stdout.strip() in doc
 
 
+def _pixel_results(path: Path, oa: dict[str, dict[int, float]]) -> Path:
+    """A results CSV in ``classify-pixels``' layout with these per-seed OAs (and no mean row
+    needed by the comparison)."""
+    fields = "method,mode,split,train_fraction,seed,oa,aa,kappa,acc_a,trainable_params,"
+    fields += "total_params,train_seconds,n_train,n_val,n_test"
+    lines = [fields]
+    for method, by_seed in oa.items():
+        for seed, value in by_seed.items():
+            lines.append(f"{method},full,random,0.1,{seed},{value},{value},0.5,{value},,,1,9,2,40")
+        for stat in ("mean", "std"):
+            lines.append(f"{method},full,random,0.1,{stat},0.5,0.5,0.5,0.5,,,1,9,2,40")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_pixel_report_pairs_methods_by_seed_with_a_t_interval(tmp_path):
+    # differences 2, 4 and 6 points: mean 4, sd 2, t(0.975, 2) = 4.3027 -> 4 +- 4.97
+    new = _pixel_results(
+        tmp_path / "new.csv",
+        {"lola": {0: 0.92, 1: 0.94, 2: 0.96}, "svm": {0: 0.90, 1: 0.90, 2: 0.90}},
+    )
+    done = script("pixel_report.py", str(new))
+    assert done.returncode == 0, done.stderr
+    assert (
+        "lola against svm: higher OA on 3 of 3 seeds (0, 1, 2); mean difference +4.00 points, "
+        "95% t-interval -0.97 to +8.97." in done.stdout
+    )
+    # an earlier recipe's run: lola paired with itself there, on the seeds both have
+    # (differences -1 and +2 points; t(0.975, 1) = 12.706 -> 0.5 +- 19.06)
+    old = _pixel_results(tmp_path / "old.csv", {"lola": {0: 0.93, 1: 0.92, 3: 0.99}})
+    done = script("pixel_report.py", str(new), "--against", str(old))
+    assert done.returncode == 0, done.stderr
+    assert (
+        f"lola of new.csv against lola of {old}: higher OA on 1 of 2 seeds (1); "
+        "mean difference +0.50 points, 95% t-interval -18.56 to +19.56." in done.stdout
+    )
+    done = script("pixel_report.py", str(new), str(new), "--against", str(old))
+    assert done.returncode != 0
+    assert "one earlier CSV per CSV: 2 CSVs, 1 --against" in done.stderr
+
+
 @pytest.mark.parametrize(
     "recorded",
     [
