@@ -123,6 +123,8 @@ def test_classify_pixels_takes_its_earlier_options_and_a_whole_new_scene(capsys)
         "--split",
         "disjoint",
         "--download",
+        "--train.stop_epoch",  # the recipe's stop epoch lies past a 2-epoch schedule
+        "null",
     ]
     out = classify_pixels_argv(argv)
     note = capsys.readouterr().err
@@ -145,6 +147,8 @@ def test_classify_pixels_takes_its_earlier_options_and_a_whole_new_scene(capsys)
         "--split.kind",
         "disjoint",
         "--scene.download=true",
+        "--train.stop_epoch",
+        "null",
     ]
     args, recipe = prepare_classify_pixels(argv)
     assert recipe.scene["card"] is None and recipe.scene["cube"] == "a.mat"
@@ -154,9 +158,13 @@ def test_classify_pixels_takes_its_earlier_options_and_a_whole_new_scene(capsys)
     # options given before the recipe file still win over it (files are read first)
     args, recipe = prepare_classify_pixels(
         ["--cube", "a.mat", "--gt", "b.mat", "--epochs", "2", "--config", recipe_file]
+        + ["--train.stop_epoch", "null"]
     )
     assert recipe.scene["cube"] == "a.mat" and recipe.scene["card"] is None
     assert recipe.train["epochs"] == 2
+    # without it, the error names the option that fixes it
+    with pytest.raises(ValueError, match=r"stop_epoch.*\(2\), got 37.*--train.stop_epoch null"):
+        prepare_classify_pixels(["--config", recipe_file, "--epochs", "2"])
     with pytest.raises(ValueError, match="--card, --cube-key and --gt-key describe a scene"):
         classify_pixels_argv(["--config", recipe_file, "--card", "indian_pines"])
     # the split section given whole is the recipe dialect's own option, left as it is

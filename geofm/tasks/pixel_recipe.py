@@ -382,7 +382,8 @@ def recipe_from_namespace(ns: Any, source: str = "<dict>") -> PixelRecipe:
     if stop is not None and not 1 <= stop <= recipe.train["epochs"]:
         raise RecipeError(
             f"{where}: train.stop_epoch must lie in 1..train.epochs ({recipe.train['epochs']}), "
-            f"got {stop}; null trains every epoch"
+            f"got {stop}: give a shorter train.stop_epoch with a shorter schedule, or null to "
+            "train every epoch (--train.stop_epoch null)"
         )
     try:  # the recipe is saved with every model: refused now, not after training
         check_plain(recipe.as_dict(), "recipe")

@@ -64,9 +64,9 @@ def test_search_touches_validation_pixels_only_and_resumes(search, tmp_path, mon
     variants = tmp_path / "variants.yaml"
     variants.write_text(
         "- name: tiny\n"
-        f"  changes: {{model: {{kwargs: {TINY_LOLA}}}, train: {{epochs: 1}}}}\n"
+        f"  changes: {{model: {{kwargs: {TINY_LOLA}}}, train: {{epochs: 1, stop_epoch: null}}}}\n"
         "- name: tiny_lr\n"
-        f"  changes: {{model: {{kwargs: {TINY_LOLA}}}, train: {{epochs: 1, lr: 3.0e-3}}}}\n"
+        f"  changes: {{model: {{kwargs: {TINY_LOLA}}}, train: {{epochs: 1, stop_epoch: null, lr: 3.0e-3}}}}\n"
     )
     out = tmp_path / "search.csv"
     args = ["--variants", str(variants), "--scene", "salinas_a:0.05", "--splits", "random"]
@@ -96,7 +96,7 @@ def test_search_touches_validation_pixels_only_and_resumes(search, tmp_path, mon
 def test_search_by_cross_validation_writes_its_own_rows(search, tmp_path, capsys):
     variants = tmp_path / "variants.yaml"
     variants.write_text(
-        f"- name: tiny\n  changes: {{model: {{kwargs: {TINY_LOLA}}}, train: {{epochs: 1}}}}\n"
+        f"- name: tiny\n  changes: {{model: {{kwargs: {TINY_LOLA}}}, train: {{epochs: 1, stop_epoch: null}}}}\n"
     )
     args = ["--variants", str(variants), "--scene", "salinas_a:0.05", "--splits", "random"]
     out = tmp_path / "cv.csv"

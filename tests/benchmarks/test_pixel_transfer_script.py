@@ -43,6 +43,7 @@ def test_transfer_script_runs_the_bases_then_three_lora_settings_per_setting(tmp
     # the recipe the recorded table ran with (round 2), whatever the configs hold now
     assert all(option(r, "--model.kwargs.components") == "30" for r in runs)
     assert all(option(r, "--train.precision") == "32-true" for r in runs)
+    assert all(option(r, "--train.stop_epoch") == "null" for r in runs)  # every epoch trained
     assert option(runs[0], "--scene.root") == "/data/ip"
     stems = {Path(str(option(r, "--output"))).stem: r for r in runs[2:]}
     for setting in ("sa_to_ip_5pct", "sa_to_ip_10pc", "ip_to_sa_5pct", "ip_to_sa_10pc"):
