@@ -74,10 +74,11 @@ def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dic
                     row[key] = None
                     continue
                 arr = np.asarray(values, dtype=np.float64)
+                finite = arr[~np.isnan(arr)]
                 if stat == "mean":
-                    row[key] = round(float(np.nanmean(arr)), 6)
+                    # a class the split left out on every seed: nan, as on each seed
+                    row[key] = round(float(finite.mean()), 6) if len(finite) else float("nan")
                 else:
-                    finite = arr[~np.isnan(arr)]
                     # one seed has no spread: left empty rather than a misleading 0
                     row[key] = round(float(np.std(finite, ddof=1)), 6) if len(finite) > 1 else None
             out.append(row)

@@ -4,6 +4,7 @@ protocol end to end on the bundled Salinas-A, prediction maps and bad input."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -378,8 +379,9 @@ def test_summarise_std_is_sample_std():
     from geofm.tasks.metrics import ClassificationMetrics
     from geofm.tasks.pixel_results import SeedResult
 
-    def res(seed, oa):
-        m = ClassificationMetrics(oa, oa, oa, np.array([oa]), np.eye(1, dtype=np.int64))
+    def res(seed, oa, per_class=None):
+        per_class = np.array([oa]) if per_class is None else np.asarray(per_class)
+        m = ClassificationMetrics(oa, oa, oa, per_class, np.eye(len(per_class), dtype=np.int64))
         return SeedResult(
             "svm",
             "rbf",
@@ -395,6 +397,12 @@ def test_summarise_std_is_sample_std():
 
     rows = summarise([res(0, 0.9), res(1, 0.8), res(2, 0.7)], ["a"])
     assert rows[3]["oa"] == pytest.approx(0.8) and rows[4]["oa"] == pytest.approx(0.1)
+    # a class the split left out on every seed is nan in the mean too, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = summarise([res(0, 0.9, [0.9, np.nan]), res(1, 0.7, [0.7, np.nan])], ["a", "b"])
+    assert rows[2]["acc_a"] == pytest.approx(0.8) and math.isnan(rows[2]["acc_b"])
+    assert rows[3]["acc_b"] is None
 
 
 # --- SSFTT beside the recipe's model -------------------------------------------------------------
