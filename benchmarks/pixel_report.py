@@ -94,7 +94,7 @@ def table(path: Path) -> str:
     if len(methods) >= 2:
         out.append("")
     for b in methods[1:]:
-        out.append(f"{a} against {b}: {paired(by_seed[a], by_seed[b])}")
+        out.append(f"{a} against {b}: {paired(by_seed.get(a, {}), by_seed.get(b, {}))}")
     return "\n".join(out) + "\n"
 
 
@@ -108,20 +108,22 @@ def oa_by_seed(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def paired(a: dict[str, float], b: dict[str, float]) -> str:
-    """On how many of the seeds both have ``a`` is higher, and the mean of ``a - b`` over
-    them in points with its 95% t-interval (Student's t with n - 1 degrees of freedom; none
-    from one seed)."""
+    """On how many of the seeds both have ``a`` is higher (and on which the two are level),
+    and the mean of ``a - b`` over them in points with its 95% t-interval (Student's t
+    with n - 1 degrees of freedom; none from one seed)."""
     both = [s for s in a if s in b]
     if not both:
         return "no seed in common."
     wins = [s for s in both if a[s] > b[s]]
+    level = [s for s in both if a[s] == b[s]]
     diff = np.array([100 * (a[s] - b[s]) for s in both])
 
     def points(x: float) -> str:
         return f"{round(x, 2) + 0.0:+.2f}"  # no "-0.00" from rounding error
 
+    ties = f", level on {len(level)} ({', '.join(level)})" if level else ""
     text = (
-        f"higher OA on {len(wins)} of {len(both)} seeds ({', '.join(wins) or 'none'}); "
+        f"higher OA on {len(wins)} of {len(both)} seeds ({', '.join(wins) or 'none'}){ties}; "
         f"mean difference {points(diff.mean())} points"
     )
     if len(diff) < 2:
@@ -131,16 +133,46 @@ def paired(a: dict[str, float], b: dict[str, float]) -> str:
     return text + f", 95% t-interval {low} to {high}."
 
 
+def _protocol(rows: list[dict]) -> dict[str, set[str]]:
+    """What fixes a results file's splits: the split, the training share and, per seed, the
+    sizes of its parts."""
+    return {
+        "split": {r["split"] for r in rows},
+        "train_fraction": {r["train_fraction"] for r in rows},
+        "parts": {
+            f"seed {r['seed']}: " + "/".join(r[k] for k in ("n_train", "n_val", "n_test"))
+            for r in rows
+            if r["seed"] not in ("mean", "std")
+        },
+    }
+
+
 def against(path: Path, old: Path) -> str:
     """Each method of ``path`` against the same method in ``old`` (the same protocol run
-    with an earlier recipe), paired by seed."""
-    new_oa = oa_by_seed(list(csv.DictReader(open(path))))
-    old_oa = oa_by_seed(list(csv.DictReader(open(old))))
+    with an earlier recipe), paired by seed. Files whose splits differ are refused."""
+    with open(path) as f:
+        new_rows = list(csv.DictReader(f))
+    with open(old) as f:
+        old_rows = list(csv.DictReader(f))
+    mine, theirs = _protocol(new_rows), _protocol(old_rows)
+    for key in ("split", "train_fraction"):
+        if mine[key] != theirs[key]:
+            raise SystemExit(
+                f"{path} and {old} are not the same protocol: {key} {sorted(mine[key])} "
+                f"against {sorted(theirs[key])}"
+            )
+    seeds = {p.split(":")[0] for p in mine["parts"]} & {p.split(":")[0] for p in theirs["parts"]}
+    differ = sorted(
+        p for p in mine["parts"] ^ theirs["parts"] if p.split(":")[0] in seeds
+    )  # a seed's parts (train/val/test pixels) must be the same size in both
+    if differ:
+        raise SystemExit(f"{path} and {old} split the same seed differently: {'; '.join(differ)}")
+    new_oa, old_oa = oa_by_seed(new_rows), oa_by_seed(old_rows)
     shared = [m for m in new_oa if m in old_oa]
     if not shared:
         raise SystemExit(f"{path} and {old} have no method in common")
     return "\n".join(
-        f"{m} of {path.name} against {m} of {old}: {paired(new_oa[m], old_oa[m])}" for m in shared
+        f"{m} of {path} against {m} of {old}: {paired(new_oa[m], old_oa[m])}" for m in shared
     )
 
 
@@ -255,6 +287,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.group:
         short = [g for g in args.group if len(g) < 2]
+        if args.against:
+            parser.error("--against pairs result CSVs; it does not go with --group")
         if short or args.csv:
             parser.error("--group takes a name and at least one CSV; no other CSVs beside it")
         text, drawn = summary(args.group)

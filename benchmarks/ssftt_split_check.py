@@ -16,7 +16,7 @@ way, to tell the luck of the public draw from a difference in how splits are dra
         --output docs/pixel_classification/ssftt_split_check.csv
     OMP_NUM_THREADS=1 python benchmarks/ssftt_split_check.py ../shared/data/indian_pines \\
         --methods lola --lola-variant pca60_bf16 --seeds 0 1 2 --output new.csv  # its rows then
-        # added to ssftt_split_check.csv (the current recipe on the public split)
+        # added to ssftt_split_check.csv (round 7's recipe on the public split)
     OMP_NUM_THREADS=1 python benchmarks/ssftt_split_check.py ../shared/data/indian_pines \\
         --random-states 0 1 2 --seeds 0 --output docs/pixel_classification/ssftt_split_draws.csv
 """

@@ -71,13 +71,31 @@ def test_pretrain_benchmark_quick_run_records_its_table(tmp_path):
 
 
 def test_pixel_report_tables_the_recorded_results():
-    """The tables in docs/pixel_classification.md come from these CSVs by this script."""
+    """The tables in docs/pixel_classification.md come from these CSVs by this script, and
+    so do its comparisons with round 8's runs (``--against``, run from the repository)."""
     done = script(
         "pixel_report.py", str(REPO / "docs" / "pixel_classification" / "salinas_a_disjoint.csv")
     )
     assert done.returncode == 0, done.stderr
     doc = (REPO / "docs" / "pixel_classification.md").read_text()
     assert done.stdout.strip() in doc
+    for cell in ("indian_pines_random", "salinas_a_disjoint"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "benchmarks/pixel_report.py",
+                f"docs/pixel_classification/{cell}.csv",
+                "--against",
+                f"docs/pixel_classification/round8/{cell}.csv",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=HANG_TIMEOUT_S,
+            cwd=REPO,
+        )
+        assert done.returncode == 0, done.stderr
+        paired = [ln for ln in done.stdout.splitlines() if " of docs/" in ln]
+        assert len(paired) == 3 and all(f"- {ln}\n" in doc for ln in paired)
 
 
 def _pixel_results(path: Path, oa: dict[str, dict[int, float]]) -> Path:
@@ -113,12 +131,27 @@ def test_pixel_report_pairs_methods_by_seed_with_a_t_interval(tmp_path):
     done = script("pixel_report.py", str(new), "--against", str(old))
     assert done.returncode == 0, done.stderr
     assert (
-        f"lola of new.csv against lola of {old}: higher OA on 1 of 2 seeds (1); "
+        f"lola of {new} against lola of {old}: higher OA on 1 of 2 seeds (1); "
         "mean difference +0.50 points, 95% t-interval -18.56 to +19.56." in done.stdout
     )
     done = script("pixel_report.py", str(new), str(new), "--against", str(old))
     assert done.returncode != 0
     assert "one earlier CSV per CSV: 2 CSVs, 1 --against" in done.stderr
+    # seeds where the two are equal are counted apart
+    same = _pixel_results(tmp_path / "same.csv", {"lola": {0: 0.92, 1: 0.90, 2: 0.97}})
+    done = script("pixel_report.py", str(new), "--against", str(same))
+    assert "higher OA on 1 of 3 seeds (1), level on 1 (0); mean difference" in done.stdout
+    # another protocol is refused: another split, or the same seed split otherwise
+    other = _pixel_results(tmp_path / "other.csv", {"lola": {0: 0.9}})
+    other.write_text(other.read_text().replace(",random,", ",disjoint,"))
+    done = script("pixel_report.py", str(new), "--against", str(other))
+    assert done.returncode != 0 and "split ['random'] against ['disjoint']" in done.stderr
+    other = _pixel_results(tmp_path / "other.csv", {"lola": {0: 0.9}})
+    other.write_text(other.read_text().replace(",9,2,40", ",8,3,40"))
+    done = script("pixel_report.py", str(new), "--against", str(other))
+    assert done.returncode != 0 and "split the same seed differently: seed 0: 8/3/40" in done.stderr
+    done = script("pixel_report.py", "--group", "g", str(new), "--against", str(old))
+    assert done.returncode != 0 and "does not go with --group" in done.stderr
 
 
 @pytest.mark.parametrize(
