@@ -133,18 +133,15 @@ def paired(a: dict[str, float], b: dict[str, float]) -> str:
     return text + f", 95% t-interval {low} to {high}."
 
 
-def _protocol(rows: list[dict]) -> dict[str, set[str]]:
-    """What fixes a results file's splits: the split, the training share and, per seed, the
-    sizes of its parts."""
-    return {
-        "split": {r["split"] for r in rows},
-        "train_fraction": {r["train_fraction"] for r in rows},
-        "parts": {
-            f"seed {r['seed']}: " + "/".join(r[k] for k in ("n_train", "n_val", "n_test"))
-            for r in rows
-            if r["seed"] not in ("mean", "std")
-        },
-    }
+def _parts(rows: list[dict]) -> dict[str, set[str]]:
+    """Per seed, the sizes of its parts (``train/val/test`` pixels) in a results file."""
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        if r["seed"] not in ("mean", "std"):
+            out.setdefault(r["seed"], set()).add(
+                "/".join(r[k] for k in ("n_train", "n_val", "n_test"))
+            )
+    return out
 
 
 def against(path: Path, old: Path) -> str:
@@ -154,17 +151,20 @@ def against(path: Path, old: Path) -> str:
         new_rows = list(csv.DictReader(f))
     with open(old) as f:
         old_rows = list(csv.DictReader(f))
-    mine, theirs = _protocol(new_rows), _protocol(old_rows)
     for key in ("split", "train_fraction"):
-        if mine[key] != theirs[key]:
+        mine, theirs = {r[key] for r in new_rows}, {r[key] for r in old_rows}
+        if mine != theirs:
             raise SystemExit(
-                f"{path} and {old} are not the same protocol: {key} {sorted(mine[key])} "
-                f"against {sorted(theirs[key])}"
+                f"{path} and {old} are not the same protocol: {key} {sorted(mine)} "
+                f"against {sorted(theirs)}"
             )
-    seeds = {p.split(":")[0] for p in mine["parts"]} & {p.split(":")[0] for p in theirs["parts"]}
+    # a seed's parts (train/val/test pixels) must be the same size in both
+    new_parts, old_parts = _parts(new_rows), _parts(old_rows)
     differ = sorted(
-        p for p in mine["parts"] ^ theirs["parts"] if p.split(":")[0] in seeds
-    )  # a seed's parts (train/val/test pixels) must be the same size in both
+        f"seed {seed}: {part}"
+        for seed in new_parts.keys() & old_parts.keys()
+        for part in new_parts[seed] ^ old_parts[seed]
+    )
     if differ:
         raise SystemExit(f"{path} and {old} split the same seed differently: {'; '.join(differ)}")
     new_oa, old_oa = oa_by_seed(new_rows), oa_by_seed(old_rows)
