@@ -24,6 +24,13 @@ the mean over the (scene, split) cells of each cell's mean curve over its seeds 
 highest (the earliest, on a tie) beside the last epoch (:func:`stop_epochs`;
 ``--plot PNG`` draws the curves).
 
+``--keep-predictions`` also keeps every held-out pixel's class and loss after every epoch
+(``<output stem>.predictions/``, one file per run). ``--selection CSV...`` then does what
+``--curves`` does with another curve: the held-out OA when training stops after epoch E
+and the epoch is chosen among the first E on half of the held-out pixels and scored on
+the other half (:func:`selection_curve`), which is how the protocol's test runs use a
+stop epoch; ``--curves`` scores the weights after epoch E, which no test run keeps.
+
 ``--scene CARD:FRACTION[:ROOT]``: the card's recipe ``configs/classify/lola_<CARD>.yaml``,
 its training share, and where its files are (for scenes that are not bundled). Rows are
 appended as each run ends; a rerun skips the (variant, scene, split, seed) runs the CSV
@@ -39,6 +46,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +101,26 @@ def curves_path(output: Path) -> Path:
     return output.with_suffix(".curves.jsonl")
 
 
+def predictions_path(output: Path, variant: str, scene: str, split: str, seed: int) -> Path:
+    """Where ``--keep-predictions`` keeps one run's held-out pixels beside the CSV
+    ``output``."""
+    return output.with_suffix(".predictions") / f"{variant}__{scene}__{split}__seed{seed}.npz"
+
+
+def save_predictions(path: Path, got: dict[str, Any]) -> None:
+    """One run's held-out pixels (``got["held_out"]``, one entry per fold) as ``fold{j}_``
+    ``coords``, ``truth``, ``predictions`` (int8 class ids) and ``losses`` (float16),
+    ``(epochs, N)``, with the split's ``block_size`` (0: a random split)."""
+    arrays: dict[str, np.ndarray] = {"block_size": np.asarray(got["block_size"] or 0)}
+    for j, fold in enumerate(got["held_out"]):
+        arrays[f"fold{j}_coords"] = np.asarray(fold["coords"], dtype=np.int16)
+        arrays[f"fold{j}_truth"] = np.asarray(fold["truth"], dtype=np.int8)
+        arrays[f"fold{j}_predictions"] = np.asarray(fold["predictions"], dtype=np.int8)
+        arrays[f"fold{j}_losses"] = np.asarray(fold["losses"], dtype=np.float16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
 def read_curves(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
@@ -144,8 +172,102 @@ def stop_epochs(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def curves_report(chosen: dict[str, dict[str, Any]]) -> str:
-    """Per variant, each cell's OA (%) at the chosen epoch and at the last."""
+def read_predictions(path: Path) -> tuple[list[dict[str, np.ndarray]], int]:
+    """The folds :func:`save_predictions` kept in ``path`` and the split's block size."""
+    if not path.is_file():
+        raise SystemExit(
+            f"no held-out predictions at {path}: the run was not made with --keep-predictions"
+        )
+    with np.load(path) as z:
+        folds = []
+        while f"fold{len(folds)}_truth" in z.files:
+            j = len(folds)
+            folds.append(
+                {
+                    k: z[f"fold{j}_{k}"].astype(np.float64 if k == "losses" else np.int64)
+                    for k in ("coords", "truth", "predictions", "losses")
+                }
+            )
+        return folds, int(z["block_size"])
+
+
+def _half(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(N,)`` bool: the pixels of a random half of the groups (the larger half on an odd
+    count)."""
+    ids, inverse = np.unique(groups, return_inverse=True)
+    picked = np.zeros(len(ids), dtype=bool)
+    picked[rng.permutation(len(ids))[: (len(ids) + 1) // 2]] = True
+    return picked[inverse]
+
+
+def chosen_epochs(correct: np.ndarray, losses: np.ndarray, select: np.ndarray) -> np.ndarray:
+    """``(E,)``: for each stop epoch ``E`` (entry ``E - 1``), the epoch among the first ``E``
+    whose OA on the pixels ``select`` is highest, ties to the lower mean loss there, then
+    to the earlier epoch: what :class:`~geofm.tasks.callbacks.BestWeights` keeps when
+    those pixels are the validation part. ``correct``, ``losses``: ``(epochs, N)``."""
+    oa = correct[:, select].mean(1)
+    loss = losses[:, select].mean(1)
+    best, out = 0, np.zeros(len(oa), dtype=np.int64)
+    for e in range(len(oa)):
+        if (oa[e], -loss[e]) > (oa[best], -loss[best]):
+            best = e
+        out[e] = best
+    return out
+
+
+def selection_curve(
+    folds: list[dict[str, np.ndarray]], block_size: int, repeats: int = 50, seed: int = 0
+) -> np.ndarray:
+    """``(E,)``: the held-out OA of a run when training stops after epoch ``E`` and the epoch
+    is chosen on validation pixels, as the protocol's test runs do, without choosing on the
+    pixels scored.
+
+    Each fold's held-out pixels are halved at random (whole blocks of the split's grid
+    when ``block_size`` is set, as the disjoint split keeps its parts; single pixels
+    otherwise); the epoch is chosen on one half (:func:`chosen_epochs`) and scored on the
+    other, then the other way round, so each pixel is scored once per halving. Returns
+    the OA pooled over folds and both ways, averaged over ``repeats`` halvings drawn
+    from ``seed``."""
+    rng = np.random.default_rng(seed)
+    epochs = len(folds[0]["predictions"])
+    total = sum(len(f["truth"]) for f in folds)
+    mean = np.zeros(epochs)
+    for _ in range(repeats):
+        right = np.zeros(epochs)
+        for f in folds:
+            c = f["coords"]
+            groups = (
+                (c[:, 0] // block_size) * 65536 + c[:, 1] // block_size
+                if block_size
+                else np.arange(len(c))
+            )
+            if len(np.unique(groups)) < 2:
+                raise SystemExit(
+                    f"a fold of {len(c)} held-out pixels in one block cannot be halved"
+                )
+            correct = f["predictions"] == f["truth"][None]
+            one = _half(groups, rng)
+            for select, scored in ((one, ~one), (~one, one)):
+                right += correct[chosen_epochs(correct, f["losses"], select)][:, scored].sum(1)
+        mean += right / total
+    return mean / repeats
+
+
+def selection_entries(output: Path) -> list[dict[str, Any]]:
+    """One entry per run the CSV ``output`` holds, shaped as :func:`curves_of`'s, whose
+    ``curve`` is :func:`selection_curve` of its kept predictions."""
+    entries = []
+    for r in read_rows(output):
+        key = (r["variant"], r["scene"], r["split"], int(r["seed"]))
+        folds, block_size = read_predictions(predictions_path(output, *key))
+        entry = dict(zip(("variant", "scene", "split", "seed"), key, strict=True))
+        entries.append({**entry, "curve": selection_curve(folds, block_size).tolist()})
+    return entries
+
+
+def curves_report(chosen: dict[str, dict[str, Any]], at: Sequence[int] = ()) -> str:
+    """Per variant, each cell's OA (%) at the chosen epoch, at the epochs ``at`` and at
+    the last."""
     lines = []
     for name, got in chosen.items():
         cells = got["cells"]
@@ -160,7 +282,10 @@ def curves_report(chosen: dict[str, dict[str, Any]]) -> str:
         ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         last = len(got["mean"])
-        for epoch, what in ((got["epoch"], "best of the mean"), (last, "last")):
+        shown = [(got["epoch"], "best of the mean"), *((e, "given") for e in at), (last, "last")]
+        for epoch, what in shown:
+            if not 1 <= epoch <= last:
+                raise SystemExit(f"--at {epoch}: the curves have epochs 1..{last}")
             values = [f"{100 * c[epoch - 1]:.2f}" for _, c in cells.values()]
             row = [name, f"{epoch} ({what})", *values, f"{100 * got['mean'][epoch - 1]:.2f}"]
             lines.append("| " + " | ".join(row) + " |")
@@ -232,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         "--folds", type=int, default=None, help="score by K-fold cross-validation (K >= 2)"
     )
     parser.add_argument("--output", type=Path)
+    parser.add_argument(
+        "--keep-predictions",
+        action="store_true",
+        help="keep every held-out pixel's class and loss after every epoch beside the CSV "
+        "(<stem>.predictions/), for --selection",
+    )
     parser.add_argument("--report", action="store_true", help="print the table and stop")
     parser.add_argument(
         "--curves",
@@ -241,16 +372,40 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CSV",
         help="print the epoch each variant's curves (kept beside these CSVs) peak at, and stop",
     )
-    parser.add_argument("--plot", type=Path, default=None, help="with --curves: draw them here")
+    parser.add_argument(
+        "--selection",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="CSV",
+        help="as --curves, from the predictions kept beside these CSVs: the held-out OA when "
+        "the epoch is chosen on half of the held-out pixels and scored on the other half",
+    )
+    parser.add_argument(
+        "--at",
+        type=int,
+        nargs="+",
+        default=[],
+        help="with --curves or --selection: these epochs too",
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="with --curves or --selection: draw them here"
+    )
     args = parser.parse_args(argv)
-    if args.curves:
-        chosen = stop_epochs([e for c in args.curves for e in curves_of(c)])
-        print(curves_report(chosen))
+    if args.curves or args.selection:
+        if args.curves and args.selection:
+            parser.error("give --curves or --selection, not both")
+        if args.curves:
+            entries = [e for c in args.curves for e in curves_of(c)]
+        else:
+            entries = [e for c in args.selection for e in selection_entries(c)]
+        chosen = stop_epochs(entries)
+        print(curves_report(chosen, args.at))
         if args.plot is not None:
             plot_curves(chosen, args.plot)
         return 0
     if args.variants is None or args.output is None:
-        parser.error("--variants and --output are required (except with --curves)")
+        parser.error("--variants and --output are required (except with --curves or --selection)")
 
     variants = read_variants(args.variants)
     order = [name for name, _ in variants]
@@ -311,11 +466,19 @@ def main(argv: list[str] | None = None) -> int:
                         loaded[card] = load_recipe_scene(recipe, progress=False)
                     start = time.perf_counter()
                     with quiet_lightning():
+                        keep = args.keep_predictions
                         if args.folds is None:
-                            got = validate_seed(recipe, dict(loaded[card]), fraction, seed)
+                            got = validate_seed(
+                                recipe, dict(loaded[card]), fraction, seed, keep_predictions=keep
+                            )
                         else:
                             got = cross_validate_seed(
-                                recipe, dict(loaded[card]), fraction, seed, args.folds
+                                recipe,
+                                dict(loaded[card]),
+                                fraction,
+                                seed,
+                                args.folds,
+                                keep_predictions=keep,
                             )
                     row = {
                         "variant": name,
@@ -337,7 +500,11 @@ def main(argv: list[str] | None = None) -> int:
                             curve_epoch=got["curve_epoch"],
                             curve_oa=round(got["curve_oa"], 6),
                         )
-                    # the curve first: a run in the CSV always has its curve
+                    # the curve (and the pixels) first: a run in the CSV always has them
+                    if args.keep_predictions:
+                        save_predictions(
+                            predictions_path(args.output, name, card, split, seed), got
+                        )
                     with open(curves_path(args.output), "a") as f:
                         entry = {k: row[k] for k in ("variant", "scene", "split", "seed")}
                         entry["curve"] = [round(float(v), 6) for v in got["curve"]]

@@ -24,6 +24,7 @@ __all__ = [
     "LossCurve",
     "MAEReconstructionFigures",
     "SamplesPerSecond",
+    "ValidationRecord",
     "WeightAverage",
     "cosine_restarts",
     "run_dir",
@@ -347,6 +348,64 @@ class BestWeights(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.restore and self.state is not None:
             pl_module.load_state_dict(self.state)
+
+
+class ValidationRecord(pl.Callback):
+    """Keep every validation pixel's predicted class and loss after every epoch.
+
+    For choosing how long to train by what the protocol does with the curve (the epoch
+    chosen on some validation pixels, scored on others;
+    ``benchmarks/pixel_recipe_search.py --selection``), which one OA per epoch cannot
+    show. The task's ``validation_step`` must return the batch's ``(B, C)`` logits and the
+    batches must carry ``label``; the validation loader must not shuffle, so column ``i``
+    is the ``i``-th validation sample.
+
+    ``predictions()``: ``(epochs, N)`` int64 class ids; ``losses()``: ``(epochs, N)``
+    float32 cross-entropy of each sample (unsmoothed, as the task's ``val/loss``).
+    """
+
+    def __init__(self) -> None:
+        self._preds: list[np.ndarray] = []
+        self._losses: list[np.ndarray] = []
+        self._batch_preds: list[torch.Tensor] = []
+        self._batch_losses: list[torch.Tensor] = []
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._batch_preds, self._batch_losses = [], []
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking:
+            return
+        if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
+            raise TypeError(
+                "ValidationRecord needs validation_step to return (B, C) logits, got "
+                f"{type(outputs).__name__}"
+                + (f" of shape {tuple(outputs.shape)}" if isinstance(outputs, torch.Tensor) else "")
+            )
+        logits = outputs.detach().float()
+        self._batch_preds.append(logits.argmax(1).cpu())
+        loss = torch.nn.functional.cross_entropy(logits, batch["label"], reduction="none")
+        self._batch_losses.append(loss.cpu())
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self._batch_preds:
+            return
+        self._preds.append(torch.cat(self._batch_preds).numpy().astype(np.int64))
+        self._losses.append(torch.cat(self._batch_losses).numpy().astype(np.float32))
+
+    def predictions(self) -> np.ndarray:
+        return np.stack(self._preds) if self._preds else np.zeros((0, 0), dtype=np.int64)
+
+    def losses(self) -> np.ndarray:
+        return np.stack(self._losses) if self._losses else np.zeros((0, 0), dtype=np.float32)
 
 
 class WeightAverage(pl.Callback):

@@ -194,7 +194,9 @@ class PixelClassificationTask(BaseTask):
         )
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Log the loss and the confusion; the logits are returned for callbacks
+        (:class:`~geofm.tasks.callbacks.ValidationRecord`)."""
         logits = self(batch["image"], batch.get("valid"))
         loss = F.cross_entropy(logits, batch["label"])
         self.log(
@@ -206,6 +208,7 @@ class PixelClassificationTask(BaseTask):
             sync_dist=True,
         )
         self.update_confusion("val", logits.argmax(1), batch["label"])
+        return logits.detach()
 
     def _epochs(self) -> tuple[int, int]:
         """(epochs of the fit, epochs of the schedule)."""

@@ -317,14 +317,23 @@ def _train_window_model(
     progress: bool,
     log_dir: Path | None,
     keep_best: bool = True,
+    keep_val: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any], float, dict[str, Any]]:
     """Train the recipe's window model on ``coords["train"]``, validating on
     ``coords["val"]`` after every epoch; it ends holding the best validation epoch's
     weights, or with ``keep_best=False`` the last epoch's (the moving average's, with
-    ``train.ema_epochs``). ``details["val_history"]``: the validation OA of every epoch."""
+    ``train.ema_epochs``). ``details["val_history"]``: the validation OA of every epoch;
+    with ``keep_val``, also ``details["val_predictions"]`` and ``details["val_losses"]``,
+    ``(epochs, N)``: each validation pixel's class and loss after every epoch
+    (:class:`~geofm.tasks.callbacks.ValidationRecord`)."""
     import lightning.pytorch as pl
 
-    from geofm.tasks.callbacks import BestWeights, CyclicLoRAScale, WeightAverage
+    from geofm.tasks.callbacks import (
+        BestWeights,
+        CyclicLoRAScale,
+        ValidationRecord,
+        WeightAverage,
+    )
     from geofm.tasks.pixel import PixelClassificationTask, ReducedWindows
 
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -368,6 +377,9 @@ def _train_window_model(
     callbacks: list[pl.Callback] = [best]
     if t["ema_epochs"]:
         callbacks.append(WeightAverage(t["ema_epochs"]))
+    kept = ValidationRecord()
+    if keep_val:
+        callbacks.append(kept)
     if recipe.model["mode"] != "full":
         warn_if_base_saw_scene(record, scene)
     if recipe.model["mode"] == "lora":
@@ -423,6 +435,8 @@ def _train_window_model(
     }
     if "pca_match" in record:
         details["pca_match"] = record["pca_match"]
+    if keep_val:
+        details["val_predictions"], details["val_losses"] = kept.predictions(), kept.losses()
     return model.eval(), record, seconds, details
 
 
@@ -699,6 +713,7 @@ def validate_seed(
     method: str = "lola",
     num_classes: int | None = None,
     progress: bool = False,
+    keep_predictions: bool = False,
 ) -> dict[str, Any]:
     """Train ``method`` on the split of ``seed`` (the one :func:`run_seed` makes) and score
     it on the validation part only: what recipes are chosen by. The test part is never
@@ -708,7 +723,8 @@ def validate_seed(
     "train_seconds", "counts"}`` (the scores of the weights chosen on the same validation
     part, so optimistic by the choice of epoch, equally for every recipe compared) and
     ``"curve"``, the validation OA after each epoch (as logged in training, under the
-    recipe's precision).
+    recipe's precision). With ``keep_predictions``, ``"held_out"`` (:func:`_held_out`, the
+    validation part as one fold) and ``"block_size"`` (None).
     """
     from geofm.tasks.pixel import classify_pixels
 
@@ -718,7 +734,7 @@ def validate_seed(
         num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
     own = method_recipes(recipe, [method])[method]
     model, _, seconds, details = _train_window_model(
-        own, scene, coords, num_classes, seed, progress, None
+        own, scene, coords, num_classes, seed, progress, None, keep_val=keep_predictions
     )
     val = coords["val"]
     preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), val, scene.get("valid"))
@@ -732,6 +748,23 @@ def validate_seed(
         "curve": details["val_history"],
         "train_seconds": seconds,
         "counts": info["counts"],
+        **(
+            {"held_out": [_held_out(val, mask, details)], "block_size": None}
+            if keep_predictions
+            else {}
+        ),
+    }
+
+
+def _held_out(coords: np.ndarray, mask: np.ndarray, details: dict[str, Any]) -> dict[str, Any]:
+    """One fold's scored pixels for ``keep_predictions``: ``coords`` ``(N, 2)``, ``truth``
+    ``(N,)``, and each pixel's class and loss after every epoch, ``predictions`` and
+    ``losses`` ``(epochs, N)``."""
+    return {
+        "coords": coords,
+        "truth": mask[coords[:, 0], coords[:, 1]].astype(np.int64),
+        "predictions": details["val_predictions"],
+        "losses": details["val_losses"],
     }
 
 
@@ -744,6 +777,7 @@ def cross_validate_seed(
     method: str = "lola",
     num_classes: int | None = None,
     progress: bool = False,
+    keep_predictions: bool = False,
 ) -> dict[str, Any]:
     """Score ``method`` by cross-validation over the development pixels (train and val
     parts) of the split of ``seed``, the one :func:`run_seed` makes; the test part is never
@@ -762,7 +796,10 @@ def cross_validate_seed(
     ``"train_seconds"`` (all folds), ``"counts"`` (the split's) and per fold
     ``"fold_train"`` and ``"fold_held_out"`` pixel counts and ``"fold_unseen"``, the
     classes it scores but never trained on (a class in few blocks can fall in one fold;
-    its pixels there are then wrong for every recipe alike, and lower the scores).
+    its pixels there are then wrong for every recipe alike, and lower the scores). With
+    ``keep_predictions``, ``"held_out"`` (one :func:`_held_out` per fold: every held-out
+    pixel's class and loss after every epoch) and ``"block_size"`` (the split's blocks,
+    which the folds keep whole; None for a random split).
     """
     from geofm.data.splits import cross_validation_folds
     from geofm.tasks.pixel import classify_pixels
@@ -776,6 +813,7 @@ def cross_validate_seed(
     # a disjoint split's own grid and buffer (info["grid"]); none for a random split
     parts = cross_validation_folds(mask, development, folds, seed, **info.get("grid", {}))
     truth, predicted, curves, sizes, seconds = [], [], [], [], 0.0
+    kept: list[dict[str, Any]] = []
     unseen = [
         sorted(set(mask[tuple(f.held_out.T)].tolist()) - set(mask[tuple(f.train.T)].tolist()))
         for f in parts
@@ -783,8 +821,18 @@ def cross_validate_seed(
     for fold in parts:
         fold_coords = {"train": fold.train, "val": fold.held_out}
         model, _, took, details = _train_window_model(
-            own, scene, fold_coords, num_classes, seed, progress, None, keep_best=False
+            own,
+            scene,
+            fold_coords,
+            num_classes,
+            seed,
+            progress,
+            None,
+            keep_best=False,
+            keep_val=keep_predictions,
         )
+        if keep_predictions:
+            kept.append(_held_out(fold.held_out, mask, details))
         preds, _ = classify_pixels(
             model, torch.as_tensor(scene["image"]), fold.held_out, scene.get("valid")
         )
@@ -809,6 +857,11 @@ def cross_validate_seed(
         "fold_train": [len(f.train) for f in parts],
         "fold_held_out": sizes,
         "fold_unseen": unseen,
+        **(
+            {"held_out": kept, "block_size": info.get("grid", {}).get("block_size")}
+            if keep_predictions
+            else {}
+        ),
     }
 
 

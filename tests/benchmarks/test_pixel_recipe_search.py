@@ -70,8 +70,15 @@ def test_search_touches_validation_pixels_only_and_resumes(search, tmp_path, mon
     )
     out = tmp_path / "search.csv"
     args = ["--variants", str(variants), "--scene", "salinas_a:0.05", "--splits", "random"]
-    assert search.main([*args, "--only", "tiny", "--output", str(out)]) == 0
+    assert search.main([*args, "--only", "tiny", "--output", str(out), "--keep-predictions"]) == 0
     assert classified and all(not (c & test_set) for c in classified)
+    # kept: the validation part's pixels, classes and losses, one fold
+    (fold,), block_size = search.read_predictions(
+        search.predictions_path(out, "tiny", "salinas_a", "random", 0)
+    )
+    assert block_size == 0 and fold["predictions"].shape == fold["losses"].shape == (1, 267)
+    assert {tuple(c) for c in fold["coords"].tolist()} == classified[-1]
+    np.testing.assert_array_equal(fold["truth"], mask[tuple(fold["coords"].T)])
     rows = list(csv.DictReader(out.open()))
     assert [(r["variant"], r["scene"], r["split"], r["seed"]) for r in rows] == [
         ("tiny", "salinas_a", "random", "0")
@@ -100,12 +107,23 @@ def test_search_by_cross_validation_writes_its_own_rows(search, tmp_path, capsys
     )
     args = ["--variants", str(variants), "--scene", "salinas_a:0.05", "--splits", "random"]
     out = tmp_path / "cv.csv"
-    assert search.main([*args, "--folds", "2", "--output", str(out)]) == 0
+    assert search.main([*args, "--folds", "2", "--output", str(out), "--keep-predictions"]) == 0
     (row,) = list(csv.DictReader(out.open()))
     assert row["folds"] == "2" and row["best_epoch"] == "" and row["curve_epoch"] == "0"
     assert row["n_val"] == "535"  # the 268 training and 267 validation pixels, each scored once
     (entry,) = search.read_curves(search.curves_path(out))
     assert len(entry["curve"]) == 1 and entry["curve"][0] == pytest.approx(float(row["curve_oa"]))
+    # every held-out pixel's class after each epoch is kept; they give the curve, and with
+    # one epoch there is nothing to choose: --selection's OA is the curve's
+    folds, block_size = search.read_predictions(
+        search.predictions_path(out, "tiny", "salinas_a", "random", 0)
+    )
+    assert block_size == 0 and sum(len(f["truth"]) for f in folds) == 535
+    assert all(f["predictions"].shape == (1, len(f["truth"])) for f in folds)
+    right = sum(int((f["predictions"][0] == f["truth"]).sum()) for f in folds)
+    assert right / 535 == pytest.approx(entry["curve"][0], abs=1e-6)
+    (chosen,) = search.selection_entries(out)
+    assert chosen["curve"] == pytest.approx(entry["curve"], abs=1e-6)
     capsys.readouterr()
     assert search.main([*args, "--folds", "2", "--output", str(out), "--report"]) == 0
     assert "| tiny |" in capsys.readouterr().out
@@ -223,3 +241,50 @@ def test_every_recorded_variant_pins_what_the_configs_have_changed_since(variant
     for v in yaml.safe_load((REPO / "benchmarks" / variants).read_text()):
         train = v["changes"]["train"]
         assert "stop_epoch" in train and {"epochs", "precision"} <= set(train), v["name"]
+
+
+def test_selection_chooses_the_epoch_on_one_half_and_scores_the_other(search, tmp_path, capsys):
+    """What the test runs do with a curve: the epoch chosen on validation pixels is scored
+    on others. Two pixels, one right after each of two epochs: choosing on either one
+    picks the epoch that is wrong on the other, so stopping after epoch 2 scores 0%
+    (the last weights score 50%, and choosing on the scored pixels would score 100%)."""
+    fold = {
+        "coords": np.array([[0, 0], [0, 1]]),
+        "truth": np.array([1, 2]),
+        "predictions": np.array([[1, 0], [0, 2]]),  # epoch 1: pixel 0 right; epoch 2: pixel 1
+        "losses": np.zeros((2, 2)),
+    }
+    np.testing.assert_allclose(search.selection_curve([fold], 0, repeats=5), [0.5, 0.0])
+    # in one 8 x 8 block the pixels cannot be halved; in two blocks they are, block by block
+    with pytest.raises(SystemExit, match="2 held-out pixels in one block cannot be halved"):
+        search.selection_curve([fold], 8)
+    fold["coords"] = np.array([[0, 0], [0, 9]])
+    np.testing.assert_allclose(search.selection_curve([fold], 8, repeats=5), [0.5, 0.0])
+    groups = np.repeat(np.arange(6), 3)
+    for _ in range(5):
+        half = search._half(groups, np.random.default_rng(_))
+        assert half.sum() == 9 and all(len(set(half[groups == g])) == 1 for g in range(6))
+    # ties in OA go to the lower mean loss on the choosing pixels, then to the earlier epoch
+    correct = np.array([[True, False], [True, False], [True, False]])
+    losses = np.array([[0.5, 9.0], [0.2, 0.0], [0.2, 9.0]])
+    select = np.array([True, False])
+    np.testing.assert_array_equal(search.chosen_epochs(correct, losses, select), [0, 1, 1])
+    # --selection reads the kept predictions of each run a CSV holds
+    out = tmp_path / "cv.csv"
+    out.write_text("variant,scene,split,seed\nv,ip,disjoint,0\n")
+    with pytest.raises(SystemExit, match="not made with --keep-predictions"):
+        search.main(["--selection", str(out)])
+    search.save_predictions(
+        search.predictions_path(out, "v", "ip", "disjoint", 0),
+        {"block_size": 8, "held_out": [{**fold, "losses": np.zeros((2, 2))}]},
+    )
+    assert search.main(["--selection", str(out), "--at", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "| v | 1 (best of the mean) | 50.00 | 50.00 |" in table
+    assert (
+        "| v | 1 (given) | 50.00 | 50.00 |" in table and "| v | 2 (last) | 0.00 | 0.00 |" in table
+    )
+    with pytest.raises(SystemExit, match=r"--at 3: the curves have epochs 1..2"):
+        search.main(["--selection", str(out), "--at", "3"])
+    with pytest.raises(SystemExit):
+        search.main(["--selection", str(out), "--curves", str(out)])

@@ -634,8 +634,17 @@ def test_cross_validation_scores_each_development_pixel_once_and_never_a_test_pi
         return real(model, image, where, *args, **kwargs)
 
     monkeypatch.setattr(pixel, "classify_pixels", spy)
-    got = cross_validate_seed(recipe, dict(salinas_a), 0.05, 0, folds=3)
+    got = cross_validate_seed(recipe, dict(salinas_a), 0.05, 0, folds=3, keep_predictions=True)
     assert len(scored) == 3 and [len(s) for s in scored] == got["fold_held_out"]
+    # kept: each held-out pixel's class after every epoch, which gives the pooled curve
+    assert got["block_size"] == (8 if split == "disjoint" else None)
+    right = np.zeros(2)
+    for s, kept in zip(scored, got["held_out"], strict=True):
+        np.testing.assert_array_equal(kept["coords"], s)
+        assert kept["predictions"].shape == kept["losses"].shape == (2, len(s))
+        right += (kept["predictions"] == kept["truth"]).sum(1)
+        assert np.isfinite(kept["losses"]).all() and (kept["losses"] >= 0).all()
+    np.testing.assert_allclose(right / len(np.concatenate(scored)), got["curve"], atol=1e-6)
     every = np.concatenate(scored)
     as_set = {tuple(p) for p in every.tolist()}
     assert len(as_set) == len(every)  # each pixel scored once
@@ -839,3 +848,27 @@ def test_a_dilated_recipe_takes_its_whole_extent_as_the_split_radius():
     model, _ = build_classifier(recipe, 204, 6)
     assert (model.patch, model.dilation) == (13, 2)
     assert model.feature_size == 7  # the stem sees 7 x 7 samples of the 13 x 13 window
+
+
+def test_validation_record_needs_the_logits_from_validation_step():
+    """A task whose validation_step returns nothing cannot be recorded: the error says
+    what it needs; what it records is each sample's class and unsmoothed loss."""
+    from types import SimpleNamespace
+
+    from geofm.tasks.callbacks import ValidationRecord
+
+    rec, fit = ValidationRecord(), SimpleNamespace(sanity_checking=False)
+    with pytest.raises(TypeError, match=r"return \(B, C\) logits, got NoneType"):
+        rec.on_validation_batch_end(fit, None, None, {}, 0)
+    with pytest.raises(TypeError, match=r"got Tensor of shape \(4,\)"):
+        rec.on_validation_batch_end(fit, None, torch.zeros(4), {}, 0)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    for epoch in range(2):
+        rec.on_validation_epoch_start(fit, None)
+        rec.on_validation_batch_end(fit, None, logits[:2], {"label": torch.tensor([0, 0])}, 0)
+        rec.on_validation_batch_end(fit, None, logits[2:] * epoch, {"label": torch.tensor([1])}, 1)
+        rec.on_validation_epoch_end(fit, None)
+    np.testing.assert_array_equal(rec.predictions(), [[0, 1, 0], [0, 1, 0]])
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0, 1]), reduction="none")
+    np.testing.assert_allclose(rec.losses()[1], expected.numpy(), rtol=1e-6)
+    assert rec.losses()[0][2] == pytest.approx(np.log(2))  # all-zero logits: log 2
