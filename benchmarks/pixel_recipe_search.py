@@ -109,14 +109,19 @@ def predictions_path(output: Path, variant: str, scene: str, split: str, seed: i
 
 def save_predictions(path: Path, got: dict[str, Any]) -> None:
     """One run's held-out pixels (``got["held_out"]``, one entry per fold) as ``fold{j}_``
-    ``coords``, ``truth``, ``predictions`` (int8 class ids) and ``losses`` (float16),
-    ``(epochs, N)``, with the split's ``block_size`` (0: a random split)."""
-    arrays: dict[str, np.ndarray] = {"block_size": np.asarray(got["block_size"] or 0)}
+    ``coords``, ``truth``, ``predictions`` (class ids) and ``losses`` (float32),
+    ``(epochs, N)``, with the split's ``block_size`` and ``buffer`` (0 and 0: a random
+    split)."""
+    grid = got["grid"] or {}
+    arrays: dict[str, np.ndarray] = {
+        "block_size": np.asarray(grid.get("block_size") or 0),
+        "buffer": np.asarray(grid.get("buffer") or 0),
+    }
     for j, fold in enumerate(got["held_out"]):
-        arrays[f"fold{j}_coords"] = np.asarray(fold["coords"], dtype=np.int16)
-        arrays[f"fold{j}_truth"] = np.asarray(fold["truth"], dtype=np.int8)
-        arrays[f"fold{j}_predictions"] = np.asarray(fold["predictions"], dtype=np.int8)
-        arrays[f"fold{j}_losses"] = np.asarray(fold["losses"], dtype=np.float16)
+        arrays[f"fold{j}_coords"] = np.asarray(fold["coords"], dtype=np.int32)
+        arrays[f"fold{j}_truth"] = np.asarray(fold["truth"], dtype=np.int16)
+        arrays[f"fold{j}_predictions"] = np.asarray(fold["predictions"], dtype=np.int16)
+        arrays[f"fold{j}_losses"] = np.asarray(fold["losses"], dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
 
@@ -172,8 +177,9 @@ def stop_epochs(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def read_predictions(path: Path) -> tuple[list[dict[str, np.ndarray]], int]:
-    """The folds :func:`save_predictions` kept in ``path`` and the split's block size."""
+def read_predictions(path: Path) -> tuple[list[dict[str, np.ndarray]], int, int]:
+    """The folds :func:`save_predictions` kept in ``path``, and the split's block size and
+    buffer."""
     if not path.is_file():
         raise SystemExit(
             f"no held-out predictions at {path}: the run was not made with --keep-predictions"
@@ -188,7 +194,7 @@ def read_predictions(path: Path) -> tuple[list[dict[str, np.ndarray]], int]:
                     for k in ("coords", "truth", "predictions", "losses")
                 }
             )
-        return folds, int(z["block_size"])
+        return folds, int(z["block_size"]), int(z["buffer"])
 
 
 def _half(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -198,6 +204,19 @@ def _half(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     picked = np.zeros(len(ids), dtype=bool)
     picked[rng.permutation(len(ids))[: (len(ids) + 1) // 2]] = True
     return picked[inverse]
+
+
+def _away_from(coords: np.ndarray, others: np.ndarray, buffer: int) -> np.ndarray:
+    """``(N,)`` bool: which ``coords`` have no pixel of ``others`` in their
+    ``(2 * buffer + 1)`` window (all of them for ``buffer`` 0)."""
+    if buffer == 0 or not len(others):
+        return np.ones(len(coords), dtype=bool)
+    from geofm.data.splits import window_contains
+
+    shape = tuple(np.maximum(coords.max(0), others.max(0)) + 1)
+    marked = np.zeros(shape, dtype=bool)
+    marked[others[:, 0], others[:, 1]] = True
+    return ~window_contains(marked, buffer)[coords[:, 0], coords[:, 1]]
 
 
 def chosen_epochs(correct: np.ndarray, losses: np.ndarray, select: np.ndarray) -> np.ndarray:
@@ -216,24 +235,28 @@ def chosen_epochs(correct: np.ndarray, losses: np.ndarray, select: np.ndarray) -
 
 
 def selection_curve(
-    folds: list[dict[str, np.ndarray]], block_size: int, repeats: int = 50, seed: int = 0
+    folds: list[dict[str, np.ndarray]],
+    block_size: int,
+    buffer: int = 0,
+    repeats: int = 50,
+    seed: int = 0,
 ) -> np.ndarray:
     """``(E,)``: the held-out OA of a run when training stops after epoch ``E`` and the epoch
     is chosen on validation pixels, as the protocol's test runs do, without choosing on the
     pixels scored.
 
     Each fold's held-out pixels are halved at random (whole blocks of the split's grid
-    when ``block_size`` is set, as the disjoint split keeps its parts; single pixels
-    otherwise); the epoch is chosen on one half (:func:`chosen_epochs`) and scored on the
-    other, then the other way round, so each pixel is scored once per halving. Returns
-    the OA pooled over folds and both ways, averaged over ``repeats`` halvings drawn
-    from ``seed``."""
+    when ``block_size`` is set, as the disjoint split gives its parts whole blocks, though
+    not balanced by class as it does; single pixels otherwise); the epoch is chosen on
+    one half (:func:`chosen_epochs`) and scored on the other half's pixels that have no
+    pixel of the first within ``buffer`` (as the split drops test pixels near val
+    pixels), then the other way round. Returns the OA pooled over folds and both ways,
+    averaged over ``repeats`` halvings drawn from ``seed``."""
     rng = np.random.default_rng(seed)
     epochs = len(folds[0]["predictions"])
-    total = sum(len(f["truth"]) for f in folds)
     mean = np.zeros(epochs)
     for _ in range(repeats):
-        right = np.zeros(epochs)
+        right, scored = np.zeros(epochs), 0
         for f in folds:
             c = f["coords"]
             groups = (
@@ -247,21 +270,27 @@ def selection_curve(
                 )
             correct = f["predictions"] == f["truth"][None]
             one = _half(groups, rng)
-            for select, scored in ((one, ~one), (~one, one)):
-                right += correct[chosen_epochs(correct, f["losses"], select)][:, scored].sum(1)
-        mean += right / total
+            for select in (one, ~one):
+                score = ~select & _away_from(c, c[select], buffer)
+                right += correct[chosen_epochs(correct, f["losses"], select)][:, score].sum(1)
+                scored += int(score.sum())
+        if scored == 0:
+            raise SystemExit(f"the buffer of {buffer} pixels leaves no held-out pixel to score")
+        mean += right / scored
     return mean / repeats
 
 
 def selection_entries(output: Path) -> list[dict[str, Any]]:
     """One entry per run the CSV ``output`` holds, shaped as :func:`curves_of`'s, whose
     ``curve`` is :func:`selection_curve` of its kept predictions."""
+    if not output.is_file():
+        raise SystemExit(f"--selection {output}: no such file")
     entries = []
     for r in read_rows(output):
         key = (r["variant"], r["scene"], r["split"], int(r["seed"]))
-        folds, block_size = read_predictions(predictions_path(output, *key))
+        folds, block_size, buffer = read_predictions(predictions_path(output, *key))
         entry = dict(zip(("variant", "scene", "split", "seed"), key, strict=True))
-        entries.append({**entry, "curve": selection_curve(folds, block_size).tolist()})
+        entries.append({**entry, "curve": selection_curve(folds, block_size, buffer).tolist()})
     return entries
 
 
@@ -392,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         "--plot", type=Path, default=None, help="with --curves or --selection: draw them here"
     )
     args = parser.parse_args(argv)
+    if (args.at or args.plot) and not (args.curves or args.selection):
+        parser.error("--at and --plot go with --curves or --selection")
     if args.curves or args.selection:
         if args.curves and args.selection:
             parser.error("give --curves or --selection, not both")

@@ -358,7 +358,9 @@ class ValidationRecord(pl.Callback):
     ``benchmarks/pixel_recipe_search.py --selection``), which one OA per epoch cannot
     show. The task's ``validation_step`` must return the batch's ``(B, C)`` logits and the
     batches must carry ``label``; the validation loader must not shuffle, so column ``i``
-    is the ``i``-th validation sample.
+    is the ``i``-th validation sample. It records the validations of a fit, one per epoch
+    on one process (as :func:`geofm.tasks.pixel_protocol` trains); a later
+    ``trainer.validate`` adds nothing.
 
     ``predictions()``: ``(epochs, N)`` int64 class ids; ``losses()``: ``(epochs, N)``
     float32 cross-entropy of each sample (unsmoothed, as the task's ``val/loss``).
@@ -382,7 +384,7 @@ class ValidationRecord(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         if not isinstance(outputs, torch.Tensor) or outputs.ndim != 2:
             raise TypeError(
@@ -396,7 +398,7 @@ class ValidationRecord(pl.Callback):
         self._batch_losses.append(loss.cpu())
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not self._batch_preds:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not self._batch_preds:
             return
         self._preds.append(torch.cat(self._batch_preds).numpy().astype(np.int64))
         self._losses.append(torch.cat(self._batch_losses).numpy().astype(np.float32))

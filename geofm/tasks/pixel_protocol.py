@@ -724,7 +724,8 @@ def validate_seed(
     part, so optimistic by the choice of epoch, equally for every recipe compared) and
     ``"curve"``, the validation OA after each epoch (as logged in training, under the
     recipe's precision). With ``keep_predictions``, ``"held_out"`` (:func:`_held_out`, the
-    validation part as one fold) and ``"block_size"`` (None).
+    validation part as one fold) and ``"grid"``, the split's ``{"block_size", "buffer"}``
+    (None for a random split).
     """
     from geofm.tasks.pixel import classify_pixels
 
@@ -749,7 +750,7 @@ def validate_seed(
         "train_seconds": seconds,
         "counts": info["counts"],
         **(
-            {"held_out": [_held_out(val, mask, details)], "block_size": None}
+            {"held_out": [_held_out(val, mask, details)], "grid": info.get("grid")}
             if keep_predictions
             else {}
         ),
@@ -798,8 +799,9 @@ def cross_validate_seed(
     classes it scores but never trained on (a class in few blocks can fall in one fold;
     its pixels there are then wrong for every recipe alike, and lower the scores). With
     ``keep_predictions``, ``"held_out"`` (one :func:`_held_out` per fold: every held-out
-    pixel's class and loss after every epoch) and ``"block_size"`` (the split's blocks,
-    which the folds keep whole; None for a random split).
+    pixel's class and loss after every epoch) and ``"grid"``, the split's
+    ``{"block_size", "buffer"}`` (the folds keep its blocks whole; None for a random
+    split).
     """
     from geofm.data.splits import cross_validation_folds
     from geofm.tasks.pixel import classify_pixels
@@ -857,11 +859,7 @@ def cross_validate_seed(
         "fold_train": [len(f.train) for f in parts],
         "fold_held_out": sizes,
         "fold_unseen": unseen,
-        **(
-            {"held_out": kept, "block_size": info.get("grid", {}).get("block_size")}
-            if keep_predictions
-            else {}
-        ),
+        **({"held_out": kept, "grid": info.get("grid")} if keep_predictions else {}),
     }
 
 

@@ -73,12 +73,12 @@ def test_search_touches_validation_pixels_only_and_resumes(search, tmp_path, mon
     assert search.main([*args, "--only", "tiny", "--output", str(out), "--keep-predictions"]) == 0
     assert classified and all(not (c & test_set) for c in classified)
     # kept: the validation part's pixels, classes and losses, one fold
-    (fold,), block_size = search.read_predictions(
+    (fold,), block_size, buffer = search.read_predictions(
         search.predictions_path(out, "tiny", "salinas_a", "random", 0)
     )
-    assert block_size == 0 and fold["predictions"].shape == fold["losses"].shape == (1, 267)
+    assert (block_size, buffer) == (0, 0)
+    assert fold["predictions"].shape == fold["losses"].shape == (1, 267)
     assert {tuple(c) for c in fold["coords"].tolist()} == classified[-1]
-    np.testing.assert_array_equal(fold["truth"], mask[tuple(fold["coords"].T)])
     rows = list(csv.DictReader(out.open()))
     assert [(r["variant"], r["scene"], r["split"], r["seed"]) for r in rows] == [
         ("tiny", "salinas_a", "random", "0")
@@ -115,10 +115,10 @@ def test_search_by_cross_validation_writes_its_own_rows(search, tmp_path, capsys
     assert len(entry["curve"]) == 1 and entry["curve"][0] == pytest.approx(float(row["curve_oa"]))
     # every held-out pixel's class after each epoch is kept; they give the curve, and with
     # one epoch there is nothing to choose: --selection's OA is the curve's
-    folds, block_size = search.read_predictions(
+    folds, block_size, buffer = search.read_predictions(
         search.predictions_path(out, "tiny", "salinas_a", "random", 0)
     )
-    assert block_size == 0 and sum(len(f["truth"]) for f in folds) == 535
+    assert (block_size, buffer) == (0, 0) and sum(len(f["truth"]) for f in folds) == 535
     assert all(f["predictions"].shape == (1, len(f["truth"])) for f in folds)
     right = sum(int((f["predictions"][0] == f["truth"]).sum()) for f in folds)
     assert right / 535 == pytest.approx(entry["curve"][0], abs=1e-6)
@@ -260,13 +260,28 @@ def test_selection_chooses_the_epoch_on_one_half_and_scores_the_other(search, tm
         search.selection_curve([fold], 8)
     fold["coords"] = np.array([[0, 0], [0, 9]])
     np.testing.assert_allclose(search.selection_curve([fold], 8, repeats=5), [0.5, 0.0])
+    # a pixel scored has no choosing pixel within the buffer: at 1 pixel apart none is left
+    near = {**fold, "coords": np.array([[0, 7], [0, 8]])}
+    with pytest.raises(SystemExit, match="buffer of 1 pixels leaves no held-out pixel"):
+        search.selection_curve([near], 8, buffer=1)
+    np.testing.assert_allclose(search.selection_curve([fold], 8, buffer=1), [0.5, 0.0])
+    # folds pool: with a second, always-right fold of 4 pixels in 3 blocks, each halving
+    # scores every pixel once: (1 + 4) / 6 after epoch 1, (0 + 4) / 6 after epoch 2
+    right = {
+        "coords": np.array([[0, 0], [0, 20], [0, 40], [0, 41]]),
+        "truth": np.zeros(4, dtype=np.int64),
+        "predictions": np.zeros((2, 4), dtype=np.int64),
+        "losses": np.zeros((2, 4)),
+    }
+    np.testing.assert_allclose(search.selection_curve([fold, right], 8), [5 / 6, 4 / 6])
     groups = np.repeat(np.arange(6), 3)
     for _ in range(5):
         half = search._half(groups, np.random.default_rng(_))
         assert half.sum() == 9 and all(len(set(half[groups == g])) == 1 for g in range(6))
-    # ties in OA go to the lower mean loss on the choosing pixels, then to the earlier epoch
+    # ties in OA go to the lower mean loss on the choosing pixels (over both pixels:
+    # 0, 0, 2), then to the earlier epoch
     correct = np.array([[True, False], [True, False], [True, False]])
-    losses = np.array([[0.5, 9.0], [0.2, 0.0], [0.2, 9.0]])
+    losses = np.array([[0.5, 0.0], [0.2, 9.0], [0.2, 0.0]])
     select = np.array([True, False])
     np.testing.assert_array_equal(search.chosen_epochs(correct, losses, select), [0, 1, 1])
     # --selection reads the kept predictions of each run a CSV holds
@@ -276,7 +291,10 @@ def test_selection_chooses_the_epoch_on_one_half_and_scores_the_other(search, tm
         search.main(["--selection", str(out)])
     search.save_predictions(
         search.predictions_path(out, "v", "ip", "disjoint", 0),
-        {"block_size": 8, "held_out": [{**fold, "losses": np.zeros((2, 2))}]},
+        {
+            "grid": {"block_size": 8, "buffer": 0},
+            "held_out": [{**fold, "losses": np.zeros((2, 2))}],
+        },
     )
     assert search.main(["--selection", str(out), "--at", "1"]) == 0
     table = capsys.readouterr().out
@@ -288,3 +306,7 @@ def test_selection_chooses_the_epoch_on_one_half_and_scores_the_other(search, tm
         search.main(["--selection", str(out), "--at", "3"])
     with pytest.raises(SystemExit):
         search.main(["--selection", str(out), "--curves", str(out)])
+    with pytest.raises(SystemExit, match="no such file"):
+        search.main(["--selection", str(tmp_path / "none.csv")])
+    with pytest.raises(SystemExit):  # --at alone
+        search.main(["--at", "2", "--variants", "v.yaml", "--output", str(out)])
