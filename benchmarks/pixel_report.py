@@ -39,8 +39,13 @@ def _pct(value: str) -> str:
     return f"{100 * float(value):.2f}" if _scored(value) else "-"
 
 
-def table(path: Path) -> str:
-    rows = list(csv.DictReader(open(path)))
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def table(path: Path, rows: list[dict]) -> str:
+    """The results CSV ``path`` (its rows ``rows``) as the docs' tables."""
     classes = [k[4:] for k in rows[0] if k.startswith("acc_")]
     seeds = [r for r in rows if r["seed"] not in ("mean", "std")]
     means = {r["method"]: r for r in rows if r["seed"] == "mean"}
@@ -144,13 +149,11 @@ def _parts(rows: list[dict]) -> dict[str, set[str]]:
     return out
 
 
-def against(path: Path, old: Path) -> str:
-    """Each method of ``path`` against the same method in ``old`` (the same protocol run
-    with an earlier recipe), paired by seed. Files whose splits differ are refused."""
-    with open(path) as f:
-        new_rows = list(csv.DictReader(f))
-    with open(old) as f:
-        old_rows = list(csv.DictReader(f))
+def against(path: Path, new_rows: list[dict], old: Path) -> str:
+    """Each method of ``path`` (its rows ``new_rows``) against the same method in ``old``
+    (the same protocol run with an earlier recipe), paired by seed. Files whose splits
+    differ are refused."""
+    old_rows = read_rows(old)
     for key in ("split", "train_fraction"):
         mine, theirs = {r[key] for r in new_rows}, {r[key] for r in old_rows}
         if mine != theirs:
@@ -203,7 +206,7 @@ def summary(groups: list[list[str]]) -> tuple[str, list[tuple[str, list[tuple]]]
     for name, *paths in groups:
         bars = []
         for path in map(Path, paths):
-            rows = list(csv.DictReader(open(path)))
+            rows = read_rows(path)
             entries = json.loads(path.with_suffix(".json").read_text())
             for m in (r for r in rows if r["seed"] == "mean"):
                 s = next(r for r in rows if r["seed"] == "std" and r["method"] == m["method"])
@@ -305,9 +308,10 @@ def main(argv=None) -> int:
             f"--against takes one earlier CSV per CSV: {len(args.csv)} CSVs, "
             f"{len(args.against)} --against"
         )
-    parts = [table(p) for p in args.csv]
+    rows = [read_rows(p) for p in args.csv]
+    parts = [table(p, r) for p, r in zip(args.csv, rows, strict=True)]
     for i, old in enumerate(args.against or []):
-        parts[i] += "\n" + against(args.csv[i], old) + "\n"
+        parts[i] += "\n" + against(args.csv[i], rows[i], old) + "\n"
     print("\n".join(parts))
     return 0
 
