@@ -240,6 +240,7 @@ def selection_curve(
     buffer: int = 0,
     repeats: int = 50,
     seed: int = 0,
+    choose: bool = True,
 ) -> np.ndarray:
     """``(E,)``: the held-out OA of a run when training stops after epoch ``E`` and the epoch
     is chosen on validation pixels, as the protocol's test runs do, without choosing on the
@@ -251,7 +252,9 @@ def selection_curve(
     one half (:func:`chosen_epochs`) and scored on the other half's pixels that have no
     pixel of the first within ``buffer`` (as the split drops test pixels near val
     pixels), then the other way round. Returns the OA pooled over folds and both ways,
-    averaged over ``repeats`` halvings drawn from ``seed``."""
+    averaged over ``repeats`` halvings drawn from ``seed``. With ``choose=False`` the
+    weights after epoch ``E`` are scored on the same pixels instead (no epoch chosen): the
+    same halvings, so the two curves compare choosing with not choosing."""
     rng = np.random.default_rng(seed)
     epochs = len(folds[0]["predictions"])
     mean = np.zeros(epochs)
@@ -272,7 +275,8 @@ def selection_curve(
             one = _half(groups, rng)
             for select in (one, ~one):
                 score = ~select & _away_from(c, c[select], buffer)
-                right += correct[chosen_epochs(correct, f["losses"], select)][:, score].sum(1)
+                picks = chosen_epochs(correct, f["losses"], select) if choose else np.arange(epochs)
+                right += correct[picks][:, score].sum(1)
                 scored += int(score.sum())
         if scored == 0:
             raise SystemExit(f"the buffer of {buffer} pixels leaves no held-out pixel to score")
@@ -280,9 +284,9 @@ def selection_curve(
     return mean / repeats
 
 
-def selection_entries(output: Path) -> list[dict[str, Any]]:
+def selection_entries(output: Path, choose: bool = True) -> list[dict[str, Any]]:
     """One entry per run the CSV ``output`` holds, shaped as :func:`curves_of`'s, whose
-    ``curve`` is :func:`selection_curve` of its kept predictions."""
+    ``curve`` is :func:`selection_curve` of its kept predictions (``choose``: passed on)."""
     if not output.is_file():
         raise SystemExit(f"--selection {output}: no such file")
     entries = []
@@ -290,7 +294,8 @@ def selection_entries(output: Path) -> list[dict[str, Any]]:
         key = (r["variant"], r["scene"], r["split"], int(r["seed"]))
         folds, block_size, buffer = read_predictions(predictions_path(output, *key))
         entry = dict(zip(("variant", "scene", "split", "seed"), key, strict=True))
-        entries.append({**entry, "curve": selection_curve(folds, block_size, buffer).tolist()})
+        curve = selection_curve(folds, block_size, buffer, choose=choose)
+        entries.append({**entry, "curve": curve.tolist()})
     return entries
 
 
@@ -322,7 +327,9 @@ def curves_report(chosen: dict[str, dict[str, Any]], at: Sequence[int] = ()) -> 
     return "\n".join(lines).rstrip()
 
 
-def plot_curves(chosen: dict[str, dict[str, Any]], out: Path) -> None:
+def plot_curves(
+    chosen: dict[str, dict[str, Any]], out: Path, ylabel: str = "held-out OA (%)"
+) -> None:
     """The mean curve of every cell and their mean, per variant, the chosen epoch marked."""
     import matplotlib
 
@@ -336,9 +343,7 @@ def plot_curves(chosen: dict[str, dict[str, Any]], out: Path) -> None:
             ax.plot(epochs, 100 * curve, lw=1.2, label=f"{scene} {split} ({len(seeds)} seeds)")
         ax.plot(epochs, 100 * got["mean"], color="k", lw=2.5, label="mean of the cells")
         ax.axvline(got["epoch"], color="k", ls="--", lw=1)
-        ax.set(
-            xlabel="epoch", ylabel="held-out OA (%)", title=f"{name}: best mean at {got['epoch']}"
-        )
+        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{name}: best mean at {got['epoch']}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -411,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         "the epoch is chosen on half of the held-out pixels and scored on the other half",
     )
     parser.add_argument(
+        "--no-choice",
+        action="store_true",
+        help="with --selection: score the weights after each epoch on the same pixels instead "
+        "(no epoch chosen), to compare choosing with not choosing",
+    )
+    parser.add_argument(
         "--at",
         type=int,
         nargs="+",
@@ -423,17 +434,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.at or args.plot) and not (args.curves or args.selection):
         parser.error("--at and --plot go with --curves or --selection")
+    if args.no_choice and not args.selection:
+        parser.error("--no-choice goes with --selection")
     if args.curves or args.selection:
         if args.curves and args.selection:
             parser.error("give --curves or --selection, not both")
         if args.curves:
             entries = [e for c in args.curves for e in curves_of(c)]
         else:
-            entries = [e for c in args.selection for e in selection_entries(c)]
+            entries = [e for c in args.selection for e in selection_entries(c, not args.no_choice)]
         chosen = stop_epochs(entries)
         print(curves_report(chosen, args.at))
         if args.plot is not None:
-            plot_curves(chosen, args.plot)
+            what = (
+                "held-out OA (%), after the epoch"
+                if args.curves or args.no_choice
+                else "held-out OA (%), epoch chosen on the other half"
+            )
+            plot_curves(chosen, args.plot, what)
         return 0
     if args.variants is None or args.output is None:
         parser.error("--variants and --output are required (except with --curves or --selection)")

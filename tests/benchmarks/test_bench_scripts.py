@@ -190,6 +190,21 @@ def test_the_stop_epoch_table_is_the_recorded_curves():
     assert done.stdout.strip() in (REPO / "docs" / "pixel_classification.md").read_text()
 
 
+def test_round_12_tables_are_the_kept_predictions():
+    """docs/pixel_classification.md's round-12 tables are ``--selection`` of the kept
+    predictions, with and without the choice of epoch (the second inside a list item)."""
+    recorded = REPO / "docs" / "pixel_classification"
+    runs = [str(recorded / f"recipe_search_round12{s}.csv") for s in ("", "_random")]
+    doc = (REPO / "docs" / "pixel_classification.md").read_text()
+    done = script("pixel_recipe_search.py", "--selection", *runs, "--at", "37")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in doc
+    assert "| ctx75_fp32 | 59 (best of the mean) |" in done.stdout
+    done = script("pixel_recipe_search.py", "--selection", *runs, "--at", "37", "59", "--no-choice")
+    assert done.returncode == 0, done.stderr
+    assert "\n".join("  " + line for line in done.stdout.strip().splitlines()) in doc
+
+
 #: the groups of docs/pixel_classification.md's "LoRA across scenes" table
 TRANSFER_GROUPS = {
     "Salinas-A → Indian Pines, 5%": ["sa_to_ip_5pct", "sa_to_ip_5pct_refit", "sa_to_ip_5pct_stem"],

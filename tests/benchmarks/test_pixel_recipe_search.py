@@ -255,6 +255,8 @@ def test_selection_chooses_the_epoch_on_one_half_and_scores_the_other(search, tm
         "losses": np.zeros((2, 2)),
     }
     np.testing.assert_allclose(search.selection_curve([fold], 0, repeats=5), [0.5, 0.0])
+    # without a choice, the weights after each epoch on the same pixels: one right of two
+    np.testing.assert_allclose(search.selection_curve([fold], 0, choose=False), [0.5, 0.5])
     # in one 8 x 8 block the pixels cannot be halved; in two blocks they are, block by block
     with pytest.raises(SystemExit, match="2 held-out pixels in one block cannot be halved"):
         search.selection_curve([fold], 8)
@@ -302,6 +304,10 @@ def test_selection_chooses_the_epoch_on_one_half_and_scores_the_other(search, tm
     assert (
         "| v | 1 (given) | 50.00 | 50.00 |" in table and "| v | 2 (last) | 0.00 | 0.00 |" in table
     )
+    assert search.main(["--selection", str(out), "--no-choice"]) == 0
+    assert "| v | 2 (last) | 50.00 | 50.00 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # --no-choice is --selection's
+        search.main(["--curves", str(out), "--no-choice"])
     with pytest.raises(SystemExit, match=r"--at 3: the curves have epochs 1..2"):
         search.main(["--selection", str(out), "--at", "3"])
     with pytest.raises(SystemExit):
