@@ -359,7 +359,7 @@ class ValidationRecord(pl.Callback):
     show. The task's ``validation_step`` must return the batch's ``(B, C)`` logits and the
     batches must carry ``label``; the validation loader must not shuffle, so column ``i``
     is the ``i``-th validation sample. It records the validations of a fit, one per epoch
-    on one process (as :func:`geofm.tasks.pixel_protocol` trains); a later
+    on one process (as :mod:`geofm.tasks.pixel_protocol` trains); a later
     ``trainer.validate`` adds nothing.
 
     ``predictions()``: ``(epochs, N)`` int64 class ids; ``losses()``: ``(epochs, N)``
