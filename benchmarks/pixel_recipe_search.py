@@ -255,27 +255,30 @@ def selection_curve(
     averaged over ``repeats`` halvings drawn from ``seed``. With ``choose=False`` the
     weights after epoch ``E`` are scored on the same pixels instead (no epoch chosen): the
     same halvings, so the two curves compare choosing with not choosing."""
+    from geofm.data.splits import _block_ids
+
     rng = np.random.default_rng(seed)
     epochs = len(folds[0]["predictions"])
+    # per fold, what every halving shares: its groups (the split's own blocks) and which
+    # pixel is right after which epoch
+    prepared = []
+    for f in folds:
+        c = f["coords"]
+        if block_size:
+            groups = _block_ids(tuple(c.max(0) + 1), block_size)[c[:, 0], c[:, 1]]
+        else:
+            groups = np.arange(len(c))
+        if len(np.unique(groups)) < 2:
+            raise SystemExit(f"a fold of {len(c)} held-out pixels in one block cannot be halved")
+        prepared.append((c, groups, f["predictions"] == f["truth"][None], f["losses"]))
     mean = np.zeros(epochs)
     for _ in range(repeats):
         right, scored = np.zeros(epochs), 0
-        for f in folds:
-            c = f["coords"]
-            groups = (
-                (c[:, 0] // block_size) * 65536 + c[:, 1] // block_size
-                if block_size
-                else np.arange(len(c))
-            )
-            if len(np.unique(groups)) < 2:
-                raise SystemExit(
-                    f"a fold of {len(c)} held-out pixels in one block cannot be halved"
-                )
-            correct = f["predictions"] == f["truth"][None]
+        for c, groups, correct, losses in prepared:
             one = _half(groups, rng)
             for select in (one, ~one):
                 score = ~select & _away_from(c, c[select], buffer)
-                picks = chosen_epochs(correct, f["losses"], select) if choose else np.arange(epochs)
+                picks = chosen_epochs(correct, losses, select) if choose else np.arange(epochs)
                 right += correct[picks][:, score].sum(1)
                 scored += int(score.sum())
         if scored == 0:
