@@ -99,6 +99,36 @@ def augment_windows(
     return image, valid
 
 
+def class_weights(
+    labels: np.ndarray | torch.Tensor, num_classes: int, power: float
+) -> torch.Tensor:
+    """Loss weight of each class from the training labels: ``n_c ** -power``, ``n_c`` the
+    class's training pixels, scaled so that the mean weight over those pixels is 1.
+
+    ``power`` 0 weighs every pixel alike, 1 every class alike (inverse frequency), 0.5 in
+    between (square root); the family is the usual re-weighting for long-tailed classes
+    (Cui et al., "Class-Balanced Loss Based on Effective Number of Samples", CVPR 2019, who
+    compare it with their effective-number weights). ``labels``: ``(N,)`` class indices in
+    ``0..num_classes-1``; a class without training pixels gets weight 0 (no pixel carries it).
+    Returns ``(num_classes,)`` float32.
+    """
+    if not 0.0 <= power <= 1.0:
+        raise ValueError(
+            f"power must lie in [0, 1] (0: no weighting, 1: inverse frequency), got {power}"
+        )
+    y = torch.as_tensor(labels).long().flatten()
+    if y.numel() == 0:
+        raise ValueError("class weights need at least one training label")
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(
+            f"labels must lie in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}"
+        )
+    counts = torch.bincount(y, minlength=num_classes).double()
+    weights = torch.where(counts > 0, counts.clamp(min=1) ** -power, torch.zeros_like(counts))
+    weights = weights * y.numel() / (weights * counts).sum()
+    return weights.float()
+
+
 class PixelClassificationTask(BaseTask):
     """Train a window classifier on centre-pixel labels.
 
@@ -110,6 +140,9 @@ class PixelClassificationTask(BaseTask):
         warmup_epochs: linear warm-up (at most half of the run), then cosine decay to
             ``min_lr_factor * lr`` at the last step (1: a constant rate after the warm-up).
         label_smoothing: of the cross-entropy (training only).
+        class_weights: ``(K,)`` weights of the training cross-entropy's classes
+            (:func:`class_weights`); ``None`` weighs every pixel alike. The validation loss
+            is never weighted.
         augment: random flips and 90-degree rotations of the training windows.
         context_dropout: probability of hiding the outer part of a training window
             (:func:`drop_context`); 0 turns it off.
@@ -140,6 +173,7 @@ class PixelClassificationTask(BaseTask):
         brightness: float = 0.0,
         min_lr_factor: float = 0.0,
         schedule_epochs: int | None = None,
+        class_weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__(
             lr=lr, weight_decay=weight_decay, min_lr_factor=min_lr_factor, num_classes=num_classes
@@ -158,6 +192,13 @@ class PixelClassificationTask(BaseTask):
         self.warmup_epochs, self.label_smoothing = warmup_epochs, label_smoothing
         self.reduced_inputs, self.context_dropout = reduced_inputs, context_dropout
         self.brightness, self.schedule_epochs = brightness, schedule_epochs
+        if class_weights is not None and tuple(class_weights.shape) != (num_classes,):
+            raise ValueError(
+                f"class_weights must hold one weight per class, shape ({num_classes},); "
+                f"got {tuple(class_weights.shape)}"
+            )
+        self.class_weights: torch.Tensor | None
+        self.register_buffer("class_weights", class_weights, persistent=False)
 
     def forward(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         # one view of each window: training, and the per-epoch validation that chooses the
@@ -182,7 +223,12 @@ class PixelClassificationTask(BaseTask):
         if self.brightness > 0:
             image = scale_brightness(image, self.model.reduction.offset(), self.brightness)
         logits = self(image, valid)
-        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(
+            logits,
+            batch["label"],
+            weight=self.class_weights,
+            label_smoothing=self.label_smoothing,
+        )
         self.log(
             "train/loss",
             loss,

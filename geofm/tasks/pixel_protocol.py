@@ -334,7 +334,7 @@ def _train_window_model(
         ValidationRecord,
         WeightAverage,
     )
-    from geofm.tasks.pixel import PixelClassificationTask, ReducedWindows
+    from geofm.tasks.pixel import PixelClassificationTask, ReducedWindows, class_weights
 
     pl.seed_everything(seed, workers=True, verbose=False)
     image = torch.as_tensor(scene["image"]).float()
@@ -358,6 +358,9 @@ def _train_window_model(
         c = coords[part]
         return ReducedWindows(scores, c, mask[c[:, 0], c[:, 1]], recipe.patch)
 
+    power = t["class_weight_power"]
+    tr = coords["train"]
+    weights = class_weights(mask[tr[:, 0], tr[:, 1]], num_classes, power) if power else None
     # the recipe's types are checked when it is read (geofm.tasks.pixel_recipe)
     task = PixelClassificationTask(
         model,
@@ -372,6 +375,7 @@ def _train_window_model(
         context_dropout=t["context_dropout"],
         brightness=t["brightness"],
         schedule_epochs=t["epochs"],
+        class_weights=weights,
     )
     best = BestWeights(restore=keep_best)
     callbacks: list[pl.Callback] = [best]

@@ -16,7 +16,8 @@ dialect: values are checked against the types, unknown keys are errors that name
               lora_schedule: {period_epochs, period_mult, low, high} | null}
     train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, min_lr_factor,
               label_smoothing, augment, context_dropout, brightness, num_workers,
-              accelerator, precision: 32-true|bf16-mixed, ema_epochs, stop_epoch}
+              accelerator, precision: 32-true|bf16-mixed, ema_epochs, stop_epoch,
+              class_weight_power}
     baselines: [svm, ssftt, scratch, finetune]
 
 ``baselines`` run beside the recipe's model on the same splits: ``svm`` an RBF SVM on the
@@ -158,7 +159,9 @@ class TrainSection:
     (:class:`~geofm.tasks.callbacks.WeightAverage`); 0 turns it off. ``stop_epoch``
     trains only the first that many epochs of the ``epochs``-long schedule (the warm-up
     and cosine still span ``epochs``; ``None`` trains them all); the epoch is then chosen
-    on the validation part among those trained, as always."""
+    on the validation part among those trained, as always. ``class_weight_power`` weighs
+    each class's pixels in the training loss by their count to the power ``-p``
+    (:func:`~geofm.tasks.pixel.class_weights`): 0 weighs every pixel alike, 1 every class."""
 
     epochs: int = 60
     batch_size: int = 64
@@ -175,6 +178,7 @@ class TrainSection:
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
     ema_epochs: float = 0.0
     stop_epoch: int | None = None
+    class_weight_power: float = 0.0
 
 
 #: The comparisons of a recipe that starts from a base model, on the same splits and with
@@ -377,6 +381,12 @@ def recipe_from_namespace(ns: Any, source: str = "<dict>") -> PixelRecipe:
         raise RecipeError(
             f"{where}: train.ema_epochs is the span of the weights' moving average in "
             f"epochs, 0 to turn it off; got {recipe.train['ema_epochs']}"
+        )
+    power = recipe.train["class_weight_power"]
+    if not 0.0 <= power <= 1.0:
+        raise RecipeError(
+            f"{where}: train.class_weight_power weighs each class by its training pixels "
+            f"to the power -p: 0 (no weighting) to 1 (every class alike); got {power}"
         )
     stop = recipe.train["stop_epoch"]
     if stop is not None and not 1 <= stop <= recipe.train["epochs"]:

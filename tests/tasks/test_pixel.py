@@ -616,6 +616,85 @@ def test_stop_epoch_trains_the_first_epochs_of_the_longer_schedule(salinas_a, mo
             _recipe(epochs=4, stop_epoch=bad)
 
 
+def test_class_weights_weigh_each_class_by_its_count_to_a_power():
+    """``n_c ** -power``, the mean weight over the training pixels 1, an absent class 0."""
+    from geofm.tasks.pixel import class_weights
+
+    labels = np.array([0, 1, 1, 1, 1, 3, 3, 3, 3, 3])  # counts 1, 4, 0, 5
+    torch.testing.assert_close(
+        class_weights(labels, 4, 1.0), torch.tensor([10 / 3, 10 / 12, 0.0, 10 / 15])
+    )
+    torch.testing.assert_close(class_weights(labels, 4, 0.0), torch.tensor([1.0, 1.0, 0.0, 1.0]))
+    half = class_weights(torch.as_tensor(labels), 4, 0.5)
+    root = torch.tensor([1.0, 0.5, 0.0, 5**-0.5])
+    torch.testing.assert_close(half, root * 10 / (root * torch.tensor([1, 4, 0, 5])).sum())
+    assert half[0] > half[1] > half[3] > 1 / 3  # rarer classes weigh more
+    with pytest.raises(ValueError, match=r"power must lie in \[0, 1\].*got 1.5"):
+        class_weights(labels, 4, 1.5)
+    with pytest.raises(ValueError, match=r"labels must lie in 0..2, got 0..3"):
+        class_weights(labels, 3, 1.0)
+    with pytest.raises(ValueError, match="at least one training label"):
+        class_weights(np.array([], dtype=int), 3, 1.0)
+
+
+def test_class_weight_power_weighs_the_training_loss_and_nothing_else(salinas_a, monkeypatch):
+    """``train.class_weight_power`` gives the task the weights of the split's training
+    labels, which weigh the training cross-entropy (not the validation loss); 0, the
+    default and SSFTT's, gives none. Powers outside [0, 1] are refused when read."""
+    from geofm.tasks.pixel import PixelClassificationTask, class_weights
+    from geofm.tasks.pixel_protocol import _seed_split, _train_window_model
+    from geofm.tasks.pixel_recipe import baseline_recipe
+
+    given = []
+    init = PixelClassificationTask.__init__
+
+    def watched(self, *args, **kwargs):
+        given.append(kwargs.get("class_weights"))
+        return init(self, *args, **kwargs)
+
+    monkeypatch.setattr(PixelClassificationTask, "__init__", watched)
+    coords, _ = _seed_split(_recipe(), salinas_a, 0.05, 0, ["lola"], None)
+    for power in (0.5, 0.0):
+        _train_window_model(
+            _recipe(epochs=1, class_weight_power=power), dict(salinas_a), coords, 6, 0, False, None
+        )
+    mask = torch.as_tensor(salinas_a["mask"]).numpy()
+    tr = coords["train"]
+    torch.testing.assert_close(given[0], class_weights(mask[tr[:, 0], tr[:, 1]], 6, 0.5))
+    assert given[1] is None
+    assert (
+        baseline_recipe(_recipe(class_weight_power=1.0), "ssftt").train["class_weight_power"] == 0.0
+    )
+    with pytest.raises(RecipeError, match="class_weight_power weighs each class.*got 1.5"):
+        _recipe(class_weight_power=1.5)
+
+    # the loss: torch's weighted cross-entropy (smoothing included) with the given weights
+    torch.manual_seed(0)
+    head = torch.nn.Linear(3, 4)
+    model = type(
+        "M", (torch.nn.Module,), {"forward": lambda self, x, v=None: head(x[:, :, 0, 0])}
+    )()
+    weights = torch.tensor([2.0, 0.5, 1.0, 0.0])
+    batch = {"image": torch.randn(5, 3, 1, 1), "label": torch.tensor([0, 1, 1, 2, 0])}
+    logits = head(batch["image"][:, :, 0, 0])
+    losses = {}
+    for name, w in (("weighted", weights), ("plain", None)):
+        task = PixelClassificationTask(model, 4, augment=False, class_weights=w)
+        monkeypatch.setattr(task, "log", lambda *a, **k: None)
+        losses[name] = task.training_step(batch, 0)
+    per_pixel = torch.nn.functional.cross_entropy(
+        logits, batch["label"], label_smoothing=0.1, reduction="none"
+    )
+    torch.testing.assert_close(losses["plain"], per_pixel.mean())
+    expected = torch.nn.functional.cross_entropy(
+        logits, batch["label"], weight=weights, label_smoothing=0.1
+    )
+    torch.testing.assert_close(losses["weighted"], expected)
+    assert not torch.allclose(losses["weighted"], losses["plain"])
+    with pytest.raises(ValueError, match=r"one weight per class, shape \(4,\); got \(3,\)"):
+        PixelClassificationTask(model, 4, class_weights=torch.ones(3))
+
+
 @pytest.mark.parametrize("split", ["disjoint", "random"])
 def test_cross_validation_scores_each_development_pixel_once_and_never_a_test_pixel(
     salinas_a, monkeypatch, split
