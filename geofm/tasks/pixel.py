@@ -106,9 +106,10 @@ def class_weights(
     class's training pixels, scaled so that the mean weight over those pixels is 1.
 
     ``power`` 0 weighs every pixel alike, 1 every class alike (inverse frequency), 0.5 in
-    between (square root); the family is the usual re-weighting for long-tailed classes
-    (Cui et al., "Class-Balanced Loss Based on Effective Number of Samples", CVPR 2019, who
-    compare it with their effective-number weights). ``labels``: ``(N,)`` class indices in
+    between (square root): re-weighting by inverse frequency or its square root is common
+    practice for long-tailed classes (Cui et al., "Class-Balanced Loss Based on Effective
+    Number of Samples", CVPR 2019, whose effective-number weights tend to inverse frequency
+    as their beta tends to 1). ``labels``: ``(N,)`` class indices in
     ``0..num_classes-1``; a class without training pixels gets weight 0 (no pixel carries it).
     Returns ``(num_classes,)`` float32.
     """
@@ -140,9 +141,10 @@ class PixelClassificationTask(BaseTask):
         warmup_epochs: linear warm-up (at most half of the run), then cosine decay to
             ``min_lr_factor * lr`` at the last step (1: a constant rate after the warm-up).
         label_smoothing: of the cross-entropy (training only).
-        class_weights: ``(K,)`` weights of the training cross-entropy's classes
-            (:func:`class_weights`); ``None`` weighs every pixel alike. The validation loss
-            is never weighted.
+        class_weights: ``(K,)`` weight of each class's pixels in the training loss
+            (:func:`class_weights`): the loss is the weighted mean of the pixels'
+            cross-entropies (label smoothing included, spread evenly as without weights);
+            ``None`` weighs every pixel alike. The validation loss is never weighted.
         augment: random flips and 90-degree rotations of the training windows.
         context_dropout: probability of hiding the outer part of a training window
             (:func:`drop_context`); 0 turns it off.
@@ -223,12 +225,17 @@ class PixelClassificationTask(BaseTask):
         if self.brightness > 0:
             image = scale_brightness(image, self.model.reduction.offset(), self.brightness)
         logits = self(image, valid)
-        loss = F.cross_entropy(
-            logits,
-            batch["label"],
-            weight=self.class_weights,
-            label_smoothing=self.label_smoothing,
-        )
+        label = batch["label"]
+        if self.class_weights is None:
+            loss = F.cross_entropy(logits, label, label_smoothing=self.label_smoothing)
+        else:
+            # whole pixels weighted, their smoothing included (torch's weight= would also
+            # weight the smoothing's share of each class, moving it towards rare classes)
+            each = F.cross_entropy(
+                logits, label, label_smoothing=self.label_smoothing, reduction="none"
+            )
+            w = self.class_weights[label]
+            loss = (w * each).sum() / w.sum()
         self.log(
             "train/loss",
             loss,

@@ -668,7 +668,8 @@ def test_class_weight_power_weighs_the_training_loss_and_nothing_else(salinas_a,
     with pytest.raises(RecipeError, match="class_weight_power weighs each class.*got 1.5"):
         _recipe(class_weight_power=1.5)
 
-    # the loss: torch's weighted cross-entropy (smoothing included) with the given weights
+    # the loss: the weighted mean of the pixels' smoothed cross-entropies; the smoothing
+    # spread evenly over the classes as without weights (torch's weight= would not)
     torch.manual_seed(0)
     head = torch.nn.Linear(3, 4)
     model = type(
@@ -677,20 +678,28 @@ def test_class_weight_power_weighs_the_training_loss_and_nothing_else(salinas_a,
     weights = torch.tensor([2.0, 0.5, 1.0, 0.0])
     batch = {"image": torch.randn(5, 3, 1, 1), "label": torch.tensor([0, 1, 1, 2, 0])}
     logits = head(batch["image"][:, :, 0, 0])
-    losses = {}
+    losses, val_losses = {}, {}
     for name, w in (("weighted", weights), ("plain", None)):
         task = PixelClassificationTask(model, 4, augment=False, class_weights=w)
-        monkeypatch.setattr(task, "log", lambda *a, **k: None)
+        assert "class_weights" not in task.state_dict()  # never saved with the weights
+        logged: dict[str, torch.Tensor] = {}
+        monkeypatch.setattr(
+            task, "log", lambda key, value, logged=logged, **k: logged.update({key: value})
+        )
+        monkeypatch.setattr(task, "update_confusion", lambda *a, **k: None)
         losses[name] = task.training_step(batch, 0)
-    per_pixel = torch.nn.functional.cross_entropy(
-        logits, batch["label"], label_smoothing=0.1, reduction="none"
-    )
-    torch.testing.assert_close(losses["plain"], per_pixel.mean())
-    expected = torch.nn.functional.cross_entropy(
-        logits, batch["label"], weight=weights, label_smoothing=0.1
-    )
-    torch.testing.assert_close(losses["weighted"], expected)
+        task.validation_step(batch, 0)
+        val_losses[name] = logged["val/loss"]
+    log_p = torch.log_softmax(logits, dim=-1)
+    each = -(0.9 * log_p[torch.arange(5), batch["label"]] + 0.1 * log_p.mean(dim=-1))
+    w = weights[batch["label"]]
+    torch.testing.assert_close(losses["plain"], each.mean())
+    torch.testing.assert_close(losses["weighted"], (w * each).sum() / w.sum())
     assert not torch.allclose(losses["weighted"], losses["plain"])
+    torch.testing.assert_close(val_losses["weighted"], val_losses["plain"])
+    torch.testing.assert_close(
+        val_losses["plain"], torch.nn.functional.cross_entropy(logits, batch["label"])
+    )
     with pytest.raises(ValueError, match=r"one weight per class, shape \(4,\); got \(3,\)"):
         PixelClassificationTask(model, 4, class_weights=torch.ones(3))
 
