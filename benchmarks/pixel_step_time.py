@@ -11,22 +11,30 @@ mean of each is printed. bfloat16 is fast only where the CPU has bfloat16 arithm
 (AVX-512 BF16 or AMX; the flags are printed); elsewhere it is emulated and slower than
 float32.
 
+``--variant NAME ...`` times variants of ``benchmarks/pixel_recipe_variants.yaml`` (each
+over the config's file, as ``pixel_recipe_search.py`` builds them) beside the recipe, in
+float32 only, and prints each one's time as a multiple of the recipe's: what a cheaper
+architecture saves, before its validation runs are spent.
+
     python benchmarks/pixel_step_time.py                      # the Indian Pines recipe
     python benchmarks/pixel_step_time.py --threads 1 --steps 20
+    python benchmarks/pixel_step_time.py --threads 1 --variant stem4816
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from geofm.tasks.pixel_models import build_classifier
 from geofm.tasks.pixel_protocol import cpu_bf16_flags
-from geofm.tasks.pixel_recipe import load_recipe
+from geofm.tasks.pixel_recipe import PixelRecipe, load_recipe, merged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,10 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="time these variants beside the recipe, in float32",
+    )
+    parser.add_argument(
+        "--variants", type=Path, default=ROOT / "benchmarks/pixel_recipe_variants.yaml"
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     recipe = load_recipe(args.config)
+    if args.variant:
+        return time_variants(args, recipe)
     batch = recipe.train["batch_size"]
     times: dict[bool, float] = {}
     for _ in range(args.repeats):
@@ -96,6 +116,41 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"bfloat16 (mixed): {times[True] * 1e3:7.1f} ms per step, {times[False] / times[True]:.2f}x as fast"
     )
+    return 0
+
+
+def time_variants(args: argparse.Namespace, recipe: PixelRecipe) -> int:
+    """Float32 step times of the recipe and of ``args.variant``, alternated
+    ``args.repeats`` times, the fastest of each; each as a multiple of the recipe's."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from pixel_recipe_search import read_variants
+
+    known = dict(read_variants(args.variants))
+    unknown = [n for n in args.variant if n not in known]
+    if unknown:
+        raise SystemExit(
+            f"{args.variants} has no variant {', '.join(unknown)}; it has {', '.join(known)}"
+        )
+    config = yaml.safe_load(args.config.read_text())
+    recipes = {"recipe": recipe}
+    recipes.update({n: load_recipe(merged(config, known[n])) for n in args.variant})
+    times: dict[str, float] = {}
+    for _ in range(args.repeats):
+        for name, r in recipes.items():
+            torch.manual_seed(0)
+            model, _ = build_classifier(r, args.bands, args.classes)
+            took = step_seconds(model, r.train["batch_size"], False, args.steps, args.warmup)
+            times[name] = min(times.get(name, took), took)
+    print(
+        f"float32, {args.bands} bands, {torch.get_num_threads()} CPU threads, "
+        f"fastest of {args.repeats}; the recipe: {args.config.name}"
+    )
+    for name, r in recipes.items():
+        print(
+            f"{name:>16}: {times[name] * 1e3:7.1f} ms per step, "
+            f"{times[name] / times['recipe']:.2f}x the recipe's "
+            f"(batch {r.train['batch_size']}, {r.model['kwargs']})"
+        )
     return 0
 
 
