@@ -316,13 +316,13 @@ def _train_window_model(
     seed: int,
     progress: bool,
     log_dir: Path | None,
-    keep_best: bool = True,
+    keep_best: bool | None = None,
     keep_val: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any], float, dict[str, Any]]:
     """Train the recipe's window model on ``coords["train"]``, validating on
     ``coords["val"]`` after every epoch; it ends holding the best validation epoch's
     weights, or with ``keep_best=False`` the last epoch's (the moving average's, with
-    ``train.ema_epochs``). ``details["val_history"]``: the validation OA of every epoch;
+    ``train.ema_epochs``); ``None``: as the recipe's ``train.keep`` says. ``details["val_history"]``: the validation OA of every epoch;
     with ``keep_val``, also ``details["val_predictions"]`` and ``details["val_losses"]``,
     ``(epochs, N)``: each validation pixel's class and loss after every epoch
     (:class:`~geofm.tasks.callbacks.ValidationRecord`)."""
@@ -377,6 +377,8 @@ def _train_window_model(
         schedule_epochs=t["epochs"],
         class_weights=weights,
     )
+    if keep_best is None:
+        keep_best = t["keep"] == "best"
     best = BestWeights(restore=keep_best)
     callbacks: list[pl.Callback] = [best]
     if t["ema_epochs"]:
@@ -435,6 +437,7 @@ def _train_window_model(
         "val_history": list(best.history),
         "epochs": t["epochs"],  # of the schedule; trained: stop_epoch where it is set
         "stop_epoch": t["stop_epoch"],
+        "kept": "best" if keep_best else "last",  # the weights it ends with
         "pca_explained": float(model.reduction.explained.sum()),
     }
     if "pca_match" in record:

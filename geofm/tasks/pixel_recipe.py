@@ -17,7 +17,7 @@ dialect: values are checked against the types, unknown keys are errors that name
     train:   {epochs, batch_size, lr, weight_decay, warmup_epochs, min_lr_factor,
               label_smoothing, augment, context_dropout, brightness, num_workers,
               accelerator, precision: 32-true|bf16-mixed, ema_epochs, stop_epoch,
-              class_weight_power}
+              keep: best|last, class_weight_power}
     baselines: [svm, ssftt, scratch, finetune]
 
 ``baselines`` run beside the recipe's model on the same splits: ``svm`` an RBF SVM on the
@@ -159,7 +159,10 @@ class TrainSection:
     (:class:`~geofm.tasks.callbacks.WeightAverage`); 0 turns it off. ``stop_epoch``
     trains only the first that many epochs of the ``epochs``-long schedule (the warm-up
     and cosine still span ``epochs``; ``None`` trains them all); the epoch is then chosen
-    on the validation part among those trained, as always. ``class_weight_power`` weighs
+    on the validation part among those trained. ``keep``: the model a run ends with, the
+    epoch ``best`` on the validation part (``BestWeights``) or the ``last`` trained (the
+    validation part then only reports; cross-validation folds always keep the last).
+    ``class_weight_power`` weighs
     each class's pixels in the training loss by their count to the power ``-p``
     (:func:`~geofm.tasks.pixel.class_weights`): 0 weighs every pixel alike, 1 every class."""
 
@@ -178,6 +181,7 @@ class TrainSection:
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
     ema_epochs: float = 0.0
     stop_epoch: int | None = None
+    keep: Literal["best", "last"] = "best"
     class_weight_power: float = 0.0
 
 

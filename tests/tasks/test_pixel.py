@@ -616,6 +616,53 @@ def test_stop_epoch_trains_the_first_epochs_of_the_longer_schedule(salinas_a, mo
             _recipe(epochs=4, stop_epoch=bad)
 
 
+def test_keep_last_ends_with_the_last_epochs_weights(salinas_a, monkeypatch):
+    """``train.keep: last`` ends with the weights of the last epoch trained, ``best`` (the
+    default, and SSFTT's) with those of the epoch the validation part chose; the results
+    say which. Other values are refused when the recipe is read."""
+    import copy
+
+    from geofm.tasks.callbacks import BestWeights
+    from geofm.tasks.pixel_protocol import _seed_split, _train_window_model
+    from geofm.tasks.pixel_recipe import baseline_recipe
+
+    states: list[dict[str, torch.Tensor]] = []
+    validated = BestWeights.on_validation_end
+
+    def watched(self, trainer, pl_module):
+        states.append(copy.deepcopy(pl_module.model.state_dict()))
+        return validated(self, trainer, pl_module)
+
+    monkeypatch.setattr(BestWeights, "on_validation_end", watched)
+    coords, _ = _seed_split(_recipe(), salinas_a, 0.05, 0, ["lola"], None)
+    ends = {}
+    for keep in ("last", "best"):
+        states.clear()
+        model, _, _, details = _train_window_model(
+            # a constant, high rate whose third epoch scores below its second on this split
+            _recipe(epochs=4, stop_epoch=3, warmup_epochs=0.0, lr=1e-2, keep=keep),
+            dict(salinas_a),
+            coords,
+            6,
+            0,
+            False,
+            None,
+        )
+        ends[keep] = (model.state_dict(), list(states), details)
+    last, best = ends["last"], ends["best"]
+    assert (last[2]["kept"], best[2]["kept"]) == ("last", "best")
+    assert last[2]["val_history"] == best[2]["val_history"]  # the same training
+    chosen = best[2]["best_epoch"]
+    assert chosen < 2, f"the test needs a best epoch before the last: {best[2]['val_history']}"
+    for key, value in last[0].items():
+        torch.testing.assert_close(value, last[1][-1][key], rtol=0, atol=0)
+    for key, value in best[0].items():
+        torch.testing.assert_close(value, best[1][chosen][key], rtol=0, atol=0)
+    assert baseline_recipe(_recipe(keep="last"), "ssftt").train["keep"] == "best"
+    with pytest.raises(RecipeError, match="keep"):
+        _recipe(keep="first")
+
+
 def test_class_weights_weigh_each_class_by_its_count_to_a_power():
     """``n_c ** -power``, the mean weight over the training pixels 1, an absent class 0."""
     from geofm.tasks.pixel import class_weights
