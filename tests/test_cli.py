@@ -163,7 +163,7 @@ def test_classify_pixels_takes_its_earlier_options_and_a_whole_new_scene(capsys)
     assert recipe.scene["cube"] == "a.mat" and recipe.scene["card"] is None
     assert recipe.train["epochs"] == 2
     # without it, the error names the option that fixes it
-    with pytest.raises(ValueError, match=r"stop_epoch.*\(2\), got 59.*--train.stop_epoch null"):
+    with pytest.raises(ValueError, match=r"stop_epoch.*\(2\), got 75.*--train.stop_epoch null"):
         prepare_classify_pixels(["--config", recipe_file, "--epochs", "2"])
     with pytest.raises(ValueError, match="--card, --cube-key and --gt-key describe a scene"):
         classify_pixels_argv(["--config", recipe_file, "--card", "indian_pines"])

@@ -727,8 +727,9 @@ def validate_seed(
     classified.
 
     Returns ``{"val_oa", "val_aa", "val_kappa", "val_per_class", "best_epoch",
-    "train_seconds", "counts"}`` (the scores of the weights chosen on the same validation
-    part, so optimistic by the choice of epoch, equally for every recipe compared) and
+    "train_seconds", "counts"}`` (the scores of the weights the run ends with: with
+    ``train.keep: best`` those chosen on the same validation part, so optimistic by the
+    choice of epoch, equally for every recipe compared; with ``last`` the last epoch's) and
     ``"curve"``, the validation OA after each epoch (as logged in training, under the
     recipe's precision). With ``keep_predictions``, ``"held_out"`` (:func:`_held_out`, the
     validation part as one fold) and ``"grid"``, the split's ``{"block_size", "buffer"}``
