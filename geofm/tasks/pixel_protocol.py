@@ -322,9 +322,10 @@ def _train_window_model(
     """Train the recipe's window model on ``coords["train"]``, validating on
     ``coords["val"]`` after every epoch; it ends holding the best validation epoch's
     weights, or with ``keep_best=False`` the last epoch's (the moving average's, with
-    ``train.ema_epochs``); ``None``: as the recipe's ``train.keep`` says. ``details["val_history"]``: the validation OA of every epoch;
-    with ``keep_val``, also ``details["val_predictions"]`` and ``details["val_losses"]``,
-    ``(epochs, N)``: each validation pixel's class and loss after every epoch
+    ``train.ema_epochs``); ``keep_best=None``: as the recipe's ``train.keep`` says.
+    ``details["val_history"]``: the validation OA of every epoch; with ``keep_val``, also
+    ``details["val_predictions"]`` and ``details["val_losses"]``, ``(epochs, N)``: each
+    validation pixel's class and loss after every epoch
     (:class:`~geofm.tasks.callbacks.ValidationRecord`)."""
     import lightning.pytorch as pl
 

@@ -162,9 +162,9 @@ class TrainSection:
     on the validation part among those trained. ``keep``: the model a run ends with, the
     epoch ``best`` on the validation part (``BestWeights``) or the ``last`` trained (the
     validation part then only reports; cross-validation folds always keep the last).
-    ``class_weight_power`` weighs
-    each class's pixels in the training loss by their count to the power ``-p``
-    (:func:`~geofm.tasks.pixel.class_weights`): 0 weighs every pixel alike, 1 every class."""
+    ``class_weight_power`` weighs each class's pixels in the training loss by their count
+    to the power ``-p`` (:func:`~geofm.tasks.pixel.class_weights`): 0 weighs every pixel
+    alike, 1 every class."""
 
     epochs: int = 60
     batch_size: int = 64

@@ -639,7 +639,7 @@ def test_keep_last_ends_with_the_last_epochs_weights(salinas_a, monkeypatch):
     for keep in ("last", "best"):
         states.clear()
         model, _, _, details = _train_window_model(
-            # a constant, high rate whose third epoch scores below its second on this split
+            # no warm-up and a high rate: its third epoch scores below its second here
             _recipe(epochs=4, stop_epoch=3, warmup_epochs=0.0, lr=1e-2, keep=keep),
             dict(salinas_a),
             coords,
