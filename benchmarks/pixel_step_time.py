@@ -27,6 +27,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ from geofm.tasks.pixel_protocol import cpu_bf16_flags
 from geofm.tasks.pixel_recipe import PixelRecipe, load_recipe, merged
 
 ROOT = Path(__file__).resolve().parents[1]
+K = TypeVar("K")
 
 
 def step_seconds(model: torch.nn.Module, batch: int, bf16: bool, steps: int, warmup: int) -> float:
@@ -99,13 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.variant:
         return time_variants(args, recipe)
     batch = recipe.train["batch_size"]
-    times: dict[bool, float] = {}
-    for _ in range(args.repeats):
-        for bf16 in (False, True):
-            torch.manual_seed(0)
-            model, _ = build_classifier(recipe, args.bands, args.classes)
-            took = step_seconds(model, batch, bf16, args.steps, args.warmup)
-            times[bf16] = min(times.get(bf16, took), took)
+    times = fastest({bf16: (recipe, bf16) for bf16 in (False, True)}, args)
     kw, flags = recipe.model["kwargs"], cpu_bf16_flags()
     print(
         f"{recipe.model['name']} {kw}, batch {batch}, {args.bands} bands, "
@@ -117,6 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         f"bfloat16 (mixed): {times[True] * 1e3:7.1f} ms per step, {times[False] / times[True]:.2f}x as fast"
     )
     return 0
+
+
+def fastest(runs: dict[K, tuple[PixelRecipe, bool]], args: argparse.Namespace) -> dict[K, float]:
+    """The fastest mean step seconds of each ``(recipe, bf16)`` in ``runs``, the runs
+    alternated ``args.repeats`` times, each on a fresh model of the same seed."""
+    times: dict[K, float] = {}
+    for _ in range(args.repeats):
+        for key, (recipe, bf16) in runs.items():
+            torch.manual_seed(0)
+            model, _ = build_classifier(recipe, args.bands, args.classes)
+            took = step_seconds(model, recipe.train["batch_size"], bf16, args.steps, args.warmup)
+            times[key] = min(times.get(key, took), took)
+    return times
 
 
 def time_variants(args: argparse.Namespace, recipe: PixelRecipe) -> int:
@@ -134,13 +143,7 @@ def time_variants(args: argparse.Namespace, recipe: PixelRecipe) -> int:
     config = yaml.safe_load(args.config.read_text())
     recipes = {"recipe": recipe}
     recipes.update({n: load_recipe(merged(config, known[n])) for n in args.variant})
-    times: dict[str, float] = {}
-    for _ in range(args.repeats):
-        for name, r in recipes.items():
-            torch.manual_seed(0)
-            model, _ = build_classifier(r, args.bands, args.classes)
-            took = step_seconds(model, r.train["batch_size"], False, args.steps, args.warmup)
-            times[name] = min(times.get(name, took), took)
+    times = fastest({name: (r, False) for name, r in recipes.items()}, args)
     print(
         f"float32, {args.bands} bands, {torch.get_num_threads()} CPU threads, "
         f"fastest of {args.repeats}; the recipe: {args.config.name}"
