@@ -54,6 +54,7 @@ import numpy as np
 import yaml
 
 from geofm.tasks.pixel_recipe import merged
+from geofm.tasks.pixel_results import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = [
@@ -89,11 +90,9 @@ def read_variants(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return [(e["name"], e.get("changes") or {}) for e in entries]
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def run_key(entry: dict[str, Any]) -> tuple[str, str, str, int]:
+    """(variant, scene, split, seed): what names one run in the CSV and the curves."""
+    return entry["variant"], entry["scene"], entry["split"], int(entry["seed"])
 
 
 def curves_path(output: Path) -> Path:
@@ -139,8 +138,8 @@ def curves_of(output: Path) -> list[dict[str, Any]]:
     path = curves_path(output)
     if not path.is_file():
         raise SystemExit(f"no curves beside {output}: {path} does not exist")
-    last = {(e["variant"], e["scene"], e["split"], int(e["seed"])): e for e in read_curves(path)}
-    keys = [(r["variant"], r["scene"], r["split"], int(r["seed"])) for r in read_rows(output)]
+    last = {run_key(e): e for e in read_curves(path)}
+    keys = [run_key(r) for r in read_rows(output, missing_ok=True)]
     missing = [k for k in keys if k not in last]
     if missing:
         raise SystemExit(
@@ -294,7 +293,7 @@ def selection_entries(output: Path, choose: bool = True) -> list[dict[str, Any]]
         raise SystemExit(f"--selection {output}: no such file")
     entries = []
     for r in read_rows(output):
-        key = (r["variant"], r["scene"], r["split"], int(r["seed"]))
+        key = run_key(r)
         folds, block_size, buffer = read_predictions(predictions_path(output, *key))
         entry = dict(zip(("variant", "scene", "split", "seed"), key, strict=True))
         curve = selection_curve(folds, block_size, buffer, choose=choose)
@@ -462,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = read_variants(args.variants)
     order = [name for name, _ in variants]
     if args.report:
-        print(report(read_rows(args.output), order))
+        print(report(read_rows(args.output, missing_ok=True), order))
         return 0
     fields = FIELDS if args.folds is None else FIELDS_CV
     kind = "validation-part" if args.folds is None else "cross-validation"
@@ -497,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         scenes.append((card, float(fraction), config))
     if not scenes:
         raise SystemExit("give at least one --scene CARD:FRACTION[:ROOT]")
-    done = {(r["variant"], r["scene"], r["split"], int(r["seed"])) for r in read_rows(args.output)}
+    done = {run_key(r) for r in read_rows(args.output, missing_ok=True)}
     loaded: dict[str, dict[str, Any]] = {}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     for name, changes in variants:
@@ -576,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
                     for j, classes in enumerate(got.get("fold_unseen", [])):
                         if classes:
                             print(f"  fold {j} scores classes {classes} it never trained on")
-    print(report(read_rows(args.output), order))
+    print(report(read_rows(args.output, missing_ok=True), order))
     return 0
 
 

@@ -22,12 +22,13 @@ parameters and training seconds; ``--plot`` draws the mean OA of each with its s
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import scipy.stats
+
+from geofm.tasks.pixel_results import read_rows
 
 
 def _scored(value: str | None) -> bool:
@@ -37,11 +38,6 @@ def _scored(value: str | None) -> bool:
 
 def _pct(value: str) -> str:
     return f"{100 * float(value):.2f}" if _scored(value) else "-"
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def table(path: Path, rows: list[dict]) -> str:

@@ -18,7 +18,7 @@ from geofm.data.outputs import write_atomic
 from geofm.tasks.metrics import ClassificationMetrics, confusion_metrics
 from geofm.tasks.pixel_recipe import PixelRecipe
 
-__all__ = ["SeedResult", "jsonable", "read_results", "summarise", "write_results"]
+__all__ = ["SeedResult", "jsonable", "read_results", "read_rows", "summarise", "write_results"]
 
 #: what the mean and std rows of :func:`summarise` are grouped by
 GROUP_KEYS = ("method", "mode", "split", "train_fraction")
@@ -126,6 +126,17 @@ def write_results(
         path.with_suffix(".json"), lambda part: part.write_text(json.dumps(detail, indent=1))
     )
     return rows
+
+
+def read_rows(path: Path, missing_ok: bool = False) -> list[dict[str, str]]:
+    """The rows of a results CSV (:func:`write_results`, or the recipe search's) as
+    strings, keyed by the header; ``missing_ok``: no file gives no rows instead of an
+    error."""
+    path = Path(path)
+    if missing_ok and not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def read_results(path: Path, recipe: PixelRecipe, train_fraction: float) -> list[SeedResult]:

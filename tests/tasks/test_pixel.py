@@ -22,7 +22,7 @@ from geofm.tasks.pixel import ReducedWindows, augment_windows, classify_pixels, 
 from geofm.tasks.pixel_models import load_classifier
 from geofm.tasks.pixel_protocol import make_split, run_protocol
 from geofm.tasks.pixel_recipe import RecipeError, load_recipe
-from geofm.tasks.pixel_results import summarise, write_results
+from geofm.tasks.pixel_results import read_rows, summarise, write_results
 
 SALINAS_A = {
     "card": "salinas_a",
@@ -261,6 +261,12 @@ def test_protocol_end_to_end_on_salinas_a(tmp_path, salinas_a):
     text = (tmp_path / "r.csv").read_text().splitlines()
     assert text[0].startswith("method,mode,split,train_fraction,seed,oa,aa,kappa,acc_Brocoli")
     assert (tmp_path / "r.json").is_file()
+    back = read_rows(tmp_path / "r.csv")  # what the report scripts read
+    assert [r["seed"] for r in back] == ["0", "0", "1", "1", "mean", "std", "mean", "std"]
+    assert float(back[4]["oa"]) == pytest.approx(mean["oa"], abs=1e-6)
+    assert read_rows(tmp_path / "none.csv", missing_ok=True) == []
+    with pytest.raises(FileNotFoundError):
+        read_rows(tmp_path / "none.csv")
 
     # the saved model, reloaded, gives the same test predictions (the split is rebuilt from
     # its seed)
