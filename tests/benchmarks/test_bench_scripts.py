@@ -72,7 +72,7 @@ def test_pretrain_benchmark_quick_run_records_its_table(tmp_path):
 
 def test_pixel_report_tables_the_recorded_results():
     """The tables in docs/pixel_classification.md come from these CSVs by this script, and
-    so do its comparisons with round 11's runs (``--against``, run from the repository)."""
+    so do its comparisons with round 12's runs (``--against``, run from the repository)."""
     done = script(
         "pixel_report.py", str(REPO / "docs" / "pixel_classification" / "salinas_a_disjoint.csv")
     )
@@ -86,7 +86,7 @@ def test_pixel_report_tables_the_recorded_results():
                 "benchmarks/pixel_report.py",
                 f"docs/pixel_classification/{cell}.csv",
                 "--against",
-                f"docs/pixel_classification/round11/{cell}.csv",
+                f"docs/pixel_classification/round12/{cell}.csv",
             ],
             capture_output=True,
             text=True,
