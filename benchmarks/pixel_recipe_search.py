@@ -30,6 +30,9 @@ highest (the earliest, on a tie) beside the last epoch (:func:`stop_epochs`;
 and the epoch is chosen among the first E on half of the held-out pixels and scored on
 the other half (:func:`selection_curve`), which is how the protocol's test runs use a
 stop epoch; ``--curves`` scores the weights after epoch E, which no test run keeps.
+``--against VARIANT --at E`` adds each other variant's cell-by-cell difference from
+VARIANT after epoch E, paired on the same seeds (:func:`paired`): the figures a round's
+rule is read from.
 
 ``--scene CARD:FRACTION[:ROOT]``: the card's recipe ``configs/classify/lola_<CARD>.yaml``,
 its training share, and where its files are (for scenes that are not bundled). Rows are
@@ -47,6 +50,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +333,97 @@ def curves_report(chosen: dict[str, dict[str, Any]], at: Sequence[int] = ()) -> 
     return "\n".join(lines).rstrip()
 
 
+@dataclass(frozen=True)
+class Paired:
+    """A variant against a base at one epoch, cell by cell on the same seeds: the
+    differences of the cells' mean OA (variant minus base, in points), their mean (the
+    difference of the two means over cells), how many cells are not lower, and the lowest
+    difference."""
+
+    variant: str
+    base: str
+    epoch: int
+    cells: dict[tuple[str, str], float]
+    mean: float
+    not_lower: int
+    lowest: float
+
+
+def paired(chosen: dict[str, dict[str, Any]], base: str, epoch: int) -> list[Paired]:
+    """Every variant of :func:`stop_epochs`'s ``chosen`` but ``base`` against ``base`` after
+    ``epoch`` (1-based). The variant must hold the base's cells, each on the base's seeds,
+    so that each difference is paired."""
+    if base not in chosen:
+        raise SystemExit(f"--against {base}: no such variant in the curves ({', '.join(chosen)})")
+    ref = chosen[base]["cells"]
+    out = []
+    for name, got in chosen.items():
+        if name == base:
+            continue
+        cells = got["cells"]
+        if set(cells) != set(ref):
+            raise SystemExit(
+                f"{name} has the cells {sorted(cells)} and {base} {sorted(ref)}: "
+                "pair them on the same cells"
+            )
+        diffs = {}
+        for key, (seeds, curve) in cells.items():
+            ref_seeds, ref_curve = ref[key]
+            if seeds != ref_seeds:
+                raise SystemExit(
+                    f"{name} {key[0]} {key[1]}: seeds {seeds} against {base}'s {ref_seeds}; "
+                    "a paired difference needs the same seeds"
+                )
+            last = min(len(curve), len(ref_curve))
+            if not 1 <= epoch <= last:
+                raise SystemExit(f"--at {epoch}: {name} and {base} share epochs 1..{last}")
+            diffs[key] = 100 * float(curve[epoch - 1] - ref_curve[epoch - 1])
+        values = [diffs[k] for k in ref]
+        out.append(
+            Paired(
+                variant=name,
+                base=base,
+                epoch=epoch,
+                cells={k: diffs[k] for k in ref},
+                mean=float(np.mean(values)),
+                not_lower=sum(v >= 0 for v in values),
+                lowest=min(values),
+            )
+        )
+    return out
+
+
+def paired_report(pairs: Sequence[Paired]) -> str:
+    """:func:`paired`'s differences as a table, in OA points."""
+    if not pairs:
+        return ""
+    first = pairs[0]
+    head = [
+        "variant",
+        "epoch",
+        *[f"{s} {k}" for s, k in first.cells],
+        "mean",
+        "cells not lower",
+        "lowest cell",
+    ]
+    lines = [
+        f"Against {first.base}, paired on the same seeds (OA points, variant minus base):",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for p in pairs:
+        row = [
+            p.variant,
+            str(p.epoch),
+            *[f"{v:+.2f}" for v in p.cells.values()],
+            f"{p.mean:+.2f}",
+            f"{p.not_lower} of {len(p.cells)}",
+            f"{p.lowest:+.2f}",
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def plot_curves(
     chosen: dict[str, dict[str, Any]], out: Path, ylabel: str = "held-out OA (%)"
 ) -> None:
@@ -433,11 +528,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plot", type=Path, default=None, help="with --curves or --selection: draw them here"
     )
+    parser.add_argument(
+        "--against",
+        default=None,
+        metavar="VARIANT",
+        help="with --at: each other variant's cell-by-cell difference from this one at those "
+        "epochs, paired on the same seeds",
+    )
     args = parser.parse_args(argv)
     if (args.at or args.plot) and not (args.curves or args.selection):
         parser.error("--at and --plot go with --curves or --selection")
     if args.no_choice and not args.selection:
         parser.error("--no-choice goes with --selection")
+    if args.against is not None and not args.at:
+        parser.error("--against compares at the epochs given with --at")
     if args.curves or args.selection:
         if args.curves and args.selection:
             parser.error("give --curves or --selection, not both")
@@ -447,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
             entries = [e for c in args.selection for e in selection_entries(c, not args.no_choice)]
         chosen = stop_epochs(entries)
         print(curves_report(chosen, args.at))
+        if args.against is not None:
+            for epoch in args.at:
+                print("\n" + paired_report(paired(chosen, args.against, epoch)))
         if args.plot is not None:
             what = (
                 "held-out OA (%), after the epoch"

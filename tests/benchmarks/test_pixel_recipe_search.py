@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ def search():
         "pixel_recipe_search", REPO / "benchmarks" / "pixel_recipe_search.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being built
     spec.loader.exec_module(module)
     return module
 
@@ -230,6 +232,55 @@ def test_curves_choose_the_epoch_where_the_mean_of_the_cells_peaks(search, tmp_p
         search.main(["--curves", str(a), str(c)])
     with pytest.raises(SystemExit):  # a search needs its variants and output
         search.main(["--scene", "salinas_a:0.05"])
+
+
+def test_variants_are_paired_with_a_base_cell_by_cell_on_the_same_seeds(search, tmp_path, capsys):
+    def entry(variant, scene, split, seed, curve):
+        return {"variant": variant, "scene": scene, "split": split, "seed": seed, "curve": curve}
+
+    base = [
+        entry("base", "ip", "disjoint", 0, [0.5, 0.6]),
+        entry("base", "ip", "disjoint", 1, [0.7, 0.8]),  # the cell's mean: 0.7 after epoch 2
+        entry("base", "sa", "random", 0, [0.9, 0.95]),
+    ]
+    better = [
+        entry("v", "ip", "disjoint", 1, [0.8, 0.9]),  # seeds in another order: still paired
+        entry("v", "ip", "disjoint", 0, [0.6, 0.7]),  # mean 0.8 after epoch 2
+        entry("v", "sa", "random", 0, [0.9, 0.94]),
+    ]
+    chosen = search.stop_epochs(base + better)
+    (got,) = search.paired(chosen, "base", 2)
+    assert got.variant == "v" and got.epoch == 2
+    assert got.cells == pytest.approx({("ip", "disjoint"): 10.0, ("sa", "random"): -1.0})
+    assert got.mean == pytest.approx(4.5)
+    assert (got.not_lower, got.lowest) == (1, pytest.approx(-1.0))
+    (first,) = search.paired(chosen, "base", 1)
+    assert first.not_lower == 2 and first.mean == pytest.approx(5.0)
+
+    table = search.paired_report([got])
+    assert "| v | 2 | +10.00 | -1.00 | +4.50 | 1 of 2 | -1.00 |" in table
+    with pytest.raises(SystemExit, match=r"--against nope: no such variant"):
+        search.paired(chosen, "nope", 2)
+    with pytest.raises(SystemExit, match=r"--at 3: v and base share epochs 1..2"):
+        search.paired(chosen, "base", 3)
+    other_seed = [*better[:2], entry("v", "sa", "random", 1, [0.9, 0.94])]
+    with pytest.raises(SystemExit, match=r"v sa random: seeds \[1\] against base's \[0\]"):
+        search.paired(search.stop_epochs(base + other_seed), "base", 2)
+    with pytest.raises(SystemExit, match="pair them on the same cells"):
+        search.paired(search.stop_epochs(base + better[:2]), "base", 2)
+
+    # from the command line, out of the curves kept beside a CSV
+    out = tmp_path / "cv.csv"
+    runs = base + better
+    search.curves_path(out).write_text("".join(json.dumps(e) + "\n" for e in runs))
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["variant", "scene", "split", "seed"])
+        writer.writeheader()
+        writer.writerows({k: e[k] for k in ("variant", "scene", "split", "seed")} for e in runs)
+    assert search.main(["--curves", str(out), "--at", "2", "--against", "base"]) == 0
+    assert "| v | 2 | +10.00 | -1.00 | +4.50 | 1 of 2 | -1.00 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # an epoch to compare at is needed
+        search.main(["--curves", str(out), "--against", "base"])
 
 
 @pytest.mark.parametrize("variants", ["pixel_recipe_variants.yaml", "pixel_transfer_variants.yaml"])
