@@ -31,8 +31,8 @@ and the epoch is chosen among the first E on half of the held-out pixels and sco
 the other half (:func:`selection_curve`), which is how the protocol's test runs use a
 stop epoch; ``--curves`` scores the weights after epoch E, which no test run keeps.
 ``--against VARIANT --at E`` adds each other variant's cell-by-cell difference from
-VARIANT after epoch E, paired on the same seeds (:func:`paired`): the figures a round's
-rule is read from.
+VARIANT after epoch E, paired by seed, with 95% t-intervals (:func:`paired`): the figures
+a round's rule is read from.
 
 ``--scene CARD:FRACTION[:ROOT]``: the card's recipe ``configs/classify/lola_<CARD>.yaml``,
 its training share, and where its files are (for scenes that are not bundled). Rows are
@@ -58,7 +58,7 @@ import numpy as np
 import yaml
 
 from geofm.tasks.pixel_recipe import merged
-from geofm.tasks.pixel_results import read_rows
+from geofm.tasks.pixel_results import mean_interval, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = [
@@ -334,88 +334,118 @@ def curves_report(chosen: dict[str, dict[str, Any]], at: Sequence[int] = ()) -> 
 
 
 @dataclass(frozen=True)
+class PairedCell:
+    """One (scene, split) cell of :class:`Paired`: the variant's OA minus the base's on each
+    seed (points), their mean with its 95% t-interval (none from one seed), and on how
+    many seeds the variant is higher."""
+
+    seeds: tuple[int, ...]
+    mean: float
+    low: float | None
+    high: float | None
+    higher: int
+
+
+@dataclass(frozen=True)
 class Paired:
-    """A variant against a base at one epoch, cell by cell on the same seeds: the
-    differences of the cells' mean OA (variant minus base, in points), their mean (the
-    difference of the two means over cells), how many cells are not lower, and the lowest
-    difference."""
+    """A variant against a base after one epoch, cell by cell, paired by seed; ``mean`` is
+    the mean of the cells' mean differences (the difference of the two means over cells),
+    ``not_lower`` how many cells' mean differences are >= 0, ``lowest`` the lowest."""
 
     variant: str
     base: str
     epoch: int
-    cells: dict[tuple[str, str], float]
+    cells: dict[tuple[str, str], PairedCell]
     mean: float
     not_lower: int
     lowest: float
 
 
-def paired(chosen: dict[str, dict[str, Any]], base: str, epoch: int) -> list[Paired]:
-    """Every variant of :func:`stop_epochs`'s ``chosen`` but ``base`` against ``base`` after
-    ``epoch`` (1-based). The variant must hold the base's cells, each on the base's seeds,
-    so that each difference is paired."""
-    if base not in chosen:
-        raise SystemExit(f"--against {base}: no such variant in the curves ({', '.join(chosen)})")
-    ref = chosen[base]["cells"]
+def paired(entries: list[dict[str, Any]], base: str, epoch: int) -> list[Paired]:
+    """Every variant of the runs ``entries`` (shaped as :func:`curves_of`'s) but ``base``
+    against ``base`` after ``epoch`` (1-based). Each variant must have run the base's cells
+    on the base's seeds, so that every difference is paired."""
+    runs: dict[str, dict[tuple[str, str], dict[int, list[float]]]] = {}
+    for e in entries:
+        cell = runs.setdefault(e["variant"], {}).setdefault((e["scene"], e["split"]), {})
+        if int(e["seed"]) in cell:
+            raise SystemExit(f"{e['variant']} {e['scene']} {e['split']}: seed {e['seed']} twice")
+        cell[int(e["seed"])] = e["curve"]
+    if base not in runs:
+        raise SystemExit(f"--against {base}: no such variant in the curves ({', '.join(runs)})")
+    ref = {key: runs[base][key] for key in sorted(runs[base])}
     out = []
-    for name, got in chosen.items():
+    for name, cells in runs.items():
         if name == base:
             continue
-        cells = got["cells"]
         if set(cells) != set(ref):
             raise SystemExit(
                 f"{name} has the cells {sorted(cells)} and {base} {sorted(ref)}: "
                 "pair them on the same cells"
             )
-        diffs = {}
-        for key, (seeds, curve) in cells.items():
-            ref_seeds, ref_curve = ref[key]
-            if seeds != ref_seeds:
+        got = {}
+        for key, ref_runs in ref.items():
+            seeds = sorted(cells[key])
+            if seeds != sorted(ref_runs):
                 raise SystemExit(
-                    f"{name} {key[0]} {key[1]}: seeds {seeds} against {base}'s {ref_seeds}; "
-                    "a paired difference needs the same seeds"
+                    f"{name} {key[0]} {key[1]}: seeds {seeds} against {base}'s "
+                    f"{sorted(ref_runs)}; a paired difference needs the same seeds"
                 )
-            last = min(len(curve), len(ref_curve))
-            if not 1 <= epoch <= last:
-                raise SystemExit(f"--at {epoch}: {name} and {base} share epochs 1..{last}")
-            diffs[key] = 100 * float(curve[epoch - 1] - ref_curve[epoch - 1])
-        values = [diffs[k] for k in ref]
+            diffs = []
+            for seed in seeds:
+                a, b = cells[key][seed], ref_runs[seed]
+                if not 1 <= epoch <= min(len(a), len(b)):
+                    raise SystemExit(
+                        f"--at {epoch}: {name} and {base} share epochs 1..{min(len(a), len(b))}"
+                    )
+                diffs.append(100 * (a[epoch - 1] - b[epoch - 1]))
+            mean, low, high = mean_interval(diffs)
+            higher = sum(d > 0 for d in diffs)
+            got[key] = PairedCell(tuple(seeds), mean, low, high, higher)
+        means = [c.mean for c in got.values()]
         out.append(
             Paired(
                 variant=name,
                 base=base,
                 epoch=epoch,
-                cells={k: diffs[k] for k in ref},
-                mean=float(np.mean(values)),
-                not_lower=sum(v >= 0 for v in values),
-                lowest=min(values),
+                cells=got,
+                mean=float(np.mean(means)),
+                not_lower=sum(m >= 0 for m in means),
+                lowest=min(means),
             )
         )
     return out
 
 
 def paired_report(pairs: Sequence[Paired]) -> str:
-    """:func:`paired`'s differences as a table, in OA points."""
+    """:func:`paired`'s differences as a table, in OA points: each cell's mean difference,
+    its 95% t-interval and on how many seeds the variant is higher."""
     if not pairs:
         return ""
     first = pairs[0]
     head = [
         "variant",
         "epoch",
-        *[f"{s} {k}" for s, k in first.cells],
+        *[f"{s} {k} (seeds {' '.join(map(str, c.seeds))})" for (s, k), c in first.cells.items()],
         "mean",
         "cells not lower",
         "lowest cell",
     ]
     lines = [
-        f"Against {first.base}, paired on the same seeds (OA points, variant minus base):",
+        f"Against {first.base}, paired by seed (OA points, variant minus base; "
+        "95% t-interval; seeds higher):",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for p in pairs:
+        cells = []
+        for c in p.cells.values():
+            interval = "" if c.low is None else f" ({c.low:+.2f} to {c.high:+.2f})"
+            cells.append(f"{c.mean:+.2f}{interval}; {c.higher} of {len(c.seeds)}")
         row = [
             p.variant,
             str(p.epoch),
-            *[f"{v:+.2f}" for v in p.cells.values()],
+            *cells,
             f"{p.mean:+.2f}",
             f"{p.not_lower} of {len(p.cells)}",
             f"{p.lowest:+.2f}",
@@ -553,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         print(curves_report(chosen, args.at))
         if args.against is not None:
             for epoch in args.at:
-                print("\n" + paired_report(paired(chosen, args.against, epoch)))
+                print("\n" + paired_report(paired(entries, args.against, epoch)))
         if args.plot is not None:
             what = (
                 "held-out OA (%), after the epoch"

@@ -26,9 +26,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 
-from geofm.tasks.pixel_results import read_rows
+from geofm.tasks.pixel_results import mean_interval, read_rows
 
 
 def _scored(value: str | None) -> bool:
@@ -127,11 +126,10 @@ def paired(a: dict[str, float], b: dict[str, float]) -> str:
         f"higher OA on {len(wins)} of {len(both)} seeds ({', '.join(wins) or 'none'}){ties}; "
         f"mean difference {points(diff.mean())} points"
     )
-    if len(diff) < 2:
+    _, low, high = mean_interval(diff)
+    if low is None or high is None:
         return text + "."
-    half = scipy.stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
-    low, high = points(diff.mean() - half), points(diff.mean() + half)
-    return text + f", 95% t-interval {low} to {high}."
+    return text + f", 95% t-interval {points(low)} to {points(high)}."
 
 
 def _parts(rows: list[dict]) -> dict[str, set[str]]:

@@ -18,7 +18,15 @@ from geofm.data.outputs import write_atomic
 from geofm.tasks.metrics import ClassificationMetrics, confusion_metrics
 from geofm.tasks.pixel_recipe import PixelRecipe
 
-__all__ = ["SeedResult", "jsonable", "read_results", "read_rows", "summarise", "write_results"]
+__all__ = [
+    "SeedResult",
+    "jsonable",
+    "mean_interval",
+    "read_results",
+    "read_rows",
+    "summarise",
+    "write_results",
+]
 
 #: what the mean and std rows of :func:`summarise` are grouped by
 GROUP_KEYS = ("method", "mode", "split", "train_fraction")
@@ -83,6 +91,25 @@ def summarise(results: Sequence[SeedResult], classes: Sequence[str]) -> list[dic
                     row[key] = round(float(np.std(finite, ddof=1)), 6) if len(finite) > 1 else None
             out.append(row)
     return out
+
+
+def mean_interval(
+    values: Sequence[float] | np.ndarray, level: float = 0.95
+) -> tuple[float, float | None, float | None]:
+    """The mean of ``values`` (for example paired differences over seeds) and its two-sided
+    ``level`` t-interval (Student's t with n - 1 degrees of freedom); no interval from one
+    value."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or len(arr) == 0:
+        raise ValueError(f"need a non-empty list of values, got shape {arr.shape}")
+    mean = float(arr.mean())
+    if len(arr) < 2:
+        return mean, None, None
+    import scipy.stats  # here: reading results needs no scipy
+
+    half = float(scipy.stats.t.ppf(0.5 + level / 2, len(arr) - 1) * arr.std(ddof=1))
+    half /= float(np.sqrt(len(arr)))
+    return mean, mean - half, mean + half
 
 
 def write_results(

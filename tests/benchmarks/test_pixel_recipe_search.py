@@ -234,40 +234,48 @@ def test_curves_choose_the_epoch_where_the_mean_of_the_cells_peaks(search, tmp_p
         search.main(["--scene", "salinas_a:0.05"])
 
 
-def test_variants_are_paired_with_a_base_cell_by_cell_on_the_same_seeds(search, tmp_path, capsys):
+def test_variants_are_paired_with_a_base_seed_by_seed(search, tmp_path, capsys):
     def entry(variant, scene, split, seed, curve):
         return {"variant": variant, "scene": scene, "split": split, "seed": seed, "curve": curve}
 
     base = [
         entry("base", "ip", "disjoint", 0, [0.5, 0.6]),
-        entry("base", "ip", "disjoint", 1, [0.7, 0.8]),  # the cell's mean: 0.7 after epoch 2
+        entry("base", "ip", "disjoint", 1, [0.7, 0.8]),
+        entry("base", "ip", "disjoint", 2, [0.7, 0.7]),
         entry("base", "sa", "random", 0, [0.9, 0.95]),
     ]
-    better = [
-        entry("v", "ip", "disjoint", 1, [0.8, 0.9]),  # seeds in another order: still paired
-        entry("v", "ip", "disjoint", 0, [0.6, 0.7]),  # mean 0.8 after epoch 2
+    better = [  # after epoch 2: +10, +4 and +1 points on ip disjoint, -1 on sa random
+        entry("v", "ip", "disjoint", 1, [0.8, 0.84]),  # seeds in another order: still paired
+        entry("v", "ip", "disjoint", 0, [0.6, 0.7]),
+        entry("v", "ip", "disjoint", 2, [0.7, 0.71]),
         entry("v", "sa", "random", 0, [0.9, 0.94]),
     ]
-    chosen = search.stop_epochs(base + better)
-    (got,) = search.paired(chosen, "base", 2)
+    (got,) = search.paired(base + better, "base", 2)
     assert got.variant == "v" and got.epoch == 2
-    assert got.cells == pytest.approx({("ip", "disjoint"): 10.0, ("sa", "random"): -1.0})
-    assert got.mean == pytest.approx(4.5)
+    ip, sa = got.cells[("ip", "disjoint")], got.cells[("sa", "random")]
+    assert ip.seeds == (0, 1, 2) and ip.higher == 3
+    # mean 5, sample sd sqrt(21), t(0.975, 2) = 4.3027
+    half = 4.302653 * np.sqrt(21) / np.sqrt(3)
+    assert (ip.mean, ip.low, ip.high) == pytest.approx((5.0, 5.0 - half, 5.0 + half))
+    assert (sa.mean, sa.low, sa.high, sa.higher) == (pytest.approx(-1.0), None, None, 0)
+    assert got.mean == pytest.approx(2.0)
     assert (got.not_lower, got.lowest) == (1, pytest.approx(-1.0))
-    (first,) = search.paired(chosen, "base", 1)
-    assert first.not_lower == 2 and first.mean == pytest.approx(5.0)
+    (first,) = search.paired(base + better, "base", 1)
+    assert first.not_lower == 2 and first.mean == pytest.approx(10 / 3)  # (20/3 + 0) / 2
 
-    table = search.paired_report([got])
-    assert "| v | 2 | +10.00 | -1.00 | +4.50 | 1 of 2 | -1.00 |" in table
+    row = f"| v | 2 | +5.00 ({5 - half:+.2f} to {5 + half:+.2f}); 3 of 3 | -1.00; 0 of 1 |"
+    assert row + " +2.00 | 1 of 2 | -1.00 |" in search.paired_report([got])
     with pytest.raises(SystemExit, match=r"--against nope: no such variant"):
-        search.paired(chosen, "nope", 2)
+        search.paired(base + better, "nope", 2)
     with pytest.raises(SystemExit, match=r"--at 3: v and base share epochs 1..2"):
-        search.paired(chosen, "base", 3)
-    other_seed = [*better[:2], entry("v", "sa", "random", 1, [0.9, 0.94])]
+        search.paired(base + better, "base", 3)
+    other_seed = [*better[:3], entry("v", "sa", "random", 1, [0.9, 0.94])]
     with pytest.raises(SystemExit, match=r"v sa random: seeds \[1\] against base's \[0\]"):
-        search.paired(search.stop_epochs(base + other_seed), "base", 2)
+        search.paired(base + other_seed, "base", 2)
     with pytest.raises(SystemExit, match="pair them on the same cells"):
-        search.paired(search.stop_epochs(base + better[:2]), "base", 2)
+        search.paired(base + better[:3], "base", 2)
+    with pytest.raises(SystemExit, match="v sa random: seed 0 twice"):
+        search.paired(base + better + better[3:], "base", 2)
 
     # from the command line, out of the curves kept beside a CSV
     out = tmp_path / "cv.csv"
@@ -278,7 +286,8 @@ def test_variants_are_paired_with_a_base_cell_by_cell_on_the_same_seeds(search, 
         writer.writeheader()
         writer.writerows({k: e[k] for k in ("variant", "scene", "split", "seed")} for e in runs)
     assert search.main(["--curves", str(out), "--at", "2", "--against", "base"]) == 0
-    assert "| v | 2 | +10.00 | -1.00 | +4.50 | 1 of 2 | -1.00 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ip disjoint (seeds 0 1 2)" in printed and row in printed
     with pytest.raises(SystemExit):  # an epoch to compare at is needed
         search.main(["--curves", str(out), "--against", "base"])
 

@@ -381,6 +381,19 @@ def test_recipe_errors(tmp_path, salinas_a):
         run_protocol(big, 0.05, [0], progress=False, scene=dict(salinas_a), echo=lambda s: None)
 
 
+def test_mean_interval_is_students_t_over_the_values():
+    from geofm.tasks.pixel_results import mean_interval
+
+    mean, low, high = mean_interval([1.0, 2.0, 6.0])  # mean 3, sample sd sqrt(7)
+    half = 4.302653 * np.sqrt(7) / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert (mean, low, high) == pytest.approx((3.0, 3.0 - half, 3.0 + half))
+    narrower = mean_interval([1.0, 2.0, 6.0], level=0.5)
+    assert narrower[2] - narrower[1] < high - low
+    assert mean_interval([4.0]) == (4.0, None, None)  # no spread from one value
+    with pytest.raises(ValueError, match="non-empty"):
+        mean_interval([])
+
+
 def test_summarise_std_is_sample_std():
     from geofm.tasks.metrics import ClassificationMetrics
     from geofm.tasks.pixel_results import SeedResult
