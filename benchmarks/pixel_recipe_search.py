@@ -34,6 +34,10 @@ stop epoch; ``--curves`` scores the weights after epoch E, which no test run kee
 VARIANT after epoch E, paired by seed, with 95% t-intervals (:func:`paired`): the figures
 a round's rule is read from.
 
+``--svm`` scores the RBF SVM instead of the variants, on the same splits, validation parts
+and folds (rows named ``svm``; it has no epochs, so its curve has one entry): kept beside
+a search's runs, ``--against`` then says on development pixels whether a recipe beats it.
+
 ``--scene CARD:FRACTION[:ROOT]``: the card's recipe ``configs/classify/lola_<CARD>.yaml``,
 its training share, and where its files are (for scenes that are not bundled). Rows are
 appended as each run ends; a rerun skips the (variant, scene, split, seed) runs the CSV
@@ -323,6 +327,8 @@ def curves_report(chosen: dict[str, dict[str, Any]], at: Sequence[int] = ()) -> 
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         last = len(got["mean"])
         shown = [(got["epoch"], "best of the mean"), *((e, "given") for e in at), (last, "last")]
+        if last == 1:  # a method without epochs (the SVM): its one score
+            shown = [(1, "the only one")]
         for epoch, what in shown:
             if not 1 <= epoch <= last:
                 raise SystemExit(f"--at {epoch}: the curves have epochs 1..{last}")
@@ -361,10 +367,21 @@ class Paired:
     lowest: float
 
 
+def _at(curve: Sequence[float], epoch: int, name: str) -> float:
+    """A curve's score after ``epoch`` (1-based); a curve of one entry is a method without
+    epochs (the SVM), whose one score stands at every epoch."""
+    if len(curve) == 1:
+        return float(curve[0])
+    if not 1 <= epoch <= len(curve):
+        raise SystemExit(f"--at {epoch}: the curves of {name} have epochs 1..{len(curve)}")
+    return float(curve[epoch - 1])
+
+
 def paired(entries: list[dict[str, Any]], base: str, epoch: int) -> list[Paired]:
     """Every variant of the runs ``entries`` (shaped as :func:`curves_of`'s) but ``base``
-    against ``base`` after ``epoch`` (1-based). Each variant must have run the base's cells
-    on the base's seeds, so that every difference is paired."""
+    against ``base`` after ``epoch`` (1-based; a method without epochs, such as the SVM of
+    ``--svm``, by its one score). Each variant must have run the base's cells on the base's
+    seeds, so that every difference is paired."""
     runs: dict[str, dict[tuple[str, str], dict[int, list[float]]]] = {}
     for e in entries:
         cell = runs.setdefault(e["variant"], {}).setdefault((e["scene"], e["split"]), {})
@@ -391,14 +408,10 @@ def paired(entries: list[dict[str, Any]], base: str, epoch: int) -> list[Paired]
                     f"{name} {key[0]} {key[1]}: seeds {seeds} against {base}'s "
                     f"{sorted(ref_runs)}; a paired difference needs the same seeds"
                 )
-            diffs = []
-            for seed in seeds:
-                a, b = cells[key][seed], ref_runs[seed]
-                if not 1 <= epoch <= min(len(a), len(b)):
-                    raise SystemExit(
-                        f"--at {epoch}: {name} and {base} share epochs 1..{min(len(a), len(b))}"
-                    )
-                diffs.append(100 * (a[epoch - 1] - b[epoch - 1]))
+            diffs = [
+                100 * (_at(cells[key][seed], epoch, name) - _at(ref_runs[seed], epoch, base))
+                for seed in seeds
+            ]
             mean, low, high = mean_interval(diffs)
             higher = sum(d > 0 for d in diffs)
             got[key] = PairedCell(tuple(seeds), mean, low, high, higher)
@@ -524,6 +537,13 @@ def main(argv: list[str] | None = None) -> int:
         help="keep every held-out pixel's class and loss after every epoch beside the CSV "
         "(<stem>.predictions/), for --selection",
     )
+    parser.add_argument(
+        "--svm",
+        action="store_true",
+        help="score the RBF SVM on the same splits, validation parts and folds instead of "
+        "the variants (rows named svm; no --variants needed): the development pixels' "
+        "answer to whether a recipe beats it",
+    )
     parser.add_argument("--report", action="store_true", help="print the table and stop")
     parser.add_argument(
         "--curves",
@@ -592,10 +612,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             plot_curves(chosen, args.plot, what)
         return 0
-    if args.variants is None or args.output is None:
-        parser.error("--variants and --output are required (except with --curves or --selection)")
+    if args.output is None or (args.variants is None and not args.svm):
+        parser.error(
+            "--variants (or --svm) and --output are required (except with --curves or --selection)"
+        )
+    if args.svm and (args.variants is not None or args.only):
+        parser.error("--svm scores the SVM alone: leave out --variants and --only")
 
-    variants = read_variants(args.variants)
+    variants = [("svm", {})] if args.svm else read_variants(args.variants)
+    method = "svm" if args.svm else "lola"
     order = [name for name, _ in variants]
     if args.report:
         print(report(read_rows(args.output, missing_ok=True), order))
@@ -657,7 +682,12 @@ def main(argv: list[str] | None = None) -> int:
                         keep = args.keep_predictions
                         if args.folds is None:
                             got = validate_seed(
-                                recipe, dict(loaded[card]), fraction, seed, keep_predictions=keep
+                                recipe,
+                                dict(loaded[card]),
+                                fraction,
+                                seed,
+                                method,
+                                keep_predictions=keep,
                             )
                         else:
                             got = cross_validate_seed(
@@ -666,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
                                 fraction,
                                 seed,
                                 args.folds,
+                                method,
                                 keep_predictions=keep,
                             )
                     row = {

@@ -589,7 +589,7 @@ def run_split(
     per class. The split is not checked for windows that reach across parts: a random
     split's do.
     """
-    from geofm.tasks.pixel import classify_pixels, svm_baseline
+    from geofm.tasks.pixel import classify_pixels
 
     mask = torch.as_tensor(scene["mask"]).numpy()
     coords = check_split(mask, coords)
@@ -610,16 +610,7 @@ def run_split(
     results = []
     for method in methods:
         if method == "svm":
-            image = torch.as_tensor(scene["image"]).float().numpy()
-            tr = coords["train"]
-            start = time.perf_counter()
-            preds, details = svm_baseline(
-                image[:, tr[:, 0], tr[:, 1]].T,
-                mask[tr[:, 0], tr[:, 1]],
-                image[:, test[:, 0], test[:, 1]].T,
-                seed=seed,
-            )
-            seconds = time.perf_counter() - start
+            preds, details, seconds = _fit_svm(scene, coords["train"], test, seed)
             mode, trainable, total = "rbf", None, None
             metrics = classification_metrics(y_test, preds, num_classes)
         else:
@@ -673,6 +664,69 @@ def run_split(
             )
         )
     return results
+
+
+def _fit_svm(
+    scene: dict[str, Any], train: np.ndarray, scored: np.ndarray, seed: int
+) -> tuple[np.ndarray, dict[str, Any], float]:
+    """The RBF SVM (:func:`~geofm.tasks.pixel.svm_baseline`) fitted on the spectra of the
+    labelled pixels ``train`` and applied to the pixels ``scored`` (both ``(N, 2)``):
+    its predictions ``(len(scored),)``, its details and its seconds."""
+    from geofm.tasks.pixel import svm_baseline
+
+    image = torch.as_tensor(scene["image"]).float().numpy()
+    mask = torch.as_tensor(scene["mask"]).numpy()
+    start = time.perf_counter()
+    preds, details = svm_baseline(
+        image[:, train[:, 0], train[:, 1]].T,
+        mask[train[:, 0], train[:, 1]],
+        image[:, scored[:, 0], scored[:, 1]].T,
+        seed=seed,
+    )
+    return preds, details, time.perf_counter() - start
+
+
+def _score_held_out(
+    method: str,
+    recipe: PixelRecipe,
+    scene: dict[str, Any],
+    coords: dict[str, np.ndarray],
+    num_classes: int,
+    seed: int,
+    progress: bool,
+    keep_best: bool | None,
+    keep_val: bool,
+) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """``method`` trained on ``coords["train"]`` and applied to ``coords["val"]``: the
+    predictions, the training seconds and :func:`_train_window_model`'s details
+    (``val_history`` and, with ``keep_val``, ``val_predictions`` and ``val_losses``). The
+    SVM has no epochs: one entry each, its losses NaN (it has none), ``best_epoch`` None."""
+    val = coords["val"]
+    if method == "svm":
+        preds, details, seconds = _fit_svm(scene, coords["train"], val, seed)
+        mask = torch.as_tensor(scene["mask"]).numpy()
+        oa = float(np.mean(preds == mask[val[:, 0], val[:, 1]])) if len(val) else float("nan")
+        details.update(val_history=[oa], best_epoch=None)
+        if keep_val:
+            details["val_predictions"] = np.asarray(preds)[None]
+            details["val_losses"] = np.full((1, len(val)), np.nan, dtype=np.float32)
+        return np.asarray(preds), seconds, details
+    from geofm.tasks.pixel import classify_pixels
+
+    own = method_recipes(recipe, [method])[method]
+    model, _, seconds, details = _train_window_model(
+        own,
+        scene,
+        coords,
+        num_classes,
+        seed,
+        progress,
+        None,
+        keep_best=keep_best,
+        keep_val=keep_val,
+    )
+    preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), val, scene.get("valid"))
+    return np.asarray(preds), seconds, details
 
 
 def _checked_methods(
@@ -734,20 +788,17 @@ def validate_seed(
     ``"curve"``, the validation OA after each epoch (as logged in training, under the
     recipe's precision). With ``keep_predictions``, ``"held_out"`` (:func:`_held_out`, the
     validation part as one fold) and ``"grid"``, the split's ``{"block_size", "buffer"}``
-    (None for a random split).
+    (None for a random split). ``method="svm"`` scores the RBF SVM instead, on the same
+    split: it has no epochs, so its curve has one entry.
     """
-    from geofm.tasks.pixel import classify_pixels
-
     coords, info = _seed_split(recipe, scene, train_fraction, seed, [method], None)
     mask = torch.as_tensor(scene["mask"]).numpy()
     if num_classes is None:
         num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
-    own = method_recipes(recipe, [method])[method]
-    model, _, seconds, details = _train_window_model(
-        own, scene, coords, num_classes, seed, progress, None, keep_val=keep_predictions
+    preds, seconds, details = _score_held_out(
+        method, recipe, scene, coords, num_classes, seed, progress, None, keep_predictions
     )
     val = coords["val"]
-    preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), val, scene.get("valid"))
     m = classification_metrics(mask[val[:, 0], val[:, 1]], preds, num_classes)
     return {
         "val_oa": m.oa,
@@ -798,7 +849,8 @@ def cross_validate_seed(
     Folds: :func:`~geofm.data.splits.cross_validation_folds`, of whole blocks with the
     split's block size and buffer for a disjoint split, stratified by class for a random
     one. Each fold's model trains for the recipe's epochs and keeps its last weights (the
-    moving average's, with ``train.ema_epochs``). Returns ``{"val_oa", "val_aa",
+    moving average's, with ``train.ema_epochs``); ``method="svm"`` fits the RBF SVM once
+    per fold on the same pixels (no epochs: its curve has one entry). Returns ``{"val_oa", "val_aa",
     "val_kappa", "val_per_class"}`` of the pooled held-out predictions, ``"curve"`` (the
     pooled held-out OA after each epoch, as logged in training, under the recipe's
     precision) with its best ``"curve_epoch"`` and ``"curve_oa"`` (optimistic: one epoch
@@ -813,13 +865,11 @@ def cross_validate_seed(
     split).
     """
     from geofm.data.splits import cross_validation_folds
-    from geofm.tasks.pixel import classify_pixels
 
     coords, info = _seed_split(recipe, scene, train_fraction, seed, [method], None)
     mask = torch.as_tensor(scene["mask"]).numpy()
     if num_classes is None:
         num_classes = int(mask[mask != IGNORE_INDEX].max()) + 1
-    own = method_recipes(recipe, [method])[method]
     development = np.concatenate([coords["train"], coords["val"]])
     # a disjoint split's own grid and buffer (info["grid"]); none for a random split
     parts = cross_validation_folds(mask, development, folds, seed, **info.get("grid", {}))
@@ -831,22 +881,11 @@ def cross_validate_seed(
     ]
     for fold in parts:
         fold_coords = {"train": fold.train, "val": fold.held_out}
-        model, _, took, details = _train_window_model(
-            own,
-            scene,
-            fold_coords,
-            num_classes,
-            seed,
-            progress,
-            None,
-            keep_best=False,
-            keep_val=keep_predictions,
+        preds, took, details = _score_held_out(
+            method, recipe, scene, fold_coords, num_classes, seed, progress, False, keep_predictions
         )
         if keep_predictions:
             kept.append(_held_out(fold.held_out, mask, details))
-        preds, _ = classify_pixels(
-            model, torch.as_tensor(scene["image"]), fold.held_out, scene.get("valid")
-        )
         truth.append(mask[fold.held_out[:, 0], fold.held_out[:, 1]])
         predicted.append(preds)
         curves.append(np.asarray(details["val_history"], dtype=np.float64))

@@ -129,6 +129,25 @@ def test_search_by_cross_validation_writes_its_own_rows(search, tmp_path, capsys
     capsys.readouterr()
     assert search.main([*args, "--folds", "2", "--output", str(out), "--report"]) == 0
     assert "| tiny |" in capsys.readouterr().out
+    # the SVM on the same folds, into the same CSV: one score, the pixels the variant's had
+    svm_args = ["--svm", "--scene", "salinas_a:0.05", "--splits", "random", "--folds", "2"]
+    assert search.main([*svm_args, "--output", str(out), "--keep-predictions"]) == 0
+    svm_row = list(csv.DictReader(out.open()))[1]
+    assert svm_row["variant"] == "svm" and svm_row["curve_oa"] == svm_row["val_oa"]
+    svm_folds, _, _ = search.read_predictions(
+        search.predictions_path(out, "svm", "salinas_a", "random", 0)
+    )
+    for mine, its in zip(folds, svm_folds, strict=True):
+        np.testing.assert_array_equal(mine["coords"], its["coords"])
+        assert its["predictions"].shape == (1, len(its["truth"]))
+    capsys.readouterr()
+    assert (
+        search.main(["--selection", str(out), "--no-choice", "--at", "1", "--against", "tiny"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "| svm | 1 (the only one) |" in printed and "| svm | 1 | " in printed
+    with pytest.raises(SystemExit):  # the SVM is scored alone
+        search.main([*svm_args, "--variants", str(variants), "--output", str(out)])
     # one CSV holds one kind of score; --folds below 2 is refused before any training
     with pytest.raises(SystemExit, match="rows of another kind"):
         search.main([*args, "--output", str(out)])
@@ -267,7 +286,7 @@ def test_variants_are_paired_with_a_base_seed_by_seed(search, tmp_path, capsys):
     assert row + " +2.00 | 1 of 2 | -1.00 |" in search.paired_report([got])
     with pytest.raises(SystemExit, match=r"--against nope: no such variant"):
         search.paired(base + better, "nope", 2)
-    with pytest.raises(SystemExit, match=r"--at 3: v and base share epochs 1..2"):
+    with pytest.raises(SystemExit, match=r"--at 3: the curves of v have epochs 1..2"):
         search.paired(base + better, "base", 3)
     other_seed = [*better[:3], entry("v", "sa", "random", 1, [0.9, 0.94])]
     with pytest.raises(SystemExit, match=r"v sa random: seeds \[1\] against base's \[0\]"):

@@ -834,6 +834,39 @@ def test_cross_validation_scores_each_development_pixel_once_and_never_a_test_pi
     )
 
 
+def test_the_svm_is_scored_on_the_folds_and_validation_part_the_models_are(salinas_a):
+    """Development scores of the SVM, beside a recipe's: the same split, the same folds,
+    the same held-out pixels; no epochs, so one entry per curve and no loss."""
+    from geofm.data.splits import cross_validation_folds
+    from geofm.tasks.pixel import svm_baseline
+    from geofm.tasks.pixel_protocol import _seed_split, cross_validate_seed, validate_seed
+    from geofm.tasks.pixel_recipe import merged
+
+    recipe = load_recipe(merged(_recipe().as_dict(), {"split": {"kind": "disjoint"}}))
+    coords, info = _seed_split(recipe, salinas_a, 0.05, 0, ["lola"], None)
+    got = cross_validate_seed(
+        recipe, dict(salinas_a), 0.05, 0, folds=3, method="svm", keep_predictions=True
+    )
+    image, mask = salinas_a["image"].float().numpy(), salinas_a["mask"].numpy()
+    dev = np.concatenate([coords["train"], coords["val"]])
+    folds = cross_validation_folds(mask, dev, 3, 0, **info["grid"])
+    right = 0
+    for f, kept in zip(folds, got["held_out"], strict=True):
+        np.testing.assert_array_equal(kept["coords"], f.held_out)
+        x = image[:, f.train[:, 0], f.train[:, 1]].T
+        y = mask[f.train[:, 0], f.train[:, 1]]
+        own, _ = svm_baseline(x, y, image[:, f.held_out[:, 0], f.held_out[:, 1]].T, seed=0)
+        np.testing.assert_array_equal(kept["predictions"], own[None])
+        assert kept["losses"].shape == (1, len(f.held_out)) and np.isnan(kept["losses"]).all()
+        right += int((own == kept["truth"]).sum())
+    assert got["curve"] == pytest.approx([right / sum(got["fold_held_out"])])
+    assert got["val_oa"] == pytest.approx(got["curve"][0]) and got["best_epoch"] is None
+    assert got["counts"] == info["counts"]
+
+    val = validate_seed(recipe, dict(salinas_a), 0.05, 0, method="svm")
+    assert val["curve"] == [pytest.approx(val["val_oa"])] and val["best_epoch"] is None
+
+
 def test_a_given_split_trains_and_tests_as_the_drawn_one(salinas_a, tmp_path):
     """run_split on the coordinates run_seed draws gives run_seed's result: the protocol
     on a split given from outside (a benchmark's published pixels) is the same protocol."""
