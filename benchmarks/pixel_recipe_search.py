@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 import time
@@ -84,8 +85,14 @@ FIELDS = [
 FIELDS_CV = [*FIELDS, "folds", "curve_epoch", "curve_oa"]
 
 
+#: the name of ``--svm``'s rows: a method without epochs, whose one score stands at every
+#: epoch when it is paired (:func:`paired`); no variant may take it
+SVM = "svm"
+
+
 def read_variants(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """``[(name, changes)]`` from a YAML list of ``{name, changes}`` (names unique)."""
+    """``[(name, changes)]`` from a YAML list of ``{name, changes}`` (names unique; not
+    :data:`SVM`)."""
     entries = yaml.safe_load(path.read_text())
     if not isinstance(entries, list) or not all(
         isinstance(e, dict) and set(e) <= {"name", "changes", "note"} and "name" in e
@@ -95,6 +102,8 @@ def read_variants(path: Path) -> list[tuple[str, dict[str, Any]]]:
     names = [e["name"] for e in entries]
     if len(set(names)) != len(names):
         raise SystemExit(f"{path}: variant names repeat: {names}")
+    if SVM in names:
+        raise SystemExit(f"{path}: {SVM!r} names the rows of --svm; call the variant otherwise")
     return [(e["name"], e.get("changes") or {}) for e in entries]
 
 
@@ -154,7 +163,20 @@ def curves_of(output: Path) -> list[dict[str, Any]]:
             f"{output}: {len(missing)} of its {len(keys)} runs have no curve in {path} "
             f"(first: {' '.join(map(str, missing[0]))}); curves are kept from round 11 on"
         )
-    return [last[k] for k in keys]
+    pixels = {run_key(r): _pixels_of_row(r) for r in read_rows(output, missing_ok=True)}
+    return [{**last[k], **({"pixels": pixels[k]} if pixels[k] else {})} for k in keys]
+
+
+def _pixels_of_row(row: dict[str, str]) -> str | None:
+    """What a CSV row says of the pixels its run trained on and scored, to tell runs that
+    cannot be paired (another split or training share); None from a row without the
+    counts."""
+    if not all(row.get(k) for k in ("train_fraction", "n_train", "n_val")):
+        return None
+    return (
+        f"train fraction {row['train_fraction']}, {row['n_train']} training and "
+        f"{row['n_val']} scored pixels"
+    )
 
 
 def stop_epochs(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -305,7 +327,11 @@ def selection_entries(output: Path, choose: bool = True) -> list[dict[str, Any]]
         folds, block_size, buffer = read_predictions(predictions_path(output, *key))
         entry = dict(zip(("variant", "scene", "split", "seed"), key, strict=True))
         curve = selection_curve(folds, block_size, buffer, choose=choose)
-        entries.append({**entry, "curve": curve.tolist()})
+        digest = hashlib.sha256()
+        for f in folds:
+            digest.update(np.ascontiguousarray(f["coords"], dtype=np.int64).tobytes())
+        pixels = f"{_pixels_of_row(r) or 'no counts'} (held-out pixels {digest.hexdigest()[:12]})"
+        entries.append({**entry, "curve": curve.tolist(), "pixels": pixels})
     return entries
 
 
@@ -327,8 +353,8 @@ def curves_report(chosen: dict[str, dict[str, Any]], at: Sequence[int] = ()) -> 
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         last = len(got["mean"])
         shown = [(got["epoch"], "best of the mean"), *((e, "given") for e in at), (last, "last")]
-        if last == 1:  # a method without epochs (the SVM): its one score
-            shown = [(1, "the only one")]
+        if name == SVM:  # no epochs: its one score
+            shown = [(1, "no epochs")]
         for epoch, what in shown:
             if not 1 <= epoch <= last:
                 raise SystemExit(f"--at {epoch}: the curves have epochs 1..{last}")
@@ -368,9 +394,9 @@ class Paired:
 
 
 def _at(curve: Sequence[float], epoch: int, name: str) -> float:
-    """A curve's score after ``epoch`` (1-based); a curve of one entry is a method without
-    epochs (the SVM), whose one score stands at every epoch."""
-    if len(curve) == 1:
+    """A curve's score after ``epoch`` (1-based); :data:`SVM`'s one score stands at every
+    epoch."""
+    if name == SVM and len(curve) == 1:
         return float(curve[0])
     if not 1 <= epoch <= len(curve):
         raise SystemExit(f"--at {epoch}: the curves of {name} have epochs 1..{len(curve)}")
@@ -379,39 +405,44 @@ def _at(curve: Sequence[float], epoch: int, name: str) -> float:
 
 def paired(entries: list[dict[str, Any]], base: str, epoch: int) -> list[Paired]:
     """Every variant of the runs ``entries`` (shaped as :func:`curves_of`'s) but ``base``
-    against ``base`` after ``epoch`` (1-based; a method without epochs, such as the SVM of
-    ``--svm``, by its one score). Each variant must have run the base's cells on the base's
-    seeds, so that every difference is paired."""
-    runs: dict[str, dict[tuple[str, str], dict[int, list[float]]]] = {}
+    against ``base`` after ``epoch`` (1-based; :data:`SVM` by its one score), on the cells
+    the variant ran (the base must hold each of them, on the variant's seeds and the same
+    pixels: ``pixels``, where the entries carry it), so that every difference is paired."""
+    runs: dict[str, dict[tuple[str, str], dict[int, dict[str, Any]]]] = {}
     for e in entries:
         cell = runs.setdefault(e["variant"], {}).setdefault((e["scene"], e["split"]), {})
         if int(e["seed"]) in cell:
             raise SystemExit(f"{e['variant']} {e['scene']} {e['split']}: seed {e['seed']} twice")
-        cell[int(e["seed"])] = e["curve"]
+        cell[int(e["seed"])] = e
     if base not in runs:
         raise SystemExit(f"--against {base}: no such variant in the curves ({', '.join(runs)})")
-    ref = {key: runs[base][key] for key in sorted(runs[base])}
+    ref = runs[base]
     out = []
     for name, cells in runs.items():
         if name == base:
             continue
-        if set(cells) != set(ref):
+        if set(cells) - set(ref):
             raise SystemExit(
-                f"{name} has the cells {sorted(cells)} and {base} {sorted(ref)}: "
-                "pair them on the same cells"
+                f"{name} ran the cells {sorted(cells)}, {base} only {sorted(ref)}: "
+                f"{name} cannot be paired on {sorted(set(cells) - set(ref))}"
             )
         got = {}
-        for key, ref_runs in ref.items():
+        for key in sorted(cells):
             seeds = sorted(cells[key])
-            if seeds != sorted(ref_runs):
+            if seeds != sorted(ref[key]):
                 raise SystemExit(
                     f"{name} {key[0]} {key[1]}: seeds {seeds} against {base}'s "
-                    f"{sorted(ref_runs)}; a paired difference needs the same seeds"
+                    f"{sorted(ref[key])}; a paired difference needs the same seeds"
                 )
-            diffs = [
-                100 * (_at(cells[key][seed], epoch, name) - _at(ref_runs[seed], epoch, base))
-                for seed in seeds
-            ]
+            diffs = []
+            for seed in seeds:
+                a, b = cells[key][seed], ref[key][seed]
+                if "pixels" in a and "pixels" in b and a["pixels"] != b["pixels"]:
+                    raise SystemExit(
+                        f"{name} {key[0]} {key[1]} seed {seed} scored other pixels than "
+                        f"{base}: {a['pixels']} against {b['pixels']}"
+                    )
+                diffs.append(100 * (_at(a["curve"], epoch, name) - _at(b["curve"], epoch, base)))
             mean, low, high = mean_interval(diffs)
             higher = sum(d > 0 for d in diffs)
             got[key] = PairedCell(tuple(seeds), mean, low, high, higher)
@@ -435,22 +466,23 @@ def paired_report(pairs: Sequence[Paired]) -> str:
     its 95% t-interval and on how many seeds the variant is higher."""
     if not pairs:
         return ""
-    first = pairs[0]
-    head = [
-        "variant",
-        "epoch",
-        *[f"{s} {k} (seeds {' '.join(map(str, c.seeds))})" for (s, k), c in first.cells.items()],
-        "mean",
-        "cells not lower",
-        "lowest cell",
-    ]
     lines = [
-        f"Against {first.base}, paired by seed (OA points, variant minus base; "
-        "95% t-interval; seeds higher):",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        f"Against {pairs[0].base}, paired by seed (OA points, variant minus base; "
+        "95% t-interval; seeds higher):"
     ]
+    heads: list[list[str]] = []
     for p in pairs:
+        head = [
+            "variant",
+            "epoch",
+            *[f"{s} {k} (seeds {' '.join(map(str, c.seeds))})" for (s, k), c in p.cells.items()],
+            "mean",
+            "cells not lower",
+            "lowest cell",
+        ]
+        if not heads or head != heads[-1]:  # a table per set of cells and seeds
+            heads.append(head)
+            lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         cells = []
         for c in p.cells.values():
             interval = "" if c.low is None else f" ({c.low:+.2f} to {c.high:+.2f})"
@@ -480,7 +512,13 @@ def plot_curves(
     for ax, (name, got) in zip(axes[0], chosen.items(), strict=True):
         epochs = np.arange(1, len(got["mean"]) + 1)
         for (scene, split), (seeds, curve) in got["cells"].items():
-            ax.plot(epochs, 100 * curve, lw=1.2, label=f"{scene} {split} ({len(seeds)} seeds)")
+            ax.plot(
+                epochs,
+                100 * curve,
+                lw=1.2,
+                marker="o" if len(epochs) == 1 else None,  # the SVM's one score
+                label=f"{scene} {split} ({len(seeds)} seeds)",
+            )
         ax.plot(epochs, 100 * got["mean"], color="k", lw=2.5, label="mean of the cells")
         ax.axvline(got["epoch"], color="k", ls="--", lw=1)
         ax.set(xlabel="epoch", ylabel=ylabel, title=f"{name}: best mean at {got['epoch']}")
@@ -619,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.svm and (args.variants is not None or args.only):
         parser.error("--svm scores the SVM alone: leave out --variants and --only")
 
-    variants = [("svm", {})] if args.svm else read_variants(args.variants)
+    variants = [(SVM, {})] if args.svm else read_variants(args.variants)
     method = "svm" if args.svm else "lola"
     order = [name for name, _ in variants]
     if args.report:

@@ -41,6 +41,9 @@ def test_bad_variant_files_are_refused(search, tmp_path):
     bad.write_text("- nme: a\n")
     with pytest.raises(SystemExit, match="expected a list"):
         search.read_variants(bad)
+    bad.write_text("- name: svm\n")
+    with pytest.raises(SystemExit, match="'svm' names the rows of --svm"):
+        search.read_variants(bad)
 
 
 def test_search_touches_validation_pixels_only_and_resumes(search, tmp_path, monkeypatch, capsys):
@@ -145,7 +148,7 @@ def test_search_by_cross_validation_writes_its_own_rows(search, tmp_path, capsys
         search.main(["--selection", str(out), "--no-choice", "--at", "1", "--against", "tiny"]) == 0
     )
     printed = capsys.readouterr().out
-    assert "| svm | 1 (the only one) |" in printed and "| svm | 1 | " in printed
+    assert "| svm | 1 (no epochs) |" in printed and "| svm | 1 | " in printed
     with pytest.raises(SystemExit):  # the SVM is scored alone
         search.main([*svm_args, "--variants", str(variants), "--output", str(out)])
     # one CSV holds one kind of score; --folds below 2 is refused before any training
@@ -291,10 +294,27 @@ def test_variants_are_paired_with_a_base_seed_by_seed(search, tmp_path, capsys):
     other_seed = [*better[:3], entry("v", "sa", "random", 1, [0.9, 0.94])]
     with pytest.raises(SystemExit, match=r"v sa random: seeds \[1\] against base's \[0\]"):
         search.paired(base + other_seed, "base", 2)
-    with pytest.raises(SystemExit, match="pair them on the same cells"):
-        search.paired(base + better[:3], "base", 2)
+    # a variant that ran some of the base's cells is paired on those
+    (some,) = search.paired(base + better[:3], "base", 2)
+    assert list(some.cells) == [("ip", "disjoint")] and some.mean == pytest.approx(5.0)
+    with pytest.raises(SystemExit, match=r"v cannot be paired on \[\('ip', 'random'\)\]"):
+        search.paired(base + better + [entry("v", "ip", "random", 0, [0.5, 0.5])], "base", 2)
     with pytest.raises(SystemExit, match="v sa random: seed 0 twice"):
         search.paired(base + better + better[3:], "base", 2)
+    elsewhere = [*better[:3], {**better[3], "pixels": "10 scored"}]
+    with pytest.raises(
+        SystemExit, match="seed 0 scored other pixels than base: 10 scored against 9"
+    ):
+        search.paired([*base[:3], {**base[3], "pixels": "9 scored"}, *elsewhere], "base", 2)
+    # one score stands at every epoch for the SVM only; a one-epoch run is not stretched
+    svm = [entry("svm", sc, sp, seed, [0.5]) for sc, sp, seed in [("sa", "random", 0)]]
+    (against_svm,) = search.paired(base + svm, "base", 2)
+    assert against_svm.cells[("sa", "random")].mean == pytest.approx(-45.0)
+    short = [entry("v", "sa", "random", 0, [0.5])]
+    with pytest.raises(SystemExit, match=r"--at 2: the curves of v have epochs 1..1"):
+        search.paired(base + short, "base", 2)
+    tables = search.paired_report([got, some])  # two sets of cells: two tables
+    assert tables.count("| variant | epoch |") == 2
 
     # from the command line, out of the curves kept beside a CSV
     out = tmp_path / "cv.csv"

@@ -863,8 +863,19 @@ def test_the_svm_is_scored_on_the_folds_and_validation_part_the_models_are(salin
     assert got["val_oa"] == pytest.approx(got["curve"][0]) and got["best_epoch"] is None
     assert got["counts"] == info["counts"]
 
-    val = validate_seed(recipe, dict(salinas_a), 0.05, 0, method="svm")
+    val = validate_seed(recipe, dict(salinas_a), 0.05, 0, method="svm", keep_predictions=True)
     assert val["curve"] == [pytest.approx(val["val_oa"])] and val["best_epoch"] is None
+    (part,) = val["held_out"]
+    np.testing.assert_array_equal(part["coords"], coords["val"])  # the split's validation part
+    x, y = image[:, coords["train"][:, 0], coords["train"][:, 1]].T, part["truth"]
+    own, _ = svm_baseline(
+        x,
+        mask[coords["train"][:, 0], coords["train"][:, 1]],
+        image[:, coords["val"][:, 0], coords["val"][:, 1]].T,
+        seed=0,
+    )
+    np.testing.assert_array_equal(part["predictions"], own[None])
+    assert val["val_oa"] == pytest.approx(float((own == y).mean()))
 
 
 def test_a_given_split_trains_and_tests_as_the_drawn_one(salinas_a, tmp_path):

@@ -16,7 +16,7 @@ def test_package_names_resolve_on_use():
     assert geofm.tasks.BaseTask is BaseTask
     assert geofm.tasks.MAEPretrainTask is MAEPretrainTask
     assert geofm.tasks.warmup_cosine is warmup_cosine
-    assert set(geofm.tasks.__all__) <= set(dir(geofm.tasks))
+    assert all(hasattr(geofm.tasks, name) for name in geofm.tasks.__all__)
 
 
 def test_unknown_name_is_an_attribute_error():
