@@ -323,9 +323,10 @@ def _train_window_model(
     ``coords["val"]`` after every epoch; it ends holding the best validation epoch's
     weights, or with ``keep_best=False`` the last epoch's (the moving average's, with
     ``train.ema_epochs``); ``keep_best=None``: as the recipe's ``train.keep`` says.
-    ``details["val_history"]``: the validation OA of every epoch; with ``keep_val``, also
-    ``details["val_predictions"]`` and ``details["val_losses"]``, ``(epochs, N)``: each
-    validation pixel's class and loss after every epoch
+    ``details["val_history"]``: the validation OA of every epoch (of the last alone when
+    the last weights are kept and ``keep_val`` is False: nothing is chosen on it); with
+    ``keep_val``, also ``details["val_predictions"]`` and ``details["val_losses"]``,
+    ``(epochs, N)``: each validation pixel's class and loss after every epoch
     (:class:`~geofm.tasks.callbacks.ValidationRecord`)."""
     import lightning.pytorch as pl
 
@@ -399,8 +400,15 @@ def _train_window_model(
         from lightning.pytorch.loggers import CSVLogger
 
         logger = CSVLogger(str(log_dir), name="", version=None)
+    epochs = t["epochs"] if t["stop_epoch"] is None else t["stop_epoch"]
+    # Keeping the last weights with no record asked for, the validation part chooses
+    # nothing: it is scored once, after the last epoch. What is trained is the same (the
+    # validation loader has its own generator and validation draws no random numbers);
+    # each epoch saves a pass over the validation part.
+    val_every = 1 if keep_best or keep_val else epochs
     trainer = pl.Trainer(
-        max_epochs=t["epochs"] if t["stop_epoch"] is None else t["stop_epoch"],
+        max_epochs=epochs,
+        check_val_every_n_epoch=val_every,
         accelerator=t["accelerator"],
         precision=t["precision"],
         devices=1,

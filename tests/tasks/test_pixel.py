@@ -612,8 +612,8 @@ def test_stop_epoch_trains_the_first_epochs_of_the_longer_schedule(salinas_a, mo
     }.items():
         rates.clear()
         states.clear()
-        model, _, _, details = _train_window_model(
-            _recipe(**train), dict(salinas_a), coords, 6, 0, False, None, keep_best=False
+        model, _, _, details = _train_window_model(  # keep_val: validated every epoch
+            _recipe(**train), dict(salinas_a), coords, 6, 0, False, None, False, keep_val=True
         )
         runs[name] = (list(rates), list(states), model.state_dict(), details)
     full, stopped, short = runs["full"], runs["stopped"], runs["short"]
@@ -670,7 +670,12 @@ def test_keep_last_ends_with_the_last_epochs_weights(salinas_a, monkeypatch):
         ends[keep] = (model.state_dict(), list(states), details)
     last, best = ends["last"], ends["best"]
     assert (last[2]["kept"], best[2]["kept"]) == ("last", "best")
-    assert last[2]["val_history"] == best[2]["val_history"]  # the same training
+    # keeping the last weights, the validation part is scored once, after the last epoch;
+    # the training is the same as the run validated every epoch, to the bit
+    assert len(last[1]) == 1 and len(best[1]) == 3
+    assert last[2]["val_history"] == best[2]["val_history"][-1:]
+    for key, value in last[0].items():
+        torch.testing.assert_close(value, best[1][-1][key], rtol=0, atol=0)
     chosen = best[2]["best_epoch"]
     assert chosen < 2, f"the test needs a best epoch before the last: {best[2]['val_history']}"
     for key, value in last[0].items():
