@@ -318,13 +318,15 @@ def _train_window_model(
     log_dir: Path | None,
     keep_best: bool | None = None,
     keep_val: bool = False,
+    every_epoch: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any], float, dict[str, Any]]:
     """Train the recipe's window model on ``coords["train"]``, validating on
     ``coords["val"]`` after every epoch; it ends holding the best validation epoch's
     weights, or with ``keep_best=False`` the last epoch's (the moving average's, with
     ``train.ema_epochs``); ``keep_best=None``: as the recipe's ``train.keep`` says.
     ``details["val_history"]``: the validation OA of every epoch (of the last alone when
-    the last weights are kept and ``keep_val`` is False: nothing is chosen on it); with
+    the last weights are kept and neither ``keep_val`` nor ``every_epoch`` asks for the
+    curve: nothing is chosen on it); with
     ``keep_val``, also ``details["val_predictions"]`` and ``details["val_losses"]``,
     ``(epochs, N)``: each validation pixel's class and loss after every epoch
     (:class:`~geofm.tasks.callbacks.ValidationRecord`)."""
@@ -405,7 +407,7 @@ def _train_window_model(
     # nothing: it is scored once, after the last epoch. What is trained is the same (the
     # validation loader has its own generator and validation draws no random numbers);
     # each epoch saves a pass over the validation part.
-    val_every = 1 if keep_best or keep_val else epochs
+    val_every = 1 if keep_best or keep_val or every_epoch else epochs
     trainer = pl.Trainer(
         max_epochs=epochs,
         check_val_every_n_epoch=val_every,
@@ -732,6 +734,7 @@ def _score_held_out(
         None,
         keep_best=keep_best,
         keep_val=keep_val,
+        every_epoch=True,  # the curve is what a search reads
     )
     preds, _ = classify_pixels(model, torch.as_tensor(scene["image"]), val, scene.get("valid"))
     return np.asarray(preds), seconds, details

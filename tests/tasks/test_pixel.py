@@ -781,7 +781,7 @@ def test_cross_validation_scores_each_development_pixel_once_and_never_a_test_pi
 ):
     import geofm.tasks.pixel as pixel
     from geofm.data.splits import cross_validation_folds, find_leaks
-    from geofm.tasks.pixel_protocol import _seed_split, cross_validate_seed
+    from geofm.tasks.pixel_protocol import _seed_split, cross_validate_seed, validate_seed
     from geofm.tasks.pixel_recipe import merged
 
     recipe = load_recipe(merged(_recipe().as_dict(), {"split": {"kind": split}}))
@@ -832,6 +832,11 @@ def test_cross_validation_scores_each_development_pixel_once_and_never_a_test_pi
         for f in folds
     ]
     assert len(got["curve"]) == 2 and got["best_epoch"] is None
+    # without kept predictions the curve is still every epoch's: it is what a search reads
+    plain = cross_validate_seed(recipe, dict(salinas_a), 0.05, 0, folds=3)
+    assert plain["curve"] == pytest.approx(got["curve"]) and len(plain["curve"]) == 2
+    last = load_recipe(merged(recipe.as_dict(), {"train": {"keep": "last"}}))
+    assert len(validate_seed(last, dict(salinas_a), 0.05, 0)["curve"]) == 2
     assert got["curve_oa"] == max(got["curve"]) and 0.0 <= got["val_oa"] <= 1.0
     assert (
         got["counts"]["train"]
