@@ -715,7 +715,7 @@ def _score_held_out(
     if method == "svm":
         preds, details, seconds = _fit_svm(scene, coords["train"], val, seed)
         mask = torch.as_tensor(scene["mask"]).numpy()
-        oa = float(np.mean(preds == mask[val[:, 0], val[:, 1]])) if len(val) else float("nan")
+        oa = float(np.mean(preds == mask[val[:, 0], val[:, 1]]))
         details.update(val_history=[oa], best_epoch=None)
         if keep_val:
             details["val_predictions"] = np.asarray(preds)[None]
