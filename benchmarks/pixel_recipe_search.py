@@ -406,8 +406,9 @@ def _at(curve: Sequence[float], epoch: int, name: str) -> float:
 def paired(entries: list[dict[str, Any]], base: str, epoch: int) -> list[Paired]:
     """Every variant of the runs ``entries`` (shaped as :func:`curves_of`'s) but ``base``
     against ``base`` after ``epoch`` (1-based; :data:`SVM` by its one score), on the cells
-    the variant ran (the base must hold each of them, on the variant's seeds and the same
-    pixels: ``pixels``, where the entries carry it), so that every difference is paired."""
+    the variant ran, on the variant's seeds (the base must hold each of those cells and
+    seeds, on the same pixels: ``pixels``, where the entries carry it; seeds only the base
+    ran are left out), so that every difference is paired."""
     runs: dict[str, dict[tuple[str, str], dict[int, dict[str, Any]]]] = {}
     for e in entries:
         cell = runs.setdefault(e["variant"], {}).setdefault((e["scene"], e["split"]), {})
@@ -429,10 +430,11 @@ def paired(entries: list[dict[str, Any]], base: str, epoch: int) -> list[Paired]
         got = {}
         for key in sorted(cells):
             seeds = sorted(cells[key])
-            if seeds != sorted(ref[key]):
+            if set(seeds) - set(ref[key]):
                 raise SystemExit(
                     f"{name} {key[0]} {key[1]}: seeds {seeds} against {base}'s "
-                    f"{sorted(ref[key])}; a paired difference needs the same seeds"
+                    f"{sorted(ref[key])}; {base} did not run "
+                    f"{sorted(set(seeds) - set(ref[key]))}, which a paired difference needs"
                 )
             diffs = []
             for seed in seeds:
@@ -621,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="VARIANT",
         help="with --at: each other variant's cell-by-cell difference from this one at those "
-        "epochs, paired on the same seeds",
+        "epochs, paired on the seeds each variant ran (the base must hold them)",
     )
     args = parser.parse_args(argv)
     if (args.at or args.plot) and not (args.curves or args.selection):

@@ -292,8 +292,14 @@ def test_variants_are_paired_with_a_base_seed_by_seed(search, tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"--at 3: the curves of v have epochs 1..2"):
         search.paired(base + better, "base", 3)
     other_seed = [*better[:3], entry("v", "sa", "random", 1, [0.9, 0.94])]
-    with pytest.raises(SystemExit, match=r"v sa random: seeds \[1\] against base's \[0\]"):
+    with pytest.raises(
+        SystemExit, match=r"v sa random: seeds \[1\] against base's \[0\]; base did not run \[1\]"
+    ):
         search.paired(base + other_seed, "base", 2)
+    # seeds only the base ran are left out: the pairs are the variant's seeds
+    (fewer,) = search.paired(base + better[1:], "base", 2)
+    assert fewer.cells[("ip", "disjoint")].seeds == (0, 2)
+    assert fewer.cells[("ip", "disjoint")].mean == pytest.approx(5.5)  # (10 + 1) / 2
     # a variant that ran some of the base's cells is paired on those
     (some,) = search.paired(base + better[:3], "base", 2)
     assert list(some.cells) == [("ip", "disjoint")] and some.mean == pytest.approx(5.0)
