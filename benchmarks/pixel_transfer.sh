@@ -17,9 +17,12 @@ ip_root=${1:?the folder with Indian_pines_corrected.mat and Indian_pines_gt.mat}
 out=${2:-outputs/transfer}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # the recipe these runs were made with (round 2 of the recipe search: 30 components, 80
-# epochs, all of them trained, float32, context dropout 0.5), pinned so that the script
-# reproduces the recorded table whatever the configs hold
-round2=(--model.kwargs.components 30 --train.epochs 80 --train.stop_epoch null --train.precision 32-true --train.context_dropout 0.5)
+# epochs, all of them trained, the epoch the validation part scores best kept, float32,
+# context dropout 0.5, no class weights, the 3-D front-end of 8, 16 and 32 channels),
+# pinned so that the script reproduces the recorded table whatever the configs hold
+round2=(--model.kwargs.components 30 --model.kwargs.conv_channels "[8, 16, 32]"
+        --train.epochs 80 --train.stop_epoch null --train.keep best
+        --train.precision 32-true --train.context_dropout 0.5 --train.class_weight_power 0)
 ip=(--config configs/classify/lola_indian_pines.yaml --scene.root "$ip_root" --scene.download false "${round2[@]}")
 sa=(--config configs/classify/lola_salinas_a.yaml "${round2[@]}")
 run() { geofm classify-pixels --split.kind random --no-progress "$@"; }

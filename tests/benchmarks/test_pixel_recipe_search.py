@@ -340,13 +340,15 @@ def test_variants_are_paired_with_a_base_seed_by_seed(search, tmp_path, capsys):
 @pytest.mark.parametrize("variants", ["pixel_recipe_variants.yaml", "pixel_transfer_variants.yaml"])
 def test_every_recorded_variant_pins_what_the_configs_have_changed_since(variants):
     """Each variant is the configs plus its changes: it must name the settings the configs
-    have changed since it ran (the stop epoch, round 11; the weights kept, round 13) to
-    stay the run it recorded."""
+    have changed since it ran (the stop epoch, round 11; the weights kept, round 13; the
+    class weights and the 3-D front-end, round 14) to stay the run it recorded."""
     import yaml
 
     for v in yaml.safe_load((REPO / "benchmarks" / variants).read_text()):
         train = v["changes"]["train"]
-        assert {"stop_epoch", "keep", "epochs", "precision"} <= set(train), v["name"]
+        pinned = {"stop_epoch", "keep", "epochs", "precision", "class_weight_power"}
+        assert pinned <= set(train), v["name"]
+        assert "conv_channels" in v["changes"]["model"]["kwargs"], v["name"]
 
 
 def test_selection_chooses_the_epoch_on_one_half_and_scores_the_other(search, tmp_path, capsys):

@@ -44,6 +44,9 @@ def test_transfer_script_runs_the_bases_then_three_lora_settings_per_setting(tmp
     assert all(option(r, "--model.kwargs.components") == "30" for r in runs)
     assert all(option(r, "--train.precision") == "32-true" for r in runs)
     assert all(option(r, "--train.stop_epoch") == "null" for r in runs)  # every epoch trained
+    assert all(option(r, "--train.keep") == "best" for r in runs)  # the configs keep the last
+    assert all(option(r, "--train.class_weight_power") == "0" for r in runs)
+    assert all(option(r, "--model.kwargs.conv_channels") == "[8, 16, 32]" for r in runs)
     assert option(runs[0], "--scene.root") == "/data/ip"
     stems = {Path(str(option(r, "--output"))).stem: r for r in runs[2:]}
     for setting in ("sa_to_ip_5pct", "sa_to_ip_10pc", "ip_to_sa_5pct", "ip_to_sa_10pc"):
