@@ -327,14 +327,15 @@ def test_pixel_step_time_times_the_recipes_model_in_both_precisions():
 
 def test_pixel_step_time_times_variants_beside_the_recipe():
     """``--variant`` builds each variant over the config's file, as the recipe search does:
-    stem4816's front-end has half the channels, and an unknown name lists the known ones."""
+    the configs' front-end (round 14's) has half the channels of cw05's, which pins round
+    13's, and an unknown name lists the known ones."""
     quick = ["--steps", "1", "--warmup", "0", "--threads", "1", "--repeats", "1"]
-    done = script("pixel_step_time.py", *quick, "--variant", "stem4816")
+    done = script("pixel_step_time.py", *quick, "--variant", "cw05")
     assert done.returncode == 0, done.stderr
     recipe, variant = done.stdout.splitlines()[1:3]
     assert recipe.split(":")[0].strip() == "recipe" and "1.00x the recipe's" in recipe
-    assert variant.split(":")[0].strip() == "stem4816" and "'conv_channels': [4, 8, 16]" in variant
-    assert "conv_channels" not in recipe and "bfloat16" not in done.stdout
-    done = script("pixel_step_time.py", *quick, "--variant", "stem4816", "nope")
+    assert variant.split(":")[0].strip() == "cw05" and "'conv_channels': [8, 16, 32]" in variant
+    assert "'conv_channels': [4, 8, 16]" in recipe and "bfloat16" not in done.stdout
+    done = script("pixel_step_time.py", *quick, "--variant", "cw05", "nope")
     assert done.returncode != 0
     assert "has no variant nope; it has current," in done.stderr
